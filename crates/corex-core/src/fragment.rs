@@ -1,0 +1,53 @@
+//! Fragments: the smallest unit of work a node leases, computes and is paid for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+use crate::identity::NodeId;
+
+/// What a fragment asks a node to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FragmentKind {
+    /// The gradient of the mean loss over the fragment's samples at model version `model`.
+    Gradient,
+}
+
+/// A leased unit of work. Everything a node needs to compute it, and nothing it could choose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    pub id: Hash,
+    pub job: Hash,
+    pub round: u32,
+    /// Position of this fragment within its round; fixes the aggregation order.
+    pub index: u32,
+    /// Hash of the model version `w_round` the work must start from.
+    pub model: Hash,
+    pub kind: FragmentKind,
+    /// Training-sample indices, recomputable from the job seed by anyone.
+    pub indices: Vec<u32>,
+    /// Cost in FLOPs derived by the coordinator from the spec, never from a node's claim.
+    pub cost_flops: u64,
+}
+
+impl Fragment {
+    pub fn derive_id(job: &Hash, round: u32, index: u32) -> Hash {
+        Hash::of_parts(&[
+            b"corex-fragment",
+            job.as_bytes(),
+            &round.to_le_bytes(),
+            &index.to_le_bytes(),
+        ])
+    }
+}
+
+/// The commitment a node signs for a result: `H(node ‖ fragment ‖ H(w_r) ‖ H(result))`.
+pub fn result_commitment(node: &NodeId, fragment: &Hash, model: &Hash, result: &Hash) -> Hash {
+    Hash::of_parts(&[
+        b"corex-result",
+        &node.0,
+        fragment.as_bytes(),
+        model.as_bytes(),
+        result.as_bytes(),
+    ])
+}

@@ -1,0 +1,149 @@
+//! The job spec a job owner submits, and the round plan derived from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpecError;
+use crate::hash::Hash;
+use crate::spec::{DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};
+
+/// Most rounds a job may ask for.
+pub const MAX_ROUNDS: u32 = 100_000;
+/// Most samples in one round's global batch.
+pub const MAX_GLOBAL_BATCH: u32 = 1 << 20;
+
+/// A training job: model, data, optimizer and how each round is cut into fragments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// A human name for tables and logs.
+    pub name: String,
+    pub model: ModelSpec,
+    pub dataset: DatasetSpec,
+    pub optimizer: OptimizerSpec,
+    /// Number of optimizer steps (rounds) to run.
+    pub rounds: u32,
+    /// Samples per round, split across fragments.
+    pub global_batch: u32,
+    /// Samples per gradient fragment (the last fragment of a round may be smaller).
+    pub fragment_samples: u32,
+    /// Seed of the weight initialisation and of the per-epoch sample permutations.
+    pub seed: u64,
+    /// Evaluate on the held-out split every this many rounds (and after the last).
+    pub eval_every: u32,
+    /// How long a node may hold a fragment before it is re-issued, in milliseconds.
+    pub lease_ms: u64,
+}
+
+impl JobSpec {
+    /// The default job: an MLP on the handwritten-digits set, trained to ≥ 95% test accuracy.
+    pub fn default_digits() -> Self {
+        Self {
+            name: "digits-mlp".into(),
+            model: ModelSpec {
+                input: 64,
+                hidden: vec![256, 256],
+                classes: 10,
+            },
+            dataset: DatasetSpec {
+                source: DatasetSource::Digits,
+                test_fraction: 0.2,
+                split_seed: 42,
+            },
+            optimizer: OptimizerSpec::Adam {
+                learning_rate: 0.003,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-8,
+            },
+            rounds: 120,
+            global_batch: 512,
+            fragment_samples: 128,
+            seed: 7,
+            eval_every: 10,
+            lease_ms: 10_000,
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let spec: Self =
+            toml::from_str(text).map_err(|error| SpecError::Toml(error.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_toml(&self) -> String {
+        // A JobSpec is plain data with no maps keyed by non-strings: serialization cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn fragments_per_round(&self) -> u32 {
+        self.global_batch.div_ceil(self.fragment_samples)
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.model.validate()?;
+        self.dataset.validate()?;
+        self.optimizer.validate()?;
+        let invalid = |reason: String| Err(SpecError::Invalid(reason));
+        if self.name.is_empty() || self.name.len() > 128 {
+            return invalid("name must be 1..=128 characters".into());
+        }
+        if self.rounds == 0 || self.rounds > MAX_ROUNDS {
+            return invalid(format!(
+                "rounds {} is outside 1..={MAX_ROUNDS}",
+                self.rounds
+            ));
+        }
+        if self.global_batch == 0 || self.global_batch > MAX_GLOBAL_BATCH {
+            return invalid(format!(
+                "global_batch {} is outside 1..={MAX_GLOBAL_BATCH}",
+                self.global_batch
+            ));
+        }
+        if self.fragment_samples == 0 || self.fragment_samples > self.global_batch {
+            return invalid(format!(
+                "fragment_samples {} is outside 1..=global_batch",
+                self.fragment_samples
+            ));
+        }
+        if self.eval_every == 0 {
+            return invalid("eval_every must be at least 1".into());
+        }
+        if !(100..=3_600_000).contains(&self.lease_ms) {
+            return invalid(format!(
+                "lease_ms {} is outside 100..=3600000",
+                self.lease_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job's identity: the hash of its canonical spec, its owner and submission sequence.
+pub fn job_id(spec: &JobSpec, owner: &crate::identity::NodeId, sequence: u64) -> Hash {
+    let canonical = serde_json::to_vec(spec).unwrap_or_default();
+    Hash::of_parts(&[b"corex-job", &canonical, &owner.0, &sequence.to_le_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_job_is_valid_and_round_trips_through_toml() {
+        let spec = JobSpec::default_digits();
+        spec.validate().expect("valid");
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
+        assert_eq!(spec.fragments_per_round(), 4);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut spec = JobSpec::default_digits();
+        spec.fragment_samples = 0;
+        assert!(spec.validate().is_err());
+        let mut spec = JobSpec::default_digits();
+        spec.model.hidden = vec![1 << 20];
+        assert!(spec.validate().is_err());
+        assert!(JobSpec::from_toml("rounds = 'many'").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! Shared vocabulary of Corex: ids, hashes, signatures, job specs and protocol messages.
+//!
+//! This crate is pure: no I/O, no clock, no randomness. Every other room speaks these types.
+
+pub mod chunk;
+pub mod error;
+pub mod fragment;
+pub mod hash;
+pub mod identity;
+pub mod job;
+pub mod messages;
+pub mod request_signature;
+pub mod spec;
+pub mod tensor;
+
+pub use error::{DecodeError, SpecError};
+pub use fragment::{Fragment, FragmentKind};
+pub use hash::Hash;
+pub use identity::{Keypair, NodeId, Signature};
+pub use job::JobSpec;
+pub use spec::{DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};

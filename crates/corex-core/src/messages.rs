@@ -1,0 +1,218 @@
+//! Protocol messages between nodes, job owners and the coordinator (JSON unless noted).
+//!
+//! Names say the direction: requests go to the coordinator, responses come back. The one
+//! binary body is a fragment result, framed by [`encode_result`] so that the tensor travels
+//! as raw little-endian bytes rather than as text.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+use crate::fragment::Fragment;
+use crate::hash::Hash;
+use crate::identity::{NodeId, Signature};
+use crate::job::JobSpec;
+
+/// What a node reports about its hardware when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    pub hostname: String,
+    pub os: String,
+    pub cpu_model: String,
+    pub logical_cores: u32,
+    pub memory_bytes: u64,
+    /// GPUs found on the host (names); empty when none.
+    pub gpus: Vec<String>,
+    /// Threads the node will use for compute.
+    pub compute_threads: u32,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub device: DeviceReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub node: NodeId,
+    pub coordinator: NodeId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// How long the coordinator may hold the request open waiting for work (long poll).
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LeaseResponse {
+    /// Compute this fragment before `deadline_ms` from now; after that it may be re-issued.
+    Work {
+        fragment: Fragment,
+        deadline_ms: u64,
+    },
+    /// No work right now; ask again after `retry_ms`.
+    Idle { retry_ms: u64 },
+}
+
+/// The header of a fragment result. The node signs `commitment`, which binds node, fragment,
+/// model version and the hash of the result tensor bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultHeader {
+    pub fragment: Hash,
+    pub model: Hash,
+    /// Mean loss over the fragment's samples, as the node computed it.
+    pub loss: f32,
+    pub samples: u32,
+    /// Wall time of the computation on the node.
+    pub compute_ms: u64,
+    /// BLAKE3 of the tensor bytes that follow the header.
+    pub result_hash: Hash,
+    pub commitment_signature: Signature,
+}
+
+const RESULT_MAGIC: &[u8; 4] = b"CXR1";
+/// Largest header accepted, far above any honest header.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Frames a result: `"CXR1" ‖ u32 LE header length ‖ header JSON ‖ tensor bytes`.
+pub fn encode_result(header: &ResultHeader, tensor_bytes: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).unwrap_or_default();
+    let mut body = Vec::with_capacity(8 + json.len() + tensor_bytes.len());
+    body.extend_from_slice(RESULT_MAGIC);
+    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    body.extend_from_slice(&json);
+    body.extend_from_slice(tensor_bytes);
+    body
+}
+
+/// Splits a result body into its header and tensor bytes; never panics on any input.
+pub fn decode_result(body: &[u8]) -> Result<(ResultHeader, &[u8]), DecodeError> {
+    let bad = |reason: &str| DecodeError::Body(format!("result body: {reason}"));
+    if body.len() < 8 || &body[..4] != RESULT_MAGIC {
+        return Err(bad("expected the CXR1 frame"));
+    }
+    let header_len = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > body.len() {
+        return Err(bad("header length is out of range"));
+    }
+    let header: ResultHeader = serde_json::from_slice(&body[8..8 + header_len])
+        .map_err(|error| DecodeError::Body(format!("result header: {error}")))?;
+    Ok((header, &body[8 + header_len..]))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitJobRequest {
+    pub spec: JobSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJobResponse {
+    pub job: Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Finished,
+    Failed { reason: String },
+}
+
+/// Work credited to one node in one job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeContribution {
+    pub fragments: u64,
+    pub samples: u64,
+    pub flops: u64,
+    /// Results refused (late, stale, malformed); they earn nothing.
+    pub refused: u64,
+}
+
+/// One finished round, as recorded in the job report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u32,
+    /// Model version the round started from.
+    pub model: Hash,
+    /// Sample-weighted mean of the fragments' reported training losses.
+    pub train_loss: f32,
+    pub test_loss: Option<f32>,
+    pub test_accuracy: Option<f32>,
+    /// Commitment hashes of the accepted results, in fragment order.
+    pub commitments: Vec<Hash>,
+    /// Milliseconds from the round's first lease to its aggregation.
+    pub wall_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job: Hash,
+    pub name: String,
+    pub owner: NodeId,
+    pub state: JobState,
+    /// Rounds completed so far.
+    pub round: u32,
+    pub rounds: u32,
+    /// Hash of the newest model version.
+    pub model: Hash,
+    pub last_train_loss: Option<f32>,
+    pub last_test_accuracy: Option<f32>,
+    pub nodes: BTreeMap<NodeId, NodeContribution>,
+    pub re_issued_fragments: u64,
+}
+
+/// The full record of a job: written by the coordinator, downloaded by the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub status: JobStatus,
+    pub spec: JobSpec,
+    pub dataset_hash: Hash,
+    pub rounds: Vec<RoundRecord>,
+    pub coordinator: NodeId,
+    pub wall_ms: u64,
+}
+
+/// The body of every 4xx/5xx answer: a stable code and a sentence naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> ResultHeader {
+        ResultHeader {
+            fragment: Hash::of(b"f"),
+            model: Hash::of(b"m"),
+            loss: 0.5,
+            samples: 3,
+            compute_ms: 1,
+            result_hash: Hash::of(b"r"),
+            commitment_signature: Signature([9; 64]),
+        }
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let body = encode_result(&header(), &[1, 2, 3, 4]);
+        let (decoded, tensor) = decode_result(&body).expect("valid frame");
+        assert_eq!(decoded, header());
+        assert_eq!(tensor, &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn every_truncation_of_a_result_is_an_error_not_a_panic() {
+        let body = encode_result(&header(), &[]);
+        for cut in 0..body.len() {
+            assert!(decode_result(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_result(b"CXR1\xff\xff\xff\xff").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Job specifications: the declarative description of a training job.
+//!
+//! A job is data, never code: a model from the built-in MLP family, a dataset reference, an
+//! optimizer and the round plan. Everything here is plain serde data with a `validate()` that
+//! rejects specs the rest of the system cannot run, so that a bad spec fails at submission and
+//! not in the middle of a round.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpecError;
+
+/// Largest layer width a job may ask for; keeps a malicious spec from exhausting memory.
+pub const MAX_LAYER_WIDTH: usize = 8192;
+/// Largest parameter count a job may ask for (about 256 MiB of f32 weights).
+pub const MAX_PARAMETERS: usize = 64 * 1024 * 1024;
+
+/// A multilayer perceptron classifier: `input → hidden[0] → … → classes`, ReLU between layers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Number of input features per sample.
+    pub input: usize,
+    /// Widths of the hidden layers, in order; may be empty (softmax regression).
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// Number of output classes.
+    pub classes: usize,
+}
+
+impl ModelSpec {
+    /// `(fan_in, fan_out)` of every linear layer, in forward order.
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        let mut widths = Vec::with_capacity(self.hidden.len() + 2);
+        widths.push(self.input);
+        widths.extend_from_slice(&self.hidden);
+        widths.push(self.classes);
+        widths.windows(2).map(|pair| (pair[0], pair[1])).collect()
+    }
+
+    /// Total number of trainable scalars (weights and biases).
+    pub fn parameter_count(&self) -> usize {
+        self.layer_shapes()
+            .iter()
+            .map(|(fan_in, fan_out)| fan_in * fan_out + fan_out)
+            .sum()
+    }
+
+    /// Multiply-accumulates of one forward pass for one sample.
+    pub fn forward_macs_per_sample(&self) -> u64 {
+        self.layer_shapes()
+            .iter()
+            .map(|(fan_in, fan_out)| (fan_in * fan_out) as u64)
+            .sum()
+    }
+
+    /// FLOPs of one training sample: forward (2 per MAC) plus backward (4 per MAC).
+    pub fn train_flops_per_sample(&self) -> u64 {
+        6 * self.forward_macs_per_sample()
+    }
+
+    /// FLOPs of one inference sample (forward only).
+    pub fn eval_flops_per_sample(&self) -> u64 {
+        2 * self.forward_macs_per_sample()
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.input == 0 || self.classes < 2 {
+            return Err(SpecError::Invalid(format!(
+                "model needs at least one input and two classes (got input {}, classes {})",
+                self.input, self.classes
+            )));
+        }
+        let widths = std::iter::once(self.input)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.classes));
+        for width in widths {
+            if width == 0 || width > MAX_LAYER_WIDTH {
+                return Err(SpecError::Invalid(format!(
+                    "layer width {width} is outside 1..={MAX_LAYER_WIDTH}"
+                )));
+            }
+        }
+        if self.parameter_count() > MAX_PARAMETERS {
+            return Err(SpecError::Invalid(format!(
+                "model has {} parameters, above the limit of {MAX_PARAMETERS}",
+                self.parameter_count()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The optimizer the coordinator applies to the aggregated gradient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerSpec {
+    /// Stochastic gradient descent with (optional, when `momentum` is 0) heavy-ball momentum.
+    Sgd { learning_rate: f64, momentum: f64 },
+    /// Adam (Kingma & Ba) with the usual moment decay rates.
+    Adam {
+        learning_rate: f64,
+        #[serde(default = "default_beta_1")]
+        beta_1: f32,
+        #[serde(default = "default_beta_2")]
+        beta_2: f32,
+        #[serde(default = "default_epsilon")]
+        epsilon: f32,
+    },
+}
+
+fn default_beta_1() -> f32 {
+    0.9
+}
+fn default_beta_2() -> f32 {
+    0.999
+}
+fn default_epsilon() -> f32 {
+    1e-8
+}
+
+impl OptimizerSpec {
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            Self::Sgd { learning_rate, .. } | Self::Adam { learning_rate, .. } => *learning_rate,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let rate = self.learning_rate();
+        if !(rate.is_finite() && rate > 0.0 && rate <= 10.0) {
+            return Err(SpecError::Invalid(format!(
+                "learning rate {rate} is outside (0, 10]"
+            )));
+        }
+        match self {
+            Self::Sgd { momentum, .. } if !(0.0..1.0).contains(momentum) => Err(
+                SpecError::Invalid(format!("momentum {momentum} is outside [0, 1)")),
+            ),
+            Self::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+                ..
+            } if !((0.0..1.0).contains(beta_1)
+                && (0.0..1.0).contains(beta_2)
+                && epsilon.is_finite()
+                && *epsilon > 0.0) =>
+            {
+                Err(SpecError::Invalid(
+                    "Adam needs beta_1, beta_2 in [0, 1) and a positive epsilon".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a job's data comes from. Nodes load it themselves; the coordinator checks the
+/// content hash of what it loads against `content_hash` when one is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DatasetSource {
+    /// The 1,797-image 8×8 handwritten-digits set shipped inside smartcore (offline).
+    Digits,
+    /// A CSV file on the local disk: numeric feature columns, integer class label in the
+    /// column named `label_column` (the last column when absent).
+    Csv {
+        path: String,
+        #[serde(default)]
+        label_column: Option<String>,
+    },
+}
+
+/// The dataset and its fixed, seeded train/test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    pub source: DatasetSource,
+    /// Fraction of samples held out for evaluation, in (0, 1).
+    pub test_fraction: f64,
+    /// Seed of the train/test permutation.
+    pub split_seed: u64,
+}
+
+impl DatasetSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return Err(SpecError::Invalid(format!(
+                "test_fraction {} is outside (0, 1)",
+                self.test_fraction
+            )));
+        }
+        Ok(())
+    }
+}

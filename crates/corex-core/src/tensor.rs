@@ -1,0 +1,44 @@
+//! Tensors on the wire: flat little-endian f32, so bytes are identical on every machine.
+
+use crate::error::DecodeError;
+
+pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for value in values {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes
+}
+
+pub fn bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
+    if bytes.len() % 4 != 0 {
+        return Err(DecodeError::TensorLength(bytes.len()));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tensors_round_trip_bit_for_bit(values in proptest::collection::vec(any::<u32>(), 0..64)) {
+            let floats: Vec<f32> = values.iter().map(|bits| f32::from_bits(*bits)).collect();
+            let back = bytes_to_f32s(&f32s_to_bytes(&floats)).expect("whole floats");
+            prop_assert_eq!(
+                back.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                values
+            );
+        }
+    }
+
+    #[test]
+    fn a_ragged_length_is_an_error() {
+        assert_eq!(bytes_to_f32s(&[0; 5]), Err(DecodeError::TensorLength(5)));
+    }
+}

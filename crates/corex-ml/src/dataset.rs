@@ -1,0 +1,338 @@
+//! In-memory classification datasets: loading (built-in digits, CSV), accessors, a canonical
+//! content hash and the seeded train/test split.
+//!
+//! Features are stored row-major (`len × feature_count` `f32`), labels as `u32` class ids in
+//! `0..class_count`. Everything here is deterministic across machines: the hash is over a fixed
+//! little-endian encoding and the split uses ChaCha8 with a hand-written Fisher–Yates shuffle.
+
+use std::path::Path;
+
+use corex_core::DatasetSource;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::MlError;
+
+/// Domain separator of [`Dataset::content_hash`]; bump when the encoding changes.
+const HASH_DOMAIN: &[u8] = b"corex-ml/dataset/v1";
+
+/// A labelled dataset held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    feature_count: usize,
+    class_count: usize,
+}
+
+/// A train/test partition of a dataset's sample indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub train: Vec<u32>,
+    pub test: Vec<u32>,
+}
+
+impl Dataset {
+    /// Builds a dataset from raw parts, checking that they are consistent: `features` holds
+    /// `labels.len() × feature_count` finite values and every label is below `class_count`.
+    pub fn from_parts(
+        features: Vec<f32>,
+        labels: Vec<u32>,
+        feature_count: usize,
+        class_count: usize,
+    ) -> Result<Self, MlError> {
+        if feature_count == 0 {
+            return Err(MlError::Dataset("feature_count must be positive".into()));
+        }
+        if labels.len() > u32::MAX as usize {
+            return Err(MlError::Dataset(format!(
+                "{} samples exceed the u32 index space",
+                labels.len()
+            )));
+        }
+        let expected = labels.len().checked_mul(feature_count).ok_or_else(|| {
+            MlError::Dataset("samples × features overflows the address space".into())
+        })?;
+        if features.len() != expected {
+            return Err(MlError::Shape(format!(
+                "{} samples × {feature_count} features need {expected} values, got {}",
+                labels.len(),
+                features.len()
+            )));
+        }
+        if let Some(index) = features.iter().position(|value| !value.is_finite()) {
+            return Err(MlError::Dataset(format!(
+                "feature {} of sample {} is not finite",
+                index % feature_count,
+                index / feature_count
+            )));
+        }
+        if let Some((sample, label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, label)| **label as usize >= class_count)
+        {
+            return Err(MlError::Dataset(format!(
+                "label {label} of sample {sample} is not below the class count {class_count}"
+            )));
+        }
+        Ok(Self {
+            features,
+            labels,
+            feature_count,
+            class_count,
+        })
+    }
+
+    /// The 1,797 8×8 handwritten digits shipped with smartcore, pixels scaled to `[0, 1]`.
+    pub fn digits() -> Result<Self, MlError> {
+        let raw = smartcore::dataset::digits::load_dataset();
+        let features: Vec<f32> = raw.data.iter().map(|pixel| pixel / 16.0).collect();
+        let labels = raw
+            .target
+            .iter()
+            .enumerate()
+            .map(|(sample, &label)| {
+                if label.fract() == 0.0 && (0.0..10.0).contains(&label) {
+                    Ok(label as u32)
+                } else {
+                    Err(MlError::Dataset(format!(
+                        "digits sample {sample} has label {label}, not a digit"
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.num_samples != labels.len() {
+            return Err(MlError::Dataset(format!(
+                "digits reports {} samples but has {} labels",
+                raw.num_samples,
+                labels.len()
+            )));
+        }
+        Self::from_parts(features, labels, raw.num_features, 10)
+    }
+
+    /// Reads a CSV file with a header row: numeric feature columns and one integer label
+    /// column (`label_column` by name, the last column when `None`). The class count is the
+    /// largest label plus one. Errors name the offending line (1-based, header is line 1).
+    pub fn from_csv(path: &Path, label_column: Option<&str>) -> Result<Self, MlError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(|error| MlError::Csv(format!("{}: {error}", path.display())))?;
+        let headers = reader
+            .headers()
+            .map_err(|error| MlError::Csv(format!("{}: header: {error}", path.display())))?
+            .clone();
+        if headers.len() < 2 {
+            return Err(MlError::Csv(format!(
+                "{}: line 1: need at least one feature column and a label column, found {} column(s)",
+                path.display(),
+                headers.len()
+            )));
+        }
+        let label_index = match label_column {
+            Some(name) => headers.iter().position(|h| h == name).ok_or_else(|| {
+                MlError::Csv(format!(
+                    "{}: line 1: no column named {name:?} in the header",
+                    path.display()
+                ))
+            })?,
+            None => headers.len() - 1,
+        };
+        let feature_count = headers.len() - 1;
+        let mut features = Vec::new();
+        let mut labels = Vec::new();
+        for (row, record) in reader.records().enumerate() {
+            // Line numbers: header is line 1, so data row `row` (0-based) is line row + 2,
+            // unless the csv crate knows better (quoted newlines).
+            let fallback_line = row as u64 + 2;
+            let record = record.map_err(|error| {
+                let line = error
+                    .position()
+                    .map_or(fallback_line, |position| position.line());
+                MlError::Csv(format!("{}: line {line}: {error}", path.display()))
+            })?;
+            let line = record
+                .position()
+                .map_or(fallback_line, |position| position.line());
+            if record.len() != headers.len() {
+                return Err(MlError::Csv(format!(
+                    "{}: line {line}: expected {} fields, found {}",
+                    path.display(),
+                    headers.len(),
+                    record.len()
+                )));
+            }
+            for (column, field) in record.iter().enumerate() {
+                if column == label_index {
+                    let label: u32 = field.parse().map_err(|_| {
+                        MlError::Csv(format!(
+                            "{}: line {line}: label {field:?} is not a non-negative integer",
+                            path.display()
+                        ))
+                    })?;
+                    labels.push(label);
+                } else {
+                    let value: f32 = field.parse().map_err(|_| {
+                        MlError::Csv(format!(
+                            "{}: line {line}: column {:?}: {field:?} is not a number",
+                            path.display(),
+                            &headers[column]
+                        ))
+                    })?;
+                    if !value.is_finite() {
+                        return Err(MlError::Csv(format!(
+                            "{}: line {line}: column {:?}: {field:?} is not finite",
+                            path.display(),
+                            &headers[column]
+                        )));
+                    }
+                    features.push(value);
+                }
+            }
+        }
+        let Some(&max_label) = labels.iter().max() else {
+            return Err(MlError::Csv(format!(
+                "{}: no data rows after the header",
+                path.display()
+            )));
+        };
+        let class_count = (max_label as usize).checked_add(1).ok_or_else(|| {
+            MlError::Csv(format!("{}: label {max_label} is too large", path.display()))
+        })?;
+        Self::from_parts(features, labels, feature_count, class_count)
+    }
+
+    /// Loads the dataset a job spec points at.
+    pub fn load(source: &DatasetSource) -> Result<Self, MlError> {
+        match source {
+            DatasetSource::Digits => Self::digits(),
+            DatasetSource::Csv { path, label_column } => {
+                Self::from_csv(Path::new(path), label_column.as_deref())
+            }
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn feature_count(&self) -> usize {
+        self.feature_count
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.class_count
+    }
+
+    /// The feature row of sample `index`. Panics when `index >= len()`; use
+    /// [`Dataset::check_indices`] first on untrusted indices.
+    pub fn features_of(&self, index: usize) -> &[f32] {
+        let start = index * self.feature_count;
+        &self.features[start..start + self.feature_count]
+    }
+
+    /// The label of sample `index`. Panics when `index >= len()`, like [`Dataset::features_of`].
+    pub fn label_of(&self, index: usize) -> u32 {
+        self.labels[index]
+    }
+
+    /// Errors with [`MlError::SampleIndex`] on the first index outside the dataset and with
+    /// [`MlError::Empty`] when there is none at all.
+    pub fn check_indices(&self, indices: &[u32]) -> Result<(), MlError> {
+        if indices.is_empty() {
+            return Err(MlError::Empty("no sample indices".into()));
+        }
+        match indices.iter().find(|&&index| index as usize >= self.len()) {
+            Some(&index) => Err(MlError::SampleIndex {
+                index,
+                len: self.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Gathers the features (row-major, `indices.len() × feature_count`) and the labels of
+    /// the given samples. Indices must have been checked.
+    pub(crate) fn gather(&self, indices: &[u32]) -> (Vec<f32>, Vec<u32>) {
+        let mut features = Vec::with_capacity(indices.len() * self.feature_count);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &index in indices {
+            features.extend_from_slice(self.features_of(index as usize));
+            labels.push(self.label_of(index as usize));
+        }
+        (features, labels)
+    }
+
+    /// BLAKE3 over a canonical encoding: a domain tag, then `len`, `feature_count` and
+    /// `class_count` as little-endian `u64`, every feature as little-endian `f32` bits
+    /// (row-major), then every label as little-endian `u32`.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(HASH_DOMAIN);
+        for dim in [self.len(), self.feature_count, self.class_count] {
+            hasher.update(&(dim as u64).to_le_bytes());
+        }
+        let mut buffer = Vec::with_capacity(4096);
+        for chunk in self.features.chunks(1024) {
+            buffer.clear();
+            for value in chunk {
+                buffer.extend_from_slice(&value.to_bits().to_le_bytes());
+            }
+            hasher.update(&buffer);
+        }
+        for chunk in self.labels.chunks(1024) {
+            buffer.clear();
+            for label in chunk {
+                buffer.extend_from_slice(&label.to_le_bytes());
+            }
+            hasher.update(&buffer);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// A seeded random partition: a ChaCha8 Fisher–Yates permutation of `0..len`, whose first
+    /// `round(len × test_fraction)` entries form the test set and the rest the training set
+    /// (both in permutation order). With at least two samples and a fraction strictly inside
+    /// `(0, 1)`, both sides get at least one sample. A NaN fraction counts as 0 and the fraction
+    /// is clamped to `[0, 1]`.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> Split {
+        let len = self.len();
+        let permutation = permutation(len, seed);
+        let fraction = if test_fraction.is_nan() {
+            0.0
+        } else {
+            test_fraction.clamp(0.0, 1.0)
+        };
+        let mut test_len = ((len as f64) * fraction).round() as usize;
+        if len >= 2 && fraction > 0.0 && fraction < 1.0 {
+            test_len = test_len.clamp(1, len - 1);
+        }
+        let test_len = test_len.min(len);
+        let (test, train) = permutation.split_at(test_len);
+        Split {
+            train: train.to_vec(),
+            test: test.to_vec(),
+        }
+    }
+}
+
+/// Fisher–Yates permutation of `0..len` (as `u32`) driven by ChaCha8 seeded with `seed`; the
+/// bounded draw is Lemire's multiply-high, so the result is identical on every platform.
+fn permutation(len: usize, seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut values: Vec<u32> = (0..len as u32).collect();
+    for i in (1..len).rev() {
+        let bound = (i + 1) as u128;
+        let j = ((u128::from(rng.next_u64()) * bound) >> 64) as usize;
+        values.swap(i, j);
+    }
+    values
+}

@@ -1,0 +1,49 @@
+//! `corex-ml`: the machine-learning room of Corex — the MLP model family on burn's flex CPU
+//! backend, datasets, gradient-fragment execution, aggregation, the coordinator's optimizer
+//! step, evaluation, export, and a single-process reference trainer.
+//!
+//! # Parameter layout
+//!
+//! Parameters, gradients and everything that travels between nodes are a flat `Vec<f32>`.
+//! For each linear layer of [`ModelSpec::layer_shapes`] in forward order: the weight
+//! `[fan_in][fan_out]` row-major (element `(i, o)` at `i * fan_out + o`), then the bias
+//! `[fan_out]`. The model computes `relu(x W + b)` for every layer but the last, which
+//! yields the logits; the loss is the mean softmax cross-entropy.
+//!
+//! # Determinism
+//!
+//! Initialisation and dataset splits use seeded ChaCha8 streams with portable sampling;
+//! [`compute_gradient`] returns the same bits for the same inputs; [`weighted_mean`]
+//! accumulates in `f64` in the order given. Nothing here uses burn's global RNG.
+//!
+//! # Modules
+//!
+//! - `dataset`: [`Dataset`] loading, hashing and [`Split`]ting.
+//! - `params`: layout, [`init_parameters`], [`check_tensor`].
+//! - `model`: the burn module (private).
+//! - `gradient`: [`compute_gradient`], [`weighted_mean`].
+//! - `trainer`: [`Trainer`], the coordinator's optimizer.
+//! - `evaluate`: [`evaluate`].
+//! - `reference`: [`train_reference`], the single-process baseline.
+//! - `export`: [`to_safetensors`], [`from_safetensors`].
+//! - `error`: [`MlError`].
+
+mod dataset;
+mod error;
+mod evaluate;
+mod export;
+mod gradient;
+mod model;
+mod params;
+mod reference;
+mod trainer;
+
+pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec};
+pub use dataset::{Dataset, Split};
+pub use error::MlError;
+pub use evaluate::{Evaluation, evaluate};
+pub use export::{MODEL_SPEC_KEY, from_safetensors, to_safetensors};
+pub use gradient::{GradientOutput, compute_gradient, weighted_mean};
+pub use params::{check_tensor, init_parameters};
+pub use reference::train_reference;
+pub use trainer::Trainer;
