@@ -128,8 +128,6 @@ pub struct NodeContribution {
     pub fragments: u64,
     pub samples: u64,
     pub flops: u64,
-    /// Results refused (late, stale, malformed); they earn nothing.
-    pub refused: u64,
 }
 
 /// One finished round, as recorded in the job report.

@@ -1,0 +1,258 @@
+//! The HTTPS API: routes, request authentication and error bodies.
+//!
+//! Every request must carry a valid signature (see `corex_core::request_signature`) with a
+//! fresh, unused nonce; the body is read up to the configured limit before anything else.
+//! Errors come back as `{"error": code, "message": sentence}` with a 4xx status, and a refused
+//! request leaves the coordinator's state as it was (apart from remembering the nonce).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use corex_core::messages::{
+    ApiError, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, SubmitJobRequest,
+    SubmitJobResponse,
+};
+use corex_core::request_signature::{CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request};
+use corex_core::{Hash, NodeId};
+use corex_net::JobDescriptor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::CoordinatorError;
+use crate::job_run::Progress;
+use crate::server::Shared;
+
+impl IntoResponse for CoordinatorError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = ApiError {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, CoordinatorError>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/register", post(register))
+        .route("/v1/lease", post(lease))
+        .route("/v1/results", post(submit_result))
+        .route("/v1/blobs/{hash}", get(blob_manifest))
+        .route("/v1/blobs/{hash}/chunks/{index}", get(blob_chunk))
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/spec", get(job_spec))
+        .route("/v1/jobs/{id}/report", get(job_report))
+        .route("/v1/jobs/{id}/weights", get(job_weights))
+        .fallback(|request: Request| async move {
+            CoordinatorError::NoSuchEndpoint(format!("{} {}", request.method(), request.uri().path()))
+        })
+        .with_state(shared)
+}
+
+/// Reads the body within the limit and checks signature, freshness and nonce.
+async fn authenticate(shared: &Shared, request: Request) -> Result<(NodeId, Bytes), CoordinatorError> {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
+    let limit = shared.config.max_body_bytes;
+    let body = read_body(request.into_body(), limit).await?;
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let verified = verify_request(
+        &method,
+        &path,
+        &body,
+        header(CONTENT_DIGEST),
+        header(SIGNATURE_INPUT),
+        header(SIGNATURE),
+    )?;
+    shared.engine().admit(&verified, shared.clock.unix_seconds())?;
+    Ok((verified.signer, body))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, CoordinatorError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| CoordinatorError::BodyTooLarge { limit })
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CoordinatorError> {
+    serde_json::from_slice(body).map_err(|error| CoordinatorError::MalformedBody(error.to_string()))
+}
+
+fn parse_hash(text: &str) -> Result<Hash, CoordinatorError> {
+    text.parse().map_err(|_| CoordinatorError::MalformedId(text.chars().take(80).collect()))
+}
+
+fn json<T: Serialize>(value: &T) -> ApiResult {
+    Ok(axum::Json(value).into_response())
+}
+
+async fn register(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let RegisterRequest { device } = parse_json(&body)?;
+    let coordinator = {
+        let mut engine = shared.engine();
+        engine.register(node, device.clone(), shared.clock.millis());
+        engine.identity.id()
+    };
+    tracing::info!(node = %node.short(), cpu = %device.cpu_model, threads = device.compute_threads, "node registered");
+    json(&RegisterResponse { node, coordinator })
+}
+
+async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let nodes = shared.engine().nodes().clone();
+    json(&nodes)
+}
+
+async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let LeaseRequest { wait_ms } = parse_json(&body)?;
+    let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = shared.work_available.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let response = shared.engine().lease(node, shared.clock.millis())?;
+        if matches!(response, LeaseResponse::Work { .. }) || tokio::time::Instant::now() >= deadline {
+            return json(&response);
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let worker = shared.clone();
+    let (job, progress) = tokio::task::spawn_blocking(move || {
+        let now_ms = worker.clock.millis();
+        worker.engine().submit_result(node, &body, now_ms)
+    })
+    .await
+    .map_err(|error| CoordinatorError::Training(error.to_string()))??;
+    if progress != Progress::Accepted {
+        shared.work_available.notify_waiters();
+    }
+    if progress == Progress::JobFinished {
+        shared.persist_finished_job(&job).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn blob_manifest(
+    State(shared): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let hash = parse_hash(&hash)?;
+    let manifest = shared.engine().blobs.manifest(&hash)?;
+    json(manifest.as_ref())
+}
+
+async fn blob_chunk(
+    State(shared): State<Arc<Shared>>,
+    Path((hash, index)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let hash = parse_hash(&hash)?;
+    let index: usize = index
+        .parse()
+        .map_err(|_| CoordinatorError::UnknownChunk { blob: hash, index: usize::MAX })?;
+    let chunk = shared.engine().blobs.chunk(&hash, index)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
+}
+
+async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (owner, body) = authenticate(&shared, request).await?;
+    let SubmitJobRequest { spec } = parse_json(&body)?;
+    spec.validate()
+        .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
+    let source = spec.dataset.source.clone();
+    let dataset = tokio::task::spawn_blocking(move || corex_ml::Dataset::load(&source))
+        .await
+        .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
+        .map_err(|error| CoordinatorError::Dataset(error.to_string()))?;
+    let name = spec.name.clone();
+    let job = shared
+        .engine()
+        .submit_job(owner, spec, Arc::new(dataset), shared.clock.millis())?;
+    tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
+    shared.work_available.notify_waiters();
+    Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
+}
+
+async fn list_jobs(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let statuses: Vec<_> = shared.engine().jobs().map(|job| job.status()).collect();
+    json(&statuses)
+}
+
+async fn job_status(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let status = shared.engine().status(&parse_hash(&id)?)?;
+    json(&status)
+}
+
+async fn job_spec(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let descriptor = {
+        let engine = shared.engine();
+        let job = engine.job(&parse_hash(&id)?)?;
+        JobDescriptor {
+            spec: job.spec.clone(),
+            dataset_hash: job.dataset_hash,
+        }
+    };
+    json(&descriptor)
+}
+
+async fn job_report(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let report = shared.engine().report(&parse_hash(&id)?)?;
+    json(&report)
+}
+
+async fn job_weights(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let weights = shared
+        .engine()
+        .job(&id)?
+        .weights
+        .ok_or(CoordinatorError::JobNotFinished(id))?;
+    json(&weights)
+}
+

@@ -1,0 +1,59 @@
+//! Published blobs (model versions, trained weights), named by their BLAKE3 hash and served
+//! as chunks. Only the versions that nodes may still need stay in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use corex_core::Hash;
+use corex_core::chunk::{CHUNK_SIZE, Manifest};
+
+use crate::error::CoordinatorError;
+
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub bytes: Arc<Vec<u8>>,
+    pub manifest: Arc<Manifest>,
+}
+
+#[derive(Debug, Default)]
+pub struct BlobStore {
+    blobs: BTreeMap<Hash, Blob>,
+}
+
+impl BlobStore {
+    /// Publishes `bytes` and returns their hash.
+    pub fn publish(&mut self, bytes: Vec<u8>) -> Hash {
+        let manifest = Manifest::of(&bytes, CHUNK_SIZE);
+        let hash = manifest.hash;
+        self.blobs.insert(
+            hash,
+            Blob {
+                bytes: Arc::new(bytes),
+                manifest: Arc::new(manifest),
+            },
+        );
+        hash
+    }
+
+    pub fn retire(&mut self, hash: &Hash) {
+        self.blobs.remove(hash);
+    }
+
+    pub fn manifest(&self, hash: &Hash) -> Result<Arc<Manifest>, CoordinatorError> {
+        self.get(hash).map(|blob| blob.manifest.clone())
+    }
+
+    pub fn chunk(&self, hash: &Hash, index: usize) -> Result<Vec<u8>, CoordinatorError> {
+        let blob = self.get(hash)?;
+        if index >= blob.manifest.chunks.len() {
+            return Err(CoordinatorError::UnknownChunk { blob: *hash, index });
+        }
+        Ok(blob.bytes[blob.manifest.range_of(index)].to_vec())
+    }
+
+    pub fn get(&self, hash: &Hash) -> Result<&Blob, CoordinatorError> {
+        self.blobs
+            .get(hash)
+            .ok_or(CoordinatorError::UnknownBlob(*hash))
+    }
+}

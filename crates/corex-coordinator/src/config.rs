@@ -1,0 +1,37 @@
+//! Coordinator settings: a plain struct with defaults, validated once at the edge.
+
+use crate::error::CoordinatorError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// Largest request body accepted; a result for the largest allowed model must fit.
+    pub max_body_bytes: usize,
+    /// How far a signature's `created` may be from the coordinator's clock.
+    pub clock_skew_s: u64,
+    /// Longest a lease request may be held open waiting for work.
+    pub max_long_poll_ms: u64,
+    /// How often expired leases are swept.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            clock_skew_s: 300,
+            max_long_poll_ms: 10_000,
+            sweep_interval_ms: 100,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    pub fn validate(&self) -> Result<(), CoordinatorError> {
+        if self.max_body_bytes < 1024 || self.sweep_interval_ms == 0 || self.clock_skew_s == 0 {
+            return Err(CoordinatorError::InvalidSpec(
+                "coordinator config: body limit ≥ 1 KiB, sweep interval and clock skew > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! The coordinator's state: node registry, jobs, published blobs and the replay cache.
+//!
+//! Request handlers call in with an authenticated signer and the current time; nothing here
+//! touches sockets, files or clocks, so tests can drive it directly. Results are routed to the
+//! job that owns the fragment; a job that finishes is reported back so the shell can persist it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use corex_core::job::job_id;
+use corex_core::messages::{
+    DeviceReport, JobReport, JobStatus, LeaseResponse, ResultHeader, decode_result,
+};
+use corex_core::request_signature::VerifiedRequest;
+use corex_core::{Hash, JobSpec, Keypair, NodeId};
+use corex_ml::Dataset;
+
+use crate::blobs::BlobStore;
+use crate::config::CoordinatorConfig;
+use crate::error::CoordinatorError;
+use crate::job_run::{JobRun, Progress};
+use crate::nonce::NonceCache;
+
+/// What the coordinator knows about a registered node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRecord {
+    pub device: DeviceReport,
+    pub registered_ms: u64,
+    pub last_seen_ms: u64,
+}
+
+pub struct Coordinator {
+    pub identity: Keypair,
+    pub config: CoordinatorConfig,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    jobs: BTreeMap<Hash, JobRun>,
+    /// Jobs in submission order: leases go to the oldest running job first.
+    job_order: Vec<Hash>,
+    pub blobs: BlobStore,
+    nonces: NonceCache,
+}
+
+impl Coordinator {
+    pub fn new(identity: Keypair, config: CoordinatorConfig) -> Self {
+        Self {
+            identity,
+            config,
+            nodes: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            job_order: Vec::new(),
+            blobs: BlobStore::default(),
+            nonces: NonceCache::default(),
+        }
+    }
+
+    /// Admits a request whose signature verified: fresh, and its nonce never seen.
+    pub fn admit(&mut self, request: &VerifiedRequest, now_s: u64) -> Result<(), CoordinatorError> {
+        self.nonces.admit(request, now_s, self.config.clock_skew_s)
+    }
+
+    pub fn register(&mut self, node: NodeId, device: DeviceReport, now_ms: u64) {
+        let record = self.nodes.entry(node).or_insert_with(|| NodeRecord {
+            device: device.clone(),
+            registered_ms: now_ms,
+            last_seen_ms: now_ms,
+        });
+        record.device = device;
+        record.last_seen_ms = now_ms;
+    }
+
+    fn registered(&mut self, node: &NodeId, now_ms: u64) -> Result<(), CoordinatorError> {
+        let record = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| CoordinatorError::UnregisteredNode(node.short()))?;
+        record.last_seen_ms = now_ms;
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
+        &self.nodes
+    }
+
+    pub fn submit_job(
+        &mut self,
+        owner: NodeId,
+        spec: JobSpec,
+        dataset: Arc<Dataset>,
+        now_ms: u64,
+    ) -> Result<Hash, CoordinatorError> {
+        let id = job_id(&spec, &owner, self.job_order.len() as u64);
+        let run = JobRun::start(id, owner, spec, dataset, now_ms, &mut self.blobs)?;
+        self.jobs.insert(id, run);
+        self.job_order.push(id);
+        Ok(id)
+    }
+
+    /// A fragment for `node` from the oldest running job that has one free.
+    pub fn lease(&mut self, node: NodeId, now_ms: u64) -> Result<LeaseResponse, CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        for id in &self.job_order {
+            if let Some(job) = self.jobs.get_mut(id)
+                && job.is_running()
+                && let Some((fragment, deadline_ms)) = job.lease(node, now_ms)
+            {
+                return Ok(LeaseResponse::Work {
+                    fragment,
+                    deadline_ms,
+                });
+            }
+        }
+        Ok(LeaseResponse::Idle { retry_ms: 500 })
+    }
+
+    /// Expires overdue leases in every job; the number of fragments freed.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.jobs.values_mut().map(|job| job.expire(now_ms)).sum()
+    }
+
+    /// Takes a framed result body from `node`. On success, says which job progressed how.
+    pub fn submit_result(
+        &mut self,
+        node: NodeId,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<(Hash, Progress), CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        let (header, tensor): (ResultHeader, &[u8]) =
+            decode_result(body).map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
+        let job = self
+            .jobs
+            .values_mut()
+            .find(|job| job.owns_fragment(&header.fragment))
+            .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
+        let progress = job.submit(node, &header, tensor, now_ms, &mut self.blobs)?;
+        Ok((job.id, progress))
+    }
+
+    pub fn job(&self, id: &Hash) -> Result<&JobRun, CoordinatorError> {
+        self.jobs.get(id).ok_or(CoordinatorError::UnknownJob(*id))
+    }
+
+    pub fn status(&self, id: &Hash) -> Result<JobStatus, CoordinatorError> {
+        Ok(self.job(id)?.status())
+    }
+
+    pub fn report(&self, id: &Hash) -> Result<JobReport, CoordinatorError> {
+        let job = self.job(id)?;
+        Ok(JobReport {
+            status: job.status(),
+            spec: job.spec.clone(),
+            dataset_hash: job.dataset_hash,
+            rounds: job.history().to_vec(),
+            coordinator: self.identity.id(),
+            wall_ms: job.finished_ms.unwrap_or(job.started_ms).saturating_sub(job.started_ms),
+        })
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRun> {
+        self.job_order.iter().filter_map(|id| self.jobs.get(id))
+    }
+}

@@ -1,0 +1,136 @@
+//! The error type of the coordinator. Every refusal names the problem with a stable code
+//! and maps to an HTTP status, so a client can tell a bad request from a stale one.
+
+use corex_core::Hash;
+use corex_core::request_signature::RequestSignatureError;
+use corex_scheduler::LeaseError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CoordinatorError {
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
+    #[error("body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    Signature(#[from] RequestSignatureError),
+    #[error("signature was created at {created}, outside ±{skew_s} s of the coordinator's clock")]
+    StaleSignature { created: u64, skew_s: u64 },
+    #[error("nonce {nonce} was already used by this key: replayed request refused")]
+    ReplayedNonce { nonce: String },
+    #[error("node {0} is not registered; POST /v1/nodes/register first")]
+    UnregisteredNode(String),
+    #[error("malformed id '{0}': expected 64 hex digits")]
+    MalformedId(String),
+    #[error("no such endpoint: {0}")]
+    NoSuchEndpoint(String),
+    #[error("unknown job {0}")]
+    UnknownJob(Hash),
+    #[error("unknown fragment {0}")]
+    UnknownFragment(Hash),
+    #[error("unknown blob {0}")]
+    UnknownBlob(Hash),
+    #[error("blob {blob} has no chunk {index}")]
+    UnknownChunk { blob: Hash, index: usize },
+    #[error("fragment {0} belongs to a round that is already closed")]
+    FragmentClosed(Hash),
+    #[error("result is for model version {got}, but the round works on {current}")]
+    StaleModel { got: Hash, current: Hash },
+    #[error("{0}")]
+    Lease(#[from] LeaseError),
+    #[error("result claims {got} samples, the fragment has {expected}")]
+    WrongSampleCount { expected: u32, got: u32 },
+    #[error("result tensor does not hash to the result_hash in its header")]
+    ResultHashMismatch,
+    #[error("commitment signature does not verify for this node, fragment, model and result")]
+    BadCommitment,
+    #[error("wrong tensor shape: {0}")]
+    WrongShape(String),
+    #[error("tensor has a non-finite value (NaN or infinity) at index {index}")]
+    NonFinite { index: usize },
+    #[error("reported loss {0} is not finite")]
+    NonFiniteLoss(f32),
+    #[error("invalid job spec: {0}")]
+    InvalidSpec(String),
+    #[error("job {0} has not finished")]
+    JobNotFinished(Hash),
+    #[error("dataset: {0}")]
+    Dataset(String),
+    #[error("training failed: {0}")]
+    Training(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl CoordinatorError {
+    /// HTTP status: 4xx for anything the caller can fix or must not retry, 5xx for our faults.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MalformedBody(_) | Self::MalformedId(_) => 400,
+            Self::NoSuchEndpoint(_) => 404,
+            Self::BodyTooLarge { .. } => 413,
+            Self::Signature(_)
+            | Self::StaleSignature { .. }
+            | Self::ReplayedNonce { .. }
+            | Self::BadCommitment => 401,
+            Self::UnregisteredNode(_) => 403,
+            Self::Lease(LeaseError::LeasedToOther { .. }) => 403,
+            Self::UnknownJob(_)
+            | Self::UnknownFragment(_)
+            | Self::UnknownBlob(_)
+            | Self::UnknownChunk { .. } => 404,
+            Self::Lease(LeaseError::UnknownFragment(_)) => 404,
+            Self::FragmentClosed(_)
+            | Self::StaleModel { .. }
+            | Self::Lease(_)
+            | Self::JobNotFinished(_) => 409,
+            Self::WrongSampleCount { .. }
+            | Self::ResultHashMismatch
+            | Self::WrongShape(_)
+            | Self::NonFinite { .. }
+            | Self::NonFiniteLoss(_)
+            | Self::InvalidSpec(_)
+            | Self::Dataset(_) => 422,
+            Self::Training(_) | Self::Storage(_) => 500,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "malformed_body",
+            Self::MalformedId(_) => "malformed_id",
+            Self::NoSuchEndpoint(_) => "no_such_endpoint",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Signature(RequestSignatureError::MissingHeader(_)) => "unsigned_request",
+            Self::Signature(RequestSignatureError::BadSignature(_)) => "bad_signature",
+            Self::Signature(RequestSignatureError::DigestMismatch) => "digest_mismatch",
+            Self::Signature(RequestSignatureError::Malformed { .. }) => "malformed_signature",
+            Self::StaleSignature { .. } => "stale_signature",
+            Self::ReplayedNonce { .. } => "replayed_nonce",
+            Self::UnregisteredNode(_) => "unregistered_node",
+            Self::UnknownJob(_) => "unknown_job",
+            Self::UnknownFragment(_) | Self::Lease(LeaseError::UnknownFragment(_)) => {
+                "unknown_fragment"
+            }
+            Self::UnknownBlob(_) => "unknown_blob",
+            Self::UnknownChunk { .. } => "unknown_chunk",
+            Self::FragmentClosed(_) => "fragment_closed",
+            Self::StaleModel { .. } => "stale_model",
+            Self::Lease(LeaseError::LeasedToOther { .. }) => "leased_to_other",
+            Self::Lease(LeaseError::NotLeased(_)) => "not_leased",
+            Self::Lease(LeaseError::AlreadyDone(_)) => "already_done",
+            Self::WrongSampleCount { .. } => "wrong_sample_count",
+            Self::ResultHashMismatch => "result_hash_mismatch",
+            Self::BadCommitment => "bad_commitment",
+            Self::WrongShape(_) => "wrong_shape",
+            Self::NonFinite { .. } => "non_finite",
+            Self::NonFiniteLoss(_) => "non_finite_loss",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::JobNotFinished(_) => "job_not_finished",
+            Self::Dataset(_) => "dataset",
+            Self::Training(_) => "training",
+            Self::Storage(_) => "storage",
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! One running job: its model versions, the current round's fragments and leases, the
+//! accepted results, and the aggregation that turns a complete round into the next version.
+//!
+//! Invariant: a refused result changes nothing here. Every check runs before the first write,
+//! so a job fed any mix of bad and good results ends with the same model as a clean run.
+//! Aggregation runs in fragment order, never arrival order, so the result is deterministic.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{JobState, JobStatus, NodeContribution, ResultHeader, RoundRecord};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::{Fragment, Hash, JobSpec, NodeId};
+use corex_ml::{Dataset, Split, Trainer};
+use corex_scheduler::{LeaseBook, slice_round};
+
+use crate::blobs::BlobStore;
+use crate::error::CoordinatorError;
+
+/// A result that passed every check, waiting for its round to complete.
+struct Accepted {
+    node: NodeId,
+    gradient: Vec<f32>,
+    loss: f32,
+    samples: u32,
+    commitment: Hash,
+}
+
+struct RoundState {
+    fragments: Vec<Fragment>,
+    leases: LeaseBook,
+    results: Vec<Option<Accepted>>,
+    first_lease_ms: Option<u64>,
+}
+
+/// What accepting a result led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The round still waits for other fragments.
+    Accepted,
+    /// The round closed and the next one is open.
+    RoundClosed,
+    /// The last round closed: the job is finished.
+    JobFinished,
+}
+
+pub struct JobRun {
+    pub id: Hash,
+    pub owner: NodeId,
+    pub spec: JobSpec,
+    pub dataset_hash: Hash,
+    dataset: Arc<Dataset>,
+    split: Split,
+    trainer: Trainer,
+    /// Hash of the current model version's parameter bytes.
+    model: Hash,
+    /// The version before the current one, kept so late fetches still resolve.
+    previous_model: Option<Hash>,
+    round: Option<RoundState>,
+    completed_rounds: u32,
+    closed_fragments: HashSet<Hash>,
+    history: Vec<RoundRecord>,
+    contributions: BTreeMap<NodeId, NodeContribution>,
+    reissued: u64,
+    state: JobState,
+    /// Hash of the trained weights (safetensors), once finished.
+    pub weights: Option<Hash>,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+impl JobRun {
+    pub fn start(
+        id: Hash,
+        owner: NodeId,
+        spec: JobSpec,
+        dataset: Arc<Dataset>,
+        now_ms: u64,
+        blobs: &mut BlobStore,
+    ) -> Result<Self, CoordinatorError> {
+        spec.validate()
+            .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
+        if dataset.feature_count() != spec.model.input || dataset.class_count() > spec.model.classes {
+            return Err(CoordinatorError::InvalidSpec(format!(
+                "model takes {} features into {} classes, the dataset has {} features and {} classes",
+                spec.model.input,
+                spec.model.classes,
+                dataset.feature_count(),
+                dataset.class_count()
+            )));
+        }
+        let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
+        if split.train.is_empty() || split.test.is_empty() {
+            return Err(CoordinatorError::InvalidSpec(
+                "the dataset is too small to split into train and test".into(),
+            ));
+        }
+        let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
+        let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
+            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let model = blobs.publish(f32s_to_bytes(&parameters));
+        let mut run = Self {
+            id,
+            owner,
+            dataset_hash: Hash(dataset.content_hash()),
+            spec,
+            dataset,
+            split,
+            trainer,
+            model,
+            previous_model: None,
+            round: None,
+            completed_rounds: 0,
+            closed_fragments: HashSet::new(),
+            history: Vec::new(),
+            contributions: BTreeMap::new(),
+            reissued: 0,
+            state: JobState::Running,
+            weights: None,
+            started_ms: now_ms,
+            finished_ms: None,
+        };
+        run.open_round();
+        Ok(run)
+    }
+
+    fn open_round(&mut self) {
+        let fragments = slice_round(&self.id, &self.spec, &self.split.train, self.completed_rounds, self.model);
+        let count = fragments.len();
+        self.round = Some(RoundState {
+            leases: LeaseBook::new(count),
+            results: (0..count).map(|_| None).collect(),
+            fragments,
+            first_lease_ms: None,
+        });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == JobState::Running
+    }
+
+    /// Leases a fragment of the current round to `node`, if one is free.
+    pub fn lease(&mut self, node: NodeId, now_ms: u64) -> Option<(Fragment, u64)> {
+        let round = self.round.as_mut()?;
+        let lease = round.leases.lease(node, now_ms, self.spec.lease_ms)?;
+        round.first_lease_ms.get_or_insert(now_ms);
+        if lease.reissued {
+            self.reissued += 1;
+        }
+        let fragment = round.fragments.get(lease.index as usize)?.clone();
+        Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// Returns expired leases to the pool; the count of fragments freed.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.round
+            .as_mut()
+            .map_or(0, |round| round.leases.expire(now_ms).len())
+    }
+
+    /// Whether `fragment` is (or was) one of this job's.
+    pub fn owns_fragment(&self, fragment: &Hash) -> bool {
+        self.closed_fragments.contains(fragment) || self.fragment_index(fragment).is_some()
+    }
+
+    fn fragment_index(&self, fragment: &Hash) -> Option<usize> {
+        self.round
+            .as_ref()?
+            .fragments
+            .iter()
+            .position(|candidate| candidate.id == *fragment)
+    }
+
+    /// Checks a result completely, then records it; on any error nothing has changed.
+    pub fn submit(
+        &mut self,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+        now_ms: u64,
+        blobs: &mut BlobStore,
+    ) -> Result<Progress, CoordinatorError> {
+        let (index, accepted) = self.check_result(node, header, tensor_bytes)?;
+        let round = self
+            .round
+            .as_mut()
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        round.leases.complete(index as u32, node)?;
+        round.results[index] = Some(accepted);
+        if !round.leases.is_complete() {
+            return Ok(Progress::Accepted);
+        }
+        self.close_round(now_ms, blobs)
+    }
+
+    fn check_result(
+        &self,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+    ) -> Result<(usize, Accepted), CoordinatorError> {
+        if self.closed_fragments.contains(&header.fragment) {
+            return Err(CoordinatorError::FragmentClosed(header.fragment));
+        }
+        let index = self
+            .fragment_index(&header.fragment)
+            .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
+        let round = self
+            .round
+            .as_ref()
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        if header.model != self.model {
+            return Err(CoordinatorError::StaleModel {
+                got: header.model,
+                current: self.model,
+            });
+        }
+        round.leases.check_submission(index as u32, &node)?;
+        let fragment = &round.fragments[index];
+        let expected = fragment.indices.len() as u32;
+        if header.samples != expected {
+            return Err(CoordinatorError::WrongSampleCount {
+                expected,
+                got: header.samples,
+            });
+        }
+        if Hash::of(tensor_bytes) != header.result_hash {
+            return Err(CoordinatorError::ResultHashMismatch);
+        }
+        let commitment = result_commitment(&node, &fragment.id, &header.model, &header.result_hash);
+        node.verify(commitment.as_bytes(), &header.commitment_signature)
+            .map_err(|_| CoordinatorError::BadCommitment)?;
+        let gradient = bytes_to_f32s(tensor_bytes)
+            .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
+        let expected_len = self.spec.model.parameter_count();
+        if gradient.len() != expected_len {
+            return Err(CoordinatorError::WrongShape(format!(
+                "gradient has {} values, the model has {expected_len} parameters",
+                gradient.len()
+            )));
+        }
+        if let Some(index) = gradient.iter().position(|value| !value.is_finite()) {
+            return Err(CoordinatorError::NonFinite { index });
+        }
+        if !header.loss.is_finite() {
+            return Err(CoordinatorError::NonFiniteLoss(header.loss));
+        }
+        Ok((
+            index,
+            Accepted {
+                node,
+                gradient,
+                loss: header.loss,
+                samples: header.samples,
+                commitment,
+            },
+        ))
+    }
+
+    fn close_round(&mut self, now_ms: u64, blobs: &mut BlobStore) -> Result<Progress, CoordinatorError> {
+        let Some(round) = self.round.take() else {
+            return Ok(Progress::Accepted);
+        };
+        let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
+        let parts: Vec<(&[f32], u32)> = accepted
+            .iter()
+            .map(|result| (result.gradient.as_slice(), result.samples))
+            .collect();
+        let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
+        let mean = corex_ml::weighted_mean(&parts).map_err(training)?;
+        self.trainer.step(&mean).map_err(training)?;
+        let parameters = self.trainer.parameters();
+
+        let total_samples: u64 = accepted.iter().map(|r| u64::from(r.samples)).sum();
+        let train_loss = (accepted
+            .iter()
+            .map(|r| f64::from(r.loss) * f64::from(r.samples))
+            .sum::<f64>()
+            / total_samples.max(1) as f64) as f32;
+        for (result, fragment) in accepted.iter().zip(&round.fragments) {
+            let credit = self.contributions.entry(result.node).or_default();
+            credit.fragments += 1;
+            credit.samples += u64::from(result.samples);
+            credit.flops += fragment.cost_flops;
+        }
+        self.completed_rounds += 1;
+        let last = self.completed_rounds == self.spec.rounds;
+        let evaluation = if last || self.completed_rounds % self.spec.eval_every == 0 {
+            Some(
+                corex_ml::evaluate(&self.spec.model, &parameters, &self.dataset, &self.split.test)
+                    .map_err(training)?,
+            )
+        } else {
+            None
+        };
+        self.history.push(RoundRecord {
+            round: self.completed_rounds - 1,
+            model: self.model,
+            train_loss,
+            test_loss: evaluation.as_ref().map(|e| e.loss),
+            test_accuracy: evaluation.as_ref().map(|e| e.accuracy),
+            commitments: accepted.iter().map(|r| r.commitment).collect(),
+            wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
+        });
+        self.closed_fragments.extend(round.fragments.iter().map(|f| f.id));
+
+        if let Some(stale) = self.previous_model.replace(self.model) {
+            blobs.retire(&stale);
+        }
+        self.model = blobs.publish(f32s_to_bytes(&parameters));
+        if last {
+            let weights = corex_ml::to_safetensors(&self.spec.model, &parameters).map_err(training)?;
+            self.weights = Some(blobs.publish(weights));
+            self.state = JobState::Finished;
+            self.finished_ms = Some(now_ms);
+            return Ok(Progress::JobFinished);
+        }
+        self.open_round();
+        Ok(Progress::RoundClosed)
+    }
+
+    pub fn status(&self) -> JobStatus {
+        let last_accuracy = self.history.iter().rev().find_map(|r| r.test_accuracy);
+        JobStatus {
+            job: self.id,
+            name: self.spec.name.clone(),
+            owner: self.owner,
+            state: self.state.clone(),
+            round: self.completed_rounds,
+            rounds: self.spec.rounds,
+            model: self.model,
+            last_train_loss: self.history.last().map(|r| r.train_loss),
+            last_test_accuracy: last_accuracy,
+            nodes: self.contributions.clone(),
+            re_issued_fragments: self.reissued,
+        }
+    }
+
+    pub fn history(&self) -> &[RoundRecord] {
+        &self.history
+    }
+
+    /// The current model version's parameters.
+    pub fn parameters(&self) -> Vec<f32> {
+        self.trainer.parameters()
+    }
+}

@@ -1,0 +1,20 @@
+//! The coordinator: node registry, jobs and rounds, fragment leases with deadlines, result
+//! intake with full validation, aggregation, model versions published by hash, and the HTTPS
+//! API that serves all of it.
+//!
+//! `engine` and `job_run` hold the state and take time as an argument; `api` and `server` are
+//! the I/O shell around them.
+
+pub mod api;
+pub mod blobs;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod job_run;
+pub mod nonce;
+pub mod server;
+
+pub use config::CoordinatorConfig;
+pub use engine::Coordinator;
+pub use error::CoordinatorError;
+pub use server::run;

@@ -1,0 +1,56 @@
+//! End to end on the built-in digits: the default job's hyperparameters, trained through the
+//! coordinator path (fragments → weighted mean → `Trainer::step`), reach ≥ 95 % test accuracy.
+
+use corex_ml::{
+    Dataset, ModelSpec, OptimizerSpec, Trainer, compute_gradient, evaluate, init_parameters,
+    weighted_mean,
+};
+
+use crate::common::batches;
+
+/// The default job (see the crate report): 64 → 256 → 256 → 10, Adam, 512-sample rounds.
+const HIDDEN: [usize; 2] = [256, 256];
+const LEARNING_RATE: f64 = 0.001;
+const BATCH: usize = 512;
+const ROUNDS: usize = 100;
+const FRAGMENTS: usize = 4;
+
+#[test]
+fn digits_default_job_reaches_95_percent() {
+    let data = Dataset::digits().unwrap();
+    let split = data.split(0.2, 0);
+    let spec = ModelSpec {
+        input: data.feature_count(),
+        hidden: HIDDEN.to_vec(),
+        classes: data.class_count(),
+    };
+    let optimizer = OptimizerSpec::Adam {
+        learning_rate: LEARNING_RATE,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+    };
+    let mut trainer = Trainer::new(&spec, &init_parameters(&spec, 0), &optimizer).unwrap();
+    let before = evaluate(&spec, &trainer.parameters(), &data, &split.test).unwrap();
+    for batch in batches(&split.train, BATCH, ROUNDS, 0) {
+        let params = trainer.parameters();
+        let outputs: Vec<_> = batch
+            .chunks(BATCH.div_ceil(FRAGMENTS))
+            .map(|fragment| compute_gradient(&spec, &params, &data, fragment).unwrap())
+            .collect();
+        let parts: Vec<(&[f32], u32)> = outputs
+            .iter()
+            .map(|o| (o.gradient.as_slice(), o.samples))
+            .collect();
+        trainer.step(&weighted_mean(&parts).unwrap()).unwrap();
+    }
+    let after = evaluate(&spec, &trainer.parameters(), &data, &split.test).unwrap();
+    assert_eq!(after.samples as usize, split.test.len());
+    assert!(after.loss < before.loss);
+    assert!(
+        after.accuracy >= 0.95,
+        "test accuracy {} (loss {})",
+        after.accuracy,
+        after.loss
+    );
+}

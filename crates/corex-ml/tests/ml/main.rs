@@ -1,0 +1,10 @@
+//! Integration tests of `corex-ml`, one binary (burn links once) with a module per concern.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod dataset;
+mod digits;
+mod export;
+mod gradient;
+mod invalid;
+mod trainer;

@@ -1,0 +1,254 @@
+//! The signed HTTPS client that nodes, job owners and wallets use to talk to a coordinator.
+//!
+//! Every request is signed with the caller's key (see `corex_core::request_signature`), with a
+//! fresh random nonce and the current time. Blobs (model versions, weights) come as
+//! content-addressed chunks: the manifest first, then each chunk, checked against its hash and
+//! fetched again if it arrives altered.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use corex_core::chunk::Manifest;
+use corex_core::hash::hex_encode;
+use corex_core::messages::{
+    ApiError, DeviceReport, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
+    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
+};
+use corex_core::request_signature::{
+    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request,
+};
+use corex_core::{Hash, JobSpec, Keypair, NodeId};
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::NetError;
+use crate::keys::random_bytes;
+use crate::tls::pinned_client_config;
+
+/// How often a chunk whose hash does not match is fetched again before giving up.
+const CHUNK_ATTEMPTS: usize = 3;
+
+/// What a node needs to know about a job to compute its fragments.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct JobDescriptor {
+    pub spec: JobSpec,
+    pub dataset_hash: Hash,
+}
+
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    http: reqwest::Client,
+    base: String,
+    key: Keypair,
+}
+
+impl CoordinatorClient {
+    /// A client for the coordinator at `base_url` (`https://host:port`) whose certificate
+    /// has fingerprint `pin`, signing as `key`.
+    pub fn new(base_url: &str, pin: &str, key: Keypair) -> Result<Self, NetError> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(pinned_client_config(pin)?)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|source| NetError::Transport {
+                url: base_url.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.key.id()
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Signature headers for a request, with a fresh nonce and the current time.
+    pub fn signed_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<SignatureHeaders, NetError> {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        let nonce = hex_encode(&random_bytes::<16>()?);
+        Ok(sign_request(&self.key, method, path, body, created, &nonce))
+    }
+
+    /// Sends a request with exactly the given headers (none: unsigned) and returns the raw
+    /// status and body. The typed methods below are built on it; tests use it to send bad input.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: Option<&SignatureHeaders>,
+    ) -> Result<(u16, bytes::Bytes), NetError> {
+        let url = format!("{}{path}", self.base);
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| NetError::Decode {
+            url: url.clone(),
+            reason: format!("bad method {method}"),
+        })?;
+        let mut request = self.http.request(method, &url).body(body);
+        if let Some(headers) = headers {
+            request = request
+                .header(CONTENT_DIGEST, &headers.content_digest)
+                .header(SIGNATURE_INPUT, &headers.signature_input)
+                .header(SIGNATURE, &headers.signature);
+        }
+        let transport = |source| NetError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        Ok((status, bytes))
+    }
+
+    /// A signed request; a non-2xx answer becomes [`NetError::Api`].
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<bytes::Bytes, NetError> {
+        let headers = self.signed_headers(method, path, &body)?;
+        let (status, bytes) = self.send_raw(method, path, body, Some(&headers)).await?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+            error: "unknown".into(),
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+        Err(NetError::Api {
+            url: format!("{}{path}", self.base),
+            status,
+            error,
+        })
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, NetError> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|error| NetError::Decode {
+            url: format!("{}{path}", self.base),
+            reason: error.to_string(),
+        })
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, NetError> {
+        let bytes = serde_json::to_vec(body).map_err(|error| NetError::Decode {
+            url: path.to_owned(),
+            reason: error.to_string(),
+        })?;
+        self.call_json("POST", path, bytes).await
+    }
+
+    pub async fn register(&self, device: DeviceReport) -> Result<RegisterResponse, NetError> {
+        self.post_json("/v1/nodes/register", &RegisterRequest { device })
+            .await
+    }
+
+    pub async fn lease(&self, wait_ms: u64) -> Result<LeaseResponse, NetError> {
+        self.post_json("/v1/lease", &LeaseRequest { wait_ms }).await
+    }
+
+    /// Submits a framed result body (see `corex_core::messages::encode_result`).
+    pub async fn submit_result(&self, body: Vec<u8>) -> Result<(), NetError> {
+        self.call("POST", "/v1/results", body).await.map(|_| ())
+    }
+
+    pub async fn job(&self, job: &Hash) -> Result<JobDescriptor, NetError> {
+        self.call_json("GET", &format!("/v1/jobs/{job}/spec"), Vec::new())
+            .await
+    }
+
+    pub async fn submit_job(&self, spec: &JobSpec) -> Result<Hash, NetError> {
+        let response: SubmitJobResponse = self
+            .post_json("/v1/jobs", &SubmitJobRequest { spec: spec.clone() })
+            .await?;
+        Ok(response.job)
+    }
+
+    pub async fn job_status(&self, job: &Hash) -> Result<JobStatus, NetError> {
+        self.call_json("GET", &format!("/v1/jobs/{job}"), Vec::new())
+            .await
+    }
+
+    pub async fn job_report(&self, job: &Hash) -> Result<JobReport, NetError> {
+        self.call_json("GET", &format!("/v1/jobs/{job}/report"), Vec::new())
+            .await
+    }
+
+    /// The trained weights of a finished job, as safetensors bytes.
+    pub async fn download_weights(&self, job: &Hash) -> Result<Vec<u8>, NetError> {
+        let weights: Hash = self
+            .call_json("GET", &format!("/v1/jobs/{job}/weights"), Vec::new())
+            .await?;
+        self.fetch_blob(&weights).await
+    }
+
+    /// Fetches the blob named `hash` chunk by chunk, checking every chunk and the whole.
+    pub async fn fetch_blob(&self, hash: &Hash) -> Result<Vec<u8>, NetError> {
+        let manifest: Manifest = self
+            .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())
+            .await?;
+        if manifest.hash != *hash || !manifest.is_consistent() {
+            return Err(NetError::Integrity(format!(
+                "manifest for blob {} is inconsistent",
+                hash.short()
+            )));
+        }
+        let mut blob = Vec::with_capacity(manifest.total_bytes as usize);
+        for (index, expected) in manifest.chunks.iter().enumerate() {
+            blob.extend_from_slice(&self.fetch_chunk(hash, index, expected).await?);
+        }
+        if Hash::of(&blob) != *hash {
+            return Err(NetError::Integrity(format!(
+                "blob {} does not hash to its name",
+                hash.short()
+            )));
+        }
+        Ok(blob)
+    }
+
+    async fn fetch_chunk(
+        &self,
+        blob: &Hash,
+        index: usize,
+        expected: &Hash,
+    ) -> Result<bytes::Bytes, NetError> {
+        let path = format!("/v1/blobs/{blob}/chunks/{index}");
+        for attempt in 1..=CHUNK_ATTEMPTS {
+            let chunk = self.call("GET", &path, Vec::new()).await?;
+            if Hash::of(&chunk) == *expected {
+                return Ok(chunk);
+            }
+            tracing::warn!(blob = %blob.short(), index, attempt, "chunk failed its hash check; fetching again");
+        }
+        Err(NetError::Integrity(format!(
+            "chunk {index} of blob {} failed its hash check {CHUNK_ATTEMPTS} times",
+            blob.short()
+        )))
+    }
+}
