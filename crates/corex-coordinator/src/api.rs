@@ -55,13 +55,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/report", get(job_report))
         .route("/v1/jobs/{id}/weights", get(job_weights))
         .fallback(|request: Request| async move {
-            CoordinatorError::NoSuchEndpoint(format!("{} {}", request.method(), request.uri().path()))
+            CoordinatorError::NoSuchEndpoint(format!(
+                "{} {}",
+                request.method(),
+                request.uri().path()
+            ))
         })
         .with_state(shared)
 }
 
 /// Reads the body within the limit and checks signature, freshness and nonce.
-async fn authenticate(shared: &Shared, request: Request) -> Result<(NodeId, Bytes), CoordinatorError> {
+async fn authenticate(
+    shared: &Shared,
+    request: Request,
+) -> Result<(NodeId, Bytes), CoordinatorError> {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let headers = request.headers().clone();
@@ -76,7 +83,9 @@ async fn authenticate(shared: &Shared, request: Request) -> Result<(NodeId, Byte
         header(SIGNATURE_INPUT),
         header(SIGNATURE),
     )?;
-    shared.engine().admit(&verified, shared.clock.unix_seconds())?;
+    shared
+        .engine()
+        .admit(&verified, shared.clock.unix_seconds())?;
     Ok((verified.signer, body))
 }
 
@@ -91,7 +100,8 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CoordinatorError> {
 }
 
 fn parse_hash(text: &str) -> Result<Hash, CoordinatorError> {
-    text.parse().map_err(|_| CoordinatorError::MalformedId(text.chars().take(80).collect()))
+    text.parse()
+        .map_err(|_| CoordinatorError::MalformedId(text.chars().take(80).collect()))
 }
 
 fn json<T: Serialize>(value: &T) -> ApiResult {
@@ -126,7 +136,8 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
         tokio::pin!(notified);
         notified.as_mut().enable();
         let response = shared.engine().lease(node, shared.clock.millis())?;
-        if matches!(response, LeaseResponse::Work { .. }) || tokio::time::Instant::now() >= deadline {
+        if matches!(response, LeaseResponse::Work { .. }) || tokio::time::Instant::now() >= deadline
+        {
             return json(&response);
         }
         tokio::select! {
@@ -172,9 +183,10 @@ async fn blob_chunk(
 ) -> ApiResult {
     authenticate(&shared, request).await?;
     let hash = parse_hash(&hash)?;
-    let index: usize = index
-        .parse()
-        .map_err(|_| CoordinatorError::UnknownChunk { blob: hash, index: usize::MAX })?;
+    let index: usize = index.parse().map_err(|_| CoordinatorError::UnknownChunk {
+        blob: hash,
+        index: usize::MAX,
+    })?;
     let chunk = shared.engine().blobs.chunk(&hash, index)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
 }
@@ -255,4 +267,3 @@ async fn job_weights(
         .ok_or(CoordinatorError::JobNotFinished(id))?;
     json(&weights)
 }
-

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use corex_core::job::job_id;
 use corex_core::messages::{
-    DeviceReport, JobReport, JobStatus, LeaseResponse, ResultHeader, decode_result,
+    DeviceReport, JobReport, JobStatus, LeaseResponse, NodeInfo, ResultHeader, decode_result,
 };
 use corex_core::request_signature::VerifiedRequest;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
@@ -21,18 +21,10 @@ use crate::error::CoordinatorError;
 use crate::job_run::{JobRun, Progress};
 use crate::nonce::NonceCache;
 
-/// What the coordinator knows about a registered node.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeRecord {
-    pub device: DeviceReport,
-    pub registered_ms: u64,
-    pub last_seen_ms: u64,
-}
-
 pub struct Coordinator {
     pub identity: Keypair,
     pub config: CoordinatorConfig,
-    nodes: BTreeMap<NodeId, NodeRecord>,
+    nodes: BTreeMap<NodeId, NodeInfo>,
     jobs: BTreeMap<Hash, JobRun>,
     /// Jobs in submission order: leases go to the oldest running job first.
     job_order: Vec<Hash>,
@@ -59,7 +51,7 @@ impl Coordinator {
     }
 
     pub fn register(&mut self, node: NodeId, device: DeviceReport, now_ms: u64) {
-        let record = self.nodes.entry(node).or_insert_with(|| NodeRecord {
+        let record = self.nodes.entry(node).or_insert_with(|| NodeInfo {
             device: device.clone(),
             registered_ms: now_ms,
             last_seen_ms: now_ms,
@@ -77,7 +69,7 @@ impl Coordinator {
         Ok(())
     }
 
-    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
     }
 
@@ -125,8 +117,8 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<(Hash, Progress), CoordinatorError> {
         self.registered(&node, now_ms)?;
-        let (header, tensor): (ResultHeader, &[u8]) =
-            decode_result(body).map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
+        let (header, tensor): (ResultHeader, &[u8]) = decode_result(body)
+            .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
         let job = self
             .jobs
             .values_mut()
@@ -152,7 +144,10 @@ impl Coordinator {
             dataset_hash: job.dataset_hash,
             rounds: job.history().to_vec(),
             coordinator: self.identity.id(),
-            wall_ms: job.finished_ms.unwrap_or(job.started_ms).saturating_sub(job.started_ms),
+            wall_ms: job
+                .finished_ms
+                .unwrap_or(job.started_ms)
+                .saturating_sub(job.started_ms),
         })
     }
 

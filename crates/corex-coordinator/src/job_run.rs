@@ -81,7 +81,8 @@ impl JobRun {
     ) -> Result<Self, CoordinatorError> {
         spec.validate()
             .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
-        if dataset.feature_count() != spec.model.input || dataset.class_count() > spec.model.classes {
+        if dataset.feature_count() != spec.model.input || dataset.class_count() > spec.model.classes
+        {
             return Err(CoordinatorError::InvalidSpec(format!(
                 "model takes {} features into {} classes, the dataset has {} features and {} classes",
                 spec.model.input,
@@ -126,7 +127,13 @@ impl JobRun {
     }
 
     fn open_round(&mut self) {
-        let fragments = slice_round(&self.id, &self.spec, &self.split.train, self.completed_rounds, self.model);
+        let fragments = slice_round(
+            &self.id,
+            &self.spec,
+            &self.split.train,
+            self.completed_rounds,
+            self.model,
+        );
         let count = fragments.len();
         self.round = Some(RoundState {
             leases: LeaseBook::new(count),
@@ -258,7 +265,11 @@ impl JobRun {
         ))
     }
 
-    fn close_round(&mut self, now_ms: u64, blobs: &mut BlobStore) -> Result<Progress, CoordinatorError> {
+    fn close_round(
+        &mut self,
+        now_ms: u64,
+        blobs: &mut BlobStore,
+    ) -> Result<Progress, CoordinatorError> {
         let Some(round) = self.round.take() else {
             return Ok(Progress::Accepted);
         };
@@ -288,8 +299,13 @@ impl JobRun {
         let last = self.completed_rounds == self.spec.rounds;
         let evaluation = if last || self.completed_rounds % self.spec.eval_every == 0 {
             Some(
-                corex_ml::evaluate(&self.spec.model, &parameters, &self.dataset, &self.split.test)
-                    .map_err(training)?,
+                corex_ml::evaluate(
+                    &self.spec.model,
+                    &parameters,
+                    &self.dataset,
+                    &self.split.test,
+                )
+                .map_err(training)?,
             )
         } else {
             None
@@ -303,14 +319,16 @@ impl JobRun {
             commitments: accepted.iter().map(|r| r.commitment).collect(),
             wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
         });
-        self.closed_fragments.extend(round.fragments.iter().map(|f| f.id));
+        self.closed_fragments
+            .extend(round.fragments.iter().map(|f| f.id));
 
         if let Some(stale) = self.previous_model.replace(self.model) {
             blobs.retire(&stale);
         }
         self.model = blobs.publish(f32s_to_bytes(&parameters));
         if last {
-            let weights = corex_ml::to_safetensors(&self.spec.model, &parameters).map_err(training)?;
+            let weights =
+                corex_ml::to_safetensors(&self.spec.model, &parameters).map_err(training)?;
             self.weights = Some(blobs.publish(weights));
             self.state = JobState::Finished;
             self.finished_ms = Some(now_ms);

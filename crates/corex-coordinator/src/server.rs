@@ -47,7 +47,9 @@ impl Shared {
     /// The engine, even if a handler panicked while holding it (its state is checked-before-
     /// write, so a poisoned lock holds consistent data).
     pub fn engine(&self) -> MutexGuard<'_, Coordinator> {
-        self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes `jobs/<id>/report.json` and `jobs/<id>/weights.safetensors`.
@@ -66,7 +68,9 @@ impl Shared {
         tokio::fs::create_dir_all(&dir).await.map_err(storage)?;
         let report_json = serde_json::to_vec_pretty(&report)
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-        tokio::fs::write(dir.join("report.json"), report_json).await.map_err(storage)?;
+        tokio::fs::write(dir.join("report.json"), report_json)
+            .await
+            .map_err(storage)?;
         if let Some(weights) = weights {
             tokio::fs::write(dir.join("weights.safetensors"), weights.as_slice())
                 .await
@@ -121,7 +125,8 @@ pub async fn run(
 
 /// Returns overdue leases to the pool and wakes waiting lease requests.
 async fn sweep_leases(shared: Arc<Shared>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
+    let mut interval =
+        tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
     loop {
         interval.tick().await;
         let freed = shared.engine().expire(shared.clock.millis());

@@ -40,7 +40,7 @@ impl JobSpec {
             name: "digits-mlp".into(),
             model: ModelSpec {
                 input: 64,
-                hidden: vec![256, 256],
+                hidden: vec![512, 256],
                 classes: 10,
             },
             dataset: DatasetSpec {
@@ -49,12 +49,12 @@ impl JobSpec {
                 split_seed: 42,
             },
             optimizer: OptimizerSpec::Adam {
-                learning_rate: 0.003,
+                learning_rate: 0.01,
                 beta_1: 0.9,
                 beta_2: 0.999,
                 epsilon: 1e-8,
             },
-            rounds: 120,
+            rounds: 60,
             global_batch: 512,
             fragment_samples: 128,
             seed: 7,

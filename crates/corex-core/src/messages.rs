@@ -29,6 +29,15 @@ pub struct DeviceReport {
     pub agent_version: String,
 }
 
+/// What the coordinator knows about a registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub device: DeviceReport,
+    /// Coordinator-clock milliseconds of first registration and of the latest request.
+    pub registered_ms: u64,
+    pub last_seen_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub device: DeviceReport,

@@ -11,7 +11,7 @@ pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 pub fn bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::TensorLength(bytes.len()));
     }
     Ok(bytes

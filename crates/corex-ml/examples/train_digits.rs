@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p corex-ml --example train_digits -- \
-//!     [hidden=256,256] [opt=adam|sgd] [lr=0.001] [momentum=0.9] [batch=512] [rounds=100] \
+//!     [hidden=512,256] [opt=adam|sgd] [lr=0.01] [momentum=0.9] [batch=512] [rounds=60] \
 //!     [seed=0] [split_seed=0] [every=10]
 //! ```
 //!
@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use corex_ml::{
-    Dataset, ModelSpec, OptimizerSpec, Trainer, compute_gradient, evaluate,
-    init_parameters, train_reference,
+    Dataset, ModelSpec, OptimizerSpec, Trainer, compute_gradient, evaluate, init_parameters,
+    train_reference,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,12 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let get = |key: &str, default: &str| args.get(key).cloned().unwrap_or(default.to_string());
-    let hidden: Vec<usize> = get("hidden", "256,256")
+    let hidden: Vec<usize> = get("hidden", "512,256")
         .split(',')
         .filter(|s| !s.is_empty())
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    let lr: f64 = get("lr", "0.001").parse()?;
+    let lr: f64 = get("lr", "0.01").parse()?;
     let optimizer = match get("opt", "adam").as_str() {
         "sgd" => OptimizerSpec::Sgd {
             learning_rate: lr,
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let batch: usize = get("batch", "512").parse()?;
-    let rounds: usize = get("rounds", "100").parse()?;
+    let rounds: usize = get("rounds", "60").parse()?;
     let seed: u64 = get("seed", "0").parse()?;
     let split_seed: u64 = get("split_seed", "0").parse()?;
     let every: usize = get("every", "10").parse()?;
@@ -86,7 +86,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    println!("trainer path: {:.2?} (incl. evaluations)", started.elapsed());
+    println!(
+        "trainer path: {:.2?} (incl. evaluations)",
+        started.elapsed()
+    );
 
     if compare {
         let started = Instant::now();

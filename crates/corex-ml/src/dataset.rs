@@ -200,7 +200,10 @@ impl Dataset {
             )));
         };
         let class_count = (max_label as usize).checked_add(1).ok_or_else(|| {
-            MlError::Csv(format!("{}: label {max_label} is too large", path.display()))
+            MlError::Csv(format!(
+                "{}: label {max_label} is too large",
+                path.display()
+            ))
         })?;
         Self::from_parts(features, labels, feature_count, class_count)
     }

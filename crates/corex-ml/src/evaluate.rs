@@ -50,18 +50,22 @@ pub fn evaluate(
             )));
         }
         for (row, &label) in logits.chunks(classes).zip(&labels) {
-            let (best, max) = row
-                .iter()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(best, max), (class, &value)| {
+            let (best, max) = row.iter().enumerate().fold(
+                (0, f64::NEG_INFINITY),
+                |(best, max), (class, &value)| {
                     if f64::from(value) > max {
                         (class, f64::from(value))
                     } else {
                         (best, max)
                     }
-                });
-            let log_sum_exp =
-                max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+                },
+            );
+            let log_sum_exp = max
+                + row
+                    .iter()
+                    .map(|&v| (f64::from(v) - max).exp())
+                    .sum::<f64>()
+                    .ln();
             loss_sum += log_sum_exp - f64::from(row[label as usize]);
             if best == label as usize {
                 correct += 1;

@@ -14,11 +14,17 @@ use crate::params::{check_spec, check_tensor, layer_slots};
 pub const MODEL_SPEC_KEY: &str = "corex.model_spec";
 
 fn tensor_names(layer: usize) -> (String, String) {
-    (format!("layers.{layer}.weight"), format!("layers.{layer}.bias"))
+    (
+        format!("layers.{layer}.weight"),
+        format!("layers.{layer}.bias"),
+    )
 }
 
 fn to_le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|value| value.to_le_bytes()).collect()
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
 }
 
 /// Serialises a model (spec and flat parameters) to safetensors bytes.
@@ -35,7 +41,11 @@ pub fn to_safetensors(spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, MlErr
             vec![slot.fan_in, slot.fan_out],
             to_le_bytes(slot.weight(params)),
         ));
-        buffers.push((bias_name, vec![slot.fan_out], to_le_bytes(slot.bias(params))));
+        buffers.push((
+            bias_name,
+            vec![slot.fan_out],
+            to_le_bytes(slot.bias(params)),
+        ));
     }
     let views = buffers
         .iter()
@@ -78,7 +88,12 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<(ModelSpec, Vec<f32>), MlError> 
     let mut params = Vec::with_capacity(spec.parameter_count());
     for (layer, slot) in slots.iter().enumerate() {
         let (weight_name, bias_name) = tensor_names(layer);
-        read_f32(&tensors, &weight_name, &[slot.fan_in, slot.fan_out], &mut params)?;
+        read_f32(
+            &tensors,
+            &weight_name,
+            &[slot.fan_in, slot.fan_out],
+            &mut params,
+        )?;
         read_f32(&tensors, &bias_name, &[slot.fan_out], &mut params)?;
     }
     check_tensor(&spec, &params)?;

@@ -94,7 +94,7 @@ pub(crate) fn read_floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>,
     tensor
         .try_into_data()
         .map_err(|error| MlError::Backend(format!("reading a tensor: {error:?}")))?
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|error| MlError::Backend(format!("tensor is not f32: {error:?}")))
 }
 
@@ -111,4 +111,3 @@ pub(crate) fn batch_tensors(
     let y = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), device);
     (x, y)
 }
-

@@ -104,10 +104,7 @@ impl Trainer {
                 &mut grads,
                 &layer.weight,
                 Tensor::<2>::from_data(
-                    TensorData::new(
-                        slot.weight(gradient).to_vec(),
-                        [slot.fan_in, slot.fan_out],
-                    ),
+                    TensorData::new(slot.weight(gradient).to_vec(), [slot.fan_in, slot.fan_out]),
                     &device,
                 ),
             );
@@ -140,6 +137,10 @@ impl Trainer {
     }
 }
 
-fn register<const D: usize>(grads: &mut GradientsParams, param: &Param<Tensor<D>>, value: Tensor<D>) {
+fn register<const D: usize>(
+    grads: &mut GradientsParams,
+    param: &Param<Tensor<D>>,
+    value: Tensor<D>,
+) {
     grads.register(param.id, value);
 }

@@ -169,6 +169,12 @@ impl CoordinatorClient {
             .await
     }
 
+    pub async fn nodes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<NodeId, corex_core::messages::NodeInfo>, NetError> {
+        self.call_json("GET", "/v1/nodes", Vec::new()).await
+    }
+
     pub async fn lease(&self, wait_ms: u64) -> Result<LeaseResponse, NetError> {
         self.post_json("/v1/lease", &LeaseRequest { wait_ms }).await
     }

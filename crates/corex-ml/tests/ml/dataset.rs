@@ -26,13 +26,8 @@ fn digits_loads_scaled() {
 
 #[test]
 fn csv_round_trip() {
-    let data = Dataset::from_parts(
-        vec![0.5, -1.25, 3.0, 1e-3, 7.0, 2.5],
-        vec![2, 0, 1],
-        2,
-        3,
-    )
-    .unwrap();
+    let data =
+        Dataset::from_parts(vec![0.5, -1.25, 3.0, 1e-3, 7.0, 2.5], vec![2, 0, 1], 2, 3).unwrap();
     let mut text = String::from("a,b,label\n");
     for i in 0..data.len() {
         let f = data.features_of(i);
@@ -120,4 +115,4 @@ fn split_is_a_seeded_partition() {
     assert_eq!((split.train.len(), split.test.len()), (1, 1));
 }
 
-const PINNED_TEST_PREFIX: [u32; 5] = [0, 0, 0, 0, 0];
+const PINNED_TEST_PREFIX: [u32; 5] = [1531, 160, 1085, 1206, 1522];

@@ -29,7 +29,10 @@ fn safetensors_round_trip() {
 
 #[test]
 fn safetensors_garbage_is_an_error() {
-    assert!(matches!(from_safetensors(b"not a model"), Err(MlError::Safetensors(_))));
+    assert!(matches!(
+        from_safetensors(b"not a model"),
+        Err(MlError::Safetensors(_))
+    ));
     assert!(from_safetensors(&[]).is_err());
     let spec = ModelSpec {
         input: 2,
@@ -48,6 +51,9 @@ fn safetensors_garbage_is_an_error() {
         None,
     )
     .unwrap();
-    assert!(matches!(from_safetensors(&plain), Err(MlError::Safetensors(_))));
+    assert!(matches!(
+        from_safetensors(&plain),
+        Err(MlError::Safetensors(_))
+    ));
     assert!(to_safetensors(&spec, &[1.0]).is_err());
 }

@@ -33,6 +33,7 @@ fn union_gradient_is_weighted_mean_of_parts() {
     let b = compute_gradient(&spec, &params, &data, &second).unwrap();
     let mean = weighted_mean(&[(&a.gradient, a.samples), (&b.gradient, b.samples)]).unwrap();
     let distance = rel_l2(&mean, &whole.gradient);
+    eprintln!("union vs weighted mean of parts: {distance:.3e}");
     assert!(distance < 1e-5, "relative L2 {distance}");
     let mean_loss = (a.loss * 70.0 + b.loss * 180.0) / 250.0;
     assert!((mean_loss - whole.loss).abs() < 1e-5 * whole.loss.abs().max(1.0));
@@ -58,7 +59,8 @@ fn host_loss(spec: &ModelSpec, params: &[f64], data: &corex_ml::Dataset, indices
         let mut offset = 0;
         let shapes = spec.layer_shapes();
         for (layer, (fan_in, fan_out)) in shapes.iter().enumerate() {
-            let mut y: Vec<f64> = params[offset + fan_in * fan_out..offset + fan_in * fan_out + fan_out].to_vec();
+            let mut y: Vec<f64> =
+                params[offset + fan_in * fan_out..offset + fan_in * fan_out + fan_out].to_vec();
             for (i, xi) in x.iter().enumerate() {
                 for (o, yo) in y.iter_mut().enumerate() {
                     *yo += xi * params[offset + i * fan_out + o];
@@ -90,7 +92,11 @@ fn gradient_matches_finite_differences() {
     let output = compute_gradient(&spec, &params, &data, &indices).unwrap();
     let base: Vec<f64> = params.iter().map(|v| f64::from(*v)).collect();
     let loss = host_loss(&spec, &base, &data, &indices);
-    assert!((loss - f64::from(output.loss)).abs() < 1e-5, "{loss} vs {}", output.loss);
+    assert!(
+        (loss - f64::from(output.loss)).abs() < 1e-5,
+        "{loss} vs {}",
+        output.loss
+    );
     let h = 1e-5;
     // First-layer weights, a first-layer bias, output weights and an output bias.
     for coordinate in [0, 7, 19, 21, 24, 30, 37, spec.parameter_count() - 1] {
@@ -98,8 +104,9 @@ fn gradient_matches_finite_differences() {
         plus[coordinate] += h;
         let mut minus = base.clone();
         minus[coordinate] -= h;
-        let estimate =
-            (host_loss(&spec, &plus, &data, &indices) - host_loss(&spec, &minus, &data, &indices)) / (2.0 * h);
+        let estimate = (host_loss(&spec, &plus, &data, &indices)
+            - host_loss(&spec, &minus, &data, &indices))
+            / (2.0 * h);
         let got = f64::from(output.gradient[coordinate]);
         assert!(
             (got - estimate).abs() < 1e-4 + 1e-3 * estimate.abs(),

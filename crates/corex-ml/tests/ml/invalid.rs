@@ -1,8 +1,8 @@
 //! Bad input must produce errors, never panics.
 
 use corex_ml::{
-    Dataset, MlError, ModelSpec, OptimizerSpec, Trainer, check_tensor, compute_gradient,
-    evaluate, init_parameters, train_reference, weighted_mean,
+    Dataset, MlError, ModelSpec, OptimizerSpec, Trainer, check_tensor, compute_gradient, evaluate,
+    init_parameters, train_reference, weighted_mean,
 };
 
 use crate::common::{small_spec, synthetic};
@@ -22,7 +22,10 @@ fn check_tensor_reports_length_and_first_bad_value() {
     let mut bad = params.clone();
     bad[10] = f32::INFINITY;
     bad[12] = f32::NAN;
-    assert_eq!(check_tensor(&spec, &bad), Err(MlError::NonFinite { index: 10 }));
+    assert_eq!(
+        check_tensor(&spec, &bad),
+        Err(MlError::NonFinite { index: 10 })
+    );
 }
 
 #[test]
@@ -123,6 +126,9 @@ fn other_entry_points_reject_bad_input() {
     ));
     assert!(matches!(
         train_reference(&spec, &params, &sgd, &data, &[vec![0, 100]]),
-        Err(MlError::SampleIndex { index: 100, len: 50 })
+        Err(MlError::SampleIndex {
+            index: 100,
+            len: 50
+        })
     ));
 }

@@ -1,0 +1,220 @@
+//! `corex devnet`: a coordinator and N node processes on 127.0.0.1 that train one job.
+//!
+//! The devnet starts real processes of this binary, talks to them only over the signed, pinned
+//! TLS API, shows a live progress bar, and keeps everything it made (keys, logs, weights,
+//! report) in its data directory so the run can be inspected and audited afterwards. Ctrl-C
+//! stops every process it started.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use corex_core::messages::{JobReport, JobState, NodeInfo};
+use corex_core::{Hash, JobSpec, NodeId};
+use corex_net::{CoordinatorClient, load_or_create_keypair};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Endpoint;
+use crate::processes::Children;
+use crate::serve::shutdown_signal;
+
+const MARKER: &str = "devnet.json";
+
+pub struct DevnetOptions {
+    pub nodes: u32,
+    pub data_dir: PathBuf,
+    pub spec: JobSpec,
+    pub threads: u32,
+    pub timeout: Duration,
+    pub show_progress: bool,
+}
+
+/// What a devnet run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevnetOutcome {
+    pub job: Hash,
+    pub report: JobReport,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub data_dir: PathBuf,
+    pub weights_path: PathBuf,
+    pub report_path: PathBuf,
+    pub wall_s: f64,
+    /// CPU seconds of each process just before it was stopped, by name.
+    pub process_cpu_s: Vec<(String, f64)>,
+}
+
+impl DevnetOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.report.status.state == JobState::Finished
+    }
+}
+
+pub async fn run(options: DevnetOptions) -> anyhow::Result<DevnetOutcome> {
+    anyhow::ensure!(options.nodes >= 1, "a devnet needs at least one node");
+    prepare_data_dir(&options.data_dir)?;
+    let mut children = Children::new();
+    let outcome = tokio::select! {
+        outcome = drive(&options, &mut children) => outcome,
+        () = shutdown_signal() => Err(anyhow::anyhow!("interrupted; stopping every devnet process")),
+    };
+    children.stop_all(Duration::from_secs(5)).await;
+    let outcome = outcome?;
+    std::fs::write(
+        outcome.data_dir.join(MARKER),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "nodes": options.nodes, "job": outcome.job, "finished": outcome.succeeded()
+        }))?,
+    )?;
+    Ok(outcome)
+}
+
+/// A devnet directory is reused only if a devnet made it; anything else is left alone.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        anyhow::ensure!(
+            empty || dir.join(MARKER).exists(),
+            "{} exists and is not a devnet directory; choose another --data-dir",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    std::fs::write(dir.join(MARKER), b"{\"state\": \"running\"}")?;
+    Ok(())
+}
+
+async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Result<DevnetOutcome> {
+    let started = Instant::now();
+    let dir = std::fs::canonicalize(&options.data_dir)?;
+    let coordinator_dir = dir.join("coordinator");
+    std::fs::create_dir_all(&coordinator_dir)?;
+    children.spawn(
+        "coordinator",
+        &[
+            "coordinator".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            coordinator_dir.display().to_string(),
+        ],
+        &[("RUST_LOG", "info".into())],
+        &dir.join("logs/coordinator.log"),
+    )?;
+    let endpoint = wait_for_endpoint(&coordinator_dir, children).await?;
+    for index in 1..=options.nodes {
+        let name = format!("node-{index}");
+        children.spawn(
+            &name,
+            &[
+                "node".into(),
+                "--coordinator".into(),
+                endpoint.url.clone(),
+                "--pin".into(),
+                endpoint.fingerprint.clone(),
+                "--data-dir".into(),
+                dir.join(&name).display().to_string(),
+                "--threads".into(),
+                options.threads.to_string(),
+            ],
+            &[("RUST_LOG", "info".into())],
+            &dir.join(format!("logs/{name}.log")),
+        )?;
+    }
+
+    let owner = load_or_create_keypair(&dir.join("owner.key"))?;
+    let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
+    let job = client.submit_job(&options.spec).await?;
+    let report = follow(&client, &job, &options.spec, options, children).await?;
+
+    let weights_path = dir.join("weights.safetensors");
+    let report_path = dir.join("report.json");
+    if report.status.state == JobState::Finished {
+        std::fs::write(&weights_path, client.download_weights(&job).await?)?;
+    }
+    let nodes = client.nodes().await?;
+    let outcome = DevnetOutcome {
+        job,
+        report,
+        nodes,
+        data_dir: dir,
+        weights_path,
+        report_path: report_path.clone(),
+        wall_s: started.elapsed().as_secs_f64(),
+        process_cpu_s: children.cpu_seconds(),
+    };
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
+    Ok(outcome)
+}
+
+async fn wait_for_endpoint(dir: &Path, children: &mut Children) -> anyhow::Result<Endpoint> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(endpoint) = Endpoint::read(dir)? {
+            return Ok(endpoint);
+        }
+        if let Some(name) = children.exited() {
+            anyhow::bail!(
+                "{name} exited during start-up; see its log in the devnet's logs/ folder"
+            );
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the coordinator did not start within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls the job until it ends, drawing the progress bar; fails on timeout or a dead child.
+async fn follow(
+    client: &CoordinatorClient,
+    job: &Hash,
+    spec: &JobSpec,
+    options: &DevnetOptions,
+    children: &mut Children,
+) -> anyhow::Result<JobReport> {
+    let bar = if options.show_progress {
+        ProgressBar::new(u64::from(spec.rounds))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let deadline = Instant::now() + options.timeout;
+    loop {
+        let status = client.job_status(job).await?;
+        bar.set_position(u64::from(status.round));
+        bar.set_message(format!(
+            "loss {} · test accuracy {} · {} nodes",
+            status
+                .last_train_loss
+                .map_or("-".into(), |loss| format!("{loss:.4}")),
+            status
+                .last_test_accuracy
+                .map_or("-".into(), |accuracy| format!("{:.2}%", accuracy * 100.0)),
+            status.nodes.len()
+        ));
+        if status.state != JobState::Running {
+            bar.finish();
+            return Ok(client.job_report(job).await?);
+        }
+        if let Some(name) = children.exited() {
+            bar.abandon();
+            anyhow::bail!("{name} exited while the job was running; see the devnet's logs/ folder");
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            anyhow::bail!(
+                "the job did not finish within {} s",
+                options.timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! `corex job submit | status | download | spec`: a job owner's view of a running coordinator.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use corex_core::{Hash, JobSpec};
+use corex_net::{CoordinatorClient, load_or_create_keypair};
+
+#[derive(Subcommand)]
+pub enum JobAction {
+    /// Submit a job spec (TOML); prints the job id.
+    Submit { spec: PathBuf },
+    /// Show a job's progress.
+    Status { id: String },
+    /// Save a finished job's weights (safetensors) and report (JSON).
+    Download {
+        id: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print the default job spec as TOML, a starting point for your own.
+    Spec,
+}
+
+/// The spec at `path`, or the default digits job.
+pub fn load_spec(path: Option<&Path>) -> anyhow::Result<JobSpec> {
+    match path {
+        None => Ok(JobSpec::default_digits()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            JobSpec::from_toml(&text).with_context(|| format!("in {}", path.display()))
+        }
+    }
+}
+
+pub async fn run(
+    action: JobAction,
+    coordinator: &str,
+    pin: &str,
+    key: &Path,
+) -> anyhow::Result<()> {
+    if let JobAction::Spec = action {
+        print!("{}", JobSpec::default_digits().to_toml());
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !coordinator.is_empty() && !pin.is_empty(),
+        "give --coordinator URL and --pin FINGERPRINT (or COREX_COORDINATOR and COREX_PIN)"
+    );
+    let client = CoordinatorClient::new(coordinator, pin, load_or_create_keypair(key)?)?;
+    match action {
+        JobAction::Submit { spec } => {
+            let spec = load_spec(Some(&spec))?;
+            println!("{}", client.submit_job(&spec).await?);
+        }
+        JobAction::Status { id } => {
+            let status = client.job_status(&parse_id(&id)?).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        JobAction::Download { id, out } => {
+            let id = parse_id(&id)?;
+            std::fs::create_dir_all(&out)?;
+            let weights = out.join(format!("{}.safetensors", id.short()));
+            std::fs::write(&weights, client.download_weights(&id).await?)?;
+            let report = out.join(format!("{}.report.json", id.short()));
+            std::fs::write(
+                &report,
+                serde_json::to_vec_pretty(&client.job_report(&id).await?)?,
+            )?;
+            println!(
+                "weights: {}\nreport:  {}",
+                weights.display(),
+                report.display()
+            );
+        }
+        JobAction::Spec => {}
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> anyhow::Result<Hash> {
+    id.parse()
+        .map_err(|error| anyhow::anyhow!("job id {id}: {error}"))
+}

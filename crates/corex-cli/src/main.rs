@@ -1,0 +1,162 @@
+//! The `corex` binary. Only this file reads argv and the environment; each subcommand lives
+//! in its own module and gets plain values.
+
+mod bench;
+mod cpu_time;
+mod devnet;
+mod endpoint;
+mod job;
+mod processes;
+mod serve;
+mod summary;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "corex",
+    version,
+    about = "Train models on a network of untrusted machines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a coordinator and N nodes on 127.0.0.1, train the default job, report.
+    Devnet {
+        /// Number of node processes.
+        #[arg(long, default_value_t = 4)]
+        nodes: u32,
+        /// Where keys, logs, weights and the report are kept.
+        #[arg(long, default_value = "./corex-devnet")]
+        data_dir: PathBuf,
+        /// A job spec (TOML) to run instead of the default digits job.
+        #[arg(long)]
+        job: Option<PathBuf>,
+        /// Compute threads per node.
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        /// Give up (and fail) after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout_s: u64,
+    },
+    /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
+    Coordinator {
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "./corex-coordinator")]
+        data_dir: PathBuf,
+    },
+    /// Run a node agent against a coordinator.
+    Node {
+        /// Coordinator URL, e.g. https://10.0.0.5:7443.
+        #[arg(long, env = "COREX_COORDINATOR")]
+        coordinator: String,
+        /// The coordinator's certificate fingerprint, as it printed at start.
+        #[arg(long, env = "COREX_PIN")]
+        pin: String,
+        #[arg(long, default_value = "./corex-node")]
+        data_dir: PathBuf,
+        /// Compute threads (0: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
+    },
+    /// Submit and follow jobs on a running coordinator.
+    Job {
+        #[command(subcommand)]
+        action: job::JobAction,
+        #[arg(long, env = "COREX_COORDINATOR", global = true, default_value = "")]
+        coordinator: String,
+        #[arg(long, env = "COREX_PIN", global = true, default_value = "")]
+        pin: String,
+        /// The job owner's key (made on first use).
+        #[arg(
+            long,
+            env = "COREX_KEY",
+            global = true,
+            default_value = "./corex-owner.key"
+        )]
+        key: PathBuf,
+    },
+    /// Measure Corex against baselines taken in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let quiet_by_default = matches!(cli.command, Command::Devnet { .. } | Command::Bench { .. });
+    init_logging(quiet_by_default);
+    match cli.command {
+        Command::Devnet {
+            nodes,
+            data_dir,
+            job,
+            threads,
+            timeout_s,
+        } => {
+            let spec = job::load_spec(job.as_deref())?;
+            let outcome = runtime()?.block_on(devnet::run(devnet::DevnetOptions {
+                nodes,
+                data_dir,
+                spec,
+                threads,
+                timeout: std::time::Duration::from_secs(timeout_s),
+                show_progress: true,
+            }))?;
+            summary::print(&outcome);
+            if !outcome.succeeded() {
+                anyhow::bail!(
+                    "the devnet job did not finish: {:?}",
+                    outcome.report.status.state
+                );
+            }
+            Ok(())
+        }
+        Command::Coordinator { listen, data_dir } => {
+            runtime()?.block_on(serve::coordinator(listen, data_dir))
+        }
+        Command::Node {
+            coordinator,
+            pin,
+            data_dir,
+            threads,
+        } => {
+            let threads = serve::configure_threads(threads)?;
+            runtime()?.block_on(serve::node(&coordinator, &pin, &data_dir, threads))
+        }
+        Command::Job {
+            action,
+            coordinator,
+            pin,
+            key,
+        } => runtime()?.block_on(job::run(action, &coordinator, &pin, &key)),
+        Command::Bench { which } => bench::run(which),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides. Devnet and bench keep the terminal for progress.
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,105 @@
+//! `corex coordinator` and `corex node`: long-running processes that stop on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use corex_coordinator::CoordinatorConfig;
+use corex_net::{CoordinatorClient, TlsIdentity, load_or_create_keypair};
+use corex_node::{NodeAgent, NodeConfig};
+
+use crate::endpoint::Endpoint;
+
+pub async fn coordinator(listen: SocketAddr, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let identity = load_or_create_keypair(&data_dir.join("coordinator.key"))?;
+    let tls = TlsIdentity::load_or_create(&data_dir)?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    let endpoint = Endpoint {
+        url: format!("https://{address}"),
+        fingerprint: tls.fingerprint(),
+        coordinator: identity.id().to_hex(),
+    };
+    println!(
+        "coordinator {} listening on {}",
+        identity.id(),
+        endpoint.url
+    );
+    println!("certificate fingerprint (pin): {}", endpoint.fingerprint);
+    endpoint.write(&data_dir)?;
+    corex_coordinator::run(
+        listener,
+        identity,
+        &tls,
+        CoordinatorConfig::default(),
+        data_dir,
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn node(
+    coordinator: &str,
+    pin: &str,
+    data_dir: &Path,
+    threads: u32,
+) -> anyhow::Result<()> {
+    let key = load_or_create_keypair(&data_dir.join("node.key"))?;
+    println!("node {} joining {coordinator}", key.id());
+    let client = CoordinatorClient::new(coordinator, pin, key.clone())?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let config = NodeConfig {
+        compute_threads: threads,
+        ..NodeConfig::default()
+    };
+    let done = NodeAgent::new(client, key, config).run(stopped).await?;
+    println!("node stopped after {done} fragments");
+    Ok(())
+}
+
+/// Sizes the global compute pool; 0 means one thread per core. Returns the count in use.
+pub fn configure_threads(threads: u32) -> anyhow::Result<u32> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .build_global()
+        .context("sizing the compute thread pool")?;
+    Ok(threads)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

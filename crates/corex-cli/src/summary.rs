@@ -1,0 +1,56 @@
+//! The devnet's closing summary table.
+
+use crate::devnet::DevnetOutcome;
+
+pub fn print(outcome: &DevnetOutcome) {
+    let status = &outcome.report.status;
+    let accuracy = status
+        .last_test_accuracy
+        .map_or("-".into(), |accuracy| format!("{:.2}%", accuracy * 100.0));
+    println!();
+    println!(
+        "job {} ({}): {:?}",
+        status.job.short(),
+        status.name,
+        status.state
+    );
+    println!("  rounds          {}/{}", status.round, status.rounds);
+    println!("  test accuracy   {accuracy}");
+    println!(
+        "  final loss      {}",
+        status
+            .last_train_loss
+            .map_or("-".into(), |loss| format!("{loss:.4}"))
+    );
+    println!("  wall time       {:.1} s", outcome.wall_s);
+    println!("  re-issued       {} fragments", status.re_issued_fragments);
+    println!();
+    let total: u64 = status
+        .nodes
+        .values()
+        .map(|n| n.fragments)
+        .sum::<u64>()
+        .max(1);
+    println!(
+        "  {:<10} {:<8} {:>10} {:>10} {:>7}",
+        "node", "threads", "fragments", "samples", "share"
+    );
+    for (node, contribution) in &status.nodes {
+        let threads = outcome
+            .nodes
+            .get(node)
+            .map_or("-".into(), |info| info.device.compute_threads.to_string());
+        println!(
+            "  {:<10} {:<8} {:>10} {:>10} {:>6.1}%",
+            node.short(),
+            threads,
+            contribution.fragments,
+            contribution.samples,
+            100.0 * contribution.fragments as f64 / total as f64
+        );
+    }
+    println!();
+    println!("  weights  {}", outcome.weights_path.display());
+    println!("  report   {}", outcome.report_path.display());
+    println!("  logs     {}", outcome.data_dir.join("logs").display());
+}

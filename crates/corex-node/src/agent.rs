@@ -1,0 +1,211 @@
+//! The node agent loop: register, then lease a fragment, fetch its model version by hash,
+//! compute, and submit a signed result, until told to stop.
+//!
+//! Model versions and job datasets are cached by hash. Connection trouble is retried with
+//! backoff; a refused result (late lease, stale model) is logged and the loop moves on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{LeaseResponse, ResultHeader, encode_result};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::{Fragment, Hash, Keypair};
+use corex_ml::Dataset;
+use corex_net::{CoordinatorClient, JobDescriptor};
+use tokio::sync::watch;
+
+use crate::device;
+use crate::error::NodeError;
+
+/// Settings of one node agent.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Threads used for compute (reported to the coordinator).
+    pub compute_threads: u32,
+    /// How long each lease request may wait for work on the coordinator.
+    pub lease_wait_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            compute_threads: 1,
+            lease_wait_ms: 5_000,
+        }
+    }
+}
+
+struct JobContext {
+    descriptor: JobDescriptor,
+    dataset: Arc<Dataset>,
+}
+
+pub struct NodeAgent {
+    client: CoordinatorClient,
+    key: Keypair,
+    config: NodeConfig,
+    jobs: HashMap<Hash, Arc<JobContext>>,
+    /// The newest model version fetched (older ones are never needed again).
+    model: Option<(Hash, Arc<Vec<f32>>)>,
+    pub fragments_done: u64,
+}
+
+impl NodeAgent {
+    pub fn new(client: CoordinatorClient, key: Keypair, config: NodeConfig) -> Self {
+        Self {
+            client,
+            key,
+            config,
+            jobs: HashMap::new(),
+            model: None,
+            fragments_done: 0,
+        }
+    }
+
+    /// Runs until `stop` turns true. Returns early only if registration is impossible.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<u64, NodeError> {
+        let report = device::detect(self.config.compute_threads);
+        let mut backoff = Backoff::default();
+        loop {
+            match self.client.register(report.clone()).await {
+                Ok(response) => {
+                    tracing::info!(node = %response.node.short(), coordinator = %response.coordinator.short(), "registered");
+                    break;
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "registration failed; retrying");
+                    if wait_or_stop(&mut stop, backoff.next()).await {
+                        return Ok(self.fragments_done);
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        backoff = Backoff::default();
+        while !*stop.borrow() {
+            let lease = tokio::select! {
+                lease = self.client.lease(self.config.lease_wait_ms) => lease,
+                _ = stop.changed() => break,
+            };
+            match lease {
+                Ok(LeaseResponse::Work { fragment, .. }) => {
+                    backoff = Backoff::default();
+                    if let Err(error) = self.work_on(&fragment).await {
+                        tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
+                    }
+                }
+                Ok(LeaseResponse::Idle { retry_ms }) => {
+                    if wait_or_stop(&mut stop, Duration::from_millis(retry_ms.min(2_000))).await {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lease request failed");
+                    if wait_or_stop(&mut stop, backoff.next()).await {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(self.fragments_done)
+    }
+
+    async fn work_on(&mut self, fragment: &Fragment) -> Result<(), NodeError> {
+        let job = self.job_context(&fragment.job).await?;
+        let parameters = self.model_version(&fragment.model).await?;
+        let started = Instant::now();
+        let spec = job.descriptor.spec.model.clone();
+        let dataset = job.dataset.clone();
+        let indices = fragment.indices.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            corex_ml::compute_gradient(&spec, &parameters, &dataset, &indices)
+        })
+        .await
+        .map_err(|error| NodeError::Compute(error.to_string()))?
+        .map_err(|error| NodeError::Compute(error.to_string()))?;
+        let compute_ms = started.elapsed().as_millis() as u64;
+
+        let tensor = f32s_to_bytes(&output.gradient);
+        let result_hash = Hash::of(&tensor);
+        let commitment =
+            result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
+        let header = ResultHeader {
+            fragment: fragment.id,
+            model: fragment.model,
+            loss: output.loss,
+            samples: output.samples,
+            compute_ms,
+            result_hash,
+            commitment_signature: self.key.sign(commitment.as_bytes()),
+        };
+        self.client
+            .submit_result(encode_result(&header, &tensor))
+            .await?;
+        self.fragments_done += 1;
+        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss = output.loss, "result accepted");
+        Ok(())
+    }
+
+    async fn job_context(&mut self, job: &Hash) -> Result<Arc<JobContext>, NodeError> {
+        if let Some(context) = self.jobs.get(job) {
+            return Ok(context.clone());
+        }
+        let descriptor = self.client.job(job).await?;
+        let source = descriptor.spec.dataset.source.clone();
+        let dataset = tokio::task::spawn_blocking(move || Dataset::load(&source))
+            .await
+            .map_err(|error| NodeError::Compute(error.to_string()))?
+            .map_err(|error| NodeError::Compute(error.to_string()))?;
+        let local = Hash(dataset.content_hash());
+        if local != descriptor.dataset_hash {
+            return Err(NodeError::DatasetMismatch {
+                job: *job,
+                local,
+                expected: descriptor.dataset_hash,
+            });
+        }
+        let context = Arc::new(JobContext {
+            descriptor,
+            dataset: Arc::new(dataset),
+        });
+        self.jobs.insert(*job, context.clone());
+        Ok(context)
+    }
+
+    async fn model_version(&mut self, hash: &Hash) -> Result<Arc<Vec<f32>>, NodeError> {
+        if let Some((cached, parameters)) = &self.model
+            && cached == hash
+        {
+            return Ok(parameters.clone());
+        }
+        let bytes = self.client.fetch_blob(hash).await?;
+        let parameters = Arc::new(bytes_to_f32s(&bytes).map_err(|_| NodeError::BadModel(*hash))?);
+        self.model = Some((*hash, parameters.clone()));
+        Ok(parameters)
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let delay =
+            Duration::from_millis(100u64 << self.attempt.min(6)).min(Duration::from_secs(5));
+        self.attempt += 1;
+        delay
+    }
+}
+
+/// Sleeps for `delay` unless told to stop first; true when stopping.
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
