@@ -51,9 +51,9 @@ impl Children {
 
     /// The name of a child that has already exited, if any.
     pub fn exited(&mut self) -> Option<String> {
-        self.children.iter_mut().find_map(|(name, child)| {
-            matches!(child.try_wait(), Ok(Some(_))).then(|| name.clone())
-        })
+        self.children
+            .iter_mut()
+            .find_map(|(name, child)| matches!(child.try_wait(), Ok(Some(_))).then(|| name.clone()))
     }
 
     /// CPU seconds used so far by each running child, by name.

@@ -85,7 +85,7 @@ impl Shared {
 pub async fn run(
     listener: std::net::TcpListener,
     identity: Keypair,
-    tls: &TlsIdentity,
+    tls: TlsIdentity,
     config: CoordinatorConfig,
     data_dir: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -1,0 +1,356 @@
+//! Bad input against a running coordinator: each request gets a clear 4xx naming the problem,
+//! and none of them changes the job: it finishes with the same model as a clean run.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNet, adam, small_job, wait_for_end};
+use corex_coordinator::CoordinatorConfig;
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{ApiError, JobState, LeaseResponse, ResultHeader, encode_result};
+use corex_core::request_signature::sign_request;
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::{Fragment, Hash, Keypair};
+use corex_ml::Dataset;
+use corex_net::CoordinatorClient;
+
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+fn config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        max_body_bytes: BODY_LIMIT,
+        ..CoordinatorConfig::default()
+    }
+}
+
+/// A signed request; asserts the status and error code, returns the message.
+async fn expect_error(
+    client: &CoordinatorClient,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    status: u16,
+    code: &str,
+) -> String {
+    let headers = client.signed_headers(method, path, &body).unwrap();
+    let (got, bytes) = client
+        .send_raw(method, path, body, Some(&headers))
+        .await
+        .unwrap();
+    assert_refused(got, &bytes, status, code)
+}
+
+fn assert_refused(got: u16, bytes: &[u8], status: u16, code: &str) -> String {
+    let error: ApiError = serde_json::from_slice(bytes).unwrap_or_else(|_| {
+        panic!(
+            "expected a JSON error, got {got} {}",
+            String::from_utf8_lossy(bytes)
+        )
+    });
+    assert_eq!(
+        (got, error.error.as_str()),
+        (status, code),
+        "message: {}",
+        error.message
+    );
+    assert!(!error.message.is_empty());
+    error.message
+}
+
+/// A result for `fragment` signed by `key`, with `gradient` as the tensor.
+fn result_body(
+    key: &Keypair,
+    fragment: &Fragment,
+    model: Hash,
+    gradient: &[f32],
+    samples: u32,
+) -> Vec<u8> {
+    let tensor = f32s_to_bytes(gradient);
+    let result_hash = Hash::of(&tensor);
+    let commitment = result_commitment(&key.id(), &fragment.id, &model, &result_hash);
+    let header = ResultHeader {
+        fragment: fragment.id,
+        model,
+        loss: 1.0,
+        samples,
+        compute_ms: 1,
+        result_hash,
+        commitment_signature: key.sign(commitment.as_bytes()),
+    };
+    encode_result(&header, &tensor)
+}
+
+async fn finished_model(net: &mut TestNet, owner: &CoordinatorClient, job: &Hash) -> Hash {
+    net.spawn_node(21);
+    net.spawn_node(22);
+    let status = wait_for_end(owner, job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    status.model
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let spec = small_job(adam());
+
+    // The clean run, for the model every run of this job must end with.
+    let mut clean = TestNet::start(config()).await;
+    let owner = clean.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let clean_model = finished_model(&mut clean, &owner, &job).await;
+    clean.shutdown().await;
+
+    let mut net = TestNet::start(config()).await;
+    let owner = net.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let holder_key = Keypair::from_secret([1; 32]);
+    let holder = net.client(1);
+    let other_key = Keypair::from_secret([2; 32]);
+    let other = net.client(2);
+    let stranger = net.client(3);
+    let device = corex_node::device::detect(1);
+    holder.register(device.clone()).await.unwrap();
+    other.register(device).await.unwrap();
+
+    // An unregistered node may not lease.
+    let lease_body = br#"{"wait_ms": 0}"#.to_vec();
+    expect_error(
+        &stranger,
+        "POST",
+        "/v1/lease",
+        lease_body.clone(),
+        403,
+        "unregistered_node",
+    )
+    .await;
+
+    let LeaseResponse::Work { fragment, .. } = holder.lease(0).await.unwrap() else {
+        panic!("a fresh job has work");
+    };
+    let model = fragment.model;
+    let parameters = bytes_to_f32s(&holder.fetch_blob(&model).await.unwrap()).unwrap();
+    let dataset = Dataset::digits().unwrap();
+    let honest =
+        corex_ml::compute_gradient(&spec.model, &parameters, &dataset, &fragment.indices).unwrap();
+    let samples = honest.samples;
+
+    // Malformed bodies.
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results",
+        b"garbage".to_vec(),
+        400,
+        "malformed_body",
+    )
+    .await;
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/lease",
+        b"{not json".to_vec(),
+        400,
+        "malformed_body",
+    )
+    .await;
+    expect_error(
+        &owner,
+        "POST",
+        "/v1/jobs",
+        br#"{"spec": 5}"#.to_vec(),
+        400,
+        "malformed_body",
+    )
+    .await;
+    let mut bad_spec = spec.clone();
+    bad_spec.fragment_samples = 0;
+    let body = serde_json::to_vec(&serde_json::json!({ "spec": bad_spec })).unwrap();
+    expect_error(&owner, "POST", "/v1/jobs", body, 422, "invalid_spec").await;
+
+    // Wrong tensor shape, NaN and infinity.
+    let short = &honest.gradient[..honest.gradient.len() - 1];
+    let body = result_body(&holder_key, &fragment, model, short, samples);
+    expect_error(&holder, "POST", "/v1/results", body, 422, "wrong_shape").await;
+    for poison in [f32::NAN, f32::INFINITY] {
+        let mut poisoned = honest.gradient.clone();
+        poisoned[7] = poison;
+        let body = result_body(&holder_key, &fragment, model, &poisoned, samples);
+        let message = expect_error(&holder, "POST", "/v1/results", body, 422, "non_finite").await;
+        assert!(message.contains("index 7"), "{message}");
+    }
+    let body = result_body(&holder_key, &fragment, model, &honest.gradient, samples + 1);
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results",
+        body,
+        422,
+        "wrong_sample_count",
+    )
+    .await;
+
+    // A body over the size limit.
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results",
+        vec![0; BODY_LIMIT + 1],
+        413,
+        "body_too_large",
+    )
+    .await;
+
+    // No signature, a forged signature, a replayed nonce, a signature over another body.
+    let honest_body = result_body(&holder_key, &fragment, model, &honest.gradient, samples);
+    let (status, bytes) = holder
+        .send_raw("POST", "/v1/results", honest_body.clone(), None)
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "unsigned_request");
+    let forger = Keypair::from_secret([66; 32]);
+    let mut forged = sign_request(
+        &forger,
+        "POST",
+        "/v1/results",
+        &honest_body,
+        now(),
+        "forged1",
+    );
+    forged.signature_input = forged
+        .signature_input
+        .replace(&forger.id().to_hex(), &holder_key.id().to_hex());
+    let (status, bytes) = holder
+        .send_raw("POST", "/v1/results", honest_body.clone(), Some(&forged))
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "bad_signature");
+    let mut swapped = holder
+        .signed_headers("POST", "/v1/results", b"other")
+        .unwrap();
+    swapped.content_digest = corex_core::request_signature::content_digest(&honest_body);
+    let (status, bytes) = holder
+        .send_raw("POST", "/v1/results", honest_body.clone(), Some(&swapped))
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "bad_signature");
+    let path = format!("/v1/jobs/{job}");
+    let once = holder.signed_headers("GET", &path, b"").unwrap();
+    let (status, _) = holder
+        .send_raw("GET", &path, Vec::new(), Some(&once))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, bytes) = holder
+        .send_raw("GET", &path, Vec::new(), Some(&once))
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "replayed_nonce");
+    let stale = sign_request(&holder_key, "GET", &path, b"", now() - 3_600, "old1");
+    let (status, bytes) = holder
+        .send_raw("GET", &path, Vec::new(), Some(&stale))
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "stale_signature");
+
+    // A result for a fragment leased to another node, and a commitment not signed by the sender.
+    let body = result_body(&other_key, &fragment, model, &honest.gradient, samples);
+    expect_error(&other, "POST", "/v1/results", body, 403, "leased_to_other").await;
+    let body = result_body(&other_key, &fragment, model, &honest.gradient, samples);
+    expect_error(&holder, "POST", "/v1/results", body, 401, "bad_commitment").await;
+
+    // A result for a stale model version.
+    let body = result_body(
+        &holder_key,
+        &fragment,
+        Hash::of(b"an older model"),
+        &honest.gradient,
+        samples,
+    );
+    expect_error(&holder, "POST", "/v1/results", body, 409, "stale_model").await;
+
+    // Unknown and malformed ids.
+    let mut unknown = fragment.clone();
+    unknown.id = Hash::of(b"no such fragment");
+    let body = result_body(&holder_key, &unknown, model, &honest.gradient, samples);
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results",
+        body,
+        404,
+        "unknown_fragment",
+    )
+    .await;
+    let nowhere = Hash::of(b"no such job");
+    expect_error(
+        &owner,
+        "GET",
+        &format!("/v1/jobs/{nowhere}"),
+        Vec::new(),
+        404,
+        "unknown_job",
+    )
+    .await;
+    expect_error(
+        &owner,
+        "GET",
+        "/v1/jobs/xyz",
+        Vec::new(),
+        400,
+        "malformed_id",
+    )
+    .await;
+    expect_error(
+        &owner,
+        "GET",
+        &format!("/v1/blobs/{nowhere}"),
+        Vec::new(),
+        404,
+        "unknown_blob",
+    )
+    .await;
+    expect_error(
+        &owner,
+        "GET",
+        &format!("/v1/jobs/{job}/weights"),
+        Vec::new(),
+        409,
+        "job_not_finished",
+    )
+    .await;
+    expect_error(
+        &owner,
+        "GET",
+        "/v1/teapot",
+        Vec::new(),
+        404,
+        "no_such_endpoint",
+    )
+    .await;
+
+    // None of that moved the job.
+    let status = owner.job_status(&job).await.unwrap();
+    assert_eq!((status.round, status.state.clone()), (0, JobState::Running));
+    assert!(status.nodes.is_empty());
+
+    // The honest result is taken once; sending it again is refused.
+    holder.submit_result(honest_body.clone()).await.unwrap();
+    let again = holder.submit_result(honest_body).await.unwrap_err();
+    assert_eq!(again.api_code(), Some("already_done"));
+
+    let model_after_abuse = finished_model(&mut net, &owner, &job).await;
+    assert_eq!(
+        model_after_abuse, clean_model,
+        "bad input changed the trained model"
+    );
+    net.shutdown().await;
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -1,0 +1,140 @@
+//! A coordinator served on 127.0.0.1 over real TLS, with node agents as tasks, for tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use corex_coordinator::CoordinatorConfig;
+use corex_core::messages::{JobState, JobStatus};
+use corex_core::{DatasetSource, DatasetSpec, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec};
+use corex_net::{CoordinatorClient, TlsIdentity};
+use corex_node::{NodeAgent, NodeConfig};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub struct TestNet {
+    pub url: String,
+    pub pin: String,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), corex_coordinator::CoordinatorError>>>,
+    nodes: Vec<(
+        watch::Sender<bool>,
+        JoinHandle<Result<u64, corex_node::NodeError>>,
+    )>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNet {
+    pub async fn start(config: CoordinatorConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsIdentity::load_or_create(dir.path()).unwrap();
+        let pin = tls.fingerprint();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(corex_coordinator::run(
+            listener,
+            Keypair::from_secret([200; 32]),
+            tls,
+            config,
+            dir.path().to_owned(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            url,
+            pin,
+            stop_server: Some(stop_server),
+            server: Some(server),
+            nodes: Vec::new(),
+            dir,
+        }
+    }
+
+    /// A client signing with the key made from `seed`.
+    pub fn client(&self, seed: u8) -> CoordinatorClient {
+        CoordinatorClient::new(&self.url, &self.pin, Keypair::from_secret([seed; 32])).unwrap()
+    }
+
+    /// Starts a real node agent (as a task) with the key made from `seed`.
+    pub fn spawn_node(&mut self, seed: u8) {
+        let key = Keypair::from_secret([seed; 32]);
+        let client = CoordinatorClient::new(&self.url, &self.pin, key.clone()).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let config = NodeConfig {
+            compute_threads: 1,
+            lease_wait_ms: 1_000,
+        };
+        let handle = tokio::spawn(NodeAgent::new(client, key, config).run(stopped));
+        self.nodes.push((stop, handle));
+    }
+
+    pub async fn shutdown(mut self) {
+        for (stop, handle) in self.nodes.drain(..) {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Polls until the job leaves the running state, or panics after `timeout`.
+pub async fn wait_for_end(client: &CoordinatorClient, job: &Hash, timeout: Duration) -> JobStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = client.job_status(job).await.unwrap();
+        if status.state != JobState::Running {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not finish in {timeout:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A small digits job that trains in seconds.
+pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
+    JobSpec {
+        name: "small-digits".into(),
+        model: ModelSpec {
+            input: 64,
+            hidden: vec![32],
+            classes: 10,
+        },
+        dataset: DatasetSpec {
+            source: DatasetSource::Digits,
+            test_fraction: 0.2,
+            split_seed: 3,
+        },
+        optimizer,
+        rounds: 12,
+        global_batch: 200,
+        fragment_samples: 64,
+        seed: 11,
+        eval_every: 4,
+        lease_ms: 10_000,
+    }
+}
+
+pub fn adam() -> OptimizerSpec {
+    OptimizerSpec::Adam {
+        learning_rate: 0.01,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+    }
+}
+
+pub fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (diff / norm).sqrt()
+}

@@ -1,0 +1,69 @@
+//! Training through the network (gradient fragments, mean aggregation, real TLS sockets)
+//! ends where single-process training on the same batches and seed ends.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNet, adam, relative_l2, small_job, wait_for_end};
+use corex_coordinator::CoordinatorConfig;
+use corex_core::messages::JobState;
+use corex_core::{JobSpec, OptimizerSpec};
+use corex_ml::Dataset;
+use corex_scheduler::round_batch;
+
+async fn network_matches_single_process(spec: JobSpec) {
+    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    for seed in 1..=3 {
+        net.spawn_node(seed);
+    }
+    let owner = net.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert!(
+        status.nodes.len() >= 2,
+        "work should spread over nodes: {:?}",
+        status.nodes
+    );
+    let (model, trained) =
+        corex_ml::from_safetensors(&owner.download_weights(&job).await.unwrap()).unwrap();
+    assert_eq!(model, spec.model);
+    net.shutdown().await;
+
+    let dataset = Dataset::load(&spec.dataset.source).unwrap();
+    let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
+    let batches: Vec<Vec<u32>> = (0..spec.rounds)
+        .map(|round| round_batch(&split.train, spec.global_batch, spec.seed, round))
+        .collect();
+    let initial = corex_ml::init_parameters(&spec.model, spec.seed);
+    let reference =
+        corex_ml::train_reference(&spec.model, &initial, &spec.optimizer, &dataset, &batches)
+            .unwrap();
+    let error = relative_l2(&trained, &reference);
+    println!("relative L2 between network and single-process training: {error:.3e}");
+    assert!(
+        error < 1e-4,
+        "network training drifted from single-process training: {error:.3e}"
+    );
+    assert!(
+        relative_l2(&initial, &reference) > 1e-2,
+        "training must have moved the weights"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adam_through_the_network_equals_single_process() {
+    network_matches_single_process(small_job(adam())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sgd_momentum_through_the_network_equals_single_process() {
+    network_matches_single_process(small_job(OptimizerSpec::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.9,
+    }))
+    .await;
+}

@@ -1,0 +1,59 @@
+//! A node that dies holding a fragment: its lease expires, the fragment goes to another node,
+//! and the job completes with the same model as if nothing had happened.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNet, adam, small_job, wait_for_end};
+use corex_coordinator::CoordinatorConfig;
+use corex_core::messages::{JobState, LeaseResponse};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_fragment_is_reissued_and_the_job_completes() {
+    let mut spec = small_job(adam());
+    spec.lease_ms = 400;
+
+    let mut reference = TestNet::start(CoordinatorConfig::default()).await;
+    let owner = reference.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    reference.spawn_node(11);
+    let expected = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    reference.shutdown().await;
+
+    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    let owner = net.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    // The doomed node registers, takes a fragment, and dies in the middle of it.
+    let doomed = net.client(9);
+    doomed
+        .register(corex_node::device::detect(1))
+        .await
+        .unwrap();
+    let LeaseResponse::Work { fragment, .. } = doomed.lease(0).await.unwrap() else {
+        panic!("a fresh job has work");
+    };
+    drop(doomed);
+
+    net.spawn_node(11);
+    net.spawn_node(12);
+    let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert!(
+        status.re_issued_fragments >= 1,
+        "fragment {} was never re-issued",
+        fragment.id
+    );
+    let dead = corex_core::Keypair::from_secret([9; 32]).id();
+    assert!(
+        !status.nodes.contains_key(&dead),
+        "a dead node earned credit"
+    );
+    assert_eq!(
+        status.model, expected.model,
+        "the re-issued run must train the same model"
+    );
+    net.shutdown().await;
+}
