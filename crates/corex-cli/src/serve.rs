@@ -33,7 +33,7 @@ pub async fn coordinator(listen: SocketAddr, data_dir: std::path::PathBuf) -> an
     corex_coordinator::run(
         listener,
         identity,
-        &tls,
+        tls,
         CoordinatorConfig::default(),
         data_dir,
         shutdown_signal(),
