@@ -125,7 +125,7 @@ fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
         trainer.step(&gradient.gradient)?;
         parameters = trainer.parameters();
         let done = round + 1;
-        if done == spec.rounds || done % spec.eval_every == 0 {
+        if done == spec.rounds || done.is_multiple_of(spec.eval_every) {
             accuracy =
                 corex_ml::evaluate(&spec.model, &parameters, &dataset, &split.test)?.accuracy;
         }

@@ -15,20 +15,32 @@ fn the_default_devnet_job_reaches_95_percent_with_4_nodes() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "devnet failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "devnet failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("report.json")).unwrap()).unwrap();
     let status = &report["report"]["status"];
     assert_eq!(status["state"]["state"], "finished");
     let accuracy = status["last_test_accuracy"].as_f64().unwrap();
-    println!("devnet test accuracy with 4 nodes: {:.2}%", accuracy * 100.0);
+    println!(
+        "devnet test accuracy with 4 nodes: {:.2}%",
+        accuracy * 100.0
+    );
     assert!(accuracy >= 0.95, "accuracy {accuracy} is below 95%");
     let nodes = status["nodes"].as_object().unwrap();
-    assert_eq!(nodes.len(), 4, "every node should have done work: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        4,
+        "every node should have done work: {nodes:?}"
+    );
 
     let (model, parameters) =
-        corex_ml::from_safetensors(&std::fs::read(data_dir.join("weights.safetensors")).unwrap()).unwrap();
+        corex_ml::from_safetensors(&std::fs::read(data_dir.join("weights.safetensors")).unwrap())
+            .unwrap();
     assert_eq!(parameters.len(), model.parameter_count());
     assert!(data_dir.join("logs/coordinator.log").exists());
     assert!(stdout.contains("test accuracy"));

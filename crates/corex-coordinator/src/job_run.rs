@@ -297,7 +297,7 @@ impl JobRun {
         }
         self.completed_rounds += 1;
         let last = self.completed_rounds == self.spec.rounds;
-        let evaluation = if last || self.completed_rounds % self.spec.eval_every == 0 {
+        let evaluation = if last || self.completed_rounds.is_multiple_of(self.spec.eval_every) {
             Some(
                 corex_ml::evaluate(
                     &self.spec.model,

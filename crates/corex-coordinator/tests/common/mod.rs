@@ -12,15 +12,17 @@ use corex_node::{NodeAgent, NodeConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+type NodeTask = (
+    watch::Sender<bool>,
+    JoinHandle<Result<u64, corex_node::NodeError>>,
+);
+
 pub struct TestNet {
     pub url: String,
     pub pin: String,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), corex_coordinator::CoordinatorError>>>,
-    nodes: Vec<(
-        watch::Sender<bool>,
-        JoinHandle<Result<u64, corex_node::NodeError>>,
-    )>,
+    nodes: Vec<NodeTask>,
     pub dir: tempfile::TempDir,
 }
 
