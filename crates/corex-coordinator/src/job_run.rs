@@ -358,9 +358,4 @@ impl JobRun {
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
     }
-
-    /// The current model version's parameters.
-    pub fn parameters(&self) -> Vec<f32> {
-        self.trainer.parameters()
-    }
 }

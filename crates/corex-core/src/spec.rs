@@ -57,11 +57,6 @@ impl ModelSpec {
         6 * self.forward_macs_per_sample()
     }
 
-    /// FLOPs of one inference sample (forward only).
-    pub fn eval_flops_per_sample(&self) -> u64 {
-        2 * self.forward_macs_per_sample()
-    }
-
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.input == 0 || self.classes < 2 {
             return Err(SpecError::Invalid(format!(

@@ -66,10 +66,6 @@ impl CoordinatorClient {
         self.key.id()
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// Signature headers for a request, with a fresh nonce and the current time.
     pub fn signed_headers(
         &self,

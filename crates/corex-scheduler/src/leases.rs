@@ -111,21 +111,6 @@ impl LeaseBook {
             .iter()
             .all(|slot| matches!(slot, Slot::Done { .. }))
     }
-
-    pub fn has_pending(&self) -> bool {
-        self.slots.contains(&Slot::Pending)
-    }
-
-    /// The earliest live deadline, so a host knows when to call [`expire`](Self::expire).
-    pub fn next_deadline(&self) -> Option<u64> {
-        self.slots
-            .iter()
-            .filter_map(|slot| match slot {
-                Slot::Leased { deadline_ms, .. } => Some(*deadline_ms),
-                _ => None,
-            })
-            .min()
-    }
 }
 
 #[cfg(test)]
