@@ -27,12 +27,25 @@ pub enum Which {
         /// Where the devnet keeps its files during the benchmark.
         #[arg(long, default_value = "./corex-bench-devnet")]
         data_dir: PathBuf,
+        /// A job spec (TOML) to measure instead of the default digits job.
+        #[arg(long)]
+        job: Option<PathBuf>,
     },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
-        Which::Overhead { nodes, data_dir } => overhead(nodes, data_dir),
+        Which::Overhead {
+            nodes,
+            data_dir,
+            job,
+        } => {
+            let spec = match job {
+                Some(path) => JobSpec::from_toml(&std::fs::read_to_string(&path)?)?,
+                None => JobSpec::default_digits(),
+            };
+            overhead(&spec, nodes, data_dir)
+        }
     }
 }
 
@@ -42,9 +55,8 @@ struct Measurement {
     accuracy: f32,
 }
 
-fn overhead(nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
+fn overhead(spec: &JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
     configure_threads(1)?;
-    let spec = JobSpec::default_digits();
     println!(
         "bench overhead: job '{}', {} rounds × {} samples, {} fragments/round, {} nodes, 1 thread per process",
         spec.name,
@@ -53,7 +65,7 @@ fn overhead(nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
         spec.fragments_per_round(),
         nodes
     );
-    let baseline = single_process(&spec)?;
+    let baseline = single_process(spec)?;
     println!(
         "  single process   {:>7.2} CPU-s  {:>6.2} s wall  {:>6.1} rounds/s  accuracy {:.2}%",
         baseline.cpu_s,
@@ -121,8 +133,17 @@ fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
     let mut accuracy = 0.0;
     for round in 0..spec.rounds {
         let batch = round_batch(&split.train, spec.global_batch, spec.seed, round);
-        let gradient = corex_ml::compute_gradient(&spec.model, &parameters, &dataset, &batch)?;
-        trainer.step(&gradient.gradient)?;
+        let mean = if std::env::var("MICRO").is_ok() {
+            let parts: Vec<_> = batch
+                .chunks(spec.fragment_samples as usize)
+                .map(|indices| corex_ml::compute_gradient(&spec.model, &parameters, &dataset, indices))
+                .collect::<Result<_, _>>()?;
+            let weighted: Vec<(&[f32], u32)> = parts.iter().map(|p| (p.gradient.as_slice(), p.samples)).collect();
+            corex_ml::weighted_mean(&weighted)?
+        } else {
+            corex_ml::compute_gradient(&spec.model, &parameters, &dataset, &batch)?.gradient
+        };
+        trainer.step(&mean)?;
         parameters = trainer.parameters();
         let done = round + 1;
         if done == spec.rounds || done.is_multiple_of(spec.eval_every) {

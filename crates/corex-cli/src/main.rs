@@ -15,6 +15,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Training allocates and frees model-sized buffers at every step. glibc returns them to the
+/// kernel and pays page faults to get them back; jemalloc keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+
 #[derive(Parser)]
 #[command(
     name = "corex",

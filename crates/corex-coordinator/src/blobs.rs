@@ -1,8 +1,10 @@
-//! Published blobs (model versions, trained weights), named by their BLAKE3 hash and served
-//! as chunks. Only the versions that nodes may still need stay in memory.
+//! Published blobs (model versions, trained weights), named by their manifest root and served
+//! as chunks without copying. Only the versions that nodes may still need stay in memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use corex_core::Hash;
 use corex_core::chunk::{CHUNK_SIZE, Manifest};
@@ -11,7 +13,7 @@ use crate::error::CoordinatorError;
 
 #[derive(Debug, Clone)]
 pub struct Blob {
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Bytes,
     pub manifest: Arc<Manifest>,
 }
 
@@ -21,14 +23,14 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Publishes `bytes` and returns their hash.
+    /// Publishes `bytes` and returns their name (the manifest root).
     pub fn publish(&mut self, bytes: Vec<u8>) -> Hash {
         let manifest = Manifest::of(&bytes, CHUNK_SIZE);
         let hash = manifest.hash;
         self.blobs.insert(
             hash,
             Blob {
-                bytes: Arc::new(bytes),
+                bytes: Bytes::from(bytes),
                 manifest: Arc::new(manifest),
             },
         );
@@ -43,12 +45,12 @@ impl BlobStore {
         self.get(hash).map(|blob| blob.manifest.clone())
     }
 
-    pub fn chunk(&self, hash: &Hash, index: usize) -> Result<Vec<u8>, CoordinatorError> {
+    pub fn chunk(&self, hash: &Hash, index: usize) -> Result<Bytes, CoordinatorError> {
         let blob = self.get(hash)?;
         if index >= blob.manifest.chunks.len() {
             return Err(CoordinatorError::UnknownChunk { blob: *hash, index });
         }
-        Ok(blob.bytes[blob.manifest.range_of(index)].to_vec())
+        Ok(blob.bytes.slice(blob.manifest.range_of(index)))
     }
 
     pub fn get(&self, hash: &Hash) -> Result<&Blob, CoordinatorError> {

@@ -72,7 +72,7 @@ impl Shared {
             .await
             .map_err(storage)?;
         if let Some(weights) = weights {
-            tokio::fs::write(dir.join("weights.safetensors"), weights.as_slice())
+            tokio::fs::write(dir.join("weights.safetensors"), &weights)
                 .await
                 .map_err(storage)?;
         }

@@ -1,16 +1,18 @@
-//! Content-addressed chunking: a blob is named by its hash and moves as hashed chunks.
+//! Content-addressed chunking: a blob moves as hashed chunks and is named by the root hash
+//! over them, so a receiver checks every chunk as it arrives and never re-hashes the whole.
 
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
 
-/// Default chunk size for model transfers.
-pub const CHUNK_SIZE: usize = 256 * 1024;
+/// Default chunk size for model transfers: large enough that a request's fixed costs
+/// (signature, headers, round trip) are small against its bytes.
+pub const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Everything a receiver needs to fetch a blob chunk by chunk and check every piece.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// BLAKE3 of the whole blob.
+    /// The blob's name: [`Manifest::root`] over its size, chunk size and chunk hashes.
     pub hash: Hash,
     pub total_bytes: u64,
     pub chunk_size: u32,
@@ -20,12 +22,27 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn of(blob: &[u8], chunk_size: usize) -> Self {
+        let chunk_size = chunk_size.clamp(1, u32::MAX as usize);
+        let total_bytes = blob.len() as u64;
+        let chunks: Vec<Hash> = blob.chunks(chunk_size).map(Hash::of).collect();
         Self {
-            hash: Hash::of(blob),
-            total_bytes: blob.len() as u64,
+            hash: Self::root(total_bytes, chunk_size as u32, &chunks),
+            total_bytes,
             chunk_size: chunk_size as u32,
-            chunks: blob.chunks(chunk_size.max(1)).map(Hash::of).collect(),
+            chunks,
         }
+    }
+
+    /// `BLAKE3("corex-blob-v1" ‖ total_bytes ‖ chunk_size ‖ chunk hashes…)`, each part
+    /// length-prefixed: one hash binds the size, the cut and every chunk.
+    pub fn root(total_bytes: u64, chunk_size: u32, chunks: &[Hash]) -> Hash {
+        let concatenated: Vec<u8> = chunks.iter().flat_map(|c| c.0).collect();
+        Hash::of_parts(&[
+            b"corex-blob-v1",
+            &total_bytes.to_le_bytes(),
+            &chunk_size.to_le_bytes(),
+            &concatenated,
+        ])
     }
 
     /// Byte range of chunk `index` inside the blob.
@@ -35,10 +52,12 @@ impl Manifest {
         start..end
     }
 
-    /// A manifest is consistent when its chunk count matches its size.
+    /// A manifest is consistent when its chunk count matches its size and its name is the
+    /// root over its contents.
     pub fn is_consistent(&self) -> bool {
         self.chunk_size > 0
             && self.chunks.len() as u64 == self.total_bytes.div_ceil(u64::from(self.chunk_size))
+            && self.hash == Self::root(self.total_bytes, self.chunk_size, &self.chunks)
     }
 }
 
@@ -53,9 +72,19 @@ mod tests {
         assert!(manifest.is_consistent());
         assert_eq!(manifest.chunks.len(), 4);
         assert_eq!(manifest.range_of(3), 900..1000);
-        let joined: Vec<u8> = (0..4)
-            .flat_map(|i| blob[manifest.range_of(i)].to_vec())
-            .collect();
-        assert_eq!(Hash::of(&joined), manifest.hash);
+        for index in 0..4 {
+            assert_eq!(Hash::of(&blob[manifest.range_of(index)]), manifest.chunks[index]);
+        }
+    }
+
+    #[test]
+    fn a_manifest_that_lies_about_its_chunks_is_inconsistent() {
+        let blob = vec![7u8; 1000];
+        let mut manifest = Manifest::of(&blob, 300);
+        manifest.chunks[1] = Hash::of(b"something else");
+        assert!(!manifest.is_consistent());
+        let mut resized = Manifest::of(&blob, 300);
+        resized.total_bytes = 999;
+        assert!(!resized.is_consistent());
     }
 }
