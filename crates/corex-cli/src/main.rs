@@ -20,7 +20,6 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-
 #[derive(Parser)]
 #[command(
     name = "corex",
@@ -137,7 +136,12 @@ fn main() -> anyhow::Result<()> {
             threads,
         } => {
             let threads = serve::configure_threads(threads)?;
-            runtime()?.block_on(serve::node(&coordinator, &pin, &data_dir, threads))
+            // A node is one sequential loop; a single-threaded runtime spares it cross-thread
+            // wake-ups. Its compute runs on the blocking pool and the rayon pool.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::node(&coordinator, &pin, &data_dir, threads))
         }
         Command::Job {
             action,

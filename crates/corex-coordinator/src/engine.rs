@@ -95,8 +95,10 @@ impl Coordinator {
                 && job.is_running()
                 && let Some((fragment, deadline_ms)) = job.lease(node, now_ms)
             {
+                let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
                 return Ok(LeaseResponse::Work {
                     fragment,
+                    model,
                     deadline_ms,
                 });
             }

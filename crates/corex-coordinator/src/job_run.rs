@@ -240,16 +240,13 @@ impl JobRun {
             .map_err(|_| CoordinatorError::BadCommitment)?;
         let gradient = bytes_to_f32s(tensor_bytes)
             .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
-        let expected_len = self.spec.model.parameter_count();
-        if gradient.len() != expected_len {
-            return Err(CoordinatorError::WrongShape(format!(
-                "gradient has {} values, the model has {expected_len} parameters",
-                gradient.len()
-            )));
-        }
-        if let Some(index) = gradient.iter().position(|value| !value.is_finite()) {
-            return Err(CoordinatorError::NonFinite { index });
-        }
+        corex_ml::check_tensor(&self.spec.model, &gradient).map_err(|error| match error {
+            corex_ml::MlError::NonFinite { index } => CoordinatorError::NonFinite { index },
+            corex_ml::MlError::ParameterCount { expected, got } => CoordinatorError::WrongShape(
+                format!("gradient has {got} values, the model has {expected} parameters"),
+            ),
+            other => CoordinatorError::WrongShape(other.to_string()),
+        })?;
         if !header.loss.is_finite() {
             return Err(CoordinatorError::NonFiniteLoss(header.loss));
         }

@@ -80,7 +80,7 @@ fn result_body(
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
     };
-    encode_result(&header, &tensor)
+    encode_result(&header, tensor)
 }
 
 async fn finished_model(net: &mut TestNet, owner: &CoordinatorClient, job: &Hash) -> Hash {

@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(manifest.chunks.len(), 4);
         assert_eq!(manifest.range_of(3), 900..1000);
         for index in 0..4 {
-            assert_eq!(Hash::of(&blob[manifest.range_of(index)]), manifest.chunks[index]);
+            assert_eq!(
+                Hash::of(&blob[manifest.range_of(index)]),
+                manifest.chunks[index]
+            );
         }
     }
 

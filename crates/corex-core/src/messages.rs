@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::Manifest;
 use crate::error::DecodeError;
 use crate::fragment::Fragment;
 use crate::hash::Hash;
@@ -59,8 +60,11 @@ pub struct LeaseRequest {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LeaseResponse {
     /// Compute this fragment before `deadline_ms` from now; after that it may be re-issued.
+    /// `model` is the manifest of the fragment's model version, so a node that lacks it can
+    /// fetch the chunks at once (it checks the manifest against `fragment.model`).
     Work {
         fragment: Fragment,
+        model: Manifest,
         deadline_ms: u64,
     },
     /// No work right now; ask again after `retry_ms`.
@@ -83,34 +87,42 @@ pub struct ResultHeader {
     pub commitment_signature: Signature,
 }
 
-const RESULT_MAGIC: &[u8; 4] = b"CXR1";
+const RESULT_MAGIC: &[u8; 4] = b"CXR2";
 /// Largest header accepted, far above any honest header.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Frames a result: `"CXR1" ‖ u32 LE header length ‖ header JSON ‖ tensor bytes`.
-pub fn encode_result(header: &ResultHeader, tensor_bytes: &[u8]) -> Vec<u8> {
+/// Frames a result: `tensor bytes ‖ header JSON ‖ u32 LE header length ‖ "CXR2"`. The header
+/// trails the tensor so that the frame grows in place from the tensor buffer, without a copy.
+pub fn encode_result(header: &ResultHeader, tensor_bytes: Vec<u8>) -> Vec<u8> {
     let json = serde_json::to_vec(header).unwrap_or_default();
-    let mut body = Vec::with_capacity(8 + json.len() + tensor_bytes.len());
-    body.extend_from_slice(RESULT_MAGIC);
-    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    let mut body = tensor_bytes;
+    body.reserve_exact(json.len() + 8);
     body.extend_from_slice(&json);
-    body.extend_from_slice(tensor_bytes);
+    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    body.extend_from_slice(RESULT_MAGIC);
     body
 }
 
 /// Splits a result body into its header and tensor bytes; never panics on any input.
 pub fn decode_result(body: &[u8]) -> Result<(ResultHeader, &[u8]), DecodeError> {
     let bad = |reason: &str| DecodeError::Body(format!("result body: {reason}"));
-    if body.len() < 8 || &body[..4] != RESULT_MAGIC {
-        return Err(bad("expected the CXR1 frame"));
+    let Some((rest, magic)) = body.split_last_chunk::<4>() else {
+        return Err(bad("expected the CXR2 frame"));
+    };
+    if magic != RESULT_MAGIC {
+        return Err(bad("expected the CXR2 frame"));
     }
-    let header_len = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
-    if header_len > MAX_HEADER_BYTES || 8 + header_len > body.len() {
+    let Some((rest, length)) = rest.split_last_chunk::<4>() else {
+        return Err(bad("header length is missing"));
+    };
+    let header_len = u32::from_le_bytes(*length) as usize;
+    if header_len > MAX_HEADER_BYTES || header_len > rest.len() {
         return Err(bad("header length is out of range"));
     }
-    let header: ResultHeader = serde_json::from_slice(&body[8..8 + header_len])
+    let (tensor, json) = rest.split_at(rest.len() - header_len);
+    let header: ResultHeader = serde_json::from_slice(json)
         .map_err(|error| DecodeError::Body(format!("result header: {error}")))?;
-    Ok((header, &body[8 + header_len..]))
+    Ok((header, tensor))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,7 +220,7 @@ mod tests {
 
     #[test]
     fn results_round_trip() {
-        let body = encode_result(&header(), &[1, 2, 3, 4]);
+        let body = encode_result(&header(), vec![1, 2, 3, 4]);
         let (decoded, tensor) = decode_result(&body).expect("valid frame");
         assert_eq!(decoded, header());
         assert_eq!(tensor, &[1, 2, 3, 4]);
@@ -216,10 +228,10 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_result_is_an_error_not_a_panic() {
-        let body = encode_result(&header(), &[]);
+        let body = encode_result(&header(), Vec::new());
         for cut in 0..body.len() {
             assert!(decode_result(&body[..cut]).is_err(), "cut at {cut}");
         }
-        assert!(decode_result(b"CXR1\xff\xff\xff\xff").is_err());
+        assert!(decode_result(b"\xff\xff\xff\xffCXR2").is_err());
     }
 }

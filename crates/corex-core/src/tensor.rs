@@ -2,22 +2,31 @@
 
 use crate::error::DecodeError;
 
+/// The wire bytes of `values`: one memory copy on little-endian machines.
 pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(values.len() * 4);
-    for value in values {
-        bytes.extend_from_slice(&value.to_le_bytes());
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice::<f32, u8>(values).to_vec()
+    } else {
+        values
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect()
     }
-    bytes
 }
 
+/// The values of wire bytes; errors unless the length is a multiple of 4. Any alignment works.
 pub fn bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
     if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::TensorLength(bytes.len()));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
-        .collect())
+    if cfg!(target_endian = "little") {
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(bytes))
+    } else {
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect())
+    }
 }
 
 #[cfg(test)]

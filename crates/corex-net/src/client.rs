@@ -215,14 +215,22 @@ impl CoordinatorClient {
         let manifest: Manifest = self
             .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())
             .await?;
+        self.fetch_chunks(hash, &manifest).await
+    }
+
+    /// Fetches blob `hash` by the chunks that `manifest` names. The manifest's root binds every
+    /// chunk hash and each chunk is checked as it arrives, so the blob needs no second pass.
+    pub async fn fetch_chunks(
+        &self,
+        hash: &Hash,
+        manifest: &Manifest,
+    ) -> Result<Vec<u8>, NetError> {
         if manifest.hash != *hash || !manifest.is_consistent() {
             return Err(NetError::Integrity(format!(
                 "manifest for blob {} is inconsistent",
                 hash.short()
             )));
         }
-        // The manifest's root binds every chunk hash, and each chunk is checked against its
-        // hash as it arrives, so the assembled blob needs no second pass.
         let mut blob = Vec::with_capacity(manifest.total_bytes as usize);
         for (index, expected) in manifest.chunks.iter().enumerate() {
             let chunk = self.fetch_chunk(hash, index, expected).await?;

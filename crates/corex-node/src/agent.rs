@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{LeaseResponse, ResultHeader, encode_result};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
@@ -90,9 +91,11 @@ impl NodeAgent {
                 _ = stop.changed() => break,
             };
             match lease {
-                Ok(LeaseResponse::Work { fragment, .. }) => {
+                Ok(LeaseResponse::Work {
+                    fragment, model, ..
+                }) => {
                     backoff = Backoff::default();
-                    if let Err(error) = self.work_on(&fragment).await {
+                    if let Err(error) = self.work_on(&fragment, &model).await {
                         tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
                     }
                 }
@@ -112,9 +115,9 @@ impl NodeAgent {
         Ok(self.fragments_done)
     }
 
-    async fn work_on(&mut self, fragment: &Fragment) -> Result<(), NodeError> {
+    async fn work_on(&mut self, fragment: &Fragment, model: &Manifest) -> Result<(), NodeError> {
         let job = self.job_context(&fragment.job).await?;
-        let parameters = self.model_version(&fragment.model).await?;
+        let parameters = self.model_version(&fragment.model, model).await?;
         let started = Instant::now();
         let spec = job.descriptor.spec.model.clone();
         let dataset = job.dataset.clone();
@@ -141,7 +144,7 @@ impl NodeAgent {
             commitment_signature: self.key.sign(commitment.as_bytes()),
         };
         self.client
-            .submit_result(encode_result(&header, &tensor))
+            .submit_result(encode_result(&header, tensor))
             .await?;
         self.fragments_done += 1;
         tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss = output.loss, "result accepted");
@@ -174,13 +177,17 @@ impl NodeAgent {
         Ok(context)
     }
 
-    async fn model_version(&mut self, hash: &Hash) -> Result<Arc<Vec<f32>>, NodeError> {
+    async fn model_version(
+        &mut self,
+        hash: &Hash,
+        manifest: &Manifest,
+    ) -> Result<Arc<Vec<f32>>, NodeError> {
         if let Some((cached, parameters)) = &self.model
             && cached == hash
         {
             return Ok(parameters.clone());
         }
-        let bytes = self.client.fetch_blob(hash).await?;
+        let bytes = self.client.fetch_chunks(hash, manifest).await?;
         let parameters = Arc::new(bytes_to_f32s(&bytes).map_err(|_| NodeError::BadModel(*hash))?);
         self.model = Some((*hash, parameters.clone()));
         Ok(parameters)
