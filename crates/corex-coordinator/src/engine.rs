@@ -97,7 +97,7 @@ impl Coordinator {
             {
                 let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
                 return Ok(LeaseResponse::Work {
-                    fragment,
+                    fragment: Box::new(fragment),
                     model,
                     deadline_ms,
                 });

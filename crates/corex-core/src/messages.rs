@@ -63,7 +63,7 @@ pub enum LeaseResponse {
     /// `model` is the manifest of the fragment's model version, so a node that lacks it can
     /// fetch the chunks at once (it checks the manifest against `fragment.model`).
     Work {
-        fragment: Fragment,
+        fragment: Box<Fragment>,
         model: Manifest,
         deadline_ms: u64,
     },
