@@ -95,6 +95,7 @@ impl NodeAgent {
                     fragment, model, ..
                 }) => {
                     backoff = Backoff::default();
+                    tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, "fragment leased");
                     if let Err(error) = self.work_on(&fragment, &model).await {
                         tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
                     }

@@ -1,0 +1,218 @@
+//! The parts apart, as across machines: `corex coordinator`, `corex node` and `corex job` run
+//! as separate processes and talk only over TLS. A node is killed with SIGKILL in the middle
+//! of a fragment; its lease expires, the fragment goes to the other node, the job finishes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CORE: &str = env!("CARGO_BIN_EXE_corex");
+
+/// A child process that is killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], log: &Path, filter: &str) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    Process(
+        Command::new(CORE)
+            .args(args)
+            .env("RUST_LOG", filter)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn signal(process: &Process, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(process.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// True when the node's log shows a fragment leased and no result after it: it is mid-fragment.
+fn holds_a_fragment(log: &Path) -> bool {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    match (text.rfind("fragment leased"), text.rfind("result accepted")) {
+        (Some(leased), Some(accepted)) => leased > accepted,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn corex(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
+    let output = Command::new(CORE)
+        .args(args)
+        .arg("--coordinator")
+        .arg(endpoint["url"].as_str().unwrap())
+        .arg("--pin")
+        .arg(endpoint["fingerprint"].as_str().unwrap())
+        .arg("--key")
+        .arg(key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "corex {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn status(id: &str, endpoint: &serde_json::Value, key: &Path) -> serde_json::Value {
+    let output = corex(&["job", "status", id], endpoint, key);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let coordinator_dir = root.join("coordinator");
+    let _coordinator = spawn(
+        &[
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            coordinator_dir.to_str().unwrap(),
+        ],
+        &root.join("coordinator.log"),
+        "info",
+    );
+    let endpoint_file = coordinator_dir.join("endpoint.json");
+    wait_until(
+        "the coordinator's endpoint",
+        Duration::from_secs(60),
+        || endpoint_file.exists(),
+    );
+    let endpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&endpoint_file).unwrap()).unwrap();
+    let url = endpoint["url"].as_str().unwrap().to_owned();
+    let pin = endpoint["fingerprint"].as_str().unwrap().to_owned();
+    let node = |name: &str, filter: &str| {
+        spawn(
+            &[
+                "node",
+                "--coordinator",
+                &url,
+                "--pin",
+                &pin,
+                "--threads",
+                "1",
+                "--data-dir",
+                root.join(name).to_str().unwrap(),
+            ],
+            &root.join(format!("{name}.log")),
+            filter,
+        )
+    };
+    let mut doomed = node("node-doomed", "corex_node=debug");
+    let _survivor = node("node-survivor", "info");
+
+    // A small job with short leases, so that the killed node's lease expires quickly.
+    let mut spec = corex_core::JobSpec::default_digits();
+    spec.name = "separate-processes".into();
+    spec.model.hidden = vec![256];
+    spec.rounds = 400;
+    spec.global_batch = 256;
+    spec.fragment_samples = 128;
+    spec.lease_ms = 1_500;
+    let spec_path = root.join("job.toml");
+    std::fs::write(&spec_path, spec.to_toml()).unwrap();
+    let key = root.join("owner.key");
+    let submitted = corex(
+        &["job", "submit", spec_path.to_str().unwrap()],
+        &endpoint,
+        &key,
+    );
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // Once the job is under way, freeze the doomed node at a moment when it holds a fragment
+    // (read from its log while it is stopped) and kill it there with SIGKILL.
+    wait_until("the first rounds", Duration::from_secs(120), || {
+        status(&id, &endpoint, &key)["round"].as_u64().unwrap() >= 1
+    });
+    let doomed_log = root.join("node-doomed.log");
+    let mut caught = false;
+    for _ in 0..500 {
+        signal(&doomed, "STOP");
+        if holds_a_fragment(&doomed_log) {
+            caught = true;
+            break;
+        }
+        signal(&doomed, "CONT");
+        std::thread::sleep(Duration::from_millis(7));
+    }
+    assert!(
+        caught,
+        "never caught the doomed node in the middle of a fragment"
+    );
+    doomed.0.kill().unwrap();
+    doomed.0.wait().unwrap();
+    let killed_at_round = status(&id, &endpoint, &key)["round"].as_u64().unwrap();
+    assert!(
+        killed_at_round < u64::from(spec.rounds),
+        "the node must die before the job ends"
+    );
+
+    wait_until("the job to finish", Duration::from_secs(300), || {
+        status(&id, &endpoint, &key)["state"]["state"] == "finished"
+    });
+    let finished = status(&id, &endpoint, &key);
+    println!(
+        "killed a node at round {killed_at_round}; {} fragments re-issued; accuracy {:.2}%",
+        finished["re_issued_fragments"],
+        finished["last_test_accuracy"].as_f64().unwrap() * 100.0
+    );
+    assert_eq!(finished["round"].as_u64().unwrap(), u64::from(spec.rounds));
+    assert!(
+        finished["re_issued_fragments"].as_u64().unwrap() >= 1,
+        "the killed node's fragment should have been re-issued: {finished}"
+    );
+
+    let out = root.join("download");
+    corex(
+        &["job", "download", &id, "--out", out.to_str().unwrap()],
+        &endpoint,
+        &key,
+    );
+    let short = &id[..8];
+    let (model, parameters) = corex_ml::from_safetensors(
+        &std::fs::read(out.join(format!("{short}.safetensors"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model, spec.model);
+    assert_eq!(parameters.len(), spec.model.parameter_count());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{short}.report.json"))).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["rounds"].as_array().unwrap().len(),
+        spec.rounds as usize
+    );
+}
