@@ -1,0 +1,200 @@
+//! The chain: genesis, the current state and the head. Blocks are proposed on a copy of the
+//! state and adopted only after the caller has stored them; replayed blocks are checked in
+//! full (producer signature, link, height, time, transaction root, every transaction, state
+//! root) and applied all or nothing.
+
+use corex_core::{Hash, Keypair};
+
+use crate::block::{Block, BlockHeader, tx_root};
+use crate::error::LedgerError;
+use crate::params::Genesis;
+use crate::state::State;
+use crate::tx::{SignedTx, verify_batch};
+
+#[derive(Debug, Clone)]
+pub struct Chain {
+    genesis: Genesis,
+    genesis_hash: Hash,
+    state: State,
+    head: Hash,
+    height: u64,
+    timestamp_ms: u64,
+}
+
+/// A transaction left out of a proposed block, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub tx: SignedTx,
+    pub error: LedgerError,
+}
+
+/// A block and the chain as it will be once the block is stored.
+#[derive(Debug)]
+pub struct Proposal {
+    pub block: Block,
+    pub next: Chain,
+    pub refused: Vec<Refused>,
+}
+
+impl Chain {
+    pub fn new(genesis: Genesis) -> Result<Self, LedgerError> {
+        genesis.params.validate()?;
+        let genesis_hash = genesis.hash();
+        Ok(Self {
+            state: State::genesis(&genesis),
+            head: genesis_hash,
+            height: 0,
+            timestamp_ms: genesis.timestamp_ms,
+            genesis_hash,
+            genesis,
+        })
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The chain id every transaction signs over.
+    pub fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn head(&self) -> Hash {
+        self.head
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Would `tx` apply now? Checks on a copy; the chain is untouched.
+    pub fn check(&self, tx: &SignedTx) -> Result<(), LedgerError> {
+        self.state
+            .clone()
+            .apply(&self.genesis, &self.genesis_hash, tx)
+    }
+
+    /// Builds the next block from `candidates` in order, leaving out (and reporting) those that
+    /// do not apply. `None` if none applies. `self` is unchanged: adopt `next` once stored.
+    pub fn propose(
+        &self,
+        producer: &Keypair,
+        candidates: Vec<SignedTx>,
+        timestamp_ms: u64,
+    ) -> Result<Option<Proposal>, LedgerError> {
+        if producer.id() != self.genesis.coordinator {
+            return Err(LedgerError::NotCoordinator(producer.id()));
+        }
+        let mut state = self.state.clone();
+        let signatures_ok = verify_batch(&self.genesis_hash, &candidates).is_ok();
+        let mut accepted = Vec::with_capacity(candidates.len());
+        let mut refused = Vec::new();
+        for tx in candidates {
+            let applied = if signatures_ok {
+                state.apply_verified(&self.genesis, &tx)
+            } else {
+                state.apply(&self.genesis, &self.genesis_hash, &tx)
+            };
+            match applied {
+                Ok(()) => accepted.push(tx),
+                Err(error) => refused.push(Refused { tx, error }),
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(None);
+        }
+        state.check_supply()?;
+        let header = BlockHeader {
+            height: self.height + 1,
+            prev: self.head,
+            timestamp_ms: timestamp_ms.max(self.timestamp_ms),
+            tx_root: tx_root(&accepted),
+            state_root: state.root(),
+            producer: producer.id(),
+        };
+        let hash = header.hash();
+        let block = Block {
+            signature: producer.sign(hash.as_bytes()),
+            header,
+            txs: accepted,
+        };
+        let next = Self {
+            genesis: self.genesis.clone(),
+            genesis_hash: self.genesis_hash,
+            state,
+            head: hash,
+            height: block.header.height,
+            timestamp_ms: block.header.timestamp_ms,
+        };
+        Ok(Some(Proposal {
+            block,
+            next,
+            refused,
+        }))
+    }
+
+    /// Checks `block` in full against the head and applies it; on any error the chain is
+    /// unchanged.
+    pub fn apply_block(&mut self, block: &Block) -> Result<(), LedgerError> {
+        let header = &block.header;
+        let height = header.height;
+        if height != self.height + 1 {
+            return Err(LedgerError::BadHeight {
+                expected: self.height + 1,
+                got: height,
+            });
+        }
+        if header.prev != self.head {
+            return Err(LedgerError::BadPrevHash {
+                height,
+                expected: self.head,
+            });
+        }
+        if header.producer != self.genesis.coordinator {
+            return Err(LedgerError::BadProducer { height });
+        }
+        let hash = header.hash();
+        header
+            .producer
+            .verify(hash.as_bytes(), &block.signature)
+            .map_err(|_| LedgerError::BadBlockSignature { height })?;
+        if header.timestamp_ms < self.timestamp_ms {
+            return Err(LedgerError::TimestampBackwards { height });
+        }
+        if header.tx_root != tx_root(&block.txs) {
+            return Err(LedgerError::BadTxRoot { height });
+        }
+        let batch_ok = verify_batch(&self.genesis_hash, &block.txs).is_ok();
+        let mut state = self.state.clone();
+        for (index, tx) in block.txs.iter().enumerate() {
+            let applied = if batch_ok {
+                state.apply_verified(&self.genesis, tx)
+            } else {
+                state.apply(&self.genesis, &self.genesis_hash, tx)
+            };
+            applied.map_err(|error| LedgerError::BlockTx {
+                height,
+                index,
+                error: Box::new(error),
+            })?;
+        }
+        state.check_supply()?;
+        let replayed = state.root();
+        if replayed != header.state_root {
+            return Err(LedgerError::BadStateRoot {
+                height,
+                claimed: header.state_root,
+                replayed,
+            });
+        }
+        self.state = state;
+        self.head = hash;
+        self.height = height;
+        self.timestamp_ms = header.timestamp_ms;
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! The CXT mining pool ledger, pure and deterministic.
+//!
+//! Genesis mints exactly 100,000,000 CXT into the pool; nothing else mints, no key administers
+//! the rules, and total supply is checked after every block. Accounts sign transfers, node
+//! registration and staking; the coordinator signs records of contributions, verdicts, rounds
+//! and epoch settlements. Amounts are u128 base units (18 decimals) with checked arithmetic;
+//! time and randomness never enter (timestamps come in with blocks). Storage lives elsewhere
+//! (`corex-ledger-store`); this crate does no I/O.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `amount` | base units, the total supply, exact CXT parsing and formatting, `mul_div` |
+//! | `params` | the economic constants and the genesis record |
+//! | `tx` | transaction bodies, signing and (batch) verification |
+//! | `account` | balances, stake, unbonding and locked rewards |
+//! | `reputation` | node profiles, score, tier, priority, Stake-Boost |
+//! | `settlement` | the epoch release and payout rule |
+//! | `state` | the state and `apply` |
+//! | `block`, `merkle`, `chain` | blocks, roots, proposing and replaying |
+
+mod account;
+mod amount;
+mod block;
+mod chain;
+mod error;
+mod merkle;
+mod params;
+mod reputation;
+mod settlement;
+mod state;
+mod tx;
+
+pub use account::{Account, LockedReward, Unbonding};
+pub use amount::{
+    AmountError, BASE_UNITS_PER_CXT, PPM, TOTAL_SUPPLY, format_cxt, mul_div, parse_cxt,
+};
+pub use block::{Block, BlockHeader, tx_root};
+pub use chain::{Chain, Proposal, Refused};
+pub use error::LedgerError;
+pub use merkle::merkle_root;
+pub use params::{Genesis, Params};
+pub use reputation::{NodeProfile, NodeStatus, Tier, stake_boost_ppm};
+pub use settlement::{EpochWork, Participant, Settlement, demand_factor_ppm, settle};
+pub use state::{RoundHead, State, Supply};
+pub use tx::{ContributionEntry, DeviceClass, SignedTx, SoftReason, TxBody, Verdict, verify_batch};
+
+/// The canonical bytes of a value: its JSON with fields in declaration order and maps sorted.
+/// Only types without floats or hash maps go through here, so the bytes are the same on every
+/// machine.
+pub(crate) fn canonical<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}

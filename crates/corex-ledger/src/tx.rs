@@ -1,0 +1,181 @@
+//! Transactions: what accounts sign (transfers, node registration, staking) and what the
+//! coordinator records (contributions, verdicts, rounds, epoch settlements).
+
+use corex_core::{Hash, Keypair, NodeId, Signature};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LedgerError;
+
+/// The device class a node declares when it registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceClass {
+    Edge,
+    Cpu,
+    Gpu,
+    Hpc,
+}
+
+/// One node's verified work in an epoch, as the coordinator measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributionEntry {
+    pub node: NodeId,
+    /// Compute-PoC units: verified gradient work (GFLOP).
+    pub compute_units: u64,
+    /// Model-PoT units: training contribution judged useful.
+    pub pot_units: u64,
+    /// Verification units: audits replayed for others.
+    pub verification_units: u64,
+    /// Quality of this work, 0..=1,000,000 ppm.
+    pub quality_ppm: u32,
+}
+
+/// Why a result was dropped without blame (soft) or with it (suspicious soft rejects count as
+/// abnormal events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftReason {
+    Timeout,
+    Infrastructure,
+    Suspicious,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Accept,
+    SoftReject { reason: SoftReason },
+    HardReject { evidence: Hash },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TxBody {
+    Transfer {
+        to: NodeId,
+        amount: u128,
+    },
+    RegisterNode {
+        device_fingerprint: Hash,
+        device_class: DeviceClass,
+    },
+    Stake {
+        amount: u128,
+    },
+    BeginUnbonding {
+        amount: u128,
+    },
+    /// Moves every unbonding entry whose period has ended back to the balance.
+    Withdraw,
+    RecordContributions {
+        epoch: u64,
+        entries: Vec<ContributionEntry>,
+    },
+    RecordVerdict {
+        node: NodeId,
+        fragment: Hash,
+        verdict: Verdict,
+    },
+    RecordRound {
+        job: Hash,
+        round: u32,
+        model: Hash,
+        /// Merkle root of the round's accepted result commitments.
+        results_root: Hash,
+    },
+    /// Closes `epoch`: vests matured rewards and releases the epoch's share of the pool.
+    SettleEpoch {
+        epoch: u64,
+        /// Compute the network offered in the epoch and the work jobs asked for (same unit).
+        compute_supply: u64,
+        task_demand: u64,
+    },
+}
+
+impl TxBody {
+    /// Records only the coordinator may sign.
+    pub fn is_coordinator_record(&self) -> bool {
+        matches!(
+            self,
+            Self::RecordContributions { .. }
+                | Self::RecordVerdict { .. }
+                | Self::RecordRound { .. }
+                | Self::SettleEpoch { .. }
+        )
+    }
+}
+
+/// A transaction as it travels and is stored: body, signer, nonce, signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTx {
+    pub signer: NodeId,
+    /// The signer's transaction count after this one: 1 for its first.
+    pub nonce: u64,
+    pub body: TxBody,
+    pub signature: Signature,
+}
+
+/// What a signature covers: the chain, the signer, the nonce and the body.
+fn signing_bytes(chain: &Hash, signer: &NodeId, nonce: u64, body: &TxBody) -> Hash {
+    Hash::of_parts(&[
+        b"corex-tx-v1",
+        &chain.0,
+        &signer.0,
+        &nonce.to_le_bytes(),
+        &crate::canonical(body),
+    ])
+}
+
+impl SignedTx {
+    pub fn sign(key: &Keypair, chain: &Hash, nonce: u64, body: TxBody) -> Self {
+        let signer = key.id();
+        let message = signing_bytes(chain, &signer, nonce, &body);
+        Self {
+            signer,
+            nonce,
+            signature: key.sign(message.as_bytes()),
+            body,
+        }
+    }
+
+    /// The transaction's id: the hash of everything in it, signature included.
+    pub fn id(&self) -> Hash {
+        Hash::of_parts(&[b"corex-txid-v1", &crate::canonical(self)])
+    }
+
+    /// The message the signature must cover on chain `chain`.
+    pub fn message(&self, chain: &Hash) -> Hash {
+        signing_bytes(chain, &self.signer, self.nonce, &self.body)
+    }
+
+    pub fn verify_signature(&self, chain: &Hash) -> Result<(), LedgerError> {
+        self.signer
+            .verify(self.message(chain).as_bytes(), &self.signature)
+            .map_err(|_| LedgerError::BadSignature(self.signer))
+    }
+}
+
+/// Checks many signatures at once with ed25519 batch verification; on failure, finds the
+/// first bad one. Faster than one by one when most are valid.
+pub fn verify_batch(chain: &Hash, txs: &[SignedTx]) -> Result<(), LedgerError> {
+    let messages: Vec<Hash> = txs.iter().map(|tx| tx.message(chain)).collect();
+    let mut keys = Vec::with_capacity(txs.len());
+    for tx in txs {
+        match ed25519_dalek::VerifyingKey::from_bytes(&tx.signer.0) {
+            Ok(key) => keys.push(key),
+            Err(_) => return Err(LedgerError::BadSignature(tx.signer)),
+        }
+    }
+    let signatures: Vec<ed25519_dalek::Signature> = txs
+        .iter()
+        .map(|tx| ed25519_dalek::Signature::from_bytes(&tx.signature.0))
+        .collect();
+    let message_bytes: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes().as_slice()).collect();
+    if ed25519_dalek::verify_batch(&message_bytes, &signatures, &keys).is_ok() {
+        return Ok(());
+    }
+    for tx in txs {
+        tx.verify_signature(chain)?;
+    }
+    Ok(())
+}

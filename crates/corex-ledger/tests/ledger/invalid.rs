@@ -1,0 +1,337 @@
+//! Every invalid transaction is refused with a clear error and changes nothing.
+
+use corex_core::{Hash, Signature};
+use corex_ledger::{ContributionEntry, LedgerError, SignedTx, TxBody, Verdict};
+
+use crate::support::{World, key};
+
+/// Applies `tx` directly to a copy of the state and checks that the refusal left it equal.
+fn refused(world: &World, tx: &SignedTx) -> LedgerError {
+    let before = world.chain.state().clone();
+    let mut state = before.clone();
+    let error = state
+        .apply(world.chain.genesis(), &world.chain_id(), tx)
+        .unwrap_err();
+    assert_eq!(
+        state, before,
+        "a refused transaction changed the state: {error}"
+    );
+    assert!(!error.to_string().is_empty());
+    error
+}
+
+fn funded() -> World {
+    let mut world = World::new(3);
+    world.fund_everyone();
+    world
+}
+
+#[test]
+fn a_bad_signature_is_refused() {
+    let world = funded();
+    let (alice, bob) = (&world.nodes[0], &world.nodes[1]);
+    let mut tx = world.signed(
+        alice,
+        TxBody::Transfer {
+            to: bob.id(),
+            amount: 1,
+        },
+    );
+    tx.signature = Signature([7; 64]);
+    assert_eq!(refused(&world, &tx), LedgerError::BadSignature(alice.id()));
+    // A valid signature over other contents is as bad as a forged one.
+    let mut altered = world.signed(
+        alice,
+        TxBody::Transfer {
+            to: bob.id(),
+            amount: 1,
+        },
+    );
+    altered.body = TxBody::Transfer {
+        to: bob.id(),
+        amount: 2,
+    };
+    assert_eq!(
+        refused(&world, &altered),
+        LedgerError::BadSignature(alice.id())
+    );
+    // A signature made for another chain does not verify here.
+    let foreign = SignedTx::sign(
+        alice,
+        &Hash::of(b"another chain"),
+        world.next_nonce(alice),
+        TxBody::Withdraw,
+    );
+    assert_eq!(
+        refused(&world, &foreign),
+        LedgerError::BadSignature(alice.id())
+    );
+}
+
+#[test]
+fn replayed_and_skipped_nonces_are_refused() {
+    let mut world = funded();
+    let (alice, bob) = (world.nodes[0].clone(), world.nodes[1].id());
+    let tx = world.signed(&alice, TxBody::Transfer { to: bob, amount: 5 });
+    world.commit(vec![tx.clone()]).unwrap();
+    assert!(matches!(
+        refused(&world, &tx),
+        LedgerError::NonceReplayed { .. }
+    ));
+    let ahead = SignedTx::sign(
+        &alice,
+        &world.chain_id(),
+        world.next_nonce(&alice) + 1,
+        TxBody::Transfer { to: bob, amount: 5 },
+    );
+    assert!(matches!(
+        refused(&world, &ahead),
+        LedgerError::NonceSkipped { .. }
+    ));
+}
+
+#[test]
+fn overdrafts_are_refused() {
+    let world = funded();
+    let (alice, bob) = (&world.nodes[0], &world.nodes[1]);
+    let balance = world.balance(alice);
+    let tx = world.signed(
+        alice,
+        TxBody::Transfer {
+            to: bob.id(),
+            amount: balance + 1,
+        },
+    );
+    assert_eq!(
+        refused(&world, &tx),
+        LedgerError::Overdraft {
+            balance,
+            amount: balance + 1
+        }
+    );
+    let stake = world.signed(
+        alice,
+        TxBody::Stake {
+            amount: balance + 1,
+        },
+    );
+    assert!(matches!(
+        refused(&world, &stake),
+        LedgerError::Overdraft { .. }
+    ));
+    let zero = world.signed(
+        alice,
+        TxBody::Transfer {
+            to: bob.id(),
+            amount: 0,
+        },
+    );
+    assert_eq!(refused(&world, &zero), LedgerError::ZeroAmount);
+}
+
+#[test]
+fn unstaking_more_than_staked_is_refused() {
+    let mut world = funded();
+    let alice = world.nodes[0].clone();
+    world.submit(&alice, TxBody::Stake { amount: 100 }).unwrap();
+    let tx = world.signed(&alice, TxBody::BeginUnbonding { amount: 101 });
+    assert_eq!(
+        refused(&world, &tx),
+        LedgerError::UnstakeTooMuch {
+            stake: 100,
+            amount: 101
+        }
+    );
+}
+
+#[test]
+fn withdrawing_before_unbonding_ends_is_refused() {
+    let mut world = funded();
+    let alice = world.nodes[0].clone();
+    world.submit(&alice, TxBody::Stake { amount: 100 }).unwrap();
+    world
+        .submit(&alice, TxBody::BeginUnbonding { amount: 60 })
+        .unwrap();
+    let epoch = world.chain.state().epoch;
+    let tx = world.signed(&alice, TxBody::Withdraw);
+    assert_eq!(
+        refused(&world, &tx),
+        LedgerError::UnbondingNotDone {
+            epoch,
+            earliest: Some(epoch + 2)
+        }
+    );
+    world.work_epoch(1);
+    assert!(matches!(
+        refused(&world, &world.signed(&alice, TxBody::Withdraw)),
+        LedgerError::UnbondingNotDone { .. }
+    ));
+    world.work_epoch(1);
+    let before = world.balance(&alice);
+    world.submit(&alice, TxBody::Withdraw).unwrap();
+    assert_eq!(world.balance(&alice), before + 60);
+}
+
+#[test]
+fn unknown_accounts_and_nodes_are_refused() {
+    let world = funded();
+    let stranger = key(99);
+    let tx = SignedTx::sign(
+        &stranger,
+        &world.chain_id(),
+        1,
+        TxBody::Transfer {
+            to: world.nodes[0].id(),
+            amount: 1,
+        },
+    );
+    assert_eq!(
+        refused(&world, &tx),
+        LedgerError::UnknownAccount(stranger.id())
+    );
+    let epoch = world.chain.state().epoch;
+    let record = world.signed(
+        &world.coordinator,
+        TxBody::RecordContributions {
+            epoch,
+            entries: vec![ContributionEntry {
+                node: stranger.id(),
+                compute_units: 1,
+                pot_units: 0,
+                verification_units: 0,
+                quality_ppm: 1_000_000,
+            }],
+        },
+    );
+    assert_eq!(
+        refused(&world, &record),
+        LedgerError::NotANode(stranger.id())
+    );
+    let again = world.signed(
+        &world.nodes[0],
+        TxBody::RegisterNode {
+            device_fingerprint: Hash::of(b"x"),
+            device_class: corex_ledger::DeviceClass::Gpu,
+        },
+    );
+    assert_eq!(
+        refused(&world, &again),
+        LedgerError::AlreadyRegistered(world.nodes[0].id())
+    );
+}
+
+#[test]
+fn records_not_signed_by_the_coordinator_are_refused() {
+    let world = funded();
+    let impostor = &world.nodes[0];
+    let epoch = world.chain.state().epoch;
+    for body in [
+        TxBody::SettleEpoch {
+            epoch,
+            compute_supply: 1,
+            task_demand: 1,
+        },
+        TxBody::RecordVerdict {
+            node: world.nodes[1].id(),
+            fragment: Hash::of(b"f"),
+            verdict: Verdict::HardReject {
+                evidence: Hash::of(b"e"),
+            },
+        },
+        TxBody::RecordRound {
+            job: Hash::of(b"j"),
+            round: 0,
+            model: Hash::of(b"m"),
+            results_root: Hash::of(b"r"),
+        },
+        TxBody::RecordContributions {
+            epoch,
+            entries: vec![],
+        },
+    ] {
+        let tx = world.signed(impostor, body);
+        assert_eq!(
+            refused(&world, &tx),
+            LedgerError::NotCoordinator(impostor.id())
+        );
+    }
+}
+
+#[test]
+fn out_of_order_records_are_refused() {
+    let mut world = funded();
+    let epoch = world.chain.state().epoch;
+    let stale = world.signed(
+        &world.coordinator,
+        TxBody::SettleEpoch {
+            epoch: epoch + 1,
+            compute_supply: 1,
+            task_demand: 1,
+        },
+    );
+    assert_eq!(
+        refused(&world, &stale),
+        LedgerError::WrongEpoch {
+            expected: epoch,
+            got: epoch + 1
+        }
+    );
+    let job = Hash::of(b"job");
+    world
+        .record(TxBody::RecordRound {
+            job,
+            round: 3,
+            model: Hash::of(b"m3"),
+            results_root: Hash::of(b"r3"),
+        })
+        .unwrap();
+    let replay = world.signed(
+        &world.coordinator,
+        TxBody::RecordRound {
+            job,
+            round: 3,
+            model: Hash::of(b"m3"),
+            results_root: Hash::of(b"r3"),
+        },
+    );
+    assert!(matches!(
+        refused(&world, &replay),
+        LedgerError::RoundOutOfOrder {
+            last: 3,
+            got: 3,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_block_with_one_bad_transaction_commits_only_the_good_ones() {
+    let world = funded();
+    let (alice, bob) = (&world.nodes[0], &world.nodes[1]);
+    let good = world.signed(
+        alice,
+        TxBody::Transfer {
+            to: bob.id(),
+            amount: 3,
+        },
+    );
+    let mut bad = world.signed(
+        bob,
+        TxBody::Transfer {
+            to: alice.id(),
+            amount: 3,
+        },
+    );
+    bad.signature = Signature([1; 64]);
+    let proposal = world
+        .chain
+        .propose(&world.coordinator, vec![bad.clone(), good.clone()], 999_999)
+        .unwrap()
+        .unwrap();
+    assert_eq!(proposal.block.txs, vec![good]);
+    assert_eq!(proposal.refused.len(), 1);
+    assert_eq!(
+        proposal.refused[0].error,
+        LedgerError::BadSignature(bob.id())
+    );
+}

@@ -1,0 +1,8 @@
+//! Ledger tests: refusals, economics and properties, on the pure chain.
+
+#![allow(clippy::unwrap_used)]
+
+mod economics;
+mod invalid;
+mod properties;
+mod support;
