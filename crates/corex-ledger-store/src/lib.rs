@@ -1,0 +1,197 @@
+//! The ledger on disk: the genesis record and every block, in redb, each block committed with
+//! immediate durability before it is acknowledged, so an acknowledged block survives kill -9.
+//! Opening replays the whole chain from genesis through `corex_ledger::Chain`, which checks
+//! every signature, link, nonce and state root; the audit is that same replay, reported.
+
+use std::path::Path;
+
+use corex_ledger::{Block, Chain, Genesis, LedgerError, Supply};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+
+/// The genesis record, under the key `genesis`.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Blocks by height, from 1.
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const GENESIS_KEY: &str = "genesis";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("ledger database: {0}")]
+    Database(String),
+    #[error("ledger database has no genesis record")]
+    NoGenesis,
+    #[error("ledger database holds the chain of genesis {stored}, not {expected}")]
+    GenesisMismatch { stored: String, expected: String },
+    #[error("stored record {what} is unreadable: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("replaying the stored chain: {0}")]
+    Replay(#[from] LedgerError),
+}
+
+fn database(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+pub struct LedgerStore {
+    db: Database,
+}
+
+impl LedgerStore {
+    /// Opens the ledger at `path`, creating it with `genesis` if it does not exist, and
+    /// replays it. An existing ledger must have been made from the same genesis.
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<(Self, Chain), StoreError> {
+        let db = Database::create(path).map_err(database)?;
+        let stored = read_genesis(&db)?;
+        match stored {
+            Some(stored) if stored != *genesis => {
+                return Err(StoreError::GenesisMismatch {
+                    stored: stored.hash().to_hex(),
+                    expected: genesis.hash().to_hex(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let bytes = serde_json::to_vec(genesis).map_err(database)?;
+                let txn = db.begin_write().map_err(database)?;
+                {
+                    let mut meta = txn.open_table(META).map_err(database)?;
+                    meta.insert(GENESIS_KEY, bytes.as_slice())
+                        .map_err(database)?;
+                    txn.open_table(BLOCKS).map_err(database)?;
+                }
+                txn.commit().map_err(database)?;
+            }
+        }
+        let chain = replay(&db, genesis.clone(), |_| {})?;
+        Ok((Self { db }, chain))
+    }
+
+    /// Stores `block` durably; when this returns, the block survives a crash.
+    pub fn append(&self, block: &Block) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(block).map_err(database)?;
+        let txn = self.db.begin_write().map_err(database)?;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(database)?;
+            blocks
+                .insert(block.header.height, bytes.as_slice())
+                .map_err(database)?;
+        }
+        txn.commit().map_err(database)
+    }
+
+    /// The stored block at `height` (from 1).
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let txn = self.db.begin_read().map_err(database)?;
+        let blocks = txn.open_table(BLOCKS).map_err(database)?;
+        let Some(bytes) = blocks.get(height).map_err(database)? else {
+            return Ok(None);
+        };
+        decode_block(height, bytes.value()).map(Some)
+    }
+}
+
+fn read_genesis(db: &impl ReadableDatabase) -> Result<Option<Genesis>, StoreError> {
+    let txn = db.begin_read().map_err(database)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(database(error)),
+    };
+    let Some(bytes) = meta.get(GENESIS_KEY).map_err(database)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(bytes.value())
+        .map(Some)
+        .map_err(|error| StoreError::Corrupt {
+            what: "genesis".into(),
+            reason: error.to_string(),
+        })
+}
+
+fn decode_block(height: u64, bytes: &[u8]) -> Result<Block, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        what: format!("block {height}"),
+        reason: error.to_string(),
+    })
+}
+
+/// Replays every stored block on a fresh chain from `genesis`, calling `visit` after each.
+fn replay(
+    db: &impl ReadableDatabase,
+    genesis: Genesis,
+    mut visit: impl FnMut(&Block),
+) -> Result<Chain, StoreError> {
+    let mut chain = Chain::new(genesis)?;
+    let txn = db.begin_read().map_err(database)?;
+    let blocks = txn.open_table(BLOCKS).map_err(database)?;
+    for entry in blocks.iter().map_err(database)? {
+        let (height, bytes) = entry.map_err(database)?;
+        let block = decode_block(height.value(), bytes.value())?;
+        if block.header.height != height.value() {
+            return Err(StoreError::Corrupt {
+                what: format!("block {}", height.value()),
+                reason: format!("it claims height {}", block.header.height),
+            });
+        }
+        chain.apply_block(&block)?;
+        visit(&block);
+    }
+    Ok(chain)
+}
+
+/// What an audit found: the replayed chain's head and the supply breakdown.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub genesis: Genesis,
+    pub height: u64,
+    pub head: corex_core::Hash,
+    pub state_root: corex_core::Hash,
+    pub transactions: u64,
+    pub supply: Supply,
+    pub accounts: usize,
+    pub nodes: usize,
+    pub epoch: u64,
+    /// True when the database had not been closed cleanly and redb rebuilt its allocator
+    /// state before the replay (committed data is never touched by that).
+    pub repaired: bool,
+    pub chain: Chain,
+}
+
+/// Replays the ledger at `path` from genesis, checking everything; errors name the first
+/// block and transaction that fails.
+pub fn audit(path: &Path) -> Result<Audit, StoreError> {
+    match ReadOnlyDatabase::open(path) {
+        Ok(db) => audit_db(&db, false),
+        // A database that was not closed cleanly (a crash, kill -9) must be opened for
+        // writing once so that redb can rebuild its allocator state.
+        Err(redb::DatabaseError::RepairAborted) => {
+            let db = Database::open(path).map_err(database)?;
+            audit_db(&db, true)
+        }
+        Err(error) => Err(database(error)),
+    }
+}
+
+fn audit_db(db: &impl ReadableDatabase, repaired: bool) -> Result<Audit, StoreError> {
+    let genesis = read_genesis(db)?.ok_or(StoreError::NoGenesis)?;
+    let mut transactions = 0u64;
+    let chain = replay(db, genesis.clone(), |block| {
+        transactions += block.txs.len() as u64;
+    })?;
+    let state = chain.state();
+    state.check_supply()?;
+    Ok(Audit {
+        genesis,
+        height: chain.height(),
+        head: chain.head(),
+        state_root: state.root(),
+        transactions,
+        supply: state.supply(),
+        accounts: state.accounts.len(),
+        nodes: state.nodes.len(),
+        epoch: state.epoch,
+        repaired,
+        chain,
+    })
+}
