@@ -42,10 +42,14 @@ fn signal(process: &Process, name: &str) {
     assert!(status.success(), "kill -{name} failed");
 }
 
-/// True when the node's log shows a fragment leased and no result after it: it is mid-fragment.
+/// True when the node's log shows a fragment leased and no result sent after it: it is in the
+/// middle of the fragment, and the coordinator still counts the lease as its.
 fn holds_a_fragment(log: &Path) -> bool {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    match (text.rfind("fragment leased"), text.rfind("result accepted")) {
+    match (
+        text.rfind("fragment leased"),
+        text.rfind("submitting the result"),
+    ) {
         (Some(leased), Some(accepted)) => leased > accepted,
         (Some(_), None) => true,
         _ => false,

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
+use crate::ledger::ClosedRound;
 use crate::server::Shared;
 
 impl IntoResponse for CoordinatorError {
@@ -39,7 +40,7 @@ impl IntoResponse for CoordinatorError {
     }
 }
 
-type ApiResult = Result<Response, CoordinatorError>;
+pub(crate) type ApiResult = Result<Response, CoordinatorError>;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -54,6 +55,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/spec", get(job_spec))
         .route("/v1/jobs/{id}/report", get(job_report))
         .route("/v1/jobs/{id}/weights", get(job_weights))
+        .merge(crate::ledger_api::routes())
         .fallback(|request: Request| async move {
             CoordinatorError::NoSuchEndpoint(format!(
                 "{} {}",
@@ -65,7 +67,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Reads the body within the limit and checks signature, freshness and nonce.
-async fn authenticate(
+pub(crate) async fn authenticate(
     shared: &Shared,
     request: Request,
 ) -> Result<(NodeId, Bytes), CoordinatorError> {
@@ -95,16 +97,16 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, CoordinatorError> 
         .map_err(|_| CoordinatorError::BodyTooLarge { limit })
 }
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CoordinatorError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CoordinatorError> {
     serde_json::from_slice(body).map_err(|error| CoordinatorError::MalformedBody(error.to_string()))
 }
 
-fn parse_hash(text: &str) -> Result<Hash, CoordinatorError> {
+pub(crate) fn parse_hash(text: &str) -> Result<Hash, CoordinatorError> {
     text.parse()
         .map_err(|_| CoordinatorError::MalformedId(text.chars().take(80).collect()))
 }
 
-fn json<T: Serialize>(value: &T) -> ApiResult {
+pub(crate) fn json<T: Serialize>(value: &T) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 
@@ -152,7 +154,19 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
     let worker = shared.clone();
     let (job, progress) = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
-        worker.engine().submit_result(node, &body, now_ms)
+        let mut engine = worker.engine();
+        let (job, progress) = engine.submit_result(node, &body, now_ms)?;
+        if progress != Progress::Accepted
+            && let Some(record) = engine.job(&job)?.history().last()
+        {
+            // Still under the engine lock: rounds reach the ledger in the order they closed.
+            worker.send_closed_round(ClosedRound {
+                job,
+                record: record.clone(),
+                job_finished: progress == Progress::JobFinished,
+            });
+        }
+        Ok::<_, CoordinatorError>((job, progress))
     })
     .await
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;

@@ -12,6 +12,9 @@ pub struct CoordinatorConfig {
     pub max_long_poll_ms: u64,
     /// How often expired leases are swept.
     pub sweep_interval_ms: u64,
+    /// Rounds per ledger epoch: after this many closed rounds (and when a job finishes) the
+    /// epoch's contributions are recorded and settled.
+    pub epoch_rounds: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -21,15 +24,21 @@ impl Default for CoordinatorConfig {
             clock_skew_s: 300,
             max_long_poll_ms: 10_000,
             sweep_interval_ms: 100,
+            epoch_rounds: 10,
         }
     }
 }
 
 impl CoordinatorConfig {
     pub fn validate(&self) -> Result<(), CoordinatorError> {
-        if self.max_body_bytes < 1024 || self.sweep_interval_ms == 0 || self.clock_skew_s == 0 {
+        if self.max_body_bytes < 1024
+            || self.sweep_interval_ms == 0
+            || self.clock_skew_s == 0
+            || self.epoch_rounds == 0
+        {
             return Err(CoordinatorError::InvalidSpec(
-                "coordinator config: body limit ≥ 1 KiB, sweep interval and clock skew > 0".into(),
+                "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew and epoch rounds > 0"
+                    .into(),
             ));
         }
         Ok(())

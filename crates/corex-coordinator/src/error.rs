@@ -3,6 +3,7 @@
 
 use corex_core::Hash;
 use corex_core::request_signature::RequestSignatureError;
+use corex_ledger::LedgerError;
 use corex_scheduler::LeaseError;
 use thiserror::Error;
 
@@ -60,6 +61,12 @@ pub enum CoordinatorError {
     Training(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("ledger refused the transaction: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("unknown ledger account {0}")]
+    UnknownLedgerAccount(String),
+    #[error("the ledger has no block {0}")]
+    UnknownBlock(u64),
 }
 
 impl CoordinatorError {
@@ -92,6 +99,18 @@ impl CoordinatorError {
             | Self::InvalidSpec(_)
             | Self::Dataset(_) => 422,
             Self::Training(_) | Self::Storage(_) => 500,
+            Self::UnknownLedgerAccount(_) | Self::UnknownBlock(_) => 404,
+            Self::Ledger(error) => match error {
+                LedgerError::BadSignature(_) => 401,
+                LedgerError::NotCoordinator(_) => 403,
+                LedgerError::UnknownAccount(_) | LedgerError::NotANode(_) => 404,
+                LedgerError::NonceReplayed { .. }
+                | LedgerError::NonceSkipped { .. }
+                | LedgerError::AlreadyRegistered(_)
+                | LedgerError::WrongEpoch { .. }
+                | LedgerError::RoundOutOfOrder { .. } => 409,
+                _ => 422,
+            },
         }
     }
 
@@ -131,6 +150,26 @@ impl CoordinatorError {
             Self::Dataset(_) => "dataset",
             Self::Training(_) => "training",
             Self::Storage(_) => "storage",
+            Self::UnknownLedgerAccount(_) => "unknown_account",
+            Self::UnknownBlock(_) => "unknown_block",
+            Self::Ledger(error) => match error {
+                LedgerError::BadSignature(_) => "bad_tx_signature",
+                LedgerError::NotCoordinator(_) => "not_coordinator",
+                LedgerError::UnknownAccount(_) => "unknown_account",
+                LedgerError::NotANode(_) => "not_a_node",
+                LedgerError::AlreadyRegistered(_) => "already_registered",
+                LedgerError::NodeRemoved(_) => "node_removed",
+                LedgerError::NonceReplayed { .. } => "nonce_replayed",
+                LedgerError::NonceSkipped { .. } => "nonce_skipped",
+                LedgerError::ZeroAmount => "zero_amount",
+                LedgerError::Overdraft { .. } => "overdraft",
+                LedgerError::UnstakeTooMuch { .. } => "unstake_too_much",
+                LedgerError::UnbondingNotDone { .. } => "unbonding_not_done",
+                LedgerError::WrongEpoch { .. } => "wrong_epoch",
+                LedgerError::QualityOutOfRange(_) => "quality_out_of_range",
+                LedgerError::RoundOutOfOrder { .. } => "round_out_of_order",
+                _ => "ledger",
+            },
         }
     }
 }

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{JobState, JobStatus, NodeContribution, ResultHeader, RoundRecord};
+use corex_core::messages::{
+    JobState, JobStatus, NodeContribution, ResultHeader, ResultRecord, RoundRecord,
+};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
@@ -313,7 +315,16 @@ impl JobRun {
             train_loss,
             test_loss: evaluation.as_ref().map(|e| e.loss),
             test_accuracy: evaluation.as_ref().map(|e| e.accuracy),
-            commitments: accepted.iter().map(|r| r.commitment).collect(),
+            results: accepted
+                .iter()
+                .zip(&round.fragments)
+                .map(|(result, fragment)| ResultRecord {
+                    node: result.node,
+                    fragment: fragment.id,
+                    commitment: result.commitment,
+                    flops: fragment.cost_flops,
+                })
+                .collect(),
             wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
         });
         self.closed_fragments

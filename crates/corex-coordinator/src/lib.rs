@@ -11,6 +11,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod job_run;
+pub mod ledger;
+pub mod ledger_api;
 pub mod nonce;
 pub mod server;
 

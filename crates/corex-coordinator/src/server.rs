@@ -1,5 +1,6 @@
 //! The coordinator process shell: the TLS listener, the shared state behind a lock, the lease
-//! sweeper, and persistence of finished jobs (report and weights) into the data directory.
+//! sweeper, the ledger recorder, and persistence of finished jobs (report and weights) into
+//! the data directory.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,11 +10,13 @@ use axum_server::tls_rustls::RustlsConfig;
 use corex_core::{Hash, Keypair};
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::api::router;
 use crate::config::CoordinatorConfig;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
+use crate::ledger::{ClosedRound, LedgerService};
 
 /// Monotonic milliseconds for leases, wall-clock seconds for signature freshness.
 pub struct Clock {
@@ -26,11 +29,20 @@ impl Clock {
     }
 
     pub fn unix_seconds(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or_default()
+        self.unix_millis() / 1_000
     }
+
+    /// Wall-clock milliseconds, for ledger block timestamps.
+    pub fn unix_millis(&self) -> u64 {
+        unix_millis()
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 pub struct Shared {
@@ -41,15 +53,31 @@ pub struct Shared {
     pub clock: Clock,
     /// Where finished jobs' reports and weights are written.
     pub data_dir: PathBuf,
+    pub ledger: Arc<Mutex<LedgerService>>,
+    /// Closed rounds on their way to the ledger, sent in the order they closed.
+    closed_rounds: Mutex<Option<UnboundedSender<ClosedRound>>>,
 }
 
 impl Shared {
     /// The engine, even if a handler panicked while holding it (its state is checked-before-
     /// write, so a poisoned lock holds consistent data).
+    /// Queues a closed round for the ledger. Call it while holding the engine lock, so that
+    /// rounds reach the ledger in the order they closed.
+    pub fn send_closed_round(&self, closed: ClosedRound) {
+        let sender = lock(&self.closed_rounds);
+        if let Some(sender) = sender.as_ref()
+            && sender.send(closed).is_err()
+        {
+            tracing::warn!("the ledger recorder has stopped; a round was not recorded");
+        }
+    }
+
+    pub fn ledger(&self) -> MutexGuard<'_, LedgerService> {
+        lock(&self.ledger)
+    }
+
     pub fn engine(&self) -> MutexGuard<'_, Coordinator> {
-        self.engine
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.engine)
     }
 
     /// Writes `jobs/<id>/report.json` and `jobs/<id>/weights.safetensors`.
@@ -91,14 +119,29 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
+    let clock = Clock {
+        start: Instant::now(),
+    };
+    let ledger = Arc::new(Mutex::new(LedgerService::open(
+        &data_dir,
+        identity.clone(),
+        config.epoch_rounds,
+        clock.unix_millis(),
+    )?));
+    {
+        let summary = lock(&ledger).chain().summary();
+        tracing::info!(chain = %summary.chain_id, height = summary.height, epoch = summary.epoch, "ledger opened");
+    }
+    let (round_sender, round_receiver) = unbounded_channel();
+    let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
     let shared = Arc::new(Shared {
         engine: Mutex::new(Coordinator::new(identity, config.clone())),
         config,
         work_available: Notify::new(),
-        clock: Clock {
-            start: Instant::now(),
-        },
+        clock,
         data_dir,
+        ledger,
+        closed_rounds: Mutex::new(Some(round_sender)),
     });
     let tls_config = RustlsConfig::from_config(Arc::new(
         tls.server_config()
@@ -117,10 +160,41 @@ pub async fn run(
     let served = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?
         .handle(handle)
-        .serve(router(shared).into_make_service())
+        .serve(router(shared.clone()).into_make_service())
         .await;
     sweeper.abort();
+    // Close the channel and let the recorder write every round that closed.
+    drop(lock(&shared.closed_rounds).take());
+    if recorder.await.is_err() {
+        tracing::warn!("the ledger recorder failed while stopping");
+    }
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes closed rounds to the ledger one by one, off the async threads.
+async fn record_rounds(
+    ledger: Arc<Mutex<LedgerService>>,
+    mut rounds: UnboundedReceiver<ClosedRound>,
+) {
+    while let Some(closed) = rounds.recv().await {
+        let ledger = ledger.clone();
+        let recorded =
+            tokio::task::spawn_blocking(move || lock(&ledger).record_round(&closed, unix_millis()))
+                .await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "a closed round could not be recorded on the ledger")
+            }
+            Err(error) => tracing::warn!(%error, "the ledger recorder task failed"),
+        }
+    }
 }
 
 /// Returns overdue leases to the pool and wakes waiting lease requests.

@@ -151,6 +151,15 @@ pub struct NodeContribution {
     pub flops: u64,
 }
 
+/// One accepted result: who computed which fragment, its signed commitment and its cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub node: NodeId,
+    pub fragment: Hash,
+    pub commitment: Hash,
+    pub flops: u64,
+}
+
 /// One finished round, as recorded in the job report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
@@ -161,8 +170,8 @@ pub struct RoundRecord {
     pub train_loss: f32,
     pub test_loss: Option<f32>,
     pub test_accuracy: Option<f32>,
-    /// Commitment hashes of the accepted results, in fragment order.
-    pub commitments: Vec<Hash>,
+    /// The accepted results, in fragment order.
+    pub results: Vec<ResultRecord>,
     /// Milliseconds from the round's first lease to its aggregation.
     pub wall_ms: u64,
 }

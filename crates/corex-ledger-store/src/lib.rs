@@ -67,6 +67,20 @@ impl LedgerStore {
         Ok((Self { db }, chain))
     }
 
+    /// Opens the ledger at `path` with the genesis it already holds, or makes one with `make`
+    /// when the database is new.
+    pub fn open_or_init(
+        path: &Path,
+        make: impl FnOnce() -> Genesis,
+    ) -> Result<(Self, Chain), StoreError> {
+        let stored = {
+            let db = Database::create(path).map_err(database)?;
+            read_genesis(&db)?
+        };
+        let genesis = stored.unwrap_or_else(make);
+        Self::open(path, &genesis)
+    }
+
     /// Stores `block` durably; when this returns, the block survives a crash.
     pub fn append(&self, block: &Block) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(block).map_err(database)?;

@@ -17,6 +17,7 @@
 //! | `settlement` | the epoch release and payout rule |
 //! | `state` | the state and `apply` |
 //! | `block`, `merkle`, `chain` | blocks, roots, proposing and replaying |
+//! | `views` | the summary, account and receipt shown over the API |
 
 mod account;
 mod amount;
@@ -29,6 +30,7 @@ mod reputation;
 mod settlement;
 mod state;
 mod tx;
+mod views;
 
 pub use account::{Account, LockedReward, Unbonding};
 pub use amount::{
@@ -43,6 +45,7 @@ pub use reputation::{NodeProfile, NodeStatus, Tier, stake_boost_ppm};
 pub use settlement::{EpochWork, Participant, Settlement, demand_factor_ppm, settle};
 pub use state::{RoundHead, State, Supply};
 pub use tx::{ContributionEntry, DeviceClass, SignedTx, SoftReason, TxBody, Verdict, verify_batch};
+pub use views::{AccountView, LedgerSummary, NodeView, TxReceipt};
 
 /// The canonical bytes of a value: its JSON with fields in declaration order and maps sorted.
 /// Only types without floats or hash maps go through here, so the bytes are the same on every

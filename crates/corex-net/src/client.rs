@@ -17,6 +17,7 @@ use corex_core::request_signature::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request,
 };
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
+use corex_ledger::{AccountView, LedgerSummary, SignedTx, TxBody, TxReceipt};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -211,6 +212,35 @@ impl CoordinatorClient {
     }
 
     /// Fetches the blob named `hash` chunk by chunk, checking every chunk and the whole.
+    pub async fn ledger_summary(&self) -> Result<LedgerSummary, NetError> {
+        self.call_json("GET", "/v1/ledger", Vec::new()).await
+    }
+
+    /// The account `id` on the ledger; `None` if the ledger has never seen it.
+    pub async fn ledger_account(&self, id: &NodeId) -> Result<Option<AccountView>, NetError> {
+        match self
+            .call_json("GET", &format!("/v1/ledger/accounts/{id}"), Vec::new())
+            .await
+        {
+            Ok(view) => Ok(Some(view)),
+            Err(error) if error.api_code() == Some("unknown_account") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Signs `body` with this client's key and the next nonce, submits it, and returns the
+    /// receipt once the block holding it is stored.
+    pub async fn submit_tx(&self, body: TxBody) -> Result<TxReceipt, NetError> {
+        let summary = self.ledger_summary().await?;
+        let nonce = self
+            .ledger_account(&self.key.id())
+            .await?
+            .map_or(0, |view| view.account.nonce)
+            + 1;
+        let tx = SignedTx::sign(&self.key, &summary.genesis_hash, nonce, body);
+        self.post_json("/v1/ledger/txs", &tx).await
+    }
+
     pub async fn fetch_blob(&self, hash: &Hash) -> Result<Vec<u8>, NetError> {
         let manifest: Manifest = self
             .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())

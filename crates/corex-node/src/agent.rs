@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{LeaseResponse, ResultHeader, encode_result};
+use corex_core::messages::{DeviceReport, LeaseResponse, ResultHeader, encode_result};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair};
+use corex_ledger::{DeviceClass, TxBody};
 use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, JobDescriptor};
 use tokio::sync::watch;
@@ -73,6 +74,7 @@ impl NodeAgent {
             match self.client.register(report.clone()).await {
                 Ok(response) => {
                     tracing::info!(node = %response.node.short(), coordinator = %response.coordinator.short(), "registered");
+                    self.join_ledger(&report).await;
                     break;
                 }
                 Err(error) if error.is_transient() => {
@@ -116,6 +118,32 @@ impl NodeAgent {
         Ok(self.fragments_done)
     }
 
+    /// Registers this node on the coordinator's ledger (once; a restart finds it there), so
+    /// that its verified work is recorded and paid. Failure is logged: the node still works.
+    async fn join_ledger(&self, report: &DeviceReport) {
+        let registration = async {
+            if let Some(view) = self.client.ledger_account(&self.key.id()).await?
+                && view.node.is_some()
+            {
+                return Ok(None);
+            }
+            let body = TxBody::RegisterNode {
+                device_fingerprint: device_fingerprint(report),
+                device_class: device_class(report),
+            };
+            self.client.submit_tx(body).await.map(Some)
+        };
+        match registration.await {
+            Ok(Some(receipt)) => {
+                tracing::info!(height = receipt.height, "registered on the ledger")
+            }
+            Ok(None) => tracing::info!("already registered on the ledger"),
+            Err(error) => {
+                tracing::warn!(%error, "could not register on the ledger; work will not be paid")
+            }
+        }
+    }
+
     async fn work_on(&mut self, fragment: &Fragment, model: &Manifest) -> Result<(), NodeError> {
         let job = self.job_context(&fragment.job).await?;
         let parameters = self.model_version(&fragment.model, model).await?;
@@ -131,6 +159,7 @@ impl NodeAgent {
         .map_err(|error| NodeError::Compute(error.to_string()))?;
         let compute_ms = started.elapsed().as_millis() as u64;
 
+        tracing::debug!(fragment = %fragment.id.short(), compute_ms, "fragment computed; submitting the result");
         let tensor = f32s_to_bytes(&output.gradient);
         let result_hash = Hash::of(&tensor);
         let commitment =
@@ -215,5 +244,29 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool
     tokio::select! {
         () = tokio::time::sleep(delay) => *stop.borrow(),
         _ = stop.changed() => true,
+    }
+}
+
+/// Hardware identifiers of this machine, hashed: nodes on one machine share it.
+fn device_fingerprint(report: &DeviceReport) -> Hash {
+    Hash::of_parts(&[
+        b"corex-device-v1",
+        report.hostname.as_bytes(),
+        report.cpu_model.as_bytes(),
+        &report.logical_cores.to_le_bytes(),
+        &report.memory_bytes.to_le_bytes(),
+        report.gpus.join("\n").as_bytes(),
+    ])
+}
+
+/// The class a node declares; tiers from measured performance come with benchmarking.
+fn device_class(report: &DeviceReport) -> DeviceClass {
+    const EDGE_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+    if !report.gpus.is_empty() {
+        DeviceClass::Gpu
+    } else if report.logical_cores <= 2 && report.memory_bytes < EDGE_MEMORY {
+        DeviceClass::Edge
+    } else {
+        DeviceClass::Cpu
     }
 }

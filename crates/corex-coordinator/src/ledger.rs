@@ -1,0 +1,190 @@
+//! The coordinator's side of the ledger: it keeps the chain in `DATA_DIR/ledger.redb`, turns
+//! closed rounds into signed records (the round, a verdict per accepted result, and every
+//! `epoch_rounds` rounds the epoch's contributions and its settlement), and includes account
+//! transactions from the API. Each block is stored durably before anyone hears of it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use corex_core::messages::RoundRecord;
+use corex_core::{Hash, Keypair, NodeId};
+use corex_ledger::{
+    Block, Chain, ContributionEntry, Genesis, NodeStatus, SignedTx, TxBody, TxReceipt, Verdict,
+    merkle_root,
+};
+use corex_ledger_store::LedgerStore;
+
+use crate::error::CoordinatorError;
+
+/// Work of the current epoch, in MFLOP per node, not yet recorded.
+#[derive(Debug, Default)]
+struct EpochTally {
+    rounds: u32,
+    work: BTreeMap<NodeId, u64>,
+    demand: u64,
+}
+
+pub struct LedgerService {
+    store: LedgerStore,
+    chain: Chain,
+    key: Keypair,
+    epoch_rounds: u32,
+    tally: EpochTally,
+}
+
+/// A closed round as the engine hands it over, in the order rounds closed.
+#[derive(Debug, Clone)]
+pub struct ClosedRound {
+    pub job: Hash,
+    pub record: RoundRecord,
+    pub job_finished: bool,
+}
+
+const MFLOP: u64 = 1_000_000;
+
+fn storage(error: impl std::fmt::Display) -> CoordinatorError {
+    CoordinatorError::Storage(error.to_string())
+}
+
+impl LedgerService {
+    /// Opens (or starts, with this coordinator as the records' signer) the ledger in `dir`.
+    pub fn open(
+        dir: &Path,
+        key: Keypair,
+        epoch_rounds: u32,
+        now_ms: u64,
+    ) -> Result<Self, CoordinatorError> {
+        let id = key.id();
+        let (store, chain) = LedgerStore::open_or_init(&dir.join("ledger.redb"), || {
+            Genesis::new(format!("corex-{}", id.short()), id, now_ms)
+        })
+        .map_err(storage)?;
+        if chain.genesis().coordinator != id {
+            return Err(storage(format!(
+                "the ledger in {} belongs to coordinator {}, not {}",
+                dir.display(),
+                chain.genesis().coordinator.short(),
+                id.short()
+            )));
+        }
+        Ok(Self {
+            store,
+            chain,
+            key,
+            epoch_rounds,
+            tally: EpochTally::default(),
+        })
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Block>, CoordinatorError> {
+        self.store.block(height).map_err(storage)
+    }
+
+    /// Includes an account's transaction in a block of its own, stored before this returns.
+    /// A transaction that does not apply is refused and changes nothing.
+    pub fn submit(&mut self, tx: SignedTx, now_ms: u64) -> Result<TxReceipt, CoordinatorError> {
+        if tx.body.is_coordinator_record() {
+            return Err(CoordinatorError::Ledger(
+                corex_ledger::LedgerError::NotCoordinator(tx.signer),
+            ));
+        }
+        self.chain.check(&tx)?;
+        let id = tx.id();
+        let block = self.commit(vec![tx], now_ms)?;
+        Ok(TxReceipt {
+            tx: id,
+            height: block.header.height,
+            block: block.header.hash(),
+        })
+    }
+
+    /// Records a closed round; settles the epoch when it is full or the job is finished.
+    pub fn record_round(
+        &mut self,
+        closed: &ClosedRound,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let state = self.chain.state();
+        let mut bodies = vec![TxBody::RecordRound {
+            job: closed.job,
+            round: closed.record.round,
+            model: closed.record.model,
+            results_root: merkle_root(
+                &closed
+                    .record
+                    .results
+                    .iter()
+                    .map(|r| r.commitment)
+                    .collect::<Vec<_>>(),
+            ),
+        }];
+        for result in &closed.record.results {
+            self.tally.demand += result.flops.div_ceil(MFLOP);
+            let active = state
+                .nodes
+                .get(&result.node)
+                .is_some_and(|profile| profile.status == NodeStatus::Active);
+            if !active {
+                // Not on the ledger (or removed): the work is done but cannot be paid.
+                continue;
+            }
+            *self.tally.work.entry(result.node).or_default() += result.flops.div_ceil(MFLOP);
+            bodies.push(TxBody::RecordVerdict {
+                node: result.node,
+                fragment: result.fragment,
+                verdict: Verdict::Accept,
+            });
+        }
+        self.tally.rounds += 1;
+        if self.tally.rounds >= self.epoch_rounds || closed.job_finished {
+            let epoch = state.epoch;
+            let tally = std::mem::take(&mut self.tally);
+            let supply: u64 = tally.work.values().sum();
+            bodies.push(TxBody::RecordContributions {
+                epoch,
+                entries: tally
+                    .work
+                    .into_iter()
+                    .map(|(node, units)| ContributionEntry {
+                        node,
+                        compute_units: units,
+                        pot_units: 0,
+                        verification_units: 0,
+                        quality_ppm: 1_000_000,
+                    })
+                    .collect(),
+            });
+            bodies.push(TxBody::SettleEpoch {
+                epoch,
+                compute_supply: supply,
+                task_demand: tally.demand,
+            });
+        }
+        let first_nonce = state.account(&self.key.id()).map_or(0, |a| a.nonce) + 1;
+        let genesis_hash = self.chain.genesis_hash();
+        let txs = bodies
+            .into_iter()
+            .zip(first_nonce..)
+            .map(|(body, nonce)| SignedTx::sign(&self.key, &genesis_hash, nonce, body))
+            .collect();
+        self.commit(txs, now_ms).map(|_| ())
+    }
+
+    /// Proposes a block of `txs`, all of which must apply, stores it, then adopts it.
+    fn commit(&mut self, txs: Vec<SignedTx>, now_ms: u64) -> Result<Block, CoordinatorError> {
+        let proposal = self
+            .chain
+            .propose(&self.key, txs, now_ms)?
+            .ok_or_else(|| storage("an empty block was proposed"))?;
+        if let Some(refused) = proposal.refused.into_iter().next() {
+            return Err(CoordinatorError::Ledger(refused.error));
+        }
+        self.store.append(&proposal.block).map_err(storage)?;
+        self.chain = proposal.next;
+        Ok(proposal.block)
+    }
+}
