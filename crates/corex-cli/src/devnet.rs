@@ -43,6 +43,8 @@ pub struct DevnetOutcome {
     pub wall_s: f64,
     /// CPU seconds of each process just before it was stopped, by name.
     pub process_cpu_s: Vec<(String, f64)>,
+    /// The coordinator's ledger, audited after every process stopped.
+    pub ledger: Option<crate::ledger::LedgerAudit>,
 }
 
 impl DevnetOutcome {
@@ -60,7 +62,10 @@ pub async fn run(options: DevnetOptions) -> anyhow::Result<DevnetOutcome> {
         () = shutdown_signal() => Err(anyhow::anyhow!("interrupted; stopping every devnet process")),
     };
     children.stop_all(Duration::from_secs(5)).await;
-    let outcome = outcome?;
+    let mut outcome = outcome?;
+    // Every process has stopped, so the ledger file is free: audit it and keep the result.
+    outcome.ledger = Some(crate::ledger::audit(&outcome.data_dir)?);
+    std::fs::write(&outcome.report_path, serde_json::to_vec_pretty(&outcome)?)?;
     std::fs::write(
         outcome.data_dir.join(MARKER),
         serde_json::to_vec_pretty(&serde_json::json!({
@@ -144,6 +149,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         report_path: report_path.clone(),
         wall_s: started.elapsed().as_secs_f64(),
         process_cpu_s: children.cpu_seconds(),
+        ledger: None,
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)

@@ -6,9 +6,11 @@ mod cpu_time;
 mod devnet;
 mod endpoint;
 mod job;
+mod ledger;
 mod processes;
 mod serve;
 mod summary;
+mod wallet;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +91,28 @@ enum Command {
         )]
         key: PathBuf,
     },
+    /// Check a coordinator's ledger: replay it from genesis and print the supply.
+    Ledger {
+        #[command(subcommand)]
+        action: ledger::LedgerAction,
+    },
+    /// Your CXT account on a coordinator's ledger.
+    Wallet {
+        #[command(subcommand)]
+        action: wallet::WalletAction,
+        #[arg(long, env = "COREX_COORDINATOR", global = true, default_value = "")]
+        coordinator: String,
+        #[arg(long, env = "COREX_PIN", global = true, default_value = "")]
+        pin: String,
+        /// The wallet's key file.
+        #[arg(
+            long,
+            env = "COREX_WALLET_KEY",
+            global = true,
+            default_value = "./corex-wallet.key"
+        )]
+        key: PathBuf,
+    },
     /// Measure Corex against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -149,6 +173,13 @@ fn main() -> anyhow::Result<()> {
             pin,
             key,
         } => runtime()?.block_on(job::run(action, &coordinator, &pin, &key)),
+        Command::Ledger { action } => ledger::run(action),
+        Command::Wallet {
+            action,
+            coordinator,
+            pin,
+            key,
+        } => runtime()?.block_on(wallet::run(action, &coordinator, &pin, &key)),
         Command::Bench { which } => bench::run(which),
     }
 }

@@ -49,6 +49,28 @@ pub fn print(outcome: &DevnetOutcome) {
             100.0 * contribution.fragments as f64 / total as f64
         );
     }
+    if let Some(ledger) = &outcome.ledger {
+        println!();
+        println!(
+            "  ledger: {} blocks, {} transactions, epoch {}, audited clean",
+            ledger.height, ledger.transactions, ledger.epoch
+        );
+        crate::ledger::print_supply(&ledger.supply);
+        println!(
+            "  {:<10} {:<10} {:>6} {:>7} {:>24}",
+            "node", "tier", "score", "tasks", "earned CXT"
+        );
+        for node in &ledger.nodes {
+            println!(
+                "  {:<10} {:<10} {:>6} {:>7} {:>24}",
+                node.node.short(),
+                format!("{:?}", node.tier).to_lowercase(),
+                node.score,
+                node.tasks_done,
+                corex_ledger::format_cxt(node.rewards_locked + node.rewards_claimed)
+            );
+        }
+    }
     println!();
     println!("  weights  {}", outcome.weights_path.display());
     println!("  report   {}", outcome.report_path.display());

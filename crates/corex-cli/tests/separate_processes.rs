@@ -56,8 +56,8 @@ fn holds_a_fragment(log: &Path) -> bool {
     }
 }
 
-fn corex(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
-    let output = Command::new(CORE)
+fn corex_unchecked(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
+    Command::new(CORE)
         .args(args)
         .arg("--coordinator")
         .arg(endpoint["url"].as_str().unwrap())
@@ -67,13 +67,21 @@ fn corex(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
         .arg(key)
         .stdin(Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn corex(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
+    let output = corex_unchecked(args, endpoint, key);
     assert!(
         output.status.success(),
         "corex {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn status(id: &str, endpoint: &serde_json::Value, key: &Path) -> serde_json::Value {
@@ -219,4 +227,36 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
         report["rounds"].as_array().unwrap().len(),
         spec.rounds as usize
     );
+
+    // The surviving node was paid on the ledger; its key works as a wallet.
+    let survivor_key = root.join("node-survivor").join("node.key");
+    let wallet = |args: &[&str]| corex(&[&["wallet"], args].concat(), &endpoint, &survivor_key);
+    let balance = stdout(&wallet(&["balance"]));
+    println!("{balance}");
+    assert!(balance.contains("locked reward"), "{balance}");
+    let owner = stdout(&corex(
+        &["wallet", "keygen"],
+        &endpoint,
+        &root.join("friend.key"),
+    ));
+    let friend = owner.trim();
+    let paid = stdout(&wallet(&["transfer", friend, "12.5"]));
+    assert!(paid.contains("included"), "{paid}");
+    let friend_balance = stdout(&corex(&["wallet", "balance", friend], &endpoint, &key));
+    assert!(
+        friend_balance.contains("balance          12.5 CXT"),
+        "{friend_balance}"
+    );
+    wallet(&["stake", "100"]);
+    wallet(&["unstake", "40"]);
+    let early = corex_unchecked(&["wallet", "withdraw"], &endpoint, &survivor_key);
+    assert!(!early.status.success());
+    let refusal = String::from_utf8_lossy(&early.stderr);
+    assert!(refusal.contains("unbonding"), "{refusal}");
+    let too_much = corex_unchecked(&["wallet", "unstake", "61"], &endpoint, &survivor_key);
+    assert!(!too_much.status.success());
+    let refusal = String::from_utf8_lossy(&too_much.stderr);
+    assert!(refusal.contains("unstake_too_much"), "{refusal}");
+    let staked = stdout(&wallet(&["balance"]));
+    assert!(staked.contains("stake            60 CXT"), "{staked}");
 }

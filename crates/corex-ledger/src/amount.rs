@@ -80,6 +80,22 @@ pub fn isqrt(value: u128) -> u128 {
     x
 }
 
+/// Serde for u128 amounts as decimal strings of base units: exact in every JSON reader, and
+/// possible inside tagged enums (which cannot carry 128-bit numbers).
+pub mod as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("not an amount in base units: {text}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,7 @@ pub enum Verdict {
 pub enum TxBody {
     Transfer {
         to: NodeId,
+        #[serde(with = "crate::amount::as_string")]
         amount: u128,
     },
     RegisterNode {
@@ -60,9 +61,11 @@ pub enum TxBody {
         device_class: DeviceClass,
     },
     Stake {
+        #[serde(with = "crate::amount::as_string")]
         amount: u128,
     },
     BeginUnbonding {
+        #[serde(with = "crate::amount::as_string")]
         amount: u128,
     },
     /// Moves every unbonding entry whose period has ended back to the balance.

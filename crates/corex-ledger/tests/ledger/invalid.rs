@@ -335,3 +335,23 @@ fn a_block_with_one_bad_transaction_commits_only_the_good_ones() {
         LedgerError::BadSignature(bob.id())
     );
 }
+
+#[test]
+fn transactions_survive_their_json_form() {
+    let world = funded();
+    let tx = world.signed(
+        &world.nodes[0],
+        TxBody::Transfer {
+            to: world.nodes[1].id(),
+            amount: u128::MAX,
+        },
+    );
+    let json = serde_json::to_string(&tx).unwrap();
+    assert!(json.contains(&format!("\"{}\"", u128::MAX)), "{json}");
+    let back: SignedTx = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, tx);
+    back.verify_signature(&world.chain_id()).unwrap();
+    assert!(
+        serde_json::from_str::<SignedTx>(&json.replace(&u128::MAX.to_string(), "12x")).is_err()
+    );
+}
