@@ -34,10 +34,36 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         repeat: u32,
     },
+    /// Epoch settlement at 100,000 nodes and signed-transaction throughput, with baselines.
+    Ledger {
+        #[arg(long, default_value_t = 100_000)]
+        nodes: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u32,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 50_000)]
+        transfers: u32,
+        #[arg(long, default_value_t = 5_000)]
+        block_size: u32,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
+        Which::Ledger {
+            nodes,
+            records,
+            accounts,
+            transfers,
+            block_size,
+        } => crate::bench_ledger::run(&crate::bench_ledger::LedgerBenchOptions {
+            nodes,
+            records,
+            accounts,
+            transfers,
+            block_size: block_size.max(1),
+        }),
         Which::Overhead {
             nodes,
             data_dir,

@@ -2,6 +2,7 @@
 //! in its own module and gets plain values.
 
 mod bench;
+mod bench_ledger;
 mod cpu_time;
 mod devnet;
 mod endpoint;

@@ -61,23 +61,21 @@ pub fn mul_div(a: u128, b: u128, c: u128) -> Option<u128> {
     u128::try_from(quotient).ok()
 }
 
-/// Integer square root, rounded down.
+/// Integer square root, rounded down (Newton's method on integers).
 pub fn isqrt(value: u128) -> u128 {
     if value < 2 {
         return value;
     }
-    let mut x = (value as f64).sqrt() as u128;
-    // Correct the float estimate exactly; this runs a step or two at most.
-    while x.checked_mul(x).is_none_or(|square| square > value) {
-        x -= 1;
+    // Start above the root (2^⌈bits/2⌉) and descend; each step stays above until it lands.
+    let bits = 128 - value.leading_zeros();
+    let mut x: u128 = 1 << bits.div_ceil(2);
+    loop {
+        let next = (x + value / x) / 2;
+        if next >= x {
+            return x;
+        }
+        x = next;
     }
-    while (x + 1)
-        .checked_mul(x + 1)
-        .is_some_and(|square| square <= value)
-    {
-        x += 1;
-    }
-    x
 }
 
 /// Serde for u128 amounts as decimal strings of base units: exact in every JSON reader, and
