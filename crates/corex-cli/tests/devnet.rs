@@ -43,5 +43,22 @@ fn the_default_devnet_job_reaches_95_percent_with_4_nodes() {
             .unwrap();
     assert_eq!(parameters.len(), model.parameter_count());
     assert!(data_dir.join("logs/coordinator.log").exists());
+
+    // The coordinator recorded every round on its ledger, which audits clean after the run.
+    let ledger = &report["ledger"];
+    let nodes = ledger["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    let tasks: u64 = nodes
+        .iter()
+        .map(|n| n["tasks_done"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tasks, 60 * 4, "one accept verdict per fragment");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["rewards_locked"].as_f64().unwrap() > 0.0),
+        "every node earned rewards: {nodes:?}"
+    );
+    assert!(stdout.contains("audited clean"));
     assert!(stdout.contains("test accuracy"));
 }
