@@ -1,0 +1,28 @@
+//! Proof of contribution, the pure part: everything here is a function of its inputs.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `audit` | the revealed seed chain, audit draws, adaptive audit rates |
+//! | `compare` | replay comparison with calibrated tolerances (relative L2, cosine) |
+//! | `capability` | the Freivalds capability challenge |
+//! | `consistency` | Model-PoT gradient consistency and the quality figure |
+//! | `aggregate` | robust aggregation rules (trimmed mean, median, centred clipping) |
+//! | `detection` | the audit economics: catch probability against audit cost, by simulation |
+
+mod aggregate;
+mod audit;
+mod capability;
+mod compare;
+mod consistency;
+mod detection;
+mod error;
+
+pub use aggregate::{Aggregation, aggregate, norms, robust_centre};
+pub use audit::{AuditPolicy, SeedChain, follows, is_audited};
+pub use capability::{
+    challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,
+};
+pub use compare::{Comparison, Tolerance, compare, cosine, norm};
+pub use consistency::{Consistency, ConsistencyPolicy, Inconsistency, round_consistency};
+pub use detection::{DetectionStudy, Population, study_detection};
+pub use error::VerifyError;
