@@ -20,6 +20,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::job_run::{JobRun, Progress};
 use crate::nonce::NonceCache;
+use crate::verification::Verifier;
 
 pub struct Coordinator {
     pub identity: Keypair,
@@ -30,11 +31,14 @@ pub struct Coordinator {
     job_order: Vec<Hash>,
     pub blobs: BlobStore,
     nonces: NonceCache,
+    /// Audits, consistency and duplicate detection across all jobs.
+    pub verifier: Verifier,
 }
 
 impl Coordinator {
-    pub fn new(identity: Keypair, config: CoordinatorConfig) -> Self {
+    pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
         Self {
+            verifier,
             identity,
             config,
             nodes: BTreeMap::new(),
@@ -126,7 +130,14 @@ impl Coordinator {
             .values_mut()
             .find(|job| job.owns_fragment(&header.fragment))
             .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
-        let progress = job.submit(node, &header, tensor, now_ms, &mut self.blobs)?;
+        let progress = job.submit(
+            node,
+            &header,
+            tensor,
+            now_ms,
+            &mut self.blobs,
+            &mut self.verifier,
+        )?;
         Ok((job.id, progress))
     }
 

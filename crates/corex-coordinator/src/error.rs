@@ -41,6 +41,8 @@ pub enum CoordinatorError {
     Lease(#[from] LeaseError),
     #[error("result claims {got} samples, the fragment has {expected}")]
     WrongSampleCount { expected: u32, got: u32 },
+    #[error("result {0} was submitted before: repeated or copied results earn nothing")]
+    DuplicateResult(Hash),
     #[error("result tensor does not hash to the result_hash in its header")]
     ResultHashMismatch,
     #[error("commitment signature does not verify for this node, fragment, model and result")]
@@ -90,7 +92,8 @@ impl CoordinatorError {
             Self::FragmentClosed(_)
             | Self::StaleModel { .. }
             | Self::Lease(_)
-            | Self::JobNotFinished(_) => 409,
+            | Self::JobNotFinished(_)
+            | Self::DuplicateResult(_) => 409,
             Self::WrongSampleCount { .. }
             | Self::ResultHashMismatch
             | Self::WrongShape(_)
@@ -141,6 +144,7 @@ impl CoordinatorError {
             Self::Lease(LeaseError::AlreadyDone(_)) => "already_done",
             Self::WrongSampleCount { .. } => "wrong_sample_count",
             Self::ResultHashMismatch => "result_hash_mismatch",
+            Self::DuplicateResult(_) => "duplicate_result",
             Self::BadCommitment => "bad_commitment",
             Self::WrongShape(_) => "wrong_shape",
             Self::NonFinite { .. } => "non_finite",

@@ -10,15 +10,17 @@ use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{
-    JobState, JobStatus, NodeContribution, ResultHeader, ResultRecord, RoundRecord,
+    JobState, JobStatus, NodeContribution, ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Hash, JobSpec, NodeId};
+use corex_core::{AggregationSpec, Fragment, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, slice_round};
+use corex_verify::Aggregation;
 
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
+use crate::verification::{Candidate, Verifier};
 
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
@@ -27,6 +29,7 @@ struct Accepted {
     loss: f32,
     samples: u32,
     commitment: Hash,
+    result_hash: Hash,
 }
 
 struct RoundState {
@@ -189,18 +192,21 @@ impl JobRun {
         tensor_bytes: &[u8],
         now_ms: u64,
         blobs: &mut BlobStore,
+        verifier: &mut Verifier,
     ) -> Result<Progress, CoordinatorError> {
         let (index, accepted) = self.check_result(node, header, tensor_bytes)?;
+        verifier.check_fresh(&header.result_hash)?;
         let round = self
             .round
             .as_mut()
             .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
         round.leases.complete(index as u32, node)?;
         round.results[index] = Some(accepted);
+        verifier.remember(header.result_hash);
         if !round.leases.is_complete() {
             return Ok(Progress::Accepted);
         }
-        self.close_round(now_ms, blobs)
+        self.close_round(now_ms, blobs, verifier)
     }
 
     fn check_result(
@@ -260,6 +266,7 @@ impl JobRun {
                 loss: header.loss,
                 samples: header.samples,
                 commitment,
+                result_hash: header.result_hash,
             },
         ))
     }
@@ -268,17 +275,51 @@ impl JobRun {
         &mut self,
         now_ms: u64,
         blobs: &mut BlobStore,
+        verifier: &mut Verifier,
     ) -> Result<Progress, CoordinatorError> {
         let Some(round) = self.round.take() else {
             return Ok(Progress::Accepted);
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
+        let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
+
+        // Verify before anything counts: audits replay from the round's model version.
+        let current = self.trainer.parameters();
+        let candidates: Vec<Candidate<'_>> = accepted
+            .iter()
+            .zip(&round.fragments)
+            .map(|(result, fragment)| Candidate {
+                node: result.node,
+                fragment: fragment.id,
+                commitment: result.commitment,
+                result_hash: result.result_hash,
+                gradient: &result.gradient,
+            })
+            .collect();
+        let (audit_seed, judged) = verifier.judge_round(&candidates, |index| {
+            corex_ml::compute_gradient(
+                &self.spec.model,
+                &current,
+                &self.dataset,
+                &round.fragments[index].indices,
+            )
+            .map(|output| output.gradient)
+            .map_err(training)
+        })?;
+
+        // A rejected result's place in the aggregate is taken by its replay.
         let parts: Vec<(&[f32], u32)> = accepted
             .iter()
-            .map(|result| (result.gradient.as_slice(), result.samples))
+            .zip(&judged)
+            .map(|(result, judgement)| {
+                let gradient = judgement
+                    .replacement
+                    .as_deref()
+                    .unwrap_or(result.gradient.as_slice());
+                (gradient, result.samples)
+            })
             .collect();
-        let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
-        let mean = corex_ml::weighted_mean(&parts).map_err(training)?;
+        let mean = aggregate(&self.spec.aggregation, &parts)?;
         self.trainer.step(&mean).map_err(training)?;
         let parameters = self.trainer.parameters();
 
@@ -288,11 +329,17 @@ impl JobRun {
             .map(|r| f64::from(r.loss) * f64::from(r.samples))
             .sum::<f64>()
             / total_samples.max(1) as f64) as f32;
-        for (result, fragment) in accepted.iter().zip(&round.fragments) {
+        for ((result, fragment), judgement) in accepted.iter().zip(&round.fragments).zip(&judged) {
             let credit = self.contributions.entry(result.node).or_default();
-            credit.fragments += 1;
-            credit.samples += u64::from(result.samples);
-            credit.flops += fragment.cost_flops;
+            match &judgement.verdict {
+                ResultVerdict::Accepted { audited, .. } => {
+                    credit.fragments += 1;
+                    credit.samples += u64::from(result.samples);
+                    credit.flops += fragment.cost_flops;
+                    credit.audited += u64::from(*audited);
+                }
+                ResultVerdict::Rejected { .. } => credit.rejected += 1,
+            }
         }
         self.completed_rounds += 1;
         let last = self.completed_rounds == self.spec.rounds;
@@ -318,13 +365,16 @@ impl JobRun {
             results: accepted
                 .iter()
                 .zip(&round.fragments)
-                .map(|(result, fragment)| ResultRecord {
+                .zip(judged)
+                .map(|((result, fragment), judgement)| ResultRecord {
                     node: result.node,
                     fragment: fragment.id,
                     commitment: result.commitment,
                     flops: fragment.cost_flops,
+                    verdict: judgement.verdict,
                 })
                 .collect(),
+            audit_seed,
             wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
         });
         self.closed_fragments
@@ -366,4 +416,27 @@ impl JobRun {
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
     }
+}
+
+/// Combines a round's gradients by the job's policy. The mean is `corex_ml::weighted_mean`
+/// (sample-weighted, f64, fragment order), exactly as single-process training computes it.
+fn aggregate(
+    rule: &AggregationSpec,
+    parts: &[(&[f32], u32)],
+) -> Result<Vec<f32>, CoordinatorError> {
+    let robust = match *rule {
+        AggregationSpec::Mean => {
+            return corex_ml::weighted_mean(parts)
+                .map_err(|error| CoordinatorError::Training(error.to_string()));
+        }
+        AggregationSpec::TrimmedMean { trim } => Aggregation::TrimmedMean { trim },
+        AggregationSpec::Median => Aggregation::Median,
+        AggregationSpec::CenteredClipping { radius, iterations } => {
+            Aggregation::CenteredClipping { radius, iterations }
+        }
+    };
+    let gradients: Vec<&[f32]> = parts.iter().map(|(gradient, _)| *gradient).collect();
+    let weights: Vec<u32> = parts.iter().map(|(_, samples)| *samples).collect();
+    corex_verify::aggregate(&robust, &gradients, &weights)
+        .map_err(|error| CoordinatorError::Training(error.to_string()))
 }

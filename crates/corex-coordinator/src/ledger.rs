@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use corex_core::messages::RoundRecord;
+use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Hash, Keypair, NodeId};
 use corex_ledger::{
     Block, Chain, ContributionEntry, Genesis, NodeStatus, SignedTx, TxBody, TxReceipt, Verdict,
@@ -102,6 +102,15 @@ impl LedgerService {
         })
     }
 
+    /// Puts a new audit seed chain's anchor on the ledger (at every start, before any round).
+    pub fn commit_audit_anchor(
+        &mut self,
+        anchor: Hash,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        self.sign_and_commit(vec![TxBody::CommitAuditChain { anchor }], now_ms)
+    }
+
     /// Records a closed round; settles the epoch when it is full or the job is finished.
     pub fn record_round(
         &mut self,
@@ -121,6 +130,7 @@ impl LedgerService {
                     .map(|r| r.commitment)
                     .collect::<Vec<_>>(),
             ),
+            audit_seed: closed.record.audit_seed,
         }];
         for result in &closed.record.results {
             self.tally.demand += result.flops.div_ceil(MFLOP);
@@ -129,42 +139,81 @@ impl LedgerService {
                 .get(&result.node)
                 .is_some_and(|profile| profile.status == NodeStatus::Active);
             if !active {
-                // Not on the ledger (or removed): the work is done but cannot be paid.
+                // Not on the ledger (or removed): its work cannot be recorded or paid.
                 continue;
             }
-            *self.tally.work.entry(result.node).or_default() += result.flops.div_ceil(MFLOP);
+            let verdict = match &result.verdict {
+                ResultVerdict::Accepted { .. } => {
+                    *self.tally.work.entry(result.node).or_default() +=
+                        result.flops.div_ceil(MFLOP);
+                    Verdict::Accept
+                }
+                ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
+                    evidence: *evidence,
+                },
+            };
             bodies.push(TxBody::RecordVerdict {
                 node: result.node,
                 fragment: result.fragment,
-                verdict: Verdict::Accept,
+                verdict,
             });
         }
         self.tally.rounds += 1;
+        self.sign_and_commit(bodies, now_ms)?;
         if self.tally.rounds >= self.epoch_rounds || closed.job_finished {
-            let epoch = state.epoch;
-            let tally = std::mem::take(&mut self.tally);
-            let supply: u64 = tally.work.values().sum();
-            bodies.push(TxBody::RecordContributions {
-                epoch,
-                entries: tally
-                    .work
-                    .into_iter()
-                    .map(|(node, units)| ContributionEntry {
-                        node,
-                        compute_units: units,
-                        pot_units: 0,
-                        verification_units: 0,
-                        quality_ppm: 1_000_000,
-                    })
-                    .collect(),
-            });
-            bodies.push(TxBody::SettleEpoch {
-                epoch,
-                compute_supply: supply,
-                task_demand: tally.demand,
-            });
+            self.settle_epoch(now_ms)?;
         }
-        let first_nonce = state.account(&self.key.id()).map_or(0, |a| a.nonce) + 1;
+        Ok(())
+    }
+
+    /// Records the epoch's contributions of nodes still active (this round's verdicts may have
+    /// removed some) and settles it.
+    fn settle_epoch(&mut self, now_ms: u64) -> Result<(), CoordinatorError> {
+        let state = self.chain.state();
+        let epoch = state.epoch;
+        let tally = std::mem::take(&mut self.tally);
+        let entries: Vec<ContributionEntry> = tally
+            .work
+            .into_iter()
+            .filter(|(node, _)| {
+                state
+                    .nodes
+                    .get(node)
+                    .is_some_and(|profile| profile.status == NodeStatus::Active)
+            })
+            .map(|(node, units)| ContributionEntry {
+                node,
+                compute_units: units,
+                pot_units: 0,
+                verification_units: 0,
+                quality_ppm: 1_000_000,
+            })
+            .collect();
+        let supply = entries.iter().map(|e| e.compute_units).sum();
+        self.sign_and_commit(
+            vec![
+                TxBody::RecordContributions { epoch, entries },
+                TxBody::SettleEpoch {
+                    epoch,
+                    compute_supply: supply,
+                    task_demand: tally.demand,
+                },
+            ],
+            now_ms,
+        )
+    }
+
+    fn sign_and_commit(
+        &mut self,
+        bodies: Vec<TxBody>,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let first_nonce = self
+            .chain
+            .state()
+            .account(&self.key.id())
+            .map_or(0, |a| a.nonce)
+            + 1;
         let genesis_hash = self.chain.genesis_hash();
         let txs = bodies
             .into_iter()

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod ledger_api;
 pub mod nonce;
 pub mod server;
+pub mod verification;
 
 pub use config::CoordinatorConfig;
 pub use engine::Coordinator;

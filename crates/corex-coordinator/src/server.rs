@@ -17,6 +17,7 @@ use crate::config::CoordinatorConfig;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::ledger::{ClosedRound, LedgerService};
+use crate::verification::Verifier;
 
 /// Monotonic milliseconds for leases, wall-clock seconds for signature freshness.
 pub struct Clock {
@@ -122,12 +123,19 @@ pub async fn run(
     let clock = Clock {
         start: Instant::now(),
     };
-    let ledger = Arc::new(Mutex::new(LedgerService::open(
+    // The audit seed chain's anchor goes on the ledger before any result can exist.
+    let verifier = Verifier::new(
+        corex_net::random_bytes::<32>()
+            .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
+    );
+    let mut ledger = LedgerService::open(
         &data_dir,
         identity.clone(),
         config.epoch_rounds,
         clock.unix_millis(),
-    )?));
+    )?;
+    ledger.commit_audit_anchor(verifier.anchor(), clock.unix_millis())?;
+    let ledger = Arc::new(Mutex::new(ledger));
     {
         let summary = lock(&ledger).chain().summary();
         tracing::info!(chain = %summary.chain_id, height = summary.height, epoch = summary.epoch, "ledger opened");
@@ -135,7 +143,7 @@ pub async fn run(
     let (round_sender, round_receiver) = unbounded_channel();
     let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
     let shared = Arc::new(Shared {
-        engine: Mutex::new(Coordinator::new(identity, config.clone())),
+        engine: Mutex::new(Coordinator::new(identity, config.clone(), verifier)),
         config,
         work_available: Notify::new(),
         clock,

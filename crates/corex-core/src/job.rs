@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
 use crate::hash::Hash;
-use crate::spec::{DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};
+use crate::spec::{AggregationSpec, DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};
 
 /// Most rounds a job may ask for.
 pub const MAX_ROUNDS: u32 = 100_000;
@@ -31,6 +31,9 @@ pub struct JobSpec {
     pub eval_every: u32,
     /// How long a node may hold a fragment before it is re-issued, in milliseconds.
     pub lease_ms: u64,
+    /// How accepted gradients are combined (default: the exact mean).
+    #[serde(default)]
+    pub aggregation: AggregationSpec,
 }
 
 impl JobSpec {
@@ -60,6 +63,7 @@ impl JobSpec {
             seed: 7,
             eval_every: 10,
             lease_ms: 10_000,
+            aggregation: AggregationSpec::Mean,
         }
     }
 
@@ -83,6 +87,7 @@ impl JobSpec {
         self.model.validate()?;
         self.dataset.validate()?;
         self.optimizer.validate()?;
+        self.aggregation.validate()?;
         let invalid = |reason: String| Err(SpecError::Invalid(reason));
         if self.name.is_empty() || self.name.len() > 128 {
             return invalid("name must be 1..=128 characters".into());

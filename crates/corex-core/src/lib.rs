@@ -18,4 +18,4 @@ pub use fragment::{Fragment, FragmentKind};
 pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};
 pub use job::JobSpec;
-pub use spec::{DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};
+pub use spec::{AggregationSpec, DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};

@@ -146,18 +146,43 @@ pub enum JobState {
 /// Work credited to one node in one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeContribution {
+    /// Accepted fragments (the ones that count and are paid).
     pub fragments: u64,
     pub samples: u64,
     pub flops: u64,
+    /// Of the accepted fragments, how many were replayed by an audit.
+    #[serde(default)]
+    pub audited: u64,
+    /// Results whose audit failed (hard rejects).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
-/// One accepted result: who computed which fragment, its signed commitment and its cost.
+/// What verification concluded about a result that passed intake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum ResultVerdict {
+    /// Counted and paid. `audited`: its replay matched. `flag`: what gradient consistency
+    /// noticed (a flag always forces an audit, and only the audit decides).
+    Accepted { audited: bool, flag: Option<String> },
+    /// The replay disagreed: the work was not done as assigned. The replay's gradient took
+    /// its place in the aggregate; the ledger slashes.
+    Rejected {
+        reason: String,
+        /// BLAKE3 of (fragment, submitted result hash, replay result hash).
+        evidence: Hash,
+    },
+}
+
+/// One result of a round: who computed which fragment, its signed commitment, its cost and
+/// the verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultRecord {
     pub node: NodeId,
     pub fragment: Hash,
     pub commitment: Hash,
     pub flops: u64,
+    pub verdict: ResultVerdict,
 }
 
 /// One finished round, as recorded in the job report.
@@ -170,8 +195,11 @@ pub struct RoundRecord {
     pub train_loss: f32,
     pub test_loss: Option<f32>,
     pub test_accuracy: Option<f32>,
-    /// The accepted results, in fragment order.
+    /// Every result with its verdict, in fragment order.
     pub results: Vec<ResultRecord>,
+    /// The audit seed revealed at this round's close (it follows the previous one in the
+    /// coordinator's seed chain): which results were replayed follows from it.
+    pub audit_seed: Hash,
     /// Milliseconds from the round's first lease to its aggregation.
     pub wall_ms: u64,
 }

@@ -84,6 +84,41 @@ impl ModelSpec {
     }
 }
 
+/// How the coordinator combines a round's accepted gradients: a job policy. The mean is exact
+/// (and what the equivalence test checks); the robust rules bound what one bad contribution
+/// can do when something slips past the audits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum AggregationSpec {
+    #[default]
+    Mean,
+    TrimmedMean {
+        trim: f64,
+    },
+    Median,
+    CenteredClipping {
+        radius: f64,
+        iterations: u32,
+    },
+}
+
+impl AggregationSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |reason: &str| Err(SpecError::Invalid(reason.into()));
+        match *self {
+            Self::TrimmedMean { trim } if !(0.0..0.5).contains(&trim) => {
+                invalid("aggregation trim must be in [0, 0.5)")
+            }
+            Self::CenteredClipping { radius, iterations }
+                if !(radius > 0.0 && radius.is_finite() && (1..=100).contains(&iterations)) =>
+            {
+                invalid("centred clipping needs radius > 0 and 1..=100 iterations")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The optimizer the coordinator applies to the aggregated gradient.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -35,6 +35,8 @@ pub enum LedgerError {
     QualityOutOfRange(u32),
     #[error("round {got} of job {} is not after the last recorded round {last}", job.short())]
     RoundOutOfOrder { job: Hash, last: u32, got: u32 },
+    #[error("round {round}: its audit seed does not follow the last one in the committed chain")]
+    AuditSeedBroken { round: u32 },
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
     #[error("invalid genesis: {0}")]

@@ -53,6 +53,8 @@ pub struct State {
     pub rounds: BTreeMap<Hash, RoundHead>,
     /// The last settlement, for reports.
     pub last_settlement: Option<Settlement>,
+    /// The newest audit seed (or chain anchor): the next round's seed must follow it.
+    pub audit_seed: Option<Hash>,
 }
 
 impl State {
@@ -69,6 +71,7 @@ impl State {
             epoch_work: BTreeMap::new(),
             rounds: BTreeMap::new(),
             last_settlement: None,
+            audit_seed: None,
         }
     }
 
@@ -170,12 +173,20 @@ impl State {
             TxBody::RecordVerdict { node, verdict, .. } => {
                 self.record_verdict(genesis, *node, verdict)?
             }
+            TxBody::CommitAuditChain { anchor } => self.audit_seed = Some(*anchor),
             TxBody::RecordRound {
                 job,
                 round,
                 model,
                 results_root,
+                audit_seed,
             } => {
+                let follows = self
+                    .audit_seed
+                    .is_some_and(|previous| corex_verify::follows(&previous, audit_seed));
+                if !follows {
+                    return Err(LedgerError::AuditSeedBroken { round: *round });
+                }
                 if let Some(last) = self.rounds.get(job)
                     && *round <= last.round
                 {
@@ -193,6 +204,7 @@ impl State {
                         results_root: *results_root,
                     },
                 );
+                self.audit_seed = Some(*audit_seed);
             }
             TxBody::SettleEpoch {
                 epoch,

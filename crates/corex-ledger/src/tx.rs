@@ -85,7 +85,11 @@ pub enum TxBody {
         model: Hash,
         /// Merkle root of the round's accepted result commitments.
         results_root: Hash,
+        /// The audit seed revealed at the round's close; it must follow the last one.
+        audit_seed: Hash,
     },
+    /// Publishes the anchor of a new audit seed chain, before any result it will judge.
+    CommitAuditChain { anchor: Hash },
     /// Closes `epoch`: vests matured rewards and releases the epoch's share of the pool.
     SettleEpoch {
         epoch: u64,
@@ -103,6 +107,7 @@ impl TxBody {
             Self::RecordContributions { .. }
                 | Self::RecordVerdict { .. }
                 | Self::RecordRound { .. }
+                | Self::CommitAuditChain { .. }
                 | Self::SettleEpoch { .. }
         )
     }

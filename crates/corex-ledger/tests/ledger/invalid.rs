@@ -243,6 +243,10 @@ fn records_not_signed_by_the_coordinator_are_refused() {
             round: 0,
             model: Hash::of(b"m"),
             results_root: Hash::of(b"r"),
+            audit_seed: Hash::of(b"s"),
+        },
+        TxBody::CommitAuditChain {
+            anchor: Hash::of(b"a"),
         },
         TxBody::RecordContributions {
             epoch,
@@ -277,23 +281,31 @@ fn out_of_order_records_are_refused() {
         }
     );
     let job = Hash::of(b"job");
+    let chain = corex_verify::SeedChain::new([3; 32], 4);
+    let round = |round: u32, seed: usize| TxBody::RecordRound {
+        job,
+        round,
+        model: Hash::of(b"m"),
+        results_root: Hash::of(b"r"),
+        audit_seed: chain.reveal(seed).unwrap(),
+    };
+    let unanchored = world.signed(&world.coordinator, round(3, 1));
+    assert_eq!(
+        refused(&world, &unanchored),
+        LedgerError::AuditSeedBroken { round: 3 }
+    );
     world
-        .record(TxBody::RecordRound {
-            job,
-            round: 3,
-            model: Hash::of(b"m3"),
-            results_root: Hash::of(b"r3"),
+        .record(TxBody::CommitAuditChain {
+            anchor: chain.anchor(),
         })
         .unwrap();
-    let replay = world.signed(
-        &world.coordinator,
-        TxBody::RecordRound {
-            job,
-            round: 3,
-            model: Hash::of(b"m3"),
-            results_root: Hash::of(b"r3"),
-        },
+    let skipping = world.signed(&world.coordinator, round(3, 2));
+    assert_eq!(
+        refused(&world, &skipping),
+        LedgerError::AuditSeedBroken { round: 3 }
     );
+    world.record(round(3, 1)).unwrap();
+    let replay = world.signed(&world.coordinator, round(3, 2));
     assert!(matches!(
         refused(&world, &replay),
         LedgerError::RoundOutOfOrder {
@@ -302,6 +314,7 @@ fn out_of_order_records_are_refused() {
             ..
         }
     ));
+    world.record(round(4, 2)).unwrap();
 }
 
 #[test]

@@ -1,0 +1,170 @@
+//! Proof of contribution at round close: which results to replay (a revealed seed and each
+//! node's audit rate), the replays and their comparison, gradient consistency (a flag forces
+//! an audit; only audits decide), and the verdicts. Duplicate results are refused at intake.
+
+use std::collections::{BTreeMap, HashSet};
+
+use corex_core::messages::ResultVerdict;
+use corex_core::{Hash, NodeId};
+use corex_verify::{
+    AuditPolicy, ConsistencyPolicy, SeedChain, Tolerance, compare, is_audited, round_consistency,
+};
+
+use crate::error::CoordinatorError;
+
+/// Reveals in one seed chain; a new chain (with a new anchor) follows when it runs out.
+const CHAIN_LENGTH: usize = 100_000;
+
+/// A node's audit history, which sets its audit rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// A result waiting for its verdict.
+pub struct Candidate<'a> {
+    pub node: NodeId,
+    pub fragment: Hash,
+    pub commitment: Hash,
+    pub result_hash: Hash,
+    pub gradient: &'a [f32],
+}
+
+/// The verdict on one result and, for a rejected one, the gradient that replaces it.
+pub struct Judged {
+    pub verdict: ResultVerdict,
+    pub replacement: Option<Vec<f32>>,
+}
+
+pub struct Verifier {
+    secret: [u8; 32],
+    chain: SeedChain,
+    next_reveal: usize,
+    policy: AuditPolicy,
+    tolerance: Tolerance,
+    consistency: ConsistencyPolicy,
+    records: BTreeMap<NodeId, AuditRecord>,
+    seen_results: HashSet<Hash>,
+}
+
+impl Verifier {
+    /// `secret` comes from the OS at the edge; the chain's anchor is public from the start.
+    pub fn new(secret: [u8; 32]) -> Self {
+        Self {
+            chain: SeedChain::new(secret, CHAIN_LENGTH),
+            secret,
+            next_reveal: 1,
+            policy: AuditPolicy::default(),
+            tolerance: Tolerance::default(),
+            consistency: ConsistencyPolicy::default(),
+            records: BTreeMap::new(),
+            seen_results: HashSet::new(),
+        }
+    }
+
+    pub fn anchor(&self) -> Hash {
+        self.chain.anchor()
+    }
+
+    pub fn record(&self, node: &NodeId) -> AuditRecord {
+        self.records.get(node).copied().unwrap_or_default()
+    }
+
+    /// Refuses a result whose bytes were submitted before, by anyone, in any job.
+    pub fn check_fresh(&self, result_hash: &Hash) -> Result<(), CoordinatorError> {
+        if self.seen_results.contains(result_hash) {
+            return Err(CoordinatorError::DuplicateResult(*result_hash));
+        }
+        Ok(())
+    }
+
+    pub fn remember(&mut self, result_hash: Hash) {
+        self.seen_results.insert(result_hash);
+    }
+
+    /// The next seed of the chain, revealed now that the round's results are committed.
+    fn reveal(&mut self) -> Hash {
+        if self.next_reveal > self.chain.len() {
+            self.secret = corex_core::Hash::of_parts(&[b"corex-next-chain", &self.secret]).0;
+            self.chain = SeedChain::new(self.secret, CHAIN_LENGTH);
+            self.next_reveal = 1;
+        }
+        let seed = self.chain.reveal(self.next_reveal).unwrap_or_default();
+        self.next_reveal += 1;
+        seed
+    }
+
+    /// Judges a closed round's results. `replay(i)` recomputes candidate `i` from scratch.
+    /// Returns the revealed seed and one verdict per candidate, in order.
+    pub fn judge_round(
+        &mut self,
+        candidates: &[Candidate<'_>],
+        mut replay: impl FnMut(usize) -> Result<Vec<f32>, CoordinatorError>,
+    ) -> Result<(Hash, Vec<Judged>), CoordinatorError> {
+        let seed = self.reveal();
+        let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
+        let consistency = round_consistency(&parts, &self.consistency)
+            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let mut judged = Vec::with_capacity(candidates.len());
+        for (index, candidate) in candidates.iter().enumerate() {
+            let record = self.record(&candidate.node);
+            let rate = self.policy.rate_ppm(record.passed, record.failed);
+            let flag = consistency[index]
+                .flag
+                .map(|flag| format!("{flag:?}").to_lowercase());
+            let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
+            if !audited {
+                judged.push(Judged {
+                    verdict: ResultVerdict::Accepted {
+                        audited: false,
+                        flag: None,
+                    },
+                    replacement: None,
+                });
+                continue;
+            }
+            let truth = replay(index)?;
+            let comparison = compare(candidate.gradient, &truth, &self.tolerance)
+                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+            let entry = self.records.entry(candidate.node).or_default();
+            if comparison.within {
+                entry.passed += 1;
+                judged.push(Judged {
+                    verdict: ResultVerdict::Accepted {
+                        audited: true,
+                        flag,
+                    },
+                    replacement: None,
+                });
+            } else {
+                entry.failed += 1;
+                let truth_hash = Hash::of(
+                    &truth
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+                judged.push(Judged {
+                    verdict: ResultVerdict::Rejected {
+                        reason: format!(
+                            "replay disagrees: relative L2 {:.3e}, cosine {:.4}{}",
+                            comparison.relative_l2,
+                            comparison.cosine,
+                            flag.map(|f| format!("; consistency flag {f}"))
+                                .unwrap_or_default()
+                        ),
+                        evidence: Hash::of_parts(&[
+                            b"corex-evidence",
+                            &candidate.fragment.0,
+                            &candidate.result_hash.0,
+                            &truth_hash.0,
+                        ]),
+                    },
+                    replacement: Some(truth),
+                });
+            }
+        }
+        Ok((seed, judged))
+    }
+}
