@@ -94,6 +94,9 @@ impl Coordinator {
     /// A fragment for `node` from the oldest running job that has one free.
     pub fn lease(&mut self, node: NodeId, now_ms: u64) -> Result<LeaseResponse, CoordinatorError> {
         self.registered(&node, now_ms)?;
+        if self.verifier.is_banned(&node) {
+            return Err(CoordinatorError::Banned(node.to_hex()));
+        }
         for id in &self.job_order {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()

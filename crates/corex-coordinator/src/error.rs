@@ -19,6 +19,8 @@ pub enum CoordinatorError {
     StaleSignature { created: u64, skew_s: u64 },
     #[error("nonce {nonce} was already used by this key: replayed request refused")]
     ReplayedNonce { nonce: String },
+    #[error("node {0} failed too many audits and gets no more work")]
+    Banned(String),
     #[error("node {0} is not registered; POST /v1/nodes/register first")]
     UnregisteredNode(String),
     #[error("malformed id '{0}': expected 64 hex digits")]
@@ -41,8 +43,6 @@ pub enum CoordinatorError {
     Lease(#[from] LeaseError),
     #[error("result claims {got} samples, the fragment has {expected}")]
     WrongSampleCount { expected: u32, got: u32 },
-    #[error("result {0} was submitted before: repeated or copied results earn nothing")]
-    DuplicateResult(Hash),
     #[error("result tensor does not hash to the result_hash in its header")]
     ResultHashMismatch,
     #[error("commitment signature does not verify for this node, fragment, model and result")]
@@ -82,7 +82,7 @@ impl CoordinatorError {
             | Self::StaleSignature { .. }
             | Self::ReplayedNonce { .. }
             | Self::BadCommitment => 401,
-            Self::UnregisteredNode(_) => 403,
+            Self::UnregisteredNode(_) | Self::Banned(_) => 403,
             Self::Lease(LeaseError::LeasedToOther { .. }) => 403,
             Self::UnknownJob(_)
             | Self::UnknownFragment(_)
@@ -92,8 +92,7 @@ impl CoordinatorError {
             Self::FragmentClosed(_)
             | Self::StaleModel { .. }
             | Self::Lease(_)
-            | Self::JobNotFinished(_)
-            | Self::DuplicateResult(_) => 409,
+            | Self::JobNotFinished(_) => 409,
             Self::WrongSampleCount { .. }
             | Self::ResultHashMismatch
             | Self::WrongShape(_)
@@ -131,6 +130,7 @@ impl CoordinatorError {
             Self::StaleSignature { .. } => "stale_signature",
             Self::ReplayedNonce { .. } => "replayed_nonce",
             Self::UnregisteredNode(_) => "unregistered_node",
+            Self::Banned(_) => "banned",
             Self::UnknownJob(_) => "unknown_job",
             Self::UnknownFragment(_) | Self::Lease(LeaseError::UnknownFragment(_)) => {
                 "unknown_fragment"
@@ -144,7 +144,6 @@ impl CoordinatorError {
             Self::Lease(LeaseError::AlreadyDone(_)) => "already_done",
             Self::WrongSampleCount { .. } => "wrong_sample_count",
             Self::ResultHashMismatch => "result_hash_mismatch",
-            Self::DuplicateResult(_) => "duplicate_result",
             Self::BadCommitment => "bad_commitment",
             Self::WrongShape(_) => "wrong_shape",
             Self::NonFinite { .. } => "non_finite",

@@ -1,6 +1,8 @@
 //! Proof of contribution at round close: which results to replay (a revealed seed and each
-//! node's audit rate), the replays and their comparison, gradient consistency (a flag forces
-//! an audit; only audits decide), and the verdicts. Duplicate results are refused at intake.
+//! node's audit rate), the replays and their comparison, and the verdicts. Two things force an
+//! audit: a gradient-consistency flag, and a result whose bytes were seen before (a copy, or
+//! an old result resubmitted). Only the audit decides, so an honest node whose gradient looks
+//! odd, or happens to repeat, is replayed and accepted, never punished.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -11,6 +13,10 @@ use corex_verify::{
 };
 
 use crate::error::CoordinatorError;
+
+/// Failed audits after which the coordinator stops giving a node work (the ledger removes
+/// the node at the same count).
+pub const BAN_AFTER_FAILED_AUDITS: u64 = 3;
 
 /// Reveals in one seed chain; a new chain (with a new anchor) follows when it runs out.
 const CHAIN_LENGTH: usize = 100_000;
@@ -45,6 +51,7 @@ pub struct Verifier {
     tolerance: Tolerance,
     consistency: ConsistencyPolicy,
     records: BTreeMap<NodeId, AuditRecord>,
+    /// Hashes of every result judged so far.
     seen_results: HashSet<Hash>,
 }
 
@@ -71,16 +78,9 @@ impl Verifier {
         self.records.get(node).copied().unwrap_or_default()
     }
 
-    /// Refuses a result whose bytes were submitted before, by anyone, in any job.
-    pub fn check_fresh(&self, result_hash: &Hash) -> Result<(), CoordinatorError> {
-        if self.seen_results.contains(result_hash) {
-            return Err(CoordinatorError::DuplicateResult(*result_hash));
-        }
-        Ok(())
-    }
-
-    pub fn remember(&mut self, result_hash: Hash) {
-        self.seen_results.insert(result_hash);
+    /// A node caught cheating this often gets no more work.
+    pub fn is_banned(&self, node: &NodeId) -> bool {
+        self.record(node).failed >= BAN_AFTER_FAILED_AUDITS
     }
 
     /// The next seed of the chain, revealed now that the round's results are committed.
@@ -106,13 +106,29 @@ impl Verifier {
         let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
         let consistency = round_consistency(&parts, &self.consistency)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        // A result is repeated if its bytes were judged in an earlier round or appear more
+        // than once in this one; every copy is flagged, whichever came first.
+        let mut in_round: BTreeMap<Hash, usize> = BTreeMap::new();
+        for candidate in candidates {
+            *in_round.entry(candidate.result_hash).or_default() += 1;
+        }
+        let repeated: Vec<bool> = candidates
+            .iter()
+            .map(|c| in_round[&c.result_hash] > 1 || self.seen_results.contains(&c.result_hash))
+            .collect();
+        self.seen_results
+            .extend(candidates.iter().map(|candidate| candidate.result_hash));
         let mut judged = Vec::with_capacity(candidates.len());
         for (index, candidate) in candidates.iter().enumerate() {
             let record = self.record(&candidate.node);
             let rate = self.policy.rate_ppm(record.passed, record.failed);
-            let flag = consistency[index]
-                .flag
-                .map(|flag| format!("{flag:?}").to_lowercase());
+            let flag = if repeated[index] {
+                Some("repeated_result".to_owned())
+            } else {
+                consistency[index]
+                    .flag
+                    .map(|flag| format!("{flag:?}").to_lowercase())
+            };
             let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
             if !audited {
                 judged.push(Judged {

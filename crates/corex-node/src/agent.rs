@@ -5,6 +5,7 @@
 //! backoff; a refused result (late lease, stale model) is logged and the loop moves on.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, JobDescriptor};
 use tokio::sync::watch;
 
+use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::device;
 use crate::error::NodeError;
 
@@ -28,6 +30,11 @@ pub struct NodeConfig {
     pub compute_threads: u32,
     /// How long each lease request may wait for work on the coordinator.
     pub lease_wait_ms: u64,
+    /// Cheat this way (tests and adversarial devnets only).
+    pub adversary: Option<Adversary>,
+    /// When set, every result this node submits is also left here, where copying adversaries
+    /// find it (a leak, for adversarial tests).
+    pub collusion_dir: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -35,6 +42,8 @@ impl Default for NodeConfig {
         Self {
             compute_threads: 1,
             lease_wait_ms: 5_000,
+            adversary: None,
+            collusion_dir: None,
         }
     }
 }
@@ -52,10 +61,17 @@ pub struct NodeAgent {
     /// The newest model version fetched (older ones are never needed again).
     model: Option<(Hash, Arc<Vec<f32>>)>,
     pub fragments_done: u64,
+    /// The last loss computed, which a fragment skipped by an adversary reports.
+    last_loss: f32,
+    adversary_state: AdversaryState,
 }
 
 impl NodeAgent {
     pub fn new(client: CoordinatorClient, key: Keypair, config: NodeConfig) -> Self {
+        let adversary_state = AdversaryState {
+            previous: None,
+            collusion_dir: config.collusion_dir.clone(),
+        };
         Self {
             client,
             key,
@@ -63,12 +79,17 @@ impl NodeAgent {
             jobs: HashMap::new(),
             model: None,
             fragments_done: 0,
+            last_loss: 2.3,
+            adversary_state,
         }
     }
 
     /// Runs until `stop` turns true. Returns early only if registration is impossible.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<u64, NodeError> {
-        let report = device::detect(self.config.compute_threads);
+        let mut report = device::detect(self.config.compute_threads);
+        if self.config.adversary == Some(Adversary::FakeGpu) {
+            report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
+        }
         let mut backoff = Backoff::default();
         loop {
             match self.client.register(report.clone()).await {
@@ -149,26 +170,55 @@ impl NodeAgent {
         let parameters = self.model_version(&fragment.model, model).await?;
         let started = Instant::now();
         let spec = job.descriptor.spec.model.clone();
+        let parameter_count = spec.parameter_count();
         let dataset = job.dataset.clone();
         let indices = fragment.indices.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            corex_ml::compute_gradient(&spec, &parameters, &dataset, &indices)
-        })
-        .await
-        .map_err(|error| NodeError::Compute(error.to_string()))?
-        .map_err(|error| NodeError::Compute(error.to_string()))?;
+        let skip = self
+            .config
+            .adversary
+            .is_some_and(|adversary| adversary.skips(&fragment.id));
+        let computed = if skip {
+            None
+        } else {
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    corex_ml::compute_gradient(&spec, &parameters, &dataset, &indices)
+                })
+                .await
+                .map_err(|error| NodeError::Compute(error.to_string()))?
+                .map_err(|error| NodeError::Compute(error.to_string()))?,
+            )
+        };
         let compute_ms = started.elapsed().as_millis() as u64;
+        let (loss, samples) = computed
+            .as_ref()
+            .map_or((self.last_loss, fragment.indices.len() as u32), |output| {
+                (output.loss, output.samples)
+            });
+        self.last_loss = loss;
+        let honest = computed.map(|output| output.gradient);
+        let gradient = match self.config.adversary {
+            Some(adversary) => tamper(
+                adversary,
+                &mut self.adversary_state,
+                &fragment.id,
+                honest,
+                parameter_count,
+            ),
+            None => honest.ok_or_else(|| NodeError::Compute("no gradient computed".into()))?,
+        };
+        share(&self.adversary_state, &gradient);
 
         tracing::debug!(fragment = %fragment.id.short(), compute_ms, "fragment computed; submitting the result");
-        let tensor = f32s_to_bytes(&output.gradient);
+        let tensor = f32s_to_bytes(&gradient);
         let result_hash = Hash::of(&tensor);
         let commitment =
             result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
         let header = ResultHeader {
             fragment: fragment.id,
             model: fragment.model,
-            loss: output.loss,
-            samples: output.samples,
+            loss,
+            samples,
             compute_ms,
             result_hash,
             commitment_signature: self.key.sign(commitment.as_bytes()),
@@ -177,7 +227,7 @@ impl NodeAgent {
             .submit_result(encode_result(&header, tensor))
             .await?;
         self.fragments_done += 1;
-        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss = output.loss, "result accepted");
+        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, "result accepted");
         Ok(())
     }
 

@@ -1,9 +1,11 @@
 //! The node agent: detects its device, registers, and runs the lease → fetch → compute →
 //! submit loop against a coordinator over signed, pinned TLS.
 
+pub mod adversary;
 pub mod agent;
 pub mod device;
 pub mod error;
 
+pub use adversary::Adversary;
 pub use agent::{NodeAgent, NodeConfig};
 pub use error::NodeError;

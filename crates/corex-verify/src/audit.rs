@@ -97,10 +97,13 @@ impl Default for AuditPolicy {
 }
 
 impl AuditPolicy {
-    /// Falls linearly with passed audits to the floor; any failed audit puts the node back
-    /// at the new-node rate.
+    /// Falls linearly with passed audits to the floor; after any failed audit, every result
+    /// of the node is audited.
     pub fn rate_ppm(&self, passed_audits: u64, failed_audits: u64) -> u32 {
-        if failed_audits > 0 || self.proving_audits == 0 {
+        if failed_audits > 0 {
+            return 1_000_000;
+        }
+        if self.proving_audits == 0 {
             return self.new_node_ppm.max(self.floor_ppm);
         }
         let span = u64::from(self.new_node_ppm.saturating_sub(self.floor_ppm));
@@ -142,6 +145,6 @@ mod tests {
         assert_eq!(policy.rate_ppm(0, 0), 250_000);
         assert!(policy.rate_ppm(5, 0) < 250_000);
         assert_eq!(policy.rate_ppm(1_000, 0), 90_000);
-        assert_eq!(policy.rate_ppm(1_000, 1), 250_000);
+        assert_eq!(policy.rate_ppm(1_000, 1), 1_000_000);
     }
 }

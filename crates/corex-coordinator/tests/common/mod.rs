@@ -61,12 +61,18 @@ impl TestNet {
 
     /// Starts a real node agent (as a task) with the key made from `seed`.
     pub fn spawn_node(&mut self, seed: u8) {
+        self.spawn_node_with(seed, NodeConfig::default());
+    }
+
+    /// Starts a node agent with `config` (an adversary, a collusion directory).
+    pub fn spawn_node_with(&mut self, seed: u8, config: NodeConfig) {
         let key = Keypair::from_secret([seed; 32]);
         let client = CoordinatorClient::new(&self.url, &self.pin, key.clone()).unwrap();
         let (stop, stopped) = watch::channel(false);
         let config = NodeConfig {
             compute_threads: 1,
             lease_wait_ms: 1_000,
+            ..config
         };
         let handle = tokio::spawn(NodeAgent::new(client, key, config).run(stopped));
         self.nodes.push((stop, handle));

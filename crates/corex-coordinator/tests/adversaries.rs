@@ -1,0 +1,131 @@
+//! The adversary kit against the running coordinator: with 30 % of the nodes cheating in one
+//! way, the cheats are caught by audits and hard-rejected (on the ledger too, which removes the
+//! cheaters), no honest node is ever rejected, and the job ends within 1 point of a clean run's
+//! accuracy (each rejected result is replaced by its replay; only cheats that slipped past
+//! before the cheater's first failed audit reach the model).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNet, adam, small_job, wait_for_end};
+use corex_coordinator::CoordinatorConfig;
+use corex_core::JobSpec;
+use corex_core::messages::JobStatus;
+use corex_node::{Adversary, NodeConfig};
+
+const HONEST: u8 = 7;
+const CHEATS: u8 = 3;
+
+fn job() -> JobSpec {
+    JobSpec {
+        name: "adversaries".into(),
+        rounds: 40,
+        global_batch: 320,
+        fragment_samples: 32,
+        ..small_job(adam())
+    }
+}
+
+/// Runs the job on 7 honest nodes (seeds 1..=7) and 3 running `adversary` (seeds 101..=103).
+async fn run(
+    adversary: Option<Adversary>,
+) -> (JobStatus, Vec<(u8, Option<corex_ledger::AccountView>)>) {
+    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    let collusion = net.dir.path().join("collusion");
+    std::fs::create_dir_all(&collusion).unwrap();
+    let config = |adversary| NodeConfig {
+        adversary,
+        collusion_dir: Some(collusion.clone()),
+        ..NodeConfig::default()
+    };
+    for seed in 1..=HONEST {
+        net.spawn_node_with(seed, config(None));
+    }
+    for seed in 101..101 + CHEATS {
+        net.spawn_node_with(seed, config(adversary));
+    }
+    let owner = net.client(250);
+    let id = owner.submit_job(&job()).await.unwrap();
+    let status = wait_for_end(&owner, &id, Duration::from_secs(300)).await;
+    // Let the ledger recorder catch up with the last round.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ledger = Vec::new();
+    for seed in (1..=HONEST).chain(101..101 + CHEATS) {
+        let id = corex_core::Keypair::from_secret([seed; 32]).id();
+        ledger.push((seed, owner.ledger_account(&id).await.unwrap()));
+    }
+    net.shutdown().await;
+    (status, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
+    let (clean, _) = run(None).await;
+    let clean_accuracy = clean.last_test_accuracy.unwrap();
+    println!(
+        "clean run: accuracy {:.2}%, model {}",
+        clean_accuracy * 100.0,
+        clean.model.short()
+    );
+    for adversary in [
+        Adversary::Random,
+        Adversary::Zeros,
+        Adversary::Scaled,
+        Adversary::SignFlipped,
+        Adversary::Copy,
+        Adversary::Old,
+        Adversary::Lazy,
+    ] {
+        let (status, ledger) = run(Some(adversary)).await;
+        let accuracy = status.last_test_accuracy.unwrap();
+        let caught: u64 = ledger
+            .iter()
+            .filter(|(seed, _)| *seed > 100)
+            .map(|(_, view)| {
+                view.as_ref()
+                    .and_then(|v| v.node.as_ref())
+                    .map_or(0, |n| u64::from(n.profile.hard_rejects))
+            })
+            .sum();
+        let rejected: u64 = status
+            .nodes
+            .iter()
+            .map(|(_, contribution)| contribution.rejected)
+            .sum();
+        println!(
+            "{:<13} accuracy {:.2}%, {rejected} results rejected, {caught} hard rejects on the ledger, model {}",
+            adversary.name(),
+            accuracy * 100.0,
+            if status.model == clean.model {
+                "identical to the clean run's"
+            } else {
+                "differs from the clean run's"
+            }
+        );
+        assert!(rejected >= 1, "{}: no cheat was caught", adversary.name());
+        assert!(
+            caught >= 1,
+            "{}: the ledger recorded no hard reject",
+            adversary.name()
+        );
+        for (seed, view) in &ledger {
+            if *seed <= HONEST {
+                let profile = &view.as_ref().unwrap().node.as_ref().unwrap().profile;
+                assert_eq!(
+                    profile.hard_rejects,
+                    0,
+                    "honest node {seed} was hard-rejected under {}",
+                    adversary.name()
+                );
+            }
+        }
+        assert!(
+            (accuracy - clean_accuracy).abs() <= 0.01,
+            "{}: accuracy {accuracy} is more than 1 point from the clean run's {clean_accuracy}",
+            adversary.name()
+        );
+    }
+}

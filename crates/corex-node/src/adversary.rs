@@ -1,0 +1,132 @@
+//! The adversary kit: ways a node can cheat, for tests and `corex devnet --adversaries`. Each
+//! one changes only what the node submits; the protocol around it stays honest, so what the
+//! coordinator sees is exactly what a real cheater would send.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use corex_core::Hash;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adversary {
+    /// Random values in [−1, 1) instead of the gradient.
+    Random,
+    /// All zeros.
+    Zeros,
+    /// The true gradient × 10.
+    Scaled,
+    /// The true gradient, negated.
+    SignFlipped,
+    /// Another node's result (shared through the collusion directory).
+    Copy,
+    /// Its own previous result, resubmitted for the new fragment.
+    Old,
+    /// Honest, except for 5 % of fragments where it skips the work and sends random values.
+    Lazy,
+    /// Claims a fast GPU it does not have; computes honestly.
+    FakeGpu,
+}
+
+pub const ALL: [Adversary; 8] = [
+    Adversary::Random,
+    Adversary::Zeros,
+    Adversary::Scaled,
+    Adversary::SignFlipped,
+    Adversary::Copy,
+    Adversary::Old,
+    Adversary::Lazy,
+    Adversary::FakeGpu,
+];
+
+impl Adversary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::Zeros => "zeros",
+            Self::Scaled => "scaled",
+            Self::SignFlipped => "sign-flipped",
+            Self::Copy => "copy",
+            Self::Old => "old",
+            Self::Lazy => "lazy",
+            Self::FakeGpu => "fake-gpu",
+        }
+    }
+
+    /// Whether this adversary skips the computation of `fragment` (and fakes it).
+    pub fn skips(self, fragment: &Hash) -> bool {
+        match self {
+            Self::Random | Self::Zeros | Self::Copy | Self::Old => true,
+            // One fragment in twenty, picked by the fragment id (13/256 ≈ 5 %).
+            Self::Lazy => fragment.0[0] < 13,
+            Self::Scaled | Self::SignFlipped | Self::FakeGpu => false,
+        }
+    }
+}
+
+impl FromStr for Adversary {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ALL.into_iter()
+            .find(|adversary| adversary.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ALL.iter().map(|a| a.name()).collect();
+                format!("unknown adversary '{text}'; one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// What an adversarial node remembers between fragments.
+#[derive(Debug, Default)]
+pub struct AdversaryState {
+    pub previous: Option<Vec<f32>>,
+    /// Where colluding adversaries leave their results for each other.
+    pub collusion_dir: Option<PathBuf>,
+}
+
+/// The gradient an adversary submits for `fragment`. `honest` is the true gradient when the
+/// adversary computed it; `len` is the model's parameter count.
+pub fn tamper(
+    adversary: Adversary,
+    state: &mut AdversaryState,
+    fragment: &Hash,
+    honest: Option<Vec<f32>>,
+    len: usize,
+) -> Vec<f32> {
+    let random = || {
+        let mut rng = ChaCha8Rng::from_seed(fragment.0);
+        (0..len)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
+    let submitted = match (adversary, honest) {
+        (Adversary::Scaled, Some(g)) => g.into_iter().map(|v| v * 10.0).collect(),
+        (Adversary::SignFlipped, Some(g)) => g.into_iter().map(|v| -v).collect(),
+        (Adversary::FakeGpu | Adversary::Lazy, Some(g)) => g,
+        (Adversary::Zeros, _) => vec![0.0; len],
+        (Adversary::Old, _) => state.previous.clone().unwrap_or_else(random),
+        (Adversary::Copy, _) => read_peer(state, len).unwrap_or_else(random),
+        _ => random(),
+    };
+    state.previous = Some(submitted.clone());
+    submitted
+}
+
+/// Leaves `gradient` for colluding nodes to copy.
+pub fn share(state: &AdversaryState, gradient: &[f32]) {
+    if let Some(dir) = &state.collusion_dir {
+        let bytes: Vec<u8> = gradient.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let temporary = dir.join(format!("shared.{}.tmp", std::process::id()));
+        if std::fs::write(&temporary, bytes).is_ok() {
+            let _ = std::fs::rename(&temporary, dir.join("shared.bin"));
+        }
+    }
+}
+
+fn read_peer(state: &AdversaryState, len: usize) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(state.collusion_dir.as_ref()?.join("shared.bin")).ok()?;
+    let values = corex_core::tensor::bytes_to_f32s(&bytes).ok()?;
+    (values.len() == len).then_some(values)
+}
