@@ -90,11 +90,7 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
                     .map_or(0, |n| u64::from(n.profile.hard_rejects))
             })
             .sum();
-        let rejected: u64 = status
-            .nodes
-            .iter()
-            .map(|(_, contribution)| contribution.rejected)
-            .sum();
+        let rejected: u64 = status.nodes.values().map(|c| c.rejected).sum();
         println!(
             "{:<13} accuracy {:.2}%, {rejected} results rejected, {caught} hard rejects on the ledger, model {}",
             adversary.name(),
