@@ -1,0 +1,113 @@
+//! Calibration of the replay tolerance, and the promise that honest work is never rejected:
+//! across 50 seeded jobs, every fragment's gradient is computed with 1, 2 and 4 compute
+//! threads (node and auditor on different thread counts) and compared, and each round is
+//! judged by the real `Verifier`. Prints the largest difference seen (the figure in
+//! docs/verification.md) and counts hard rejects of honest work: there must be none.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{adam, small_job};
+use corex_coordinator::verification::{Candidate, Verifier};
+use corex_core::messages::ResultVerdict;
+use corex_core::{Hash, JobSpec};
+use corex_ml::{Dataset, Trainer};
+use corex_scheduler::slice_round;
+use corex_verify::{Tolerance, compare};
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn honest_work_is_never_rejected_across_50_seeded_runs() {
+    let pools = [pool(1), pool(2), pool(4)];
+    let dataset = Arc::new(Dataset::load(&corex_core::DatasetSource::Digits).unwrap());
+    let tolerance = Tolerance::default();
+    let (mut worst_l2, mut worst_cosine, mut compared, mut hard_rejects) =
+        (0.0f64, 1.0f64, 0u64, 0u64);
+    for seed in 0..50u64 {
+        let spec = JobSpec {
+            seed,
+            model: corex_core::ModelSpec {
+                input: 64,
+                hidden: vec![64 + (seed as usize % 3) * 32],
+                classes: 10,
+            },
+            fragment_samples: 16 + (seed as u32 % 4) * 16,
+            ..small_job(adam())
+        };
+        let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
+        let mut parameters = corex_ml::init_parameters(&spec.model, seed);
+        let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer).unwrap();
+        let mut verifier = Verifier::new([seed as u8; 32]);
+        let job = Hash::of(&seed.to_le_bytes());
+        for round in 0..3 {
+            let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"));
+            let gradient = |threads: usize, indices: &[u32]| {
+                pools[threads]
+                    .install(|| {
+                        corex_ml::compute_gradient(&spec.model, &parameters, &dataset, indices)
+                    })
+                    .unwrap()
+                    .gradient
+            };
+            // The node computes on 2 or 4 threads, the auditor replays on 1.
+            let submitted: Vec<Vec<f32>> = fragments
+                .iter()
+                .enumerate()
+                .map(|(i, f)| gradient(1 + i % 2, &f.indices))
+                .collect();
+            let replays: Vec<Vec<f32>> =
+                fragments.iter().map(|f| gradient(0, &f.indices)).collect();
+            for (s, r) in submitted.iter().zip(&replays) {
+                let c = compare(s, r, &tolerance).unwrap();
+                worst_l2 = worst_l2.max(c.relative_l2);
+                worst_cosine = worst_cosine.min(c.cosine);
+                compared += 1;
+            }
+            let candidates: Vec<Candidate<'_>> = submitted
+                .iter()
+                .zip(&fragments)
+                .map(|(g, f)| Candidate {
+                    node: corex_core::Keypair::from_secret([f.index as u8; 32]).id(),
+                    fragment: f.id,
+                    commitment: Hash::of_parts(&[&f.id.0, &round.to_le_bytes()]),
+                    result_hash: Hash::of(
+                        &g.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+                    ),
+                    gradient: g,
+                })
+                .collect();
+            // Then the real verifier judges the round: its own audit draws and consistency flags.
+            let (_, judged) = verifier
+                .judge_round(&candidates, |i| Ok(replays[i].clone()))
+                .unwrap();
+            hard_rejects += judged
+                .iter()
+                .filter(|j| matches!(j.verdict, ResultVerdict::Rejected { .. }))
+                .count() as u64;
+            let parts: Vec<(&[f32], u32)> = submitted
+                .iter()
+                .zip(&fragments)
+                .map(|(g, f)| (g.as_slice(), f.indices.len() as u32))
+                .collect();
+            trainer
+                .step(&corex_ml::weighted_mean(&parts).unwrap())
+                .unwrap();
+            parameters = trainer.parameters();
+        }
+    }
+    println!(
+        "calibration: {compared} honest replays across 1/2/4 threads and 50 seeds: worst relative L2 {worst_l2:.3e}, worst cosine {worst_cosine:.9}; tolerance {:.0e} / {}; hard rejects of honest work: {hard_rejects}",
+        tolerance.max_relative_l2, tolerance.min_cosine
+    );
+    assert_eq!(hard_rejects, 0);
+    assert!(worst_l2 <= tolerance.max_relative_l2 && worst_cosine >= tolerance.min_cosine);
+}
