@@ -192,6 +192,7 @@ fn devnet_once(
         threads: 1,
         timeout: Duration::from_secs(1800),
         show_progress: false,
+        adversaries: Vec::new(),
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

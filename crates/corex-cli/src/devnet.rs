@@ -29,6 +29,8 @@ pub struct DevnetOptions {
     pub threads: u32,
     pub timeout: Duration,
     pub show_progress: bool,
+    /// The first nodes cheat this way, one kind per node (the adversary kit).
+    pub adversaries: Vec<corex_node::Adversary>,
 }
 
 /// What a devnet run produced.
@@ -37,6 +39,8 @@ pub struct DevnetOutcome {
     pub job: Hash,
     pub report: JobReport,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Each node's name and role (honest, or the adversary it plays).
+    pub roles: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub weights_path: PathBuf,
     pub report_path: PathBuf,
@@ -109,21 +113,33 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         &dir.join("logs/coordinator.log"),
     )?;
     let endpoint = wait_for_endpoint(&coordinator_dir, children).await?;
+    let collusion = dir.join("collusion");
+    if !options.adversaries.is_empty() {
+        std::fs::create_dir_all(&collusion)?;
+    }
     for index in 1..=options.nodes {
         let name = format!("node-{index}");
+        let mut args = vec![
+            "node".into(),
+            "--coordinator".into(),
+            endpoint.url.clone(),
+            "--pin".into(),
+            endpoint.fingerprint.clone(),
+            "--data-dir".into(),
+            dir.join(&name).display().to_string(),
+            "--threads".into(),
+            options.threads.to_string(),
+        ];
+        if !options.adversaries.is_empty() {
+            // Every node leaks its results where copying adversaries can find them.
+            args.extend(["--collusion-dir".into(), collusion.display().to_string()]);
+        }
+        if let Some(adversary) = options.adversaries.get(index as usize - 1) {
+            args.extend(["--adversary".into(), adversary.name().into()]);
+        }
         children.spawn(
             &name,
-            &[
-                "node".into(),
-                "--coordinator".into(),
-                endpoint.url.clone(),
-                "--pin".into(),
-                endpoint.fingerprint.clone(),
-                "--data-dir".into(),
-                dir.join(&name).display().to_string(),
-                "--threads".into(),
-                options.threads.to_string(),
-            ],
+            &args,
             &[("RUST_LOG", "info".into())],
             &dir.join(format!("logs/{name}.log")),
         )?;
@@ -140,10 +156,20 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         std::fs::write(&weights_path, client.download_weights(&job).await?)?;
     }
     let nodes = client.nodes().await?;
+    let mut roles = BTreeMap::new();
+    for index in 1..=options.nodes {
+        let key = corex_net::load_keypair(&dir.join(format!("node-{index}")).join("node.key"))?;
+        let role = options
+            .adversaries
+            .get(index as usize - 1)
+            .map_or("honest", |adversary| adversary.name());
+        roles.insert(key.id(), format!("node-{index} {role}"));
+    }
     let outcome = DevnetOutcome {
         job,
         report,
         nodes,
+        roles,
         data_dir: dir,
         weights_path,
         report_path: report_path.clone(),

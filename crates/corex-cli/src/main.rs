@@ -53,6 +53,10 @@ enum Command {
         /// Give up (and fail) after this many seconds.
         #[arg(long, default_value_t = 1800)]
         timeout_s: u64,
+        /// Make the first nodes cheat, one kind each: random, zeros, scaled, sign-flipped,
+        /// copy, old, lazy, fake-gpu (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        adversaries: Vec<corex_node::Adversary>,
     },
     /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
     Coordinator {
@@ -74,6 +78,12 @@ enum Command {
         /// Compute threads (0: all cores).
         #[arg(long, default_value_t = 0)]
         threads: u32,
+        /// Cheat this way (the adversary kit, for tests and demonstrations).
+        #[arg(long)]
+        adversary: Option<corex_node::Adversary>,
+        /// Leave every submitted result here too (for copying adversaries).
+        #[arg(long)]
+        collusion_dir: Option<PathBuf>,
     },
     /// Submit and follow jobs on a running coordinator.
     Job {
@@ -132,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             job,
             threads,
             timeout_s,
+            adversaries,
         } => {
             let spec = job::load_spec(job.as_deref())?;
             let outcome = runtime()?.block_on(devnet::run(devnet::DevnetOptions {
@@ -141,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 threads,
                 timeout: std::time::Duration::from_secs(timeout_s),
                 show_progress: true,
+                adversaries,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {
@@ -159,6 +171,8 @@ fn main() -> anyhow::Result<()> {
             pin,
             data_dir,
             threads,
+            adversary,
+            collusion_dir,
         } => {
             let threads = serve::configure_threads(threads)?;
             // A node is one sequential loop; a single-threaded runtime spares it cross-thread
@@ -166,7 +180,14 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve::node(&coordinator, &pin, &data_dir, threads))
+                .block_on(serve::node(
+                    &coordinator,
+                    &pin,
+                    &data_dir,
+                    threads,
+                    adversary,
+                    collusion_dir,
+                ))
         }
         Command::Job {
             action,

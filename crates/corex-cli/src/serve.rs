@@ -1,7 +1,7 @@
 //! `corex coordinator` and `corex node`: long-running processes that stop on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use corex_coordinator::CoordinatorConfig;
@@ -47,6 +47,8 @@ pub async fn node(
     pin: &str,
     data_dir: &Path,
     threads: u32,
+    adversary: Option<corex_node::Adversary>,
+    collusion_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let key = load_or_create_keypair(&data_dir.join("node.key"))?;
     println!("node {} joining {coordinator}", key.id());
@@ -56,8 +58,16 @@ pub async fn node(
         shutdown_signal().await;
         let _ = stop.send(true);
     });
+    if let Some(adversary) = adversary {
+        tracing::warn!(
+            adversary = adversary.name(),
+            "this node CHEATS (adversary kit)"
+        );
+    }
     let config = NodeConfig {
         compute_threads: threads,
+        adversary,
+        collusion_dir,
         ..NodeConfig::default()
     };
     let done = NodeAgent::new(client, key, config).run(stopped).await?;

@@ -32,8 +32,8 @@ pub fn print(outcome: &DevnetOutcome) {
         .sum::<u64>()
         .max(1);
     println!(
-        "  {:<10} {:<8} {:>10} {:>10} {:>7}",
-        "node", "threads", "fragments", "samples", "share"
+        "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>7}",
+        "node", "role", "threads", "accepted", "audited", "rejected", "share"
     );
     for (node, contribution) in &status.nodes {
         let threads = outcome
@@ -41,11 +41,13 @@ pub fn print(outcome: &DevnetOutcome) {
             .get(node)
             .map_or("-".into(), |info| info.device.compute_threads.to_string());
         println!(
-            "  {:<10} {:<8} {:>10} {:>10} {:>6.1}%",
+            "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>6.1}%",
             node.short(),
+            outcome.roles.get(node).map_or("-", String::as_str),
             threads,
             contribution.fragments,
-            contribution.samples,
+            contribution.audited,
+            contribution.rejected,
             100.0 * contribution.fragments as f64 / total as f64
         );
     }

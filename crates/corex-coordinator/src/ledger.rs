@@ -203,23 +203,32 @@ impl LedgerService {
         )
     }
 
+    /// Signs `bodies` in order and commits them in one block. A record that no longer applies
+    /// (a verdict on a node that an earlier verdict of the same block removed) is left out and
+    /// logged; the first body (the round record itself) must apply.
     fn sign_and_commit(
         &mut self,
         bodies: Vec<TxBody>,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
-        let first_nonce = self
-            .chain
-            .state()
-            .account(&self.key.id())
-            .map_or(0, |a| a.nonce)
-            + 1;
+        let genesis = self.chain.genesis().clone();
         let genesis_hash = self.chain.genesis_hash();
-        let txs = bodies
-            .into_iter()
-            .zip(first_nonce..)
-            .map(|(body, nonce)| SignedTx::sign(&self.key, &genesis_hash, nonce, body))
-            .collect();
+        let mut state = self.chain.state().clone();
+        let mut nonce = state.account(&self.key.id()).map_or(0, |a| a.nonce);
+        let mut txs = Vec::with_capacity(bodies.len());
+        for (index, body) in bodies.into_iter().enumerate() {
+            let tx = SignedTx::sign(&self.key, &genesis_hash, nonce + 1, body);
+            match state.apply_verified(&genesis, &tx) {
+                Ok(()) => {
+                    nonce += 1;
+                    txs.push(tx);
+                }
+                Err(error) if index > 0 => {
+                    tracing::info!(%error, "a ledger record was left out of the block")
+                }
+                Err(error) => return Err(CoordinatorError::Ledger(error)),
+            }
+        }
         self.commit(txs, now_ms).map(|_| ())
     }
 
