@@ -265,7 +265,8 @@ fn verify(
         honest_nodes,
     };
     println!(
-        "bench verify: audit policy new {:.1} % → floor {:.1} % over {} passed audits; seed {seed}",
+        "bench verify: audit policy: all of a node's first results until {} audits pass, then {:.1} % → floor {:.1} % over {} passed audits; seed {seed}",
+        policy.probation_audits,
         f64::from(policy.new_node_ppm) / 1e4,
         f64::from(policy.floor_ppm) / 1e4,
         policy.proving_audits

@@ -15,8 +15,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use corex_core::messages::{
-    ApiError, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, SubmitJobRequest,
-    SubmitJobResponse,
+    ApiError, ChallengeCommit, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse,
+    SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request};
 use corex_core::{Hash, NodeId};
@@ -46,6 +46,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/register", post(register))
+        .route("/v1/nodes/challenge", post(issue_challenge))
+        .route("/v1/nodes/challenge/commit", post(commit_challenge))
+        .route("/v1/nodes/challenge/answer", post(answer_challenge))
         .route("/v1/lease", post(lease))
         .route("/v1/results", post(submit_result))
         .route("/v1/blobs/{hash}", get(blob_manifest))
@@ -120,6 +123,62 @@ async fn register(State(shared): State<Arc<Shared>>, request: Request) -> ApiRes
     };
     tracing::info!(node = %node.short(), cpu = %device.cpu_model, threads = device.compute_threads, "node registered");
     json(&RegisterResponse { node, coordinator })
+}
+
+fn random_seed() -> Result<u64, CoordinatorError> {
+    corex_net::random_bytes::<8>()
+        .map(u64::from_le_bytes)
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))
+}
+
+async fn issue_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, _) = authenticate(&shared, request).await?;
+    let issued = shared
+        .engine()
+        .issue_challenge(node, random_seed()?, shared.clock.millis())?;
+    json(&issued)
+}
+
+async fn commit_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let ChallengeCommit { commitment } = parse_json(&body)?;
+    let vector = shared.engine().commit_challenge(
+        node,
+        commitment,
+        random_seed()?,
+        shared.clock.millis(),
+    )?;
+    json(&vector)
+}
+
+/// The product, as raw f32 little-endian bytes. A claim the challenge does not bear out goes
+/// to the ledger as a suspicious soft reject; the speed shown is what the coordinator believes.
+async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let product = corex_core::tensor::bytes_to_f32s(&body)
+        .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
+    let worker = shared.clone();
+    let capability = tokio::task::spawn_blocking(move || {
+        let now_ms = worker.clock.millis();
+        worker.engine().answer_challenge(node, &product, now_ms)
+    })
+    .await
+    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
+    tracing::info!(node = %node.short(), mflops = capability.demonstrated_mflops, claimed_gflops = ?capability.claimed_gflops, believed = capability.believed, "capability challenge answered");
+    if !capability.believed {
+        let worker = shared.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            worker
+                .ledger()
+                .record_refuted_claim(node, worker.clock.unix_millis())
+        })
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "a refuted capability claim could not be recorded on the ledger");
+        }
+    }
+    json(&capability)
 }
 
 async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {

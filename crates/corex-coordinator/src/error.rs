@@ -19,6 +19,8 @@ pub enum CoordinatorError {
     StaleSignature { created: u64, skew_s: u64 },
     #[error("nonce {nonce} was already used by this key: replayed request refused")]
     ReplayedNonce { nonce: String },
+    #[error("no capability challenge is waiting for this step; request one first")]
+    NoChallenge,
     #[error("node {0} failed too many audits and gets no more work")]
     Banned(String),
     #[error("node {0} is not registered; POST /v1/nodes/register first")]
@@ -92,7 +94,8 @@ impl CoordinatorError {
             Self::FragmentClosed(_)
             | Self::StaleModel { .. }
             | Self::Lease(_)
-            | Self::JobNotFinished(_) => 409,
+            | Self::JobNotFinished(_)
+            | Self::NoChallenge => 409,
             Self::WrongSampleCount { .. }
             | Self::ResultHashMismatch
             | Self::WrongShape(_)
@@ -131,6 +134,7 @@ impl CoordinatorError {
             Self::ReplayedNonce { .. } => "replayed_nonce",
             Self::UnregisteredNode(_) => "unregistered_node",
             Self::Banned(_) => "banned",
+            Self::NoChallenge => "no_challenge",
             Self::UnknownJob(_) => "unknown_job",
             Self::UnknownFragment(_) | Self::Lease(LeaseError::UnknownFragment(_)) => {
                 "unknown_fragment"

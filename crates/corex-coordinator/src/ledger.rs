@@ -9,8 +9,8 @@ use std::path::Path;
 use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Hash, Keypair, NodeId};
 use corex_ledger::{
-    Block, Chain, ContributionEntry, Genesis, NodeStatus, SignedTx, TxBody, TxReceipt, Verdict,
-    merkle_root,
+    Block, Chain, ContributionEntry, Genesis, NodeStatus, SignedTx, SoftReason, TxBody, TxReceipt,
+    Verdict, merkle_root,
 };
 use corex_ledger_store::LedgerStore;
 
@@ -109,6 +109,32 @@ impl LedgerService {
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
         self.sign_and_commit(vec![TxBody::CommitAuditChain { anchor }], now_ms)
+    }
+
+    /// A capability claim that the challenge refuted: a suspicious soft reject (no slash; the
+    /// node's score drops and the event is counted).
+    pub fn record_refuted_claim(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let active = self
+            .chain
+            .state()
+            .nodes
+            .get(&node)
+            .is_some_and(|profile| profile.status == NodeStatus::Active);
+        if !active {
+            return Ok(());
+        }
+        let body = TxBody::RecordVerdict {
+            node,
+            fragment: Hash::of_parts(&[b"corex-capability-claim", &node.0, &now_ms.to_le_bytes()]),
+            verdict: Verdict::SoftReject {
+                reason: SoftReason::Suspicious,
+            },
+        };
+        self.sign_and_commit(vec![body], now_ms)
     }
 
     /// Records a closed round; settles the epoch when it is full or the job is finished.

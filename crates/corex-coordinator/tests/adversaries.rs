@@ -29,10 +29,12 @@ fn job() -> JobSpec {
     }
 }
 
+type LedgerViews = Vec<(u8, Option<corex_ledger::AccountView>)>;
+type Believed = Vec<(u8, bool)>;
+
 /// Runs the job on 7 honest nodes (seeds 1..=7) and 3 running `adversary` (seeds 101..=103).
-async fn run(
-    adversary: Option<Adversary>,
-) -> (JobStatus, Vec<(u8, Option<corex_ledger::AccountView>)>) {
+/// Returns the status, each node's ledger account, and whether its capability was believed.
+async fn run(adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed) {
     let mut net = TestNet::start(CoordinatorConfig::default()).await;
     let collusion = net.dir.path().join("collusion");
     std::fs::create_dir_all(&collusion).unwrap();
@@ -53,17 +55,21 @@ async fn run(
     // Let the ledger recorder catch up with the last round.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut ledger = Vec::new();
+    let mut believed = Vec::new();
+    let nodes = owner.nodes().await.unwrap();
     for seed in (1..=HONEST).chain(101..101 + CHEATS) {
         let id = corex_core::Keypair::from_secret([seed; 32]).id();
         ledger.push((seed, owner.ledger_account(&id).await.unwrap()));
+        let capability = nodes[&id].capability.as_ref();
+        believed.push((seed, capability.is_some_and(|c| c.believed)));
     }
     net.shutdown().await;
-    (status, ledger)
+    (status, ledger, believed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
-    let (clean, _) = run(None).await;
+    let (clean, _, _) = run(None).await;
     let clean_accuracy = clean.last_test_accuracy.unwrap();
     println!(
         "clean run: accuracy {:.2}%, model {}",
@@ -78,8 +84,9 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         Adversary::Copy,
         Adversary::Old,
         Adversary::Lazy,
+        Adversary::FakeGpu,
     ] {
-        let (status, ledger) = run(Some(adversary)).await;
+        let (status, ledger, believed) = run(Some(adversary)).await;
         let accuracy = status.last_test_accuracy.unwrap();
         let caught: u64 = ledger
             .iter()
@@ -101,6 +108,27 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
                 "differs from the clean run's"
             }
         );
+        for (seed, believed) in &believed {
+            let honest = *seed <= HONEST || adversary != Adversary::FakeGpu;
+            assert_eq!(
+                *believed,
+                honest,
+                "node {seed}: capability believed = {believed} under {}",
+                adversary.name()
+            );
+        }
+        if adversary == Adversary::FakeGpu {
+            // It computes honestly; what it lies about is its speed, which is not believed
+            // and is recorded on the ledger as an abnormal event.
+            for (seed, view) in ledger.iter().filter(|(seed, _)| *seed > 100) {
+                let profile = &view.as_ref().unwrap().node.as_ref().unwrap().profile;
+                assert!(
+                    profile.abnormal_events >= 1,
+                    "fake GPU {seed} was not penalized"
+                );
+            }
+            continue;
+        }
         assert!(rejected >= 1, "{}: no cheat was caught", adversary.name());
         assert!(
             caught >= 1,

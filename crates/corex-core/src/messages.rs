@@ -28,6 +28,9 @@ pub struct DeviceReport {
     /// Threads the node will use for compute.
     pub compute_threads: u32,
     pub agent_version: String,
+    /// Speed the node claims (GFLOP/s), if any; the capability challenge checks it.
+    #[serde(default)]
+    pub claimed_gflops: Option<u64>,
 }
 
 /// What the coordinator knows about a registered node.
@@ -37,6 +40,40 @@ pub struct NodeInfo {
     /// Coordinator-clock milliseconds of first registration and of the latest request.
     pub registered_ms: u64,
     pub last_seen_ms: u64,
+    /// What the capability challenge showed, once the node has answered one.
+    #[serde(default)]
+    pub capability: Option<Capability>,
+}
+
+/// The outcome of a capability challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    /// Size of the challenge product.
+    pub n: u32,
+    /// Speed shown: `2n³` FLOP over the time from the challenge to the commitment, in MFLOP/s.
+    pub demonstrated_mflops: u64,
+    pub claimed_gflops: Option<u64>,
+    /// False when the product was wrong, or the claim exceeds 4× the speed shown.
+    pub believed: bool,
+}
+
+/// A capability challenge: compute `A·B` for the `n × n` matrices seeded by `seed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeIssued {
+    pub seed: u64,
+    pub n: u32,
+}
+
+/// The node's commitment to its product, sent before it learns the check vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeCommit {
+    pub commitment: Hash,
+}
+
+/// The check vector's seed, drawn after the commitment arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeVector {
+    pub vector_seed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

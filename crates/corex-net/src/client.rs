@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use corex_core::chunk::Manifest;
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
-    ApiError, DeviceReport, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
-    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
+    ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeviceReport,
+    JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse,
+    SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request,
@@ -212,6 +213,25 @@ impl CoordinatorClient {
     }
 
     /// Fetches the blob named `hash` chunk by chunk, checking every chunk and the whole.
+    pub async fn challenge(&self) -> Result<ChallengeIssued, NetError> {
+        self.call_json("POST", "/v1/nodes/challenge", Vec::new())
+            .await
+    }
+
+    pub async fn commit_challenge(&self, commitment: Hash) -> Result<ChallengeVector, NetError> {
+        self.post_json(
+            "/v1/nodes/challenge/commit",
+            &ChallengeCommit { commitment },
+        )
+        .await
+    }
+
+    /// Sends the challenge product (f32 little-endian bytes).
+    pub async fn answer_challenge(&self, product: Vec<u8>) -> Result<Capability, NetError> {
+        self.call_json("POST", "/v1/nodes/challenge/answer", product)
+            .await
+    }
+
     pub async fn ledger_summary(&self) -> Result<LedgerSummary, NetError> {
         self.call_json("GET", "/v1/ledger", Vec::new()).await
     }

@@ -89,6 +89,7 @@ impl NodeAgent {
         let mut report = device::detect(self.config.compute_threads);
         if self.config.adversary == Some(Adversary::FakeGpu) {
             report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
+            report.claimed_gflops = Some(60_000);
         }
         let mut backoff = Backoff::default();
         loop {
@@ -96,6 +97,7 @@ impl NodeAgent {
                 Ok(response) => {
                     tracing::info!(node = %response.node.short(), coordinator = %response.coordinator.short(), "registered");
                     self.join_ledger(&report).await;
+                    self.prove_capability().await;
                     break;
                 }
                 Err(error) if error.is_transient() => {
@@ -162,6 +164,38 @@ impl NodeAgent {
             Err(error) => {
                 tracing::warn!(%error, "could not register on the ledger; work will not be paid")
             }
+        }
+    }
+
+    /// Answers the coordinator's capability challenge: computes the seeded product, commits to
+    /// it, then sends it for the check. Failure is logged: the node can still work.
+    async fn prove_capability(&self) {
+        let proof = async {
+            let challenge = self.client.challenge().await?;
+            let n = challenge.n as usize;
+            let product = tokio::task::spawn_blocking(move || {
+                let (a, b) = corex_verify::challenge_matrices(challenge.seed, n);
+                corex_ml::matmul(&a, &b, n)
+            })
+            .await
+            .map_err(|error| NodeError::Compute(error.to_string()))?
+            .map_err(|error| NodeError::Compute(error.to_string()))?;
+            self.client
+                .commit_challenge(corex_verify::commit_product(&product))
+                .await?;
+            Ok::<_, NodeError>(
+                self.client
+                    .answer_challenge(f32s_to_bytes(&product))
+                    .await?,
+            )
+        };
+        match proof.await {
+            Ok(capability) => tracing::info!(
+                mflops = capability.demonstrated_mflops,
+                believed = capability.believed,
+                "capability challenge answered"
+            ),
+            Err(error) => tracing::warn!(%error, "capability challenge failed"),
         }
     }
 

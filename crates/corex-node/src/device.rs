@@ -31,6 +31,7 @@ pub fn detect(compute_threads: u32) -> DeviceReport {
         gpus: detect_gpus(),
         compute_threads,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        claimed_gflops: None,
     }
 }
 

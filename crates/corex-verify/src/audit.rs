@@ -74,7 +74,9 @@ pub fn is_audited(seed: &Hash, commitment: &Hash, rate_ppm: u32) -> bool {
 /// How often a node's results are audited, from its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPolicy {
-    /// Rate for a node with no passed audits.
+    /// A node's first results are all audited until it has passed this many audits.
+    pub probation_audits: u32,
+    /// Rate once on probation no more, before any further passed audit.
     pub new_node_ppm: u32,
     /// Never audit less often than this.
     pub floor_ppm: u32,
@@ -89,6 +91,7 @@ impl Default for AuditPolicy {
     /// rate catches early cheats.
     fn default() -> Self {
         Self {
+            probation_audits: 2,
             new_node_ppm: 250_000,
             floor_ppm: 90_000,
             proving_audits: 10,
@@ -97,12 +100,13 @@ impl Default for AuditPolicy {
 }
 
 impl AuditPolicy {
-    /// Falls linearly with passed audits to the floor; after any failed audit, every result
-    /// of the node is audited.
+    /// Everything while on probation or after any failed audit; otherwise falling linearly
+    /// with passed audits from the new-node rate to the floor.
     pub fn rate_ppm(&self, passed_audits: u64, failed_audits: u64) -> u32 {
-        if failed_audits > 0 {
+        if failed_audits > 0 || passed_audits < u64::from(self.probation_audits) {
             return 1_000_000;
         }
+        let passed_audits = passed_audits - u64::from(self.probation_audits);
         if self.proving_audits == 0 {
             return self.new_node_ppm.max(self.floor_ppm);
         }
@@ -142,8 +146,9 @@ mod tests {
     #[test]
     fn the_rate_falls_with_proof_and_never_under_the_floor() {
         let policy = AuditPolicy::default();
-        assert_eq!(policy.rate_ppm(0, 0), 250_000);
-        assert!(policy.rate_ppm(5, 0) < 250_000);
+        assert_eq!(policy.rate_ppm(0, 0), 1_000_000);
+        assert_eq!(policy.rate_ppm(2, 0), 250_000);
+        assert!(policy.rate_ppm(7, 0) < 250_000);
         assert_eq!(policy.rate_ppm(1_000, 0), 90_000);
         assert_eq!(policy.rate_ppm(1_000, 1), 1_000_000);
     }
