@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, NodeId};
 use corex_verify::{
-    AuditPolicy, ConsistencyPolicy, SeedChain, Tolerance, compare, is_audited, round_consistency,
+    AuditPolicy, ConsistencyPolicy, SeedChain, Tolerance, compare, gather, is_audited,
+    round_consistency, sample_coordinates,
 };
 
 use crate::error::CoordinatorError;
@@ -17,6 +18,9 @@ use crate::error::CoordinatorError;
 /// Failed audits after which the coordinator stops giving a node work (the ledger removes
 /// the node at the same count).
 pub const BAN_AFTER_FAILED_AUDITS: u64 = 3;
+
+/// Coordinates drawn (from the revealed seed) for the consistency statistics.
+const CONSISTENCY_SAMPLE: usize = 8_192;
 
 /// Reveals in one seed chain; a new chain (with a new anchor) follows when it runs out.
 const CHAIN_LENGTH: usize = 100_000;
@@ -104,7 +108,10 @@ impl Verifier {
     ) -> Result<(Hash, Vec<Judged>), CoordinatorError> {
         let seed = self.reveal();
         let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
-        let consistency = round_consistency(&parts, &self.consistency)
+        let len = parts.first().map_or(0, |part| part.len());
+        let sampled = gather(&parts, &sample_coordinates(&seed, len, CONSISTENCY_SAMPLE));
+        let sampled: Vec<&[f32]> = sampled.iter().map(Vec::as_slice).collect();
+        let consistency = round_consistency(&sampled, &self.consistency)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
         // A result is repeated if its bytes were judged in an earlier round or appear more
         // than once in this one; every copy is flagged, whichever came first.

@@ -112,15 +112,22 @@ pub fn aggregate(
     }
 }
 
-/// Applies `reduce` to each coordinate's values, sorted ascending (total order).
+/// Applies `reduce` to each coordinate's values, sorted ascending (total order). Rounds have
+/// a handful of parts, so each column is sorted by insertion in a reused buffer: this runs
+/// once per parameter per round and must stay cheap.
 fn per_coordinate(parts: &[&[f32]], len: usize, reduce: impl Fn(&[f32]) -> f32) -> Vec<f32> {
     let mut column = vec![0.0f32; parts.len()];
     (0..len)
         .map(|i| {
-            for (slot, part) in column.iter_mut().zip(parts) {
-                *slot = part[i];
+            for (filled, part) in parts.iter().enumerate() {
+                let value = part[i];
+                let mut at = filled;
+                while at > 0 && column[at - 1].total_cmp(&value).is_gt() {
+                    column[at] = column[at - 1];
+                    at -= 1;
+                }
+                column[at] = value;
             }
-            column.sort_by(f32::total_cmp);
             reduce(&column)
         })
         .collect()

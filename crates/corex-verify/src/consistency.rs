@@ -3,6 +3,9 @@
 //! way as the robust centre (coordinate-wise median). Statistics alone lose to small
 //! coordinated shifts, so this flags and weighs; replay audits stay the primary defence.
 
+use corex_core::Hash;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{norms, robust_centre};
@@ -88,6 +91,33 @@ pub fn round_consistency(
             }
         })
         .collect())
+}
+
+/// `count` distinct coordinates out of `len`, drawn from `seed` (sorted). Consistency
+/// statistics on a few thousand coordinates estimate norms and cosines well and cost a tiny
+/// fraction of the full vectors; drawn from the seed revealed after the results were
+/// committed, the sample cannot be predicted and dodged.
+pub fn sample_coordinates(seed: &Hash, len: usize, count: usize) -> Vec<usize> {
+    if count >= len {
+        return (0..len).collect();
+    }
+    let mut rng = ChaCha8Rng::from_seed(seed.0);
+    let mut picked = rand::seq::index::sample(&mut rng, len, count).into_vec();
+    picked.sort_unstable();
+    picked
+}
+
+/// The values of `parts` at `coordinates`.
+pub fn gather(parts: &[&[f32]], coordinates: &[usize]) -> Vec<Vec<f32>> {
+    parts
+        .iter()
+        .map(|part| {
+            coordinates
+                .iter()
+                .map(|&i| part.get(i).copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub use capability::{
     challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,
 };
 pub use compare::{Comparison, Tolerance, compare, cosine, norm};
-pub use consistency::{Consistency, ConsistencyPolicy, Inconsistency, round_consistency};
+pub use consistency::{
+    Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
+};
 pub use detection::{DetectionStudy, Population, study_detection};
 pub use error::VerifyError;
