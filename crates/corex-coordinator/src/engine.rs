@@ -221,8 +221,11 @@ impl Coordinator {
     }
 
     /// Expires overdue leases in every job; the number of fragments freed.
-    pub fn expire(&mut self, now_ms: u64) -> usize {
-        self.jobs.values_mut().map(|job| job.expire(now_ms)).sum()
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(Hash, NodeId)> {
+        self.jobs
+            .values_mut()
+            .flat_map(|job| job.expire(now_ms))
+            .collect()
     }
 
     /// Takes a framed result body from `node`. On success, says which job progressed how.

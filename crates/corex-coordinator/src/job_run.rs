@@ -164,11 +164,17 @@ impl JobRun {
         Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
     }
 
-    /// Returns expired leases to the pool; the count of fragments freed.
-    pub fn expire(&mut self, now_ms: u64) -> usize {
-        self.round
-            .as_mut()
-            .map_or(0, |round| round.leases.expire(now_ms).len())
+    /// Returns expired leases to the pool; the fragments freed and who had held them.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(Hash, NodeId)> {
+        let Some(round) = self.round.as_mut() else {
+            return Vec::new();
+        };
+        round
+            .leases
+            .expire(now_ms)
+            .into_iter()
+            .filter_map(|(index, node)| Some((round.fragments.get(index as usize)?.id, node)))
+            .collect()
     }
 
     /// Whether `fragment` is (or was) one of this job's.

@@ -16,12 +16,35 @@ use corex_ledger_store::LedgerStore;
 
 use crate::error::CoordinatorError;
 
-/// Work of the current epoch, in MFLOP per node, not yet recorded.
+/// Work of the current epoch, not yet recorded.
 #[derive(Debug, Default)]
 struct EpochTally {
     rounds: u32,
-    work: BTreeMap<NodeId, u64>,
+    work: BTreeMap<NodeId, NodeTally>,
+    /// MFLOP of all results judged.
     demand: u64,
+}
+
+/// One node's accepted work in the epoch.
+#[derive(Debug, Default)]
+struct NodeTally {
+    /// Compute-PoC units: MFLOP of accepted results.
+    compute: u64,
+    /// Model-PoT units: MFLOP of accepted results that gradient consistency found in line
+    /// with the round.
+    consistent: u64,
+    accepted: u64,
+    flagged: u64,
+}
+
+impl NodeTally {
+    /// Model-PoT quality: the share of accepted results that consistency did not flag.
+    fn quality_ppm(&self) -> u32 {
+        if self.accepted == 0 {
+            return 0;
+        }
+        ((self.accepted - self.flagged) * 1_000_000 / self.accepted) as u32
+    }
 }
 
 pub struct LedgerService {
@@ -111,6 +134,35 @@ impl LedgerService {
         self.sign_and_commit(vec![TxBody::CommitAuditChain { anchor }], now_ms)
     }
 
+    /// Leases that expired: soft rejects (timeouts), which cost a little score and nothing else.
+    pub fn record_timeouts(
+        &mut self,
+        expired: &[(Hash, NodeId)],
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let state = self.chain.state();
+        let bodies: Vec<TxBody> = expired
+            .iter()
+            .filter(|(_, node)| {
+                state
+                    .nodes
+                    .get(node)
+                    .is_some_and(|profile| profile.status == NodeStatus::Active)
+            })
+            .map(|(fragment, node)| TxBody::RecordVerdict {
+                node: *node,
+                fragment: *fragment,
+                verdict: Verdict::SoftReject {
+                    reason: SoftReason::Timeout,
+                },
+            })
+            .collect();
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        self.sign_and_commit(bodies, now_ms)
+    }
+
     /// A capability claim that the challenge refuted: a suspicious soft reject (no slash; the
     /// node's score drops and the event is counted).
     pub fn record_refuted_claim(
@@ -169,9 +221,16 @@ impl LedgerService {
                 continue;
             }
             let verdict = match &result.verdict {
-                ResultVerdict::Accepted { .. } => {
-                    *self.tally.work.entry(result.node).or_default() +=
-                        result.flops.div_ceil(MFLOP);
+                ResultVerdict::Accepted { flag, .. } => {
+                    let units = result.flops.div_ceil(MFLOP);
+                    let tally = self.tally.work.entry(result.node).or_default();
+                    tally.compute += units;
+                    tally.accepted += 1;
+                    if flag.is_some() {
+                        tally.flagged += 1;
+                    } else {
+                        tally.consistent += units;
+                    }
                     Verdict::Accept
                 }
                 ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
@@ -198,6 +257,8 @@ impl LedgerService {
         let state = self.chain.state();
         let epoch = state.epoch;
         let tally = std::mem::take(&mut self.tally);
+        // Two entries per node: Compute-PoC units at full quality (every accepted result was
+        // verified or open to audit), Model-PoT units at the node's consistency quality.
         let entries: Vec<ContributionEntry> = tally
             .work
             .into_iter()
@@ -207,12 +268,23 @@ impl LedgerService {
                     .get(node)
                     .is_some_and(|profile| profile.status == NodeStatus::Active)
             })
-            .map(|(node, units)| ContributionEntry {
-                node,
-                compute_units: units,
-                pot_units: 0,
-                verification_units: 0,
-                quality_ppm: 1_000_000,
+            .flat_map(|(node, tally)| {
+                [
+                    ContributionEntry {
+                        node,
+                        compute_units: tally.compute,
+                        pot_units: 0,
+                        verification_units: 0,
+                        quality_ppm: 1_000_000,
+                    },
+                    ContributionEntry {
+                        node,
+                        compute_units: 0,
+                        pot_units: tally.consistent,
+                        verification_units: 0,
+                        quality_ppm: tally.quality_ppm(),
+                    },
+                ]
             })
             .collect();
         let supply = entries.iter().map(|e| e.compute_units).sum();

@@ -211,10 +211,22 @@ async fn sweep_leases(shared: Arc<Shared>) {
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
     loop {
         interval.tick().await;
-        let freed = shared.engine().expire(shared.clock.millis());
-        if freed > 0 {
-            tracing::info!(freed, "leases expired; fragments re-issued");
-            shared.work_available.notify_waiters();
+        let expired = shared.engine().expire(shared.clock.millis());
+        if expired.is_empty() {
+            continue;
+        }
+        tracing::info!(freed = expired.len(), "leases expired; fragments re-issued");
+        shared.work_available.notify_waiters();
+        // A timeout is a soft reject: the work is dropped, nothing is slashed.
+        let worker = shared.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            worker
+                .ledger()
+                .record_timeouts(&expired, worker.clock.unix_millis())
+        })
+        .await;
+        if let Ok(Err(error)) = recorded {
+            tracing::warn!(%error, "timeouts could not be recorded on the ledger");
         }
     }
 }
