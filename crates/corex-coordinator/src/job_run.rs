@@ -20,7 +20,7 @@ use corex_verify::Aggregation;
 
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
-use crate::verification::{Candidate, Verifier};
+use crate::verification::{Candidate, Replay, Verifier};
 
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
@@ -298,6 +298,7 @@ impl JobRun {
                 commitment: result.commitment,
                 result_hash: result.result_hash,
                 gradient: &result.gradient,
+                loss: result.loss,
             })
             .collect();
         let (audit_seed, judged) = verifier.judge_round(&candidates, |index| {
@@ -307,7 +308,10 @@ impl JobRun {
                 &self.dataset,
                 &round.fragments[index].indices,
             )
-            .map(|output| output.gradient)
+            .map(|output| Replay {
+                gradient: output.gradient,
+                loss: output.loss,
+            })
             .map_err(training)
         })?;
 

@@ -39,7 +39,19 @@ pub struct Candidate<'a> {
     pub commitment: Hash,
     pub result_hash: Hash,
     pub gradient: &'a [f32],
+    /// The mean loss the node reported for its samples.
+    pub loss: f32,
 }
+
+/// What an audit recomputes: the gradient and the mean loss.
+pub struct Replay {
+    pub gradient: Vec<f32>,
+    pub loss: f32,
+}
+
+/// Largest accepted difference between reported and replayed loss, relative to the replayed
+/// loss (with an absolute floor for losses near zero). Honest replays match exactly.
+const LOSS_TOLERANCE: f32 = 1e-3;
 
 /// The verdict on one result and, for a rejected one, the gradient that replaces it.
 pub struct Judged {
@@ -104,7 +116,7 @@ impl Verifier {
     pub fn judge_round(
         &mut self,
         candidates: &[Candidate<'_>],
-        mut replay: impl FnMut(usize) -> Result<Vec<f32>, CoordinatorError>,
+        mut replay: impl FnMut(usize) -> Result<Replay, CoordinatorError>,
     ) -> Result<(Hash, Vec<Judged>), CoordinatorError> {
         let seed = self.reveal();
         let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
@@ -147,11 +159,16 @@ impl Verifier {
                 });
                 continue;
             }
-            let truth = replay(index)?;
+            let Replay {
+                gradient: truth,
+                loss,
+            } = replay(index)?;
             let comparison = compare(candidate.gradient, &truth, &self.tolerance)
                 .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+            let loss_matches =
+                (candidate.loss - loss).abs() <= LOSS_TOLERANCE * loss.abs().max(1e-3);
             let entry = self.records.entry(candidate.node).or_default();
-            if comparison.within {
+            if comparison.within && loss_matches {
                 entry.passed += 1;
                 judged.push(Judged {
                     verdict: ResultVerdict::Accepted {

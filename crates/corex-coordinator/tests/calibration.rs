@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{adam, small_job};
-use corex_coordinator::verification::{Candidate, Verifier};
+use corex_coordinator::verification::{Candidate, Replay, Verifier};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, JobSpec};
 use corex_ml::{Dataset, Trainer};
@@ -50,24 +50,22 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
         let job = Hash::of(&seed.to_le_bytes());
         for round in 0..3 {
             let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"));
-            let gradient = |threads: usize, indices: &[u32]| {
+            let output = |threads: usize, indices: &[u32]| {
                 pools[threads]
                     .install(|| {
                         corex_ml::compute_gradient(&spec.model, &parameters, &dataset, indices)
                     })
                     .unwrap()
-                    .gradient
             };
             // The node computes on 2 or 4 threads, the auditor replays on 1.
-            let submitted: Vec<Vec<f32>> = fragments
+            let submitted: Vec<_> = fragments
                 .iter()
                 .enumerate()
-                .map(|(i, f)| gradient(1 + i % 2, &f.indices))
+                .map(|(i, f)| output(1 + i % 2, &f.indices))
                 .collect();
-            let replays: Vec<Vec<f32>> =
-                fragments.iter().map(|f| gradient(0, &f.indices)).collect();
+            let replays: Vec<_> = fragments.iter().map(|f| output(0, &f.indices)).collect();
             for (s, r) in submitted.iter().zip(&replays) {
-                let c = compare(s, r, &tolerance).unwrap();
+                let c = compare(&s.gradient, &r.gradient, &tolerance).unwrap();
                 worst_l2 = worst_l2.max(c.relative_l2);
                 worst_cosine = worst_cosine.min(c.cosine);
                 compared += 1;
@@ -75,19 +73,28 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             let candidates: Vec<Candidate<'_>> = submitted
                 .iter()
                 .zip(&fragments)
-                .map(|(g, f)| Candidate {
+                .map(|(s, f)| Candidate {
                     node: corex_core::Keypair::from_secret([f.index as u8; 32]).id(),
                     fragment: f.id,
                     commitment: Hash::of_parts(&[&f.id.0, &round.to_le_bytes()]),
                     result_hash: Hash::of(
-                        &g.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+                        &s.gradient
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect::<Vec<u8>>(),
                     ),
-                    gradient: g,
+                    gradient: &s.gradient,
+                    loss: s.loss,
                 })
                 .collect();
             // Then the real verifier judges the round: its own audit draws and consistency flags.
             let (_, judged) = verifier
-                .judge_round(&candidates, |i| Ok(replays[i].clone()))
+                .judge_round(&candidates, |i| {
+                    Ok(Replay {
+                        gradient: replays[i].gradient.clone(),
+                        loss: replays[i].loss,
+                    })
+                })
                 .unwrap();
             hard_rejects += judged
                 .iter()
@@ -96,7 +103,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             let parts: Vec<(&[f32], u32)> = submitted
                 .iter()
                 .zip(&fragments)
-                .map(|(g, f)| (g.as_slice(), f.indices.len() as u32))
+                .map(|(s, f)| (s.gradient.as_slice(), f.indices.len() as u32))
                 .collect();
             trainer
                 .step(&corex_ml::weighted_mean(&parts).unwrap())
