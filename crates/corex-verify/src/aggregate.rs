@@ -143,13 +143,13 @@ fn median_of_sorted(sorted: &[f32]) -> f32 {
 }
 
 /// The coordinate-wise median: the robust centre of a round's gradients.
-pub fn robust_centre(parts: &[&[f32]]) -> Result<Vec<f32>, VerifyError> {
+pub(crate) fn robust_centre(parts: &[&[f32]]) -> Result<Vec<f32>, VerifyError> {
     let len = check(parts)?;
     Ok(per_coordinate(parts, len, median_of_sorted))
 }
 
 /// Norm of each part, for cohort statistics.
-pub fn norms(parts: &[&[f32]]) -> Vec<f64> {
+pub(crate) fn norms(parts: &[&[f32]]) -> Vec<f64> {
     parts.iter().map(|part| norm(part)).collect()
 }
 

@@ -80,7 +80,7 @@ pub fn compare(
 }
 
 /// Euclidean norm, in f64.
-pub fn norm(values: &[f32]) -> f64 {
+pub(crate) fn norm(values: &[f32]) -> f64 {
     values
         .iter()
         .map(|v| f64::from(*v) * f64::from(*v))
@@ -89,7 +89,7 @@ pub fn norm(values: &[f32]) -> f64 {
 }
 
 /// Cosine similarity in f64; 0 when either vector is zero.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (na, nb) = (norm(a), norm(b));
     if na == 0.0 || nb == 0.0 {
         return 0.0;

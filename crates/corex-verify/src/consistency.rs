@@ -48,14 +48,6 @@ pub struct Consistency {
     pub flag: Option<Inconsistency>,
 }
 
-impl Consistency {
-    /// The quality the ledger's Model-PoT share uses: full for consistent work, none for
-    /// flagged work.
-    pub fn quality_ppm(&self) -> u32 {
-        if self.flag.is_some() { 0 } else { 1_000_000 }
-    }
-}
-
 /// Judges every part of one round against the others.
 pub fn round_consistency(
     parts: &[&[f32]],
@@ -142,7 +134,6 @@ mod tests {
         let judged = round_consistency(&refs, &ConsistencyPolicy::default()).unwrap();
         for honest in &judged[..5] {
             assert_eq!(honest.flag, None, "{honest:?}");
-            assert_eq!(honest.quality_ppm(), 1_000_000);
         }
         assert_eq!(judged[5].flag, Some(Inconsistency::NormTooLarge));
         assert_eq!(judged[6].flag, Some(Inconsistency::NormTooSmall));

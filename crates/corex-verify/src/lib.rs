@@ -17,12 +17,12 @@ mod consistency;
 mod detection;
 mod error;
 
-pub use aggregate::{Aggregation, aggregate, norms, robust_centre};
+pub use aggregate::{Aggregation, aggregate};
 pub use audit::{AuditPolicy, SeedChain, follows, is_audited};
 pub use capability::{
     challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,
 };
-pub use compare::{Comparison, Tolerance, compare, cosine, norm};
+pub use compare::{Comparison, Tolerance, compare};
 pub use consistency::{
     Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
 };
