@@ -188,9 +188,11 @@ impl Verifier {
                 judged.push(Judged {
                     verdict: ResultVerdict::Rejected {
                         reason: format!(
-                            "replay disagrees: relative L2 {:.3e}, cosine {:.4}{}",
+                            "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}{}",
                             comparison.relative_l2,
                             comparison.cosine,
+                            candidate.loss,
+                            loss,
                             flag.map(|f| format!("; consistency flag {f}"))
                                 .unwrap_or_default()
                         ),
