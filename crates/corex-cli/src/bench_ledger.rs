@@ -168,13 +168,7 @@ fn transactions(options: &LedgerBenchOptions) -> anyhow::Result<()> {
                 epoch,
                 entries: keys
                     .iter()
-                    .map(|k| ContributionEntry {
-                        node: k.id(),
-                        compute_units: 10,
-                        pot_units: 0,
-                        verification_units: 0,
-                        quality_ppm: 1_000_000,
-                    })
+                    .map(|k| ContributionEntry::compute(k.id(), 10))
                     .collect(),
             },
             TxBody::SettleEpoch {

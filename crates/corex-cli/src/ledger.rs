@@ -131,23 +131,29 @@ pub fn print(audit: &LedgerAudit) {
     println!("  state root   {}", audit.state_root);
     println!("  epoch        {}", audit.epoch);
     print_supply(&audit.supply);
-    if !audit.nodes.is_empty() {
+    print_nodes(&audit.nodes);
+}
+
+/// Each node's standing: tier, score, verdicts and rewards.
+pub fn print_nodes(nodes: &[NodeStanding]) {
+    if nodes.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<10} {:<10} {:>6} {:>7} {:>9} {:>22} {:>22}",
+        "node", "tier", "score", "tasks", "failures", "locked CXT", "claimed CXT"
+    );
+    for node in nodes {
         println!(
             "  {:<10} {:<10} {:>6} {:>7} {:>9} {:>22} {:>22}",
-            "node", "tier", "score", "tasks", "failures", "locked CXT", "claimed CXT"
+            node.node.short(),
+            format!("{:?}", node.tier).to_lowercase(),
+            node.score,
+            node.tasks_done,
+            node.failures + u64::from(node.hard_rejects),
+            format_cxt(node.rewards_locked),
+            format_cxt(node.rewards_claimed)
         );
-        for node in &audit.nodes {
-            println!(
-                "  {:<10} {:<10} {:>6} {:>7} {:>9} {:>22} {:>22}",
-                node.node.short(),
-                format!("{:?}", node.tier).to_lowercase(),
-                node.score,
-                node.tasks_done,
-                node.failures + u64::from(node.hard_rejects),
-                format_cxt(node.rewards_locked),
-                format_cxt(node.rewards_claimed)
-            );
-        }
     }
 }
 

@@ -34,6 +34,15 @@ struct Cli {
     command: Command,
 }
 
+/// Where a running coordinator is and which certificate to pin.
+#[derive(clap::Args)]
+struct Connection {
+    #[arg(long, env = "COREX_COORDINATOR", global = true, default_value = "")]
+    coordinator: String,
+    #[arg(long, env = "COREX_PIN", global = true, default_value = "")]
+    pin: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start a coordinator and N nodes on 127.0.0.1, train the default job, report.
@@ -89,10 +98,8 @@ enum Command {
     Job {
         #[command(subcommand)]
         action: job::JobAction,
-        #[arg(long, env = "COREX_COORDINATOR", global = true, default_value = "")]
-        coordinator: String,
-        #[arg(long, env = "COREX_PIN", global = true, default_value = "")]
-        pin: String,
+        #[command(flatten)]
+        coordinator: Connection,
         /// The job owner's key (made on first use).
         #[arg(
             long,
@@ -111,10 +118,8 @@ enum Command {
     Wallet {
         #[command(subcommand)]
         action: wallet::WalletAction,
-        #[arg(long, env = "COREX_COORDINATOR", global = true, default_value = "")]
-        coordinator: String,
-        #[arg(long, env = "COREX_PIN", global = true, default_value = "")]
-        pin: String,
+        #[command(flatten)]
+        coordinator: Connection,
         /// The wallet's key file.
         #[arg(
             long,
@@ -192,16 +197,24 @@ fn main() -> anyhow::Result<()> {
         Command::Job {
             action,
             coordinator,
-            pin,
             key,
-        } => runtime()?.block_on(job::run(action, &coordinator, &pin, &key)),
+        } => runtime()?.block_on(job::run(
+            action,
+            &coordinator.coordinator,
+            &coordinator.pin,
+            &key,
+        )),
         Command::Ledger { action } => ledger::run(action),
         Command::Wallet {
             action,
             coordinator,
-            pin,
             key,
-        } => runtime()?.block_on(wallet::run(action, &coordinator, &pin, &key)),
+        } => runtime()?.block_on(wallet::run(
+            action,
+            &coordinator.coordinator,
+            &coordinator.pin,
+            &key,
+        )),
         Command::Bench { which } => bench::run(which),
     }
 }

@@ -58,20 +58,7 @@ pub fn print(outcome: &DevnetOutcome) {
             ledger.height, ledger.transactions, ledger.epoch
         );
         crate::ledger::print_supply(&ledger.supply);
-        println!(
-            "  {:<10} {:<10} {:>6} {:>7} {:>24}",
-            "node", "tier", "score", "tasks", "earned CXT"
-        );
-        for node in &ledger.nodes {
-            println!(
-                "  {:<10} {:<10} {:>6} {:>7} {:>24}",
-                node.node.short(),
-                format!("{:?}", node.tier).to_lowercase(),
-                node.score,
-                node.tasks_done,
-                corex_ledger::format_cxt(node.rewards_locked + node.rewards_claimed)
-            );
-        }
+        crate::ledger::print_nodes(&ledger.nodes);
     }
     println!();
     println!("  weights  {}", outcome.weights_path.display());

@@ -13,10 +13,9 @@ use corex_core::messages::{
     JobState, JobStatus, NodeContribution, ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{AggregationSpec, Fragment, Hash, JobSpec, NodeId};
+use corex_core::{Fragment, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, slice_round};
-use corex_verify::Aggregation;
 
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
@@ -327,7 +326,10 @@ impl JobRun {
                 (gradient, result.samples)
             })
             .collect();
-        let mean = aggregate(&self.spec.aggregation, &parts)?;
+        // The job's aggregation policy (the mean is exactly single-process training's).
+        let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
+            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
         self.trainer.step(&mean).map_err(training)?;
         let parameters = self.trainer.parameters();
 
@@ -424,27 +426,4 @@ impl JobRun {
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
     }
-}
-
-/// Combines a round's gradients by the job's policy. The mean is `corex_ml::weighted_mean`
-/// (sample-weighted, f64, fragment order), exactly as single-process training computes it.
-fn aggregate(
-    rule: &AggregationSpec,
-    parts: &[(&[f32], u32)],
-) -> Result<Vec<f32>, CoordinatorError> {
-    let robust = match *rule {
-        AggregationSpec::Mean => {
-            return corex_ml::weighted_mean(parts)
-                .map_err(|error| CoordinatorError::Training(error.to_string()));
-        }
-        AggregationSpec::TrimmedMean { trim } => Aggregation::TrimmedMean { trim },
-        AggregationSpec::Median => Aggregation::Median,
-        AggregationSpec::CenteredClipping { radius, iterations } => {
-            Aggregation::CenteredClipping { radius, iterations }
-        }
-    };
-    let gradients: Vec<&[f32]> = parts.iter().map(|(gradient, _)| *gradient).collect();
-    let weights: Vec<u32> = parts.iter().map(|(_, samples)| *samples).collect();
-    corex_verify::aggregate(&robust, &gradients, &weights)
-        .map_err(|error| CoordinatorError::Training(error.to_string()))
 }

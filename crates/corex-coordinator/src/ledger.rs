@@ -9,8 +9,8 @@ use std::path::Path;
 use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Hash, Keypair, NodeId};
 use corex_ledger::{
-    Block, Chain, ContributionEntry, Genesis, NodeStatus, SignedTx, SoftReason, TxBody, TxReceipt,
-    Verdict, merkle_root,
+    Block, Chain, ContributionEntry, Genesis, SignedTx, SoftReason, TxBody, TxReceipt, Verdict,
+    merkle_root,
 };
 use corex_ledger_store::LedgerStore;
 
@@ -143,12 +143,7 @@ impl LedgerService {
         let state = self.chain.state();
         let bodies: Vec<TxBody> = expired
             .iter()
-            .filter(|(_, node)| {
-                state
-                    .nodes
-                    .get(node)
-                    .is_some_and(|profile| profile.status == NodeStatus::Active)
-            })
+            .filter(|(_, node)| state.is_active_node(node))
             .map(|(fragment, node)| TxBody::RecordVerdict {
                 node: *node,
                 fragment: *fragment,
@@ -170,12 +165,7 @@ impl LedgerService {
         node: NodeId,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
-        let active = self
-            .chain
-            .state()
-            .nodes
-            .get(&node)
-            .is_some_and(|profile| profile.status == NodeStatus::Active);
+        let active = self.chain.state().is_active_node(&node);
         if !active {
             return Ok(());
         }
@@ -212,10 +202,7 @@ impl LedgerService {
         }];
         for result in &closed.record.results {
             self.tally.demand += result.flops.div_ceil(MFLOP);
-            let active = state
-                .nodes
-                .get(&result.node)
-                .is_some_and(|profile| profile.status == NodeStatus::Active);
+            let active = state.is_active_node(&result.node);
             if !active {
                 // Not on the ledger (or removed): its work cannot be recorded or paid.
                 continue;
@@ -262,21 +249,10 @@ impl LedgerService {
         let entries: Vec<ContributionEntry> = tally
             .work
             .into_iter()
-            .filter(|(node, _)| {
-                state
-                    .nodes
-                    .get(node)
-                    .is_some_and(|profile| profile.status == NodeStatus::Active)
-            })
+            .filter(|(node, _)| state.is_active_node(node))
             .flat_map(|(node, tally)| {
                 [
-                    ContributionEntry {
-                        node,
-                        compute_units: tally.compute,
-                        pot_units: 0,
-                        verification_units: 0,
-                        quality_ppm: 1_000_000,
-                    },
+                    ContributionEntry::compute(node, tally.compute),
                     ContributionEntry {
                         node,
                         compute_units: 0,

@@ -76,16 +76,7 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         clean_accuracy * 100.0,
         clean.model.short()
     );
-    for adversary in [
-        Adversary::Random,
-        Adversary::Zeros,
-        Adversary::Scaled,
-        Adversary::SignFlipped,
-        Adversary::Copy,
-        Adversary::Old,
-        Adversary::Lazy,
-        Adversary::FakeGpu,
-    ] {
+    for adversary in corex_node::adversary::ALL {
         let (status, ledger, believed) = run(Some(adversary)).await;
         let accuracy = status.last_test_accuracy.unwrap();
         let caught: u64 = ledger

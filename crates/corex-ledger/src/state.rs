@@ -110,6 +110,13 @@ impl State {
         self.accounts.get(id)
     }
 
+    /// Whether `node` is registered and not removed: its work can be recorded and paid.
+    pub fn is_active_node(&self, node: &NodeId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|profile| profile.status == NodeStatus::Active)
+    }
+
     /// Checks the signature, then applies. On error nothing has changed.
     pub fn apply(
         &mut self,

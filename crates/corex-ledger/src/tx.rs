@@ -30,6 +30,19 @@ pub struct ContributionEntry {
     pub quality_ppm: u32,
 }
 
+impl ContributionEntry {
+    /// Compute-PoC work only, at full quality.
+    pub fn compute(node: NodeId, compute_units: u64) -> Self {
+        Self {
+            node,
+            compute_units,
+            pot_units: 0,
+            verification_units: 0,
+            quality_ppm: 1_000_000,
+        }
+    }
+}
+
 /// Why a result was dropped without blame (soft) or with it (suspicious soft rejects count as
 /// abnormal events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Tensor};
-use corex_core::ModelSpec;
+use corex_core::{AggregationSpec, ModelSpec};
+use corex_verify::VerifyError;
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
@@ -75,36 +76,16 @@ pub fn compute_gradient(
 }
 
 /// `Σ nᵢ gᵢ / Σ nᵢ` over `(gᵢ, nᵢ)` parts, accumulated in `f64` in the given order (so the
-/// result is deterministic), rounded to `f32` once at the end. Errors on no parts, mismatched
-/// lengths, zero total weight or a non-finite result.
+/// result is deterministic), rounded to `f32` once at the end: `corex_verify::aggregate`'s
+/// mean, the one the coordinator applies. Errors on no parts, mismatched lengths, zero total
+/// weight or a non-finite result.
 pub fn weighted_mean(parts: &[(&[f32], u32)]) -> Result<Vec<f32>, MlError> {
-    let Some((first, _)) = parts.first() else {
-        return Err(MlError::Empty("no gradient parts to average".into()));
-    };
-    let len = first.len();
-    if let Some((index, (part, _))) = parts
-        .iter()
-        .enumerate()
-        .find(|(_, (part, _))| part.len() != len)
-    {
-        return Err(MlError::Shape(format!(
-            "gradient part {index} has {} values, part 0 has {len}",
-            part.len()
-        )));
-    }
-    let total: u64 = parts.iter().map(|(_, count)| u64::from(*count)).sum();
-    if total == 0 {
-        return Err(MlError::Empty("gradient parts cover zero samples".into()));
-    }
-    let mut sum = vec![0.0f64; len];
-    for (part, count) in parts {
-        let weight = f64::from(*count);
-        for (acc, value) in sum.iter_mut().zip(part.iter()) {
-            *acc += weight * f64::from(*value);
-        }
-    }
-    let total = total as f64;
-    let mean: Vec<f32> = sum.into_iter().map(|acc| (acc / total) as f32).collect();
+    let mean =
+        corex_verify::aggregate(&AggregationSpec::Mean, parts).map_err(|error| match error {
+            VerifyError::Empty => MlError::Empty("no gradient parts to average".into()),
+            VerifyError::Shape { .. } => MlError::Shape(error.to_string()),
+            VerifyError::Parameter(reason) => MlError::Empty(reason),
+        })?;
     check_finite(&mean)?;
     Ok(mean)
 }

@@ -1,25 +1,21 @@
-//! Robust aggregation, a job policy: how the round's accepted gradients become one update.
-//! Every rule is deterministic (fixed order, f64 accumulation) and bounds what one bad
-//! contribution can do to the mean.
+//! Aggregation, a job policy (`corex_core::AggregationSpec`): how the round's accepted
+//! gradients become one update. Every rule is deterministic (fixed order, f64 accumulation):
+//!
+//! - `Mean`: the sample-weighted mean, exact, no protection (the one `corex_ml::weighted_mean`
+//!   and so single-process training use);
+//! - `TrimmedMean { trim }`: per coordinate, drop the `trim` lowest and highest fraction and
+//!   average the rest;
+//! - `Median`: per coordinate, the median;
+//! - `CenteredClipping { radius, iterations }`: start from the coordinate-wise median and move
+//!   by the mean of each update's difference from it, each clipped to norm `radius` × the
+//!   median difference norm, `iterations` times.
+//!
+//! The robust rules bound what one bad contribution can do to the update.
 
-use serde::{Deserialize, Serialize};
+use corex_core::AggregationSpec;
 
 use crate::compare::norm;
 use crate::error::VerifyError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "rule", rename_all = "snake_case")]
-pub enum Aggregation {
-    /// Sample-weighted mean: exact, no protection.
-    Mean,
-    /// Per coordinate, drop the `trim` lowest and highest fraction, average the rest.
-    TrimmedMean { trim: f64 },
-    /// Per coordinate, the median.
-    Median,
-    /// Start from the coordinate-wise median and move by the mean of each update's difference
-    /// from it, each clipped to norm `radius` (× the median difference norm), `iterations` times.
-    CenteredClipping { radius: f64, iterations: u32 },
-}
 
 fn check(parts: &[&[f32]]) -> Result<usize, VerifyError> {
     let first = parts.first().ok_or(VerifyError::Empty)?;
@@ -36,24 +32,24 @@ fn check(parts: &[&[f32]]) -> Result<usize, VerifyError> {
     Ok(len)
 }
 
-/// Aggregates `parts` (with sample `weights`, used by `Mean`) under `rule`.
+/// Aggregates `(gradient, samples)` parts under `rule` (the sample counts weigh the mean).
 pub fn aggregate(
-    rule: &Aggregation,
-    parts: &[&[f32]],
-    weights: &[u32],
+    rule: &AggregationSpec,
+    weighted: &[(&[f32], u32)],
 ) -> Result<Vec<f32>, VerifyError> {
+    rule.validate()
+        .map_err(|error| VerifyError::Parameter(error.to_string()))?;
+    let gradients: Vec<&[f32]> = weighted.iter().map(|(gradient, _)| *gradient).collect();
+    let parts = gradients.as_slice();
     let len = check(parts)?;
-    if weights.len() != parts.len() {
-        return Err(VerifyError::Parameter("one weight per part".into()));
-    }
     match *rule {
-        Aggregation::Mean => {
-            let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+        AggregationSpec::Mean => {
+            let total: f64 = weighted.iter().map(|(_, w)| f64::from(*w)).sum();
             if total == 0.0 {
                 return Err(VerifyError::Parameter("weights sum to zero".into()));
             }
             let mut sum = vec![0.0f64; len];
-            for (part, weight) in parts.iter().zip(weights) {
+            for (part, weight) in weighted {
                 let weight = f64::from(*weight);
                 for (acc, value) in sum.iter_mut().zip(part.iter()) {
                     *acc += weight * f64::from(*value);
@@ -61,28 +57,20 @@ pub fn aggregate(
             }
             Ok(sum.into_iter().map(|acc| (acc / total) as f32).collect())
         }
-        Aggregation::TrimmedMean { trim } => {
-            if !(0.0..0.5).contains(&trim) {
-                return Err(VerifyError::Parameter(format!(
-                    "trim {trim} must be in [0, 0.5)"
-                )));
-            }
+        AggregationSpec::TrimmedMean { trim } => {
             let drop = (parts.len() as f64 * trim).floor() as usize;
             Ok(per_coordinate(parts, len, |column| {
                 let kept = &column[drop..column.len() - drop];
                 (kept.iter().map(|v| f64::from(*v)).sum::<f64>() / kept.len() as f64) as f32
             }))
         }
-        Aggregation::Median => Ok(per_coordinate(parts, len, median_of_sorted)),
-        Aggregation::CenteredClipping { radius, iterations } => {
-            if radius <= 0.0 || !radius.is_finite() {
-                return Err(VerifyError::Parameter("radius must be positive".into()));
-            }
+        AggregationSpec::Median => Ok(per_coordinate(parts, len, median_of_sorted)),
+        AggregationSpec::CenteredClipping { radius, iterations } => {
             let mut centre: Vec<f64> = per_coordinate(parts, len, median_of_sorted)
                 .into_iter()
                 .map(f64::from)
                 .collect();
-            for _ in 0..iterations.max(1) {
+            for _ in 0..iterations {
                 let distances: Vec<f64> = parts
                     .iter()
                     .map(|part| {
@@ -171,19 +159,18 @@ mod tests {
     fn robust_rules_resist_one_huge_outlier_and_the_mean_does_not() {
         let mut parts = honest(7);
         parts.push(vec![1e6; 50]);
-        let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
-        let weights = vec![1; refs.len()];
-        let mean = aggregate(&Aggregation::Mean, &refs, &weights).unwrap();
+        let refs: Vec<(&[f32], u32)> = parts.iter().map(|p| (p.as_slice(), 1)).collect();
+        let mean = aggregate(&AggregationSpec::Mean, &refs).unwrap();
         assert!(mean[0] > 1e4);
         for rule in [
-            Aggregation::TrimmedMean { trim: 0.2 },
-            Aggregation::Median,
-            Aggregation::CenteredClipping {
+            AggregationSpec::TrimmedMean { trim: 0.2 },
+            AggregationSpec::Median,
+            AggregationSpec::CenteredClipping {
                 radius: 2.0,
                 iterations: 3,
             },
         ] {
-            let robust = aggregate(&rule, &refs, &weights).unwrap();
+            let robust = aggregate(&rule, &refs).unwrap();
             assert!(
                 robust.iter().all(|v| (0.9..1.2).contains(v)),
                 "{rule:?}: {:?}",
@@ -195,17 +182,17 @@ mod tests {
     #[test]
     fn on_identical_inputs_every_rule_returns_them() {
         let part: Vec<f32> = (0..20).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let refs = vec![part.as_slice(); 5];
+        let refs = vec![(part.as_slice(), 3); 5];
         for rule in [
-            Aggregation::Mean,
-            Aggregation::TrimmedMean { trim: 0.2 },
-            Aggregation::Median,
-            Aggregation::CenteredClipping {
+            AggregationSpec::Mean,
+            AggregationSpec::TrimmedMean { trim: 0.2 },
+            AggregationSpec::Median,
+            AggregationSpec::CenteredClipping {
                 radius: 1.0,
                 iterations: 2,
             },
         ] {
-            let out = aggregate(&rule, &refs, &[3; 5]).unwrap();
+            let out = aggregate(&rule, &refs).unwrap();
             for (a, b) in out.iter().zip(&part) {
                 assert!((a - b).abs() < 1e-6, "{rule:?}");
             }
@@ -216,9 +203,9 @@ mod tests {
     fn bad_inputs_are_errors() {
         let a = [1.0f32, 2.0];
         let b = [1.0f32];
-        assert!(aggregate(&Aggregation::Median, &[&a, &b], &[1, 1]).is_err());
-        assert!(aggregate(&Aggregation::Median, &[], &[]).is_err());
-        assert!(aggregate(&Aggregation::TrimmedMean { trim: 0.5 }, &[&a], &[1]).is_err());
-        assert!(aggregate(&Aggregation::Mean, &[&a], &[0]).is_err());
+        assert!(aggregate(&AggregationSpec::Median, &[(&a, 1), (&b, 1)]).is_err());
+        assert!(aggregate(&AggregationSpec::Median, &[]).is_err());
+        assert!(aggregate(&AggregationSpec::TrimmedMean { trim: 0.5 }, &[(&a, 1)]).is_err());
+        assert!(aggregate(&AggregationSpec::Mean, &[(&a, 0)]).is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! | `compare` | replay comparison with calibrated tolerances (relative L2, cosine) |
 //! | `capability` | the Freivalds capability challenge |
 //! | `consistency` | Model-PoT gradient consistency and the quality figure |
-//! | `aggregate` | robust aggregation rules (trimmed mean, median, centred clipping) |
+//! | `aggregate` | the aggregation rules: the mean and the robust ones (trimmed mean, median, centred clipping) |
 //! | `detection` | the audit economics: catch probability against audit cost, by simulation |
 
 mod aggregate;
@@ -17,7 +17,7 @@ mod consistency;
 mod detection;
 mod error;
 
-pub use aggregate::{Aggregation, aggregate};
+pub use aggregate::aggregate;
 pub use audit::{AuditPolicy, SeedChain, follows, is_audited};
 pub use capability::{
     challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,

@@ -14,13 +14,7 @@ fn settlement_pays_work_in_proportion_and_vests_after_the_lock() {
     let epoch = world.chain.state().epoch;
     let entries = [(0usize, 30u64), (1, 10)]
         .iter()
-        .map(|(i, units)| ContributionEntry {
-            node: world.nodes[*i].id(),
-            compute_units: *units,
-            pot_units: 0,
-            verification_units: 0,
-            quality_ppm: 1_000_000,
-        })
+        .map(|(i, units)| ContributionEntry::compute(world.nodes[*i].id(), *units))
         .collect();
     world
         .record(TxBody::RecordContributions { epoch, entries })
@@ -112,13 +106,7 @@ fn repeated_hard_rejects_remove_a_node_and_its_work_is_no_longer_recorded() {
     let epoch = world.chain.state().epoch;
     let refused = world.record(TxBody::RecordContributions {
         epoch,
-        entries: vec![ContributionEntry {
-            node: cheat,
-            compute_units: 1,
-            pot_units: 0,
-            verification_units: 0,
-            quality_ppm: 1_000_000,
-        }],
+        entries: vec![ContributionEntry::compute(cheat, 1)],
     });
     assert!(refused.is_err());
 }
@@ -179,13 +167,7 @@ fn staking_raises_reward_weight_sublinearly_but_alone_earns_nothing() {
     };
     let entries = [&staker, &plain]
         .iter()
-        .map(|k| ContributionEntry {
-            node: k.id(),
-            compute_units: 10,
-            pot_units: 0,
-            verification_units: 0,
-            quality_ppm: 1_000_000,
-        })
+        .map(|k| ContributionEntry::compute(k.id(), 10))
         .collect();
     world
         .record(TxBody::RecordContributions { epoch, entries })

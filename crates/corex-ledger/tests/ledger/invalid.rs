@@ -194,13 +194,7 @@ fn unknown_accounts_and_nodes_are_refused() {
         &world.coordinator,
         TxBody::RecordContributions {
             epoch,
-            entries: vec![ContributionEntry {
-                node: stranger.id(),
-                compute_units: 1,
-                pot_units: 0,
-                verification_units: 0,
-                quality_ppm: 1_000_000,
-            }],
+            entries: vec![ContributionEntry::compute(stranger.id(), 1)],
         },
     );
     assert_eq!(

@@ -101,13 +101,7 @@ impl World {
         let entries = self
             .nodes
             .iter()
-            .map(|node| ContributionEntry {
-                node: node.id(),
-                compute_units: units,
-                pot_units: 0,
-                verification_units: 0,
-                quality_ppm: 1_000_000,
-            })
+            .map(|node| ContributionEntry::compute(node.id(), units))
             .collect();
         self.record(TxBody::RecordContributions { epoch, entries })
             .unwrap();
