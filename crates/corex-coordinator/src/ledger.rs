@@ -9,8 +9,8 @@ use std::path::Path;
 use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Hash, Keypair, NodeId};
 use corex_ledger::{
-    Block, Chain, ContributionEntry, Genesis, SignedTx, SoftReason, TxBody, TxReceipt, Verdict,
-    merkle_root,
+    Block, Chain, ContributionEntry, Genesis, Proposal, SignedTx, SoftReason, TxBody, TxReceipt,
+    Verdict, merkle_root,
 };
 use corex_ledger_store::LedgerStore;
 
@@ -277,33 +277,23 @@ impl LedgerService {
         )
     }
 
-    /// Signs `bodies` in order and commits them in one block. A record that no longer applies
-    /// (a verdict on a node that an earlier verdict of the same block removed) is left out and
+    /// Commits the coordinator's `bodies` in one block. A record that no longer applies (a
+    /// verdict on a node that an earlier verdict of the same block removed) is left out and
     /// logged; the first body (the round record itself) must apply.
     fn sign_and_commit(
         &mut self,
         bodies: Vec<TxBody>,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
-        let genesis = self.chain.genesis().clone();
-        let genesis_hash = self.chain.genesis_hash();
-        let mut state = self.chain.state().clone();
-        let mut nonce = state.account(&self.key.id()).map_or(0, |a| a.nonce);
-        let mut txs = Vec::with_capacity(bodies.len());
-        for (index, body) in bodies.into_iter().enumerate() {
-            let tx = SignedTx::sign(&self.key, &genesis_hash, nonce + 1, body);
-            match state.apply_verified(&genesis, &tx) {
-                Ok(()) => {
-                    nonce += 1;
-                    txs.push(tx);
-                }
-                Err(error) if index > 0 => {
-                    tracing::info!(%error, "a ledger record was left out of the block")
-                }
-                Err(error) => return Err(CoordinatorError::Ledger(error)),
+        let (proposal, left_out) = self.chain.propose_records(&self.key, bodies, now_ms)?;
+        for (index, error) in left_out {
+            if index == 0 {
+                return Err(CoordinatorError::Ledger(error));
             }
+            tracing::info!(%error, "a ledger record was left out of the block");
         }
-        self.commit(txs, now_ms).map(|_| ())
+        let proposal = proposal.ok_or_else(|| storage("no record to commit"))?;
+        self.adopt(proposal).map(|_| ())
     }
 
     /// Proposes a block of `txs`, all of which must apply, stores it, then adopts it.
@@ -312,9 +302,14 @@ impl LedgerService {
             .chain
             .propose(&self.key, txs, now_ms)?
             .ok_or_else(|| storage("an empty block was proposed"))?;
-        if let Some(refused) = proposal.refused.into_iter().next() {
-            return Err(CoordinatorError::Ledger(refused.error));
+        if let Some(refused) = proposal.refused.first() {
+            return Err(CoordinatorError::Ledger(refused.error.clone()));
         }
+        self.adopt(proposal)
+    }
+
+    /// Stores the proposed block durably, then makes its chain the current one.
+    fn adopt(&mut self, proposal: Proposal) -> Result<Block, CoordinatorError> {
         self.store.append(&proposal.block).map_err(storage)?;
         self.chain = proposal.next;
         Ok(proposal.block)

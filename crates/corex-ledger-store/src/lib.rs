@@ -41,7 +41,21 @@ impl LedgerStore {
     /// Opens the ledger at `path`, creating it with `genesis` if it does not exist, and
     /// replays it. An existing ledger must have been made from the same genesis.
     pub fn open(path: &Path, genesis: &Genesis) -> Result<(Self, Chain), StoreError> {
+        Self::open_db(Database::create(path).map_err(database)?, genesis)
+    }
+
+    /// Opens the ledger at `path` with the genesis it already holds, or makes one with `make`
+    /// when the database is new.
+    pub fn open_or_init(
+        path: &Path,
+        make: impl FnOnce() -> Genesis,
+    ) -> Result<(Self, Chain), StoreError> {
         let db = Database::create(path).map_err(database)?;
+        let genesis = read_genesis(&db)?.unwrap_or_else(make);
+        Self::open_db(db, &genesis)
+    }
+
+    fn open_db(db: Database, genesis: &Genesis) -> Result<(Self, Chain), StoreError> {
         let stored = read_genesis(&db)?;
         match stored {
             Some(stored) if stored != *genesis => {
@@ -65,20 +79,6 @@ impl LedgerStore {
         }
         let chain = replay(&db, genesis.clone(), |_| {})?;
         Ok((Self { db }, chain))
-    }
-
-    /// Opens the ledger at `path` with the genesis it already holds, or makes one with `make`
-    /// when the database is new.
-    pub fn open_or_init(
-        path: &Path,
-        make: impl FnOnce() -> Genesis,
-    ) -> Result<(Self, Chain), StoreError> {
-        let stored = {
-            let db = Database::create(path).map_err(database)?;
-            read_genesis(&db)?
-        };
-        let genesis = stored.unwrap_or_else(make);
-        Self::open(path, &genesis)
     }
 
     /// Stores `block` durably; when this returns, the block survives a crash.

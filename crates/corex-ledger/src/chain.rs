@@ -9,7 +9,7 @@ use crate::block::{Block, BlockHeader, tx_root};
 use crate::error::LedgerError;
 use crate::params::Genesis;
 use crate::state::State;
-use crate::tx::{SignedTx, verify_batch};
+use crate::tx::{SignedTx, TxBody, verify_batch};
 
 #[derive(Debug, Clone)]
 pub struct Chain {
@@ -27,6 +27,9 @@ pub struct Refused {
     pub tx: SignedTx,
     pub error: LedgerError,
 }
+
+/// Records left out of a block, by their index among the bodies given, and why.
+pub type LeftOut = Vec<(usize, LedgerError)>;
 
 /// A block and the chain as it will be once the block is stored.
 #[derive(Debug)]
@@ -107,6 +110,52 @@ impl Chain {
         if accepted.is_empty() {
             return Ok(None);
         }
+        self.seal(producer, state, accepted, refused, timestamp_ms)
+            .map(Some)
+    }
+
+    /// Builds the next block from the producer's own records: each body is signed with the
+    /// producer's next nonce as it is included, so a body that does not apply is left out
+    /// (and reported with its index) without breaking the nonces of the ones after it.
+    pub fn propose_records(
+        &self,
+        producer: &Keypair,
+        bodies: Vec<TxBody>,
+        timestamp_ms: u64,
+    ) -> Result<(Option<Proposal>, LeftOut), LedgerError> {
+        if producer.id() != self.genesis.coordinator {
+            return Err(LedgerError::NotCoordinator(producer.id()));
+        }
+        let mut state = self.state.clone();
+        let mut nonce = state.account(&producer.id()).map_or(0, |a| a.nonce);
+        let mut accepted = Vec::with_capacity(bodies.len());
+        let mut left_out = Vec::new();
+        for (index, body) in bodies.into_iter().enumerate() {
+            let tx = SignedTx::sign(producer, &self.genesis_hash, nonce + 1, body);
+            match state.apply_verified(&self.genesis, &tx) {
+                Ok(()) => {
+                    nonce += 1;
+                    accepted.push(tx);
+                }
+                Err(error) => left_out.push((index, error)),
+            }
+        }
+        if accepted.is_empty() {
+            return Ok((None, left_out));
+        }
+        let proposal = self.seal(producer, state, accepted, Vec::new(), timestamp_ms)?;
+        Ok((Some(proposal), left_out))
+    }
+
+    /// Signs the block of `accepted` (already applied to `state`) and the chain after it.
+    fn seal(
+        &self,
+        producer: &Keypair,
+        state: State,
+        accepted: Vec<SignedTx>,
+        refused: Vec<Refused>,
+        timestamp_ms: u64,
+    ) -> Result<Proposal, LedgerError> {
         state.check_supply()?;
         let header = BlockHeader {
             height: self.height + 1,
@@ -130,11 +179,11 @@ impl Chain {
             height: block.header.height,
             timestamp_ms: block.header.timestamp_ms,
         };
-        Ok(Some(Proposal {
+        Ok(Proposal {
             block,
             next,
             refused,
-        }))
+        })
     }
 
     /// Checks `block` in full against the head and applies it; on any error the chain is

@@ -37,7 +37,7 @@ pub use amount::{
     AmountError, BASE_UNITS_PER_CXT, PPM, TOTAL_SUPPLY, format_cxt, mul_div, parse_cxt,
 };
 pub use block::{Block, BlockHeader, tx_root};
-pub use chain::{Chain, Proposal, Refused};
+pub use chain::{Chain, LeftOut, Proposal, Refused};
 pub use error::LedgerError;
 pub use merkle::merkle_root;
 pub use params::{Genesis, Params};

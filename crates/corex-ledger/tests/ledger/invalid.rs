@@ -362,3 +362,42 @@ fn transactions_survive_their_json_form() {
         serde_json::from_str::<SignedTx>(&json.replace(&u128::MAX.to_string(), "12x")).is_err()
     );
 }
+
+#[test]
+fn records_that_no_longer_apply_are_left_out_and_the_rest_keep_their_nonces() {
+    let world = funded();
+    let cheat = world.nodes[0].id();
+    let hard = |i: u8| TxBody::RecordVerdict {
+        node: cheat,
+        fragment: Hash::of(&[i]),
+        verdict: Verdict::HardReject {
+            evidence: Hash::of(&[i, i]),
+        },
+    };
+    // The third hard reject removes the node, so the fourth verdict on it cannot apply.
+    let bodies = vec![
+        hard(1),
+        hard(2),
+        hard(3),
+        hard(4),
+        TxBody::RecordVerdict {
+            node: world.nodes[1].id(),
+            fragment: Hash::of(b"ok"),
+            verdict: Verdict::Accept,
+        },
+    ];
+    let (proposal, left_out) = world
+        .chain
+        .propose_records(&world.coordinator, bodies, 999_999)
+        .unwrap();
+    assert_eq!(left_out.len(), 1);
+    assert_eq!(left_out[0], (3, LedgerError::NodeRemoved(cheat)));
+    let proposal = proposal.unwrap();
+    assert_eq!(proposal.block.txs.len(), 4);
+    let first = world.next_nonce(&world.coordinator);
+    let nonces: Vec<u64> = proposal.block.txs.iter().map(|tx| tx.nonce).collect();
+    assert_eq!(nonces, vec![first, first + 1, first + 2, first + 3]);
+    let mut replayed = world.chain.clone();
+    replayed.apply_block(&proposal.block).unwrap();
+    assert_eq!(replayed.state().root(), proposal.next.state().root());
+}
