@@ -115,9 +115,16 @@ impl LedgerService {
                 corex_ledger::LedgerError::NotCoordinator(tx.signer),
             ));
         }
-        self.chain.check(&tx)?;
         let id = tx.id();
-        let block = self.commit(vec![tx], now_ms)?;
+        let Some(proposal) = self.chain.propose(&self.key, vec![tx.clone()], now_ms)? else {
+            // The one transaction did not apply: say why (a copy of the state pays for that,
+            // on refusals only).
+            return Err(match self.chain.check(&tx) {
+                Err(error) => CoordinatorError::Ledger(error),
+                Ok(()) => storage("the transaction applies alone but not in a block"),
+            });
+        };
+        let block = self.adopt(proposal)?;
         Ok(TxReceipt {
             tx: id,
             height: block.header.height,
@@ -294,18 +301,6 @@ impl LedgerService {
         }
         let proposal = proposal.ok_or_else(|| storage("no record to commit"))?;
         self.adopt(proposal).map(|_| ())
-    }
-
-    /// Proposes a block of `txs`, all of which must apply, stores it, then adopts it.
-    fn commit(&mut self, txs: Vec<SignedTx>, now_ms: u64) -> Result<Block, CoordinatorError> {
-        let proposal = self
-            .chain
-            .propose(&self.key, txs, now_ms)?
-            .ok_or_else(|| storage("an empty block was proposed"))?;
-        if let Some(refused) = proposal.refused.first() {
-            return Err(CoordinatorError::Ledger(refused.error.clone()));
-        }
-        self.adopt(proposal)
     }
 
     /// Stores the proposed block durably, then makes its chain the current one.
