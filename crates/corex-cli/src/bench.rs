@@ -1,7 +1,7 @@
 //! `corex bench overhead`: what the network costs over training in one process.
 //!
 //! Runs the same job twice in one go: first in this process (the baseline: the same fragments'
-//! gradients, the same mean, optimizer and evaluations, no network), then as a devnet of real
+//! results, the same mean, optimizer and evaluations, no network), then as a devnet of real
 //! processes over TLS. Both use one compute thread per process. Prints CPU-seconds of each,
 //! their ratio, rounds per second, and where the devnet's CPU went.
 
@@ -159,7 +159,18 @@ fn overhead(spec: &JobSpec, nodes: u32, data_dir: PathBuf, repeat: u32) -> anyho
         .values()
         .map(|n| n.flops as f64)
         .sum();
-    println!("    (gradient work assigned: {:.2} GFLOP)", flops / 1e9);
+    let (fragments, audited) = network
+        .outcome
+        .report
+        .status
+        .nodes
+        .values()
+        .fold((0, 0), |(f, a), n| (f + n.fragments, a + n.audited));
+    println!("    (work assigned: {:.2} GFLOP)", flops / 1e9);
+    println!(
+        "    (of which replayed by the coordinator's audits: {audited} of {fragments} fragments, {:.1} %)",
+        100.0 * audited as f64 / fragments.max(1) as f64
+    );
     let all: Vec<String> = runs.iter().map(|(r, _, _)| format!("{r:.2}")).collect();
     println!(
         "  ratio devnet / single process: {ratio:.2} CPU-s, median of [{}] (target ≤ 1.5)",
@@ -208,7 +219,7 @@ fn devnet_once(
 }
 
 /// The job trained in this process: the devnet's computation without the network. Each round's
-/// batch is cut into the same fragments, their gradients are averaged the same way and the same
+/// batch is cut into the same fragments, their results are averaged the same way and the same
 /// optimizer and evaluations run. (Fragment-sized batches are also the faster way to compute a
 /// large round on one core: 1,024-sample pieces beat one 4,096-sample batch by about a third.)
 fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
@@ -223,7 +234,9 @@ fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
         let batch = round_batch(&split.train, spec.global_batch, spec.seed, round);
         let fragments: Vec<GradientOutput> = batch
             .chunks(spec.fragment_samples as usize)
-            .map(|indices| corex_ml::compute_gradient(&spec.model, &parameters, &dataset, indices))
+            .map(|indices| {
+                corex_ml::run_fragment(&spec.work, &spec.model, &parameters, &dataset, indices)
+            })
             .collect::<Result<_, _>>()?;
         let parts: Vec<(&[f32], u32)> = fragments
             .iter()

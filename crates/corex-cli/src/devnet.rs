@@ -108,6 +108,8 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             "127.0.0.1:0".into(),
             "--data-dir".into(),
             coordinator_dir.display().to_string(),
+            "--threads".into(),
+            options.threads.to_string(),
         ],
         &[("RUST_LOG", "info".into())],
         &dir.join("logs/coordinator.log"),

@@ -56,7 +56,7 @@ enum Command {
         /// A job spec (TOML) to run instead of the default digits job.
         #[arg(long)]
         job: Option<PathBuf>,
-        /// Compute threads per node.
+        /// Compute threads per node, and for the coordinator's replays.
         #[arg(long, default_value_t = 1)]
         threads: u32,
         /// Give up (and fail) after this many seconds.
@@ -73,6 +73,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "./corex-coordinator")]
         data_dir: PathBuf,
+        /// Compute threads for replays, evaluation and aggregation (0: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
     },
     /// Run a node agent against a coordinator.
     Node {
@@ -168,7 +171,12 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Coordinator { listen, data_dir } => {
+        Command::Coordinator {
+            listen,
+            data_dir,
+            threads,
+        } => {
+            serve::configure_threads(threads)?;
             runtime()?.block_on(serve::coordinator(listen, data_dir))
         }
         Command::Node {

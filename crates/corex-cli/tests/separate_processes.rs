@@ -144,7 +144,7 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
     let _survivor = node("node-survivor", "info");
 
     // A small job with short leases, so that the killed node's lease expires quickly.
-    let mut spec = corex_core::JobSpec::default_digits();
+    let mut spec = corex_core::JobSpec::digits_gradient();
     spec.name = "separate-processes".into();
     spec.model.hidden = vec![256];
     spec.rounds = 400;

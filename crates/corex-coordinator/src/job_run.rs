@@ -301,7 +301,8 @@ impl JobRun {
             })
             .collect();
         let (audit_seed, judged) = verifier.judge_round(&candidates, |index| {
-            corex_ml::compute_gradient(
+            corex_ml::run_fragment(
+                &self.spec.work,
                 &self.spec.model,
                 &current,
                 &self.dataset,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::JobStatus;
-use corex_core::{AggregationSpec, JobSpec};
+use corex_core::{AggregationSpec, JobSpec, OptimizerSpec, WorkSpec};
 use corex_node::{Adversary, NodeConfig};
 
 const HONEST: u8 = 7;
@@ -34,7 +34,7 @@ type Believed = Vec<(u8, bool)>;
 
 /// Runs the job on 7 honest nodes (seeds 1..=7) and 3 running `adversary` (seeds 101..=103).
 /// Returns the status, each node's ledger account, and whether its capability was believed.
-async fn run(adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed) {
+async fn run(spec: &JobSpec, adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed) {
     let mut net = TestNet::start(CoordinatorConfig::default()).await;
     let collusion = net.dir.path().join("collusion");
     std::fs::create_dir_all(&collusion).unwrap();
@@ -50,7 +50,7 @@ async fn run(adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed)
         net.spawn_node_with(seed, config(adversary));
     }
     let owner = net.client(250);
-    let id = owner.submit_job(&job()).await.unwrap();
+    let id = owner.submit_job(spec).await.unwrap();
     let status = wait_for_end(&owner, &id, Duration::from_secs(300)).await;
     // Let the ledger recorder catch up with the last round.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -69,7 +69,7 @@ async fn run(adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
-    let (clean, _, _) = run(None).await;
+    let (clean, _, _) = run(&job(), None).await;
     let clean_accuracy = clean.last_test_accuracy.unwrap();
     println!(
         "clean run: accuracy {:.2}%, model {}",
@@ -77,7 +77,7 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         clean.model.short()
     );
     for adversary in corex_node::adversary::ALL {
-        let (status, ledger, believed) = run(Some(adversary)).await;
+        let (status, ledger, believed) = run(&job(), Some(adversary)).await;
         let accuracy = status.last_test_accuracy.unwrap();
         let caught: u64 = ledger
             .iter()
@@ -149,7 +149,7 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
 /// nodes flipping signs it still ends within 1 point of the clean mean's accuracy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robust_aggregation_policies_train_under_attack() {
-    let (clean, _, _) = run(None).await;
+    let (clean, _, _) = run(&job(), None).await;
     let clean_accuracy = clean.last_test_accuracy.unwrap();
     for rule in [
         AggregationSpec::TrimmedMean { trim: 0.2 },
@@ -189,5 +189,62 @@ async fn robust_aggregation_policies_train_under_attack() {
             (accuracy - clean_accuracy).abs() <= 0.01,
             "{rule:?}: {accuracy} against {clean_accuracy}"
         );
+    }
+}
+
+/// Local-steps fragments (the default job's kind) are replayed the same way: noise, sign flips
+/// and scaling in pseudo-gradients are caught from a cheater's first (probation) audit, so
+/// every rejected result is replaced by its replay and the model is the clean run's, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cheating_on_local_steps_is_caught_too() {
+    let spec = JobSpec {
+        name: "adversaries-local-steps".into(),
+        rounds: 20,
+        work: WorkSpec::LocalSteps {
+            steps: 4,
+            inner: OptimizerSpec::Sgd {
+                learning_rate: 0.05,
+                momentum: 0.0,
+            },
+        },
+        optimizer: OptimizerSpec::Sgd {
+            learning_rate: 1.0,
+            momentum: 0.0,
+        },
+        ..job()
+    };
+    let (clean, _, _) = run(&spec, None).await;
+    for adversary in [Adversary::Random, Adversary::SignFlipped, Adversary::Scaled] {
+        let (status, ledger, _) = run(&spec, Some(adversary)).await;
+        let rejected: u64 = status.nodes.values().map(|c| c.rejected).sum();
+        println!(
+            "local steps, {:<13} {rejected} results rejected, accuracy {:.2}% (clean {:.2}%)",
+            adversary.name(),
+            status.last_test_accuracy.unwrap() * 100.0,
+            clean.last_test_accuracy.unwrap() * 100.0
+        );
+        assert!(rejected >= 1, "{}: no cheat was caught", adversary.name());
+        assert_eq!(
+            status.model,
+            clean.model,
+            "{}: rejected results were not replaced by their replays",
+            adversary.name()
+        );
+        let hard_rejects = |seed: &u8| {
+            ledger
+                .iter()
+                .filter(|(s, _)| s == seed)
+                .filter_map(|(_, view)| view.as_ref()?.node.as_ref())
+                .map(|n| n.profile.hard_rejects)
+                .sum::<u32>()
+        };
+        assert!((101..101 + CHEATS).map(|s| hard_rejects(&s)).sum::<u32>() >= 1);
+        for seed in 1..=HONEST {
+            assert_eq!(
+                hard_rejects(&seed),
+                0,
+                "honest node {seed} was hard-rejected"
+            );
+        }
     }
 }

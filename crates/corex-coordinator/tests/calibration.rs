@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::{adam, small_job};
 use corex_coordinator::verification::{Candidate, Replay, Verifier};
 use corex_core::messages::ResultVerdict;
-use corex_core::{Hash, JobSpec};
+use corex_core::{Hash, JobSpec, WorkSpec};
 use corex_ml::{Dataset, Trainer};
 use corex_scheduler::slice_round;
 use corex_verify::{Tolerance, compare};
@@ -41,6 +41,18 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                 classes: 10,
             },
             fragment_samples: 16 + (seed as u32 % 4) * 16,
+            // Every fifth run uses local-steps fragments (4 inner SGD steps).
+            work: if seed % 5 == 4 {
+                WorkSpec::LocalSteps {
+                    steps: 4,
+                    inner: corex_core::OptimizerSpec::Sgd {
+                        learning_rate: 0.05,
+                        momentum: 0.0,
+                    },
+                }
+            } else {
+                WorkSpec::Gradient
+            },
             ..small_job(adam())
         };
         let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
@@ -53,7 +65,13 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             let output = |threads: usize, indices: &[u32]| {
                 pools[threads]
                     .install(|| {
-                        corex_ml::compute_gradient(&spec.model, &parameters, &dataset, indices)
+                        corex_ml::run_fragment(
+                            &spec.work,
+                            &spec.model,
+                            &parameters,
+                            &dataset,
+                            indices,
+                        )
                     })
                     .unwrap()
             };

@@ -11,6 +11,9 @@ use crate::identity::NodeId;
 pub enum FragmentKind {
     /// The gradient of the mean loss over the fragment's samples at model version `model`.
     Gradient,
+    /// The pseudo-gradient `w_start − w_end` of the job's local optimizer steps over the
+    /// fragment's samples (see [`WorkSpec::LocalSteps`](crate::WorkSpec::LocalSteps)).
+    LocalSteps,
 }
 
 /// A leased unit of work. Everything a node needs to compute it, and nothing it could choose.

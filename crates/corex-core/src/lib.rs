@@ -18,4 +18,7 @@ pub use fragment::{Fragment, FragmentKind};
 pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};
 pub use job::JobSpec;
-pub use spec::{AggregationSpec, DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec};
+pub use spec::{
+    AggregationSpec, DatasetSource, DatasetSpec, MAX_LOCAL_STEPS, ModelSpec, OptimizerSpec,
+    WorkSpec,
+};

@@ -1,5 +1,5 @@
 //! `corex-ml`: the machine-learning room of Corex — the MLP model family on burn's flex CPU
-//! backend, datasets, gradient-fragment execution, aggregation, the coordinator's optimizer
+//! backend, datasets, fragment execution (gradients and local steps), aggregation, the coordinator's optimizer
 //! step, evaluation, export, and a single-process reference trainer.
 //!
 //! # Parameter layout
@@ -22,6 +22,8 @@
 //! - `params`: layout, [`init_parameters`], [`check_tensor`].
 //! - `model`: the burn module (private).
 //! - `gradient`: [`compute_gradient`], [`weighted_mean`].
+//! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients) and
+//!   [`run_fragment`], which runs either kind.
 //! - `trainer`: [`Trainer`], the coordinator's optimizer.
 //! - `evaluate`: [`evaluate`].
 //! - `reference`: [`train_reference`], the single-process baseline.
@@ -33,18 +35,20 @@ mod error;
 mod evaluate;
 mod export;
 mod gradient;
+mod local_steps;
 mod matmul;
 mod model;
 mod params;
 mod reference;
 mod trainer;
 
-pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec};
+pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec, WorkSpec};
 pub use dataset::{Dataset, Split};
 pub use error::MlError;
 pub use evaluate::{Evaluation, evaluate};
 pub use export::{MODEL_SPEC_KEY, from_safetensors, to_safetensors};
 pub use gradient::{GradientOutput, compute_gradient, weighted_mean};
+pub use local_steps::{compute_local_steps, run_fragment};
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
 pub use reference::train_reference;

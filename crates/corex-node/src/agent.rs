@@ -203,6 +203,13 @@ impl NodeAgent {
         let job = self.job_context(&fragment.job).await?;
         let parameters = self.model_version(&fragment.model, model).await?;
         let started = Instant::now();
+        let work = job.descriptor.spec.work.clone();
+        if fragment.kind != work.fragment_kind() {
+            return Err(NodeError::Compute(format!(
+                "fragment kind {:?} does not match the job's work {work:?}",
+                fragment.kind
+            )));
+        }
         let spec = job.descriptor.spec.model.clone();
         let parameter_count = spec.parameter_count();
         let dataset = job.dataset.clone();
@@ -216,7 +223,7 @@ impl NodeAgent {
         } else {
             Some(
                 tokio::task::spawn_blocking(move || {
-                    corex_ml::compute_gradient(&spec, &parameters, &dataset, &indices)
+                    corex_ml::run_fragment(&work, &spec, &parameters, &dataset, &indices)
                 })
                 .await
                 .map_err(|error| NodeError::Compute(error.to_string()))?

@@ -1,11 +1,11 @@
-//! The slicer: turns a job's round into gradient fragments over seeded sample indices.
+//! The slicer: turns a job's round into fragments (of the job's work kind) over seeded sample indices.
 //!
 //! The training set is visited as an endless stream of epochs; epoch `e` is the train split
 //! permuted by a ChaCha8 generator seeded from `H("corex-epoch" ‖ seed ‖ e)`. Round `r` takes
 //! stream positions `[r·B, (r+1)·B)`. Anyone holding the job spec can recompute every index,
 //! so a fragment's samples are never the node's choice.
 
-use corex_core::{Fragment, FragmentKind, Hash, JobSpec};
+use corex_core::{Fragment, Hash, JobSpec};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -58,7 +58,7 @@ pub fn slice_round(
             round,
             index: index as u32,
             model,
-            kind: FragmentKind::Gradient,
+            kind: spec.work.fragment_kind(),
             indices: indices.to_vec(),
             cost_flops: flops_per_sample.saturating_mul(indices.len() as u64),
         })
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn slicing_is_a_pure_function_of_the_spec() {
-        let spec = JobSpec::default_digits();
+        let spec = JobSpec::digits_gradient();
         let train: Vec<u32> = (0..1437).collect();
         let job = Hash::of(b"job");
         let first = slice_round(&job, &spec, &train, 3, Hash::of(b"w3"));

@@ -130,6 +130,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         eval_every: 4,
         aggregation: corex_core::spec::AggregationSpec::Mean,
         lease_ms: 10_000,
+        work: corex_core::WorkSpec::Gradient,
     }
 }
 

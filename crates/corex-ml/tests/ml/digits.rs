@@ -1,4 +1,4 @@
-//! End to end on the built-in digits: the default job's hyperparameters, trained through the
+//! End to end on the built-in digits: the gradient job's hyperparameters, trained through the
 //! coordinator path (fragments → weighted mean → `Trainer::step`), reach ≥ 95 % test accuracy.
 
 use corex_ml::{
@@ -8,7 +8,7 @@ use corex_ml::{
 
 use crate::common::batches;
 
-/// The default job (see the crate report): 64 → 512 → 256 → 10, Adam (lr 0.01), 60 rounds of 512 samples.
+/// `JobSpec::digits_gradient`: 64 → 512 → 256 → 10, Adam (lr 0.01), 60 rounds of 512 samples.
 const HIDDEN: [usize; 2] = [512, 256];
 const LEARNING_RATE: f64 = 0.01;
 const BATCH: usize = 512;
@@ -16,7 +16,7 @@ const ROUNDS: usize = 60;
 const FRAGMENTS: usize = 4;
 
 #[test]
-fn digits_default_job_reaches_95_percent() {
+fn digits_gradient_job_reaches_95_percent() {
     let data = Dataset::digits().unwrap();
     let split = data.split(0.2, 0);
     let spec = ModelSpec {

@@ -7,4 +7,5 @@ mod digits;
 mod export;
 mod gradient;
 mod invalid;
+mod local_steps;
 mod trainer;
