@@ -33,6 +33,10 @@ pub enum Which {
         /// Runs of each; the run with the median ratio is reported.
         #[arg(long, default_value_t = 3)]
         repeat: u32,
+        /// Let the devnet's nodes replay each other's audits (they share this machine, so
+        /// production rules would have the coordinator replay them, which is the default here).
+        #[arg(long)]
+        node_audits: bool,
     },
     /// Audit economics: probability of catching a node that fakes 5 % of 1,000 fragments,
     /// against the share of compute spent on audits, over seeded trials.
@@ -91,12 +95,13 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             data_dir,
             job,
             repeat,
+            node_audits,
         } => {
             let spec = match job {
                 Some(path) => JobSpec::from_toml(&std::fs::read_to_string(&path)?)?,
                 None => JobSpec::default_digits(),
             };
-            overhead(&spec, nodes, data_dir, repeat)
+            overhead(&spec, nodes, data_dir, repeat, node_audits)
         }
     }
 }
@@ -114,15 +119,26 @@ struct DevnetMeasurement {
     outcome: devnet::DevnetOutcome,
 }
 
-fn overhead(spec: &JobSpec, nodes: u32, data_dir: PathBuf, repeat: u32) -> anyhow::Result<()> {
+fn overhead(
+    spec: &JobSpec,
+    nodes: u32,
+    data_dir: PathBuf,
+    repeat: u32,
+    node_audits: bool,
+) -> anyhow::Result<()> {
     configure_threads(1)?;
     println!(
-        "bench overhead: job '{}', {} rounds × {} samples, {} fragments/round, {} nodes, 1 thread per process, {} runs each",
+        "bench overhead: job '{}', {} rounds × {} samples, {} fragments/round, {} nodes, 1 thread per process, audits replayed by {}, {} runs each",
         spec.name,
         spec.rounds,
         spec.global_batch,
         spec.fragments_per_round(),
         nodes,
+        if node_audits {
+            "the nodes"
+        } else {
+            "the coordinator"
+        },
         repeat
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,7 +150,7 @@ fn overhead(spec: &JobSpec, nodes: u32, data_dir: PathBuf, repeat: u32) -> anyho
         // Alternate the two so that both see the same machine conditions.
         let baseline = single_process(spec)?;
         print_line(&format!("single process #{run}"), &baseline, spec.rounds);
-        let network = devnet_once(&runtime, spec, nodes, data_dir.clone())?;
+        let network = devnet_once(&runtime, spec, nodes, data_dir.clone(), node_audits)?;
         print_line(&format!("devnet #{run}"), &network.total, spec.rounds);
         runs.push((network.total.cpu_s / baseline.cpu_s, baseline, network));
     }
@@ -168,7 +184,7 @@ fn overhead(spec: &JobSpec, nodes: u32, data_dir: PathBuf, repeat: u32) -> anyho
         .fold((0, 0), |(f, a), n| (f + n.fragments, a + n.audited));
     println!("    (work assigned: {:.2} GFLOP)", flops / 1e9);
     println!(
-        "    (of which replayed by the coordinator's audits: {audited} of {fragments} fragments, {:.1} %)",
+        "    (of which replayed by audits: {audited} of {fragments} fragments, {:.1} %)",
         100.0 * audited as f64 / fragments.max(1) as f64
     );
     let all: Vec<String> = runs.iter().map(|(r, _, _)| format!("{r:.2}")).collect();
@@ -194,6 +210,7 @@ fn devnet_once(
     spec: &JobSpec,
     nodes: u32,
     data_dir: PathBuf,
+    node_audits: bool,
 ) -> anyhow::Result<DevnetMeasurement> {
     let (own_before, children_before) = cpu_seconds()?;
     let outcome = runtime.block_on(devnet::run(DevnetOptions {
@@ -204,6 +221,7 @@ fn devnet_once(
         timeout: Duration::from_secs(1800),
         show_progress: false,
         adversaries: Vec::new(),
+        node_audits,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

@@ -31,6 +31,9 @@ pub struct DevnetOptions {
     pub show_progress: bool,
     /// The first nodes cheat this way, one kind per node (the adversary kit).
     pub adversaries: Vec<corex_node::Adversary>,
+    /// Let the nodes, which share this machine, replay each other's results; otherwise the
+    /// coordinator replays every audit, as it does for nodes on one machine in production.
+    pub node_audits: bool,
 }
 
 /// What a devnet run produced.
@@ -47,6 +50,9 @@ pub struct DevnetOutcome {
     pub wall_s: f64,
     /// CPU seconds of each process just before it was stopped, by name.
     pub process_cpu_s: Vec<(String, f64)>,
+    /// Whether nodes replayed each other's results (see [`DevnetOptions::node_audits`]).
+    #[serde(default)]
+    pub node_audits: bool,
     /// The coordinator's ledger, audited after every process stopped.
     pub ledger: Option<crate::ledger::LedgerAudit>,
 }
@@ -100,17 +106,22 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     let dir = std::fs::canonicalize(&options.data_dir)?;
     let coordinator_dir = dir.join("coordinator");
     std::fs::create_dir_all(&coordinator_dir)?;
+    let mut coordinator_args = vec![
+        "coordinator".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        coordinator_dir.display().to_string(),
+        "--threads".into(),
+        options.threads.to_string(),
+    ];
+    if options.node_audits {
+        // Every devnet node runs on this one machine: let them audit each other.
+        coordinator_args.push("--allow-shared-hardware".into());
+    }
     children.spawn(
         "coordinator",
-        &[
-            "coordinator".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            coordinator_dir.display().to_string(),
-            "--threads".into(),
-            options.threads.to_string(),
-        ],
+        &coordinator_args,
         &[("RUST_LOG", "info".into())],
         &dir.join("logs/coordinator.log"),
     )?;
@@ -177,6 +188,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         report_path: report_path.clone(),
         wall_s: started.elapsed().as_secs_f64(),
         process_cpu_s: children.cpu_seconds(),
+        node_audits: options.node_audits,
         ledger: None,
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;

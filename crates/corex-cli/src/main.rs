@@ -66,6 +66,10 @@ enum Command {
         /// copy, old, lazy, fake-gpu (comma-separated).
         #[arg(long, value_delimiter = ',')]
         adversaries: Vec<corex_node::Adversary>,
+        /// The coordinator replays every audit itself, instead of letting the nodes (which
+        /// share this machine) replay each other's results.
+        #[arg(long)]
+        coordinator_audits: bool,
     },
     /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
     Coordinator {
@@ -76,6 +80,10 @@ enum Command {
         /// Compute threads for replays, evaluation and aggregation (0: all cores).
         #[arg(long, default_value_t = 0)]
         threads: u32,
+        /// Let nodes on one machine (same device fingerprint) audit each other: for networks
+        /// on a single host, such as a devnet. Off by default: audits come from other hardware.
+        #[arg(long)]
+        allow_shared_hardware: bool,
     },
     /// Run a node agent against a coordinator.
     Node {
@@ -151,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             threads,
             timeout_s,
             adversaries,
+            coordinator_audits,
         } => {
             let spec = job::load_spec(job.as_deref())?;
             let outcome = runtime()?.block_on(devnet::run(devnet::DevnetOptions {
@@ -161,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_secs(timeout_s),
                 show_progress: true,
                 adversaries,
+                node_audits: !coordinator_audits,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {
@@ -175,9 +185,14 @@ fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             threads,
+            allow_shared_hardware,
         } => {
             serve::configure_threads(threads)?;
-            runtime()?.block_on(serve::coordinator(listen, data_dir))
+            let config = corex_coordinator::CoordinatorConfig {
+                shared_hardware: allow_shared_hardware,
+                ..Default::default()
+            };
+            runtime()?.block_on(serve::coordinator(listen, data_dir, config))
         }
         Command::Node {
             coordinator,

@@ -10,7 +10,11 @@ use corex_node::{NodeAgent, NodeConfig};
 
 use crate::endpoint::Endpoint;
 
-pub async fn coordinator(listen: SocketAddr, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
+pub async fn coordinator(
+    listen: SocketAddr,
+    data_dir: std::path::PathBuf,
+    config: CoordinatorConfig,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let identity = load_or_create_keypair(&data_dir.join("coordinator.key"))?;
@@ -29,16 +33,13 @@ pub async fn coordinator(listen: SocketAddr, data_dir: std::path::PathBuf) -> an
         endpoint.url
     );
     println!("certificate fingerprint (pin): {}", endpoint.fingerprint);
+    if config.shared_hardware {
+        println!(
+            "shared hardware allowed: nodes with the same device fingerprint may audit each other (a one-machine network)"
+        );
+    }
     endpoint.write(&data_dir)?;
-    corex_coordinator::run(
-        listener,
-        identity,
-        tls,
-        CoordinatorConfig::default(),
-        data_dir,
-        shutdown_signal(),
-    )
-    .await?;
+    corex_coordinator::run(listener, identity, tls, config, data_dir, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -31,9 +31,16 @@ pub fn print(outcome: &DevnetOutcome) {
         .map(|n| n.fragments)
         .sum::<u64>()
         .max(1);
+    if outcome.node_audits {
+        println!(
+            "  audits: replayed by another proven node when one is free, else by the coordinator; the devnet's nodes share one machine, so the coordinator lets them audit each other (--allow-shared-hardware)"
+        );
+    } else {
+        println!("  audits: replayed by the coordinator (--coordinator-audits)");
+    }
     println!(
-        "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>7}",
-        "node", "role", "threads", "accepted", "audited", "rejected", "share"
+        "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>7} {:>7}",
+        "node", "role", "threads", "accepted", "audited", "rejected", "share", "replays"
     );
     for (node, contribution) in &status.nodes {
         let threads = outcome
@@ -41,14 +48,15 @@ pub fn print(outcome: &DevnetOutcome) {
             .get(node)
             .map_or("-".into(), |info| info.device.compute_threads.to_string());
         println!(
-            "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>6.1}%",
+            "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>6.1}% {:>7}",
             node.short(),
             outcome.roles.get(node).map_or("-", String::as_str),
             threads,
             contribution.fragments,
             contribution.audited,
             contribution.rejected,
-            100.0 * contribution.fragments as f64 / total as f64
+            100.0 * contribution.fragments as f64 / total as f64,
+            contribution.audits_done
         );
     }
     if let Some(ledger) = &outcome.ledger {

@@ -25,8 +25,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
-use crate::job_run::Progress;
-use crate::ledger::ClosedRound;
 use crate::server::Shared;
 
 impl IntoResponse for CoordinatorError {
@@ -215,26 +213,13 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
         let now_ms = worker.clock.millis();
         let mut engine = worker.engine();
         let (job, progress) = engine.submit_result(node, &body, now_ms)?;
-        if progress != Progress::Accepted
-            && let Some(record) = engine.job(&job)?.history().last()
-        {
-            // Still under the engine lock: rounds reach the ledger in the order they closed.
-            worker.send_closed_round(ClosedRound {
-                job,
-                record: record.clone(),
-                job_finished: progress == Progress::JobFinished,
-            });
-        }
+        // Still under the engine lock: rounds reach the ledger in the order they closed.
+        worker.record_progress(&engine, &job, progress)?;
         Ok::<_, CoordinatorError>((job, progress))
     })
     .await
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;
-    if progress != Progress::Accepted {
-        shared.work_available.notify_waiters();
-    }
-    if progress == Progress::JobFinished {
-        shared.persist_finished_job(&job).await?;
-    }
+    shared.announce_progress(&job, progress).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -15,6 +15,10 @@ pub struct CoordinatorConfig {
     /// Rounds per ledger epoch: after this many closed rounds (and when a job finishes) the
     /// epoch's contributions are recorded and settled.
     pub epoch_rounds: u32,
+    /// Let nodes with the same device fingerprint audit each other. Off in production (an
+    /// audit must come from other hardware); a devnet, whose nodes share one machine, turns
+    /// it on and says so.
+    pub shared_hardware: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -25,6 +29,7 @@ impl Default for CoordinatorConfig {
             max_long_poll_ms: 10_000,
             sweep_interval_ms: 100,
             epoch_rounds: 10,
+            shared_hardware: false,
         }
     }
 }

@@ -16,10 +16,11 @@ use corex_core::request_signature::VerifiedRequest;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
 
+use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
-use crate::job_run::{JobRun, Progress};
+use crate::job_run::{Engine, JobRun, Progress};
 use crate::nonce::NonceCache;
 use crate::verification::Verifier;
 
@@ -204,10 +205,16 @@ impl Coordinator {
         if self.verifier.is_banned(&node) {
             return Err(CoordinatorError::Banned(node.to_hex()));
         }
+        let auditors = Auditors {
+            nodes: &self.nodes,
+            now_ms,
+            shared_hardware: self.config.shared_hardware,
+        };
         for id in &self.job_order {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
-                && let Some((fragment, deadline_ms)) = job.lease(node, now_ms)
+                && let Some((fragment, deadline_ms)) =
+                    job.lease(node, now_ms, &self.verifier, &auditors)
             {
                 let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
                 return Ok(LeaseResponse::Work {
@@ -243,15 +250,36 @@ impl Coordinator {
             .values_mut()
             .find(|job| job.owns_fragment(&header.fragment))
             .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
-        let progress = job.submit(
-            node,
-            &header,
-            tensor,
-            now_ms,
-            &mut self.blobs,
-            &mut self.verifier,
-        )?;
+        let engine = Engine {
+            blobs: &mut self.blobs,
+            verifier: &mut self.verifier,
+            auditors: Auditors {
+                nodes: &self.nodes,
+                now_ms,
+                shared_hardware: self.config.shared_hardware,
+            },
+        };
+        let progress = job.submit(node, &header, tensor, now_ms, engine)?;
         Ok((job.id, progress))
+    }
+
+    /// Closes every round whose audit deadline has passed (the coordinator replays what no
+    /// node returned); each job that progressed, and how.
+    pub fn close_overdue_audits(
+        &mut self,
+        now_ms: u64,
+    ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
+        let mut closed = Vec::new();
+        for id in &self.job_order {
+            if let Some(job) = self.jobs.get_mut(id)
+                && job.is_running()
+                && let Some(progress) =
+                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier)
+            {
+                closed.push((*id, progress));
+            }
+        }
+        closed
     }
 
     pub fn job(&self, id: &Hash) -> Result<&JobRun, CoordinatorError> {

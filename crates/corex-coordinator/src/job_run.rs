@@ -4,22 +4,30 @@
 //! Invariant: a refused result changes nothing here. Every check runs before the first write,
 //! so a job fed any mix of bad and good results ends with the same model as a clean run.
 //! Aggregation runs in fragment order, never arrival order, so the result is deterministic.
+//!
+//! A round whose results are all in is planned for audits (the seed is revealed only then).
+//! Audited fragments become audit tasks that proven nodes lease like fragments, under ids of
+//! their own; the round closes when every task has a node's replay, or at the audit deadline,
+//! when the coordinator replays what is left itself. A round with no eligible auditor (no
+//! proven node on other hardware) is replayed by the coordinator at once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{
-    JobState, JobStatus, NodeContribution, ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
+    JobState, JobStatus, NodeAudit, NodeContribution, ResultHeader, ResultRecord, ResultVerdict,
+    RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
-use corex_scheduler::{LeaseBook, slice_round};
+use corex_scheduler::{LeaseBook, LeaseError, slice_round};
 
+use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
-use crate::verification::{Candidate, Replay, Verifier};
+use crate::verification::{AuditPlan, Candidate, NodeReplay, Replay, Verifier};
 
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
@@ -36,6 +44,37 @@ struct RoundState {
     leases: LeaseBook,
     results: Vec<Option<Accepted>>,
     first_lease_ms: Option<u64>,
+    /// Set once every result is in and the audits are out.
+    auditing: Option<Auditing>,
+}
+
+/// A complete round waiting for its audit replays.
+struct Auditing {
+    plan: AuditPlan,
+    tasks: Vec<AuditTask>,
+    /// After this the coordinator replays whatever no node has returned.
+    deadline_ms: u64,
+}
+
+/// One audited fragment, handed to another node to replay.
+struct AuditTask {
+    /// Position of the audited fragment in the round.
+    index: usize,
+    /// The fragment under its audit id (`Fragment::derive_audit_id`).
+    fragment: Fragment,
+    submitter: NodeId,
+    /// Who holds the task, until when.
+    holder: Option<(NodeId, u64)>,
+    replay: Option<NodeReplay>,
+    commitment: Option<Hash>,
+}
+
+/// The engine's parts a result can touch: the published blobs, the verifier, and the rule of
+/// who may audit whom.
+pub struct Engine<'a> {
+    pub blobs: &'a mut BlobStore,
+    pub verifier: &'a mut Verifier,
+    pub auditors: Auditors<'a>,
 }
 
 /// What accepting a result led to.
@@ -43,6 +82,8 @@ struct RoundState {
 pub enum Progress {
     /// The round still waits for other fragments.
     Accepted,
+    /// Every result is in; the round waits for audit replays from nodes.
+    Auditing,
     /// The round closed and the next one is open.
     RoundClosed,
     /// The last round closed: the job is finished.
@@ -144,6 +185,7 @@ impl JobRun {
             results: (0..count).map(|_| None).collect(),
             fragments,
             first_lease_ms: None,
+            auditing: None,
         });
     }
 
@@ -151,9 +193,26 @@ impl JobRun {
         self.state == JobState::Running
     }
 
-    /// Leases a fragment of the current round to `node`, if one is free.
-    pub fn lease(&mut self, node: NodeId, now_ms: u64) -> Option<(Fragment, u64)> {
+    /// Leases a fragment of the current round to `node`, if one is free; while the round is
+    /// being audited, an audit task `node` may take.
+    pub fn lease(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        verifier: &Verifier,
+        auditors: &Auditors<'_>,
+    ) -> Option<(Fragment, u64)> {
         let round = self.round.as_mut()?;
+        if let Some(auditing) = round.auditing.as_mut() {
+            let task = auditing.tasks.iter_mut().find(|task| {
+                task.replay.is_none()
+                    && task.holder.is_none()
+                    && auditors.may_replay(verifier, &node, &task.submitter)
+            })?;
+            let deadline = now_ms + self.spec.lease_ms;
+            task.holder = Some((node, deadline));
+            return Some((task.fragment.clone(), self.spec.lease_ms));
+        }
         let lease = round.leases.lease(node, now_ms, self.spec.lease_ms)?;
         round.first_lease_ms.get_or_insert(now_ms);
         if lease.reissued {
@@ -168,6 +227,19 @@ impl JobRun {
         let Some(round) = self.round.as_mut() else {
             return Vec::new();
         };
+        if let Some(auditing) = round.auditing.as_mut() {
+            let mut freed = Vec::new();
+            for task in &mut auditing.tasks {
+                if let Some((holder, deadline)) = task.holder
+                    && task.replay.is_none()
+                    && deadline <= now_ms
+                {
+                    task.holder = None;
+                    freed.push((task.fragment.id, holder));
+                }
+            }
+            return freed;
+        }
         round
             .leases
             .expire(now_ms)
@@ -178,7 +250,19 @@ impl JobRun {
 
     /// Whether `fragment` is (or was) one of this job's.
     pub fn owns_fragment(&self, fragment: &Hash) -> bool {
-        self.closed_fragments.contains(fragment) || self.fragment_index(fragment).is_some()
+        self.closed_fragments.contains(fragment)
+            || self.fragment_index(fragment).is_some()
+            || self.audit_task(fragment).is_some()
+    }
+
+    fn audit_task(&self, id: &Hash) -> Option<usize> {
+        self.round
+            .as_ref()?
+            .auditing
+            .as_ref()?
+            .tasks
+            .iter()
+            .position(|task| task.fragment.id == *id)
     }
 
     fn fragment_index(&self, fragment: &Hash) -> Option<usize> {
@@ -196,20 +280,148 @@ impl JobRun {
         header: &ResultHeader,
         tensor_bytes: &[u8],
         now_ms: u64,
-        blobs: &mut BlobStore,
-        verifier: &mut Verifier,
+        engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
+        if let Some(task) = self.audit_task(&header.fragment) {
+            return self.submit_audit(task, node, header, tensor_bytes, now_ms, engine);
+        }
         let (index, accepted) = self.check_result(node, header, tensor_bytes)?;
         let round = self
             .round
             .as_mut()
             .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        if round.auditing.is_some() {
+            return Err(CoordinatorError::FragmentClosed(header.fragment));
+        }
         round.leases.complete(index as u32, node)?;
         round.results[index] = Some(accepted);
         if !round.leases.is_complete() {
             return Ok(Progress::Accepted);
         }
+        self.begin_audits(now_ms, engine)
+    }
+
+    /// Plans the complete round's audits and hands out those another node may replay; closes
+    /// the round at once when no audit waits for a node.
+    fn begin_audits(
+        &mut self,
+        now_ms: u64,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let Some(round) = self.round.as_mut() else {
+            return Ok(Progress::Accepted);
+        };
+        let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
+        let candidates = candidates(&accepted, &round.fragments);
+        let plan = verifier.plan_round(&candidates)?;
+        let tasks: Vec<AuditTask> = plan
+            .audits
+            .iter()
+            .zip(accepted.iter().zip(&round.fragments))
+            .enumerate()
+            .filter(|(_, (planned, (result, _)))| {
+                planned.audited && auditors.any_for(verifier, &result.node)
+            })
+            .map(|(index, (_, (result, fragment)))| AuditTask {
+                index,
+                fragment: Fragment {
+                    id: Fragment::derive_audit_id(&fragment.id),
+                    ..fragment.clone()
+                },
+                submitter: result.node,
+                holder: None,
+                replay: None,
+                commitment: None,
+            })
+            .collect();
+        let waiting = !tasks.is_empty();
+        round.auditing = Some(Auditing {
+            plan,
+            tasks,
+            deadline_ms: now_ms + self.spec.lease_ms,
+        });
+        if waiting {
+            return Ok(Progress::Auditing);
+        }
         self.close_round(now_ms, blobs, verifier)
+    }
+
+    /// Takes a node's audit replay for task `task`, checked like any result.
+    fn submit_audit(
+        &mut self,
+        task: usize,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+        now_ms: u64,
+        engine: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let auditing = self
+            .round
+            .as_ref()
+            .and_then(|round| round.auditing.as_ref())
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        let pending = &auditing.tasks[task];
+        if pending.replay.is_some() {
+            return Err(CoordinatorError::FragmentClosed(header.fragment));
+        }
+        let index = pending.index as u32;
+        match pending.holder {
+            Some((holder, _)) if holder == node => {}
+            Some((holder, _)) => {
+                return Err(LeaseError::LeasedToOther {
+                    index,
+                    holder: holder.short(),
+                }
+                .into());
+            }
+            None => return Err(LeaseError::NotLeased(index).into()),
+        }
+        let (gradient, commitment) =
+            self.check_tensor_result(node, &pending.fragment, header, tensor_bytes)?;
+        let all_in = {
+            let auditing = self
+                .round
+                .as_mut()
+                .and_then(|round| round.auditing.as_mut())
+                .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+            let pending = &mut auditing.tasks[task];
+            pending.replay = Some(NodeReplay {
+                auditor: node,
+                result_hash: header.result_hash,
+                replay: Replay {
+                    gradient,
+                    loss: header.loss,
+                },
+            });
+            pending.commitment = Some(commitment);
+            auditing.tasks.iter().all(|task| task.replay.is_some())
+        };
+        if all_in {
+            return self.close_round(now_ms, engine.blobs, engine.verifier);
+        }
+        Ok(Progress::Auditing)
+    }
+
+    /// Closes a round whose audit deadline has passed: the coordinator replays what no node
+    /// returned. `None` when there is nothing to close.
+    pub fn close_overdue_audits(
+        &mut self,
+        now_ms: u64,
+        blobs: &mut BlobStore,
+        verifier: &mut Verifier,
+    ) -> Option<Result<Progress, CoordinatorError>> {
+        let overdue = self
+            .round
+            .as_ref()?
+            .auditing
+            .as_ref()
+            .is_some_and(|auditing| auditing.deadline_ms <= now_ms);
+        overdue.then(|| self.close_round(now_ms, blobs, verifier))
     }
 
     fn check_result(
@@ -228,14 +440,38 @@ impl JobRun {
             .round
             .as_ref()
             .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        round.leases.check_submission(index as u32, &node)?;
+        let fragment = &round.fragments[index];
+        let (gradient, commitment) =
+            self.check_tensor_result(node, fragment, header, tensor_bytes)?;
+        Ok((
+            index,
+            Accepted {
+                node,
+                gradient,
+                loss: header.loss,
+                samples: header.samples,
+                commitment,
+                result_hash: header.result_hash,
+            },
+        ))
+    }
+
+    /// The checks every result and audit replay passes: model version, sample count, the
+    /// tensor's hash and the signed commitment over `fragment`'s id, shape and finiteness.
+    fn check_tensor_result(
+        &self,
+        node: NodeId,
+        fragment: &Fragment,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+    ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
         if header.model != self.model {
             return Err(CoordinatorError::StaleModel {
                 got: header.model,
                 current: self.model,
             });
         }
-        round.leases.check_submission(index as u32, &node)?;
-        let fragment = &round.fragments[index];
         let expected = fragment.indices.len() as u32;
         if header.samples != expected {
             return Err(CoordinatorError::WrongSampleCount {
@@ -261,17 +497,7 @@ impl JobRun {
         if !header.loss.is_finite() {
             return Err(CoordinatorError::NonFiniteLoss(header.loss));
         }
-        Ok((
-            index,
-            Accepted {
-                node,
-                gradient,
-                loss: header.loss,
-                samples: header.samples,
-                commitment,
-                result_hash: header.result_hash,
-            },
-        ))
+        Ok((gradient, commitment))
     }
 
     fn close_round(
@@ -280,27 +506,27 @@ impl JobRun {
         blobs: &mut BlobStore,
         verifier: &mut Verifier,
     ) -> Result<Progress, CoordinatorError> {
-        let Some(round) = self.round.take() else {
+        let Some(mut round) = self.round.take() else {
             return Ok(Progress::Accepted);
         };
+        let Auditing { plan, tasks, .. } = round.auditing.take().ok_or_else(|| {
+            CoordinatorError::Training("a round closed before its audits were planned".into())
+        })?;
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
-
-        // Verify before anything counts: audits replay from the round's model version.
-        let current = self.trainer.parameters();
-        let candidates: Vec<Candidate<'_>> = accepted
-            .iter()
-            .zip(&round.fragments)
-            .map(|(result, fragment)| Candidate {
-                node: result.node,
-                fragment: fragment.id,
-                commitment: result.commitment,
-                result_hash: result.result_hash,
-                gradient: &result.gradient,
-                loss: result.loss,
+        let mut audit_commitments = BTreeMap::new();
+        let node_replays: BTreeMap<usize, NodeReplay> = tasks
+            .into_iter()
+            .filter_map(|task| {
+                audit_commitments.insert(task.index, task.commitment?);
+                Some((task.index, task.replay?))
             })
             .collect();
-        let (audit_seed, judged) = verifier.judge_round(&candidates, |index| {
+
+        // Verify before anything counts: replays start from the round's model version.
+        let current = self.trainer.parameters();
+        let candidates = candidates(&accepted, &round.fragments);
+        let judgement = verifier.judge(&candidates, &plan, &node_replays, |index| {
             corex_ml::run_fragment(
                 &self.spec.work,
                 &self.spec.model,
@@ -314,6 +540,20 @@ impl JobRun {
             })
             .map_err(training)
         })?;
+        let judged = judgement.results;
+        let audits: Vec<NodeAudit> = judgement
+            .audits
+            .into_iter()
+            .filter_map(|(index, verdict)| {
+                Some(NodeAudit {
+                    auditor: node_replays.get(&index)?.auditor,
+                    fragment: round.fragments.get(index)?.id,
+                    commitment: *audit_commitments.get(&index)?,
+                    flops: round.fragments.get(index)?.cost_flops,
+                    verdict,
+                })
+            })
+            .collect();
 
         // A rejected result's place in the aggregate is taken by its replay.
         let parts: Vec<(&[f32], u32)> = accepted
@@ -352,6 +592,13 @@ impl JobRun {
                 ResultVerdict::Rejected { .. } => credit.rejected += 1,
             }
         }
+        for audit in &audits {
+            let credit = self.contributions.entry(audit.auditor).or_default();
+            match audit.verdict {
+                ResultVerdict::Accepted { .. } => credit.audits_done += 1,
+                ResultVerdict::Rejected { .. } => credit.rejected += 1,
+            }
+        }
         self.completed_rounds += 1;
         let last = self.completed_rounds == self.spec.rounds;
         let evaluation = if last || self.completed_rounds.is_multiple_of(self.spec.eval_every) {
@@ -383,9 +630,11 @@ impl JobRun {
                     commitment: result.commitment,
                     flops: fragment.cost_flops,
                     verdict: judgement.verdict,
+                    audited_by: judgement.audited_by,
                 })
                 .collect(),
-            audit_seed,
+            audit_seed: plan.seed,
+            audits,
             wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
         });
         self.closed_fragments
@@ -427,4 +676,20 @@ impl JobRun {
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
     }
+}
+
+/// The round's results as the verifier sees them, in fragment order.
+fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Candidate<'a>> {
+    accepted
+        .iter()
+        .zip(fragments)
+        .map(|(result, fragment)| Candidate {
+            node: result.node,
+            fragment: fragment.id,
+            commitment: result.commitment,
+            result_hash: result.result_hash,
+            gradient: &result.gradient,
+            loss: result.loss,
+        })
+        .collect()
 }

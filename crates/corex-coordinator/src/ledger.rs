@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use corex_core::messages::{ResultVerdict, RoundRecord};
-use corex_core::{Hash, Keypair, NodeId};
+use corex_core::{Fragment, Hash, Keypair, NodeId};
 use corex_ledger::{
     Block, Chain, ContributionEntry, Genesis, Proposal, SignedTx, SoftReason, TxBody, TxReceipt,
     Verdict, merkle_root,
@@ -35,6 +35,8 @@ struct NodeTally {
     consistent: u64,
     accepted: u64,
     flagged: u64,
+    /// Verification units: MFLOP of accepted audit replays computed for other nodes.
+    verification: u64,
 }
 
 impl NodeTally {
@@ -237,6 +239,26 @@ impl LedgerService {
                 verdict,
             });
         }
+        for audit in &closed.record.audits {
+            if !state.is_active_node(&audit.auditor) {
+                continue;
+            }
+            let verdict = match &audit.verdict {
+                ResultVerdict::Accepted { .. } => {
+                    let tally = self.tally.work.entry(audit.auditor).or_default();
+                    tally.verification += audit.flops.div_ceil(MFLOP);
+                    Verdict::Accept
+                }
+                ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
+                    evidence: *evidence,
+                },
+            };
+            bodies.push(TxBody::RecordVerdict {
+                node: audit.auditor,
+                fragment: Fragment::derive_audit_id(&audit.fragment),
+                verdict,
+            });
+        }
         self.tally.rounds += 1;
         self.sign_and_commit(bodies, now_ms)?;
         if self.tally.rounds >= self.epoch_rounds || closed.job_finished {
@@ -258,16 +280,28 @@ impl LedgerService {
             .into_iter()
             .filter(|(node, _)| state.is_active_node(node))
             .flat_map(|(node, tally)| {
+                // Verification units at full quality: every accepted replay matched the result
+                // it audited or the coordinator's own.
+                let verification = (tally.verification > 0).then_some(ContributionEntry {
+                    node,
+                    compute_units: 0,
+                    pot_units: 0,
+                    verification_units: tally.verification,
+                    quality_ppm: 1_000_000,
+                });
                 [
-                    ContributionEntry::compute(node, tally.compute),
-                    ContributionEntry {
+                    Some(ContributionEntry::compute(node, tally.compute)),
+                    Some(ContributionEntry {
                         node,
                         compute_units: 0,
                         pot_units: tally.consistent,
                         verification_units: 0,
                         quality_ppm: tally.quality_ppm(),
-                    },
+                    }),
+                    verification,
                 ]
+                .into_iter()
+                .flatten()
             })
             .collect();
         let supply = entries.iter().map(|e| e.compute_units).sum();

@@ -6,6 +6,7 @@
 //! the I/O shell around them.
 
 pub mod api;
+pub mod auditors;
 pub mod blobs;
 pub mod config;
 pub mod engine;

@@ -16,6 +16,7 @@ use crate::api::router;
 use crate::config::CoordinatorConfig;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
+use crate::job_run::Progress;
 use crate::ledger::{ClosedRound, LedgerService};
 use crate::verification::Verifier;
 
@@ -71,6 +72,42 @@ impl Shared {
         {
             tracing::warn!("the ledger recorder has stopped; a round was not recorded");
         }
+    }
+
+    /// Sends a round that `progress` closed to the ledger recorder. Call it under the engine
+    /// lock (`engine` is that guard), right after the step that closed the round.
+    pub fn record_progress(
+        &self,
+        engine: &Coordinator,
+        job: &Hash,
+        progress: Progress,
+    ) -> Result<(), CoordinatorError> {
+        if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
+            && let Some(record) = engine.job(job)?.history().last()
+        {
+            self.send_closed_round(ClosedRound {
+                job: *job,
+                record: record.clone(),
+                job_finished: progress == Progress::JobFinished,
+            });
+        }
+        Ok(())
+    }
+
+    /// After the engine lock is released: wakes lease requests when new work (a round, audit
+    /// tasks) appeared, and writes a finished job's report and weights.
+    pub async fn announce_progress(
+        &self,
+        job: &Hash,
+        progress: Progress,
+    ) -> Result<(), CoordinatorError> {
+        if progress != Progress::Accepted {
+            self.work_available.notify_waiters();
+        }
+        if progress == Progress::JobFinished {
+            self.persist_finished_job(job).await?;
+        }
+        Ok(())
     }
 
     pub fn ledger(&self) -> MutexGuard<'_, LedgerService> {
@@ -205,12 +242,41 @@ async fn record_rounds(
     }
 }
 
-/// Returns overdue leases to the pool and wakes waiting lease requests.
+/// Returns overdue leases to the pool and wakes waiting lease requests; closes rounds whose
+/// audit deadline passed (the coordinator replays what no node returned).
 async fn sweep_leases(shared: Arc<Shared>) {
     let mut interval =
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
     loop {
         interval.tick().await;
+        let worker = shared.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut engine = worker.engine();
+            let closed = engine.close_overdue_audits(worker.clock.millis());
+            closed
+                .into_iter()
+                .filter_map(|(job, progress)| match progress {
+                    Ok(progress) => match worker.record_progress(&engine, &job, progress) {
+                        Ok(()) => Some((job, progress)),
+                        Err(error) => {
+                            tracing::warn!(%error, "a closed round could not be queued for the ledger");
+                            None
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(job = %job.short(), %error, "closing an audited round failed");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (job, progress) in closed {
+            if let Err(error) = shared.announce_progress(&job, progress).await {
+                tracing::warn!(%error, "a finished job could not be persisted");
+            }
+        }
         let expired = shared.engine().expire(shared.clock.millis());
         if expired.is_empty() {
             continue;

@@ -3,6 +3,11 @@
 //! audit: a gradient-consistency flag, and a result whose bytes were seen before (a copy, or
 //! an old result resubmitted). Only the audit decides, so an honest node whose gradient looks
 //! odd, or happens to repeat, is replayed and accepted, never punished.
+//!
+//! Replays are computed by proven nodes other than the audited one when they are free (the
+//! job run hands them out as audit tasks), otherwise by the coordinator. A node replay that
+//! agrees with the result settles the audit; one that disagrees is arbitrated by the
+//! coordinator's own replay, which judges both the result and the auditor.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -57,6 +62,8 @@ const LOSS_TOLERANCE: f32 = 1e-3;
 pub struct Judged {
     pub verdict: ResultVerdict,
     pub replacement: Option<Vec<f32>>,
+    /// The node whose agreeing replay audited the result (none: the coordinator's replay did).
+    pub audited_by: Option<NodeId>,
 }
 
 pub struct Verifier {
@@ -111,13 +118,20 @@ impl Verifier {
         seed
     }
 
-    /// Judges a closed round's results. `replay(i)` recomputes candidate `i` from scratch.
-    /// Returns the revealed seed and one verdict per candidate, in order.
-    pub fn judge_round(
+    /// Whether `node` may replay other nodes' results: it has passed its probation audits
+    /// and never failed one. Cheaters that cheat from the start never qualify.
+    pub fn may_audit(&self, node: &NodeId) -> bool {
+        let record = self.record(node);
+        record.failed == 0 && record.passed >= u64::from(self.policy.probation_audits)
+    }
+
+    /// Decides which of a complete round's results are replayed: reveals the next seed
+    /// (the results are committed by now), computes the consistency flags and finds repeated
+    /// result bytes; a flag forces an audit, the seed and each node's rate pick the rest.
+    pub fn plan_round(
         &mut self,
         candidates: &[Candidate<'_>],
-        mut replay: impl FnMut(usize) -> Result<Replay, CoordinatorError>,
-    ) -> Result<(Hash, Vec<Judged>), CoordinatorError> {
+    ) -> Result<AuditPlan, CoordinatorError> {
         let seed = self.reveal();
         let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
         let len = parts.first().map_or(0, |part| part.len());
@@ -137,76 +151,205 @@ impl Verifier {
             .collect();
         self.seen_results
             .extend(candidates.iter().map(|candidate| candidate.result_hash));
-        let mut judged = Vec::with_capacity(candidates.len());
-        for (index, candidate) in candidates.iter().enumerate() {
-            let record = self.record(&candidate.node);
-            let rate = self.policy.rate_ppm(record.passed, record.failed);
-            let flag = if repeated[index] {
-                Some("repeated_result".to_owned())
-            } else {
-                consistency[index]
-                    .flag
-                    .map(|flag| format!("{flag:?}").to_lowercase())
-            };
-            let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
-            if !audited {
-                judged.push(Judged {
+        let audits = candidates
+            .iter()
+            .enumerate()
+            .map(|(index, candidate)| {
+                let record = self.record(&candidate.node);
+                let rate = self.policy.rate_ppm(record.passed, record.failed);
+                let flag = if repeated[index] {
+                    Some("repeated_result".to_owned())
+                } else {
+                    consistency[index]
+                        .flag
+                        .map(|flag| format!("{flag:?}").to_lowercase())
+                };
+                let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
+                PlannedAudit { audited, flag }
+            })
+            .collect();
+        Ok(AuditPlan { seed, audits })
+    }
+
+    /// Judges a round planned by [`plan_round`](Self::plan_round). An audited result is
+    /// compared with the node replay in `node_replays` when there is one; where they disagree,
+    /// or there is none, `replay(i)` (the coordinator's own) decides, and it also judges the
+    /// auditor. Returns one verdict per candidate, in order, and one per node replay.
+    pub fn judge(
+        &mut self,
+        candidates: &[Candidate<'_>],
+        plan: &AuditPlan,
+        node_replays: &BTreeMap<usize, NodeReplay>,
+        mut replay: impl FnMut(usize) -> Result<Replay, CoordinatorError>,
+    ) -> Result<RoundJudgement, CoordinatorError> {
+        let mut judgement = RoundJudgement::default();
+        for (index, (candidate, planned)) in candidates.iter().zip(&plan.audits).enumerate() {
+            let flag = planned.flag.clone();
+            if !planned.audited {
+                judgement.results.push(Judged {
                     verdict: ResultVerdict::Accepted {
                         audited: false,
                         flag: None,
                     },
                     replacement: None,
+                    audited_by: None,
                 });
                 continue;
             }
-            let Replay {
-                gradient: truth,
-                loss,
-            } = replay(index)?;
-            let comparison = compare(candidate.gradient, &truth, &self.tolerance)
-                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-            let loss_matches =
-                (candidate.loss - loss).abs() <= LOSS_TOLERANCE * loss.abs().max(1e-3);
-            let entry = self.records.entry(candidate.node).or_default();
-            if comparison.within && loss_matches {
-                entry.passed += 1;
-                judged.push(Judged {
+            let from_node = node_replays.get(&index);
+            if let Some(node_replay) = from_node
+                && self.agrees(candidate.gradient, candidate.loss, &node_replay.replay)?
+            {
+                self.records.entry(candidate.node).or_default().passed += 1;
+                judgement.results.push(Judged {
                     verdict: ResultVerdict::Accepted {
                         audited: true,
                         flag,
                     },
                     replacement: None,
+                    audited_by: Some(node_replay.auditor),
                 });
-            } else {
-                entry.failed += 1;
-                let truth_hash = Hash::of(
-                    &truth
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                );
-                judged.push(Judged {
-                    verdict: ResultVerdict::Rejected {
-                        reason: format!(
-                            "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}{}",
-                            comparison.relative_l2,
-                            comparison.cosine,
-                            candidate.loss,
-                            loss,
-                            flag.map(|f| format!("; consistency flag {f}"))
-                                .unwrap_or_default()
-                        ),
-                        evidence: Hash::of_parts(&[
-                            b"corex-evidence",
-                            &candidate.fragment.0,
-                            &candidate.result_hash.0,
-                            &truth_hash.0,
-                        ]),
-                    },
-                    replacement: Some(truth),
-                });
+                judgement.audits.push((index, accepted_audit(false)));
+                continue;
             }
+            let truth = replay(index)?;
+            if let Some(node_replay) = from_node {
+                let verdict = if self.agrees(
+                    &node_replay.replay.gradient,
+                    node_replay.replay.loss,
+                    &truth,
+                )? {
+                    accepted_audit(true)
+                } else {
+                    self.records.entry(node_replay.auditor).or_default().failed += 1;
+                    let (reason, evidence) = self.disagreement(
+                        &node_replay.replay.gradient,
+                        node_replay.replay.loss,
+                        &truth,
+                        &candidate.fragment,
+                        &node_replay.result_hash,
+                    )?;
+                    ResultVerdict::Rejected {
+                        reason: format!("audit replay is wrong: {reason}"),
+                        evidence,
+                    }
+                };
+                judgement.audits.push((index, verdict));
+            }
+            let entry_ok = self.agrees(candidate.gradient, candidate.loss, &truth)?;
+            if entry_ok {
+                self.records.entry(candidate.node).or_default().passed += 1;
+                judgement.results.push(Judged {
+                    verdict: ResultVerdict::Accepted {
+                        audited: true,
+                        flag,
+                    },
+                    replacement: None,
+                    audited_by: None,
+                });
+                continue;
+            }
+            self.records.entry(candidate.node).or_default().failed += 1;
+            let (reason, evidence) = self.disagreement(
+                candidate.gradient,
+                candidate.loss,
+                &truth,
+                &candidate.fragment,
+                &candidate.result_hash,
+            )?;
+            judgement.results.push(Judged {
+                verdict: ResultVerdict::Rejected {
+                    reason: format!(
+                        "{reason}{}",
+                        flag.map(|f| format!("; consistency flag {f}"))
+                            .unwrap_or_default()
+                    ),
+                    evidence,
+                },
+                replacement: Some(truth.gradient),
+                audited_by: None,
+            });
         }
-        Ok((seed, judged))
+        Ok(judgement)
     }
+
+    /// Whether a result (gradient and reported loss) matches a replay within tolerance.
+    fn agrees(
+        &self,
+        gradient: &[f32],
+        loss: f32,
+        replay: &Replay,
+    ) -> Result<bool, CoordinatorError> {
+        let comparison = compare(gradient, &replay.gradient, &self.tolerance)
+            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let loss_matches =
+            (loss - replay.loss).abs() <= LOSS_TOLERANCE * replay.loss.abs().max(1e-3);
+        Ok(comparison.within && loss_matches)
+    }
+
+    /// Why a result disagrees with the replay, and the evidence hash that binds the fragment,
+    /// the result and the replay.
+    fn disagreement(
+        &self,
+        gradient: &[f32],
+        loss: f32,
+        truth: &Replay,
+        fragment: &Hash,
+        result_hash: &Hash,
+    ) -> Result<(String, Hash), CoordinatorError> {
+        let comparison = compare(gradient, &truth.gradient, &self.tolerance)
+            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let truth_hash = Hash::of(&corex_core::tensor::f32s_to_bytes(&truth.gradient));
+        Ok((
+            format!(
+                "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}",
+                comparison.relative_l2, comparison.cosine, loss, truth.loss
+            ),
+            Hash::of_parts(&[
+                b"corex-evidence",
+                &fragment.0,
+                &result_hash.0,
+                &truth_hash.0,
+            ]),
+        ))
+    }
+}
+
+/// An accepted audit replay; `arbitrated` when the coordinator's replay confirmed it.
+fn accepted_audit(arbitrated: bool) -> ResultVerdict {
+    ResultVerdict::Accepted {
+        audited: arbitrated,
+        flag: None,
+    }
+}
+
+/// Which results of a round are replayed, decided once its results are committed.
+#[derive(Debug, Clone)]
+pub struct AuditPlan {
+    /// The seed revealed for this round.
+    pub seed: Hash,
+    /// One entry per candidate, in order.
+    pub audits: Vec<PlannedAudit>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedAudit {
+    pub audited: bool,
+    /// The consistency or repetition flag that forced the audit, if one did.
+    pub flag: Option<String>,
+}
+
+/// An audit replay computed by a node (not the audited one).
+pub struct NodeReplay {
+    pub auditor: NodeId,
+    /// Hash of the replay's tensor bytes.
+    pub result_hash: Hash,
+    pub replay: Replay,
+}
+
+/// The verdicts of a round: one per result, and one per node replay (by candidate index).
+#[derive(Default)]
+pub struct RoundJudgement {
+    pub results: Vec<Judged>,
+    pub audits: Vec<(usize, ResultVerdict)>,
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
-use corex_core::messages::JobStatus;
+use corex_core::messages::{JobReport, JobStatus, ResultVerdict};
 use corex_core::{AggregationSpec, JobSpec, OptimizerSpec, WorkSpec};
 use corex_node::{Adversary, NodeConfig};
 
@@ -35,7 +35,18 @@ type Believed = Vec<(u8, bool)>;
 /// Runs the job on 7 honest nodes (seeds 1..=7) and 3 running `adversary` (seeds 101..=103).
 /// Returns the status, each node's ledger account, and whether its capability was believed.
 async fn run(spec: &JobSpec, adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed) {
-    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    let (status, ledger, believed, _) =
+        run_with(CoordinatorConfig::default(), spec, adversary).await;
+    (status, ledger, believed)
+}
+
+/// [`run`] under `config`; also returns the job report.
+async fn run_with(
+    config: CoordinatorConfig,
+    spec: &JobSpec,
+    adversary: Option<Adversary>,
+) -> (JobStatus, LedgerViews, Believed, JobReport) {
+    let mut net = TestNet::start(config).await;
     let collusion = net.dir.path().join("collusion");
     std::fs::create_dir_all(&collusion).unwrap();
     let config = |adversary| NodeConfig {
@@ -52,6 +63,7 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>) -> (JobStatus, Ledger
     let owner = net.client(250);
     let id = owner.submit_job(spec).await.unwrap();
     let status = wait_for_end(&owner, &id, Duration::from_secs(300)).await;
+    let report = owner.job_report(&id).await.unwrap();
     // Let the ledger recorder catch up with the last round.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut ledger = Vec::new();
@@ -64,7 +76,7 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>) -> (JobStatus, Ledger
         believed.push((seed, capability.is_some_and(|c| c.believed)));
     }
     net.shutdown().await;
-    (status, ledger, believed)
+    (status, ledger, believed, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,5 +258,79 @@ async fn cheating_on_local_steps_is_caught_too() {
                 "honest node {seed} was hard-rejected"
             );
         }
+    }
+}
+
+/// Audits replayed by other nodes (the test nodes share one machine, so shared hardware is
+/// allowed): nodes take over the replays once proven, honest auditors agree with honest
+/// results, cheaters are still caught, a cheating auditor's wrong replay is itself
+/// hard-rejected by the coordinator's arbitration, and no honest node is ever rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_audits_catch_cheaters_and_lying_auditors() {
+    let config = CoordinatorConfig {
+        shared_hardware: true,
+        ..CoordinatorConfig::default()
+    };
+    let (clean, _, _, report) = run_with(config.clone(), &job(), None).await;
+    let node_audits = report.rounds.iter().map(|r| r.audits.len()).sum::<usize>();
+    let by_nodes = report
+        .rounds
+        .iter()
+        .flat_map(|r| &r.results)
+        .filter(|r| r.audited_by.is_some_and(|auditor| auditor != r.node))
+        .count();
+    println!(
+        "clean run with node audits: {node_audits} replays by nodes, {by_nodes} results settled by them"
+    );
+    assert!(by_nodes > 0, "no audit was replayed by a node");
+    assert!(
+        report
+            .rounds
+            .iter()
+            .flat_map(|r| &r.audits)
+            .all(|a| matches!(a.verdict, ResultVerdict::Accepted { .. })),
+        "an honest auditor was rejected"
+    );
+    for adversary in [Adversary::SignFlipped, Adversary::Copy, Adversary::Lazy] {
+        let (status, ledger, _, report) = run_with(config.clone(), &job(), Some(adversary)).await;
+        let rejected: u64 = status.nodes.values().map(|c| c.rejected).sum();
+        let lying_auditors = report
+            .rounds
+            .iter()
+            .flat_map(|r| &r.audits)
+            .filter(|a| matches!(a.verdict, ResultVerdict::Rejected { .. }))
+            .count();
+        println!(
+            "node audits, {:<13} {rejected} rejected ({lying_auditors} of them audit replays), accuracy {:.2}% (clean {:.2}%)",
+            adversary.name(),
+            status.last_test_accuracy.unwrap() * 100.0,
+            clean.last_test_accuracy.unwrap() * 100.0
+        );
+        assert!(rejected >= 1, "{}: no cheat was caught", adversary.name());
+        for (seed, view) in ledger.iter().filter(|(seed, _)| *seed <= HONEST) {
+            let profile = &view.as_ref().unwrap().node.as_ref().unwrap().profile;
+            assert_eq!(
+                profile.hard_rejects, 0,
+                "honest node {seed} was hard-rejected"
+            );
+        }
+        let honest_ids: Vec<_> = (1..=HONEST)
+            .map(|seed| corex_core::Keypair::from_secret([seed; 32]).id())
+            .collect();
+        assert!(
+            report
+                .rounds
+                .iter()
+                .flat_map(|r| &r.audits)
+                .filter(|a| honest_ids.contains(&a.auditor))
+                .all(|a| matches!(a.verdict, ResultVerdict::Accepted { .. })),
+            "{}: an honest auditor was rejected",
+            adversary.name()
+        );
+        assert!(
+            (status.last_test_accuracy.unwrap() - clean.last_test_accuracy.unwrap()).abs() <= 0.01,
+            "{}: accuracy more than 1 point from the clean run's",
+            adversary.name()
+        );
     }
 }

@@ -8,10 +8,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{adam, small_job};
-use corex_coordinator::verification::{Candidate, Replay, Verifier};
+use corex_coordinator::verification::{Candidate, NodeReplay, Replay, Verifier};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, JobSpec, WorkSpec};
 use corex_ml::{Dataset, Trainer};
@@ -105,18 +106,45 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                     loss: s.loss,
                 })
                 .collect();
-            // Then the real verifier judges the round: its own audit draws and consistency flags.
-            let (_, judged) = verifier
-                .judge_round(&candidates, |i| {
+            // Then the real verifier judges the round: its own audit draws and consistency
+            // flags; odd fragments are replayed by an auditor node on 4 threads, the others by
+            // the coordinator on 1.
+            let plan = verifier.plan_round(&candidates).unwrap();
+            let auditor = corex_core::Keypair::from_secret([200; 32]).id();
+            let node_replays: BTreeMap<usize, NodeReplay> = (0..fragments.len())
+                .filter(|i| i % 2 == 1)
+                .map(|i| {
+                    let replay = output(2, &fragments[i].indices);
+                    let result_hash =
+                        Hash::of(&corex_core::tensor::f32s_to_bytes(&replay.gradient));
+                    let replay = Replay {
+                        gradient: replay.gradient,
+                        loss: replay.loss,
+                    };
+                    (
+                        i,
+                        NodeReplay {
+                            auditor,
+                            result_hash,
+                            replay,
+                        },
+                    )
+                })
+                .collect();
+            let judgement = verifier
+                .judge(&candidates, &plan, &node_replays, |i| {
                     Ok(Replay {
                         gradient: replays[i].gradient.clone(),
                         loss: replays[i].loss,
                     })
                 })
                 .unwrap();
-            hard_rejects += judged
+            hard_rejects += judgement
+                .results
                 .iter()
-                .filter(|j| matches!(j.verdict, ResultVerdict::Rejected { .. }))
+                .map(|j| &j.verdict)
+                .chain(judgement.audits.iter().map(|(_, verdict)| verdict))
+                .filter(|verdict| matches!(verdict, ResultVerdict::Rejected { .. }))
                 .count() as u64;
             let parts: Vec<(&[f32], u32)> = submitted
                 .iter()

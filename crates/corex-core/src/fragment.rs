@@ -42,6 +42,13 @@ impl Fragment {
             &index.to_le_bytes(),
         ])
     }
+
+    /// The id of the audit task that replays fragment `fragment` on another node: distinct
+    /// from the fragment's, so the auditor's commitment and result cannot be confused with
+    /// (or replayed as) the audited node's.
+    pub fn derive_audit_id(fragment: &Hash) -> Hash {
+        Hash::of_parts(&[b"corex-audit", fragment.as_bytes()])
+    }
 }
 
 /// The commitment a node signs for a result: `H(node ‖ fragment ‖ H(w_r) ‖ H(result))`.

@@ -31,6 +31,11 @@ pub struct DeviceReport {
     /// Speed the node claims (GFLOP/s), if any; the capability challenge checks it.
     #[serde(default)]
     pub claimed_gflops: Option<u64>,
+    /// Hash of the machine's hardware identifiers (machine id, network MAC addresses, CPU,
+    /// memory, GPUs): nodes on one machine share it. Self-reported, so it limits honest
+    /// operators and lazy Sybil farms, not a determined liar.
+    #[serde(default)]
+    pub fingerprint: Hash,
 }
 
 /// What the coordinator knows about a registered node.
@@ -193,6 +198,9 @@ pub struct NodeContribution {
     /// Results whose audit failed (hard rejects).
     #[serde(default)]
     pub rejected: u64,
+    /// Audit replays this node computed for other nodes' results and that were accepted.
+    #[serde(default)]
+    pub audits_done: u64,
 }
 
 /// What verification concluded about a result that passed intake.
@@ -220,6 +228,25 @@ pub struct ResultRecord {
     pub commitment: Hash,
     pub flops: u64,
     pub verdict: ResultVerdict,
+    /// The node whose replay audited this result, when a node did (absent: the coordinator
+    /// replayed it, or it was not audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audited_by: Option<NodeId>,
+}
+
+/// An audit replay a node computed, and what became of it. A replay that agrees with the
+/// result it audits is accepted (and paid as verification work); one that disagrees is
+/// arbitrated by the coordinator's own replay, and a replay that is wrong is hard-rejected
+/// like any false result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAudit {
+    pub auditor: NodeId,
+    /// The audited fragment.
+    pub fragment: Hash,
+    /// The auditor's commitment over the audit task's id (`Fragment::derive_audit_id`).
+    pub commitment: Hash,
+    pub flops: u64,
+    pub verdict: ResultVerdict,
 }
 
 /// One finished round, as recorded in the job report.
@@ -237,6 +264,9 @@ pub struct RoundRecord {
     /// The audit seed revealed at this round's close (it follows the previous one in the
     /// coordinator's seed chain): which results were replayed follows from it.
     pub audit_seed: Hash,
+    /// Audit replays computed by nodes this round, in fragment order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audits: Vec<NodeAudit>,
     /// Milliseconds from the round's first lease to its aggregation.
     pub wall_ms: u64,
 }

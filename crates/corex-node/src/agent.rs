@@ -151,7 +151,7 @@ impl NodeAgent {
                 return Ok(None);
             }
             let body = TxBody::RegisterNode {
-                device_fingerprint: device_fingerprint(report),
+                device_fingerprint: report.fingerprint,
                 device_class: device_class(report),
             };
             self.client.submit_tx(body).await.map(Some)
@@ -336,18 +336,6 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool
         () = tokio::time::sleep(delay) => *stop.borrow(),
         _ = stop.changed() => true,
     }
-}
-
-/// Hardware identifiers of this machine, hashed: nodes on one machine share it.
-fn device_fingerprint(report: &DeviceReport) -> Hash {
-    Hash::of_parts(&[
-        b"corex-device-v1",
-        report.hostname.as_bytes(),
-        report.cpu_model.as_bytes(),
-        &report.logical_cores.to_le_bytes(),
-        &report.memory_bytes.to_le_bytes(),
-        report.gpus.join("\n").as_bytes(),
-    ])
 }
 
 /// The class a node declares; tiers from measured performance come with benchmarking.

@@ -1,5 +1,6 @@
 //! Device detection: what this machine is, as reported to the coordinator at registration.
 
+use corex_core::Hash;
 use corex_core::messages::DeviceReport;
 
 /// Describes this host. `compute_threads` is what the node will actually use.
@@ -22,7 +23,7 @@ pub fn detect(compute_threads: u32) -> DeviceReport {
     } else {
         logical_cores
     };
-    DeviceReport {
+    let mut report = DeviceReport {
         hostname: sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into()),
         os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
         cpu_model: cpu_model.unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
@@ -32,7 +33,42 @@ pub fn detect(compute_threads: u32) -> DeviceReport {
         compute_threads,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         claimed_gflops: None,
+        fingerprint: Hash::default(),
+    };
+    report.fingerprint = fingerprint(&report, &machine_identifiers());
+    report
+}
+
+/// The machine's own identifiers: `/etc/machine-id` and the MAC addresses of its network
+/// interfaces (loopback and all-zero addresses left out), sorted.
+fn machine_identifiers() -> Vec<String> {
+    let mut identifiers: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("address")).ok())
+        .map(|address| address.trim().to_owned())
+        .filter(|address| !address.is_empty() && address != "00:00:00:00:00:00")
+        .collect();
+    identifiers.sort();
+    if let Ok(machine_id) = std::fs::read_to_string("/etc/machine-id") {
+        identifiers.push(machine_id.trim().to_owned());
     }
+    identifiers
+}
+
+/// Hardware identifiers hashed with the host's shape: every node on one machine gets the
+/// same fingerprint, whatever its thread count or data directory.
+fn fingerprint(report: &DeviceReport, identifiers: &[String]) -> Hash {
+    Hash::of_parts(&[
+        b"corex-device-v2",
+        identifiers.join("\n").as_bytes(),
+        report.hostname.as_bytes(),
+        report.cpu_model.as_bytes(),
+        &report.logical_cores.to_le_bytes(),
+        &report.memory_bytes.to_le_bytes(),
+        report.gpus.join("\n").as_bytes(),
+    ])
 }
 
 /// NVIDIA GPUs as the kernel driver lists them; none on hosts without the driver.
@@ -59,5 +95,12 @@ mod tests {
         assert!(report.logical_cores >= 1);
         assert!(report.memory_bytes > 0);
         assert_eq!(report.compute_threads, 2);
+    }
+
+    #[test]
+    fn nodes_on_one_machine_share_a_fingerprint() {
+        let (one, other) = (super::detect(1), super::detect(4));
+        assert_eq!(one.fingerprint, other.fingerprint);
+        assert_ne!(one.fingerprint, corex_core::Hash::default());
     }
 }
