@@ -53,10 +53,18 @@ fn the_default_devnet_job_reaches_95_percent_with_4_nodes() {
         .map(|n| n["tasks_done"].as_u64().unwrap())
         .sum();
     let spec = corex_core::JobSpec::default_digits();
+    let rounds = report["report"]["rounds"].as_array().unwrap();
+    let node_audits = rounds
+        .iter()
+        .filter_map(|round| round["audits"].as_array())
+        .flatten()
+        .count() as u64;
+    println!("audit replays computed by nodes: {node_audits}");
+    assert!(node_audits > 0, "the devnet's nodes audit each other");
     assert_eq!(
         tasks,
-        u64::from(spec.rounds * spec.fragments_per_round()),
-        "one accept verdict per fragment"
+        u64::from(spec.rounds * spec.fragments_per_round()) + node_audits,
+        "one accept verdict per fragment and per audit replay"
     );
     assert!(
         nodes
