@@ -115,9 +115,15 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         "--threads".into(),
         options.threads.to_string(),
     ];
+    // Every devnet node runs on this one machine: the Sybil limits (nodes per device
+    // fingerprint and per endpoint) are lifted, and with node audits the nodes may audit
+    // each other.
     if options.node_audits {
-        // Every devnet node runs on this one machine: let them audit each other.
         coordinator_args.push("--allow-shared-hardware".into());
+    } else {
+        for limit in ["--max-nodes-per-fingerprint", "--max-nodes-per-endpoint"] {
+            coordinator_args.extend([limit.into(), options.nodes.to_string()]);
+        }
     }
     children.spawn(
         "coordinator",

@@ -80,10 +80,17 @@ enum Command {
         /// Compute threads for replays, evaluation and aggregation (0: all cores).
         #[arg(long, default_value_t = 0)]
         threads: u32,
-        /// Let nodes on one machine (same device fingerprint) audit each other: for networks
-        /// on a single host, such as a devnet. Off by default: audits come from other hardware.
+        /// A network on one machine (a devnet): no limit on nodes per device fingerprint or
+        /// endpoint, and nodes with the same fingerprint may audit each other. Off by default:
+        /// audits come from other hardware and Sybil limits apply.
         #[arg(long)]
         allow_shared_hardware: bool,
+        /// Most live nodes one device fingerprint may run.
+        #[arg(long, default_value_t = 1)]
+        max_nodes_per_fingerprint: u32,
+        /// Most live nodes one network endpoint (IP address) may run.
+        #[arg(long, default_value_t = 4)]
+        max_nodes_per_endpoint: u32,
     },
     /// Run a node agent against a coordinator.
     Node {
@@ -186,11 +193,18 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             threads,
             allow_shared_hardware,
+            max_nodes_per_fingerprint,
+            max_nodes_per_endpoint,
         } => {
             serve::configure_threads(threads)?;
-            let config = corex_coordinator::CoordinatorConfig {
-                shared_hardware: allow_shared_hardware,
-                ..Default::default()
+            let config = if allow_shared_hardware {
+                corex_coordinator::CoordinatorConfig::one_machine()
+            } else {
+                corex_coordinator::CoordinatorConfig {
+                    max_nodes_per_fingerprint,
+                    max_nodes_per_endpoint,
+                    ..Default::default()
+                }
             };
             runtime()?.block_on(serve::coordinator(listen, data_dir, config))
         }

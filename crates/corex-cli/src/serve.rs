@@ -35,7 +35,7 @@ pub async fn coordinator(
     println!("certificate fingerprint (pin): {}", endpoint.fingerprint);
     if config.shared_hardware {
         println!(
-            "shared hardware allowed: nodes with the same device fingerprint may audit each other (a one-machine network)"
+            "one-machine network (--allow-shared-hardware): no limit on nodes per device fingerprint or endpoint, and nodes with the same fingerprint may audit each other"
         );
     }
     endpoint.write(&data_dir)?;

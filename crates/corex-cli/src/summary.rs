@@ -31,9 +31,12 @@ pub fn print(outcome: &DevnetOutcome) {
         .map(|n| n.fragments)
         .sum::<u64>()
         .max(1);
+    println!(
+        "  the devnet's nodes share one machine: the coordinator lifts its limits on nodes per device fingerprint and endpoint"
+    );
     if outcome.node_audits {
         println!(
-            "  audits: replayed by another proven node when one is free, else by the coordinator; the devnet's nodes share one machine, so the coordinator lets them audit each other (--allow-shared-hardware)"
+            "  audits: replayed by another proven node when one is free, else by the coordinator (nodes on this machine may audit each other: --allow-shared-hardware)"
         );
     } else {
         println!("  audits: replayed by the coordinator (--coordinator-audits)");

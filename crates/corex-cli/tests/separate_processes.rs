@@ -109,6 +109,8 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
             "127.0.0.1:0",
             "--data-dir",
             coordinator_dir.to_str().unwrap(),
+            // Both nodes run on this machine.
+            "--allow-shared-hardware",
         ],
         &root.join("coordinator.log"),
         "info",

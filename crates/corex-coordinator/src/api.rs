@@ -5,12 +5,13 @@
 //! Errors come back as `{"error": code, "message": sentence}` with a 4xx status, and a refused
 //! request leaves the coordinator's state as it was (apart from remembering the nonce).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -111,12 +112,21 @@ pub(crate) fn json<T: Serialize>(value: &T) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 
-async fn register(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let RegisterRequest { device } = parse_json(&body)?;
     let coordinator = {
         let mut engine = shared.engine();
-        engine.register(node, device.clone(), shared.clock.millis());
+        engine.register(
+            node,
+            device.clone(),
+            peer.ip().to_string(),
+            shared.clock.millis(),
+        )?;
         engine.identity.id()
     };
     tracing::info!(node = %node.short(), cpu = %device.cpu_model, threads = device.compute_threads, "node registered");

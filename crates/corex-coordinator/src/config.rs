@@ -19,6 +19,11 @@ pub struct CoordinatorConfig {
     /// audit must come from other hardware); a devnet, whose nodes share one machine, turns
     /// it on and says so.
     pub shared_hardware: bool,
+    /// Most live nodes one device fingerprint may run (against Sybil farms: many identities
+    /// on one machine).
+    pub max_nodes_per_fingerprint: u32,
+    /// Most live nodes one network endpoint (IP address) may run.
+    pub max_nodes_per_endpoint: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -30,19 +35,34 @@ impl Default for CoordinatorConfig {
             sweep_interval_ms: 100,
             epoch_rounds: 10,
             shared_hardware: false,
+            max_nodes_per_fingerprint: 1,
+            max_nodes_per_endpoint: 4,
         }
     }
 }
 
 impl CoordinatorConfig {
+    /// A network whose nodes all run on one machine (a devnet, tests): any number of nodes
+    /// per fingerprint and endpoint, and they may audit each other.
+    pub fn one_machine() -> Self {
+        Self {
+            shared_hardware: true,
+            max_nodes_per_fingerprint: u32::MAX,
+            max_nodes_per_endpoint: u32::MAX,
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), CoordinatorError> {
         if self.max_body_bytes < 1024
             || self.sweep_interval_ms == 0
             || self.clock_skew_s == 0
             || self.epoch_rounds == 0
+            || self.max_nodes_per_fingerprint == 0
+            || self.max_nodes_per_endpoint == 0
         {
             return Err(CoordinatorError::InvalidSpec(
-                "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew and epoch rounds > 0"
+                "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew, epoch rounds and node limits > 0"
                     .into(),
             ));
         }

@@ -38,6 +38,10 @@ pub struct Coordinator {
     challenges: BTreeMap<NodeId, PendingChallenge>,
 }
 
+/// Nodes heard from within this window count against the per-fingerprint and per-endpoint
+/// limits; a node gone longer frees its place (a restarted machine can rejoin).
+const SYBIL_WINDOW_MS: u64 = 120_000;
+
 /// Size of the capability challenge product: 2·384³ ≈ 113 MFLOP, a 590 KB answer.
 const CHALLENGE_SIZE: usize = 384;
 
@@ -70,15 +74,53 @@ impl Coordinator {
         self.nonces.admit(request, now_s, self.config.clock_skew_s)
     }
 
-    pub fn register(&mut self, node: NodeId, device: DeviceReport, now_ms: u64) {
+    /// Registers (or re-registers) `node`, seen at network address `endpoint`. Refused when
+    /// its device fingerprint or its endpoint already runs as many live nodes as the
+    /// configuration allows.
+    pub fn register(
+        &mut self,
+        node: NodeId,
+        device: DeviceReport,
+        endpoint: String,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        {
+            let live_others = || {
+                self.nodes.iter().filter(move |(id, info)| {
+                    **id != node && now_ms.saturating_sub(info.last_seen_ms) <= SYBIL_WINDOW_MS
+                })
+            };
+            let same_device = live_others()
+                .filter(|(_, info)| info.device.fingerprint == device.fingerprint)
+                .count();
+            if same_device >= self.config.max_nodes_per_fingerprint as usize {
+                return Err(CoordinatorError::SybilLimit(format!(
+                    "device fingerprint {} already runs {same_device} live node(s); the limit is {}",
+                    device.fingerprint.short(),
+                    self.config.max_nodes_per_fingerprint
+                )));
+            }
+            let same_endpoint = live_others()
+                .filter(|(_, info)| info.endpoint == endpoint)
+                .count();
+            if same_endpoint >= self.config.max_nodes_per_endpoint as usize {
+                return Err(CoordinatorError::SybilLimit(format!(
+                    "endpoint {endpoint} already runs {same_endpoint} live node(s); the limit is {}",
+                    self.config.max_nodes_per_endpoint
+                )));
+            }
+        }
         let record = self.nodes.entry(node).or_insert_with(|| NodeInfo {
             device: device.clone(),
             registered_ms: now_ms,
             last_seen_ms: now_ms,
             capability: None,
+            endpoint: endpoint.clone(),
         });
         record.device = device;
+        record.endpoint = endpoint;
         record.last_seen_ms = now_ms;
+        Ok(())
     }
 
     fn registered(&mut self, node: &NodeId, now_ms: u64) -> Result<(), CoordinatorError> {

@@ -23,6 +23,8 @@ pub enum CoordinatorError {
     NoChallenge,
     #[error("node {0} failed too many audits and gets no more work")]
     Banned(String),
+    #[error("registration refused: {0}")]
+    SybilLimit(String),
     #[error("node {0} is not registered; POST /v1/nodes/register first")]
     UnregisteredNode(String),
     #[error("malformed id '{0}': expected 64 hex digits")]
@@ -84,7 +86,7 @@ impl CoordinatorError {
             | Self::StaleSignature { .. }
             | Self::ReplayedNonce { .. }
             | Self::BadCommitment => 401,
-            Self::UnregisteredNode(_) | Self::Banned(_) => 403,
+            Self::UnregisteredNode(_) | Self::Banned(_) | Self::SybilLimit(_) => 403,
             Self::Lease(LeaseError::LeasedToOther { .. }) => 403,
             Self::UnknownJob(_)
             | Self::UnknownFragment(_)
@@ -134,6 +136,7 @@ impl CoordinatorError {
             Self::ReplayedNonce { .. } => "replayed_nonce",
             Self::UnregisteredNode(_) => "unregistered_node",
             Self::Banned(_) => "banned",
+            Self::SybilLimit(_) => "sybil_limit",
             Self::NoChallenge => "no_challenge",
             Self::UnknownJob(_) => "unknown_job",
             Self::UnknownFragment(_) | Self::Lease(LeaseError::UnknownFragment(_)) => {

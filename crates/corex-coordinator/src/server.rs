@@ -205,7 +205,7 @@ pub async fn run(
     let served = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?
         .handle(handle)
-        .serve(router(shared.clone()).into_make_service())
+        .serve(router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     sweeper.abort();
     // Close the channel and let the recorder write every round that closed.

@@ -29,14 +29,22 @@ fn job() -> JobSpec {
     }
 }
 
+/// The test's nodes share this machine: no Sybil limits, and (unlike a devnet) only the
+/// coordinator replays audits.
+fn coordinator_audits() -> CoordinatorConfig {
+    CoordinatorConfig {
+        shared_hardware: false,
+        ..CoordinatorConfig::one_machine()
+    }
+}
+
 type LedgerViews = Vec<(u8, Option<corex_ledger::AccountView>)>;
 type Believed = Vec<(u8, bool)>;
 
 /// Runs the job on 7 honest nodes (seeds 1..=7) and 3 running `adversary` (seeds 101..=103).
 /// Returns the status, each node's ledger account, and whether its capability was believed.
 async fn run(spec: &JobSpec, adversary: Option<Adversary>) -> (JobStatus, LedgerViews, Believed) {
-    let (status, ledger, believed, _) =
-        run_with(CoordinatorConfig::default(), spec, adversary).await;
+    let (status, ledger, believed, _) = run_with(coordinator_audits(), spec, adversary).await;
     (status, ledger, believed)
 }
 
@@ -171,7 +179,7 @@ async fn robust_aggregation_policies_train_under_attack() {
             iterations: 3,
         },
     ] {
-        let mut net = TestNet::start(CoordinatorConfig::default()).await;
+        let mut net = TestNet::start(coordinator_audits()).await;
         for seed in 1..=HONEST {
             net.spawn_node(seed);
         }
@@ -267,10 +275,7 @@ async fn cheating_on_local_steps_is_caught_too() {
 /// hard-rejected by the coordinator's arbitration, and no honest node is ever rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_audits_catch_cheaters_and_lying_auditors() {
-    let config = CoordinatorConfig {
-        shared_hardware: true,
-        ..CoordinatorConfig::default()
-    };
+    let config = CoordinatorConfig::one_machine();
     let (clean, _, _, report) = run_with(config.clone(), &job(), None).await;
     let node_audits = report.rounds.iter().map(|r| r.audits.len()).sum::<usize>();
     let by_nodes = report

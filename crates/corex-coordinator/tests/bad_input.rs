@@ -22,7 +22,7 @@ const BODY_LIMIT: usize = 2 * 1024 * 1024;
 fn config() -> CoordinatorConfig {
     CoordinatorConfig {
         max_body_bytes: BODY_LIMIT,
-        ..CoordinatorConfig::default()
+        ..CoordinatorConfig::one_machine()
     }
 }
 

@@ -15,7 +15,7 @@ use corex_ml::Dataset;
 use corex_scheduler::round_batch;
 
 async fn network_matches_single_process(spec: JobSpec) {
-    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
     for seed in 1..=3 {
         net.spawn_node(seed);
     }

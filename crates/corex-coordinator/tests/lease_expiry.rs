@@ -16,14 +16,14 @@ async fn a_dead_nodes_fragment_is_reissued_and_the_job_completes() {
     let mut spec = small_job(adam());
     spec.lease_ms = 400;
 
-    let mut reference = TestNet::start(CoordinatorConfig::default()).await;
+    let mut reference = TestNet::start(CoordinatorConfig::one_machine()).await;
     let owner = reference.client(100);
     let job = owner.submit_job(&spec).await.unwrap();
     reference.spawn_node(11);
     let expected = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     reference.shutdown().await;
 
-    let mut net = TestNet::start(CoordinatorConfig::default()).await;
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
     let owner = net.client(100);
     let job = owner.submit_job(&spec).await.unwrap();
     // The doomed node registers, takes a fragment, and dies in the middle of it.

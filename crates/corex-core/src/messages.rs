@@ -48,6 +48,9 @@ pub struct NodeInfo {
     /// What the capability challenge showed, once the node has answered one.
     #[serde(default)]
     pub capability: Option<Capability>,
+    /// The network address (IP) the node registered from, as the coordinator saw it.
+    #[serde(default)]
+    pub endpoint: String,
 }
 
 /// The outcome of a capability challenge.
