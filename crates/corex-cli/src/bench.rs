@@ -53,6 +53,22 @@ pub enum Which {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// The balancer with 100,000 virtual nodes and 1,000,000 fragments (corex-sim) against a
+    /// first-come-first-served baseline: assignments per second, makespan, fairness.
+    Scheduler {
+        #[arg(long, default_value_t = 100_000)]
+        nodes: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        fragments: u32,
+        /// Chance per assignment that the node leaves mid-fragment, in percent.
+        #[arg(long, default_value_t = 2.0)]
+        churn_percent: f64,
+        /// Wall time a fragment should take on the node that gets it.
+        #[arg(long, default_value_t = 2_000)]
+        target_ms: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Epoch settlement at 100,000 nodes and signed-transaction throughput, with baselines.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -77,6 +93,28 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             honest_nodes,
             seed,
         } => verify(trials, fragments, fake_percent, honest_nodes, seed),
+        Which::Scheduler {
+            nodes,
+            fragments,
+            churn_percent,
+            target_ms,
+            seed,
+        } => {
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&churn_percent),
+                "--churn-percent must be within 0..=100"
+            );
+            crate::bench_scheduler::run(&crate::bench_scheduler::SchedulerBenchOptions {
+                config: corex_sim::SimConfig {
+                    nodes: nodes.max(1),
+                    fragments,
+                    churn_ppm: (churn_percent * 1e4).round() as u32,
+                    seed,
+                    ..corex_sim::SimConfig::default()
+                },
+                target_ms: target_ms.max(1),
+            })
+        }
         Which::Ledger {
             nodes,
             records,

@@ -1,8 +1,14 @@
-//! Scheduling, pure: the slicer that cuts rounds into fragments and the lease book that
-//! hands them to nodes. No I/O, no clock, no sockets: time comes in as an argument.
+//! Scheduling, pure: the slicer that cuts rounds into fragments, the lease book that hands
+//! them to nodes, the balancer that matches fragments of many sizes to nodes of many speeds,
+//! and device tiers with behaviour analysis. No I/O, no clock, no sockets: time comes in as an
+//! argument.
 
+pub mod balance;
 pub mod leases;
 pub mod slicer;
+pub mod tiers;
 
+pub use balance::{Assignment, Balancer, Completion, Ticket};
 pub use leases::{Lease, LeaseBook, LeaseError};
 pub use slicer::{epoch_order, round_batch, slice_round};
+pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, verified_speed};

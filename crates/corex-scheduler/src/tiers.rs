@@ -1,0 +1,198 @@
+//! Device tiers, task priority and behaviour analysis, pure. A tier says which class of work a
+//! node is trusted with. It comes from what the node has shown: the speed its capability
+//! challenge verified, capped by the speed its fragments actually show. Online time,
+//! reputation and stake decide whether a fast node is trusted with heavy work yet. Priority
+//! orders nodes that ask for work at the same time.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceTier {
+    Edge,
+    Cpu,
+    Gpu,
+    Hpc,
+}
+
+/// What the coordinator knows about a node, in integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Standing {
+    /// Verified speed in MFLOP/s (see [`verified_speed`]).
+    pub verified_mflops: u64,
+    /// Milliseconds since the node registered, while it kept answering.
+    pub online_ms: u64,
+    /// Ledger reputation score, 0 ..= 1000.
+    pub reputation: u32,
+    /// Whole CXT staked.
+    pub stake_cxt: u64,
+}
+
+/// Thresholds of the tiers and of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierPolicy {
+    /// Below this speed a node is an edge device.
+    pub cpu_from_mflops: u64,
+    /// From this speed, a GPU-class node.
+    pub gpu_from_mflops: u64,
+    /// From this speed, an HPC-class node (a multi-GPU server).
+    pub hpc_from_mflops: u64,
+    /// A node is trusted with GPU and HPC work once it has been online this long with at
+    /// least `trusted_reputation`, or has staked `trusted_stake_cxt`; until then it works in
+    /// the CPU tier at most.
+    pub trusted_online_ms: u64,
+    pub trusted_reputation: u32,
+    pub trusted_stake_cxt: u64,
+    /// Observed speed more than this many times off the verified speed, either way, is
+    /// flagged by [`TierPolicy::behaviour`].
+    pub contradiction_factor: u64,
+}
+
+impl Default for TierPolicy {
+    fn default() -> Self {
+        Self {
+            cpu_from_mflops: 20_000,
+            gpu_from_mflops: 2_000_000,
+            hpc_from_mflops: 50_000_000,
+            trusted_online_ms: 3_600_000,
+            trusted_reputation: 500,
+            trusted_stake_cxt: 1_000,
+            contradiction_factor: 4,
+        }
+    }
+}
+
+/// What a node's fragment times say about its verified speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Too few timed fragments to say.
+    Unknown,
+    /// Observed speed within the factor of the verified one.
+    Consistent { observed_mflops: u64 },
+    /// Observed speed contradicts the verified one: a challenge answered by stronger
+    /// hardware than does the work, throttling after the benchmark, or results faster than
+    /// the node can compute them.
+    Contradicts { observed_mflops: u64 },
+}
+
+/// Fewest timed fragments before behaviour is judged.
+const MIN_TIMED_FRAGMENTS: usize = 5;
+
+impl TierPolicy {
+    pub fn tier(&self, standing: &Standing) -> DeviceTier {
+        let by_speed = match standing.verified_mflops {
+            speed if speed >= self.hpc_from_mflops => DeviceTier::Hpc,
+            speed if speed >= self.gpu_from_mflops => DeviceTier::Gpu,
+            speed if speed >= self.cpu_from_mflops => DeviceTier::Cpu,
+            _ => DeviceTier::Edge,
+        };
+        let trusted = (standing.online_ms >= self.trusted_online_ms
+            && standing.reputation >= self.trusted_reputation)
+            || standing.stake_cxt >= self.trusted_stake_cxt;
+        if trusted {
+            by_speed
+        } else {
+            by_speed.min(DeviceTier::Cpu)
+        }
+    }
+
+    /// Lease order among nodes asking at once, highest first: tier, then reputation raised
+    /// by stake (`reputation × (1000 + min(500, 10 × ⌊√stake⌋)) / 1000`), then online minutes.
+    pub fn priority(&self, standing: &Standing) -> u64 {
+        let tier = self.tier(standing) as u64;
+        let boost = 1_000 + (10 * standing.stake_cxt.isqrt()).min(500);
+        let reputation = u64::from(standing.reputation.min(1_000)) * boost / 1_000;
+        let online_minutes = (standing.online_ms / 60_000).min((1 << 24) - 1);
+        (tier << 48) | (reputation << 24) | online_minutes
+    }
+
+    /// Compares the speed a node's fragments show, `(cost MFLOP, milliseconds from lease
+    /// to result)` each, with its verified speed. The observed speed is the median of the
+    /// per-fragment speeds, so one slow network moment does not flag a node.
+    pub fn behaviour(&self, verified_mflops: u64, timed: &[(u64, u64)]) -> Behaviour {
+        if timed.len() < MIN_TIMED_FRAGMENTS || verified_mflops == 0 {
+            return Behaviour::Unknown;
+        }
+        let mut speeds: Vec<u64> = timed
+            .iter()
+            .map(|&(cost, ms)| (u128::from(cost) * 1_000 / u128::from(ms.max(1))) as u64)
+            .collect();
+        speeds.sort_unstable();
+        let observed_mflops = speeds[speeds.len() / 2];
+        let factor = self.contradiction_factor.max(1);
+        if observed_mflops.saturating_mul(factor) < verified_mflops
+            || observed_mflops > verified_mflops.saturating_mul(factor)
+        {
+            Behaviour::Contradicts { observed_mflops }
+        } else {
+            Behaviour::Consistent { observed_mflops }
+        }
+    }
+}
+
+/// The speed a node is credited with: what its capability challenge demonstrated, but never
+/// more than its fragments show once they show anything.
+pub fn verified_speed(challenge_mflops: u64, observed_mflops: Option<u64>) -> u64 {
+    observed_mflops.map_or(challenge_mflops, |observed| observed.min(challenge_mflops))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_sets_the_tier_and_trust_unlocks_the_heavy_ones() {
+        let policy = TierPolicy::default();
+        let new_gpu = Standing {
+            verified_mflops: 10_000_000,
+            ..Standing::default()
+        };
+        assert_eq!(
+            policy.tier(&new_gpu),
+            DeviceTier::Cpu,
+            "new: CPU tier at most"
+        );
+        let proven = Standing {
+            online_ms: 2 * 3_600_000,
+            reputation: 600,
+            ..new_gpu
+        };
+        assert_eq!(policy.tier(&proven), DeviceTier::Gpu);
+        let staked = Standing {
+            stake_cxt: 5_000,
+            ..new_gpu
+        };
+        assert_eq!(policy.tier(&staked), DeviceTier::Gpu);
+        let phone = Standing {
+            verified_mflops: 3_000,
+            stake_cxt: 1_000_000,
+            ..Standing::default()
+        };
+        assert_eq!(policy.tier(&phone), DeviceTier::Edge, "stake buys no speed");
+        assert!(policy.priority(&proven) > policy.priority(&new_gpu));
+        assert!(policy.priority(&staked) > policy.priority(&new_gpu));
+    }
+
+    #[test]
+    fn fragment_times_that_contradict_the_benchmark_are_flagged() {
+        let policy = TierPolicy::default();
+        // Verified 10 GFLOP/s; 1,000 MFLOP fragments taking ~100 ms agree.
+        let honest: Vec<(u64, u64)> = [95, 100, 104, 99, 2_000].map(|ms| (1_000, ms)).to_vec();
+        assert_eq!(
+            policy.behaviour(10_000, &honest),
+            Behaviour::Consistent {
+                observed_mflops: 10_000
+            }
+        );
+        // The same fragments taking 2 s each: the challenge was answered by faster hardware.
+        let slow: Vec<(u64, u64)> = [2_000; 6].map(|ms| (1_000, ms)).to_vec();
+        assert!(matches!(
+            policy.behaviour(10_000, &slow),
+            Behaviour::Contradicts {
+                observed_mflops: 500
+            }
+        ));
+        assert_eq!(policy.behaviour(10_000, &slow[..3]), Behaviour::Unknown);
+        assert_eq!(verified_speed(10_000, Some(500)), 500);
+    }
+}
