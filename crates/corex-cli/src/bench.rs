@@ -260,6 +260,7 @@ fn devnet_once(
         show_progress: false,
         adversaries: Vec::new(),
         node_audits,
+        profiles: Vec::new(),
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

@@ -34,6 +34,47 @@ pub struct DevnetOptions {
     /// Let the nodes, which share this machine, replay each other's results; otherwise the
     /// coordinator replays every audit, as it does for nodes on one machine in production.
     pub node_audits: bool,
+    /// Device profiles of the first nodes (the rest are fast).
+    pub profiles: Vec<Profile>,
+}
+
+/// A device profile a devnet node stands for, by slowing its work down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Fast,
+    Medium,
+    Edge,
+}
+
+impl Profile {
+    /// How many times slower than this machine the profile works.
+    pub fn slowdown(self) -> u32 {
+        match self {
+            Self::Fast => 1,
+            Self::Medium => 3,
+            Self::Edge => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Medium => "medium",
+            Self::Edge => "edge",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Self::Fast, Self::Medium, Self::Edge]
+            .into_iter()
+            .find(|profile| profile.name() == text)
+            .ok_or_else(|| format!("unknown profile '{text}'; one of: fast, medium, edge"))
+    }
 }
 
 /// What a devnet run produced.
@@ -148,6 +189,8 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             dir.join(&name).display().to_string(),
             "--threads".into(),
             options.threads.to_string(),
+            "--slowdown".into(),
+            profile(options, index).slowdown().to_string(),
         ];
         if !options.adversaries.is_empty() {
             // Every node leaks its results where copying adversaries can find them.
@@ -182,7 +225,10 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             .adversaries
             .get(index as usize - 1)
             .map_or("honest", |adversary| adversary.name());
-        roles.insert(key.id(), format!("node-{index} {role}"));
+        roles.insert(
+            key.id(),
+            format!("node-{index} {} {role}", profile(options, index).name()),
+        );
     }
     let outcome = DevnetOutcome {
         job,
@@ -199,6 +245,15 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)
+}
+
+/// The profile of node `index` (1-based).
+fn profile(options: &DevnetOptions, index: u32) -> Profile {
+    options
+        .profiles
+        .get(index as usize - 1)
+        .copied()
+        .unwrap_or(Profile::Fast)
 }
 
 async fn wait_for_endpoint(dir: &Path, children: &mut Children) -> anyhow::Result<Endpoint> {

@@ -71,6 +71,11 @@ enum Command {
         /// share this machine) replay each other's results.
         #[arg(long)]
         coordinator_audits: bool,
+        /// Device profiles of the first nodes, one each: fast (full speed), medium (3× slower)
+        /// or edge (8× slower), comma-separated; the rest are fast. More profiles than
+        /// --nodes start more nodes.
+        #[arg(long, value_delimiter = ',')]
+        profiles: Vec<devnet::Profile>,
     },
     /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
     Coordinator {
@@ -106,6 +111,9 @@ enum Command {
         /// Compute threads (0: all cores).
         #[arg(long, default_value_t = 0)]
         threads: u32,
+        /// Work this many times slower than the hardware can (stands for a weaker device).
+        #[arg(long, default_value_t = 1)]
+        slowdown: u32,
         /// Cheat this way (the adversary kit, for tests and demonstrations).
         #[arg(long)]
         adversary: Option<corex_node::Adversary>,
@@ -168,10 +176,12 @@ fn main() -> anyhow::Result<()> {
             timeout_s,
             adversaries,
             coordinator_audits,
+            profiles,
         } => {
             let spec = job::load_spec(job.as_deref())?;
             let outcome = runtime()?.block_on(devnet::run(devnet::DevnetOptions {
-                nodes,
+                nodes: nodes.max(profiles.len() as u32),
+                profiles,
                 data_dir,
                 spec,
                 threads,
@@ -214,6 +224,7 @@ fn main() -> anyhow::Result<()> {
             pin,
             data_dir,
             threads,
+            slowdown,
             adversary,
             collusion_dir,
         } => {
@@ -228,6 +239,7 @@ fn main() -> anyhow::Result<()> {
                     &pin,
                     &data_dir,
                     threads,
+                    slowdown,
                     adversary,
                     collusion_dir,
                 ))

@@ -48,6 +48,7 @@ pub async fn node(
     pin: &str,
     data_dir: &Path,
     threads: u32,
+    slowdown: u32,
     adversary: Option<corex_node::Adversary>,
     collusion_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -67,6 +68,7 @@ pub async fn node(
     }
     let config = NodeConfig {
         compute_threads: threads,
+        slowdown: slowdown.max(1),
         adversary,
         collusion_dir,
         ..NodeConfig::default()

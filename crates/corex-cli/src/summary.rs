@@ -1,5 +1,9 @@
 //! The devnet's closing summary table.
 
+use corex_core::NodeId;
+use corex_core::messages::{NodeContribution, NodeInfo};
+use corex_scheduler::{DeviceTier, Standing, TierPolicy, verified_speed};
+
 use crate::devnet::DevnetOutcome;
 
 pub fn print(outcome: &DevnetOutcome) {
@@ -25,12 +29,8 @@ pub fn print(outcome: &DevnetOutcome) {
     println!("  wall time       {:.1} s", outcome.wall_s);
     println!("  re-issued       {} fragments", status.re_issued_fragments);
     println!();
-    let total: u64 = status
-        .nodes
-        .values()
-        .map(|n| n.fragments)
-        .sum::<u64>()
-        .max(1);
+    // Shares are of the work (FLOPs), since fragments may differ in size.
+    let total: u64 = status.nodes.values().map(|n| n.flops).sum::<u64>().max(1);
     println!(
         "  the devnet's nodes share one machine: the coordinator lifts its limits on nodes per device fingerprint and endpoint"
     );
@@ -42,26 +42,43 @@ pub fn print(outcome: &DevnetOutcome) {
         println!("  audits: replayed by the coordinator (--coordinator-audits)");
     }
     println!(
-        "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>7} {:>7}",
-        "node", "role", "threads", "accepted", "audited", "rejected", "share", "replays"
+        "  {:<10} {:<26} {:>7} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7}",
+        "node",
+        "role",
+        "threads",
+        "tier",
+        "GFLOP/s",
+        "accepted",
+        "audited",
+        "rejected",
+        "share",
+        "replays"
     );
     for (node, contribution) in &status.nodes {
-        let threads = outcome
-            .nodes
-            .get(node)
-            .map_or("-".into(), |info| info.device.compute_threads.to_string());
+        let info = outcome.nodes.get(node);
+        let threads = info.map_or("-".into(), |info| info.device.compute_threads.to_string());
+        let speed = measured_mflops(contribution);
+        let tier = info.map_or("-".into(), |info| {
+            format!("{:?}", tier_of(outcome, node, info, speed)).to_lowercase()
+        });
         println!(
-            "  {:<10} {:<20} {:>8} {:>9} {:>8} {:>8} {:>6.1}% {:>7}",
+            "  {:<10} {:<26} {:>7} {:>5} {:>9} {:>9} {:>8} {:>8} {:>6.1}% {:>7}",
             node.short(),
             outcome.roles.get(node).map_or("-", String::as_str),
             threads,
+            tier,
+            speed.map_or("-".into(), |mflops| format!("{:.1}", mflops as f64 / 1e3)),
             contribution.fragments,
             contribution.audited,
             contribution.rejected,
-            100.0 * contribution.fragments as f64 / total as f64,
+            100.0 * contribution.flops as f64 / total as f64,
             contribution.audits_done
         );
+        if let Some(flag) = info.and_then(|info| info.behaviour_flag.as_ref()) {
+            println!("  {:<10} flagged: {flag}", "");
+        }
     }
+    print_round_time(outcome);
     if let Some(ledger) = &outcome.ledger {
         println!();
         println!(
@@ -75,4 +92,61 @@ pub fn print(outcome: &DevnetOutcome) {
     println!("  weights  {}", outcome.weights_path.display());
     println!("  report   {}", outcome.report_path.display());
     println!("  logs     {}", outcome.data_dir.join("logs").display());
+}
+
+/// A node's measured speed over the job: accepted work over the time from lease to result.
+fn measured_mflops(contribution: &NodeContribution) -> Option<u64> {
+    (contribution.busy_ms > 0).then(|| contribution.flops / 1_000 / contribution.busy_ms)
+}
+
+/// The node's device tier: its measured speed (or its challenge's), online time, and its
+/// reputation and stake on the ledger.
+fn tier_of(
+    outcome: &DevnetOutcome,
+    node: &NodeId,
+    info: &NodeInfo,
+    speed: Option<u64>,
+) -> DeviceTier {
+    let challenge = info
+        .capability
+        .as_ref()
+        .map_or(0, |capability| capability.demonstrated_mflops);
+    let standing = outcome
+        .ledger
+        .as_ref()
+        .and_then(|ledger| ledger.nodes.iter().find(|n| n.node == *node));
+    TierPolicy::default().tier(&Standing {
+        verified_mflops: verified_speed(challenge, speed),
+        online_ms: info.last_seen_ms.saturating_sub(info.registered_ms),
+        reputation: standing.map_or(0, |n| n.score),
+        stake_cxt: standing.map_or(0, |n| (n.stake / corex_ledger::BASE_UNITS_PER_CXT) as u64),
+    })
+}
+
+/// Mean round time against the ideal: a round's work over the sum of the nodes' measured
+/// speeds.
+fn print_round_time(outcome: &DevnetOutcome) {
+    let report = &outcome.report;
+    let rounds = report.rounds.len().max(1) as f64;
+    let total_flops: f64 = report.status.nodes.values().map(|n| n.flops as f64).sum();
+    let speeds_mflops: f64 = report
+        .status
+        .nodes
+        .values()
+        .filter_map(measured_mflops)
+        .map(|mflops| mflops as f64)
+        .sum();
+    let mut walls: Vec<u64> = report.rounds.iter().map(|r| r.wall_ms).collect();
+    walls.sort_unstable();
+    let mean_ms = walls.iter().sum::<u64>() as f64 / rounds;
+    let median_ms = walls.get(walls.len() / 2).copied().unwrap_or_default() as f64;
+    if speeds_mflops > 0.0 {
+        let ideal_ms = total_flops / rounds / 1e6 / speeds_mflops * 1e3;
+        let ratio = |ms: f64| ms / ideal_ms.max(f64::MIN_POSITIVE);
+        println!(
+            "  round time: mean {mean_ms:.0} ms ({:.2}× ideal), median {median_ms:.0} ms ({:.2}×); ideal {ideal_ms:.0} ms = a round's work over the sum of the nodes' measured speeds",
+            ratio(mean_ms),
+            ratio(median_ms)
+        );
+    }
 }

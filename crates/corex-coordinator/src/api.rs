@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::CoordinatorError;
+use crate::ledger::Suspicion;
 use crate::server::Shared;
 
 impl IntoResponse for CoordinatorError {
@@ -176,9 +177,11 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
     if !capability.believed {
         let worker = shared.clone();
         let recorded = tokio::task::spawn_blocking(move || {
-            worker
-                .ledger()
-                .record_refuted_claim(node, worker.clock.unix_millis())
+            worker.ledger().record_suspicious(
+                node,
+                Suspicion::RefutedClaim,
+                worker.clock.unix_millis(),
+            )
         })
         .await
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
@@ -219,16 +222,32 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
 async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let worker = shared.clone();
-    let (job, progress) = tokio::task::spawn_blocking(move || {
+    let (job, progress, flagged) = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
         let mut engine = worker.engine();
-        let (job, progress) = engine.submit_result(node, &body, now_ms)?;
+        let (job, progress, flagged) = engine.submit_result(node, &body, now_ms)?;
         // Still under the engine lock: rounds reach the ledger in the order they closed.
         worker.record_progress(&engine, &job, progress)?;
-        Ok::<_, CoordinatorError>((job, progress))
+        Ok::<_, CoordinatorError>((job, progress, flagged))
     })
     .await
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;
+    if let Some(flag) = flagged {
+        tracing::warn!(node = %node.short(), %flag, "behaviour analysis flagged a node");
+        let worker = shared.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            worker.ledger().record_suspicious(
+                node,
+                Suspicion::ContradictedBenchmark,
+                worker.clock.unix_millis(),
+            )
+        })
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "a behaviour flag could not be recorded on the ledger");
+        }
+    }
     shared.announce_progress(&job, progress).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,7 +1,7 @@
-//! Who may replay whose results: a node other than the audited one, proven by its own audits
-//! (probation passed, no failure), live, and on different hardware (another device
-//! fingerprint) unless the coordinator runs with shared hardware allowed (a devnet, whose
-//! nodes all share one machine, says so when it starts).
+//! The registry view of a round's decisions: who may replay whose results (a node other than
+//! the audited one, proven by its own audits, live, and on different hardware unless the
+//! coordinator runs with shared hardware allowed, as a devnet does), and the speed each node
+//! is credited with, which sizes fragments under adaptive granularity.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,23 @@ impl Auditors<'_> {
         };
         let live = self.now_ms.saturating_sub(auditor.last_seen_ms) <= LIVE_WINDOW_MS;
         live && (self.shared_hardware || auditor.device.fingerprint != submitter.device.fingerprint)
+    }
+
+    /// The speed `node` is credited with (MFLOP/s): what its fragments show, or before they
+    /// show anything, what its capability challenge showed.
+    pub fn speed_of(&self, node: &NodeId) -> Option<u64> {
+        let info = self.nodes.get(node)?;
+        info.observed_mflops
+            .or_else(|| info.capability.as_ref().map(|c| c.demonstrated_mflops))
+    }
+
+    /// Speeds of the live nodes (see [`speed_of`](Self::speed_of)), in registry order.
+    pub fn live_speeds(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, info)| self.now_ms.saturating_sub(info.last_seen_ms) <= LIVE_WINDOW_MS)
+            .filter_map(|(node, _)| self.speed_of(node))
+            .collect()
     }
 
     /// Whether any registered node may replay a result of `submitter` now.

@@ -4,7 +4,7 @@
 //! touches sockets, files or clocks, so tests can drive it directly. Results are routed to the
 //! job that owns the fragment; a job that finishes is reported back so the shell can persist it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use corex_core::job::job_id;
@@ -15,12 +15,13 @@ use corex_core::messages::{
 use corex_core::request_signature::VerifiedRequest;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
+use corex_scheduler::{Behaviour, TierPolicy};
 
 use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
-use crate::job_run::{Engine, JobRun, Progress};
+use crate::job_run::{Engine, FragmentTiming, JobRun, Progress};
 use crate::nonce::NonceCache;
 use crate::verification::Verifier;
 
@@ -36,14 +37,20 @@ pub struct Coordinator {
     /// Audits, consistency and duplicate detection across all jobs.
     pub verifier: Verifier,
     challenges: BTreeMap<NodeId, PendingChallenge>,
+    /// Each node's latest timed fragments, `(cost MFLOP, ms from lease to result)`.
+    timings: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
 }
+
+/// Timed fragments kept per node for the behaviour analysis.
+const TIMED_FRAGMENTS_KEPT: usize = 16;
 
 /// Nodes heard from within this window count against the per-fingerprint and per-endpoint
 /// limits; a node gone longer frees its place (a restarted machine can rejoin).
 const SYBIL_WINDOW_MS: u64 = 120_000;
 
-/// Size of the capability challenge product: 2·384³ ≈ 113 MFLOP, a 590 KB answer.
-const CHALLENGE_SIZE: usize = 384;
+/// Size of the capability challenge product: 2·768³ ≈ 906 MFLOP, a 2.4 MB answer: large enough
+/// that the compute, not the round trip or the matrix generation, sets the time on a CPU.
+const CHALLENGE_SIZE: usize = 768;
 
 #[derive(Debug, Clone)]
 struct PendingChallenge {
@@ -59,6 +66,7 @@ impl Coordinator {
         Self {
             verifier,
             challenges: BTreeMap::new(),
+            timings: BTreeMap::new(),
             identity,
             config,
             nodes: BTreeMap::new(),
@@ -116,6 +124,8 @@ impl Coordinator {
             last_seen_ms: now_ms,
             capability: None,
             endpoint: endpoint.clone(),
+            observed_mflops: None,
+            behaviour_flag: None,
         });
         record.device = device;
         record.endpoint = endpoint;
@@ -223,6 +233,14 @@ impl Coordinator {
         Ok(capability)
     }
 
+    fn auditors(&self, now_ms: u64) -> Auditors<'_> {
+        Auditors {
+            nodes: &self.nodes,
+            now_ms,
+            shared_hardware: self.config.shared_hardware,
+        }
+    }
+
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
     }
@@ -235,7 +253,8 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let id = job_id(&spec, &owner, self.job_order.len() as u64);
-        let run = JobRun::start(id, owner, spec, dataset, now_ms, &mut self.blobs)?;
+        let speeds = self.auditors(now_ms).live_speeds();
+        let run = JobRun::start(id, owner, spec, dataset, now_ms, &mut self.blobs, &speeds)?;
         self.jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)
@@ -277,13 +296,14 @@ impl Coordinator {
             .collect()
     }
 
-    /// Takes a framed result body from `node`. On success, says which job progressed how.
+    /// Takes a framed result body from `node`. On success, says which job progressed how, and
+    /// the behaviour flag if this result's timing just raised one.
     pub fn submit_result(
         &mut self,
         node: NodeId,
         body: &[u8],
         now_ms: u64,
-    ) -> Result<(Hash, Progress), CoordinatorError> {
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         self.registered(&node, now_ms)?;
         let (header, tensor): (ResultHeader, &[u8]) = decode_result(body)
             .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
@@ -292,17 +312,53 @@ impl Coordinator {
             .values_mut()
             .find(|job| job.owns_fragment(&header.fragment))
             .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
+        let auditors = Auditors {
+            nodes: &self.nodes,
+            now_ms,
+            shared_hardware: self.config.shared_hardware,
+        };
         let engine = Engine {
             blobs: &mut self.blobs,
             verifier: &mut self.verifier,
-            auditors: Auditors {
-                nodes: &self.nodes,
-                now_ms,
-                shared_hardware: self.config.shared_hardware,
-            },
+            speeds_mflops: auditors.live_speeds(),
+            auditors,
         };
-        let progress = job.submit(node, &header, tensor, now_ms, engine)?;
-        Ok((job.id, progress))
+        let (progress, timing) = job.submit(node, &header, tensor, now_ms, engine)?;
+        let job = job.id;
+        let flagged = timing.and_then(|timing| self.observe(node, timing));
+        Ok((job, progress, flagged))
+    }
+
+    /// Records how long a fragment took `node` and runs the behaviour analysis; returns the
+    /// flag the first time its fragment times contradict its capability challenge.
+    fn observe(&mut self, node: NodeId, timing: FragmentTiming) -> Option<String> {
+        let timings = self.timings.entry(node).or_default();
+        if timings.len() == TIMED_FRAGMENTS_KEPT {
+            timings.pop_front();
+        }
+        timings.push_back((timing.cost_flops / 1_000_000, timing.elapsed_ms));
+        let timed: Vec<(u64, u64)> = timings.iter().copied().collect();
+        let info = self.nodes.get_mut(&node)?;
+        let verified = info.capability.as_ref()?.demonstrated_mflops;
+        let policy = TierPolicy::default();
+        let observed = match policy.behaviour(verified, &timed) {
+            Behaviour::Unknown => return None,
+            Behaviour::Consistent { observed_mflops } => {
+                info.observed_mflops = Some(observed_mflops);
+                return None;
+            }
+            Behaviour::Contradicts { observed_mflops } => observed_mflops,
+        };
+        info.observed_mflops = Some(observed);
+        if info.behaviour_flag.is_some() {
+            return None;
+        }
+        let flag = format!(
+            "fragments show {observed} MFLOP/s, more than {}× below the {verified} MFLOP/s its capability challenge showed",
+            policy.contradiction_factor
+        );
+        info.behaviour_flag = Some(flag.clone());
+        Some(flag)
     }
 
     /// Closes every round whose audit deadline has passed (the coordinator replays what no
@@ -312,11 +368,12 @@ impl Coordinator {
         now_ms: u64,
     ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
         let mut closed = Vec::new();
+        let speeds = self.auditors(now_ms).live_speeds();
         for id in &self.job_order {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
                 && let Some(progress) =
-                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier)
+                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier, &speeds)
             {
                 closed.push((*id, progress));
             }

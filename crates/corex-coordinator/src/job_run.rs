@@ -20,7 +20,7 @@ use corex_core::messages::{
     RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Hash, JobSpec, NodeId};
+use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, LeaseError, slice_round};
 
@@ -37,6 +37,8 @@ struct Accepted {
     samples: u32,
     commitment: Hash,
     result_hash: Hash,
+    /// Milliseconds from the lease to this result.
+    elapsed_ms: u64,
 }
 
 struct RoundState {
@@ -75,6 +77,15 @@ pub struct Engine<'a> {
     pub blobs: &'a mut BlobStore,
     pub verifier: &'a mut Verifier,
     pub auditors: Auditors<'a>,
+    /// Speeds of the live nodes, for sizing the next round's fragments.
+    pub speeds_mflops: Vec<u64>,
+}
+
+/// How long a fragment took its node, from lease to result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentTiming {
+    pub cost_flops: u64,
+    pub elapsed_ms: u64,
 }
 
 /// What accepting a result led to.
@@ -123,6 +134,7 @@ impl JobRun {
         dataset: Arc<Dataset>,
         now_ms: u64,
         blobs: &mut BlobStore,
+        speeds_mflops: &[u64],
     ) -> Result<Self, CoordinatorError> {
         spec.validate()
             .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
@@ -167,17 +179,20 @@ impl JobRun {
             started_ms: now_ms,
             finished_ms: None,
         };
-        run.open_round();
+        run.open_round(speeds_mflops);
         Ok(run)
     }
 
-    fn open_round(&mut self) {
+    /// Opens the next round, its fragments sized (with adaptive granularity) to nodes of
+    /// `speeds_mflops`.
+    fn open_round(&mut self, speeds_mflops: &[u64]) {
         let fragments = slice_round(
             &self.id,
             &self.spec,
             &self.split.train,
             self.completed_rounds,
             self.model,
+            speeds_mflops,
         );
         let count = fragments.len();
         self.round = Some(RoundState {
@@ -202,6 +217,15 @@ impl JobRun {
         verifier: &Verifier,
         auditors: &Auditors<'_>,
     ) -> Option<(Fragment, u64)> {
+        // With adaptive granularity, the pending fragment closest to what this node computes
+        // in the target time; otherwise the first pending one.
+        let wanted_samples = match self.spec.granularity {
+            Granularity::Adaptive { target_ms } => auditors.speed_of(&node).map(|speed| {
+                u128::from(speed) * 1_000 * u128::from(target_ms)
+                    / u128::from(self.spec.model.train_flops_per_sample().max(1))
+            }),
+            Granularity::Fixed => None,
+        };
         let round = self.round.as_mut()?;
         if let Some(auditing) = round.auditing.as_mut() {
             let task = auditing.tasks.iter_mut().find(|task| {
@@ -213,7 +237,33 @@ impl JobRun {
             task.holder = Some((node, deadline));
             return Some((task.fragment.clone(), self.spec.lease_ms));
         }
-        let lease = round.leases.lease(node, now_ms, self.spec.lease_ms)?;
+        let fragments = &round.fragments;
+        let rank = |index: usize| match wanted_samples {
+            Some(wanted) => (fragments[index].indices.len() as u128).abs_diff(wanted) as u64,
+            None => index as u64,
+        };
+        let lease = match round
+            .leases
+            .lease_by(node, now_ms, self.spec.lease_ms, rank)
+        {
+            Some(lease) => lease,
+            None => {
+                // Nothing pending: a copy of a straggler's fragment, if one has been out for
+                // 1.5× the round's median fragment time (first valid result wins).
+                let mut elapsed: Vec<u64> = round
+                    .results
+                    .iter()
+                    .flatten()
+                    .map(|r| r.elapsed_ms)
+                    .collect();
+                elapsed.sort_unstable();
+                let typical = *elapsed.get(elapsed.len() / 2)?;
+                let out_since = now_ms.checked_sub(typical.max(1) * 3 / 2)?;
+                round
+                    .leases
+                    .copy_straggler(node, now_ms, self.spec.lease_ms, out_since)?
+            }
+        };
         round.first_lease_ms.get_or_insert(now_ms);
         if lease.reissued {
             self.reissued += 1;
@@ -281,11 +331,12 @@ impl JobRun {
         tensor_bytes: &[u8],
         now_ms: u64,
         engine: Engine<'_>,
-    ) -> Result<Progress, CoordinatorError> {
+    ) -> Result<(Progress, Option<FragmentTiming>), CoordinatorError> {
         if let Some(task) = self.audit_task(&header.fragment) {
-            return self.submit_audit(task, node, header, tensor_bytes, now_ms, engine);
+            let progress = self.submit_audit(task, node, header, tensor_bytes, now_ms, engine)?;
+            return Ok((progress, None));
         }
-        let (index, accepted) = self.check_result(node, header, tensor_bytes)?;
+        let (index, mut accepted) = self.check_result(node, header, tensor_bytes)?;
         let round = self
             .round
             .as_mut()
@@ -293,12 +344,18 @@ impl JobRun {
         if round.auditing.is_some() {
             return Err(CoordinatorError::FragmentClosed(header.fragment));
         }
+        let leased_since = round.leases.leased_since(index as u32, &node);
         round.leases.complete(index as u32, node)?;
+        accepted.elapsed_ms = now_ms.saturating_sub(leased_since.unwrap_or(now_ms));
+        let timing = FragmentTiming {
+            cost_flops: round.fragments[index].cost_flops,
+            elapsed_ms: accepted.elapsed_ms,
+        };
         round.results[index] = Some(accepted);
         if !round.leases.is_complete() {
-            return Ok(Progress::Accepted);
+            return Ok((Progress::Accepted, Some(timing)));
         }
-        self.begin_audits(now_ms, engine)
+        Ok((self.begin_audits(now_ms, engine)?, Some(timing)))
     }
 
     /// Plans the complete round's audits and hands out those another node may replay; closes
@@ -310,6 +367,7 @@ impl JobRun {
             blobs,
             verifier,
             auditors,
+            speeds_mflops,
         }: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
         let Some(round) = self.round.as_mut() else {
@@ -347,7 +405,7 @@ impl JobRun {
         if waiting {
             return Ok(Progress::Auditing);
         }
-        self.close_round(now_ms, blobs, verifier)
+        self.close_round(now_ms, blobs, verifier, &speeds_mflops)
     }
 
     /// Takes a node's audit replay for task `task`, checked like any result.
@@ -402,7 +460,7 @@ impl JobRun {
             auditing.tasks.iter().all(|task| task.replay.is_some())
         };
         if all_in {
-            return self.close_round(now_ms, engine.blobs, engine.verifier);
+            return self.close_round(now_ms, engine.blobs, engine.verifier, &engine.speeds_mflops);
         }
         Ok(Progress::Auditing)
     }
@@ -414,6 +472,7 @@ impl JobRun {
         now_ms: u64,
         blobs: &mut BlobStore,
         verifier: &mut Verifier,
+        speeds_mflops: &[u64],
     ) -> Option<Result<Progress, CoordinatorError>> {
         let overdue = self
             .round
@@ -421,7 +480,7 @@ impl JobRun {
             .auditing
             .as_ref()
             .is_some_and(|auditing| auditing.deadline_ms <= now_ms);
-        overdue.then(|| self.close_round(now_ms, blobs, verifier))
+        overdue.then(|| self.close_round(now_ms, blobs, verifier, speeds_mflops))
     }
 
     fn check_result(
@@ -453,6 +512,7 @@ impl JobRun {
                 samples: header.samples,
                 commitment,
                 result_hash: header.result_hash,
+                elapsed_ms: 0,
             },
         ))
     }
@@ -505,6 +565,7 @@ impl JobRun {
         now_ms: u64,
         blobs: &mut BlobStore,
         verifier: &mut Verifier,
+        speeds_mflops: &[u64],
     ) -> Result<Progress, CoordinatorError> {
         let Some(mut round) = self.round.take() else {
             return Ok(Progress::Accepted);
@@ -588,6 +649,7 @@ impl JobRun {
                     credit.samples += u64::from(result.samples);
                     credit.flops += fragment.cost_flops;
                     credit.audited += u64::from(*audited);
+                    credit.busy_ms += result.elapsed_ms;
                 }
                 ResultVerdict::Rejected { .. } => credit.rejected += 1,
             }
@@ -652,7 +714,7 @@ impl JobRun {
             self.finished_ms = Some(now_ms);
             return Ok(Progress::JobFinished);
         }
-        self.open_round();
+        self.open_round(speeds_mflops);
         Ok(Progress::RoundClosed)
     }
 

@@ -49,6 +49,15 @@ impl NodeTally {
     }
 }
 
+/// What made the coordinator suspicious of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspicion {
+    /// Claimed speed the capability challenge did not bear out.
+    RefutedClaim,
+    /// Fragments came far slower than the capability challenge showed.
+    ContradictedBenchmark,
+}
+
 pub struct LedgerService {
     store: LedgerStore,
     chain: Chain,
@@ -167,20 +176,26 @@ impl LedgerService {
         self.sign_and_commit(bodies, now_ms)
     }
 
-    /// A capability claim that the challenge refuted: a suspicious soft reject (no slash; the
-    /// node's score drops and the event is counted).
-    pub fn record_refuted_claim(
+    /// Suspicious behaviour (`what`: a capability claim the challenge refuted, fragment times
+    /// that contradict the challenge): a suspicious soft reject (no slash; the node's score
+    /// drops and the event is counted).
+    pub fn record_suspicious(
         &mut self,
         node: NodeId,
+        what: Suspicion,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
         let active = self.chain.state().is_active_node(&node);
         if !active {
             return Ok(());
         }
+        let tag: &[u8] = match what {
+            Suspicion::RefutedClaim => b"corex-capability-claim",
+            Suspicion::ContradictedBenchmark => b"corex-behaviour",
+        };
         let body = TxBody::RecordVerdict {
             node,
-            fragment: Hash::of_parts(&[b"corex-capability-claim", &node.0, &now_ms.to_le_bytes()]),
+            fragment: Hash::of_parts(&[tag, &node.0, &now_ms.to_le_bytes()]),
             verdict: Verdict::SoftReject {
                 reason: SoftReason::Suspicious,
             },

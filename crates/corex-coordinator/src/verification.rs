@@ -151,6 +151,8 @@ impl Verifier {
             .collect();
         self.seen_results
             .extend(candidates.iter().map(|candidate| candidate.result_hash));
+        // Rates come from each node's record before this round: a new node's results are all
+        // audited until its probation audits have passed, however many it sends in a round.
         let audits = candidates
             .iter()
             .enumerate()

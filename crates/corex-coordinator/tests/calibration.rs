@@ -62,7 +62,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
         let mut verifier = Verifier::new([seed as u8; 32]);
         let job = Hash::of(&seed.to_le_bytes());
         for round in 0..3 {
-            let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"));
+            let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"), &[]);
             let output = |threads: usize, indices: &[u32]| {
                 pools[threads]
                     .install(|| {

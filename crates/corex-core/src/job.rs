@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::SpecError;
 use crate::hash::Hash;
 use crate::spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, ModelSpec, OptimizerSpec, WorkSpec,
+    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec, WorkSpec,
 };
 
 /// Most rounds a job may ask for.
@@ -39,6 +39,9 @@ pub struct JobSpec {
     /// What each fragment computes (default: one gradient).
     #[serde(default)]
     pub work: WorkSpec,
+    /// How rounds are cut into fragments (default: fixed `fragment_samples`).
+    #[serde(default)]
+    pub granularity: Granularity,
 }
 
 impl JobSpec {
@@ -94,6 +97,7 @@ impl JobSpec {
             lease_ms: 10_000,
             aggregation: AggregationSpec::Mean,
             work: WorkSpec::Gradient,
+            granularity: Granularity::Fixed,
         }
     }
 
@@ -119,6 +123,7 @@ impl JobSpec {
         self.optimizer.validate()?;
         self.aggregation.validate()?;
         self.work.validate(self.fragment_samples)?;
+        self.granularity.validate()?;
         let invalid = |reason: String| Err(SpecError::Invalid(reason));
         if self.name.is_empty() || self.name.len() > 128 {
             return invalid("name must be 1..=128 characters".into());

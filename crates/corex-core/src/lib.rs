@@ -19,6 +19,6 @@ pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};
 pub use job::JobSpec;
 pub use spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, MAX_LOCAL_STEPS, ModelSpec, OptimizerSpec,
-    WorkSpec,
+    AggregationSpec, DatasetSource, DatasetSpec, Granularity, MAX_LOCAL_STEPS, ModelSpec,
+    OptimizerSpec, WorkSpec,
 };

@@ -51,6 +51,12 @@ pub struct NodeInfo {
     /// The network address (IP) the node registered from, as the coordinator saw it.
     #[serde(default)]
     pub endpoint: String,
+    /// Median speed its recent timed fragments showed (MFLOP/s, lease to result).
+    #[serde(default)]
+    pub observed_mflops: Option<u64>,
+    /// Set when its fragment times contradict its capability challenge (behaviour analysis).
+    #[serde(default)]
+    pub behaviour_flag: Option<String>,
 }
 
 /// The outcome of a capability challenge.
@@ -204,6 +210,9 @@ pub struct NodeContribution {
     /// Audit replays this node computed for other nodes' results and that were accepted.
     #[serde(default)]
     pub audits_done: u64,
+    /// Milliseconds from lease to result, summed over its accepted fragments.
+    #[serde(default)]
+    pub busy_ms: u64,
 }
 
 /// What verification concluded about a result that passed intake.

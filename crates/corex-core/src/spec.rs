@@ -164,6 +164,31 @@ impl WorkSpec {
     }
 }
 
+/// How a round's samples are cut into fragments: a job policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Granularity {
+    /// Fragments of `fragment_samples` each (the last may be smaller); a round is the same
+    /// whichever nodes compute it.
+    #[default]
+    Fixed,
+    /// Fragments sized to the nodes present when the round opens: each node's part of the
+    /// round follows its measured speed, cut into pieces that take about `target_ms` on it
+    /// (never under `fragment_samples`); nodes lease the pending piece closest to their size.
+    Adaptive { target_ms: u64 },
+}
+
+impl Granularity {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match *self {
+            Self::Adaptive { target_ms } if !(10..=600_000).contains(&target_ms) => Err(
+                SpecError::Invalid(format!("target_ms {target_ms} is outside 10..=600000")),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The optimizer the coordinator applies to the aggregated gradient.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -27,9 +27,15 @@ pub enum Adversary {
     Lazy,
     /// Claims a fast GPU it does not have; computes honestly.
     FakeGpu,
+    /// Answers the capability challenge at full speed, then computes every fragment 10×
+    /// slower (a strong machine takes the benchmark, a weak one does the work); honest results.
+    BaitAndSwitch,
 }
 
-pub const ALL: [Adversary; 8] = [
+/// How much slower than its challenge a bait-and-switch node computes its fragments.
+pub const BAIT_AND_SWITCH_SLOWDOWN: u32 = 10;
+
+pub const ALL: [Adversary; 9] = [
     Adversary::Random,
     Adversary::Zeros,
     Adversary::Scaled,
@@ -38,6 +44,7 @@ pub const ALL: [Adversary; 8] = [
     Adversary::Old,
     Adversary::Lazy,
     Adversary::FakeGpu,
+    Adversary::BaitAndSwitch,
 ];
 
 impl Adversary {
@@ -51,6 +58,7 @@ impl Adversary {
             Self::Old => "old",
             Self::Lazy => "lazy",
             Self::FakeGpu => "fake-gpu",
+            Self::BaitAndSwitch => "bait-and-switch",
         }
     }
 
@@ -60,7 +68,7 @@ impl Adversary {
             Self::Random | Self::Zeros | Self::Copy | Self::Old => true,
             // One fragment in twenty, picked by the fragment id (13/256 ≈ 5 %).
             Self::Lazy => fragment.0[0] < 13,
-            Self::Scaled | Self::SignFlipped | Self::FakeGpu => false,
+            Self::Scaled | Self::SignFlipped | Self::FakeGpu | Self::BaitAndSwitch => false,
         }
     }
 }
@@ -104,7 +112,7 @@ pub fn tamper(
     let submitted = match (adversary, honest) {
         (Adversary::Scaled, Some(g)) => g.into_iter().map(|v| v * 10.0).collect(),
         (Adversary::SignFlipped, Some(g)) => g.into_iter().map(|v| -v).collect(),
-        (Adversary::FakeGpu | Adversary::Lazy, Some(g)) => g,
+        (Adversary::FakeGpu | Adversary::Lazy | Adversary::BaitAndSwitch, Some(g)) => g,
         (Adversary::Zeros, _) => vec![0.0; len],
         (Adversary::Old, _) => state.previous.clone().unwrap_or_else(random),
         (Adversary::Copy, _) => read_peer(state, len).unwrap_or_else(random),

@@ -35,6 +35,10 @@ pub struct NodeConfig {
     /// When set, every result this node submits is also left here, where copying adversaries
     /// find it (a leak, for adversarial tests).
     pub collusion_dir: Option<PathBuf>,
+    /// Stands for weaker hardware: after each computation (fragments and the capability
+    /// challenge alike) the node idles `slowdown − 1` times the compute time, so it works
+    /// `slowdown` times slower. 1 is full speed.
+    pub slowdown: u32,
 }
 
 impl Default for NodeConfig {
@@ -44,6 +48,7 @@ impl Default for NodeConfig {
             lease_wait_ms: 5_000,
             adversary: None,
             collusion_dir: None,
+            slowdown: 1,
         }
     }
 }
@@ -173,6 +178,7 @@ impl NodeAgent {
         let proof = async {
             let challenge = self.client.challenge().await?;
             let n = challenge.n as usize;
+            let started = Instant::now();
             let product = tokio::task::spawn_blocking(move || {
                 let (a, b) = corex_verify::challenge_matrices(challenge.seed, n);
                 corex_ml::matmul(&a, &b, n)
@@ -180,6 +186,10 @@ impl NodeAgent {
             .await
             .map_err(|error| NodeError::Compute(error.to_string()))?
             .map_err(|error| NodeError::Compute(error.to_string()))?;
+            // A bait-and-switch node takes the benchmark at full speed.
+            if self.config.adversary != Some(Adversary::BaitAndSwitch) {
+                throttle(started.elapsed(), self.config.slowdown).await;
+            }
             self.client
                 .commit_challenge(corex_verify::commit_product(&product))
                 .await?;
@@ -230,6 +240,14 @@ impl NodeAgent {
                 .map_err(|error| NodeError::Compute(error.to_string()))?,
             )
         };
+        let slowdown = match self.config.adversary {
+            Some(Adversary::BaitAndSwitch) => self
+                .config
+                .slowdown
+                .max(crate::adversary::BAIT_AND_SWITCH_SLOWDOWN),
+            _ => self.config.slowdown,
+        };
+        throttle(started.elapsed(), slowdown).await;
         let compute_ms = started.elapsed().as_millis() as u64;
         let (loss, samples) = computed
             .as_ref()
@@ -331,6 +349,13 @@ impl Backoff {
 }
 
 /// Sleeps for `delay` unless told to stop first; true when stopping.
+/// Idles `slowdown − 1` times `worked`, so that the work took `slowdown` times as long.
+async fn throttle(worked: Duration, slowdown: u32) {
+    if slowdown > 1 {
+        tokio::time::sleep(worked * (slowdown - 1)).await;
+    }
+}
+
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => *stop.borrow(),

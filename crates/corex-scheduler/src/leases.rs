@@ -1,18 +1,35 @@
 //! Fragment leases for one round: who holds which fragment until when.
 //!
-//! Each fragment slot is pending, leased to one node until a deadline, or done. A node asking
-//! again while it holds a lease gets the same fragment back (a restarted node resumes), an
-//! expired lease returns its fragment to the pending pool, and only the holder of a live lease
-//! may complete a fragment. Time comes in as milliseconds; nothing here reads a clock.
+//! Each fragment slot is pending, leased, or done. A leased slot has a holder and, near the
+//! round's end, possibly a second one: when nothing is pending, a free node may take a copy of
+//! the fragment that has been out longest (a straggler's), and the first valid result wins;
+//! the other holder's result is then refused as already done (not paid). A node asking again
+//! while it holds a lease gets the same fragment back (a restarted node resumes), an expired
+//! lease drops its holder (the fragment is pending again once no holder is left), and only a
+//! holder of a live lease may complete a fragment. Time comes in as milliseconds; nothing here
+//! reads a clock.
 
 use corex_core::NodeId;
 use thiserror::Error;
 
+/// Most nodes holding one fragment at once: its first holder and one straggler copy.
+const MAX_HOLDERS: usize = 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    node: NodeId,
+    since_ms: u64,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Slot {
     Pending,
-    Leased { node: NodeId, deadline_ms: u64 },
-    Done { node: NodeId },
+    /// One or two holders, the first holder first.
+    Leased(Vec<Holder>),
+    Done {
+        node: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -32,7 +49,7 @@ pub enum LeaseError {
 pub struct Lease {
     pub index: u32,
     pub deadline_ms: u64,
-    /// True when the fragment had been leased before and expired.
+    /// True when the fragment had been leased before (it expired, or this is a straggler copy).
     pub reissued: bool,
 }
 
@@ -53,16 +70,41 @@ impl LeaseBook {
 
     /// Grants `node` a fragment: the one it already holds, else the first pending one.
     pub fn lease(&mut self, node: NodeId, now_ms: u64, lease_ms: u64) -> Option<Lease> {
-        if let Some(index) = self.slots.iter().position(|slot| {
-            matches!(slot, Slot::Leased { node: holder, deadline_ms } if *holder == node && *deadline_ms > now_ms)
-        }) {
-            let deadline_ms = now_ms + lease_ms;
-            self.slots[index] = Slot::Leased { node, deadline_ms };
-            return Some(Lease { index: index as u32, deadline_ms, reissued: false });
-        }
-        let index = self.slots.iter().position(|slot| *slot == Slot::Pending)?;
+        self.lease_by(node, now_ms, lease_ms, |index| index as u64)
+    }
+
+    /// Grants `node` a fragment: the one it already holds, else the pending one of lowest
+    /// `rank(index)` (ties: lowest index), for example the one whose size best fits the node.
+    pub fn lease_by(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        lease_ms: u64,
+        rank: impl Fn(usize) -> u64,
+    ) -> Option<Lease> {
         let deadline_ms = now_ms + lease_ms;
-        self.slots[index] = Slot::Leased { node, deadline_ms };
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Slot::Leased(holders) = slot
+                && let Some(holder) = holders
+                    .iter_mut()
+                    .find(|h| h.node == node && h.deadline_ms > now_ms)
+            {
+                holder.deadline_ms = deadline_ms;
+                return Some(Lease {
+                    index: index as u32,
+                    deadline_ms,
+                    reissued: false,
+                });
+            }
+        }
+        let index = (0..self.slots.len())
+            .filter(|index| self.slots[*index] == Slot::Pending)
+            .min_by_key(|index| (rank(*index), *index))?;
+        self.slots[index] = Slot::Leased(vec![Holder {
+            node,
+            since_ms: now_ms,
+            deadline_ms,
+        }]);
         let reissued = std::mem::replace(&mut self.ever_leased[index], true);
         Some(Lease {
             index: index as u32,
@@ -71,15 +113,71 @@ impl LeaseBook {
         })
     }
 
-    /// Returns every lease whose deadline has passed to the pending pool; yields `(index, node)`.
+    /// Gives `node` a copy of the fragment out longest, if it has been out since
+    /// `out_since_ms` or before, nothing is pending, `node` does not hold it, and it has no
+    /// copy yet. The first valid result of the two wins.
+    pub fn copy_straggler(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        lease_ms: u64,
+        out_since_ms: u64,
+    ) -> Option<Lease> {
+        if self.slots.contains(&Slot::Pending) {
+            return None;
+        }
+        let (index, holders) = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Leased(holders)
+                    if holders.len() < MAX_HOLDERS
+                        && holders.iter().all(|h| h.node != node)
+                        && holders[0].since_ms <= out_since_ms =>
+                {
+                    Some((index, holders))
+                }
+                _ => None,
+            })
+            .min_by_key(|(index, holders)| (holders[0].since_ms, *index))?;
+        let deadline_ms = now_ms + lease_ms;
+        holders.push(Holder {
+            node,
+            since_ms: now_ms,
+            deadline_ms,
+        });
+        Some(Lease {
+            index: index as u32,
+            deadline_ms,
+            reissued: true,
+        })
+    }
+
+    /// When `node`'s lease on fragment `index` was granted, if it holds one.
+    pub fn leased_since(&self, index: u32, node: &NodeId) -> Option<u64> {
+        match self.slots.get(index as usize)? {
+            Slot::Leased(holders) => holders.iter().find(|h| h.node == *node).map(|h| h.since_ms),
+            _ => None,
+        }
+    }
+
+    /// Drops every holder whose deadline has passed; a fragment with no holder left is pending
+    /// again. Yields `(index, node)` for each dropped holder.
     pub fn expire(&mut self, now_ms: u64) -> Vec<(u32, NodeId)> {
         let mut expired = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            if let Slot::Leased { node, deadline_ms } = *slot
-                && deadline_ms <= now_ms
-            {
-                *slot = Slot::Pending;
-                expired.push((index as u32, node));
+            if let Slot::Leased(holders) = slot {
+                holders.retain(|holder| {
+                    let live = holder.deadline_ms > now_ms;
+                    if !live {
+                        expired.push((index as u32, holder.node));
+                    }
+                    live
+                });
+                if holders.is_empty() {
+                    *slot = Slot::Pending;
+                }
             }
         }
         expired
@@ -89,10 +187,10 @@ impl LeaseBook {
     pub fn check_submission(&self, index: u32, node: &NodeId) -> Result<(), LeaseError> {
         match self.slots.get(index as usize) {
             None => Err(LeaseError::UnknownFragment(index)),
-            Some(Slot::Leased { node: holder, .. }) if holder == node => Ok(()),
-            Some(Slot::Leased { node: holder, .. }) => Err(LeaseError::LeasedToOther {
+            Some(Slot::Leased(holders)) if holders.iter().any(|h| h.node == *node) => Ok(()),
+            Some(Slot::Leased(holders)) => Err(LeaseError::LeasedToOther {
                 index,
-                holder: holder.short(),
+                holder: holders.first().map(|h| h.node.short()).unwrap_or_default(),
             }),
             Some(Slot::Pending) => Err(LeaseError::NotLeased(index)),
             Some(Slot::Done { .. }) => Err(LeaseError::AlreadyDone(index)),
@@ -128,6 +226,7 @@ mod tests {
         assert_eq!(book.lease(node(2), 0, 100).map(|l| l.index), Some(1));
         assert_eq!(book.lease(node(1), 10, 100).map(|l| l.index), Some(0));
         assert_eq!(book.lease(node(3), 10, 100), None);
+        assert_eq!(book.leased_since(0, &node(1)), Some(0));
     }
 
     #[test]
@@ -153,5 +252,54 @@ mod tests {
             book.check_submission(7, &node(2)),
             Err(LeaseError::UnknownFragment(7))
         );
+    }
+
+    #[test]
+    fn a_ranked_lease_takes_the_best_fitting_pending_fragment() {
+        let mut book = LeaseBook::new(3);
+        let sizes = [100u64, 400, 25];
+        let fit = |wanted: u64| move |index: usize| sizes[index].abs_diff(wanted);
+        assert_eq!(
+            book.lease_by(node(1), 0, 10, fit(30)).map(|l| l.index),
+            Some(2)
+        );
+        assert_eq!(
+            book.lease_by(node(2), 0, 10, fit(500)).map(|l| l.index),
+            Some(1)
+        );
+        assert_eq!(
+            book.lease_by(node(3), 0, 10, fit(500)).map(|l| l.index),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_straggler_gets_one_copy_and_the_first_result_wins() {
+        let mut book = LeaseBook::new(2);
+        book.lease(node(1), 0, 1_000);
+        book.lease(node(2), 50, 1_000);
+        // Not out long enough yet, or the asker holds it: no copy.
+        assert_eq!(
+            book.copy_straggler(node(3), 100, 1_000, 0).map(|l| l.index),
+            Some(0)
+        );
+        assert_eq!(
+            book.copy_straggler(node(4), 100, 1_000, 10),
+            None,
+            "one copy each"
+        );
+        assert_eq!(
+            book.copy_straggler(node(2), 100, 1_000, 60),
+            None,
+            "its own"
+        );
+        let copy = book.copy_straggler(node(4), 100, 1_000, 60).unwrap();
+        assert_eq!((copy.index, copy.reissued), (1, true));
+        // The copy finishes first; the original holder's result is then refused.
+        assert_eq!(book.complete(0, node(3)), Ok(()));
+        assert_eq!(book.complete(0, node(1)), Err(LeaseError::AlreadyDone(0)));
+        // The original holder of fragment 1 expires; its copy still holds it.
+        assert_eq!(book.expire(1_050), vec![(1, node(2))]);
+        assert_eq!(book.check_submission(1, &node(4)), Ok(()));
     }
 }

@@ -5,10 +5,12 @@
 //! stream positions `[r·B, (r+1)·B)`. Anyone holding the job spec can recompute every index,
 //! so a fragment's samples are never the node's choice.
 
-use corex_core::{Fragment, Hash, JobSpec};
+use corex_core::{Fragment, Granularity, Hash, JobSpec};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+
+use crate::granularity::plan_sizes;
 
 /// The permutation of the train split used in epoch `epoch`.
 pub fn epoch_order(train: &[u32], seed: u64, epoch: u64) -> Vec<u32> {
@@ -40,17 +42,40 @@ pub fn round_batch(train: &[u32], global_batch: u32, seed: u64, round: u32) -> V
     batch
 }
 
-/// Cuts round `round` of `spec` into fragments that start from model version `model`.
+/// Cuts round `round` of `spec` into fragments that start from model version `model`: of
+/// `fragment_samples` each, or with adaptive granularity sized to nodes of `speeds_mflops`
+/// (see [`plan_sizes`]). The round's samples are the same either way.
 pub fn slice_round(
     job: &Hash,
     spec: &JobSpec,
     train: &[u32],
     round: u32,
     model: Hash,
+    speeds_mflops: &[u64],
 ) -> Vec<Fragment> {
     let flops_per_sample = spec.model.train_flops_per_sample();
-    round_batch(train, spec.global_batch, spec.seed, round)
-        .chunks(spec.fragment_samples as usize)
+    let batch = round_batch(train, spec.global_batch, spec.seed, round);
+    let sizes: Vec<u32> = match spec.granularity {
+        Granularity::Fixed => batch
+            .chunks(spec.fragment_samples as usize)
+            .map(|chunk| chunk.len() as u32)
+            .collect(),
+        Granularity::Adaptive { target_ms } => plan_sizes(
+            batch.len() as u32,
+            flops_per_sample,
+            speeds_mflops,
+            target_ms,
+            spec.fragment_samples,
+        ),
+    };
+    let mut offset = 0usize;
+    sizes
+        .iter()
+        .map(|&size| {
+            let indices = &batch[offset..offset + size as usize];
+            offset += size as usize;
+            indices
+        })
         .enumerate()
         .map(|(index, indices)| Fragment {
             id: Fragment::derive_id(job, round, index as u32),
@@ -89,8 +114,11 @@ mod tests {
         let spec = JobSpec::digits_gradient();
         let train: Vec<u32> = (0..1437).collect();
         let job = Hash::of(b"job");
-        let first = slice_round(&job, &spec, &train, 3, Hash::of(b"w3"));
-        assert_eq!(first, slice_round(&job, &spec, &train, 3, Hash::of(b"w3")));
+        let first = slice_round(&job, &spec, &train, 3, Hash::of(b"w3"), &[]);
+        assert_eq!(
+            first,
+            slice_round(&job, &spec, &train, 3, Hash::of(b"w3"), &[7])
+        );
         assert_eq!(first.len() as u32, spec.fragments_per_round());
         let samples: usize = first.iter().map(|f| f.indices.len()).sum();
         assert_eq!(samples as u32, spec.global_batch);
@@ -100,7 +128,33 @@ mod tests {
         );
         assert_ne!(
             first[0].indices,
-            slice_round(&job, &spec, &train, 4, Hash::of(b"w4"))[0].indices
+            slice_round(&job, &spec, &train, 4, Hash::of(b"w4"), &[])[0].indices
         );
+    }
+
+    #[test]
+    fn adaptive_rounds_cover_the_same_samples_in_node_sized_fragments() {
+        let fixed = JobSpec::digits_gradient();
+        let spec = JobSpec {
+            granularity: Granularity::Adaptive { target_ms: 100 },
+            fragment_samples: 16,
+            ..fixed.clone()
+        };
+        let train: Vec<u32> = (0..1437).collect();
+        let job = Hash::of(b"job");
+        // One node 4× faster than the other: its pieces are 4× larger.
+        let speed = spec.model.train_flops_per_sample() * 128 * 10 / 1_000_000;
+        let adaptive = slice_round(&job, &spec, &train, 2, Hash::of(b"w"), &[speed, speed / 4]);
+        let sizes: Vec<usize> = adaptive.iter().map(|f| f.indices.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), spec.global_batch as usize);
+        assert!(sizes[0] >= 3 * sizes[sizes.len() - 1], "{sizes:?}");
+        let mut samples: Vec<u32> = adaptive.iter().flat_map(|f| f.indices.clone()).collect();
+        let mut same: Vec<u32> = slice_round(&job, &fixed, &train, 2, Hash::of(b"w"), &[])
+            .into_iter()
+            .flat_map(|f| f.indices)
+            .collect();
+        samples.sort_unstable();
+        same.sort_unstable();
+        assert_eq!(samples, same);
     }
 }

@@ -1,6 +1,6 @@
 //! Device tiers, task priority and behaviour analysis, pure. A tier says which class of work a
-//! node is trusted with. It comes from what the node has shown: the speed its capability
-//! challenge verified, capped by the speed its fragments actually show. Online time,
+//! node is trusted with. It comes from what the node has shown: the speed its verified
+//! fragments show, or before any, the speed its capability challenge showed. Online time,
 //! reputation and stake decide whether a fast node is trusted with heavy work yet. Priority
 //! orders nodes that ask for work at the same time.
 
@@ -43,9 +43,12 @@ pub struct TierPolicy {
     pub trusted_online_ms: u64,
     pub trusted_reputation: u32,
     pub trusted_stake_cxt: u64,
-    /// Observed speed more than this many times off the verified speed, either way, is
+    /// Fragments computed this many times slower than the capability challenge showed are
     /// flagged by [`TierPolicy::behaviour`].
     pub contradiction_factor: u64,
+    /// Only fragments the verified speed needs at least this long for are judged: on shorter
+    /// ones the round trip, not the compute, sets the time.
+    pub min_judged_ms: u64,
 }
 
 impl Default for TierPolicy {
@@ -58,6 +61,7 @@ impl Default for TierPolicy {
             trusted_reputation: 500,
             trusted_stake_cxt: 1_000,
             contradiction_factor: 4,
+            min_judged_ms: 50,
         }
     }
 }
@@ -67,11 +71,12 @@ impl Default for TierPolicy {
 pub enum Behaviour {
     /// Too few timed fragments to say.
     Unknown,
-    /// Observed speed within the factor of the verified one.
+    /// Observed speed is no more than the factor below the verified one.
     Consistent { observed_mflops: u64 },
-    /// Observed speed contradicts the verified one: a challenge answered by stronger
-    /// hardware than does the work, throttling after the benchmark, or results faster than
-    /// the node can compute them.
+    /// Fragments come far slower than the challenge showed: the challenge was answered by
+    /// stronger hardware than does the work, or the node slows down once measured. (Faster
+    /// is no contradiction: the challenge's time includes a round trip, so it bounds the
+    /// speed from below.)
     Contradicts { observed_mflops: u64 },
 }
 
@@ -107,22 +112,22 @@ impl TierPolicy {
     }
 
     /// Compares the speed a node's fragments show, `(cost MFLOP, milliseconds from lease
-    /// to result)` each, with its verified speed. The observed speed is the median of the
-    /// per-fragment speeds, so one slow network moment does not flag a node.
+    /// to result)` each, with the speed its capability challenge verified. Fragments too
+    /// light to time (under `min_judged_ms` at the verified speed) are left out; the observed
+    /// speed is the median of the rest, so one slow network moment does not flag a node.
     pub fn behaviour(&self, verified_mflops: u64, timed: &[(u64, u64)]) -> Behaviour {
-        if timed.len() < MIN_TIMED_FRAGMENTS || verified_mflops == 0 {
-            return Behaviour::Unknown;
-        }
+        let judged_from = u128::from(verified_mflops) * u128::from(self.min_judged_ms) / 1_000;
         let mut speeds: Vec<u64> = timed
             .iter()
+            .filter(|(cost, _)| u128::from(*cost) >= judged_from)
             .map(|&(cost, ms)| (u128::from(cost) * 1_000 / u128::from(ms.max(1))) as u64)
             .collect();
+        if speeds.len() < MIN_TIMED_FRAGMENTS || verified_mflops == 0 {
+            return Behaviour::Unknown;
+        }
         speeds.sort_unstable();
         let observed_mflops = speeds[speeds.len() / 2];
-        let factor = self.contradiction_factor.max(1);
-        if observed_mflops.saturating_mul(factor) < verified_mflops
-            || observed_mflops > verified_mflops.saturating_mul(factor)
-        {
+        if observed_mflops.saturating_mul(self.contradiction_factor.max(1)) < verified_mflops {
             Behaviour::Contradicts { observed_mflops }
         } else {
             Behaviour::Consistent { observed_mflops }
@@ -130,10 +135,10 @@ impl TierPolicy {
     }
 }
 
-/// The speed a node is credited with: what its capability challenge demonstrated, but never
-/// more than its fragments show once they show anything.
+/// The speed a node is credited with: what its verified fragments show once they show
+/// anything (audits check that work), before that what its capability challenge showed.
 pub fn verified_speed(challenge_mflops: u64, observed_mflops: Option<u64>) -> u64 {
-    observed_mflops.map_or(challenge_mflops, |observed| observed.min(challenge_mflops))
+    observed_mflops.unwrap_or(challenge_mflops)
 }
 
 #[cfg(test)]
@@ -176,7 +181,7 @@ mod tests {
     #[test]
     fn fragment_times_that_contradict_the_benchmark_are_flagged() {
         let policy = TierPolicy::default();
-        // Verified 10 GFLOP/s; 1,000 MFLOP fragments taking ~100 ms agree.
+        // Verified 10 GFLOP/s; 1,000 MFLOP fragments taking ~100 ms agree, and faster is fine.
         let honest: Vec<(u64, u64)> = [95, 100, 104, 99, 2_000].map(|ms| (1_000, ms)).to_vec();
         assert_eq!(
             policy.behaviour(10_000, &honest),
@@ -184,6 +189,14 @@ mod tests {
                 observed_mflops: 10_000
             }
         );
+        let quick: Vec<(u64, u64)> = [10; 5].map(|ms| (1_000, ms)).to_vec();
+        assert!(matches!(
+            policy.behaviour(10_000, &quick),
+            Behaviour::Consistent { .. }
+        ));
+        // Fragments too light to time (10 MFLOP: 1 ms at the verified speed) are not judged.
+        let light: Vec<(u64, u64)> = [50; 8].map(|ms| (10, ms)).to_vec();
+        assert_eq!(policy.behaviour(10_000, &light), Behaviour::Unknown);
         // The same fragments taking 2 s each: the challenge was answered by faster hardware.
         let slow: Vec<(u64, u64)> = [2_000; 6].map(|ms| (1_000, ms)).to_vec();
         assert!(matches!(
@@ -194,5 +207,6 @@ mod tests {
         ));
         assert_eq!(policy.behaviour(10_000, &slow[..3]), Behaviour::Unknown);
         assert_eq!(verified_speed(10_000, Some(500)), 500);
+        assert_eq!(verified_speed(10_000, None), 10_000);
     }
 }

@@ -131,6 +131,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         aggregation: corex_core::spec::AggregationSpec::Mean,
         lease_ms: 10_000,
         work: corex_core::WorkSpec::Gradient,
+        granularity: corex_core::Granularity::Fixed,
     }
 }
 
