@@ -226,11 +226,22 @@ impl JobRun {
             }),
             Granularity::Fixed => None,
         };
+        // With adaptive granularity an audit task goes only to a node that replays it within
+        // twice the target time, so a slow node never holds up a round's close.
+        let fits = |fragment: &Fragment| match (self.spec.granularity, auditors.speed_of(&node)) {
+            (Granularity::Adaptive { target_ms }, Some(speed)) => {
+                u128::from(fragment.cost_flops)
+                    <= u128::from(speed) * 1_000 * 2 * u128::from(target_ms)
+            }
+            (Granularity::Adaptive { .. }, None) => false,
+            (Granularity::Fixed, _) => true,
+        };
         let round = self.round.as_mut()?;
         if let Some(auditing) = round.auditing.as_mut() {
             let task = auditing.tasks.iter_mut().find(|task| {
                 task.replay.is_none()
                     && task.holder.is_none()
+                    && fits(&task.fragment)
                     && auditors.may_replay(verifier, &node, &task.submitter)
             })?;
             let deadline = now_ms + self.spec.lease_ms;
