@@ -75,3 +75,50 @@ fn the_default_devnet_job_reaches_95_percent_with_4_nodes() {
     assert!(stdout.contains("audited clean"));
     assert!(stdout.contains("test accuracy"));
 }
+
+/// Heterogeneous nodes (one fast, one 3× slower, one 8× slower) on a job with adaptive
+/// granularity: each node's share of the work follows its measured speed.
+#[test]
+fn a_heterogeneous_devnets_work_follows_each_nodes_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../jobs/digits-heterogeneous.toml"
+    ))
+    .unwrap();
+    let mut spec = corex_core::JobSpec::from_toml(&spec_text).unwrap();
+    spec.rounds = 10;
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, spec.to_toml()).unwrap();
+    let data_dir = dir.path().join("devnet");
+    let output = Command::new(env!("CARGO_BIN_EXE_corex"))
+        .args(["devnet", "--nodes", "3", "--profiles", "fast,medium,edge", "--job"])
+        .arg(&job)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "devnet failed:\n{stdout}");
+    println!("{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("report.json")).unwrap()).unwrap();
+    let nodes = report["report"]["status"]["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let field = |node: &serde_json::Value, name: &str| node[name].as_f64().unwrap();
+    let speeds: Vec<f64> = nodes
+        .values()
+        .map(|n| field(n, "flops") / field(n, "busy_ms"))
+        .collect();
+    let work: Vec<f64> = nodes.values().map(|n| field(n, "flops")).collect();
+    let (total_speed, total_work) = (speeds.iter().sum::<f64>(), work.iter().sum::<f64>());
+    for (speed, work) in speeds.iter().zip(&work) {
+        let (speed_share, work_share) = (speed / total_speed, work / total_work);
+        println!("speed share {speed_share:.3}, work share {work_share:.3}");
+        assert!(
+            (speed_share - work_share).abs() <= 0.08,
+            "work share {work_share:.3} is far from speed share {speed_share:.3}"
+        );
+    }
+    assert!(stdout.contains("round time"));
+}
