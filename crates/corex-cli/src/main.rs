@@ -98,18 +98,20 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         max_nodes_per_endpoint: u32,
     },
-    /// Run a node agent against a coordinator.
+    /// Run a node agent against a coordinator (or `corex node bench`: measure this device).
     Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
         /// Coordinator URL, e.g. https://10.0.0.5:7443.
-        #[arg(long, env = "COREX_COORDINATOR")]
-        coordinator: String,
+        #[arg(long, env = "COREX_COORDINATOR", global = true)]
+        coordinator: Option<String>,
         /// The coordinator's certificate fingerprint, as it printed at start.
-        #[arg(long, env = "COREX_PIN")]
-        pin: String,
-        #[arg(long, default_value = "./corex-node")]
+        #[arg(long, env = "COREX_PIN", global = true)]
+        pin: Option<String>,
+        #[arg(long, default_value = "./corex-node", global = true)]
         data_dir: PathBuf,
         /// Compute threads (0: all cores).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, global = true)]
         threads: u32,
         /// Work this many times slower than the hardware can (stands for a weaker device).
         #[arg(long, default_value_t = 1)]
@@ -220,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(serve::coordinator(listen, data_dir, config))
         }
         Command::Node {
+            action,
             coordinator,
             pin,
             data_dir,
@@ -228,7 +231,20 @@ fn main() -> anyhow::Result<()> {
             adversary,
             collusion_dir,
         } => {
+            use anyhow::Context;
+            let coordinator =
+                coordinator.context("give --coordinator URL (or COREX_COORDINATOR)")?;
+            let pin = pin.context("give --pin FINGERPRINT (or COREX_PIN)")?;
             let threads = serve::configure_threads(threads)?;
+            if let Some(NodeAction::Bench { repeats }) = action {
+                return runtime()?.block_on(serve::node_bench(
+                    &coordinator,
+                    &pin,
+                    &data_dir,
+                    threads,
+                    repeats,
+                ));
+            }
             // A node is one sequential loop; a single-threaded runtime spares it cross-thread
             // wake-ups. Its compute runs on the blocking pool and the rayon pool.
             tokio::runtime::Builder::new_current_thread()
@@ -267,6 +283,17 @@ fn main() -> anyhow::Result<()> {
         )),
         Command::Bench { which } => bench::run(which),
     }
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Measure this device (matrix products per backend and thread count, memory bandwidth,
+    /// round trip and throughput to the coordinator, repeated), print a table, and send the
+    /// result in the node's signed device report.
+    Bench {
+        #[arg(long, default_value_t = 5)]
+        repeats: u32,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

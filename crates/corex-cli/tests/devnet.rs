@@ -92,7 +92,14 @@ fn a_heterogeneous_devnets_work_follows_each_nodes_speed() {
     std::fs::write(&job, spec.to_toml()).unwrap();
     let data_dir = dir.path().join("devnet");
     let output = Command::new(env!("CARGO_BIN_EXE_corex"))
-        .args(["devnet", "--nodes", "3", "--profiles", "fast,medium,edge", "--job"])
+        .args([
+            "devnet",
+            "--nodes",
+            "3",
+            "--profiles",
+            "fast,medium,edge",
+            "--job",
+        ])
         .arg(&job)
         .arg("--data-dir")
         .arg(&data_dir)

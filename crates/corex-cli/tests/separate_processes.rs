@@ -261,4 +261,37 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
     assert!(refusal.contains("unstake_too_much"), "{refusal}");
     let staked = stdout(&wallet(&["balance"]));
     assert!(staked.contains("stake            60 CXT"), "{staked}");
+
+    // The surviving node measures its device and sends the result in its signed report.
+    let bench = Command::new(CORE)
+        .args([
+            "node",
+            "bench",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--coordinator",
+            &url,
+        ])
+        .args(["--pin", &pin, "--data-dir"])
+        .arg(root.join("node-survivor"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let table = stdout(&bench);
+    assert!(
+        bench.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    for line in [
+        "matrix product cpu, 1 thread(s)",
+        "memory copy",
+        "round trip",
+        "download",
+    ] {
+        assert!(table.contains(line), "{table}");
+    }
+    assert!(table.contains("signed device report sent"), "{table}");
 }

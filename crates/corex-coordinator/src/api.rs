@@ -50,6 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/nodes/challenge/commit", post(commit_challenge))
         .route("/v1/nodes/challenge/answer", post(answer_challenge))
         .route("/v1/lease", post(lease))
+        .route("/v1/bench/download/{bytes}", get(bench_download))
         .route("/v1/results", post(submit_result))
         .route("/v1/blobs/{hash}", get(blob_manifest))
         .route("/v1/blobs/{hash}/chunks/{index}", get(blob_chunk))
@@ -190,6 +191,32 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
         }
     }
     json(&capability)
+}
+
+/// Largest download `corex node bench` may ask for.
+const MAX_BENCH_DOWNLOAD: usize = 16 * 1024 * 1024;
+
+/// `bytes` zero bytes (TLS encrypts them like any payload): a node's throughput measure.
+async fn bench_download(
+    State(shared): State<Arc<Shared>>,
+    Path(bytes): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let bytes: usize = bytes
+        .parse()
+        .ok()
+        .filter(|bytes| *bytes <= MAX_BENCH_DOWNLOAD)
+        .ok_or_else(|| {
+            CoordinatorError::MalformedBody(format!(
+                "bench download size must be 0..={MAX_BENCH_DOWNLOAD} bytes"
+            ))
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Bytes::from(vec![0u8; bytes]),
+    )
+        .into_response())
 }
 
 async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {

@@ -36,6 +36,34 @@ pub struct DeviceReport {
     /// operators and lazy Sybil farms, not a determined liar.
     #[serde(default)]
     pub fingerprint: Hash,
+    /// What `corex node bench` measured, when it has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<DeviceBenchmark>,
+}
+
+/// A device's measured performance (`corex node bench`), medians over repeated runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBenchmark {
+    /// Matrix-product speed (MFLOP/s) per compute backend and thread count.
+    pub matmul: Vec<MatmulSpeed>,
+    /// Memory copy bandwidth, MB/s.
+    pub memory_mbps: u64,
+    /// Round trip of a signed request to the coordinator, microseconds.
+    pub round_trip_us: u64,
+    /// Download throughput from the coordinator over TLS, MB/s.
+    pub download_mbps: u64,
+    /// Largest spread (max − min over median) of the repeated matrix products, parts per
+    /// million: how steady the device is.
+    pub spread_ppm: u32,
+    pub repeats: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatmulSpeed {
+    /// `cpu` (burn's flex backend); GPU backends add their own names.
+    pub backend: String,
+    pub threads: u32,
+    pub mflops: u64,
 }
 
 /// What the coordinator knows about a registered node.

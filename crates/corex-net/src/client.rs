@@ -173,6 +173,14 @@ impl CoordinatorClient {
         self.call_json("GET", "/v1/nodes", Vec::new()).await
     }
 
+    /// Downloads `bytes` bytes from the coordinator's bench endpoint; returns how many came.
+    pub async fn bench_download(&self, bytes: usize) -> Result<usize, NetError> {
+        Ok(self
+            .call("GET", &format!("/v1/bench/download/{bytes}"), Vec::new())
+            .await?
+            .len())
+    }
+
     pub async fn lease(&self, wait_ms: u64) -> Result<LeaseResponse, NetError> {
         self.post_json("/v1/lease", &LeaseRequest { wait_ms }).await
     }

@@ -34,6 +34,7 @@ pub fn detect(compute_threads: u32) -> DeviceReport {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         claimed_gflops: None,
         fingerprint: Hash::default(),
+        benchmark: None,
     };
     report.fingerprint = fingerprint(&report, &machine_identifiers());
     report

@@ -1,8 +1,10 @@
 //! The node agent: detects its device, registers, and runs the lease → fetch → compute →
-//! submit loop against a coordinator over signed, pinned TLS.
+//! submit loop against a coordinator over signed, pinned TLS; and measures its device
+//! (`bench`).
 
 pub mod adversary;
 pub mod agent;
+pub mod bench;
 pub mod device;
 pub mod error;
 
