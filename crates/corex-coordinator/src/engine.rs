@@ -13,7 +13,7 @@ use corex_core::messages::{
     LeaseResponse, NodeInfo, ResultHeader, decode_result,
 };
 use corex_core::request_signature::VerifiedRequest;
-use corex_core::{Hash, JobSpec, Keypair, NodeId};
+use corex_core::{Granularity, Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
 use corex_scheduler::{Behaviour, TierPolicy};
 
@@ -253,7 +253,10 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let id = job_id(&spec, &owner, self.job_order.len() as u64);
-        let speeds = self.auditors(now_ms).live_speeds();
+        let speeds = match spec.granularity {
+            Granularity::Adaptive { .. } => self.auditors(now_ms).live_speeds(),
+            Granularity::Fixed => Vec::new(),
+        };
         let run = JobRun::start(id, owner, spec, dataset, now_ms, &mut self.blobs, &speeds)?;
         self.jobs.insert(id, run);
         self.job_order.push(id);
@@ -320,7 +323,6 @@ impl Coordinator {
         let engine = Engine {
             blobs: &mut self.blobs,
             verifier: &mut self.verifier,
-            speeds_mflops: auditors.live_speeds(),
             auditors,
         };
         let (progress, timing) = job.submit(node, &header, tensor, now_ms, engine)?;
@@ -368,12 +370,16 @@ impl Coordinator {
         now_ms: u64,
     ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
         let mut closed = Vec::new();
-        let speeds = self.auditors(now_ms).live_speeds();
+        let auditors = Auditors {
+            nodes: &self.nodes,
+            now_ms,
+            shared_hardware: self.config.shared_hardware,
+        };
         for id in &self.job_order {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
                 && let Some(progress) =
-                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier, &speeds)
+                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier, &auditors)
             {
                 closed.push((*id, progress));
             }

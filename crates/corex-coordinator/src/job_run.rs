@@ -77,8 +77,6 @@ pub struct Engine<'a> {
     pub blobs: &'a mut BlobStore,
     pub verifier: &'a mut Verifier,
     pub auditors: Auditors<'a>,
-    /// Speeds of the live nodes, for sizing the next round's fragments.
-    pub speeds_mflops: Vec<u64>,
 }
 
 /// How long a fragment took its node, from lease to result.
@@ -378,7 +376,6 @@ impl JobRun {
             blobs,
             verifier,
             auditors,
-            speeds_mflops,
         }: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
         let Some(round) = self.round.as_mut() else {
@@ -416,7 +413,7 @@ impl JobRun {
         if waiting {
             return Ok(Progress::Auditing);
         }
-        self.close_round(now_ms, blobs, verifier, &speeds_mflops)
+        self.close_round(now_ms, blobs, verifier, &auditors)
     }
 
     /// Takes a node's audit replay for task `task`, checked like any result.
@@ -471,7 +468,7 @@ impl JobRun {
             auditing.tasks.iter().all(|task| task.replay.is_some())
         };
         if all_in {
-            return self.close_round(now_ms, engine.blobs, engine.verifier, &engine.speeds_mflops);
+            return self.close_round(now_ms, engine.blobs, engine.verifier, &engine.auditors);
         }
         Ok(Progress::Auditing)
     }
@@ -483,7 +480,7 @@ impl JobRun {
         now_ms: u64,
         blobs: &mut BlobStore,
         verifier: &mut Verifier,
-        speeds_mflops: &[u64],
+        auditors: &Auditors<'_>,
     ) -> Option<Result<Progress, CoordinatorError>> {
         let overdue = self
             .round
@@ -491,7 +488,7 @@ impl JobRun {
             .auditing
             .as_ref()
             .is_some_and(|auditing| auditing.deadline_ms <= now_ms);
-        overdue.then(|| self.close_round(now_ms, blobs, verifier, speeds_mflops))
+        overdue.then(|| self.close_round(now_ms, blobs, verifier, auditors))
     }
 
     fn check_result(
@@ -576,7 +573,7 @@ impl JobRun {
         now_ms: u64,
         blobs: &mut BlobStore,
         verifier: &mut Verifier,
-        speeds_mflops: &[u64],
+        auditors: &Auditors<'_>,
     ) -> Result<Progress, CoordinatorError> {
         let Some(mut round) = self.round.take() else {
             return Ok(Progress::Accepted);
@@ -725,7 +722,13 @@ impl JobRun {
             self.finished_ms = Some(now_ms);
             return Ok(Progress::JobFinished);
         }
-        self.open_round(speeds_mflops);
+        // The next round is cut for the nodes live now (their speeds matter only to
+        // adaptive granularity).
+        let speeds = match self.spec.granularity {
+            Granularity::Adaptive { .. } => auditors.live_speeds(),
+            Granularity::Fixed => Vec::new(),
+        };
+        self.open_round(&speeds);
         Ok(Progress::RoundClosed)
     }
 

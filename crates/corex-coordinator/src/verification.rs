@@ -198,67 +198,61 @@ impl Verifier {
                 });
                 continue;
             }
+            // A node's replay that agrees with the result settles the audit; otherwise the
+            // coordinator's own replay judges the result, and the auditor too.
             let from_node = node_replays.get(&index);
-            if let Some(node_replay) = from_node
-                && self.agrees(candidate.gradient, candidate.loss, &node_replay.replay)?
-            {
-                self.records.entry(candidate.node).or_default().passed += 1;
-                judgement.results.push(Judged {
-                    verdict: ResultVerdict::Accepted {
-                        audited: true,
-                        flag,
-                    },
-                    replacement: None,
-                    audited_by: Some(node_replay.auditor),
-                });
+            let settled_by_node = match from_node {
+                Some(node_replay) => self
+                    .mismatch(candidate.gradient, candidate.loss, &node_replay.replay)?
+                    .is_none(),
+                None => false,
+            };
+            let (mismatch, truth, audited_by) = if settled_by_node {
                 judgement.audits.push((index, accepted_audit(false)));
-                continue;
-            }
-            let truth = replay(index)?;
-            if let Some(node_replay) = from_node {
-                let verdict = if self.agrees(
-                    &node_replay.replay.gradient,
-                    node_replay.replay.loss,
-                    &truth,
-                )? {
-                    accepted_audit(true)
-                } else {
-                    self.records.entry(node_replay.auditor).or_default().failed += 1;
-                    let (reason, evidence) = self.disagreement(
+                (None, None, from_node.map(|node_replay| node_replay.auditor))
+            } else {
+                let truth = replay(index)?;
+                if let Some(node_replay) = from_node {
+                    let verdict = match self.mismatch(
                         &node_replay.replay.gradient,
                         node_replay.replay.loss,
                         &truth,
-                        &candidate.fragment,
-                        &node_replay.result_hash,
-                    )?;
-                    ResultVerdict::Rejected {
-                        reason: format!("audit replay is wrong: {reason}"),
-                        evidence,
-                    }
-                };
-                judgement.audits.push((index, verdict));
-            }
-            let entry_ok = self.agrees(candidate.gradient, candidate.loss, &truth)?;
-            if entry_ok {
-                self.records.entry(candidate.node).or_default().passed += 1;
+                    )? {
+                        None => accepted_audit(true),
+                        Some(reason) => {
+                            self.records.entry(node_replay.auditor).or_default().failed += 1;
+                            ResultVerdict::Rejected {
+                                reason: format!("audit replay is wrong: {reason}"),
+                                evidence: evidence(
+                                    &candidate.fragment,
+                                    &node_replay.result_hash,
+                                    &truth,
+                                ),
+                            }
+                        }
+                    };
+                    judgement.audits.push((index, verdict));
+                }
+                let mismatch = self.mismatch(candidate.gradient, candidate.loss, &truth)?;
+                (mismatch, Some(truth), None)
+            };
+            let record = self.records.entry(candidate.node).or_default();
+            let Some(reason) = mismatch else {
+                record.passed += 1;
                 judgement.results.push(Judged {
                     verdict: ResultVerdict::Accepted {
                         audited: true,
                         flag,
                     },
                     replacement: None,
-                    audited_by: None,
+                    audited_by,
                 });
                 continue;
-            }
-            self.records.entry(candidate.node).or_default().failed += 1;
-            let (reason, evidence) = self.disagreement(
-                candidate.gradient,
-                candidate.loss,
-                &truth,
-                &candidate.fragment,
-                &candidate.result_hash,
-            )?;
+            };
+            record.failed += 1;
+            let truth = truth.ok_or_else(|| {
+                CoordinatorError::Training("a rejected result has no replay".into())
+            })?;
             judgement.results.push(Judged {
                 verdict: ResultVerdict::Rejected {
                     reason: format!(
@@ -266,7 +260,7 @@ impl Verifier {
                         flag.map(|f| format!("; consistency flag {f}"))
                             .unwrap_or_default()
                     ),
-                    evidence,
+                    evidence: evidence(&candidate.fragment, &candidate.result_hash, &truth),
                 },
                 replacement: Some(truth.gradient),
                 audited_by: None,
@@ -275,46 +269,36 @@ impl Verifier {
         Ok(judgement)
     }
 
-    /// Whether a result (gradient and reported loss) matches a replay within tolerance.
-    fn agrees(
+    /// `None` when a result (gradient and reported loss) matches a replay within tolerance;
+    /// otherwise why not.
+    fn mismatch(
         &self,
         gradient: &[f32],
         loss: f32,
         replay: &Replay,
-    ) -> Result<bool, CoordinatorError> {
+    ) -> Result<Option<String>, CoordinatorError> {
         let comparison = compare(gradient, &replay.gradient, &self.tolerance)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
         let loss_matches =
             (loss - replay.loss).abs() <= LOSS_TOLERANCE * replay.loss.abs().max(1e-3);
-        Ok(comparison.within && loss_matches)
-    }
-
-    /// Why a result disagrees with the replay, and the evidence hash that binds the fragment,
-    /// the result and the replay.
-    fn disagreement(
-        &self,
-        gradient: &[f32],
-        loss: f32,
-        truth: &Replay,
-        fragment: &Hash,
-        result_hash: &Hash,
-    ) -> Result<(String, Hash), CoordinatorError> {
-        let comparison = compare(gradient, &truth.gradient, &self.tolerance)
-            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-        let truth_hash = Hash::of(&corex_core::tensor::f32s_to_bytes(&truth.gradient));
-        Ok((
+        Ok((!(comparison.within && loss_matches)).then(|| {
             format!(
                 "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}",
-                comparison.relative_l2, comparison.cosine, loss, truth.loss
-            ),
-            Hash::of_parts(&[
-                b"corex-evidence",
-                &fragment.0,
-                &result_hash.0,
-                &truth_hash.0,
-            ]),
-        ))
+                comparison.relative_l2, comparison.cosine, loss, replay.loss
+            )
+        }))
     }
+}
+
+/// The evidence of a wrong result: `H(fragment ‖ result hash ‖ H(replay))`.
+fn evidence(fragment: &Hash, result_hash: &Hash, truth: &Replay) -> Hash {
+    let truth_hash = Hash::of(&corex_core::tensor::f32s_to_bytes(&truth.gradient));
+    Hash::of_parts(&[
+        b"corex-evidence",
+        &fragment.0,
+        &result_hash.0,
+        &truth_hash.0,
+    ])
 }
 
 /// An accepted audit replay; `arbitrated` when the coordinator's replay confirmed it.

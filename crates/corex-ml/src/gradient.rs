@@ -64,6 +64,15 @@ pub fn compute_gradient(
             .ok_or_else(|| MlError::Backend("no gradient for a bias".into()))?;
         append_tensor(&mut gradient, bias_grad, slot.fan_out)?;
     }
+    finish(gradient, loss, samples)
+}
+
+/// A fragment's output, once its loss and every value are checked finite.
+pub(crate) fn finish(
+    gradient: Vec<f32>,
+    loss: f32,
+    samples: u32,
+) -> Result<GradientOutput, MlError> {
     if !loss.is_finite() {
         return Err(MlError::Backend(format!("loss is {loss}")));
     }

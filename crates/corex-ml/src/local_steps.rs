@@ -11,9 +11,9 @@ use corex_core::{ModelSpec, OptimizerSpec, WorkSpec};
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::gradient::{GradientOutput, compute_gradient};
+use crate::gradient::{GradientOutput, compute_gradient, finish};
 use crate::model::{Mlp, batch_tensors, read_floats};
-use crate::params::{check_finite, check_inputs};
+use crate::params::check_inputs;
 use crate::trainer::build_optimizer;
 
 /// Runs one fragment of a job whose fragments do `work`: a gradient, or local steps.
@@ -76,14 +76,5 @@ pub fn compute_local_steps(
     }
     let end = model.to_flat(spec)?;
     let gradient: Vec<f32> = params.iter().zip(&end).map(|(w, v)| w - v).collect();
-    let loss = (loss_sum / steps as f64) as f32;
-    if !loss.is_finite() {
-        return Err(MlError::Backend(format!("loss is {loss}")));
-    }
-    check_finite(&gradient)?;
-    Ok(GradientOutput {
-        gradient,
-        loss,
-        samples,
-    })
+    finish(gradient, (loss_sum / steps as f64) as f32, samples)
 }

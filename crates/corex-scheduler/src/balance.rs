@@ -216,7 +216,7 @@ fn class_of(cost_mflop: u64) -> usize {
 }
 
 /// Milliseconds a node of `speed` MFLOP/s needs for `cost` MFLOP (at least 1).
-fn duration_ms(cost_mflop: u64, speed_mflops: u64) -> u64 {
+pub fn duration_ms(cost_mflop: u64, speed_mflops: u64) -> u64 {
     (u128::from(cost_mflop) * 1_000 / u128::from(speed_mflops.max(1))).max(1) as u64
 }
 

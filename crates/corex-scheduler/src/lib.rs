@@ -9,7 +9,7 @@ pub mod leases;
 pub mod slicer;
 pub mod tiers;
 
-pub use balance::{Assignment, Balancer, Completion, Ticket};
+pub use balance::{Assignment, Balancer, Completion, Ticket, duration_ms};
 pub use granularity::plan_sizes;
 pub use leases::{Lease, LeaseBook, LeaseError};
 pub use slicer::{epoch_order, round_batch, slice_round};

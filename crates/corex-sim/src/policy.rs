@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use corex_scheduler::{Assignment, Balancer, Completion, Ticket};
+use corex_scheduler::{Assignment, Balancer, Completion, Ticket, duration_ms};
 
 /// What the event loop asks of a scheduler.
 pub trait Scheduler {
@@ -57,11 +57,9 @@ impl Scheduler for Fifo {
     fn assign(&mut self, speed_mflops: u64, now_ms: u64) -> Option<Assignment> {
         let ticket = self.queue.pop_front()?;
         self.out.insert(ticket.id, ticket);
-        let duration =
-            (u128::from(ticket.cost_mflop) * 1_000 / u128::from(speed_mflops.max(1))).max(1) as u64;
         Some(Assignment {
             ticket,
-            expected_done_ms: now_ms + duration,
+            expected_done_ms: now_ms + duration_ms(ticket.cost_mflop, speed_mflops),
             reissue: false,
         })
     }

@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use corex_scheduler::{Balancer, Completion, Ticket};
+use corex_scheduler::{Balancer, Completion, Ticket, duration_ms};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -125,8 +125,7 @@ fn run(config: &SimConfig, population: &Population, mut scheduler: impl Schedule
                 assignments += 1;
                 reissues += u64::from(assignment.reissue);
                 let cost = assignment.ticket.cost_mflop;
-                let takes =
-                    (u128::from(cost) * 1_000 / u128::from(nodes[index].true_mflops)).max(1) as u64;
+                let takes = duration_ms(cost, nodes[index].true_mflops);
                 if rng.random_range(0..1_000_000) < config.churn_ppm {
                     let leaves = now + rng.random_range(0..takes);
                     push(&mut events, leaves, node, FAIL, assignment.ticket.id);

@@ -11,21 +11,11 @@ use crate::support::World;
 #[test]
 fn settlement_pays_work_in_proportion_and_vests_after_the_lock() {
     let mut world = World::new(2);
-    let epoch = world.chain.state().epoch;
     let entries = [(0usize, 30u64), (1, 10)]
         .iter()
         .map(|(i, units)| ContributionEntry::compute(world.nodes[*i].id(), *units))
         .collect();
-    world
-        .record(TxBody::RecordContributions { epoch, entries })
-        .unwrap();
-    world
-        .record(TxBody::SettleEpoch {
-            epoch,
-            compute_supply: 10,
-            task_demand: 10,
-        })
-        .unwrap();
+    world.settle(entries, 10);
     let state = world.chain.state();
     let a = state.account(&world.nodes[0].id()).unwrap();
     let b = state.account(&world.nodes[1].id()).unwrap();
@@ -161,7 +151,6 @@ fn staking_raises_reward_weight_sublinearly_but_alone_earns_nothing() {
             },
         )
         .unwrap();
-    let epoch = world.chain.state().epoch;
     let locked = |w: &World, k: &corex_core::Keypair| {
         w.chain.state().account(&k.id()).unwrap().locked_total()
     };
@@ -169,16 +158,7 @@ fn staking_raises_reward_weight_sublinearly_but_alone_earns_nothing() {
         .iter()
         .map(|k| ContributionEntry::compute(k.id(), 10))
         .collect();
-    world
-        .record(TxBody::RecordContributions { epoch, entries })
-        .unwrap();
-    world
-        .record(TxBody::SettleEpoch {
-            epoch,
-            compute_supply: 1,
-            task_demand: 1,
-        })
-        .unwrap();
+    world.settle(entries, 1);
     // Earlier rewards vested at this settlement, so what is locked now is this epoch's pay.
     let staker_reward = locked(&world, &staker);
     let plain_reward = locked(&world, &plain);

@@ -97,18 +97,24 @@ impl World {
 
     /// Records equal compute for every node in the current epoch and settles it.
     pub fn work_epoch(&mut self, units: u64) {
-        let epoch = self.chain.state().epoch;
         let entries = self
             .nodes
             .iter()
             .map(|node| ContributionEntry::compute(node.id(), units))
             .collect();
+        self.settle(entries, 100);
+    }
+
+    /// Records `entries` in the current epoch and settles it with compute supply and task
+    /// demand both `load` (release factor 1).
+    pub fn settle(&mut self, entries: Vec<ContributionEntry>, load: u64) {
+        let epoch = self.chain.state().epoch;
         self.record(TxBody::RecordContributions { epoch, entries })
             .unwrap();
         self.record(TxBody::SettleEpoch {
             epoch,
-            compute_supply: 100,
-            task_demand: 100,
+            compute_supply: load,
+            task_demand: load,
         })
         .unwrap();
     }
