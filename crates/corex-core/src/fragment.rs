@@ -31,6 +31,10 @@ pub struct Fragment {
     pub indices: Vec<u32>,
     /// Cost in FLOPs derived by the coordinator from the spec, never from a node's claim.
     pub cost_flops: u64,
+    /// In a federated job, the data holder whose local data the fragment trains on: only it
+    /// may lease the fragment, and `indices` are positions in its local dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<NodeId>,
 }
 
 impl Fragment {

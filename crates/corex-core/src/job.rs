@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
+use crate::federated::FederatedSpec;
 use crate::hash::Hash;
 use crate::spec::{
     AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec, WorkSpec,
@@ -42,6 +43,11 @@ pub struct JobSpec {
     /// How rounds are cut into fragments (default: fixed `fragment_samples`).
     #[serde(default)]
     pub granularity: Granularity,
+    /// A federated job: the training data stays on the named holders' nodes, and `dataset`
+    /// is only the job owner's held-out validation data (default: none, every node loads
+    /// `dataset` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated: Option<FederatedSpec>,
 }
 
 impl JobSpec {
@@ -98,6 +104,7 @@ impl JobSpec {
             aggregation: AggregationSpec::Mean,
             work: WorkSpec::Gradient,
             granularity: Granularity::Fixed,
+            federated: None,
         }
     }
 
@@ -154,6 +161,15 @@ impl JobSpec {
                 "lease_ms {} is outside 100..=3600000",
                 self.lease_ms
             ));
+        }
+        if let Some(federated) = &self.federated {
+            federated.validate()?;
+            if !matches!(self.work, WorkSpec::LocalSteps { .. }) {
+                return invalid("a federated job's work must be local steps".into());
+            }
+            if self.granularity != Granularity::Fixed {
+                return invalid("a federated job has one fragment per holder and round; its granularity must be fixed".into());
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod chunk;
 pub mod error;
+pub mod federated;
 pub mod fragment;
 pub mod hash;
 pub mod identity;
@@ -14,6 +15,7 @@ pub mod spec;
 pub mod tensor;
 
 pub use error::{DecodeError, SpecError};
+pub use federated::{DataHolder, FederatedSpec, PrivacySpec};
 pub use fragment::{Fragment, FragmentKind};
 pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};

@@ -86,6 +86,7 @@ pub fn slice_round(
             kind: spec.work.fragment_kind(),
             indices: indices.to_vec(),
             cost_flops: flops_per_sample.saturating_mul(indices.len() as u64),
+            holder: None,
         })
         .collect()
 }
