@@ -261,6 +261,7 @@ fn devnet_once(
         adversaries: Vec::new(),
         node_audits,
         profiles: Vec::new(),
+        federated: None,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

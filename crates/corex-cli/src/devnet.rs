@@ -4,6 +4,10 @@
 //! TLS API, shows a live progress bar, and keeps everything it made (keys, logs, weights,
 //! report) in its data directory so the run can be inspected and audited afterwards. Ctrl-C
 //! stops every process it started.
+//!
+//! A federated devnet stands for data owners too: it deals the digits training split out by
+//! class into each node's `local-data.csv` (in the node's own directory, read only by that
+//! node) and names the nodes as the job's data holders.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corex_core::messages::{JobReport, JobState, NodeInfo};
-use corex_core::{Hash, JobSpec, NodeId};
+use corex_core::{DataHolder, Hash, JobSpec, NodeId, PrivacySpec};
 use corex_net::{CoordinatorClient, load_or_create_keypair};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,14 @@ pub struct DevnetOptions {
     pub node_audits: bool,
     /// Device profiles of the first nodes (the rest are fast).
     pub profiles: Vec<Profile>,
+    /// Run the federated digits job instead of `spec`, every node a data holder.
+    pub federated: Option<FederatedDevnet>,
+}
+
+/// A federated devnet: [`JobSpec::digits_federated`] with this privacy.
+#[derive(Debug, Clone, Copy)]
+pub struct FederatedDevnet {
+    pub privacy: Option<PrivacySpec>,
 }
 
 /// A device profile a devnet node stands for, by slowing its work down.
@@ -177,6 +189,10 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     if !options.adversaries.is_empty() {
         std::fs::create_dir_all(&collusion)?;
     }
+    let spec = match options.federated {
+        Some(federated) => deal_local_data(&dir, options.nodes, federated.privacy)?,
+        None => options.spec.clone(),
+    };
     for index in 1..=options.nodes {
         let name = format!("node-{index}");
         let mut args = vec![
@@ -199,6 +215,10 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         if let Some(adversary) = options.adversaries.get(index as usize - 1) {
             args.extend(["--adversary".into(), adversary.name().into()]);
         }
+        if options.federated.is_some() {
+            let local = dir.join(&name).join(LOCAL_DATA);
+            args.extend(["--local-data".into(), local.display().to_string()]);
+        }
         children.spawn(
             &name,
             &args,
@@ -209,8 +229,8 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
 
     let owner = load_or_create_keypair(&dir.join("owner.key"))?;
     let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
-    let job = client.submit_job(&options.spec).await?;
-    let report = follow(&client, &job, &options.spec, options, children).await?;
+    let job = client.submit_job(&spec).await?;
+    let report = follow(&client, &job, &spec, options, children).await?;
 
     let weights_path = dir.join("weights.safetensors");
     let report_path = dir.join("report.json");
@@ -245,6 +265,37 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)
+}
+
+/// Where a federated devnet node keeps its local data, inside its own directory.
+const LOCAL_DATA: &str = "local-data.csv";
+
+/// Deals the digits training split out by class to nodes 1..=`nodes` (their keys are made
+/// here, so the job can name them), writes each share as the node's local CSV, and returns
+/// the federated job over them.
+fn deal_local_data(
+    dir: &Path,
+    nodes: u32,
+    privacy: Option<PrivacySpec>,
+) -> anyhow::Result<JobSpec> {
+    let template = JobSpec::digits_federated(Vec::new(), privacy);
+    let digits = corex_ml::Dataset::digits()?;
+    let split = digits.split(template.dataset.test_fraction, template.dataset.split_seed);
+    let shares =
+        corex_ml::class_skewed_partition(&digits, &split.train, nodes as usize, template.seed)?;
+    let mut holders = Vec::with_capacity(shares.len());
+    for (index, share) in shares.iter().enumerate() {
+        let node_dir = dir.join(format!("node-{}", index + 1));
+        let key = load_or_create_keypair(&node_dir.join("node.key"))?;
+        std::fs::write(node_dir.join(LOCAL_DATA), digits.subset(share)?.to_csv())?;
+        holders.push(DataHolder {
+            node: key.id(),
+            samples: share.len() as u32,
+        });
+    }
+    let spec = JobSpec::digits_federated(holders, privacy);
+    spec.validate()?;
+    Ok(spec)
 }
 
 /// The profile of node `index` (1-based).

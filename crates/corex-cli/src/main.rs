@@ -76,6 +76,20 @@ enum Command {
         /// --nodes start more nodes.
         #[arg(long, value_delimiter = ',')]
         profiles: Vec<devnet::Profile>,
+        /// A federated job: the digits training split is dealt out by class (each node holds
+        /// at most half the classes) as each node's local data, which never leaves it; the
+        /// coordinator keeps only the held-out validation split.
+        #[arg(long, conflicts_with = "job")]
+        federated: bool,
+        /// Differential privacy for --federated: the Gaussian noise multiplier σ of DP-SGD.
+        #[arg(long, requires = "federated")]
+        dp_noise: Option<f64>,
+        /// Differential privacy: the per-example gradient clipping norm.
+        #[arg(long, default_value_t = 1.0, requires = "dp_noise")]
+        dp_clip: f64,
+        /// Differential privacy: the δ at which ε is reported.
+        #[arg(long, default_value_t = 1e-5, requires = "dp_noise")]
+        dp_delta: f64,
     },
     /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
     Coordinator {
@@ -97,6 +111,10 @@ enum Command {
         /// Most live nodes one network endpoint (IP address) may run.
         #[arg(long, default_value_t = 4)]
         max_nodes_per_endpoint: u32,
+        /// Append every request received, as received, to journal.log in the data directory
+        /// (for audits: what exactly reached this coordinator).
+        #[arg(long)]
+        journal: bool,
     },
     /// Run a node agent against a coordinator (or `corex node bench`: measure this device).
     Node {
@@ -122,6 +140,14 @@ enum Command {
         /// Leave every submitted result here too (for copying adversaries).
         #[arg(long)]
         collusion_dir: Option<PathBuf>,
+        /// This node's own training data (CSV with a header, numeric features, an integer
+        /// label) for federated jobs that name it as a data holder; it is read here and
+        /// never sent anywhere.
+        #[arg(long)]
+        local_data: Option<PathBuf>,
+        /// The label column of --local-data (default: the last column).
+        #[arg(long, requires = "local_data")]
+        label_column: Option<String>,
     },
     /// Submit and follow jobs on a running coordinator.
     Job {
@@ -179,8 +205,19 @@ fn main() -> anyhow::Result<()> {
             adversaries,
             coordinator_audits,
             profiles,
+            federated,
+            dp_noise,
+            dp_clip,
+            dp_delta,
         } => {
             let spec = job::load_spec(job.as_deref())?;
+            let federated = federated.then(|| devnet::FederatedDevnet {
+                privacy: dp_noise.map(|noise_multiplier| corex_core::PrivacySpec {
+                    clip_norm: dp_clip,
+                    noise_multiplier,
+                    delta: dp_delta,
+                }),
+            });
             let outcome = runtime()?.block_on(devnet::run(devnet::DevnetOptions {
                 nodes: nodes.max(profiles.len() as u32),
                 profiles,
@@ -191,6 +228,7 @@ fn main() -> anyhow::Result<()> {
                 show_progress: true,
                 adversaries,
                 node_audits: !coordinator_audits,
+                federated,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {
@@ -208,6 +246,7 @@ fn main() -> anyhow::Result<()> {
             allow_shared_hardware,
             max_nodes_per_fingerprint,
             max_nodes_per_endpoint,
+            journal,
         } => {
             serve::configure_threads(threads)?;
             let config = if allow_shared_hardware {
@@ -219,6 +258,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 }
             };
+            let config = corex_coordinator::CoordinatorConfig { journal, ..config };
             runtime()?.block_on(serve::coordinator(listen, data_dir, config))
         }
         Command::Node {
@@ -230,6 +270,8 @@ fn main() -> anyhow::Result<()> {
             slowdown,
             adversary,
             collusion_dir,
+            local_data,
+            label_column,
         } => {
             use anyhow::Context;
             let coordinator =
@@ -254,10 +296,13 @@ fn main() -> anyhow::Result<()> {
                     &coordinator,
                     &pin,
                     &data_dir,
-                    threads,
-                    slowdown,
-                    adversary,
-                    collusion_dir,
+                    serve::NodeOptions {
+                        threads,
+                        slowdown,
+                        adversary,
+                        collusion_dir,
+                        local_data: local_data.map(|path| (path, label_column)),
+                    },
                 ))
         }
         Command::Job {

@@ -43,17 +43,43 @@ pub async fn coordinator(
     Ok(())
 }
 
+/// How `corex node` runs its agent, from its command line.
+pub struct NodeOptions {
+    pub threads: u32,
+    pub slowdown: u32,
+    pub adversary: Option<corex_node::Adversary>,
+    pub collusion_dir: Option<PathBuf>,
+    /// The local data path (and its label column) of a federated data holder.
+    pub local_data: Option<(PathBuf, Option<String>)>,
+}
+
 pub async fn node(
     coordinator: &str,
     pin: &str,
     data_dir: &Path,
-    threads: u32,
-    slowdown: u32,
-    adversary: Option<corex_node::Adversary>,
-    collusion_dir: Option<PathBuf>,
+    NodeOptions {
+        threads,
+        slowdown,
+        adversary,
+        collusion_dir,
+        local_data,
+    }: NodeOptions,
 ) -> anyhow::Result<()> {
     let key = load_or_create_keypair(&data_dir.join("node.key"))?;
     println!("node {} joining {coordinator}", key.id());
+    let local_data = match local_data {
+        Some((path, label_column)) => {
+            let dataset = corex_ml::Dataset::from_csv(&path, label_column.as_deref())
+                .with_context(|| format!("loading local data {}", path.display()))?;
+            println!(
+                "data holder: {} local samples from {} (they stay on this machine)",
+                dataset.len(),
+                path.display()
+            );
+            Some(std::sync::Arc::new(dataset))
+        }
+        None => None,
+    };
     let client = CoordinatorClient::new(coordinator, pin, key.clone())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -71,6 +97,7 @@ pub async fn node(
         slowdown: slowdown.max(1),
         adversary,
         collusion_dir,
+        local_data,
         ..NodeConfig::default()
     };
     let done = NodeAgent::new(client, key, config).run(stopped).await?;

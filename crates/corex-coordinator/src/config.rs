@@ -24,6 +24,8 @@ pub struct CoordinatorConfig {
     pub max_nodes_per_fingerprint: u32,
     /// Most live nodes one network endpoint (IP address) may run.
     pub max_nodes_per_endpoint: u32,
+    /// Append every request received to the journal in the data directory (see `journal`).
+    pub journal: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -37,6 +39,7 @@ impl Default for CoordinatorConfig {
             shared_hardware: false,
             max_nodes_per_fingerprint: 1,
             max_nodes_per_endpoint: 4,
+            journal: false,
         }
     }
 }

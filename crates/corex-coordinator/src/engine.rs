@@ -13,7 +13,7 @@ use corex_core::messages::{
     LeaseResponse, NodeInfo, ResultHeader, decode_result,
 };
 use corex_core::request_signature::VerifiedRequest;
-use corex_core::{Granularity, Hash, JobSpec, Keypair, NodeId};
+use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
 use corex_scheduler::{Behaviour, TierPolicy};
 
@@ -233,14 +233,6 @@ impl Coordinator {
         Ok(capability)
     }
 
-    fn auditors(&self, now_ms: u64) -> Auditors<'_> {
-        Auditors {
-            nodes: &self.nodes,
-            now_ms,
-            shared_hardware: self.config.shared_hardware,
-        }
-    }
-
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
     }
@@ -253,11 +245,16 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let id = job_id(&spec, &owner, self.job_order.len() as u64);
-        let speeds = match spec.granularity {
-            Granularity::Adaptive { .. } => self.auditors(now_ms).live_speeds(),
-            Granularity::Fixed => Vec::new(),
+        let engine = Engine {
+            blobs: &mut self.blobs,
+            verifier: &mut self.verifier,
+            auditors: Auditors {
+                nodes: &self.nodes,
+                now_ms,
+                shared_hardware: self.config.shared_hardware,
+            },
         };
-        let run = JobRun::start(id, owner, spec, dataset, now_ms, &mut self.blobs, &speeds)?;
+        let run = JobRun::start(id, owner, spec, dataset, now_ms, engine)?;
         self.jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)
@@ -407,6 +404,7 @@ impl Coordinator {
                 .finished_ms
                 .unwrap_or(job.started_ms)
                 .saturating_sub(job.started_ms),
+            privacy: None,
         })
     }
 

@@ -57,6 +57,12 @@ pub enum CoordinatorError {
     NonFinite { index: usize },
     #[error("reported loss {0} is not finite")]
     NonFiniteLoss(f32),
+    #[error("a federated result must carry a data_commitment to the local data it used")]
+    MissingDataCommitment,
+    #[error(
+        "local data commitment {got} differs from the {committed} this holder committed to earlier in the job"
+    )]
+    ShardChanged { committed: Hash, got: Hash },
     #[error("invalid job spec: {0}")]
     InvalidSpec(String),
     #[error("job {0} has not finished")]
@@ -103,6 +109,8 @@ impl CoordinatorError {
             | Self::WrongShape(_)
             | Self::NonFinite { .. }
             | Self::NonFiniteLoss(_)
+            | Self::MissingDataCommitment
+            | Self::ShardChanged { .. }
             | Self::InvalidSpec(_)
             | Self::Dataset(_) => 422,
             Self::Training(_) | Self::Storage(_) => 500,
@@ -155,6 +163,8 @@ impl CoordinatorError {
             Self::WrongShape(_) => "wrong_shape",
             Self::NonFinite { .. } => "non_finite",
             Self::NonFiniteLoss(_) => "non_finite_loss",
+            Self::MissingDataCommitment => "missing_data_commitment",
+            Self::ShardChanged { .. } => "shard_changed",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::JobNotFinished(_) => "job_not_finished",
             Self::Dataset(_) => "dataset",

@@ -10,24 +10,30 @@
 //! their own; the round closes when every task has a node's replay, or at the audit deadline,
 //! when the coordinator replays what is left itself. A round with no eligible auditor (no
 //! proven node on other hardware) is replayed by the coordinator at once.
+//!
+//! A federated job's round has one fragment per data holder, leased only to that holder and
+//! computed on its local data; its results carry a commitment to that data, cannot be
+//! replayed, and are judged by [`judge_federated`] instead (the coordinator holds only the
+//! job owner's held-out validation split).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{
-    JobState, JobStatus, NodeAudit, NodeContribution, ResultHeader, ResultRecord, ResultVerdict,
-    RoundRecord,
+    JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution, ResultHeader,
+    ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId};
 use corex_ml::{Dataset, Split, Trainer};
-use corex_scheduler::{LeaseBook, LeaseError, slice_round};
+use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
 
 use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
-use crate::verification::{AuditPlan, Candidate, NodeReplay, Replay, Verifier};
+use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
+use crate::verification::{AuditPlan, Candidate, NodeReplay, Replay, RoundJudgement, Verifier};
 
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
@@ -39,6 +45,7 @@ struct Accepted {
     result_hash: Hash,
     /// Milliseconds from the lease to this result.
     elapsed_ms: u64,
+    data_commitment: Option<LocalDataCommitment>,
 }
 
 struct RoundState {
@@ -114,6 +121,8 @@ pub struct JobRun {
     round: Option<RoundState>,
     completed_rounds: u32,
     closed_fragments: HashSet<Hash>,
+    /// Each federated data holder's shard commitment, fixed by its first accepted result.
+    shards: BTreeMap<NodeId, Hash>,
     history: Vec<RoundRecord>,
     contributions: BTreeMap<NodeId, NodeContribution>,
     reissued: u64,
@@ -131,8 +140,11 @@ impl JobRun {
         spec: JobSpec,
         dataset: Arc<Dataset>,
         now_ms: u64,
-        blobs: &mut BlobStore,
-        speeds_mflops: &[u64],
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
     ) -> Result<Self, CoordinatorError> {
         spec.validate()
             .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
@@ -169,6 +181,7 @@ impl JobRun {
             round: None,
             completed_rounds: 0,
             closed_fragments: HashSet::new(),
+            shards: BTreeMap::new(),
             history: Vec::new(),
             contributions: BTreeMap::new(),
             reissued: 0,
@@ -177,21 +190,46 @@ impl JobRun {
             started_ms: now_ms,
             finished_ms: None,
         };
-        run.open_round(speeds_mflops);
+        let speeds = match run.spec.granularity {
+            Granularity::Adaptive { .. } => auditors.live_speeds(),
+            Granularity::Fixed => Vec::new(),
+        };
+        run.open_round(&speeds, verifier, now_ms);
         Ok(run)
     }
 
     /// Opens the next round, its fragments sized (with adaptive granularity) to nodes of
-    /// `speeds_mflops`.
-    fn open_round(&mut self, speeds_mflops: &[u64]) {
-        let fragments = slice_round(
-            &self.id,
-            &self.spec,
-            &self.split.train,
-            self.completed_rounds,
-            self.model,
-            speeds_mflops,
-        );
+    /// `speeds_mflops`. A federated round leaves out holders banned for failed checks (only
+    /// they could compute their fragments); with none left, the job fails.
+    fn open_round(&mut self, speeds_mflops: &[u64], verifier: &Verifier, now_ms: u64) {
+        let fragments = match &self.spec.federated {
+            Some(federated) => slice_federated_round(
+                &self.id,
+                &self.spec,
+                federated,
+                self.completed_rounds,
+                self.model,
+            ),
+            None => slice_round(
+                &self.id,
+                &self.spec,
+                &self.split.train,
+                self.completed_rounds,
+                self.model,
+                speeds_mflops,
+            ),
+        };
+        let fragments: Vec<Fragment> = fragments
+            .into_iter()
+            .filter(|f| f.holder.is_none_or(|holder| !verifier.is_banned(&holder)))
+            .collect();
+        if fragments.is_empty() {
+            self.state = JobState::Failed {
+                reason: "every data holder of this federated job is banned".into(),
+            };
+            self.finished_ms = Some(now_ms);
+            return;
+        }
         let count = fragments.len();
         self.round = Some(RoundState {
             leases: LeaseBook::new(count),
@@ -247,18 +285,24 @@ impl JobRun {
             return Some((task.fragment.clone(), self.spec.lease_ms));
         }
         let fragments = &round.fragments;
-        let rank = |index: usize| match wanted_samples {
-            Some(wanted) => (fragments[index].indices.len() as u128).abs_diff(wanted) as u64,
-            None => index as u64,
+        let rank = |index: usize| {
+            let fragment = &fragments[index];
+            may_hold(fragment.holder, &node).then(|| match wanted_samples {
+                Some(wanted) => (fragment.indices.len() as u128).abs_diff(wanted) as u64,
+                None => index as u64,
+            })
         };
+        let federated = self.spec.federated.is_some();
         let lease = match round
             .leases
             .lease_by(node, now_ms, self.spec.lease_ms, rank)
         {
             Some(lease) => lease,
+            None if federated => return None,
             None => {
                 // Nothing pending: a copy of a straggler's fragment, if one has been out for
-                // 1.5× the round's median fragment time (first valid result wins).
+                // 1.5× the round's median fragment time (first valid result wins). A federated
+                // fragment has no copies: only its holder has the data.
                 let mut elapsed: Vec<u64> = round
                     .results
                     .iter()
@@ -360,6 +404,9 @@ impl JobRun {
             cost_flops: round.fragments[index].cost_flops,
             elapsed_ms: accepted.elapsed_ms,
         };
+        if let Some(data) = &accepted.data_commitment {
+            self.shards.entry(node).or_insert(data.shard);
+        }
         round.results[index] = Some(accepted);
         if !round.leases.is_complete() {
             return Ok((Progress::Accepted, Some(timing)));
@@ -389,8 +436,10 @@ impl JobRun {
             .iter()
             .zip(accepted.iter().zip(&round.fragments))
             .enumerate()
-            .filter(|(_, (planned, (result, _)))| {
-                planned.audited && auditors.any_for(verifier, &result.node)
+            .filter(|(_, (planned, (result, fragment)))| {
+                planned.audited
+                    && fragment.holder.is_none()
+                    && auditors.any_for(verifier, &result.node)
             })
             .map(|(index, (_, (result, fragment)))| AuditTask {
                 index,
@@ -509,6 +558,19 @@ impl JobRun {
             .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
         round.leases.check_submission(index as u32, &node)?;
         let fragment = &round.fragments[index];
+        if fragment.holder.is_some() {
+            let data = header
+                .data_commitment
+                .ok_or(CoordinatorError::MissingDataCommitment)?;
+            if let Some(&shard) = self.shards.get(&node)
+                && shard != data.shard
+            {
+                return Err(CoordinatorError::ShardChanged {
+                    committed: shard,
+                    got: data.shard,
+                });
+            }
+        }
         let (gradient, commitment) =
             self.check_tensor_result(node, fragment, header, tensor_bytes)?;
         Ok((
@@ -521,6 +583,7 @@ impl JobRun {
                 commitment,
                 result_hash: header.result_hash,
                 elapsed_ms: 0,
+                data_commitment: header.data_commitment,
             },
         ))
     }
@@ -595,20 +658,31 @@ impl JobRun {
         // Verify before anything counts: replays start from the round's model version.
         let current = self.trainer.parameters();
         let candidates = candidates(&accepted, &round.fragments);
-        let judgement = verifier.judge(&candidates, &plan, &node_replays, |index| {
-            corex_ml::run_fragment(
-                &self.spec.work,
-                &self.spec.model,
-                &current,
-                &self.dataset,
-                &round.fragments[index].indices,
-            )
-            .map(|output| Replay {
-                gradient: output.gradient,
-                loss: output.loss,
-            })
-            .map_err(training)
-        })?;
+        let held_out = self
+            .spec
+            .federated
+            .as_ref()
+            .map(|_| self.held_out(&current, &accepted));
+        let judgement = match &held_out {
+            Some(checks) => RoundJudgement {
+                results: judge_federated(verifier, &candidates, &plan, checks),
+                audits: Vec::new(),
+            },
+            None => verifier.judge(&candidates, &plan, &node_replays, |index| {
+                corex_ml::run_fragment(
+                    &self.spec.work,
+                    &self.spec.model,
+                    &current,
+                    &self.dataset,
+                    &round.fragments[index].indices,
+                )
+                .map(|output| Replay {
+                    gradient: output.gradient,
+                    loss: output.loss,
+                })
+                .map_err(training)
+            })?,
+        };
         let judged = judgement.results;
         let audits: Vec<NodeAudit> = judgement
             .audits
@@ -624,23 +698,28 @@ impl JobRun {
             })
             .collect();
 
-        // A rejected result's place in the aggregate is taken by its replay.
+        // A rejected result's place in the aggregate is taken by its replay; a rejected
+        // federated result (which nobody can replay) drops out.
         let parts: Vec<(&[f32], u32)> = accepted
             .iter()
             .zip(&judged)
-            .map(|(result, judgement)| {
-                let gradient = judgement
-                    .replacement
-                    .as_deref()
-                    .unwrap_or(result.gradient.as_slice());
-                (gradient, result.samples)
+            .filter_map(|(result, judgement)| {
+                let gradient = match (&judgement.verdict, judgement.replacement.as_deref()) {
+                    (_, Some(replay)) => replay,
+                    (ResultVerdict::Accepted { .. }, None) => result.gradient.as_slice(),
+                    (ResultVerdict::Rejected { .. }, None) => return None,
+                };
+                Some((gradient, result.samples))
             })
             .collect();
-        // The job's aggregation policy (the mean is exactly single-process training's).
-        let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
-            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-        corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
-        self.trainer.step(&mean).map_err(training)?;
+        // The job's aggregation policy (the mean is exactly single-process training's). A
+        // round with nothing left to aggregate leaves the model as it was.
+        if !parts.is_empty() {
+            let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
+                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+            corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
+            self.trainer.step(&mean).map_err(training)?;
+        }
         let parameters = self.trainer.parameters();
 
         let total_samples: u64 = accepted.iter().map(|r| u64::from(r.samples)).sum();
@@ -694,13 +773,17 @@ impl JobRun {
                 .iter()
                 .zip(&round.fragments)
                 .zip(judged)
-                .map(|((result, fragment), judgement)| ResultRecord {
+                .enumerate()
+                .map(|(index, ((result, fragment), judgement))| ResultRecord {
                     node: result.node,
                     fragment: fragment.id,
                     commitment: result.commitment,
                     flops: fragment.cost_flops,
                     verdict: judgement.verdict,
                     audited_by: judgement.audited_by,
+                    data_commitment: result.data_commitment,
+                    validation_loss: held_out.as_ref().map(|checks| checks[index].solo_loss),
+                    validation_gain: held_out.as_ref().map(|checks| checks[index].gain),
                 })
                 .collect(),
             audit_seed: plan.seed,
@@ -728,8 +811,40 @@ impl JobRun {
             Granularity::Adaptive { .. } => auditors.live_speeds(),
             Granularity::Fixed => Vec::new(),
         };
-        self.open_round(&speeds);
+        self.open_round(&speeds, verifier, now_ms);
         Ok(Progress::RoundClosed)
+    }
+
+    /// The held-out checks of a federated round (see [`held_out_checks`]) on the owner's
+    /// validation split: a result alone is `current − update` (the holder's locally trained
+    /// model); an aggregate takes a plain outer step of the job's learning rate. A model that
+    /// cannot be evaluated has a loss that is not finite.
+    fn held_out(&self, current: &[f32], accepted: &[&Accepted]) -> Vec<HeldOut> {
+        let loss = |update: &[f32], rate: f32| {
+            let moved: Vec<f32> = current
+                .iter()
+                .zip(update)
+                .map(|(w, u)| w - rate * u)
+                .collect();
+            corex_ml::evaluate(&self.spec.model, &moved, &self.dataset, &self.split.test)
+                .map_or(f32::NAN, |evaluation| evaluation.loss)
+        };
+        let outer_rate = self.spec.optimizer.learning_rate() as f32;
+        held_out_checks(
+            accepted.len(),
+            |index| loss(&accepted[index].gradient, 1.0),
+            |subset| {
+                let parts: Vec<(&[f32], u32)> = subset
+                    .iter()
+                    .map(|&index| (accepted[index].gradient.as_slice(), accepted[index].samples))
+                    .collect();
+                if parts.is_empty() {
+                    return loss(&vec![0.0; current.len()], 0.0);
+                }
+                corex_verify::aggregate(&self.spec.aggregation, &parts)
+                    .map_or(f32::NAN, |aggregate| loss(&aggregate, outer_rate))
+            },
+        )
     }
 
     pub fn status(&self) -> JobStatus {

@@ -17,6 +17,7 @@ use crate::config::CoordinatorConfig;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
+use crate::journal::{Journal, record};
 use crate::ledger::{ClosedRound, LedgerService};
 use crate::verification::Verifier;
 
@@ -195,6 +196,14 @@ pub async fn run(
     listener
         .set_nonblocking(true)
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+    let mut app = router(shared.clone());
+    if shared.config.journal {
+        let journal = Arc::new(Journal::open(
+            &shared.data_dir,
+            shared.config.max_body_bytes,
+        )?);
+        app = app.layer(axum::middleware::from_fn_with_state(journal, record));
+    }
     let handle = axum_server::Handle::new();
     let sweeper = tokio::spawn(sweep_leases(shared.clone()));
     let stopper = handle.clone();
@@ -205,7 +214,7 @@ pub async fn run(
     let served = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?
         .handle(handle)
-        .serve(router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     sweeper.abort();
     // Close the channel and let the recorder write every round that closed.

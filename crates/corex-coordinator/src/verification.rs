@@ -101,6 +101,17 @@ impl Verifier {
         self.records.get(node).copied().unwrap_or_default()
     }
 
+    /// Counts a check `node`'s result passed (`passed`) or failed outside a replay audit (a
+    /// federated result repeating earlier bytes, which nobody can replay).
+    pub fn count_check(&mut self, node: &NodeId, passed: bool) {
+        let record = self.records.entry(*node).or_default();
+        if passed {
+            record.passed += 1;
+        } else {
+            record.failed += 1;
+        }
+    }
+
     /// A node caught cheating this often gets no more work.
     pub fn is_banned(&self, node: &NodeId) -> bool {
         self.record(node).failed >= BAN_AFTER_FAILED_AUDITS

@@ -79,6 +79,7 @@ fn result_body(
         compute_ms: 1,
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
+        data_commitment: None,
     };
     encode_result(&header, tensor)
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
-use crate::federated::FederatedSpec;
+use crate::federated::{DataHolder, FederatedSpec, PrivacySpec};
 use crate::hash::Hash;
 use crate::spec::{
     AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec, WorkSpec,
@@ -108,6 +108,31 @@ impl JobSpec {
         }
     }
 
+    /// The federated digits job: federated averaging over `holders`, each running 16 local
+    /// SGD steps of `local_batch` 32 on its own data per round (model averaging as the outer
+    /// step), 50 rounds; `dataset` is the owner's held-out validation split of the digits.
+    pub fn digits_federated(holders: Vec<DataHolder>, privacy: Option<PrivacySpec>) -> Self {
+        Self {
+            name: "digits-mlp-federated".into(),
+            rounds: 50,
+            work: WorkSpec::LocalSteps {
+                steps: 16,
+                inner: OptimizerSpec::Sgd {
+                    learning_rate: 0.1,
+                    momentum: 0.0,
+                },
+            },
+            fragment_samples: 512,
+            global_batch: 512,
+            federated: Some(FederatedSpec {
+                holders,
+                local_batch: 32,
+                privacy,
+            }),
+            ..Self::default_digits()
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         let spec: Self =
             toml::from_str(text).map_err(|error| SpecError::Toml(error.to_string()))?;
@@ -192,6 +217,48 @@ mod tests {
             assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
             assert_eq!(spec.fragments_per_round(), 4);
         }
+    }
+
+    #[test]
+    fn a_federated_job_round_trips_and_refuses_what_it_cannot_run() {
+        let holders: Vec<DataHolder> = (1..=4u8)
+            .map(|i| DataHolder {
+                node: crate::Keypair::from_secret([i; 32]).id(),
+                samples: 300,
+            })
+            .collect();
+        let privacy = PrivacySpec {
+            clip_norm: 1.0,
+            noise_multiplier: 1.1,
+            delta: 1e-5,
+        };
+        let spec = JobSpec::digits_federated(holders.clone(), Some(privacy));
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
+
+        let mut twice = spec.clone();
+        if let Some(federated) = twice.federated.as_mut() {
+            federated.holders.push(holders[0].clone());
+        }
+        assert!(twice.validate().is_err(), "a holder named twice");
+        let mut gradient = spec.clone();
+        gradient.work = WorkSpec::Gradient;
+        assert!(
+            gradient.validate().is_err(),
+            "federated work is local steps"
+        );
+        let mut too_few = spec.clone();
+        if let Some(federated) = too_few.federated.as_mut() {
+            federated.holders[2].samples = 3;
+        }
+        assert!(
+            too_few.validate().is_err(),
+            "fewer samples than a local batch"
+        );
+        let mut no_noise = spec;
+        if let Some(privacy) = no_noise.federated.as_mut().and_then(|f| f.privacy.as_mut()) {
+            privacy.noise_multiplier = 0.0;
+        }
+        assert!(no_noise.validate().is_err(), "DP needs noise");
     }
 
     #[test]

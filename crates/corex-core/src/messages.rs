@@ -164,6 +164,22 @@ pub struct ResultHeader {
     /// BLAKE3 of the tensor bytes that follow the header.
     pub result_hash: Hash,
     pub commitment_signature: Signature,
+    /// A federated result's commitment to the local data behind it (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_commitment: Option<LocalDataCommitment>,
+}
+
+/// What a data holder commits to about the local data behind a federated result, without
+/// revealing any of it: both hashes are salted with a secret that never leaves the node, so
+/// nobody can test a guess of the data against them, yet the holder cannot later claim other
+/// data or other samples than the ones it committed to (it opens them by revealing the salt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalDataCommitment {
+    /// `BLAKE3("corex-local-shard" ‖ salt ‖ content hash of the local dataset)`; one holder's
+    /// results of one job all carry the same.
+    pub shard: Hash,
+    /// `BLAKE3("corex-local-samples" ‖ salt ‖ the sample indices used, u32 LE)`.
+    pub samples: Hash,
 }
 
 const RESULT_MAGIC: &[u8; 4] = b"CXR2";
@@ -261,7 +277,7 @@ pub enum ResultVerdict {
 
 /// One result of a round: who computed which fragment, its signed commitment, its cost and
 /// the verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRecord {
     pub node: NodeId,
     pub fragment: Hash,
@@ -272,6 +288,17 @@ pub struct ResultRecord {
     /// replayed it, or it was not audited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audited_by: Option<NodeId>,
+    /// A federated result's commitment to its local data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_commitment: Option<LocalDataCommitment>,
+    /// A federated result's held-out validation loss: the loss on the job owner's validation
+    /// data of the round's model moved by this result alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_loss: Option<f32>,
+    /// A federated result's leave-one-out gain: the validation loss of the round's aggregate
+    /// without it minus that with it (positive: the result helped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_gain: Option<f32>,
 }
 
 /// An audit replay a node computed, and what became of it. A replay that agrees with the
@@ -337,6 +364,31 @@ pub struct JobReport {
     pub rounds: Vec<RoundRecord>,
     pub coordinator: NodeId,
     pub wall_ms: u64,
+    /// The privacy spent by each data holder of a differentially private federated job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyReport>,
+}
+
+/// The differential privacy a federated job's data holders spent, from the accountant over
+/// the local steps each actually took (Rényi DP of the Poisson-subsampled Gaussian).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyReport {
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    pub delta: f64,
+    /// The largest ε of any holder: the guarantee every holder's data has.
+    pub epsilon: f64,
+    pub holders: Vec<HolderPrivacy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderPrivacy {
+    pub node: NodeId,
+    /// Poisson sampling rate of each local step: `local_batch / samples`.
+    pub sampling_rate: f64,
+    /// Noisy local steps taken on this holder's data.
+    pub steps: u64,
+    pub epsilon: f64,
 }
 
 /// The body of every 4xx/5xx answer: a stable code and a sentence naming the problem.
@@ -359,6 +411,7 @@ mod tests {
             compute_ms: 1,
             result_hash: Hash::of(b"r"),
             commitment_signature: Signature([9; 64]),
+            data_commitment: None,
         }
     }
 

@@ -3,6 +3,10 @@
 //!
 //! Model versions and job datasets are cached by hash. Connection trouble is retried with
 //! backoff; a refused result (late lease, stale model) is logged and the loop moves on.
+//!
+//! A node given local data (`NodeConfig::local_data`) is a data holder for federated jobs:
+//! their fragments train on that data, which never leaves the node; only the update goes out,
+//! with a salted commitment to the data and the samples it used.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{DeviceReport, LeaseResponse, ResultHeader, encode_result};
+use corex_core::messages::{
+    DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, encode_result,
+};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair};
 use corex_ledger::{DeviceClass, TxBody};
@@ -39,6 +45,8 @@ pub struct NodeConfig {
     /// challenge alike) the node idles `slowdown − 1` times the compute time, so it works
     /// `slowdown` times slower. 1 is full speed.
     pub slowdown: u32,
+    /// This node's own training data for federated jobs that name it as a data holder.
+    pub local_data: Option<Arc<Dataset>>,
 }
 
 impl Default for NodeConfig {
@@ -49,13 +57,43 @@ impl Default for NodeConfig {
             adversary: None,
             collusion_dir: None,
             slowdown: 1,
+            local_data: None,
         }
     }
 }
 
 struct JobContext {
     descriptor: JobDescriptor,
+    /// The job's shared dataset; `None` for a federated job, whose data is each holder's own.
+    dataset: Option<Arc<Dataset>>,
+}
+
+/// This node's local data and the commitment to it, salted with a secret derived from the
+/// node key so that nobody can test a guess of the data against the commitment.
+struct LocalShard {
     dataset: Arc<Dataset>,
+    salt: Hash,
+    commitment: Hash,
+}
+
+impl LocalShard {
+    fn new(dataset: Arc<Dataset>, key: &Keypair) -> Self {
+        let salt = Hash::of_parts(&[b"corex-local-data-salt", &key.secret_bytes()]);
+        let commitment = Hash::of_parts(&[b"corex-local-shard", &salt.0, &dataset.content_hash()]);
+        Self {
+            dataset,
+            salt,
+            commitment,
+        }
+    }
+
+    fn commit(&self, indices: &[u32]) -> LocalDataCommitment {
+        let encoded: Vec<u8> = indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+        LocalDataCommitment {
+            shard: self.commitment,
+            samples: Hash::of_parts(&[b"corex-local-samples", &self.salt.0, &encoded]),
+        }
+    }
 }
 
 pub struct NodeAgent {
@@ -63,6 +101,7 @@ pub struct NodeAgent {
     key: Keypair,
     config: NodeConfig,
     jobs: HashMap<Hash, Arc<JobContext>>,
+    local: Option<LocalShard>,
     /// The newest model version fetched (older ones are never needed again).
     model: Option<(Hash, Arc<Vec<f32>>)>,
     pub fragments_done: u64,
@@ -77,11 +116,16 @@ impl NodeAgent {
             previous: None,
             collusion_dir: config.collusion_dir.clone(),
         };
+        let local = config
+            .local_data
+            .clone()
+            .map(|dataset| LocalShard::new(dataset, &key));
         Self {
             client,
             key,
             config,
             jobs: HashMap::new(),
+            local,
             model: None,
             fragments_done: 0,
             last_loss: 2.3,
@@ -222,7 +266,7 @@ impl NodeAgent {
         }
         let spec = job.descriptor.spec.model.clone();
         let parameter_count = spec.parameter_count();
-        let dataset = job.dataset.clone();
+        let (dataset, data_commitment) = self.fragment_data(fragment, &job)?;
         let indices = fragment.indices.clone();
         let skip = self
             .config
@@ -281,6 +325,7 @@ impl NodeAgent {
             compute_ms,
             result_hash,
             commitment_signature: self.key.sign(commitment.as_bytes()),
+            data_commitment,
         };
         self.client
             .submit_result(encode_result(&header, tensor))
@@ -290,11 +335,61 @@ impl NodeAgent {
         Ok(())
     }
 
+    /// The data `fragment` trains on: the job's shared dataset, or for a federated fragment
+    /// this node's local data (with the commitment to it), after checking that the fragment
+    /// is this node's and the job's declared sample count is the local one.
+    fn fragment_data(
+        &self,
+        fragment: &Fragment,
+        job: &JobContext,
+    ) -> Result<(Arc<Dataset>, Option<LocalDataCommitment>), NodeError> {
+        let Some(holder) = fragment.holder else {
+            let dataset = job.dataset.clone().ok_or_else(|| {
+                NodeError::Compute("a federated job's fragment names no holder".into())
+            })?;
+            return Ok((dataset, None));
+        };
+        if holder != self.key.id() {
+            return Err(NodeError::NotTheHolder {
+                fragment: fragment.id,
+                holder: holder.short(),
+            });
+        }
+        let local = self
+            .local
+            .as_ref()
+            .ok_or(NodeError::NoLocalData(fragment.job))?;
+        let declared = job
+            .descriptor
+            .spec
+            .federated
+            .as_ref()
+            .and_then(|federated| federated.holder(&holder))
+            .map_or(0, |declared| declared.samples);
+        if declared as usize != local.dataset.len() {
+            return Err(NodeError::LocalSampleCount {
+                job: fragment.job,
+                declared,
+                local: local.dataset.len(),
+            });
+        }
+        Ok((local.dataset.clone(), Some(local.commit(&fragment.indices))))
+    }
+
     async fn job_context(&mut self, job: &Hash) -> Result<Arc<JobContext>, NodeError> {
         if let Some(context) = self.jobs.get(job) {
             return Ok(context.clone());
         }
         let descriptor = self.client.job(job).await?;
+        if descriptor.spec.federated.is_some() {
+            // The job's `dataset` is the owner's validation data: nothing for a node to load.
+            let context = Arc::new(JobContext {
+                descriptor,
+                dataset: None,
+            });
+            self.jobs.insert(*job, context.clone());
+            return Ok(context);
+        }
         let source = descriptor.spec.dataset.source.clone();
         let dataset = tokio::task::spawn_blocking(move || Dataset::load(&source))
             .await
@@ -310,7 +405,7 @@ impl NodeAgent {
         }
         let context = Arc::new(JobContext {
             descriptor,
-            dataset: Arc::new(dataset),
+            dataset: Some(Arc::new(dataset)),
         });
         self.jobs.insert(*job, context.clone());
         Ok(context)

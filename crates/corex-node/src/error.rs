@@ -18,4 +18,16 @@ pub enum NodeError {
     BadModel(Hash),
     #[error("fragment computation failed: {0}")]
     Compute(String),
+    #[error("fragment {fragment} is for data holder {holder}, not this node")]
+    NotTheHolder { fragment: Hash, holder: String },
+    #[error("this node is a data holder of job {0} but has no local data (give --local-data PATH)")]
+    NoLocalData(Hash),
+    #[error(
+        "job {job} declares {declared} local samples for this node, its local data has {local}"
+    )]
+    LocalSampleCount {
+        job: Hash,
+        declared: u32,
+        local: usize,
+    },
 }

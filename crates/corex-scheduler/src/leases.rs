@@ -70,17 +70,19 @@ impl LeaseBook {
 
     /// Grants `node` a fragment: the one it already holds, else the first pending one.
     pub fn lease(&mut self, node: NodeId, now_ms: u64, lease_ms: u64) -> Option<Lease> {
-        self.lease_by(node, now_ms, lease_ms, |index| index as u64)
+        self.lease_by(node, now_ms, lease_ms, |index| Some(index as u64))
     }
 
     /// Grants `node` a fragment: the one it already holds, else the pending one of lowest
     /// `rank(index)` (ties: lowest index), for example the one whose size best fits the node.
+    /// A fragment ranked `None` is not for this node (a federated fragment of another data
+    /// holder, say).
     pub fn lease_by(
         &mut self,
         node: NodeId,
         now_ms: u64,
         lease_ms: u64,
-        rank: impl Fn(usize) -> u64,
+        rank: impl Fn(usize) -> Option<u64>,
     ) -> Option<Lease> {
         let deadline_ms = now_ms + lease_ms;
         for (index, slot) in self.slots.iter_mut().enumerate() {
@@ -97,9 +99,10 @@ impl LeaseBook {
                 });
             }
         }
-        let index = (0..self.slots.len())
+        let (_, index) = (0..self.slots.len())
             .filter(|index| self.slots[*index] == Slot::Pending)
-            .min_by_key(|index| (rank(*index), *index))?;
+            .filter_map(|index| Some((rank(index)?, index)))
+            .min()?;
         self.slots[index] = Slot::Leased(vec![Holder {
             node,
             since_ms: now_ms,
@@ -258,7 +261,7 @@ mod tests {
     fn a_ranked_lease_takes_the_best_fitting_pending_fragment() {
         let mut book = LeaseBook::new(3);
         let sizes = [100u64, 400, 25];
-        let fit = |wanted: u64| move |index: usize| sizes[index].abs_diff(wanted);
+        let fit = |wanted: u64| move |index: usize| Some(sizes[index].abs_diff(wanted));
         assert_eq!(
             book.lease_by(node(1), 0, 10, fit(30)).map(|l| l.index),
             Some(2)
@@ -271,6 +274,18 @@ mod tests {
             book.lease_by(node(3), 0, 10, fit(500)).map(|l| l.index),
             Some(0)
         );
+    }
+
+    #[test]
+    fn a_fragment_ranked_none_is_never_leased_to_that_node() {
+        let mut book = LeaseBook::new(2);
+        let only_first = |index: usize| (index == 0).then_some(0);
+        assert_eq!(
+            book.lease_by(node(1), 0, 10, only_first).map(|l| l.index),
+            Some(0)
+        );
+        assert_eq!(book.lease_by(node(2), 0, 10, only_first), None);
+        assert_eq!(book.lease(node(2), 0, 10).map(|l| l.index), Some(1));
     }
 
     #[test]

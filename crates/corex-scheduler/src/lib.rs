@@ -1,15 +1,18 @@
 //! Scheduling, pure: the slicer that cuts rounds into fragments (sized to the nodes, with
 //! adaptive granularity), the lease book that hands them to nodes, the balancer that matches
-//! fragments of many sizes to nodes of many speeds, and device tiers with behaviour analysis. No I/O, no clock, no sockets: time comes in as an
-//! argument.
+//! fragments of many sizes to nodes of many speeds, federated rounds (one fragment per data
+//! holder), and device tiers with behaviour analysis. No I/O, no clock, no sockets: time comes
+//! in as an argument.
 
 pub mod balance;
+pub mod federated;
 pub mod granularity;
 pub mod leases;
 pub mod slicer;
 pub mod tiers;
 
 pub use balance::{Assignment, Balancer, Completion, Ticket, duration_ms};
+pub use federated::slice_federated_round;
 pub use granularity::plan_sizes;
 pub use leases::{Lease, LeaseBook, LeaseError};
 pub use slicer::{epoch_order, round_batch, slice_round};

@@ -78,7 +78,9 @@ impl TestNet {
         self.nodes.push((stop, handle));
     }
 
-    pub async fn shutdown(mut self) {
+    /// Stops every node and the server; returns the coordinator's data directory, which
+    /// lives as long as the returned value.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
         for (stop, handle) in self.nodes.drain(..) {
             let _ = stop.send(true);
             let _ = handle.await;
@@ -89,6 +91,7 @@ impl TestNet {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+        self.dir
     }
 }
 
@@ -132,6 +135,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         lease_ms: 10_000,
         work: corex_core::WorkSpec::Gradient,
         granularity: corex_core::Granularity::Fixed,
+        federated: None,
     }
 }
 
