@@ -24,6 +24,7 @@
 //! - `gradient`: [`compute_gradient`], [`weighted_mean`].
 //! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients) and
 //!   [`run_fragment`], which runs either kind.
+//! - `privacy`: the accountant, [`epsilon`] of the Poisson-subsampled Gaussian mechanism.
 //! - `trainer`: [`Trainer`], the coordinator's optimizer.
 //! - `evaluate`: [`evaluate`].
 //! - `reference`: [`train_reference`], the single-process baseline.
@@ -39,6 +40,7 @@ mod local_steps;
 mod matmul;
 mod model;
 mod params;
+mod privacy;
 mod reference;
 mod trainer;
 
@@ -51,5 +53,6 @@ pub use gradient::{GradientOutput, compute_gradient, weighted_mean};
 pub use local_steps::{compute_local_steps, run_fragment};
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
+pub use privacy::{PrivacySpent, RDP_ORDERS, epsilon};
 pub use reference::train_reference;
 pub use trainer::Trainer;

@@ -8,4 +8,5 @@ mod export;
 mod gradient;
 mod invalid;
 mod local_steps;
+mod privacy;
 mod trainer;
