@@ -24,6 +24,9 @@
 //! - `gradient`: [`compute_gradient`], [`weighted_mean`].
 //! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients) and
 //!   [`run_fragment`], which runs either kind.
+//! - `private_steps`: [`compute_private_local_steps`] (DP-SGD local steps of a federated data
+//!   holder) and its [`poisson_sample`]r.
+//! - `per_example`: per-example gradient clipping for DP-SGD (private).
 //! - `privacy`: the accountant, [`epsilon`] of the Poisson-subsampled Gaussian mechanism.
 //! - `trainer`: [`Trainer`], the coordinator's optimizer.
 //! - `evaluate`: [`evaluate`].
@@ -40,11 +43,13 @@ mod local_steps;
 mod matmul;
 mod model;
 mod params;
+mod per_example;
 mod privacy;
+mod private_steps;
 mod reference;
 mod trainer;
 
-pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec, WorkSpec};
+pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, WorkSpec};
 pub use dataset::{Dataset, Split};
 pub use error::MlError;
 pub use evaluate::{Evaluation, evaluate};
@@ -54,5 +59,6 @@ pub use local_steps::{compute_local_steps, run_fragment};
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
 pub use privacy::{PrivacySpent, RDP_ORDERS, epsilon};
+pub use private_steps::{PrivateStepsSpec, compute_private_local_steps, poisson_sample};
 pub use reference::train_reference;
 pub use trainer::Trainer;

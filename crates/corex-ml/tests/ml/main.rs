@@ -9,4 +9,5 @@ mod gradient;
 mod invalid;
 mod local_steps;
 mod privacy;
+mod private_steps;
 mod trainer;
