@@ -68,15 +68,16 @@ impl PrivateStepsSpec {
 /// `plan.steps` DP-SGD steps from `params` over the examples `pool` of `data`, randomness
 /// from `rng`; returns `params − w_end` as the gradient, `pool.len()` as the sample count and
 /// 0 as the loss (withheld: a loss over the secretly sampled examples is not private).
-/// Each step draws its Poisson sample ([`poisson_sample`]) and then its noise from `rng`, so
-/// the same generator state reproduces the same bits.
+/// Each step draws its Poisson sample ([`poisson_sample`]) and then its noise from `rng` (on a
+/// second thread, while the gradients are computed), so the same generator state reproduces
+/// the same bits.
 pub fn compute_private_local_steps(
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
     pool: &[u32],
     plan: &PrivateStepsSpec,
-    rng: &mut impl CryptoRng,
+    rng: &mut (impl CryptoRng + Send),
 ) -> Result<GradientOutput, MlError> {
     check_inputs(spec, params, data, pool)?;
     plan.validate()?;
@@ -95,12 +96,24 @@ pub fn compute_private_local_steps(
     let mut trainer = Trainer::new(spec, params, &plan.inner)?;
     let mut current = params.to_vec();
     let mut noisy = vec![0.0f32; params.len()];
+    let mut noise = vec![0.0f64; params.len()];
     for _ in 0..plan.steps {
         let batch = poisson_sample(pool, plan.local_batch, rng);
-        let sum = clipped_gradient_sum(spec, &current, data, &batch, plan.privacy.clip_norm)?;
-        for (out, clipped) in noisy.iter_mut().zip(&sum) {
-            let noise = noise_deviation * rng.sample::<f64, _>(StandardNormal);
-            *out = ((f64::from(*clipped) + noise) / denominator) as f32;
+        // The noise needs no gradient: draw it on a second thread meanwhile.
+        let sum = std::thread::scope(|scope| {
+            let drawing = scope.spawn(|| {
+                for value in noise.iter_mut() {
+                    *value = rng.sample::<f64, _>(StandardNormal);
+                }
+            });
+            let sum = clipped_gradient_sum(spec, &current, data, &batch, plan.privacy.clip_norm);
+            drawing
+                .join()
+                .map_err(|_| MlError::Backend("the noise thread panicked".into()))?;
+            sum
+        })?;
+        for ((out, clipped), noise) in noisy.iter_mut().zip(&sum).zip(&noise) {
+            *out = ((f64::from(*clipped) + noise_deviation * noise) / denominator) as f32;
         }
         trainer.step(&noisy)?;
         current = trainer.parameters();
