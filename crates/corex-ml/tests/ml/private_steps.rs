@@ -80,6 +80,46 @@ fn without_clipping_or_noise_a_step_is_sgd_on_the_sampled_examples() {
 }
 
 #[test]
+fn clipping_matches_per_example_autodiff_gradients() {
+    let data = synthetic(60, 6, 15);
+    let spec = small_spec(6);
+    let params = init_parameters(&spec, 16);
+    let pool: Vec<u32> = (10..50).collect();
+    let gradients: Vec<Vec<f32>> = pool
+        .iter()
+        .map(|&index| {
+            compute_gradient(&spec, &params, &data, &[index])
+                .unwrap()
+                .gradient
+        })
+        .collect();
+    let mut norms: Vec<f64> = gradients.iter().map(|g| norm(g)).collect();
+    norms.sort_by(f64::total_cmp);
+    // About half of the examples get clipped.
+    let clip_norm = norms[norms.len() / 2];
+    let mut expected = vec![0.0f64; params.len()];
+    for gradient in &gradients {
+        let factor = (clip_norm / norm(gradient)).min(1.0);
+        for (sum, g) in expected.iter_mut().zip(gradient) {
+            *sum += factor * f64::from(*g);
+        }
+    }
+    // q = 1: every example is sampled; lr 0.5 over the batch of 40.
+    let expected: Vec<f32> = expected.iter().map(|s| (0.5 * s / 40.0) as f32).collect();
+    let output = compute_private_local_steps(
+        &spec,
+        &params,
+        &data,
+        &pool,
+        &plan(1, 40, clip_norm, 1e-15),
+        &mut ChaCha8Rng::seed_from_u64(17),
+    )
+    .unwrap();
+    let distance = rel_l2(&output.gradient, &expected);
+    assert!(distance < 1e-5, "relative L2 {distance}");
+}
+
+#[test]
 fn one_example_moves_a_step_by_at_most_lr_times_clip_over_batch() {
     let data = with_outlier(&synthetic(20, 6, 3), 0);
     let spec = small_spec(6);
