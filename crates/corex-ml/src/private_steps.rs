@@ -68,8 +68,8 @@ impl PrivateStepsSpec {
 /// `plan.steps` DP-SGD steps from `params` over the examples `pool` of `data`, randomness
 /// from `rng`; returns `params − w_end` as the gradient, `pool.len()` as the sample count and
 /// 0 as the loss (withheld: a loss over the secretly sampled examples is not private).
-/// Each step draws its Poisson sample ([`poisson_sample`]) and then its noise from `rng` (on a
-/// second thread, while the gradients are computed), so the same generator state reproduces
+/// Each step draws its Poisson sample ([`poisson_sample`]) and then its noise from `rng` (in parallel
+/// with the gradients), so the same generator state reproduces
 /// the same bits.
 pub fn compute_private_local_steps(
     spec: &ModelSpec,
@@ -99,19 +99,17 @@ pub fn compute_private_local_steps(
     let mut noise = vec![0.0f64; params.len()];
     for _ in 0..plan.steps {
         let batch = poisson_sample(pool, plan.local_batch, rng);
-        // The noise needs no gradient: draw it on a second thread meanwhile.
-        let sum = std::thread::scope(|scope| {
-            let drawing = scope.spawn(|| {
+        // The noise needs no gradient: draw it meanwhile, as a task of the same thread pool
+        // that the tensor backend computes on (no extra thread competes for the cores).
+        let (sum, ()) = rayon::join(
+            || clipped_gradient_sum(spec, &current, data, &batch, plan.privacy.clip_norm),
+            || {
                 for value in noise.iter_mut() {
                     *value = rng.sample::<f64, _>(StandardNormal);
                 }
-            });
-            let sum = clipped_gradient_sum(spec, &current, data, &batch, plan.privacy.clip_norm);
-            drawing
-                .join()
-                .map_err(|_| MlError::Backend("the noise thread panicked".into()))?;
-            sum
-        })?;
+            },
+        );
+        let sum = sum?;
         for ((out, clipped), noise) in noisy.iter_mut().zip(&sum).zip(&noise) {
             *out = ((f64::from(*clipped) + noise_deviation * noise) / denominator) as f32;
         }
