@@ -33,6 +33,9 @@ pub enum MlError {
     /// Mismatched lengths or tensor shapes.
     #[error("shape error: {0}")]
     Shape(String),
+    /// Differential-privacy parameters the accountant or the private steps cannot use.
+    #[error("invalid privacy parameters: {0}")]
+    Privacy(String),
     /// The tensor backend failed (reading a tensor back, a missing gradient, ...).
     #[error("backend error: {0}")]
     Backend(String),

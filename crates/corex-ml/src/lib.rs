@@ -1,6 +1,7 @@
 //! `corex-ml`: the machine-learning room of Corex — the MLP model family on burn's flex CPU
-//! backend, datasets, fragment execution (gradients and local steps), aggregation, the coordinator's optimizer
-//! step, evaluation, export, and a single-process reference trainer.
+//! backend, datasets, fragment execution (gradients, local steps, differentially private local
+//! steps and their privacy accountant), aggregation, the coordinator's optimizer step,
+//! evaluation, export, and a single-process reference trainer.
 //!
 //! # Parameter layout
 //!
@@ -15,6 +16,8 @@
 //! Initialisation and dataset splits use seeded ChaCha8 streams with portable sampling;
 //! [`compute_gradient`] returns the same bits for the same inputs; [`weighted_mean`]
 //! accumulates in `f64` in the order given. Nothing here uses burn's global RNG.
+//! [`compute_private_local_steps`] draws its samples and noise only from the generator it is
+//! given (the node's secret one), so the same generator state gives the same bits.
 //!
 //! # Modules
 //!
@@ -25,6 +28,10 @@
 //! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients) and
 //!   [`run_fragment`], which runs either kind.
 //! - `partition`: [`class_skewed_partition`] for federated experiments, CSV export.
+//! - `private_steps`: [`compute_private_local_steps`] (DP-SGD local steps of a federated data
+//!   holder) and [`poisson_sample`].
+//! - `per_example`: per-example gradient clipping for DP-SGD (private).
+//! - `privacy`: the accountant, [`epsilon`] of the Poisson-subsampled Gaussian mechanism.
 //! - `trainer`: [`Trainer`], the coordinator's optimizer.
 //! - `evaluate`: [`evaluate`].
 //! - `reference`: [`train_reference`], the single-process baseline.
@@ -41,10 +48,13 @@ mod matmul;
 mod model;
 mod params;
 mod partition;
+mod per_example;
+mod privacy;
+mod private_steps;
 mod reference;
 mod trainer;
 
-pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec, WorkSpec};
+pub use corex_core::{DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, WorkSpec};
 pub use dataset::{Dataset, Split};
 pub use error::MlError;
 pub use evaluate::{Evaluation, evaluate};
@@ -54,5 +64,7 @@ pub use local_steps::{compute_local_steps, run_fragment};
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
 pub use partition::class_skewed_partition;
+pub use privacy::{PrivacySpent, RDP_ORDERS, epsilon};
+pub use private_steps::{PrivateStepsSpec, compute_private_local_steps, poisson_sample};
 pub use reference::train_reference;
 pub use trainer::Trainer;

@@ -8,4 +8,6 @@ mod export;
 mod gradient;
 mod invalid;
 mod local_steps;
+mod privacy;
+mod private_steps;
 mod trainer;
