@@ -69,6 +69,24 @@ pub enum Which {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Differential privacy's price: federated devnets without privacy and at each noise
+    /// multiplier, test accuracy against the accountant's ε.
+    Privacy {
+        #[arg(long, default_value_t = 4)]
+        holders: u32,
+        /// Noise multipliers σ to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4")]
+        noise: Vec<f64>,
+        #[arg(long, default_value_t = 1.0)]
+        clip: f64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Runs of each setting (the noise differs every run).
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+        #[arg(long, default_value = "./corex-bench-devnet")]
+        data_dir: PathBuf,
+    },
     /// Epoch settlement at 100,000 nodes and signed-transaction throughput, with baselines.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -115,6 +133,21 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                 target_ms: target_ms.max(1),
             })
         }
+        Which::Privacy {
+            holders,
+            noise,
+            clip,
+            delta,
+            repeat,
+            data_dir,
+        } => crate::bench_privacy::run(&crate::bench_privacy::PrivacyBenchOptions {
+            holders,
+            noise_multipliers: noise,
+            clip_norm: clip,
+            delta,
+            repeat: repeat.max(1),
+            data_dir,
+        }),
         Which::Ledger {
             nodes,
             records,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_ledger;
+mod bench_privacy;
 mod bench_scheduler;
 mod cpu_time;
 mod devnet;

@@ -34,7 +34,23 @@ pub fn print(outcome: &DevnetOutcome) {
     println!(
         "  the devnet's nodes share one machine: the coordinator lifts its limits on nodes per device fingerprint and endpoint"
     );
-    if outcome.node_audits {
+    if let Some(federated) = &outcome.report.spec.federated {
+        println!(
+            "  federated: {} data holders trained on local data that never left their nodes; results judged by held-out validation (nobody else can replay them)",
+            federated.holders.len()
+        );
+        if let Some(privacy) = &outcome.report.privacy {
+            println!(
+                "  differential privacy: (ε = {:.3}, δ = {:e}) for every holder's data; σ = {}, clip {}, {} noisy steps at sampling rate up to {:.3}",
+                privacy.epsilon,
+                privacy.delta,
+                privacy.noise_multiplier,
+                privacy.clip_norm,
+                privacy.holders.iter().map(|h| h.steps).max().unwrap_or(0),
+                privacy.holders.iter().map(|h| h.sampling_rate).fold(0.0, f64::max)
+            );
+        }
+    } else if outcome.node_audits {
         println!(
             "  audits: replayed by another proven node when one is free, else by the coordinator (nodes on this machine may audit each other: --allow-shared-hardware)"
         );

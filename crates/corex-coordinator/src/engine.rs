@@ -404,7 +404,7 @@ impl Coordinator {
                 .finished_ms
                 .unwrap_or(job.started_ms)
                 .saturating_sub(job.started_ms),
-            privacy: None,
+            privacy: crate::federated::privacy_report(&job.spec, job.history()),
         })
     }
 

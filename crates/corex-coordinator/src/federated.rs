@@ -13,10 +13,11 @@
 //! - Gradient-consistency flags (norm and direction against the cohort) mark a result for the
 //!   Model-PoT quality score but do not reject it on their own.
 //!
-//! The job's robust aggregation rule bounds whatever passes these checks.
+//! The job's robust aggregation rule bounds whatever passes these checks. Under differential
+//! privacy, [`privacy_report`] accounts what each holder's data has spent.
 
-use corex_core::messages::ResultVerdict;
-use corex_core::{Hash, NodeId};
+use corex_core::messages::{HolderPrivacy, PrivacyReport, ResultVerdict, RoundRecord};
+use corex_core::{Hash, JobSpec, NodeId, WorkSpec};
 
 use crate::verification::{AuditPlan, Candidate, Judged, Verifier};
 
@@ -163,4 +164,50 @@ fn evidence(fragment: &Hash, result_hash: &Hash, check: &HeldOut) -> Hash {
 /// Whether `node` may lease a fragment meant for `holder` (`None`: anyone may).
 pub fn may_hold(holder: Option<NodeId>, node: &NodeId) -> bool {
     holder.is_none_or(|holder| holder == *node)
+}
+
+/// The privacy each holder of a differentially private federated job has spent, from the
+/// results it sent (every computed fragment spent budget, whatever its verdict): `steps`
+/// noisy local steps each, Poisson-sampled at `local_batch / samples`. `None` for a job
+/// without differential privacy. An ε the accountant cannot bound is reported as infinite.
+pub fn privacy_report(spec: &JobSpec, history: &[RoundRecord]) -> Option<PrivacyReport> {
+    let federated = spec.federated.as_ref()?;
+    let privacy = federated.privacy?;
+    let steps_per_fragment = match spec.work {
+        WorkSpec::LocalSteps { steps, .. } => u64::from(steps),
+        WorkSpec::Gradient => 1,
+    };
+    let holders: Vec<HolderPrivacy> = federated
+        .holders
+        .iter()
+        .map(|holder| {
+            let fragments = history
+                .iter()
+                .flat_map(|round| &round.results)
+                .filter(|result| result.node == holder.node)
+                .count() as u64;
+            let sampling_rate = f64::from(federated.local_batch) / f64::from(holder.samples);
+            let steps = fragments * steps_per_fragment;
+            let epsilon = corex_ml::epsilon(
+                privacy.noise_multiplier,
+                sampling_rate,
+                steps,
+                privacy.delta,
+            )
+            .map_or(f64::INFINITY, |spent| spent.epsilon);
+            HolderPrivacy {
+                node: holder.node,
+                sampling_rate,
+                steps,
+                epsilon,
+            }
+        })
+        .collect();
+    Some(PrivacyReport {
+        clip_norm: privacy.clip_norm,
+        noise_multiplier: privacy.noise_multiplier,
+        delta: privacy.delta,
+        epsilon: holders.iter().map(|h| h.epsilon).fold(0.0, f64::max),
+        holders,
+    })
 }

@@ -65,6 +65,8 @@ pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
 pub use partition::class_skewed_partition;
 pub use privacy::{PrivacySpent, RDP_ORDERS, epsilon};
-pub use private_steps::{PrivateStepsSpec, compute_private_local_steps, poisson_sample};
+pub use private_steps::{
+    PrivateSteps, PrivateStepsSpec, compute_private_local_steps, poisson_sample,
+};
 pub use reference::train_reference;
 pub use trainer::Trainer;

@@ -65,9 +65,19 @@ impl PrivateStepsSpec {
     }
 }
 
+/// What a private local-steps fragment produced: the output to send, and the secret Poisson
+/// samples of its steps, which the holder commits to (salted) and never reveals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivateSteps {
+    pub output: GradientOutput,
+    /// The examples each step sampled, in step order.
+    pub batches: Vec<Vec<u32>>,
+}
+
 /// `plan.steps` DP-SGD steps from `params` over the examples `pool` of `data`, randomness
 /// from `rng`; returns `params − w_end` as the gradient, `pool.len()` as the sample count and
-/// 0 as the loss (withheld: a loss over the secretly sampled examples is not private).
+/// 0 as the loss (withheld: a loss over the secretly sampled examples is not private), with
+/// the sampled batches.
 /// Each step draws its Poisson sample ([`poisson_sample`]) and then its noise from `rng` (in parallel
 /// with the gradients), so the same generator state reproduces
 /// the same bits.
@@ -78,7 +88,7 @@ pub fn compute_private_local_steps(
     pool: &[u32],
     plan: &PrivateStepsSpec,
     rng: &mut (impl CryptoRng + Send),
-) -> Result<GradientOutput, MlError> {
+) -> Result<PrivateSteps, MlError> {
     check_inputs(spec, params, data, pool)?;
     plan.validate()?;
     check_distinct(pool)?;
@@ -97,6 +107,7 @@ pub fn compute_private_local_steps(
     let mut current = params.to_vec();
     let mut noisy = vec![0.0f32; params.len()];
     let mut noise = vec![0.0f64; params.len()];
+    let mut batches = Vec::with_capacity(plan.steps as usize);
     for _ in 0..plan.steps {
         let batch = poisson_sample(pool, plan.local_batch, rng);
         // The noise needs no gradient: draw it meanwhile, as a task of the same thread pool
@@ -115,9 +126,13 @@ pub fn compute_private_local_steps(
         }
         trainer.step(&noisy)?;
         current = trainer.parameters();
+        batches.push(batch);
     }
     let gradient: Vec<f32> = params.iter().zip(&current).map(|(w, v)| w - v).collect();
-    finish(gradient, 0.0, samples)
+    Ok(PrivateSteps {
+        output: finish(gradient, 0.0, samples)?,
+        batches,
+    })
 }
 
 /// A Poisson sample of `pool`: every entry independently, in pool order, with probability

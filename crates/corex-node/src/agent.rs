@@ -19,10 +19,12 @@ use corex_core::messages::{
     DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, encode_result,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Hash, Keypair};
+use corex_core::{Fragment, Hash, Keypair, ModelSpec, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
-use corex_ml::Dataset;
+use corex_ml::{Dataset, GradientOutput, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use tokio::sync::watch;
 
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
@@ -87,8 +89,14 @@ impl LocalShard {
         }
     }
 
-    fn commit(&self, indices: &[u32]) -> LocalDataCommitment {
-        let encoded: Vec<u8> = indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+    /// Commits to the samples each step used: every batch as its length then its indices,
+    /// all `u32` little-endian (one batch, the fragment's indices, without privacy).
+    fn commit(&self, batches: &[Vec<u32>]) -> LocalDataCommitment {
+        let encoded: Vec<u8> = batches
+            .iter()
+            .flat_map(|batch| std::iter::once(batch.len() as u32).chain(batch.iter().copied()))
+            .flat_map(u32::to_le_bytes)
+            .collect();
         LocalDataCommitment {
             shard: self.commitment,
             samples: Hash::of_parts(&[b"corex-local-samples", &self.salt.0, &encoded]),
@@ -266,24 +274,27 @@ impl NodeAgent {
         }
         let spec = job.descriptor.spec.model.clone();
         let parameter_count = spec.parameter_count();
-        let (dataset, data_commitment) = self.fragment_data(fragment, &job)?;
+        let dataset = self.fragment_data(fragment, &job)?;
+        let private = private_plan(&job, fragment);
         let indices = fragment.indices.clone();
         let skip = self
             .config
             .adversary
             .is_some_and(|adversary| adversary.skips(&fragment.id));
-        let computed = if skip {
-            None
+        let (computed, batches) = if skip {
+            (None, vec![fragment.indices.clone()])
         } else {
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    corex_ml::run_fragment(&work, &spec, &parameters, &dataset, &indices)
-                })
-                .await
-                .map_err(|error| NodeError::Compute(error.to_string()))?
-                .map_err(|error| NodeError::Compute(error.to_string()))?,
-            )
+            let (output, batches) = tokio::task::spawn_blocking(move || {
+                compute(&work, &spec, &parameters, &dataset, indices, private)
+            })
+            .await
+            .map_err(|error| NodeError::Compute(error.to_string()))??;
+            (Some(output), batches)
         };
+        let data_commitment = fragment
+            .holder
+            .and(self.local.as_ref())
+            .map(|local| local.commit(&batches));
         let slowdown = match self.config.adversary {
             Some(Adversary::BaitAndSwitch) => self
                 .config
@@ -336,18 +347,13 @@ impl NodeAgent {
     }
 
     /// The data `fragment` trains on: the job's shared dataset, or for a federated fragment
-    /// this node's local data (with the commitment to it), after checking that the fragment
-    /// is this node's and the job's declared sample count is the local one.
-    fn fragment_data(
-        &self,
-        fragment: &Fragment,
-        job: &JobContext,
-    ) -> Result<(Arc<Dataset>, Option<LocalDataCommitment>), NodeError> {
+    /// this node's local data, after checking that the fragment is this node's and the job's
+    /// declared sample count is the local one.
+    fn fragment_data(&self, fragment: &Fragment, job: &JobContext) -> Result<Arc<Dataset>, NodeError> {
         let Some(holder) = fragment.holder else {
-            let dataset = job.dataset.clone().ok_or_else(|| {
+            return job.dataset.clone().ok_or_else(|| {
                 NodeError::Compute("a federated job's fragment names no holder".into())
-            })?;
-            return Ok((dataset, None));
+            });
         };
         if holder != self.key.id() {
             return Err(NodeError::NotTheHolder {
@@ -373,7 +379,7 @@ impl NodeAgent {
                 local: local.dataset.len(),
             });
         }
-        Ok((local.dataset.clone(), Some(local.commit(&fragment.indices))))
+        Ok(local.dataset.clone())
     }
 
     async fn job_context(&mut self, job: &Hash) -> Result<Arc<JobContext>, NodeError> {
@@ -425,6 +431,51 @@ impl NodeAgent {
         let parameters = Arc::new(bytes_to_f32s(&bytes).map_err(|_| NodeError::BadModel(*hash))?);
         self.model = Some((*hash, parameters.clone()));
         Ok(parameters)
+    }
+}
+
+/// The DP-SGD plan of a federated fragment whose job asks for differential privacy.
+fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpec> {
+    let spec = &job.descriptor.spec;
+    let federated = spec.federated.as_ref().filter(|_| fragment.holder.is_some())?;
+    let privacy = federated.privacy?;
+    match &spec.work {
+        WorkSpec::LocalSteps { steps, inner } => Some(PrivateStepsSpec {
+            steps: *steps,
+            local_batch: federated.local_batch,
+            inner: inner.clone(),
+            privacy,
+        }),
+        WorkSpec::Gradient => None,
+    }
+}
+
+/// Computes a fragment: its output and the sample batches it used. Under differential
+/// privacy the Poisson samples and the noise come from a generator seeded by the operating
+/// system, which nobody else can know.
+fn compute(
+    work: &WorkSpec,
+    spec: &ModelSpec,
+    parameters: &[f32],
+    dataset: &Dataset,
+    indices: Vec<u32>,
+    private: Option<PrivateStepsSpec>,
+) -> Result<(GradientOutput, Vec<Vec<u32>>), NodeError> {
+    let compute_error = |error: corex_ml::MlError| NodeError::Compute(error.to_string());
+    match private {
+        Some(plan) => {
+            let mut rng = ChaCha20Rng::from_seed(corex_net::random_bytes::<32>()?);
+            let steps = corex_ml::compute_private_local_steps(
+                spec, parameters, dataset, &indices, &plan, &mut rng,
+            )
+            .map_err(compute_error)?;
+            Ok((steps.output, steps.batches))
+        }
+        None => {
+            let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)
+                .map_err(compute_error)?;
+            Ok((output, vec![indices]))
+        }
     }
 }
 

@@ -68,7 +68,8 @@ fn without_clipping_or_noise_a_step_is_sgd_on_the_sampled_examples() {
         &plan,
         &mut ChaCha8Rng::seed_from_u64(11),
     )
-    .unwrap();
+    .unwrap()
+    .output;
     // The noisy sum is divided by the expected batch 20, not by the |S| samples drawn.
     let scale = 0.5 * sampled.len() as f32 / 20.0;
     let sgd = compute_gradient(&spec, &params, &data, &sampled).unwrap();
@@ -114,7 +115,8 @@ fn clipping_matches_per_example_autodiff_gradients() {
         &plan(1, 40, clip_norm, 1e-15),
         &mut ChaCha8Rng::seed_from_u64(17),
     )
-    .unwrap();
+    .unwrap()
+    .output;
     let distance = rel_l2(&output.gradient, &expected);
     assert!(distance < 1e-5, "relative L2 {distance}");
 }
@@ -133,7 +135,8 @@ fn one_example_moves_a_step_by_at_most_lr_times_clip_over_batch() {
             &plan(1, 1, clip_norm, 1e-15),
             &mut ChaCha8Rng::seed_from_u64(5),
         )
-        .unwrap();
+        .unwrap()
+        .output;
         norm(&output.gradient)
     };
     let bound = 0.5 * 0.25 / 1.0;
@@ -169,6 +172,7 @@ fn replacing_one_sampled_example_moves_a_noisy_step_by_at_most_twice_the_bound()
             &mut ChaCha8Rng::seed_from_u64(seed),
         )
         .unwrap()
+        .output
         .gradient
     };
     let difference = |plan: &PrivateStepsSpec| {
@@ -210,7 +214,8 @@ fn an_empty_sample_takes_a_noise_only_step_of_the_right_deviation() {
         &plan(1, 1, clip_norm, noise_multiplier),
         &mut ChaCha8Rng::seed_from_u64(seed),
     )
-    .unwrap();
+    .unwrap()
+    .output;
     // Δ = lr · N(0, (σC)²) / B per coordinate: standardised, mean ≈ 0 and variance ≈ 1.
     let deviation = 0.5 * noise_multiplier * clip_norm / 1.0;
     let standard: Vec<f64> = output
@@ -248,6 +253,7 @@ fn noise_differs_across_seeds_and_a_seed_reproduces_bits() {
             &mut ChaCha8Rng::seed_from_u64(seed),
         )
         .unwrap()
+        .output
     };
     let a = run(1);
     assert_eq!(a.gradient.len(), spec.parameter_count());
