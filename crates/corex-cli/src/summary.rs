@@ -47,7 +47,11 @@ pub fn print(outcome: &DevnetOutcome) {
                 privacy.noise_multiplier,
                 privacy.clip_norm,
                 privacy.holders.iter().map(|h| h.steps).max().unwrap_or(0),
-                privacy.holders.iter().map(|h| h.sampling_rate).fold(0.0, f64::max)
+                privacy
+                    .holders
+                    .iter()
+                    .map(|h| h.sampling_rate)
+                    .fold(0.0, f64::max)
             );
         }
     } else if outcome.node_audits {

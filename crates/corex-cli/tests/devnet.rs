@@ -129,3 +129,83 @@ fn a_heterogeneous_devnets_work_follows_each_nodes_speed() {
     }
     assert!(stdout.contains("round time"));
 }
+
+/// `corex devnet --federated`: four holders with class-skewed local data (each sees at most
+/// half the classes) train the shared model; the data stays in each node's own directory.
+/// With `--dp-noise` the report gives each holder's ε at the job's δ.
+#[test]
+fn a_federated_devnet_learns_from_class_skewed_holders_and_accounts_privacy() {
+    let run = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("devnet");
+        let output = Command::new(env!("CARGO_BIN_EXE_corex"))
+            .args(["devnet", "--federated", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "federated devnet failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data_dir.join("report.json")).unwrap()).unwrap();
+        for node in 1..=4 {
+            assert!(
+                data_dir
+                    .join(format!("node-{node}/local-data.csv"))
+                    .exists()
+            );
+        }
+        (report, String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+
+    let (report, stdout) = run(&[]);
+    let status = &report["report"]["status"];
+    assert_eq!(status["state"]["state"], "finished");
+    let accuracy = status["last_test_accuracy"].as_f64().unwrap();
+    println!(
+        "federated devnet, 4 class-skewed holders: {:.2}%",
+        accuracy * 100.0
+    );
+    assert!(accuracy >= 0.90, "accuracy {accuracy} is below 90%");
+    let results: Vec<&serde_json::Value> = report["report"]["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|round| round["results"].as_array().unwrap())
+        .collect();
+    assert_eq!(results.len(), 50 * 4);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["data_commitment"]["shard"].is_string())
+    );
+    assert!(report["report"]["privacy"].is_null());
+    assert!(stdout.contains("federated: 4 data holders"));
+
+    let (report, stdout) = run(&["--dp-noise", "2"]);
+    let privacy = &report["report"]["privacy"];
+    let epsilon = privacy["epsilon"].as_f64().unwrap();
+    let holder = &privacy["holders"][0];
+    let expected = corex_ml::epsilon(
+        2.0,
+        holder["sampling_rate"].as_f64().unwrap(),
+        holder["steps"].as_u64().unwrap(),
+        1e-5,
+    )
+    .unwrap()
+    .epsilon;
+    println!(
+        "with DP σ = 2: ε = {epsilon:.3} at δ = 1e-5, accuracy {:.2}%",
+        report["report"]["status"]["last_test_accuracy"]
+            .as_f64()
+            .unwrap()
+            * 100.0
+    );
+    assert_eq!(holder["steps"].as_u64().unwrap(), 50 * 16);
+    assert!(epsilon.is_finite() && epsilon >= expected && epsilon < 20.0);
+    assert!(stdout.contains("differential privacy"));
+}

@@ -14,8 +14,12 @@ use std::time::Duration;
 
 use common::{TestNet, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
-use corex_core::messages::{JobState, ResultVerdict};
-use corex_core::{DataHolder, JobSpec, Keypair, ModelSpec};
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{
+    JobState, LeaseResponse, LocalDataCommitment, ResultHeader, ResultVerdict, encode_result,
+};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::{DataHolder, Fragment, Hash, JobSpec, Keypair, ModelSpec, WorkSpec};
 use corex_ml::{Dataset, class_skewed_partition};
 use corex_node::{Adversary, NodeConfig};
 
@@ -278,4 +282,147 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
         }
     }
     (honest, cheating)
+}
+
+/// A result of `gradient` for `fragment`, signed by `key`, with `data` as its commitment.
+fn federated_result(
+    key: &Keypair,
+    fragment: &Fragment,
+    gradient: &[f32],
+    data: Option<LocalDataCommitment>,
+) -> Vec<u8> {
+    let tensor = f32s_to_bytes(gradient);
+    let result_hash = Hash::of(&tensor);
+    let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
+    let header = ResultHeader {
+        fragment: fragment.id,
+        model: fragment.model,
+        loss: 1.0,
+        samples: fragment.indices.len() as u32,
+        compute_ms: 1,
+        result_hash,
+        commitment_signature: key.sign(commitment.as_bytes()),
+        data_commitment: data,
+    };
+    encode_result(&header, tensor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_intake_refuses_what_a_holder_may_not_send() {
+    let (spec, locals) = federated_setup();
+    let spec = JobSpec { rounds: 2, ..spec };
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
+    let owner = net.client(90);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let device = corex_node::device::detect(1);
+    let holder_key = Keypair::from_secret([HOLDER_SEEDS[0]; 32]);
+    let holder = net.client(HOLDER_SEEDS[0]);
+    let outsider = net.client(99);
+    holder.register(device.clone()).await.unwrap();
+    outsider.register(device).await.unwrap();
+    // The other three holders are ordinary agents.
+    for (seed, local) in HOLDER_SEEDS.iter().zip(&locals).skip(1) {
+        net.spawn_node_with(
+            *seed,
+            NodeConfig {
+                local_data: Some(Arc::new(local.clone())),
+                ..NodeConfig::default()
+            },
+        );
+    }
+
+    // Nobody but a holder gets a federated fragment.
+    assert!(matches!(
+        outsider.lease(0).await.unwrap(),
+        LeaseResponse::Idle { .. }
+    ));
+    let LeaseResponse::Work { fragment, .. } = holder.lease(0).await.unwrap() else {
+        panic!("the holder's fragment is waiting");
+    };
+    assert_eq!(fragment.holder, Some(holder_key.id()));
+    let parameters = bytes_to_f32s(&holder.fetch_blob(&fragment.model).await.unwrap()).unwrap();
+    let WorkSpec::LocalSteps { steps, inner } = &spec.work else {
+        panic!("federated work is local steps");
+    };
+    let update = corex_ml::compute_local_steps(
+        &spec.model,
+        &parameters,
+        &locals[0],
+        &fragment.indices,
+        *steps,
+        inner,
+    )
+    .unwrap()
+    .gradient;
+    let commitment = |shard: &[u8]| LocalDataCommitment {
+        shard: Hash::of(shard),
+        samples: Hash::of(b"samples"),
+    };
+
+    let refused = holder
+        .submit_result(federated_result(&holder_key, &fragment, &update, None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.api_code(), Some("missing_data_commitment"));
+    let stolen = outsider
+        .submit_result(federated_result(
+            &Keypair::from_secret([99; 32]),
+            &fragment,
+            &update,
+            Some(commitment(b"shard")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.api_code(), Some("leased_to_other"));
+    holder
+        .submit_result(federated_result(
+            &holder_key,
+            &fragment,
+            &update,
+            Some(commitment(b"shard")),
+        ))
+        .await
+        .unwrap();
+
+    // The next round: the holder may not switch to other data mid-job.
+    let fragment = loop {
+        if let LeaseResponse::Work { fragment, .. } = holder.lease(1_000).await.unwrap() {
+            break fragment;
+        }
+    };
+    assert_eq!(fragment.round, 1);
+    let parameters = bytes_to_f32s(&holder.fetch_blob(&fragment.model).await.unwrap()).unwrap();
+    let update = corex_ml::compute_local_steps(
+        &spec.model,
+        &parameters,
+        &locals[0],
+        &fragment.indices,
+        *steps,
+        inner,
+    )
+    .unwrap()
+    .gradient;
+    let switched = holder
+        .submit_result(federated_result(
+            &holder_key,
+            &fragment,
+            &update,
+            Some(commitment(b"another shard")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(switched.api_code(), Some("shard_changed"));
+    holder
+        .submit_result(federated_result(
+            &holder_key,
+            &fragment,
+            &update,
+            Some(commitment(b"shard")),
+        ))
+        .await
+        .unwrap();
+    let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert_eq!(status.nodes[&holder_key.id()].fragments, 2);
+    net.shutdown().await;
 }

@@ -349,7 +349,11 @@ impl NodeAgent {
     /// The data `fragment` trains on: the job's shared dataset, or for a federated fragment
     /// this node's local data, after checking that the fragment is this node's and the job's
     /// declared sample count is the local one.
-    fn fragment_data(&self, fragment: &Fragment, job: &JobContext) -> Result<Arc<Dataset>, NodeError> {
+    fn fragment_data(
+        &self,
+        fragment: &Fragment,
+        job: &JobContext,
+    ) -> Result<Arc<Dataset>, NodeError> {
         let Some(holder) = fragment.holder else {
             return job.dataset.clone().ok_or_else(|| {
                 NodeError::Compute("a federated job's fragment names no holder".into())
@@ -437,7 +441,10 @@ impl NodeAgent {
 /// The DP-SGD plan of a federated fragment whose job asks for differential privacy.
 fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpec> {
     let spec = &job.descriptor.spec;
-    let federated = spec.federated.as_ref().filter(|_| fragment.holder.is_some())?;
+    let federated = spec
+        .federated
+        .as_ref()
+        .filter(|_| fragment.holder.is_some())?;
     let privacy = federated.privacy?;
     match &spec.work {
         WorkSpec::LocalSteps { steps, inner } => Some(PrivateStepsSpec {
