@@ -132,6 +132,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         lease_ms: 10_000,
         work: corex_core::WorkSpec::Gradient,
         granularity: corex_core::Granularity::Fixed,
+        federated: None,
     }
 }
 
