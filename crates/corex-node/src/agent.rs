@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{DeviceReport, LeaseResponse, ResultHeader, encode_result};
+use corex_core::messages::{DeviceReport, LeaseResponse, ResultHeader};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair};
 use corex_ledger::{DeviceClass, TxBody};
@@ -282,11 +282,9 @@ impl NodeAgent {
             result_hash,
             commitment_signature: self.key.sign(commitment.as_bytes()),
         };
-        self.client
-            .submit_result(encode_result(&header, tensor))
-            .await?;
+        let upload = self.client.submit_result(&header, tensor).await?;
         self.fragments_done += 1;
-        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, "result accepted");
+        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
         Ok(())
     }
 
