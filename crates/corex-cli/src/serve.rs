@@ -10,6 +10,9 @@ use corex_node::{NodeAgent, NodeConfig};
 
 use crate::endpoint::Endpoint;
 
+/// Under a node's data directory: the verified chunks of downloads in progress.
+const DOWNLOADS_DIR: &str = "downloads";
+
 pub async fn coordinator(
     listen: SocketAddr,
     data_dir: std::path::PathBuf,
@@ -80,7 +83,9 @@ pub async fn node(
         }
         None => None,
     };
-    let client = CoordinatorClient::new(coordinator, pin, key.clone())?;
+    // Everything the node writes stays in its data directory: its key and partial downloads.
+    let client = CoordinatorClient::new(coordinator, pin, key.clone())?
+        .with_download_staging(data_dir.join(DOWNLOADS_DIR));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

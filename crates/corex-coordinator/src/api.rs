@@ -25,7 +25,9 @@ use corex_net::JobDescriptor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
+use crate::job_run::Progress;
 use crate::ledger::Suspicion;
 use crate::server::Shared;
 
@@ -60,6 +62,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/report", get(job_report))
         .route("/v1/jobs/{id}/weights", get(job_weights))
         .merge(crate::ledger_api::routes())
+        .merge(crate::uploads_api::routes())
         .fallback(|request: Request| async move {
             CoordinatorError::NoSuchEndpoint(format!(
                 "{} {}",
@@ -75,10 +78,18 @@ pub(crate) async fn authenticate(
     shared: &Shared,
     request: Request,
 ) -> Result<(NodeId, Bytes), CoordinatorError> {
+    authenticate_within(shared, request, shared.config.max_body_bytes).await
+}
+
+/// [`authenticate`] with a body limit of `limit` bytes instead of the configured one.
+pub(crate) async fn authenticate_within(
+    shared: &Shared,
+    request: Request,
+    limit: usize,
+) -> Result<(NodeId, Bytes), CoordinatorError> {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let headers = request.headers().clone();
-    let limit = shared.config.max_body_bytes;
     let body = read_body(request.into_body(), limit).await?;
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let verified = verify_request(
@@ -248,11 +259,29 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
 
 async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
+    judge_result(shared, node, move |engine, now_ms| {
+        engine.submit_result(node, &body, now_ms)
+    })
+    .await
+}
+
+/// Runs `submit` (which hands `node`'s result to the engine) off the async threads, queues a
+/// round it closed for the ledger, records a behaviour flag it raised, and announces progress.
+pub(crate) async fn judge_result(
+    shared: Arc<Shared>,
+    node: NodeId,
+    submit: impl FnOnce(
+        &mut Coordinator,
+        u64,
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError>
+    + Send
+    + 'static,
+) -> ApiResult {
     let worker = shared.clone();
     let (job, progress, flagged) = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
         let mut engine = worker.engine();
-        let (job, progress, flagged) = engine.submit_result(node, &body, now_ms)?;
+        let (job, progress, flagged) = submit(&mut engine, now_ms)?;
         // Still under the engine lock: rounds reach the ledger in the order they closed.
         worker.record_progress(&engine, &job, progress)?;
         Ok::<_, CoordinatorError>((job, progress, flagged))

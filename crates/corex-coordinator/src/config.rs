@@ -1,5 +1,7 @@
 //! Coordinator settings: a plain struct with defaults, validated once at the edge.
 
+use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE};
+
 use crate::error::CoordinatorError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,16 @@ pub struct CoordinatorConfig {
     pub max_nodes_per_endpoint: u32,
     /// Append every request received to the journal in the data directory (see `journal`).
     pub journal: bool,
+    /// Largest chunk a node may upload (`PUT /v1/uploads/{hash}`): that request's body limit,
+    /// and the largest chunk size a result manifest may name.
+    pub max_upload_chunk_bytes: usize,
+    /// Most bytes of uploaded chunks one node may have staged at once, and so the largest
+    /// result that can go up as chunks.
+    pub max_staged_bytes_per_node: usize,
+    /// Most bytes of uploaded chunks staged over all nodes: the memory uploads may take.
+    pub max_staged_bytes: usize,
+    /// A node's staged chunks are dropped this long after its last upload activity.
+    pub upload_ttl_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +52,10 @@ impl Default for CoordinatorConfig {
             max_nodes_per_fingerprint: 1,
             max_nodes_per_endpoint: 4,
             journal: false,
+            max_upload_chunk_bytes: CHUNK_SIZE,
+            max_staged_bytes_per_node: 64 * 1024 * 1024,
+            max_staged_bytes: 1024 * 1024 * 1024,
+            upload_ttl_ms: 600_000,
         }
     }
 }
@@ -68,6 +84,15 @@ impl CoordinatorConfig {
                 "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew, epoch rounds and node limits > 0"
                     .into(),
             ));
+        }
+        if self.max_upload_chunk_bytes < MIN_UPLOAD_CHUNK_SIZE
+            || self.max_staged_bytes_per_node < self.max_upload_chunk_bytes
+            || self.max_staged_bytes < self.max_staged_bytes_per_node
+            || self.upload_ttl_ms == 0
+        {
+            return Err(CoordinatorError::InvalidSpec(format!(
+                "coordinator config: upload chunk limit ≥ {MIN_UPLOAD_CHUNK_SIZE} bytes ≤ staged bytes per node ≤ staged bytes in all; upload expiry > 0"
+            )));
         }
         Ok(())
     }

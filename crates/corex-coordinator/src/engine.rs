@@ -1,4 +1,5 @@
-//! The coordinator's state: node registry, jobs, published blobs and the replay cache.
+//! The coordinator's state: node registry, jobs, published blobs, staged result uploads and the
+//! replay cache.
 //!
 //! Request handlers call in with an authenticated signer and the current time; nothing here
 //! touches sockets, files or clocks, so tests can drive it directly. Results are routed to the
@@ -7,10 +8,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use corex_core::job::job_id;
 use corex_core::messages::{
-    Capability, ChallengeIssued, ChallengeVector, DeviceReport, JobReport, JobStatus,
-    LeaseResponse, NodeInfo, ResultHeader, decode_result,
+    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport, JobReport,
+    JobStatus, LeaseResponse, NodeInfo, ResultHeader, decode_result,
 };
 use corex_core::request_signature::VerifiedRequest;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
@@ -23,6 +25,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::job_run::{Engine, FragmentTiming, JobRun, Progress};
 use crate::nonce::NonceCache;
+use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 
 pub struct Coordinator {
@@ -33,6 +36,8 @@ pub struct Coordinator {
     /// Jobs in submission order: leases go to the oldest running job first.
     job_order: Vec<Hash>,
     pub blobs: BlobStore,
+    /// Result chunks nodes uploaded, waiting for the result that names them.
+    pub uploads: UploadStore,
     nonces: NonceCache,
     /// Audits, consistency and duplicate detection across all jobs.
     pub verifier: Verifier,
@@ -68,12 +73,13 @@ impl Coordinator {
             challenges: BTreeMap::new(),
             timings: BTreeMap::new(),
             identity,
-            config,
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
             job_order: Vec::new(),
             blobs: BlobStore::default(),
+            uploads: UploadStore::new(UploadLimits::of(&config)),
             nonces: NonceCache::default(),
+            config,
         }
     }
 
@@ -307,6 +313,63 @@ impl Coordinator {
         self.registered(&node, now_ms)?;
         let (header, tensor): (ResultHeader, &[u8]) = decode_result(body)
             .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
+        self.take_result(node, &header, tensor, now_ms)
+    }
+
+    /// Stages a result chunk `node` uploaded.
+    pub fn stage_chunk(
+        &mut self,
+        node: NodeId,
+        chunk: Hash,
+        bytes: Bytes,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        self.uploads.stage(node, chunk, bytes, now_ms)
+    }
+
+    /// Which of `chunks` `node` has not staged.
+    pub fn missing_chunks(
+        &mut self,
+        node: NodeId,
+        chunks: &[Hash],
+        now_ms: u64,
+    ) -> Result<Vec<Hash>, CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        self.uploads.missing(node, chunks, now_ms)
+    }
+
+    /// Takes a result whose tensor `node` uploaded as chunks: assembles it and judges it exactly
+    /// like an inline result. Once judged (taken, or refused for what it says), its chunks are
+    /// released: sending the same result again cannot succeed. They stay staged when it could
+    /// not be assembled, or the coordinator failed (5xx), so that the node can complete it.
+    pub fn submit_chunked_result(
+        &mut self,
+        node: NodeId,
+        result: &ChunkedResult,
+        now_ms: u64,
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        let tensor = self.uploads.assemble(node, &result.tensor)?;
+        let judged = self.take_result(node, &result.header, &tensor, now_ms);
+        if judged
+            .as_ref()
+            .err()
+            .is_none_or(|error| error.status() < 500)
+        {
+            self.uploads.release(node, &result.tensor.chunks);
+        }
+        judged
+    }
+
+    /// Routes a result to the job that owns its fragment, which checks and records it.
+    fn take_result(
+        &mut self,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor: &[u8],
+        now_ms: u64,
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         let job = self
             .jobs
             .values_mut()
@@ -322,7 +385,7 @@ impl Coordinator {
             verifier: &mut self.verifier,
             auditors,
         };
-        let (progress, timing) = job.submit(node, &header, tensor, now_ms, engine)?;
+        let (progress, timing) = job.submit(node, header, tensor, now_ms, engine)?;
         let job = job.id;
         let flagged = timing.and_then(|timing| self.observe(node, timing));
         Ok((job, progress, flagged))

@@ -39,6 +39,26 @@ pub enum CoordinatorError {
     UnknownBlob(Hash),
     #[error("blob {blob} has no chunk {index}")]
     UnknownChunk { blob: Hash, index: usize },
+    #[error("chunk bytes hash to {actual}, not to {claimed} named in the path")]
+    ChunkHashMismatch { claimed: Hash, actual: Hash },
+    #[error(
+        "node {node} would have {would_stage} bytes of uploads staged; the limit is {limit} (submit the result, or wait for staged chunks to expire)"
+    )]
+    UploadQuota {
+        node: String,
+        would_stage: usize,
+        limit: usize,
+    },
+    #[error("the coordinator holds its limit of {limit} bytes of staged uploads; try again later")]
+    UploadsFull { limit: usize },
+    #[error(
+        "{} chunk(s) named by the manifest were never uploaded or have expired: {}; PUT /v1/uploads/{{hash}} them and submit again",
+        .0.len(),
+        list_chunks(.0)
+    )]
+    MissingChunks(Vec<Hash>),
+    #[error("bad manifest: {0}")]
+    BadManifest(String),
     #[error("fragment {0} belongs to a round that is already closed")]
     FragmentClosed(Hash),
     #[error("result is for model version {got}, but the round works on {current}")]
@@ -98,6 +118,9 @@ impl CoordinatorError {
             | Self::UnknownFragment(_)
             | Self::UnknownBlob(_)
             | Self::UnknownChunk { .. } => 404,
+            Self::UploadQuota { .. } | Self::MissingChunks(_) => 409,
+            Self::ChunkHashMismatch { .. } | Self::BadManifest(_) => 422,
+            Self::UploadsFull { .. } => 503,
             Self::Lease(LeaseError::UnknownFragment(_)) => 404,
             Self::FragmentClosed(_)
             | Self::StaleModel { .. }
@@ -152,6 +175,11 @@ impl CoordinatorError {
             }
             Self::UnknownBlob(_) => "unknown_blob",
             Self::UnknownChunk { .. } => "unknown_chunk",
+            Self::ChunkHashMismatch { .. } => "chunk_hash_mismatch",
+            Self::UploadQuota { .. } => "upload_quota",
+            Self::UploadsFull { .. } => "uploads_full",
+            Self::MissingChunks(_) => "missing_chunks",
+            Self::BadManifest(_) => "bad_manifest",
             Self::FragmentClosed(_) => "fragment_closed",
             Self::StaleModel { .. } => "stale_model",
             Self::Lease(LeaseError::LeasedToOther { .. }) => "leased_to_other",
@@ -191,5 +219,15 @@ impl CoordinatorError {
                 _ => "ledger",
             },
         }
+    }
+}
+
+/// The first few chunk hashes in full, and how many more: enough to name them in a sentence.
+fn list_chunks(chunks: &[Hash]) -> String {
+    const NAMED: usize = 8;
+    let named: Vec<String> = chunks.iter().take(NAMED).map(Hash::to_hex).collect();
+    match chunks.len().checked_sub(NAMED) {
+        Some(more) if more > 0 => format!("{} and {more} more", named.join(", ")),
+        _ => named.join(", "),
     }
 }

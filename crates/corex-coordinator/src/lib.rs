@@ -1,6 +1,6 @@
 //! The coordinator: node registry, jobs and rounds, fragment leases with deadlines, result
-//! intake with full validation, aggregation, model versions published by hash, and the HTTPS
-//! API that serves all of it.
+//! intake with full validation (results inline or uploaded as resumable chunks), aggregation,
+//! model versions published by hash, and the HTTPS API that serves all of it.
 //!
 //! `engine` and `job_run` hold the state and take time as an argument; `api` and `server` are
 //! the I/O shell around them.
@@ -18,6 +18,8 @@ pub mod ledger;
 pub mod ledger_api;
 pub mod nonce;
 pub mod server;
+pub mod uploads;
+pub mod uploads_api;
 pub mod verification;
 
 pub use config::CoordinatorConfig;

@@ -252,7 +252,8 @@ async fn record_rounds(
 }
 
 /// Returns overdue leases to the pool and wakes waiting lease requests; closes rounds whose
-/// audit deadline passed (the coordinator replays what no node returned).
+/// audit deadline passed (the coordinator replays what no node returned); drops idle nodes'
+/// staged uploads.
 async fn sweep_leases(shared: Arc<Shared>) {
     let mut interval =
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
@@ -286,7 +287,12 @@ async fn sweep_leases(shared: Arc<Shared>) {
                 tracing::warn!(%error, "a finished job could not be persisted");
             }
         }
-        let expired = shared.engine().expire(shared.clock.millis());
+        let expired = {
+            let mut engine = shared.engine();
+            let now_ms = shared.clock.millis();
+            engine.uploads.expire(now_ms);
+            engine.expire(now_ms)
+        };
         if expired.is_empty() {
             continue;
         }

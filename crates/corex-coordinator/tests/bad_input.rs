@@ -1,16 +1,22 @@
 //! Bad input against a running coordinator: each request gets a clear 4xx naming the problem,
-//! and none of them changes the job: it finishes with the same model as a clean run.
+//! and none of them changes the job: it finishes with the same model as a clean run. Chunked
+//! uploads included: chunks that do not match their hash, oversized or unsigned chunks, and
+//! results naming chunks never uploaded.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
+use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{ApiError, JobState, LeaseResponse, ResultHeader, encode_result};
+use corex_core::messages::{
+    ApiError, ChunkedResult, JobState, LeaseResponse, ResultHeader, decode_result, encode_result,
+};
 use corex_core::request_signature::sign_request;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair};
@@ -18,10 +24,12 @@ use corex_ml::Dataset;
 use corex_net::CoordinatorClient;
 
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
+const UPLOAD_CHUNK_LIMIT: usize = 4096;
 
 fn config() -> CoordinatorConfig {
     CoordinatorConfig {
         max_body_bytes: BODY_LIMIT,
+        max_upload_chunk_bytes: UPLOAD_CHUNK_LIMIT,
         ..CoordinatorConfig::one_machine()
     }
 }
@@ -60,7 +68,7 @@ fn assert_refused(got: u16, bytes: &[u8], status: u16, code: &str) -> String {
     error.message
 }
 
-/// A result for `fragment` signed by `key`, with `gradient` as the tensor.
+/// A result for `fragment` signed by `key`, with `gradient` as the tensor, framed.
 fn result_body(
     key: &Keypair,
     fragment: &Fragment,
@@ -68,6 +76,18 @@ fn result_body(
     gradient: &[f32],
     samples: u32,
 ) -> Vec<u8> {
+    let (header, tensor) = result_parts(key, fragment, model, gradient, samples);
+    encode_result(&header, tensor)
+}
+
+/// The header and tensor bytes of such a result.
+fn result_parts(
+    key: &Keypair,
+    fragment: &Fragment,
+    model: Hash,
+    gradient: &[f32],
+    samples: u32,
+) -> (ResultHeader, Vec<u8>) {
     let tensor = f32s_to_bytes(gradient);
     let result_hash = Hash::of(&tensor);
     let commitment = result_commitment(&key.id(), &fragment.id, &model, &result_hash);
@@ -81,7 +101,20 @@ fn result_body(
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: None,
     };
-    encode_result(&header, tensor)
+    (header, tensor)
+}
+
+/// Uploads `tensor` as chunks of `chunk_size` from `client`; its manifest.
+async fn upload_chunks(client: &CoordinatorClient, tensor: &[u8], chunk_size: usize) -> Manifest {
+    let manifest = Manifest::of(tensor, chunk_size);
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        let bytes = tensor[manifest.range_of(index)].to_vec();
+        client
+            .call("PUT", &format!("/v1/uploads/{chunk}"), bytes)
+            .await
+            .unwrap();
+    }
+    manifest
 }
 
 async fn finished_model(net: &mut TestNet, owner: &CoordinatorClient, job: &Hash) -> Hash {
@@ -331,14 +364,139 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     )
     .await;
 
+    // Chunks that do not hash to their name, over the chunk limit, unsigned, from an unregistered
+    // node, under a malformed name; a malformed missing-chunks question.
+    let chunk = vec![5u8; 2048];
+    let chunk_hash = Hash::of(&chunk);
+    let chunk_path = format!("/v1/uploads/{chunk_hash}");
+    let message = expect_error(
+        &holder,
+        "PUT",
+        &format!("/v1/uploads/{}", Hash::of(b"other bytes")),
+        chunk.clone(),
+        422,
+        "chunk_hash_mismatch",
+    )
+    .await;
+    assert!(message.contains(&chunk_hash.to_hex()), "{message}");
+    let oversized = vec![5u8; UPLOAD_CHUNK_LIMIT + 1];
+    expect_error(
+        &holder,
+        "PUT",
+        &format!("/v1/uploads/{}", Hash::of(&oversized)),
+        oversized,
+        413,
+        "body_too_large",
+    )
+    .await;
+    let (status, bytes) = holder
+        .send_raw("PUT", &chunk_path, chunk.clone(), None)
+        .await
+        .unwrap();
+    assert_refused(status, &bytes, 401, "unsigned_request");
+    expect_error(
+        &stranger,
+        "PUT",
+        &chunk_path,
+        chunk.clone(),
+        403,
+        "unregistered_node",
+    )
+    .await;
+    expect_error(
+        &holder,
+        "PUT",
+        "/v1/uploads/xyz",
+        chunk,
+        400,
+        "malformed_id",
+    )
+    .await;
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/uploads/missing",
+        b"[1, 2]".to_vec(),
+        400,
+        "malformed_body",
+    )
+    .await;
+    assert_eq!(
+        holder.missing_uploads(&[chunk_hash]).await.unwrap(),
+        BTreeSet::from([chunk_hash]),
+        "a refused chunk was staged"
+    );
+
+    // Chunked results: one naming chunks never uploaded (the refusal names them), one whose
+    // manifest does not add up, one naming another node's chunks, and one whose assembled
+    // tensor has the wrong shape, refused like the inline one.
+    let (header, tensor) = result_parts(&holder_key, &fragment, model, &honest.gradient, samples);
+    let manifest = Manifest::of(&tensor, 1024);
+    let chunked = |header: &ResultHeader, tensor: &Manifest| {
+        serde_json::to_vec(&ChunkedResult {
+            header: header.clone(),
+            tensor: tensor.clone(),
+        })
+        .unwrap()
+    };
+    let message = expect_error(
+        &holder,
+        "POST",
+        "/v1/results/chunked",
+        chunked(&header, &manifest),
+        409,
+        "missing_chunks",
+    )
+    .await;
+    assert!(message.contains(&manifest.chunks[0].to_hex()), "{message}");
+    let mut lying = manifest.clone();
+    lying.total_bytes -= 4;
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results/chunked",
+        chunked(&header, &lying),
+        422,
+        "bad_manifest",
+    )
+    .await;
+    upload_chunks(&other, &tensor, 1024).await;
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results/chunked",
+        chunked(&header, &manifest),
+        409,
+        "missing_chunks",
+    )
+    .await;
+    let (short_header, short_tensor) = result_parts(&holder_key, &fragment, model, short, samples);
+    let short_manifest = upload_chunks(&holder, &short_tensor, 1024).await;
+    expect_error(
+        &holder,
+        "POST",
+        "/v1/results/chunked",
+        chunked(&short_header, &short_manifest),
+        422,
+        "wrong_shape",
+    )
+    .await;
+
     // None of that moved the job.
     let status = owner.job_status(&job).await.unwrap();
     assert_eq!((status.round, status.state.clone()), (0, JobState::Running));
     assert!(status.nodes.is_empty());
 
     // The honest result is taken once; sending it again is refused.
-    holder.submit_result(honest_body.clone()).await.unwrap();
-    let again = holder.submit_result(honest_body).await.unwrap_err();
+    let (header, tensor) = decode_result(&honest_body).unwrap();
+    holder
+        .submit_result(&header, tensor.to_vec())
+        .await
+        .unwrap();
+    let again = holder
+        .submit_result(&header, tensor.to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(again.api_code(), Some("already_done"));
 
     let model_after_abuse = finished_model(&mut net, &owner, &job).await;

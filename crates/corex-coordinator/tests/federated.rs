@@ -16,11 +16,12 @@ use common::{TestNet, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{
-    JobState, LeaseResponse, LocalDataCommitment, ResultHeader, ResultVerdict, encode_result,
+    JobState, LeaseResponse, LocalDataCommitment, ResultHeader, ResultVerdict,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{DataHolder, Fragment, Hash, JobSpec, Keypair, ModelSpec, WorkSpec};
 use corex_ml::{Dataset, class_skewed_partition};
+use corex_net::{CoordinatorClient, NetError};
 use corex_node::{Adversary, NodeConfig};
 
 const HOLDER_SEEDS: [u8; 4] = [61, 62, 63, 64];
@@ -284,13 +285,15 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
     (honest, cheating)
 }
 
-/// A result of `gradient` for `fragment`, signed by `key`, with `data` as its commitment.
-fn federated_result(
+/// Submits through `client` a result of `gradient` for `fragment`, signed by `key`, with
+/// `data` as its commitment.
+async fn submit(
+    client: &CoordinatorClient,
     key: &Keypair,
     fragment: &Fragment,
     gradient: &[f32],
     data: Option<LocalDataCommitment>,
-) -> Vec<u8> {
+) -> Result<(), NetError> {
     let tensor = f32s_to_bytes(gradient);
     let result_hash = Hash::of(&tensor);
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
@@ -304,7 +307,7 @@ fn federated_result(
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: data,
     };
-    encode_result(&header, tensor)
+    client.submit_result(&header, tensor).await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,30 +362,29 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
         samples: Hash::of(b"samples"),
     };
 
-    let refused = holder
-        .submit_result(federated_result(&holder_key, &fragment, &update, None))
+    let refused = submit(&holder, &holder_key, &fragment, &update, None)
         .await
         .unwrap_err();
     assert_eq!(refused.api_code(), Some("missing_data_commitment"));
-    let stolen = outsider
-        .submit_result(federated_result(
-            &Keypair::from_secret([99; 32]),
-            &fragment,
-            &update,
-            Some(commitment(b"shard")),
-        ))
-        .await
-        .unwrap_err();
+    let stolen = submit(
+        &outsider,
+        &Keypair::from_secret([99; 32]),
+        &fragment,
+        &update,
+        Some(commitment(b"shard")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(stolen.api_code(), Some("leased_to_other"));
-    holder
-        .submit_result(federated_result(
-            &holder_key,
-            &fragment,
-            &update,
-            Some(commitment(b"shard")),
-        ))
-        .await
-        .unwrap();
+    submit(
+        &holder,
+        &holder_key,
+        &fragment,
+        &update,
+        Some(commitment(b"shard")),
+    )
+    .await
+    .unwrap();
 
     // The next round: the holder may not switch to other data mid-job.
     let fragment = loop {
@@ -402,25 +404,25 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
     )
     .unwrap()
     .gradient;
-    let switched = holder
-        .submit_result(federated_result(
-            &holder_key,
-            &fragment,
-            &update,
-            Some(commitment(b"another shard")),
-        ))
-        .await
-        .unwrap_err();
+    let switched = submit(
+        &holder,
+        &holder_key,
+        &fragment,
+        &update,
+        Some(commitment(b"another shard")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(switched.api_code(), Some("shard_changed"));
-    holder
-        .submit_result(federated_result(
-            &holder_key,
-            &fragment,
-            &update,
-            Some(commitment(b"shard")),
-        ))
-        .await
-        .unwrap();
+    submit(
+        &holder,
+        &holder_key,
+        &fragment,
+        &update,
+        Some(commitment(b"shard")),
+    )
+    .await
+    .unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.nodes[&holder_key.id()].fragments, 2);

@@ -9,6 +9,10 @@ use crate::hash::Hash;
 /// (signature, headers, round trip) are small against its bytes.
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 
+/// Smallest chunk an upload may be cut into: bounds how many chunks (and how long a manifest)
+/// a result of the largest allowed size can have.
+pub const MIN_UPLOAD_CHUNK_SIZE: usize = 1024;
+
 /// Everything a receiver needs to fetch a blob chunk by chunk and check every piece.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -2,7 +2,8 @@
 //!
 //! Names say the direction: requests go to the coordinator, responses come back. The one
 //! binary body is a fragment result, framed by [`encode_result`] so that the tensor travels
-//! as raw little-endian bytes rather than as text.
+//! as raw little-endian bytes rather than as text; a result too large for one upload chunk goes
+//! up as chunks and is submitted as a [`ChunkedResult`] instead.
 
 use std::collections::BTreeMap;
 
@@ -218,6 +219,28 @@ pub fn decode_result(body: &[u8]) -> Result<(ResultHeader, &[u8]), DecodeError> 
     let header: ResultHeader = serde_json::from_slice(json)
         .map_err(|error| DecodeError::Body(format!("result header: {error}")))?;
     Ok((header, tensor))
+}
+
+/// A result whose tensor went up as chunks (`PUT /v1/uploads/{chunk hash}`) instead of inline:
+/// the same header as in the frame, and the manifest of the tensor bytes. The coordinator
+/// assembles the tensor from the chunks this node staged and checks it like an inline result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkedResult {
+    pub header: ResultHeader,
+    pub tensor: Manifest,
+}
+
+/// Asks which of these chunks the coordinator does not hold for the asking node, so that an
+/// upload cut off resumes with only those.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunksRequest {
+    pub chunks: Vec<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunksResponse {
+    /// The asked-for chunks not staged for this node, in the order asked, without repeats.
+    pub missing: Vec<Hash>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

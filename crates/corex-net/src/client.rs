@@ -1,13 +1,12 @@
 //! The signed HTTPS client that nodes, job owners and wallets use to talk to a coordinator.
 //!
 //! Every request is signed with the caller's key (see `corex_core::request_signature`), with a
-//! fresh random nonce and the current time. Blobs (model versions, weights) come as
-//! content-addressed chunks: the manifest first, then each chunk, checked against its hash and
-//! fetched again if it arrives altered.
+//! fresh random nonce and the current time. It speaks HTTPS only, to the one certificate it
+//! pins. Chunked, resumable blob downloads and result uploads live in `crate::transfer`.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use corex_core::chunk::Manifest;
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
     ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeviceReport,
@@ -26,9 +25,7 @@ use serde::de::DeserializeOwned;
 use crate::error::NetError;
 use crate::keys::random_bytes;
 use crate::tls::pinned_client_config;
-
-/// How often a chunk whose hash does not match is fetched again before giving up.
-const CHUNK_ATTEMPTS: usize = 3;
+use crate::transfer::TransferPolicy;
 
 /// What a node needs to know about a job to compute its fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -42,6 +39,11 @@ pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,
     key: Keypair,
+    /// How chunk transfers retry and how results are cut for upload.
+    transfer: TransferPolicy,
+    /// Where downloads keep their verified chunks, so that a restarted node resumes them (a
+    /// node gives its data directory); none: downloads stay in memory.
+    staging: Option<PathBuf>,
 }
 
 impl CoordinatorClient {
@@ -50,6 +52,7 @@ impl CoordinatorClient {
     pub fn new(base_url: &str, pin: &str, key: Keypair) -> Result<Self, NetError> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(pinned_client_config(pin)?)
+            .https_only(true)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
@@ -61,7 +64,29 @@ impl CoordinatorClient {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
             key,
+            transfer: TransferPolicy::default(),
+            staging: None,
         })
+    }
+
+    /// This client with other retry and upload settings.
+    pub fn with_transfer_policy(mut self, policy: TransferPolicy) -> Self {
+        self.transfer = policy;
+        self
+    }
+
+    /// This client, keeping partial downloads under `dir` (see `crate::stage`).
+    pub fn with_download_staging(mut self, dir: PathBuf) -> Self {
+        self.staging = Some(dir);
+        self
+    }
+
+    pub(crate) fn transfer(&self) -> &TransferPolicy {
+        &self.transfer
+    }
+
+    pub(crate) fn staging(&self) -> Option<&Path> {
+        self.staging.as_deref()
     }
 
     pub fn id(&self) -> NodeId {
@@ -137,7 +162,7 @@ impl CoordinatorClient {
         })
     }
 
-    async fn call_json<T: DeserializeOwned>(
+    pub(crate) async fn call_json<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -185,11 +210,6 @@ impl CoordinatorClient {
         self.post_json("/v1/lease", &LeaseRequest { wait_ms }).await
     }
 
-    /// Submits a framed result body (see `corex_core::messages::encode_result`).
-    pub async fn submit_result(&self, body: Vec<u8>) -> Result<(), NetError> {
-        self.call("POST", "/v1/results", body).await.map(|_| ())
-    }
-
     pub async fn job(&self, job: &Hash) -> Result<JobDescriptor, NetError> {
         self.call_json("GET", &format!("/v1/jobs/{job}/spec"), Vec::new())
             .await
@@ -220,7 +240,6 @@ impl CoordinatorClient {
         self.fetch_blob(&weights).await
     }
 
-    /// Fetches the blob named `hash` chunk by chunk, checking every chunk and the whole.
     pub async fn challenge(&self) -> Result<ChallengeIssued, NetError> {
         self.call_json("POST", "/v1/nodes/challenge", Vec::new())
             .await
@@ -267,59 +286,5 @@ impl CoordinatorClient {
             + 1;
         let tx = SignedTx::sign(&self.key, &summary.genesis_hash, nonce, body);
         self.post_json("/v1/ledger/txs", &tx).await
-    }
-
-    pub async fn fetch_blob(&self, hash: &Hash) -> Result<Vec<u8>, NetError> {
-        let manifest: Manifest = self
-            .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())
-            .await?;
-        self.fetch_chunks(hash, &manifest).await
-    }
-
-    /// Fetches blob `hash` by the chunks that `manifest` names. The manifest's root binds every
-    /// chunk hash and each chunk is checked as it arrives, so the blob needs no second pass.
-    pub async fn fetch_chunks(
-        &self,
-        hash: &Hash,
-        manifest: &Manifest,
-    ) -> Result<Vec<u8>, NetError> {
-        if manifest.hash != *hash || !manifest.is_consistent() {
-            return Err(NetError::Integrity(format!(
-                "manifest for blob {} is inconsistent",
-                hash.short()
-            )));
-        }
-        let mut blob = Vec::with_capacity(manifest.total_bytes as usize);
-        for (index, expected) in manifest.chunks.iter().enumerate() {
-            let chunk = self.fetch_chunk(hash, index, expected).await?;
-            if chunk.len() != manifest.range_of(index).len() {
-                return Err(NetError::Integrity(format!(
-                    "chunk {index} of blob {} has the wrong length",
-                    hash.short()
-                )));
-            }
-            blob.extend_from_slice(&chunk);
-        }
-        Ok(blob)
-    }
-
-    async fn fetch_chunk(
-        &self,
-        blob: &Hash,
-        index: usize,
-        expected: &Hash,
-    ) -> Result<bytes::Bytes, NetError> {
-        let path = format!("/v1/blobs/{blob}/chunks/{index}");
-        for attempt in 1..=CHUNK_ATTEMPTS {
-            let chunk = self.call("GET", &path, Vec::new()).await?;
-            if Hash::of(&chunk) == *expected {
-                return Ok(chunk);
-            }
-            tracing::warn!(blob = %blob.short(), index, attempt, "chunk failed its hash check; fetching again");
-        }
-        Err(NetError::Integrity(format!(
-            "chunk {index} of blob {} failed its hash check {CHUNK_ATTEMPTS} times",
-            blob.short()
-        )))
     }
 }

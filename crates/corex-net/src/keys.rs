@@ -65,7 +65,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
 }
 
 /// Refuses a secret file that group or others may read: a leaked key cannot be un-leaked.
-fn check_owner_only(path: &Path) -> Result<(), NetError> {
+pub(crate) fn check_owner_only(path: &Path) -> Result<(), NetError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::error::NetError;
-use crate::keys::write_private;
+use crate::keys::{check_owner_only, write_private};
 
 const CERT_FILE: &str = "tls-cert.der";
 const KEY_FILE: &str = "tls-key.der";
@@ -28,7 +28,8 @@ pub struct TlsIdentity {
 }
 
 impl TlsIdentity {
-    /// Loads the certificate kept in `dir`, or makes and keeps a new one.
+    /// Loads the certificate kept in `dir`, or makes and keeps a new one. Its private key is
+    /// written readable by its owner only, and refused if group or others may read it.
     pub fn load_or_create(dir: &Path) -> Result<Self, NetError> {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
@@ -39,6 +40,7 @@ impl TlsIdentity {
             })
         };
         if cert_path.exists() && key_path.exists() {
+            check_owner_only(&key_path)?;
             return Ok(Self {
                 certificate: CertificateDer::from(read(&cert_path)?),
                 key: PrivatePkcs8KeyDer::from(read(&key_path)?),
@@ -173,5 +175,21 @@ mod tests {
         assert!(first.server_config().is_ok());
         assert!(pinned_client_config(&first.fingerprint()).is_ok());
         assert!(pinned_client_config("nope").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_private_key_is_owner_only_and_refused_when_others_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        TlsIdentity::load_or_create(dir.path()).expect("created");
+        let key = dir.path().join(KEY_FILE);
+        let mode = fs::metadata(&key).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(
+            TlsIdentity::load_or_create(dir.path()),
+            Err(NetError::KeyFile { .. })
+        ));
     }
 }

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{
-    DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, encode_result,
-};
+use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair, ModelSpec, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
@@ -338,11 +336,9 @@ impl NodeAgent {
             commitment_signature: self.key.sign(commitment.as_bytes()),
             data_commitment,
         };
-        self.client
-            .submit_result(encode_result(&header, tensor))
-            .await?;
+        let upload = self.client.submit_result(&header, tensor).await?;
         self.fragments_done += 1;
-        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, "result accepted");
+        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
         Ok(())
     }
 

@@ -68,6 +68,12 @@ impl TestNet {
     pub fn spawn_node_with(&mut self, seed: u8, config: NodeConfig) {
         let key = Keypair::from_secret([seed; 32]);
         let client = CoordinatorClient::new(&self.url, &self.pin, key.clone()).unwrap();
+        self.spawn_node_via(key, client, config);
+    }
+
+    /// Starts a node agent signing as `key` that talks through `client` (its own transfer
+    /// policy, or a relay in front of the coordinator).
+    pub fn spawn_node_via(&mut self, key: Keypair, client: CoordinatorClient, config: NodeConfig) {
         let (stop, stopped) = watch::channel(false);
         let config = NodeConfig {
             compute_threads: 1,
