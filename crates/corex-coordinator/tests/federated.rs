@@ -285,6 +285,29 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
     (honest, cheating)
 }
 
+/// The update an honest holder with `local` data computes for `fragment`.
+async fn honest_update(
+    client: &CoordinatorClient,
+    spec: &JobSpec,
+    fragment: &Fragment,
+    local: &Dataset,
+) -> Vec<f32> {
+    let parameters = bytes_to_f32s(&client.fetch_blob(&fragment.model).await.unwrap()).unwrap();
+    let WorkSpec::LocalSteps { steps, inner } = &spec.work else {
+        panic!("federated work is local steps");
+    };
+    corex_ml::compute_local_steps(
+        &spec.model,
+        &parameters,
+        local,
+        &fragment.indices,
+        *steps,
+        inner,
+    )
+    .unwrap()
+    .gradient
+}
+
 /// Submits through `client` a result of `gradient` for `fragment`, signed by `key`, with
 /// `data` as its commitment.
 async fn submit(
@@ -343,20 +366,7 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
         panic!("the holder's fragment is waiting");
     };
     assert_eq!(fragment.holder, Some(holder_key.id()));
-    let parameters = bytes_to_f32s(&holder.fetch_blob(&fragment.model).await.unwrap()).unwrap();
-    let WorkSpec::LocalSteps { steps, inner } = &spec.work else {
-        panic!("federated work is local steps");
-    };
-    let update = corex_ml::compute_local_steps(
-        &spec.model,
-        &parameters,
-        &locals[0],
-        &fragment.indices,
-        *steps,
-        inner,
-    )
-    .unwrap()
-    .gradient;
+    let update = honest_update(&holder, &spec, &fragment, &locals[0]).await;
     let commitment = |shard: &[u8]| LocalDataCommitment {
         shard: Hash::of(shard),
         samples: Hash::of(b"samples"),
@@ -393,36 +403,27 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
         }
     };
     assert_eq!(fragment.round, 1);
-    let parameters = bytes_to_f32s(&holder.fetch_blob(&fragment.model).await.unwrap()).unwrap();
-    let update = corex_ml::compute_local_steps(
-        &spec.model,
-        &parameters,
-        &locals[0],
-        &fragment.indices,
-        *steps,
-        inner,
-    )
-    .unwrap()
-    .gradient;
-    let switched = submit(
-        &holder,
-        &holder_key,
-        &fragment,
-        &update,
-        Some(commitment(b"another shard")),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(switched.api_code(), Some("shard_changed"));
-    submit(
-        &holder,
-        &holder_key,
-        &fragment,
-        &update,
-        Some(commitment(b"shard")),
-    )
-    .await
-    .unwrap();
+    let update = honest_update(&holder, &spec, &fragment, &locals[0]).await;
+    for (shard, refusal) in [
+        (&b"another shard"[..], Some("shard_changed")),
+        (b"shard", None),
+    ] {
+        let outcome = submit(
+            &holder,
+            &holder_key,
+            &fragment,
+            &update,
+            Some(commitment(shard)),
+        )
+        .await;
+        assert_eq!(
+            outcome
+                .err()
+                .and_then(|e| e.api_code().map(str::to_owned))
+                .as_deref(),
+            refusal
+        );
+    }
     let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.nodes[&holder_key.id()].fragments, 2);
