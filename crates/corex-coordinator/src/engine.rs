@@ -425,21 +425,24 @@ impl Coordinator {
 
     /// Closes every round whose audit deadline has passed (the coordinator replays what no
     /// node returned); each job that progressed, and how.
-    pub fn close_overdue_audits(
+    pub fn close_overdue_rounds(
         &mut self,
         now_ms: u64,
     ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
         let mut closed = Vec::new();
-        let auditors = Auditors {
-            nodes: &self.nodes,
-            now_ms,
-            shared_hardware: self.config.shared_hardware,
-        };
         for id in &self.job_order {
+            let engine = Engine {
+                blobs: &mut self.blobs,
+                verifier: &mut self.verifier,
+                auditors: Auditors {
+                    nodes: &self.nodes,
+                    now_ms,
+                    shared_hardware: self.config.shared_hardware,
+                },
+            };
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
-                && let Some(progress) =
-                    job.close_overdue_audits(now_ms, &mut self.blobs, &mut self.verifier, &auditors)
+                && let Some(progress) = job.close_overdue(now_ms, engine)
             {
                 closed.push((*id, progress));
             }

@@ -35,6 +35,11 @@ use crate::error::CoordinatorError;
 use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
 use crate::verification::{AuditPlan, Candidate, NodeReplay, Replay, RoundJudgement, Verifier};
 
+/// A federated round closes without the holders that have not delivered once `lease_ms`
+/// has passed since it opened, none holds a live lease, and at least 1/this of its fragments
+/// are in (partial participation: a holder that went offline does not stall the job).
+pub const MIN_FEDERATED_QUORUM: usize = 2;
+
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
     node: NodeId,
@@ -52,6 +57,7 @@ struct RoundState {
     fragments: Vec<Fragment>,
     leases: LeaseBook,
     results: Vec<Option<Accepted>>,
+    opened_ms: u64,
     first_lease_ms: Option<u64>,
     /// Set once every result is in and the audits are out.
     auditing: Option<Auditing>,
@@ -235,6 +241,7 @@ impl JobRun {
             leases: LeaseBook::new(count),
             results: (0..count).map(|_| None).collect(),
             fragments,
+            opened_ms: now_ms,
             first_lease_ms: None,
             auditing: None,
         });
@@ -522,22 +529,43 @@ impl JobRun {
         Ok(Progress::Auditing)
     }
 
-    /// Closes a round whose audit deadline has passed: the coordinator replays what no node
-    /// returned. `None` when there is nothing to close.
-    pub fn close_overdue_audits(
+    /// Closes a round that is overdue: one whose audit deadline has passed (the coordinator
+    /// replays what no node returned), or a federated round without the holders that have not
+    /// delivered (see [`MIN_FEDERATED_QUORUM`]). `None` when there is nothing to close.
+    pub fn close_overdue(
         &mut self,
         now_ms: u64,
-        blobs: &mut BlobStore,
-        verifier: &mut Verifier,
-        auditors: &Auditors<'_>,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
     ) -> Option<Result<Progress, CoordinatorError>> {
-        let overdue = self
-            .round
-            .as_ref()?
-            .auditing
-            .as_ref()
-            .is_some_and(|auditing| auditing.deadline_ms <= now_ms);
-        overdue.then(|| self.close_round(now_ms, blobs, verifier, auditors))
+        let round = self.round.as_mut()?;
+        let Some(auditing) = round.auditing.as_ref() else {
+            let quorum = round.fragments.len().div_ceil(MIN_FEDERATED_QUORUM).max(1);
+            let partial = self.spec.federated.is_some()
+                && round.opened_ms + self.spec.lease_ms <= now_ms
+                && !round.leases.any_held(now_ms)
+                && round.leases.done() >= quorum;
+            if !partial {
+                return None;
+            }
+            // Partial participation: the round goes on without holders that went quiet.
+            for index in round.leases.drop_unfinished().into_iter().rev() {
+                self.closed_fragments
+                    .insert(round.fragments.remove(index).id);
+                round.results.remove(index);
+            }
+            let engine = Engine {
+                blobs,
+                verifier,
+                auditors,
+            };
+            return Some(self.begin_audits(now_ms, engine));
+        };
+        (auditing.deadline_ms <= now_ms)
+            .then(|| self.close_round(now_ms, blobs, verifier, &auditors))
     }
 
     fn check_result(

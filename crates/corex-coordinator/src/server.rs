@@ -262,7 +262,7 @@ async fn sweep_leases(shared: Arc<Shared>) {
         let worker = shared.clone();
         let closed = tokio::task::spawn_blocking(move || {
             let mut engine = worker.engine();
-            let closed = engine.close_overdue_audits(worker.clock.millis());
+            let closed = engine.close_overdue_rounds(worker.clock.millis());
             closed
                 .into_iter()
                 .filter_map(|(job, progress)| match progress {

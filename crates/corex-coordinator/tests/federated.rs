@@ -429,3 +429,39 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
     assert_eq!(status.nodes[&holder_key.id()].fragments, 2);
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_never_comes_does_not_stall_the_job() {
+    let (spec, locals) = federated_setup();
+    let spec = JobSpec {
+        rounds: 5,
+        lease_ms: 500,
+        ..spec
+    };
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
+    // Three of the four holders come.
+    for (seed, local) in HOLDER_SEEDS.iter().zip(&locals).skip(1) {
+        net.spawn_node_with(
+            *seed,
+            NodeConfig {
+                local_data: Some(Arc::new(local.clone())),
+                ..NodeConfig::default()
+            },
+        );
+    }
+    let owner = net.client(90);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let status = wait_for_end(&owner, &job, Duration::from_secs(60)).await;
+    let report = owner.job_report(&job).await.unwrap();
+    net.shutdown().await;
+    assert_eq!(status.state, JobState::Finished);
+    let absent = Keypair::from_secret([HOLDER_SEEDS[0]; 32]).id();
+    assert!(!status.nodes.contains_key(&absent));
+    for round in &report.rounds {
+        assert_eq!(
+            round.results.len(),
+            3,
+            "each round closed with the three present"
+        );
+    }
+}

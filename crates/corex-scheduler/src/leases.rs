@@ -207,6 +207,34 @@ impl LeaseBook {
         Ok(())
     }
 
+    /// Whether some fragment is held under a lease still live at `now_ms`.
+    pub fn any_held(&self, now_ms: u64) -> bool {
+        self.slots.iter().any(|slot| {
+            matches!(slot, Slot::Leased(holders) if holders.iter().any(|h| h.deadline_ms > now_ms))
+        })
+    }
+
+    /// How many fragments are done.
+    pub fn done(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| matches!(slot, Slot::Done { .. }))
+            .count()
+    }
+
+    /// Drops every fragment that is not done, for a round that closes without them; returns
+    /// their positions in increasing order. The remaining fragments move down to fill the gaps.
+    pub fn drop_unfinished(&mut self) -> Vec<usize> {
+        let dropped: Vec<usize> = (0..self.slots.len())
+            .filter(|&index| !matches!(self.slots[index], Slot::Done { .. }))
+            .collect();
+        for &index in dropped.iter().rev() {
+            self.slots.remove(index);
+            self.ever_leased.remove(index);
+        }
+        dropped
+    }
+
     pub fn is_complete(&self) -> bool {
         self.slots
             .iter()
@@ -273,6 +301,23 @@ mod tests {
         assert_eq!(
             book.lease_by(node(3), 0, 10, fit(500)).map(|l| l.index),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn a_round_can_drop_what_is_not_done() {
+        let mut book = LeaseBook::new(3);
+        book.lease(node(1), 0, 10).unwrap();
+        book.lease(node(2), 0, 10).unwrap();
+        book.complete(1, node(2)).unwrap();
+        assert!(book.any_held(5), "node 1 still holds fragment 0");
+        assert!(!book.any_held(10), "its lease has expired");
+        assert_eq!(book.done(), 1);
+        assert_eq!(book.drop_unfinished(), vec![0, 2]);
+        assert!(book.is_complete());
+        assert_eq!(
+            book.check_submission(0, &node(2)),
+            Err(LeaseError::AlreadyDone(0))
         );
     }
 
