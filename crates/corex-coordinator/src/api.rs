@@ -381,6 +381,7 @@ async fn job_spec(
         JobDescriptor {
             spec: job.spec.clone(),
             dataset_hash: job.dataset_hash,
+            dataset_blob: job.dataset_blob,
         }
     };
     json(&descriptor)

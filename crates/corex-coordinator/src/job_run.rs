@@ -117,6 +117,9 @@ pub struct JobRun {
     pub owner: NodeId,
     pub spec: JobSpec,
     pub dataset_hash: Hash,
+    /// The shared dataset published as a blob for nodes to fetch (none for a federated job:
+    /// there `dataset` is the owner's validation data, which stays here).
+    pub dataset_blob: Option<Hash>,
     dataset: Arc<Dataset>,
     split: Split,
     trainer: Trainer,
@@ -174,10 +177,15 @@ impl JobRun {
         let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
         let model = blobs.publish(f32s_to_bytes(&parameters));
+        let dataset_blob = spec
+            .federated
+            .is_none()
+            .then(|| blobs.publish(dataset.to_bytes()));
         let mut run = Self {
             id,
             owner,
             dataset_hash: Hash(dataset.content_hash()),
+            dataset_blob,
             spec,
             dataset,
             split,

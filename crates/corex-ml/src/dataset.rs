@@ -274,9 +274,71 @@ impl Dataset {
         (features, labels)
     }
 
-    /// BLAKE3 over a canonical encoding: a domain tag, then `len`, `feature_count` and
-    /// `class_count` as little-endian `u64`, every feature as little-endian `f32` bits
-    /// (row-major), then every label as little-endian `u32`.
+    /// The canonical encoding that [`Dataset::content_hash`] hashes: how a dataset travels
+    /// (as a content-addressed blob, in hash-checked chunks) to nodes that do not hold it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes =
+            Vec::with_capacity(HASH_DOMAIN.len() + 24 + 4 * (self.features.len() + self.len()));
+        bytes.extend_from_slice(HASH_DOMAIN);
+        for dim in [self.len(), self.feature_count, self.class_count] {
+            bytes.extend_from_slice(&(dim as u64).to_le_bytes());
+        }
+        for value in &self.features {
+            bytes.extend_from_slice(&value.to_bits().to_le_bytes());
+        }
+        for label in &self.labels {
+            bytes.extend_from_slice(&label.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Reads [`Dataset::to_bytes`]' encoding back, checking everything
+    /// [`Dataset::from_parts`] checks; never panics, whatever the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MlError> {
+        let malformed = |reason: &str| MlError::Dataset(format!("dataset bytes: {reason}"));
+        let rest = bytes
+            .strip_prefix(HASH_DOMAIN)
+            .ok_or_else(|| malformed("no corex-ml/dataset/v1 tag"))?;
+        if rest.len() < 24 {
+            return Err(malformed("truncated header"));
+        }
+        let (header, body) = rest.split_at(24);
+        let dim = |index: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&header[index * 8..index * 8 + 8]);
+            usize::try_from(u64::from_le_bytes(word)).map_err(|_| malformed("dimension too large"))
+        };
+        let (len, feature_count, class_count) = (dim(0)?, dim(1)?, dim(2)?);
+        let values = len
+            .checked_mul(feature_count)
+            .and_then(|features| features.checked_add(len))
+            .and_then(|words| words.checked_mul(4))
+            .ok_or_else(|| malformed("dimensions overflow"))?;
+        if body.len() != values {
+            return Err(malformed(&format!(
+                "{len} samples × {feature_count} features need {values} bytes, got {}",
+                body.len()
+            )));
+        }
+        let (features, labels) = body.split_at(len * feature_count * 4);
+        let word = |chunk: &[u8]| [chunk[0], chunk[1], chunk[2], chunk[3]];
+        Self::from_parts(
+            features
+                .chunks_exact(4)
+                .map(|chunk| f32::from_le_bytes(word(chunk)))
+                .collect(),
+            labels
+                .chunks_exact(4)
+                .map(|chunk| u32::from_le_bytes(word(chunk)))
+                .collect(),
+            feature_count,
+            class_count,
+        )
+    }
+
+    /// BLAKE3 over a canonical encoding ([`Dataset::to_bytes`]): a domain tag, then `len`,
+    /// `feature_count` and `class_count` as little-endian `u64`, every feature as
+    /// little-endian `f32` bits (row-major), then every label as little-endian `u32`.
     pub fn content_hash(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(HASH_DOMAIN);

@@ -17,7 +17,7 @@ use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Hash, Keypair, ModelSpec, WorkSpec};
+use corex_core::{DatasetSource, Fragment, Hash, Keypair, ModelSpec, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
 use corex_ml::{Dataset, GradientOutput, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
@@ -396,11 +396,23 @@ impl NodeAgent {
             self.jobs.insert(*job, context.clone());
             return Ok(context);
         }
-        let source = descriptor.spec.dataset.source.clone();
-        let dataset = tokio::task::spawn_blocking(move || Dataset::load(&source))
-            .await
-            .map_err(|error| NodeError::Compute(error.to_string()))?
-            .map_err(|error| NodeError::Compute(error.to_string()))?;
+        // The built-in digits load here; any other dataset comes from the coordinator as a
+        // blob in hash-checked chunks (a node never reads a path a job names).
+        let dataset = match &descriptor.spec.dataset.source {
+            DatasetSource::Digits => tokio::task::spawn_blocking(Dataset::digits)
+                .await
+                .map_err(|error| NodeError::Compute(error.to_string()))?,
+            DatasetSource::Csv { .. } => {
+                let blob = descriptor
+                    .dataset_blob
+                    .ok_or(NodeError::NoDatasetBlob(*job))?;
+                let bytes = self.client.fetch_blob(&blob).await?;
+                tokio::task::spawn_blocking(move || Dataset::from_bytes(&bytes))
+                    .await
+                    .map_err(|error| NodeError::Compute(error.to_string()))?
+            }
+        }
+        .map_err(|error| NodeError::Compute(error.to_string()))?;
         let local = Hash(dataset.content_hash());
         if local != descriptor.dataset_hash {
             return Err(NodeError::DatasetMismatch {

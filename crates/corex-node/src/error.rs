@@ -14,6 +14,10 @@ pub enum NodeError {
         local: Hash,
         expected: Hash,
     },
+    #[error(
+        "job {0} names a dataset this node does not hold and the coordinator published no dataset blob"
+    )]
+    NoDatasetBlob(Hash),
     #[error("model version {0} is not a whole f32 tensor")]
     BadModel(Hash),
     #[error("fragment computation failed: {0}")]

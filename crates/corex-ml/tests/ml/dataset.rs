@@ -116,3 +116,25 @@ fn split_is_a_seeded_partition() {
 }
 
 const PINNED_TEST_PREFIX: [u32; 5] = [1531, 160, 1085, 1206, 1522];
+
+#[test]
+fn the_travelling_encoding_round_trips_and_names_the_content_hash() {
+    let digits = Dataset::digits().unwrap();
+    let bytes = digits.to_bytes();
+    assert_eq!(*blake3::hash(&bytes).as_bytes(), digits.content_hash());
+    assert_eq!(Dataset::from_bytes(&bytes).unwrap(), digits);
+    // Truncated, extended or altered bytes are errors, never panics or a different dataset.
+    for cut in [0, 5, 19, 43, bytes.len() / 2, bytes.len() - 1] {
+        assert!(Dataset::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Dataset::from_bytes(&longer).is_err());
+    let mut huge = bytes.clone();
+    huge[19..27].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(Dataset::from_bytes(&huge).is_err());
+    let mut bad_label = bytes;
+    let last = bad_label.len() - 4;
+    bad_label[last..].copy_from_slice(&99u32.to_le_bytes());
+    assert!(Dataset::from_bytes(&bad_label).is_err());
+}
