@@ -51,10 +51,15 @@ impl Auditors<'_> {
             .collect()
     }
 
-    /// Whether any registered node may replay a result of `submitter` now.
-    pub fn any_for(&self, verifier: &Verifier, submitter: &NodeId) -> bool {
+    /// Whether any registered node that `fits` may replay a result of `submitter` now.
+    pub fn any_for(
+        &self,
+        verifier: &Verifier,
+        submitter: &NodeId,
+        fits: impl Fn(&NodeId) -> bool,
+    ) -> bool {
         self.nodes
             .keys()
-            .any(|auditor| self.may_replay(verifier, auditor, submitter))
+            .any(|auditor| fits(auditor) && self.may_replay(verifier, auditor, submitter))
     }
 }

@@ -277,16 +277,9 @@ impl JobRun {
             }),
             Granularity::Fixed => None,
         };
-        // With adaptive granularity an audit task goes only to a node that replays it within
-        // twice the target time, so a slow node never holds up a round's close.
-        let fits = |fragment: &Fragment| match (self.spec.granularity, auditors.speed_of(&node)) {
-            (Granularity::Adaptive { target_ms }, Some(speed)) => {
-                u128::from(fragment.cost_flops)
-                    <= u128::from(speed) * 1_000 * 2 * u128::from(target_ms)
-            }
-            (Granularity::Adaptive { .. }, None) => false,
-            (Granularity::Fixed, _) => true,
-        };
+        let granularity = self.spec.granularity;
+        let fits =
+            |fragment: &Fragment| replays_in_time(granularity, fragment, auditors.speed_of(&node));
         let round = self.round.as_mut()?;
         if let Some(auditing) = round.auditing.as_mut() {
             let task = auditing.tasks.iter_mut().find(|task| {
@@ -452,9 +445,12 @@ impl JobRun {
             .zip(accepted.iter().zip(&round.fragments))
             .enumerate()
             .filter(|(_, (planned, (result, fragment)))| {
+                let fits = |auditor: &NodeId| {
+                    replays_in_time(self.spec.granularity, fragment, auditors.speed_of(auditor))
+                };
                 planned.audited
                     && fragment.holder.is_none()
-                    && auditors.any_for(verifier, &result.node)
+                    && auditors.any_for(verifier, &result.node, fits)
             })
             .map(|(index, (_, (result, fragment)))| AuditTask {
                 index,
@@ -902,6 +898,19 @@ impl JobRun {
 
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
+    }
+}
+
+/// Whether a node of `speed` may take `fragment` as an audit task: with adaptive granularity
+/// only if it replays it within twice the target time, so that a slow node never holds up a
+/// round's close (an audit no live node fits is replayed by the coordinator at once).
+fn replays_in_time(granularity: Granularity, fragment: &Fragment, speed: Option<u64>) -> bool {
+    match (granularity, speed) {
+        (Granularity::Adaptive { target_ms }, Some(speed)) => {
+            u128::from(fragment.cost_flops) <= u128::from(speed) * 1_000 * 2 * u128::from(target_ms)
+        }
+        (Granularity::Adaptive { .. }, None) => false,
+        (Granularity::Fixed, _) => true,
     }
 }
 
