@@ -54,7 +54,7 @@ pub struct Shared {
     /// Woken when fragments may have become available (new job, new round, expired lease).
     pub work_available: Notify,
     pub clock: Clock,
-    /// Where finished jobs' reports and weights are written.
+    /// Where finished jobs' reports and weights or outputs are written.
     pub data_dir: PathBuf,
     pub ledger: Arc<Mutex<LedgerService>>,
     /// Closed rounds on their way to the ledger, sent in the order they closed.
@@ -96,7 +96,7 @@ impl Shared {
     }
 
     /// After the engine lock is released: wakes lease requests when new work (a round, audit
-    /// tasks) appeared, and writes a finished job's report and weights.
+    /// tasks) appeared, and writes a finished job's report and weights or outputs.
     pub async fn announce_progress(
         &self,
         job: &Hash,
