@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use corex_core::JobSpec;
-use corex_ml::{Dataset, GradientOutput, Trainer};
+use corex_ml::{Dataset, FragmentOutput, Trainer};
 use corex_scheduler::round_batch;
 
 use crate::cpu_time::cpu_seconds;
@@ -172,6 +172,10 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                 Some(path) => JobSpec::from_toml(&std::fs::read_to_string(&path)?)?,
                 None => JobSpec::default_digits(),
             };
+            anyhow::ensure!(
+                spec.work.trains(),
+                "bench overhead compares training with single-process training; give a training job"
+            );
             overhead(&spec, nodes, data_dir, repeat, node_audits)
         }
     }
@@ -323,7 +327,7 @@ fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
     let mut accuracy = 0.0;
     for round in 0..spec.rounds {
         let batch = round_batch(&split.train, spec.global_batch, spec.seed, round);
-        let fragments: Vec<GradientOutput> = batch
+        let fragments: Vec<FragmentOutput> = batch
             .chunks(spec.fragment_samples as usize)
             .map(|indices| {
                 corex_ml::run_fragment(&spec.work, &spec.model, &parameters, &dataset, indices)
@@ -331,7 +335,7 @@ fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
             .collect::<Result<_, _>>()?;
         let parts: Vec<(&[f32], u32)> = fragments
             .iter()
-            .map(|fragment| (fragment.gradient.as_slice(), fragment.samples))
+            .map(|fragment| (fragment.values.as_slice(), fragment.samples))
             .collect();
         let mean = corex_ml::weighted_mean(&parts)?;
         trainer.step(&mean)?;

@@ -1,9 +1,10 @@
-//! `corex devnet`: a coordinator and N node processes on 127.0.0.1 that train one job.
+//! `corex devnet`: a coordinator and N node processes on 127.0.0.1 that run one job (training,
+//! or inference or a transform).
 //!
 //! The devnet starts real processes of this binary, talks to them only over the signed, pinned
-//! TLS API, shows a live progress bar, and keeps everything it made (keys, logs, weights,
-//! report) in its data directory so the run can be inspected and audited afterwards. Ctrl-C
-//! stops every process it started.
+//! TLS API, shows a live progress bar, and keeps everything it made (keys, logs, weights or
+//! outputs, report) in its data directory so the run can be inspected and audited afterwards.
+//! Ctrl-C stops every process it started.
 //!
 //! A federated devnet stands for data owners too: it deals the digits training split out by
 //! class into each node's `local-data.csv` (in the node's own directory, read only by that
@@ -99,6 +100,10 @@ pub struct DevnetOutcome {
     pub roles: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub weights_path: PathBuf,
+    /// Where the rows of an inference or transform job went (`outputs.f32`, with
+    /// `outputs.indices.u32`), when it finished.
+    #[serde(default)]
+    pub outputs_path: Option<PathBuf>,
     pub report_path: PathBuf,
     pub wall_s: f64,
     /// CPU seconds of each process just before it was stopped, by name.
@@ -234,8 +239,15 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
 
     let weights_path = dir.join("weights.safetensors");
     let report_path = dir.join("report.json");
+    let mut outputs_path = None;
     if report.status.state == JobState::Finished {
-        std::fs::write(&weights_path, client.download_weights(&job).await?)?;
+        if spec.work.trains() {
+            std::fs::write(&weights_path, client.download_weights(&job).await?)?;
+        } else {
+            let values = dir.join("outputs.f32");
+            crate::job::download_outputs(&client, &job, &values).await?;
+            outputs_path = Some(values);
+        }
     }
     let nodes = client.nodes().await?;
     let mut roles = BTreeMap::new();
@@ -257,6 +269,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         roles,
         data_dir: dir,
         weights_path,
+        outputs_path,
         report_path: report_path.clone(),
         wall_s: started.elapsed().as_secs_f64(),
         process_cpu_s: children.cpu_seconds(),

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
+use corex_core::messages::JobOutputs;
 use corex_core::{Hash, JobSpec};
 use corex_net::{CoordinatorClient, load_or_create_keypair};
 
@@ -13,7 +14,8 @@ pub enum JobAction {
     Submit { spec: PathBuf },
     /// Show a job's progress.
     Status { id: String },
-    /// Save a finished job's weights (safetensors) and report (JSON).
+    /// Save a finished job's report (JSON) and its weights (safetensors), or for an inference
+    /// or transform job its outputs (`.outputs.f32`, with `.outputs.indices.u32`).
     Download {
         id: String,
         #[arg(long, default_value = ".")]
@@ -62,22 +64,51 @@ pub async fn run(
         JobAction::Download { id, out } => {
             let id = parse_id(&id)?;
             std::fs::create_dir_all(&out)?;
-            let weights = out.join(format!("{}.safetensors", id.short()));
-            std::fs::write(&weights, client.download_weights(&id).await?)?;
-            let report = out.join(format!("{}.report.json", id.short()));
-            std::fs::write(
-                &report,
-                serde_json::to_vec_pretty(&client.job_report(&id).await?)?,
-            )?;
-            println!(
-                "weights: {}\nreport:  {}",
-                weights.display(),
-                report.display()
-            );
+            let report = client.job_report(&id).await?;
+            if report.spec.work.trains() {
+                let weights = out.join(format!("{}.safetensors", id.short()));
+                std::fs::write(&weights, client.download_weights(&id).await?)?;
+                println!("weights: {}", weights.display());
+            } else {
+                let values = out.join(format!("{}.outputs.f32", id.short()));
+                let outputs = download_outputs(&client, &id, &values).await?;
+                println!(
+                    "outputs: {} ({} rows × {} f32, row i for the sample at position i of {})",
+                    values.display(),
+                    outputs.rows,
+                    outputs.width,
+                    indices_path(&values).display()
+                );
+            }
+            let report_path = out.join(format!("{}.report.json", id.short()));
+            std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
+            println!("report:  {}", report_path.display());
         }
         JobAction::Spec => {}
     }
     Ok(())
+}
+
+/// Saves a finished output job's rows at `values` (f32 LE, row-major) and their sample
+/// indices next to it (see [`indices_path`]); returns what the coordinator says of them.
+pub async fn download_outputs(
+    client: &CoordinatorClient,
+    job: &Hash,
+    values: &Path,
+) -> anyhow::Result<JobOutputs> {
+    let outputs = client.job_outputs(job).await?;
+    std::fs::write(values, client.fetch_blob(&outputs.values).await?)?;
+    std::fs::write(
+        indices_path(values),
+        client.fetch_blob(&outputs.indices).await?,
+    )?;
+    Ok(outputs)
+}
+
+/// Where the sample indices of the rows at `values` go: `X.f32` → `X.indices.u32` (u32 LE,
+/// one per row).
+pub fn indices_path(values: &Path) -> PathBuf {
+    values.with_extension("indices.u32")
 }
 
 fn parse_id(id: &str) -> anyhow::Result<Hash> {

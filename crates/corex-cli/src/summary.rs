@@ -1,7 +1,7 @@
 //! The devnet's closing summary table.
 
-use corex_core::NodeId;
 use corex_core::messages::{NodeContribution, NodeInfo};
+use corex_core::{NodeId, WorkSpec};
 use corex_scheduler::{DeviceTier, Standing, TierPolicy, verified_speed};
 
 use crate::devnet::DevnetOutcome;
@@ -19,13 +19,18 @@ pub fn print(outcome: &DevnetOutcome) {
         status.state
     );
     println!("  rounds          {}/{}", status.round, status.rounds);
-    println!("  test accuracy   {accuracy}");
-    println!(
-        "  final loss      {}",
-        status
-            .last_train_loss
-            .map_or("-".into(), |loss| format!("{loss:.4}"))
-    );
+    print_work(outcome);
+    if !matches!(outcome.report.spec.work, WorkSpec::Transform { .. }) {
+        println!("  test accuracy   {accuracy}");
+    }
+    if outcome.report.spec.work.trains() {
+        println!(
+            "  final loss      {}",
+            status
+                .last_train_loss
+                .map_or("-".into(), |loss| format!("{loss:.4}"))
+        );
+    }
     println!("  wall time       {:.1} s", outcome.wall_s);
     println!("  re-issued       {} fragments", status.re_issued_fragments);
     println!();
@@ -109,9 +114,50 @@ pub fn print(outcome: &DevnetOutcome) {
         crate::ledger::print_nodes(&ledger.nodes);
     }
     println!();
-    println!("  weights  {}", outcome.weights_path.display());
+    match (&outcome.outputs_path, &outcome.report.outputs) {
+        (Some(path), Some(outputs)) => println!(
+            "  outputs  {} ({} rows × {} f32 LE; {} holds each row's sample index, u32 LE)",
+            path.display(),
+            outputs.rows,
+            outputs.width,
+            crate::job::indices_path(path).display()
+        ),
+        _ => println!("  weights  {}", outcome.weights_path.display()),
+    }
     println!("  report   {}", outcome.report_path.display());
     println!("  logs     {}", outcome.data_dir.join("logs").display());
+}
+
+/// What an inference or transform job computed, and how well its predictions did; nothing
+/// for a training job.
+fn print_work(outcome: &DevnetOutcome) {
+    let report = &outcome.report;
+    let rows = report.outputs.as_ref().map_or(0, |outputs| outputs.rows);
+    match &report.spec.work {
+        WorkSpec::Gradient | WorkSpec::LocalSteps { .. } => {}
+        WorkSpec::Inference { weights } => {
+            println!(
+                "  work            inference: logits of {} classes for {rows} samples, at {}",
+                report.spec.model.classes,
+                weights.map_or("the seeded initialisation (untrained)".into(), |weights| {
+                    format!("weights {}", weights.short())
+                })
+            );
+            if let Some(accuracy) = report
+                .outputs
+                .as_ref()
+                .and_then(|outputs| outputs.prediction_accuracy)
+            {
+                println!(
+                    "  predictions     {:.2}% of the {rows} predicted classes are the samples' labels (training samples included); test accuracy: the held-out split",
+                    accuracy * 100.0
+                );
+            }
+        }
+        WorkSpec::Transform { transform } => println!(
+            "  work            transform {transform:?} of {rows} samples, compared with audit replays bit for bit"
+        ),
+    }
 }
 
 /// A node's measured speed over the job: accepted work over the time from lease to result.

@@ -209,3 +209,49 @@ fn a_federated_devnet_learns_from_class_skewed_holders_and_accounts_privacy() {
     assert!(epsilon.is_finite() && epsilon >= expected && epsilon < 20.0);
     assert!(stdout.contains("differential privacy"));
 }
+
+/// The inference and transform job files run on a devnet: each passes over the 1,797 digits
+/// once and leaves its rows (`outputs.f32`) and their sample indices next to the report; the
+/// transform's rows are the single-process transform's, bit for bit.
+#[test]
+fn the_inference_and_transform_job_files_run_on_a_devnet() {
+    for (file, width) in [("digits-inference.toml", 10), ("digits-transform.toml", 16)] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = format!("{}/../../jobs/{file}", env!("CARGO_MANIFEST_DIR"));
+        let data_dir = dir.path().join("devnet");
+        let output = Command::new(env!("CARGO_BIN_EXE_corex"))
+            .args(["devnet", "--nodes", "3", "--job", &job, "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{file}: devnet failed:\n{stdout}");
+        println!("{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data_dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["report"]["status"]["state"]["state"], "finished");
+        assert_eq!(report["report"]["outputs"]["rows"], 1797);
+        let rows = std::fs::read(data_dir.join("outputs.f32")).unwrap();
+        let indices = std::fs::read(data_dir.join("outputs.indices.u32")).unwrap();
+        assert_eq!((rows.len(), indices.len()), (1797 * width * 4, 1797 * 4));
+        assert!(stdout.contains("outputs.f32"));
+        let spec = corex_core::JobSpec::from_toml(&std::fs::read_to_string(&job).unwrap()).unwrap();
+        if let corex_core::WorkSpec::Transform { transform } = spec.work {
+            let digits = corex_ml::Dataset::digits().unwrap();
+            let features: Vec<f32> = (0..1797)
+                .flat_map(|sample| digits.features_of(sample).to_vec())
+                .collect();
+            let expected: Vec<u8> = corex_ml::apply_transform(&transform, &features, 64)
+                .unwrap()
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect();
+            assert!(
+                rows == expected,
+                "the transform's rows differ from a single process's"
+            );
+        } else {
+            assert!(stdout.contains("predictions"), "{stdout}");
+        }
+    }
+}

@@ -61,6 +61,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/spec", get(job_spec))
         .route("/v1/jobs/{id}/report", get(job_report))
         .route("/v1/jobs/{id}/weights", get(job_weights))
+        .route("/v1/jobs/{id}/outputs", get(job_outputs))
         .merge(crate::ledger_api::routes())
         .merge(crate::uploads_api::routes())
         .fallback(|request: Request| async move {
@@ -404,10 +405,33 @@ async fn job_weights(
 ) -> ApiResult {
     authenticate(&shared, request).await?;
     let id = parse_hash(&id)?;
-    let weights = shared
-        .engine()
-        .job(&id)?
-        .weights
-        .ok_or(CoordinatorError::JobNotFinished(id))?;
+    let weights = {
+        let engine = shared.engine();
+        let job = engine.job(&id)?;
+        if !job.spec.work.trains() {
+            return Err(CoordinatorError::NoWeights(id));
+        }
+        job.weights.ok_or(CoordinatorError::JobNotFinished(id))?
+    };
     json(&weights)
+}
+
+async fn job_outputs(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let outputs = {
+        let engine = shared.engine();
+        let job = engine.job(&id)?;
+        if job.spec.work.trains() {
+            return Err(CoordinatorError::NoOutputs(id));
+        }
+        job.outputs
+            .clone()
+            .ok_or(CoordinatorError::JobNotFinished(id))?
+    };
+    json(&outputs)
 }

@@ -471,6 +471,7 @@ impl Coordinator {
                 .unwrap_or(job.started_ms)
                 .saturating_sub(job.started_ms),
             privacy: crate::federated::privacy_report(&job.spec, job.history()),
+            outputs: job.outputs.clone(),
         })
     }
 

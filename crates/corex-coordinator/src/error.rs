@@ -87,6 +87,10 @@ pub enum CoordinatorError {
     InvalidSpec(String),
     #[error("job {0} has not finished")]
     JobNotFinished(Hash),
+    #[error("job {0} does not train: it publishes outputs (GET /v1/jobs/{0}/outputs), not weights")]
+    NoWeights(Hash),
+    #[error("job {0} trains: it publishes weights (GET /v1/jobs/{0}/weights), not outputs")]
+    NoOutputs(Hash),
     #[error("dataset: {0}")]
     Dataset(String),
     #[error("training failed: {0}")]
@@ -117,7 +121,9 @@ impl CoordinatorError {
             Self::UnknownJob(_)
             | Self::UnknownFragment(_)
             | Self::UnknownBlob(_)
-            | Self::UnknownChunk { .. } => 404,
+            | Self::UnknownChunk { .. }
+            | Self::NoWeights(_)
+            | Self::NoOutputs(_) => 404,
             Self::UploadQuota { .. } | Self::MissingChunks(_) => 409,
             Self::ChunkHashMismatch { .. } | Self::BadManifest(_) => 422,
             Self::UploadsFull { .. } => 503,
@@ -195,6 +201,8 @@ impl CoordinatorError {
             Self::ShardChanged { .. } => "shard_changed",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::JobNotFinished(_) => "job_not_finished",
+            Self::NoWeights(_) => "no_weights",
+            Self::NoOutputs(_) => "no_outputs",
             Self::Dataset(_) => "dataset",
             Self::Training(_) => "training",
             Self::Storage(_) => "storage",

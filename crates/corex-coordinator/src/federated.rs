@@ -175,7 +175,7 @@ pub fn privacy_report(spec: &JobSpec, history: &[RoundRecord]) -> Option<Privacy
     let privacy = federated.privacy?;
     let steps_per_fragment = match spec.work {
         WorkSpec::LocalSteps { steps, .. } => u64::from(steps),
-        WorkSpec::Gradient => 1,
+        _ => 1,
     };
     let holders: Vec<HolderPrivacy> = federated
         .holders

@@ -11,6 +11,11 @@
 //! when the coordinator replays what is left itself. A round with no eligible auditor (no
 //! proven node on other hardware) is replayed by the coordinator at once.
 //!
+//! A job of output work (inference, transforms) does not train: its model version is fixed
+//! for the whole job, its rounds pass over the dataset once, and each closed round's accepted
+//! rows (a rejected result replaced by its replay, as for training) are kept in fragment
+//! order and published at the end instead of weights (see [`crate::outputs`]).
+//!
 //! A federated job's round has one fragment per data holder, leased only to that holder and
 //! computed on its local data; its results carry a commitment to that data, cannot be
 //! replayed, and are judged by [`judge_federated`] instead (the coordinator holds only the
@@ -21,11 +26,11 @@ use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{
-    JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution, ResultHeader,
-    ResultRecord, ResultVerdict, RoundRecord,
+    JobOutputs, JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution,
+    ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId};
+use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
 
@@ -33,7 +38,10 @@ use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
 use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
-use crate::verification::{AuditPlan, Candidate, NodeReplay, Replay, RoundJudgement, Verifier};
+use crate::outputs::{Outputs, fixed_parameters, pass_samples};
+use crate::verification::{
+    AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Verifier,
+};
 
 /// A federated round closes without the holders that have not delivered once `lease_ms`
 /// has passed since it opened, none holds a live lease, and at least 1/this of its fragments
@@ -43,6 +51,7 @@ pub const MIN_FEDERATED_QUORUM: usize = 2;
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
     node: NodeId,
+    /// The result tensor: an update (gradient, pseudo-gradient), logits or transformed rows.
     gradient: Vec<f32>,
     loss: f32,
     samples: u32,
@@ -112,6 +121,28 @@ pub enum Progress {
     JobFinished,
 }
 
+/// What the rounds of a job move forward.
+enum Progression {
+    /// The model, which the job's optimizer steps at every round's close.
+    Training(Trainer),
+    /// The rows of a job of output work, collected at parameters fixed for the whole job
+    /// (empty for a transform, which has no model).
+    Outputs {
+        parameters: Vec<f32>,
+        collected: Outputs,
+    },
+}
+
+impl Progression {
+    /// The parameters the current round works at.
+    fn parameters(&self) -> Vec<f32> {
+        match self {
+            Self::Training(trainer) => trainer.parameters(),
+            Self::Outputs { parameters, .. } => parameters.clone(),
+        }
+    }
+}
+
 pub struct JobRun {
     pub id: Hash,
     pub owner: NodeId,
@@ -122,7 +153,10 @@ pub struct JobRun {
     pub dataset_blob: Option<Hash>,
     dataset: Arc<Dataset>,
     split: Split,
-    trainer: Trainer,
+    /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
+    /// dataset's samples in order (one pass) for output work.
+    pool: Vec<u32>,
+    progression: Progression,
     /// Hash of the current model version's parameter bytes.
     model: Hash,
     /// The version before the current one, kept so late fetches still resolve.
@@ -136,8 +170,10 @@ pub struct JobRun {
     contributions: BTreeMap<NodeId, NodeContribution>,
     reissued: u64,
     state: JobState,
-    /// Hash of the trained weights (safetensors), once finished.
+    /// Hash of the trained weights (safetensors), once a training job finished.
     pub weights: Option<Hash>,
+    /// The rows a job of output work produced, once finished.
+    pub outputs: Option<JobOutputs>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
 }
@@ -173,9 +209,26 @@ impl JobRun {
                 "the dataset is too small to split into train and test".into(),
             ));
         }
-        let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
-        let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
-            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let (progression, pool, parameters) = match spec.work.output_width(&spec.model) {
+            None => {
+                let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
+                let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                (
+                    Progression::Training(trainer),
+                    split.train.clone(),
+                    parameters,
+                )
+            }
+            Some(width) => {
+                let parameters = fixed_parameters(&spec, blobs)?;
+                let progression = Progression::Outputs {
+                    parameters: parameters.clone(),
+                    collected: Outputs::new(width),
+                };
+                (progression, pass_samples(&spec, &dataset)?, parameters)
+            }
+        };
         let model = blobs.publish(f32s_to_bytes(&parameters));
         let dataset_blob = spec
             .federated
@@ -189,7 +242,8 @@ impl JobRun {
             spec,
             dataset,
             split,
-            trainer,
+            pool,
+            progression,
             model,
             previous_model: None,
             round: None,
@@ -201,6 +255,7 @@ impl JobRun {
             reissued: 0,
             state: JobState::Running,
             weights: None,
+            outputs: None,
             started_ms: now_ms,
             finished_ms: None,
         };
@@ -227,7 +282,7 @@ impl JobRun {
             None => slice_round(
                 &self.id,
                 &self.spec,
-                &self.split.train,
+                &self.pool,
                 self.completed_rounds,
                 self.model,
                 speeds_mflops,
@@ -273,7 +328,7 @@ impl JobRun {
         let wanted_samples = match self.spec.granularity {
             Granularity::Adaptive { target_ms } => auditors.speed_of(&node).map(|speed| {
                 u128::from(speed) * 1_000 * u128::from(target_ms)
-                    / u128::from(self.spec.model.train_flops_per_sample().max(1))
+                    / u128::from(self.spec.work.flops_per_sample(&self.spec.model).max(1))
             }),
             Granularity::Fixed => None,
         };
@@ -438,7 +493,7 @@ impl JobRun {
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let candidates = candidates(&accepted, &round.fragments);
-        let plan = verifier.plan_round(&candidates)?;
+        let plan = verifier.plan_round(&candidates, ResultKind::of(&self.spec.work))?;
         let tasks: Vec<AuditTask> = plan
             .audits
             .iter()
@@ -621,7 +676,8 @@ impl JobRun {
     }
 
     /// The checks every result and audit replay passes: model version, sample count, the
-    /// tensor's hash and the signed commitment over `fragment`'s id, shape and finiteness.
+    /// tensor's hash and the signed commitment over `fragment`'s id, shape (the parameter
+    /// count for training, `samples × width` for output work) and finiteness.
     fn check_tensor_result(
         &self,
         node: NodeId,
@@ -650,11 +706,25 @@ impl JobRun {
             .map_err(|_| CoordinatorError::BadCommitment)?;
         let gradient = bytes_to_f32s(tensor_bytes)
             .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
-        corex_ml::check_tensor(&self.spec.model, &gradient).map_err(|error| match error {
+        corex_ml::check_result(
+            &self.spec.work,
+            &self.spec.model,
+            fragment.indices.len(),
+            &gradient,
+        )
+        .map_err(|error| match error {
             corex_ml::MlError::NonFinite { index } => CoordinatorError::NonFinite { index },
             corex_ml::MlError::ParameterCount { expected, got } => CoordinatorError::WrongShape(
                 format!("gradient has {got} values, the model has {expected} parameters"),
             ),
+            corex_ml::MlError::OutputLength {
+                expected,
+                got,
+                samples,
+            } => CoordinatorError::WrongShape(format!(
+                "result has {got} values, {samples} samples of {:?} work need {expected}",
+                self.spec.work.fragment_kind()
+            )),
             other => CoordinatorError::WrongShape(other.to_string()),
         })?;
         if !header.loss.is_finite() {
@@ -688,7 +758,7 @@ impl JobRun {
             .collect();
 
         // Verify before anything counts: replays start from the round's model version.
-        let current = self.trainer.parameters();
+        let current = self.progression.parameters();
         let candidates = candidates(&accepted, &round.fragments);
         let held_out = self
             .spec
@@ -709,7 +779,7 @@ impl JobRun {
                     &round.fragments[index].indices,
                 )
                 .map(|output| Replay {
-                    gradient: output.gradient,
+                    gradient: output.values,
                     loss: output.loss,
                 })
                 .map_err(training)
@@ -744,15 +814,31 @@ impl JobRun {
                 Some((gradient, result.samples))
             })
             .collect();
-        // The job's aggregation policy (the mean is exactly single-process training's). A
-        // round with nothing left to aggregate leaves the model as it was.
-        if !parts.is_empty() {
-            let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
-                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-            corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
-            self.trainer.step(&mean).map_err(training)?;
+        match &mut self.progression {
+            // The job's aggregation policy (the mean is exactly single-process training's). A
+            // round with nothing left to aggregate leaves the model as it was.
+            Progression::Training(trainer) => {
+                if !parts.is_empty() {
+                    let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
+                        .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                    corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
+                    trainer.step(&mean).map_err(training)?;
+                }
+            }
+            // Output work keeps every fragment's rows in fragment order; it is never
+            // federated, so every rejected result has its replay.
+            Progression::Outputs { collected, .. } => {
+                if parts.len() != round.fragments.len() {
+                    return Err(CoordinatorError::Training(
+                        "a rejected output has no replay to take its place".into(),
+                    ));
+                }
+                for ((rows, _), fragment) in parts.iter().zip(&round.fragments) {
+                    collected.append(&fragment.indices, rows)?;
+                }
+            }
         }
-        let parameters = self.trainer.parameters();
+        let parameters = self.progression.parameters();
 
         let total_samples: u64 = accepted.iter().map(|r| u64::from(r.samples)).sum();
         let train_loss = (accepted
@@ -782,19 +868,23 @@ impl JobRun {
         }
         self.completed_rounds += 1;
         let last = self.completed_rounds == self.spec.rounds;
-        let evaluation = if last || self.completed_rounds.is_multiple_of(self.spec.eval_every) {
-            Some(
-                corex_ml::evaluate(
-                    &self.spec.model,
-                    &parameters,
-                    &self.dataset,
-                    &self.split.test,
+        // A transform has no model to evaluate; an inference job's is evaluated as a
+        // training job's would be.
+        let has_model = !matches!(self.spec.work, WorkSpec::Transform { .. });
+        let evaluation =
+            if has_model && (last || self.completed_rounds.is_multiple_of(self.spec.eval_every)) {
+                Some(
+                    corex_ml::evaluate(
+                        &self.spec.model,
+                        &parameters,
+                        &self.dataset,
+                        &self.split.test,
+                    )
+                    .map_err(training)?,
                 )
-                .map_err(training)?,
-            )
-        } else {
-            None
-        };
+            } else {
+                None
+            };
         self.history.push(RoundRecord {
             round: self.completed_rounds - 1,
             model: self.model,
@@ -825,14 +915,25 @@ impl JobRun {
         self.closed_fragments
             .extend(round.fragments.iter().map(|f| f.id));
 
-        if let Some(stale) = self.previous_model.replace(self.model) {
-            blobs.retire(&stale);
+        // Only training makes a new model version; output work keeps its own to the end.
+        if let Progression::Training(_) = self.progression {
+            if let Some(stale) = self.previous_model.replace(self.model) {
+                blobs.retire(&stale);
+            }
+            self.model = blobs.publish(f32s_to_bytes(&parameters));
         }
-        self.model = blobs.publish(f32s_to_bytes(&parameters));
         if last {
-            let weights =
-                corex_ml::to_safetensors(&self.spec.model, &parameters).map_err(training)?;
-            self.weights = Some(blobs.publish(weights));
+            match &mut self.progression {
+                Progression::Training(_) => {
+                    let weights = corex_ml::to_safetensors(&self.spec.model, &parameters)
+                        .map_err(training)?;
+                    self.weights = Some(blobs.publish(weights));
+                }
+                Progression::Outputs { collected, .. } => {
+                    let collected = std::mem::take(collected);
+                    self.outputs = Some(collected.publish(&self.spec, &self.dataset, blobs)?);
+                }
+            }
             self.state = JobState::Finished;
             self.finished_ms = Some(now_ms);
             return Ok(Progress::JobFinished);

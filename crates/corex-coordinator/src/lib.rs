@@ -1,6 +1,7 @@
 //! The coordinator: node registry, jobs and rounds, fragment leases with deadlines, result
 //! intake with full validation (results inline or uploaded as resumable chunks), aggregation,
-//! model versions published by hash, and the HTTPS API that serves all of it.
+//! model versions published by hash, the outputs of inference and transform jobs, and the
+//! HTTPS API that serves all of it.
 //!
 //! `engine` and `job_run` hold the state and take time as an argument; `api` and `server` are
 //! the I/O shell around them.
@@ -17,6 +18,7 @@ pub mod journal;
 pub mod ledger;
 pub mod ledger_api;
 pub mod nonce;
+pub mod outputs;
 pub mod server;
 pub mod uploads;
 pub mod uploads_api;

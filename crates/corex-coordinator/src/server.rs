@@ -1,6 +1,6 @@
 //! The coordinator process shell: the TLS listener, the shared state behind a lock, the lease
-//! sweeper, the ledger recorder, and persistence of finished jobs (report and weights) into
-//! the data directory.
+//! sweeper, the ledger recorder, and persistence of finished jobs (report, and weights or
+//! outputs) into the data directory.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,7 +54,7 @@ pub struct Shared {
     /// Woken when fragments may have become available (new job, new round, expired lease).
     pub work_available: Notify,
     pub clock: Clock,
-    /// Where finished jobs' reports and weights are written.
+    /// Where finished jobs' reports and weights or outputs are written.
     pub data_dir: PathBuf,
     pub ledger: Arc<Mutex<LedgerService>>,
     /// Closed rounds on their way to the ledger, sent in the order they closed.
@@ -96,7 +96,7 @@ impl Shared {
     }
 
     /// After the engine lock is released: wakes lease requests when new work (a round, audit
-    /// tasks) appeared, and writes a finished job's report and weights.
+    /// tasks) appeared, and writes a finished job's report and weights or outputs.
     pub async fn announce_progress(
         &self,
         job: &Hash,
@@ -119,16 +119,22 @@ impl Shared {
         lock(&self.engine)
     }
 
-    /// Writes `jobs/<id>/report.json` and `jobs/<id>/weights.safetensors`.
+    /// Writes `jobs/<id>/report.json` and `jobs/<id>/weights.safetensors`, or for a job of
+    /// output work `jobs/<id>/outputs.f32` and `jobs/<id>/outputs.indices.u32`.
     pub async fn persist_finished_job(&self, job: &Hash) -> Result<(), CoordinatorError> {
-        let (report, weights) = {
+        let (report, files) = {
             let engine = self.engine();
             let report = engine.report(job)?;
-            let weights = engine
-                .job(job)?
-                .weights
-                .and_then(|hash| engine.blobs.get(&hash).ok().map(|blob| blob.bytes.clone()));
-            (report, weights)
+            let blob = |hash: Hash| engine.blobs.get(&hash).ok().map(|blob| blob.bytes.clone());
+            let mut files = Vec::new();
+            if let Some(weights) = engine.job(job)?.weights.and_then(blob) {
+                files.push(("weights.safetensors", weights));
+            }
+            if let Some(outputs) = &report.outputs {
+                files.extend(blob(outputs.values).map(|bytes| ("outputs.f32", bytes)));
+                files.extend(blob(outputs.indices).map(|bytes| ("outputs.indices.u32", bytes)));
+            }
+            (report, files)
         };
         let dir = self.data_dir.join("jobs").join(job.to_hex());
         let storage = |error: std::io::Error| CoordinatorError::Storage(error.to_string());
@@ -138,12 +144,12 @@ impl Shared {
         tokio::fs::write(dir.join("report.json"), report_json)
             .await
             .map_err(storage)?;
-        if let Some(weights) = weights {
-            tokio::fs::write(dir.join("weights.safetensors"), &weights)
+        for (name, bytes) in files {
+            tokio::fs::write(dir.join(name), &bytes)
                 .await
                 .map_err(storage)?;
         }
-        tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and weights written");
+        tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and results written");
         Ok(())
     }
 }

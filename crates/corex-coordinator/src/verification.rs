@@ -1,8 +1,13 @@
 //! Proof of contribution at round close: which results to replay (a revealed seed and each
-//! node's audit rate), the replays and their comparison, and the verdicts. Two things force an
-//! audit: a gradient-consistency flag, and a result whose bytes were seen before (a copy, or
-//! an old result resubmitted). Only the audit decides, so an honest node whose gradient looks
-//! odd, or happens to repeat, is replayed and accepted, never punished.
+//! node's audit rate), the replays and their comparison, and the verdicts. For model updates
+//! (gradients, pseudo-gradients) two things force an audit: a gradient-consistency flag, and a
+//! result whose bytes were seen before (a copy, or an old result resubmitted). Only the audit
+//! decides, so an honest node whose gradient looks odd, or happens to repeat, is replayed and
+//! accepted, never punished.
+//!
+//! Outputs (logits, transformed rows) are not screened: their statistics say nothing about a
+//! cheat, and equal bytes are legitimate wherever inputs are equal, so the seeded draw alone
+//! picks their audits. Transformed rows are compared with their replay bit for bit.
 //!
 //! Replays are computed by proven nodes other than the audited one when they are free (the
 //! job run hands them out as audit tasks), otherwise by the coordinator. A node replay that
@@ -12,7 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use corex_core::messages::ResultVerdict;
-use corex_core::{Hash, NodeId};
+use corex_core::{Hash, NodeId, WorkSpec};
 use corex_verify::{
     AuditPolicy, ConsistencyPolicy, SeedChain, Tolerance, compare, gather, is_audited,
     round_consistency, sample_coordinates,
@@ -37,18 +42,43 @@ pub struct AuditRecord {
     pub failed: u64,
 }
 
+/// What a round's results are, which decides how they are screened and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    /// Gradients and pseudo-gradients: screened by consistency statistics and repeated bytes,
+    /// compared with their replay within the tolerance.
+    Update,
+    /// Logits: not screened; compared within the tolerance (forward passes on other devices
+    /// differ by rounding).
+    Prediction,
+    /// Transformed rows: not screened; compared bit for bit (transforms are exact).
+    TransformedRows,
+}
+
+impl ResultKind {
+    /// The kind of the results of a job whose fragments do `work`.
+    pub fn of(work: &WorkSpec) -> Self {
+        match work {
+            WorkSpec::Gradient | WorkSpec::LocalSteps { .. } => Self::Update,
+            WorkSpec::Inference { .. } => Self::Prediction,
+            WorkSpec::Transform { .. } => Self::TransformedRows,
+        }
+    }
+}
+
 /// A result waiting for its verdict.
 pub struct Candidate<'a> {
     pub node: NodeId,
     pub fragment: Hash,
     pub commitment: Hash,
     pub result_hash: Hash,
+    /// The result tensor: an update, logits or transformed rows.
     pub gradient: &'a [f32],
     /// The mean loss the node reported for its samples.
     pub loss: f32,
 }
 
-/// What an audit recomputes: the gradient and the mean loss.
+/// What an audit recomputes: the result tensor and the mean loss.
 pub struct Replay {
     pub gradient: Vec<f32>,
     pub loss: f32,
@@ -137,16 +167,43 @@ impl Verifier {
     }
 
     /// Decides which of a complete round's results are replayed: reveals the next seed
-    /// (the results are committed by now), computes the consistency flags and finds repeated
-    /// result bytes; a flag forces an audit, the seed and each node's rate pick the rest.
+    /// (the results are committed by now), and for updates computes the consistency flags and
+    /// finds repeated result bytes; a flag forces an audit, the seed and each node's rate pick
+    /// the rest.
     pub fn plan_round(
         &mut self,
         candidates: &[Candidate<'_>],
+        kind: ResultKind,
     ) -> Result<AuditPlan, CoordinatorError> {
         let seed = self.reveal();
+        let flags = match kind {
+            ResultKind::Update => self.update_flags(&seed, candidates)?,
+            ResultKind::Prediction | ResultKind::TransformedRows => vec![None; candidates.len()],
+        };
+        // Rates come from each node's record before this round: a new node's results are all
+        // audited until its probation audits have passed, however many it sends in a round.
+        let audits = candidates
+            .iter()
+            .zip(flags)
+            .map(|(candidate, flag)| {
+                let record = self.record(&candidate.node);
+                let rate = self.policy.rate_ppm(record.passed, record.failed);
+                let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
+                PlannedAudit { audited, flag }
+            })
+            .collect();
+        Ok(AuditPlan { seed, kind, audits })
+    }
+
+    /// The flag of each update of a round: repeated bytes, or else a consistency flag.
+    fn update_flags(
+        &mut self,
+        seed: &Hash,
+        candidates: &[Candidate<'_>],
+    ) -> Result<Vec<Option<String>>, CoordinatorError> {
         let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
         let len = parts.first().map_or(0, |part| part.len());
-        let sampled = gather(&parts, &sample_coordinates(&seed, len, CONSISTENCY_SAMPLE));
+        let sampled = gather(&parts, &sample_coordinates(seed, len, CONSISTENCY_SAMPLE));
         let sampled: Vec<&[f32]> = sampled.iter().map(Vec::as_slice).collect();
         let consistency = round_consistency(&sampled, &self.consistency)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
@@ -162,26 +219,19 @@ impl Verifier {
             .collect();
         self.seen_results
             .extend(candidates.iter().map(|candidate| candidate.result_hash));
-        // Rates come from each node's record before this round: a new node's results are all
-        // audited until its probation audits have passed, however many it sends in a round.
-        let audits = candidates
-            .iter()
-            .enumerate()
-            .map(|(index, candidate)| {
-                let record = self.record(&candidate.node);
-                let rate = self.policy.rate_ppm(record.passed, record.failed);
-                let flag = if repeated[index] {
+        Ok(repeated
+            .into_iter()
+            .zip(consistency)
+            .map(|(repeated, consistency)| {
+                if repeated {
                     Some("repeated_result".to_owned())
                 } else {
-                    consistency[index]
+                    consistency
                         .flag
                         .map(|flag| format!("{flag:?}").to_lowercase())
-                };
-                let audited = flag.is_some() || is_audited(&seed, &candidate.commitment, rate);
-                PlannedAudit { audited, flag }
+                }
             })
-            .collect();
-        Ok(AuditPlan { seed, audits })
+            .collect())
     }
 
     /// Judges a round planned by [`plan_round`](Self::plan_round). An audited result is
@@ -214,7 +264,12 @@ impl Verifier {
             let from_node = node_replays.get(&index);
             let settled_by_node = match from_node {
                 Some(node_replay) => self
-                    .mismatch(candidate.gradient, candidate.loss, &node_replay.replay)?
+                    .mismatch(
+                        plan.kind,
+                        candidate.gradient,
+                        candidate.loss,
+                        &node_replay.replay,
+                    )?
                     .is_none(),
                 None => false,
             };
@@ -225,6 +280,7 @@ impl Verifier {
                 let truth = replay(index)?;
                 if let Some(node_replay) = from_node {
                     let verdict = match self.mismatch(
+                        plan.kind,
                         &node_replay.replay.gradient,
                         node_replay.replay.loss,
                         &truth,
@@ -244,7 +300,8 @@ impl Verifier {
                     };
                     judgement.audits.push((index, verdict));
                 }
-                let mismatch = self.mismatch(candidate.gradient, candidate.loss, &truth)?;
+                let mismatch =
+                    self.mismatch(plan.kind, candidate.gradient, candidate.loss, &truth)?;
                 (mismatch, Some(truth), None)
             };
             let record = self.records.entry(candidate.node).or_default();
@@ -280,14 +337,18 @@ impl Verifier {
         Ok(judgement)
     }
 
-    /// `None` when a result (gradient and reported loss) matches a replay within tolerance;
-    /// otherwise why not.
+    /// `None` when a result (tensor and reported loss) matches a replay: within tolerance,
+    /// or bit for bit for transformed rows; otherwise why not.
     fn mismatch(
         &self,
+        kind: ResultKind,
         gradient: &[f32],
         loss: f32,
         replay: &Replay,
     ) -> Result<Option<String>, CoordinatorError> {
+        if kind == ResultKind::TransformedRows {
+            return Ok(exact_mismatch(gradient, loss, replay));
+        }
         let comparison = compare(gradient, &replay.gradient, &self.tolerance)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
         let loss_matches =
@@ -298,6 +359,36 @@ impl Verifier {
                 comparison.relative_l2, comparison.cosine, loss, replay.loss
             )
         }))
+    }
+}
+
+/// `None` when a result is its replay bit for bit (values and loss); otherwise how it differs.
+fn exact_mismatch(values: &[f32], loss: f32, replay: &Replay) -> Option<String> {
+    if values.len() != replay.gradient.len() {
+        return Some(format!(
+            "replay disagrees: {} values against the replay's {}",
+            values.len(),
+            replay.gradient.len()
+        ));
+    }
+    let differing: Vec<usize> = values
+        .iter()
+        .zip(&replay.gradient)
+        .enumerate()
+        .filter(|(_, (value, truth))| value.to_bits() != truth.to_bits())
+        .map(|(index, _)| index)
+        .collect();
+    match differing.first() {
+        Some(first) => Some(format!(
+            "replay disagrees: {} of {} values differ (the first at index {first})",
+            differing.len(),
+            values.len()
+        )),
+        None if loss.to_bits() != replay.loss.to_bits() => Some(format!(
+            "replay disagrees: reported loss {loss} against {}",
+            replay.loss
+        )),
+        None => None,
     }
 }
 
@@ -325,6 +416,8 @@ fn accepted_audit(arbitrated: bool) -> ResultVerdict {
 pub struct AuditPlan {
     /// The seed revealed for this round.
     pub seed: Hash,
+    /// What the round's results are, which sets how they are compared with replays.
+    pub kind: ResultKind,
     /// One entry per candidate, in order.
     pub audits: Vec<PlannedAudit>,
 }
@@ -332,7 +425,7 @@ pub struct AuditPlan {
 #[derive(Debug, Clone)]
 pub struct PlannedAudit {
     pub audited: bool,
-    /// The consistency or repetition flag that forced the audit, if one did.
+    /// The consistency or repetition flag that forced the audit, if one did (updates only).
     pub flag: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{adam, small_job};
-use corex_coordinator::verification::{Candidate, NodeReplay, Replay, Verifier};
+use corex_coordinator::verification::{Candidate, NodeReplay, Replay, ResultKind, Verifier};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, JobSpec, WorkSpec};
 use corex_ml::{Dataset, Trainer};
@@ -84,7 +84,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                 .collect();
             let replays: Vec<_> = fragments.iter().map(|f| output(0, &f.indices)).collect();
             for (s, r) in submitted.iter().zip(&replays) {
-                let c = compare(&s.gradient, &r.gradient, &tolerance).unwrap();
+                let c = compare(&s.values, &r.values, &tolerance).unwrap();
                 worst_l2 = worst_l2.max(c.relative_l2);
                 worst_cosine = worst_cosine.min(c.cosine);
                 compared += 1;
@@ -97,28 +97,29 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                     fragment: f.id,
                     commitment: Hash::of_parts(&[&f.id.0, &round.to_le_bytes()]),
                     result_hash: Hash::of(
-                        &s.gradient
+                        &s.values
                             .iter()
                             .flat_map(|v| v.to_le_bytes())
                             .collect::<Vec<u8>>(),
                     ),
-                    gradient: &s.gradient,
+                    gradient: &s.values,
                     loss: s.loss,
                 })
                 .collect();
             // Then the real verifier judges the round: its own audit draws and consistency
             // flags; odd fragments are replayed by an auditor node on 4 threads, the others by
             // the coordinator on 1.
-            let plan = verifier.plan_round(&candidates).unwrap();
+            let plan = verifier
+                .plan_round(&candidates, ResultKind::Update)
+                .unwrap();
             let auditor = corex_core::Keypair::from_secret([200; 32]).id();
             let node_replays: BTreeMap<usize, NodeReplay> = (0..fragments.len())
                 .filter(|i| i % 2 == 1)
                 .map(|i| {
                     let replay = output(2, &fragments[i].indices);
-                    let result_hash =
-                        Hash::of(&corex_core::tensor::f32s_to_bytes(&replay.gradient));
+                    let result_hash = Hash::of(&corex_core::tensor::f32s_to_bytes(&replay.values));
                     let replay = Replay {
-                        gradient: replay.gradient,
+                        gradient: replay.values,
                         loss: replay.loss,
                     };
                     (
@@ -134,7 +135,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             let judgement = verifier
                 .judge(&candidates, &plan, &node_replays, |i| {
                     Ok(Replay {
-                        gradient: replays[i].gradient.clone(),
+                        gradient: replays[i].values.clone(),
                         loss: replays[i].loss,
                     })
                 })
@@ -149,7 +150,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             let parts: Vec<(&[f32], u32)> = submitted
                 .iter()
                 .zip(&fragments)
-                .map(|(s, f)| (s.gradient.as_slice(), f.indices.len() as u32))
+                .map(|(s, f)| (s.values.as_slice(), f.indices.len() as u32))
                 .collect();
             trainer
                 .step(&corex_ml::weighted_mean(&parts).unwrap())

@@ -14,6 +14,12 @@ pub enum FragmentKind {
     /// The pseudo-gradient `w_start − w_end` of the job's local optimizer steps over the
     /// fragment's samples (see [`WorkSpec::LocalSteps`](crate::WorkSpec::LocalSteps)).
     LocalSteps,
+    /// The logits of model version `model` for each of the fragment's samples (see
+    /// [`WorkSpec::Inference`](crate::WorkSpec::Inference)).
+    Inference,
+    /// The job's transform of each of the fragment's samples (see
+    /// [`WorkSpec::Transform`](crate::WorkSpec::Transform)).
+    Transform,
 }
 
 /// A leased unit of work. Everything a node needs to compute it, and nothing it could choose.
@@ -27,7 +33,7 @@ pub struct Fragment {
     /// Hash of the model version `w_round` the work must start from.
     pub model: Hash,
     pub kind: FragmentKind,
-    /// Training-sample indices, recomputable from the job seed by anyone.
+    /// Sample indices, recomputable from the job spec by anyone.
     pub indices: Vec<u32>,
     /// Cost in FLOPs derived by the coordinator from the spec, never from a node's claim.
     pub cost_flops: u64,

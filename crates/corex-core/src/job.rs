@@ -6,15 +6,17 @@ use crate::error::SpecError;
 use crate::federated::{DataHolder, FederatedSpec, PrivacySpec};
 use crate::hash::Hash;
 use crate::spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec, WorkSpec,
+    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec,
 };
+use crate::work::WorkSpec;
 
 /// Most rounds a job may ask for.
 pub const MAX_ROUNDS: u32 = 100_000;
 /// Most samples in one round's global batch.
 pub const MAX_GLOBAL_BATCH: u32 = 1 << 20;
 
-/// A training job: model, data, optimizer and how each round is cut into fragments.
+/// A job: model, data, what each fragment computes (`work`: training, or outputs at a fixed
+/// model), the optimizer of a training job and how each round is cut into fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// A human name for tables and logs.
@@ -22,11 +24,13 @@ pub struct JobSpec {
     pub model: ModelSpec,
     pub dataset: DatasetSpec,
     pub optimizer: OptimizerSpec,
-    /// Number of optimizer steps (rounds) to run.
+    /// Number of rounds to run: optimizer steps of a training job. A job of output work
+    /// passes over its dataset once, in sample order, and may ask for at most
+    /// `⌈samples / global_batch⌉` rounds (fewer cover a prefix of the dataset).
     pub rounds: u32,
     /// Samples per round, split across fragments.
     pub global_batch: u32,
-    /// Samples per gradient fragment (the last fragment of a round may be smaller).
+    /// Samples per fragment (the last fragment of a round may be smaller).
     pub fragment_samples: u32,
     /// Seed of the weight initialisation and of the per-epoch sample permutations.
     pub seed: u64,
@@ -154,7 +158,7 @@ impl JobSpec {
         self.dataset.validate()?;
         self.optimizer.validate()?;
         self.aggregation.validate()?;
-        self.work.validate(self.fragment_samples)?;
+        self.work.validate(&self.model, self.fragment_samples)?;
         self.granularity.validate()?;
         let invalid = |reason: String| Err(SpecError::Invalid(reason));
         if self.name.is_empty() || self.name.len() > 128 {
@@ -259,6 +263,34 @@ mod tests {
             privacy.noise_multiplier = 0.0;
         }
         assert!(no_noise.validate().is_err(), "DP needs noise");
+    }
+
+    #[test]
+    fn output_jobs_round_trip_through_toml_and_refuse_what_they_cannot_run() {
+        use crate::work::TransformSpec;
+        let inference = JobSpec {
+            work: WorkSpec::Inference {
+                weights: Some(Hash::of(b"weights")),
+            },
+            ..JobSpec::digits_gradient()
+        };
+        let transform = JobSpec {
+            work: WorkSpec::Transform {
+                transform: TransformSpec::RandomProjection {
+                    output: 16,
+                    seed: 3,
+                },
+            },
+            ..JobSpec::digits_gradient()
+        };
+        for spec in [inference, transform.clone()] {
+            assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
+        }
+        let mut one_level = transform;
+        one_level.work = WorkSpec::Transform {
+            transform: TransformSpec::Quantize { levels: 1 },
+        };
+        assert!(one_level.validate().is_err(), "quantize needs two levels");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod messages;
 pub mod request_signature;
 pub mod spec;
 pub mod tensor;
+pub mod work;
 
 pub use error::{DecodeError, SpecError};
 pub use federated::{DataHolder, FederatedSpec, PrivacySpec};
@@ -21,6 +22,6 @@ pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};
 pub use job::JobSpec;
 pub use spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, Granularity, MAX_LOCAL_STEPS, ModelSpec,
-    OptimizerSpec, WorkSpec,
+    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec,
 };
+pub use work::{MAX_LOCAL_STEPS, MAX_OUTPUT_VALUES, TransformSpec, WorkSpec};

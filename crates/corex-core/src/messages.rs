@@ -345,7 +345,8 @@ pub struct RoundRecord {
     pub round: u32,
     /// Model version the round started from.
     pub model: Hash,
-    /// Sample-weighted mean of the fragments' reported training losses.
+    /// Sample-weighted mean of the fragments' reported losses: the training loss, for an
+    /// inference job the predictions' cross-entropy, 0 for a transform job.
     pub train_loss: f32,
     pub test_loss: Option<f32>,
     pub test_accuracy: Option<f32>,
@@ -390,6 +391,29 @@ pub struct JobReport {
     /// The privacy spent by each data holder of a differentially private federated job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyReport>,
+    /// What a finished job of output work (inference, transform) produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<JobOutputs>,
+}
+
+/// What a job of output work (inference, transform) produced, published as two blobs
+/// (`GET /v1/blobs/{hash}`). Such a job passes over its dataset once, in sample order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobOutputs {
+    /// The rows: f32 little-endian, row-major, `rows × width`, in the order of the rounds'
+    /// sample indices (round by round, fragment by fragment): row `i` is the output for
+    /// sample `indices[i]`.
+    pub values: Hash,
+    /// The dataset sample of each row: `rows` u32 little-endian.
+    pub indices: Hash,
+    pub rows: u64,
+    /// Values per row: the model's classes (logits), or the transform's output width.
+    pub width: u32,
+    /// For inference: the fraction of rows whose highest logit is the sample's label, over
+    /// every predicted sample (training samples included when the weights were trained on
+    /// this dataset: not a held-out score; the rounds' `test_accuracy` is that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_accuracy: Option<f32>,
 }
 
 /// The differential privacy a federated job's data holders spent, from the accountant over

@@ -119,51 +119,6 @@ impl AggregationSpec {
     }
 }
 
-/// Most inner optimizer steps one local-steps fragment may ask for.
-pub const MAX_LOCAL_STEPS: u32 = 1024;
-
-/// What each fragment of a job computes: a job policy, fixed for the whole job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum WorkSpec {
-    /// One gradient of the mean loss over the fragment's samples; the coordinator's optimizer
-    /// steps on the mean of the round's gradients (exactly single-process training).
-    #[default]
-    Gradient,
-    /// DiLoCo-style local training for slow links: the node splits the fragment's samples into
-    /// `steps` consecutive micro-batches, takes one step of a fresh `inner` optimizer on each,
-    /// and returns the pseudo-gradient `w_start − w_end`. The job's `optimizer` is then the
-    /// outer optimizer (SGD with learning rate 1 and no momentum is plain model averaging).
-    /// `steps` optimizer steps per transfer instead of one.
-    LocalSteps { steps: u32, inner: OptimizerSpec },
-}
-
-impl WorkSpec {
-    /// The kind every fragment of a job with this work carries.
-    pub fn fragment_kind(&self) -> crate::FragmentKind {
-        match self {
-            Self::Gradient => crate::FragmentKind::Gradient,
-            Self::LocalSteps { .. } => crate::FragmentKind::LocalSteps,
-        }
-    }
-
-    pub fn validate(&self, fragment_samples: u32) -> Result<(), SpecError> {
-        match self {
-            Self::Gradient => Ok(()),
-            Self::LocalSteps { steps, inner } => {
-                inner.validate()?;
-                if *steps == 0 || *steps > MAX_LOCAL_STEPS || *steps > fragment_samples {
-                    return Err(SpecError::Invalid(format!(
-                        "local steps {steps} is outside 1..={} (and at most fragment_samples)",
-                        MAX_LOCAL_STEPS
-                    )));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 /// How a round's samples are cut into fragments: a job policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -9,6 +9,13 @@ pub enum MlError {
     /// A flat parameter or gradient vector does not have the model's parameter count.
     #[error("expected {expected} parameters, got {got}")]
     ParameterCount { expected: usize, got: usize },
+    /// An output result (logits, transformed rows) does not have `samples × width` values.
+    #[error("expected {expected} output values for {samples} samples, got {got}")]
+    OutputLength {
+        expected: usize,
+        got: usize,
+        samples: usize,
+    },
     /// A parameter or gradient value is NaN or infinite (first offending index).
     #[error("value at index {index} is not finite")]
     NonFinite { index: usize },

@@ -1,16 +1,11 @@
-//! Evaluation of a model on a set of samples: mean cross-entropy and accuracy, forward only
-//! (plain flex device, no autodiff), in fixed-size batches so large test sets stay cheap.
+//! Evaluation of a model on a set of samples: mean cross-entropy and accuracy, from the
+//! logits of a forward pass ([`predict`]), scored on the host in `f64`.
 
-use burn::tensor::Device;
 use corex_core::ModelSpec;
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::model::{Mlp, batch_tensors, read_floats};
-use crate::params::check_inputs;
-
-/// Samples per forward pass.
-const EVAL_BATCH: usize = 1024;
+use crate::inference::predict;
 
 /// Quality of a model on a set of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,46 +25,60 @@ pub fn evaluate(
     data: &Dataset,
     indices: &[u32],
 ) -> Result<Evaluation, MlError> {
-    check_inputs(spec, params, data, indices)?;
-    let samples = u32::try_from(indices.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
-    let device = Device::flex();
-    let model = Mlp::from_flat(spec, params, &device);
-    let classes = spec.classes;
+    let logits = predict(spec, params, data, indices)?;
+    let labels: Vec<u32> = indices
+        .iter()
+        .map(|&index| data.label_of(index as usize))
+        .collect();
+    score_predictions(&logits, &labels, spec.classes)
+}
+
+/// Scores logits (`labels.len() × classes`, row-major) against the true labels: mean
+/// cross-entropy and the accuracy of the highest logit, accumulated in `f64` in row order.
+pub fn score_predictions(
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+) -> Result<Evaluation, MlError> {
+    if labels.is_empty() {
+        return Err(MlError::Empty("no predictions to score".into()));
+    }
+    let samples = u32::try_from(labels.len())
+        .map_err(|_| MlError::Shape(format!("{} labels do not fit u32", labels.len())))?;
+    if classes == 0 || logits.len() != labels.len().saturating_mul(classes) {
+        return Err(MlError::Shape(format!(
+            "{} logits for {} samples × {classes} classes",
+            logits.len(),
+            labels.len()
+        )));
+    }
+    if let Some(&label) = labels.iter().find(|&&label| label as usize >= classes) {
+        return Err(MlError::Dataset(format!(
+            "label {label} is not below the class count {classes}"
+        )));
+    }
     let mut loss_sum = 0.0f64;
     let mut correct = 0u64;
-    for chunk in indices.chunks(EVAL_BATCH) {
-        let (features, labels) = data.gather(chunk);
-        let (x, _) = batch_tensors(features, &labels, spec.input, &device);
-        let logits = read_floats(model.forward(x))?;
-        if logits.len() != chunk.len() * classes {
-            return Err(MlError::Shape(format!(
-                "forward returned {} logits for {} samples × {classes} classes",
-                logits.len(),
-                chunk.len()
-            )));
-        }
-        for (row, &label) in logits.chunks(classes).zip(&labels) {
-            let (best, max) = row.iter().enumerate().fold(
-                (0, f64::NEG_INFINITY),
-                |(best, max), (class, &value)| {
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let (best, max) =
+            row.iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |(best, max), (class, &value)| {
                     if f64::from(value) > max {
                         (class, f64::from(value))
                     } else {
                         (best, max)
                     }
-                },
-            );
-            let log_sum_exp = max
-                + row
-                    .iter()
-                    .map(|&v| (f64::from(v) - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            loss_sum += log_sum_exp - f64::from(row[label as usize]);
-            if best == label as usize {
-                correct += 1;
-            }
+                });
+        let log_sum_exp = max
+            + row
+                .iter()
+                .map(|&v| (f64::from(v) - max).exp())
+                .sum::<f64>()
+                .ln();
+        loss_sum += log_sum_exp - f64::from(row[label as usize]);
+        if best == label as usize {
+            correct += 1;
         }
     }
     let n = f64::from(samples);

@@ -7,30 +7,14 @@
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use corex_core::{ModelSpec, OptimizerSpec, WorkSpec};
+use corex_core::{ModelSpec, OptimizerSpec};
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::gradient::{GradientOutput, compute_gradient, finish};
+use crate::gradient::{GradientOutput, finish};
 use crate::model::{Mlp, batch_tensors, read_floats};
 use crate::params::check_inputs;
 use crate::trainer::build_optimizer;
-
-/// Runs one fragment of a job whose fragments do `work`: a gradient, or local steps.
-pub fn run_fragment(
-    work: &WorkSpec,
-    spec: &ModelSpec,
-    params: &[f32],
-    data: &Dataset,
-    indices: &[u32],
-) -> Result<GradientOutput, MlError> {
-    match work {
-        WorkSpec::Gradient => compute_gradient(spec, params, data, indices),
-        WorkSpec::LocalSteps { steps, inner } => {
-            compute_local_steps(spec, params, data, indices, *steps, inner)
-        }
-    }
-}
 
 /// `steps` steps of a fresh `inner` optimizer from `params`, micro-batch `j` being
 /// `indices[j·n/steps .. (j+1)·n/steps]`; returns `params − w_end` as the gradient and the

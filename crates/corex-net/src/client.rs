@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
     ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeviceReport,
-    JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse,
-    SubmitJobRequest, SubmitJobResponse,
+    JobOutputs, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
+    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request,
@@ -242,6 +242,12 @@ impl CoordinatorClient {
             .call_json("GET", &format!("/v1/jobs/{job}/weights"), Vec::new())
             .await?;
         self.fetch_blob(&weights).await
+    }
+
+    /// What a finished job of output work (inference, transform) produced.
+    pub async fn job_outputs(&self, job: &Hash) -> Result<JobOutputs, NetError> {
+        self.call_json("GET", &format!("/v1/jobs/{job}/outputs"), Vec::new())
+            .await
     }
 
     pub async fn challenge(&self) -> Result<ChallengeIssued, NetError> {

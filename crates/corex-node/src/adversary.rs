@@ -11,13 +11,13 @@ use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adversary {
-    /// Random values in [−1, 1) instead of the gradient.
+    /// Random values in [−1, 1) instead of the result (a gradient, logits, transformed rows).
     Random,
     /// All zeros.
     Zeros,
-    /// The true gradient × 10.
+    /// The true result × 10.
     Scaled,
-    /// The true gradient, negated.
+    /// The true result, negated.
     SignFlipped,
     /// Another node's result (shared through the collusion directory).
     Copy,
@@ -94,8 +94,9 @@ pub struct AdversaryState {
     pub collusion_dir: Option<PathBuf>,
 }
 
-/// The gradient an adversary submits for `fragment`. `honest` is the true gradient when the
-/// adversary computed it; `len` is the model's parameter count.
+/// The result an adversary submits for `fragment`. `honest` is the true result when the
+/// adversary computed it; `len` is a correct result's length (the model's parameter count, or
+/// samples × width for output work), which every fake has, so that only audits can tell.
 pub fn tamper(
     adversary: Adversary,
     state: &mut AdversaryState,
@@ -114,7 +115,11 @@ pub fn tamper(
         (Adversary::SignFlipped, Some(g)) => g.into_iter().map(|v| -v).collect(),
         (Adversary::FakeGpu | Adversary::Lazy | Adversary::BaitAndSwitch, Some(g)) => g,
         (Adversary::Zeros, _) => vec![0.0; len],
-        (Adversary::Old, _) => state.previous.clone().unwrap_or_else(random),
+        (Adversary::Old, _) => state
+            .previous
+            .clone()
+            .filter(|previous| previous.len() == len)
+            .unwrap_or_else(random),
         (Adversary::Copy, _) => read_peer(state, len).unwrap_or_else(random),
         _ => random(),
     };

@@ -19,7 +19,7 @@ use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, Res
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{DatasetSource, Fragment, Hash, Keypair, ModelSpec, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
-use corex_ml::{Dataset, GradientOutput, PrivateStepsSpec};
+use corex_ml::{Dataset, FragmentOutput, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -271,7 +271,7 @@ impl NodeAgent {
             )));
         }
         let spec = job.descriptor.spec.model.clone();
-        let parameter_count = spec.parameter_count();
+        let result_len = work.result_len(&spec, fragment.indices.len());
         let dataset = self.fragment_data(fragment, &job)?;
         let private = private_plan(&job, fragment);
         let indices = fragment.indices.clone();
@@ -308,16 +308,16 @@ impl NodeAgent {
                 (output.loss, output.samples)
             });
         self.last_loss = loss;
-        let honest = computed.map(|output| output.gradient);
+        let honest = computed.map(|output| output.values);
         let gradient = match self.config.adversary {
             Some(adversary) => tamper(
                 adversary,
                 &mut self.adversary_state,
                 &fragment.id,
                 honest,
-                parameter_count,
+                result_len,
             ),
-            None => honest.ok_or_else(|| NodeError::Compute("no gradient computed".into()))?,
+            None => honest.ok_or_else(|| NodeError::Compute("no result computed".into()))?,
         };
         share(&self.adversary_state, &gradient);
 
@@ -461,7 +461,7 @@ fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpe
             inner: inner.clone(),
             privacy,
         }),
-        WorkSpec::Gradient => None,
+        _ => None,
     }
 }
 
@@ -475,7 +475,7 @@ fn compute(
     dataset: &Dataset,
     indices: Vec<u32>,
     private: Option<PrivateStepsSpec>,
-) -> Result<(GradientOutput, Vec<Vec<u32>>), NodeError> {
+) -> Result<(FragmentOutput, Vec<Vec<u32>>), NodeError> {
     let compute_error = |error: corex_ml::MlError| NodeError::Compute(error.to_string());
     match private {
         Some(plan) => {
@@ -484,7 +484,7 @@ fn compute(
                 spec, parameters, dataset, &indices, &plan, &mut rng,
             )
             .map_err(compute_error)?;
-            Ok((steps.output, steps.batches))
+            Ok((steps.output.into(), steps.batches))
         }
         None => {
             let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)

@@ -20,7 +20,7 @@ pub fn slice_federated_round(
 ) -> Vec<Fragment> {
     let steps = match spec.work {
         WorkSpec::LocalSteps { steps, .. } => steps,
-        WorkSpec::Gradient => 1,
+        _ => 1,
     };
     let flops_per_sample = spec.model.train_flops_per_sample();
     let round_samples = federated.local_batch.saturating_mul(steps);

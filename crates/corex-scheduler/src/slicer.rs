@@ -1,9 +1,11 @@
 //! The slicer: turns a job's round into fragments (of the job's work kind) over seeded sample indices.
 //!
-//! The training set is visited as an endless stream of epochs; epoch `e` is the train split
-//! permuted by a ChaCha8 generator seeded from `H("corex-epoch" ‖ seed ‖ e)`. Round `r` takes
-//! stream positions `[r·B, (r+1)·B)`. Anyone holding the job spec can recompute every index,
-//! so a fragment's samples are never the node's choice.
+//! A training job visits its training set as an endless stream of epochs; epoch `e` is the
+//! train split permuted by a ChaCha8 generator seeded from `H("corex-epoch" ‖ seed ‖ e)`.
+//! Round `r` takes stream positions `[r·B, (r+1)·B)`. A job of output work (inference,
+//! transforms) passes over its samples once, in order: round `r` takes `[r·B, (r+1)·B)` of
+//! them, the last round fewer. Anyone holding the job spec can recompute every index, so a
+//! fragment's samples are never the node's choice.
 
 use corex_core::{Fragment, Granularity, Hash, JobSpec};
 use rand::SeedableRng;
@@ -42,19 +44,33 @@ pub fn round_batch(train: &[u32], global_batch: u32, seed: u64, round: u32) -> V
     batch
 }
 
+/// The samples of round `round` of a job that passes over `samples` once:
+/// `samples[round·B .. (round+1)·B]`, cut at the end (empty past it).
+pub fn pass_batch(samples: &[u32], global_batch: u32, round: u32) -> Vec<u32> {
+    let start = (u64::from(round) * u64::from(global_batch)).min(samples.len() as u64) as usize;
+    let end = (start + global_batch as usize).min(samples.len());
+    samples[start..end].to_vec()
+}
+
 /// Cuts round `round` of `spec` into fragments that start from model version `model`: of
 /// `fragment_samples` each, or with adaptive granularity sized to nodes of `speeds_mflops`
-/// (see [`plan_sizes`]). The round's samples are the same either way.
+/// (see [`plan_sizes`]). The round's samples are the same either way: from the epoch stream
+/// over `pool` (the train split) for a training job, the next stretch of `pool` for a job of
+/// output work.
 pub fn slice_round(
     job: &Hash,
     spec: &JobSpec,
-    train: &[u32],
+    pool: &[u32],
     round: u32,
     model: Hash,
     speeds_mflops: &[u64],
 ) -> Vec<Fragment> {
-    let flops_per_sample = spec.model.train_flops_per_sample();
-    let batch = round_batch(train, spec.global_batch, spec.seed, round);
+    let flops_per_sample = spec.work.flops_per_sample(&spec.model);
+    let batch = if spec.work.trains() {
+        round_batch(pool, spec.global_batch, spec.seed, round)
+    } else {
+        pass_batch(pool, spec.global_batch, round)
+    };
     let sizes: Vec<u32> = match spec.granularity {
         Granularity::Fixed => batch
             .chunks(spec.fragment_samples as usize)
@@ -131,6 +147,35 @@ mod tests {
             first[0].indices,
             slice_round(&job, &spec, &train, 4, Hash::of(b"w4"), &[])[0].indices
         );
+    }
+
+    #[test]
+    fn an_output_job_passes_over_its_samples_once_in_order() {
+        let spec = JobSpec {
+            work: corex_core::WorkSpec::Inference { weights: None },
+            global_batch: 100,
+            fragment_samples: 30,
+            ..JobSpec::digits_gradient()
+        };
+        let samples: Vec<u32> = (0..250).collect();
+        let job = Hash::of(b"job");
+        let rounds: Vec<Vec<Fragment>> = (0..3)
+            .map(|round| slice_round(&job, &spec, &samples, round, Hash::of(b"w"), &[]))
+            .collect();
+        let passed: Vec<u32> = rounds
+            .iter()
+            .flatten()
+            .flat_map(|f| f.indices.clone())
+            .collect();
+        assert_eq!(passed, samples);
+        let sizes: Vec<usize> = rounds[2].iter().map(|f| f.indices.len()).collect();
+        assert_eq!(sizes, [30, 20]);
+        assert_eq!(rounds[0][0].kind, corex_core::FragmentKind::Inference);
+        assert_eq!(
+            rounds[0][0].cost_flops,
+            30 * 2 * spec.model.forward_macs_per_sample()
+        );
+        assert!(pass_batch(&samples, 100, 3).is_empty());
     }
 
     #[test]
