@@ -55,6 +55,26 @@ fn federated_setup() -> (JobSpec, Vec<Dataset>) {
     (spec, locals)
 }
 
+/// Starts holder agents from the `first`-th on, each with its local data; the first holder
+/// plays `adversary` when one is given.
+fn spawn_holders(
+    net: &mut TestNet,
+    locals: &[Dataset],
+    first: usize,
+    adversary: Option<Adversary>,
+) {
+    for (index, (seed, local)) in HOLDER_SEEDS.iter().zip(locals).enumerate().skip(first) {
+        net.spawn_node_with(
+            *seed,
+            NodeConfig {
+                local_data: Some(Arc::new(local.clone())),
+                adversary: adversary.filter(|_| index == 0),
+                ..NodeConfig::default()
+            },
+        );
+    }
+}
+
 /// Finds raw samples in bytes: every sample's features as little-endian `f32`s (how a tensor
 /// would carry them), as its CSV row (how the holder stores it) and as a JSON array.
 struct SampleScanner {
@@ -152,15 +172,7 @@ async fn no_raw_sample_reaches_the_coordinator_and_the_model_learns() {
         ..CoordinatorConfig::one_machine()
     };
     let mut net = TestNet::start(config).await;
-    for (seed, local) in HOLDER_SEEDS.iter().zip(&locals) {
-        net.spawn_node_with(
-            *seed,
-            NodeConfig {
-                local_data: Some(Arc::new(local.clone())),
-                ..NodeConfig::default()
-            },
-        );
-    }
+    spawn_holders(&mut net, &locals, 0, None);
     let owner = net.client(90);
     let job = owner.submit_job(&spec).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(240)).await;
@@ -239,16 +251,7 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
     let (spec, locals) = federated_setup();
     let spec = JobSpec { rounds: 8, ..spec };
     let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
-    for (index, (seed, local)) in HOLDER_SEEDS.iter().zip(&locals).enumerate() {
-        net.spawn_node_with(
-            *seed,
-            NodeConfig {
-                local_data: Some(Arc::new(local.clone())),
-                adversary: (index == 0).then_some(adversary),
-                ..NodeConfig::default()
-            },
-        );
-    }
+    spawn_holders(&mut net, &locals, 0, Some(adversary));
     let owner = net.client(90);
     let job = owner.submit_job(&spec).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(240)).await;
@@ -347,15 +350,7 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
     holder.register(device.clone()).await.unwrap();
     outsider.register(device).await.unwrap();
     // The other three holders are ordinary agents.
-    for (seed, local) in HOLDER_SEEDS.iter().zip(&locals).skip(1) {
-        net.spawn_node_with(
-            *seed,
-            NodeConfig {
-                local_data: Some(Arc::new(local.clone())),
-                ..NodeConfig::default()
-            },
-        );
-    }
+    spawn_holders(&mut net, &locals, 1, None);
 
     // Nobody but a holder gets a federated fragment.
     assert!(matches!(
@@ -440,15 +435,7 @@ async fn a_holder_that_never_comes_does_not_stall_the_job() {
     };
     let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
     // Three of the four holders come.
-    for (seed, local) in HOLDER_SEEDS.iter().zip(&locals).skip(1) {
-        net.spawn_node_with(
-            *seed,
-            NodeConfig {
-                local_data: Some(Arc::new(local.clone())),
-                ..NodeConfig::default()
-            },
-        );
-    }
+    spawn_holders(&mut net, &locals, 1, None);
     let owner = net.client(90);
     let job = owner.submit_job(&spec).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(60)).await;
