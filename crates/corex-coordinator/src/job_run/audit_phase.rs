@@ -1,0 +1,158 @@
+//! The audit phase of a round: once every result is in, the revealed seed picks what to
+//! replay, audit tasks go out to proven nodes, their replays come back, and overdue rounds
+//! close (the coordinator replays what no node returned; a federated round goes on without
+//! holders that went quiet).
+
+use super::*;
+
+impl JobRun {
+    /// Plans the complete round's audits and hands out those another node may replay; closes
+    /// the round at once when no audit waits for a node.
+    pub(super) fn begin_audits(
+        &mut self,
+        now_ms: u64,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let Some(round) = self.round.as_mut() else {
+            return Ok(Progress::Accepted);
+        };
+        let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
+        let candidates = candidates(&accepted, &round.fragments);
+        let plan = verifier.plan_round(&candidates, ResultKind::of(&self.spec.work))?;
+        let tasks: Vec<AuditTask> = plan
+            .audits
+            .iter()
+            .zip(accepted.iter().zip(&round.fragments))
+            .enumerate()
+            .filter(|(_, (planned, (result, fragment)))| {
+                let fits = |auditor: &NodeId| {
+                    replays_in_time(self.spec.granularity, fragment, auditors.speed_of(auditor))
+                };
+                planned.audited
+                    && fragment.holder.is_none()
+                    && auditors.any_for(verifier, &result.node, fits)
+            })
+            .map(|(index, (_, (result, fragment)))| AuditTask {
+                index,
+                fragment: Fragment {
+                    id: Fragment::derive_audit_id(&fragment.id),
+                    ..fragment.clone()
+                },
+                submitter: result.node,
+                holder: None,
+                replay: None,
+                commitment: None,
+            })
+            .collect();
+        let waiting = !tasks.is_empty();
+        round.auditing = Some(Auditing {
+            plan,
+            tasks,
+            deadline_ms: now_ms + self.spec.lease_ms,
+        });
+        if waiting {
+            return Ok(Progress::Auditing);
+        }
+        self.close_round(now_ms, blobs, verifier, &auditors)
+    }
+
+    /// Takes a node's audit replay for task `task`, checked like any result.
+    pub(super) fn submit_audit(
+        &mut self,
+        task: usize,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+        now_ms: u64,
+        engine: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let auditing = self
+            .round
+            .as_ref()
+            .and_then(|round| round.auditing.as_ref())
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        let pending = &auditing.tasks[task];
+        if pending.replay.is_some() {
+            return Err(CoordinatorError::FragmentClosed(header.fragment));
+        }
+        let index = pending.index as u32;
+        match pending.holder {
+            Some((holder, _)) if holder == node => {}
+            Some((holder, _)) => {
+                return Err(LeaseError::LeasedToOther {
+                    index,
+                    holder: holder.short(),
+                }
+                .into());
+            }
+            None => return Err(LeaseError::NotLeased(index).into()),
+        }
+        let (gradient, commitment) =
+            self.check_tensor_result(node, &pending.fragment, header, tensor_bytes)?;
+        let all_in = {
+            let auditing = self
+                .round
+                .as_mut()
+                .and_then(|round| round.auditing.as_mut())
+                .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+            let pending = &mut auditing.tasks[task];
+            pending.replay = Some(NodeReplay {
+                auditor: node,
+                result_hash: header.result_hash,
+                replay: Replay {
+                    gradient,
+                    loss: header.loss,
+                },
+            });
+            pending.commitment = Some(commitment);
+            auditing.tasks.iter().all(|task| task.replay.is_some())
+        };
+        if all_in {
+            return self.close_round(now_ms, engine.blobs, engine.verifier, &engine.auditors);
+        }
+        Ok(Progress::Auditing)
+    }
+
+    /// Closes a round that is overdue: one whose audit deadline has passed (the coordinator
+    /// replays what no node returned), or a federated round without the holders that have not
+    /// delivered (see [`MIN_FEDERATED_QUORUM`]). `None` when there is nothing to close.
+    pub fn close_overdue(
+        &mut self,
+        now_ms: u64,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
+    ) -> Option<Result<Progress, CoordinatorError>> {
+        let round = self.round.as_mut()?;
+        let Some(auditing) = round.auditing.as_ref() else {
+            let quorum = round.fragments.len().div_ceil(MIN_FEDERATED_QUORUM).max(1);
+            let partial = self.spec.federated.is_some()
+                && round.opened_ms + self.spec.lease_ms <= now_ms
+                && !round.leases.any_held(now_ms)
+                && round.leases.done() >= quorum;
+            if !partial {
+                return None;
+            }
+            // Partial participation: the round goes on without holders that went quiet.
+            for index in round.leases.drop_unfinished().into_iter().rev() {
+                self.closed_fragments
+                    .insert(round.fragments.remove(index).id);
+                round.results.remove(index);
+            }
+            let engine = Engine {
+                blobs,
+                verifier,
+                auditors,
+            };
+            return Some(self.begin_audits(now_ms, engine));
+        };
+        (auditing.deadline_ms <= now_ms)
+            .then(|| self.close_round(now_ms, blobs, verifier, &auditors))
+    }
+}

@@ -1,0 +1,499 @@
+//! One running job: its model versions, the current round's fragments and leases, the
+//! accepted results, and the aggregation that turns a complete round into the next version.
+//!
+//! Invariant: a refused result changes nothing here. Every check runs before the first write,
+//! so a job fed any mix of bad and good results ends with the same model as a clean run.
+//! Aggregation runs in fragment order, never arrival order, so the result is deterministic.
+//!
+//! A round whose results are all in is planned for audits (the seed is revealed only then).
+//! Audited fragments become audit tasks that proven nodes lease like fragments, under ids of
+//! their own; the round closes when every task has a node's replay, or at the audit deadline,
+//! when the coordinator replays what is left itself. A round with no eligible auditor (no
+//! proven node on other hardware) is replayed by the coordinator at once.
+//!
+//! A job of output work (inference, transforms) does not train: its model version is fixed
+//! for the whole job, its rounds pass over the dataset once, and each closed round's accepted
+//! rows (a rejected result replaced by its replay, as for training) are kept in fragment
+//! order and published at the end instead of weights (see [`crate::outputs`]).
+//!
+//! A federated job's round has one fragment per data holder, leased only to that holder and
+//! computed on its local data; its results carry a commitment to that data, cannot be
+//! replayed, and are judged by [`judge_federated`] instead (the coordinator holds only the
+//! job owner's held-out validation split).
+//!
+//! This file holds the job's state, round opening and leases; `intake` checks results,
+//! `audit_phase` runs a complete round's audits and closes overdue rounds, `close` judges,
+//! aggregates and opens the next round.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{
+    JobOutputs, JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution,
+    ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
+};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
+use corex_ml::{Dataset, Split, Trainer};
+use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
+
+use crate::auditors::Auditors;
+use crate::blobs::BlobStore;
+use crate::error::CoordinatorError;
+use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
+use crate::outputs::{Outputs, fixed_parameters, pass_samples};
+use crate::verification::{
+    AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Verifier,
+};
+
+mod audit_phase;
+mod close;
+mod intake;
+
+/// A federated round closes without the holders that have not delivered once `lease_ms`
+/// has passed since it opened, none holds a live lease, and at least 1/this of its fragments
+/// are in (partial participation: a holder that went offline does not stall the job).
+pub const MIN_FEDERATED_QUORUM: usize = 2;
+
+/// A result that passed every check, waiting for its round to complete.
+struct Accepted {
+    node: NodeId,
+    /// The result tensor: an update (gradient, pseudo-gradient), logits or transformed rows.
+    gradient: Vec<f32>,
+    loss: f32,
+    samples: u32,
+    commitment: Hash,
+    result_hash: Hash,
+    /// Milliseconds from the lease to this result.
+    elapsed_ms: u64,
+    data_commitment: Option<LocalDataCommitment>,
+}
+
+struct RoundState {
+    fragments: Vec<Fragment>,
+    leases: LeaseBook,
+    results: Vec<Option<Accepted>>,
+    opened_ms: u64,
+    first_lease_ms: Option<u64>,
+    /// Set once every result is in and the audits are out.
+    auditing: Option<Auditing>,
+}
+
+/// A complete round waiting for its audit replays.
+struct Auditing {
+    plan: AuditPlan,
+    tasks: Vec<AuditTask>,
+    /// After this the coordinator replays whatever no node has returned.
+    deadline_ms: u64,
+}
+
+/// One audited fragment, handed to another node to replay.
+struct AuditTask {
+    /// Position of the audited fragment in the round.
+    index: usize,
+    /// The fragment under its audit id (`Fragment::derive_audit_id`).
+    fragment: Fragment,
+    submitter: NodeId,
+    /// Who holds the task, until when.
+    holder: Option<(NodeId, u64)>,
+    replay: Option<NodeReplay>,
+    commitment: Option<Hash>,
+}
+
+/// The engine's parts a result can touch: the published blobs, the verifier, and the rule of
+/// who may audit whom.
+pub struct Engine<'a> {
+    pub blobs: &'a mut BlobStore,
+    pub verifier: &'a mut Verifier,
+    pub auditors: Auditors<'a>,
+}
+
+/// How long a fragment took its node, from lease to result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentTiming {
+    pub cost_flops: u64,
+    pub elapsed_ms: u64,
+}
+
+/// What accepting a result led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The round still waits for other fragments.
+    Accepted,
+    /// Every result is in; the round waits for audit replays from nodes.
+    Auditing,
+    /// The round closed and the next one is open.
+    RoundClosed,
+    /// The last round closed: the job is finished.
+    JobFinished,
+}
+
+/// What the rounds of a job move forward.
+enum Progression {
+    /// The model, which the job's optimizer steps at every round's close.
+    Training(Trainer),
+    /// The rows of a job of output work, collected at parameters fixed for the whole job
+    /// (empty for a transform, which has no model).
+    Outputs {
+        parameters: Vec<f32>,
+        collected: Outputs,
+    },
+}
+
+impl Progression {
+    /// The parameters the current round works at.
+    fn parameters(&self) -> Vec<f32> {
+        match self {
+            Self::Training(trainer) => trainer.parameters(),
+            Self::Outputs { parameters, .. } => parameters.clone(),
+        }
+    }
+}
+
+pub struct JobRun {
+    pub id: Hash,
+    pub owner: NodeId,
+    pub spec: JobSpec,
+    pub dataset_hash: Hash,
+    /// The shared dataset published as a blob for nodes to fetch (none for a federated job:
+    /// there `dataset` is the owner's validation data, which stays here).
+    pub dataset_blob: Option<Hash>,
+    dataset: Arc<Dataset>,
+    split: Split,
+    /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
+    /// dataset's samples in order (one pass) for output work.
+    pool: Vec<u32>,
+    progression: Progression,
+    /// Hash of the current model version's parameter bytes.
+    model: Hash,
+    /// The version before the current one, kept so late fetches still resolve.
+    previous_model: Option<Hash>,
+    round: Option<RoundState>,
+    completed_rounds: u32,
+    closed_fragments: HashSet<Hash>,
+    /// Each federated data holder's shard commitment, fixed by its first accepted result.
+    shards: BTreeMap<NodeId, Hash>,
+    history: Vec<RoundRecord>,
+    contributions: BTreeMap<NodeId, NodeContribution>,
+    reissued: u64,
+    state: JobState,
+    /// Hash of the trained weights (safetensors), once a training job finished.
+    pub weights: Option<Hash>,
+    /// The rows a job of output work produced, once finished.
+    pub outputs: Option<JobOutputs>,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+impl JobRun {
+    pub fn start(
+        id: Hash,
+        owner: NodeId,
+        spec: JobSpec,
+        dataset: Arc<Dataset>,
+        now_ms: u64,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
+    ) -> Result<Self, CoordinatorError> {
+        spec.validate()
+            .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
+        if dataset.feature_count() != spec.model.input || dataset.class_count() > spec.model.classes
+        {
+            return Err(CoordinatorError::InvalidSpec(format!(
+                "model takes {} features into {} classes, the dataset has {} features and {} classes",
+                spec.model.input,
+                spec.model.classes,
+                dataset.feature_count(),
+                dataset.class_count()
+            )));
+        }
+        let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
+        if split.train.is_empty() || split.test.is_empty() {
+            return Err(CoordinatorError::InvalidSpec(
+                "the dataset is too small to split into train and test".into(),
+            ));
+        }
+        let (progression, pool, parameters) = match spec.work.output_width(&spec.model) {
+            None => {
+                let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
+                let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                (
+                    Progression::Training(trainer),
+                    split.train.clone(),
+                    parameters,
+                )
+            }
+            Some(width) => {
+                let parameters = fixed_parameters(&spec, blobs)?;
+                let progression = Progression::Outputs {
+                    parameters: parameters.clone(),
+                    collected: Outputs::new(width),
+                };
+                (progression, pass_samples(&spec, &dataset)?, parameters)
+            }
+        };
+        let model = blobs.publish(f32s_to_bytes(&parameters));
+        let dataset_blob = spec
+            .federated
+            .is_none()
+            .then(|| blobs.publish(dataset.to_bytes()));
+        let mut run = Self {
+            id,
+            owner,
+            dataset_hash: Hash(dataset.content_hash()),
+            dataset_blob,
+            spec,
+            dataset,
+            split,
+            pool,
+            progression,
+            model,
+            previous_model: None,
+            round: None,
+            completed_rounds: 0,
+            closed_fragments: HashSet::new(),
+            shards: BTreeMap::new(),
+            history: Vec::new(),
+            contributions: BTreeMap::new(),
+            reissued: 0,
+            state: JobState::Running,
+            weights: None,
+            outputs: None,
+            started_ms: now_ms,
+            finished_ms: None,
+        };
+        let speeds = match run.spec.granularity {
+            Granularity::Adaptive { .. } => auditors.live_speeds(),
+            Granularity::Fixed => Vec::new(),
+        };
+        run.open_round(&speeds, verifier, now_ms);
+        Ok(run)
+    }
+
+    /// Opens the next round, its fragments sized (with adaptive granularity) to nodes of
+    /// `speeds_mflops`. A federated round leaves out holders banned for failed checks (only
+    /// they could compute their fragments); with none left, the job fails.
+    fn open_round(&mut self, speeds_mflops: &[u64], verifier: &Verifier, now_ms: u64) {
+        let fragments = match &self.spec.federated {
+            Some(federated) => slice_federated_round(
+                &self.id,
+                &self.spec,
+                federated,
+                self.completed_rounds,
+                self.model,
+            ),
+            None => slice_round(
+                &self.id,
+                &self.spec,
+                &self.pool,
+                self.completed_rounds,
+                self.model,
+                speeds_mflops,
+            ),
+        };
+        let fragments: Vec<Fragment> = fragments
+            .into_iter()
+            .filter(|f| f.holder.is_none_or(|holder| !verifier.is_banned(&holder)))
+            .collect();
+        if fragments.is_empty() {
+            self.state = JobState::Failed {
+                reason: "every data holder of this federated job is banned".into(),
+            };
+            self.finished_ms = Some(now_ms);
+            return;
+        }
+        let count = fragments.len();
+        self.round = Some(RoundState {
+            leases: LeaseBook::new(count),
+            results: (0..count).map(|_| None).collect(),
+            fragments,
+            opened_ms: now_ms,
+            first_lease_ms: None,
+            auditing: None,
+        });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == JobState::Running
+    }
+
+    /// Leases a fragment of the current round to `node`, if one is free; while the round is
+    /// being audited, an audit task `node` may take.
+    pub fn lease(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        verifier: &Verifier,
+        auditors: &Auditors<'_>,
+    ) -> Option<(Fragment, u64)> {
+        // With adaptive granularity, the pending fragment closest to what this node computes
+        // in the target time; otherwise the first pending one.
+        let wanted_samples = match self.spec.granularity {
+            Granularity::Adaptive { target_ms } => auditors.speed_of(&node).map(|speed| {
+                u128::from(speed) * 1_000 * u128::from(target_ms)
+                    / u128::from(self.spec.work.flops_per_sample(&self.spec.model).max(1))
+            }),
+            Granularity::Fixed => None,
+        };
+        let granularity = self.spec.granularity;
+        let fits =
+            |fragment: &Fragment| replays_in_time(granularity, fragment, auditors.speed_of(&node));
+        let round = self.round.as_mut()?;
+        if let Some(auditing) = round.auditing.as_mut() {
+            let task = auditing.tasks.iter_mut().find(|task| {
+                task.replay.is_none()
+                    && task.holder.is_none()
+                    && fits(&task.fragment)
+                    && auditors.may_replay(verifier, &node, &task.submitter)
+            })?;
+            let deadline = now_ms + self.spec.lease_ms;
+            task.holder = Some((node, deadline));
+            return Some((task.fragment.clone(), self.spec.lease_ms));
+        }
+        let fragments = &round.fragments;
+        let rank = |index: usize| {
+            let fragment = &fragments[index];
+            may_hold(fragment.holder, &node).then(|| match wanted_samples {
+                Some(wanted) => (fragment.indices.len() as u128).abs_diff(wanted) as u64,
+                None => index as u64,
+            })
+        };
+        let federated = self.spec.federated.is_some();
+        let lease = match round
+            .leases
+            .lease_by(node, now_ms, self.spec.lease_ms, rank)
+        {
+            Some(lease) => lease,
+            None if federated => return None,
+            None => {
+                // Nothing pending: a copy of a straggler's fragment, if one has been out for
+                // 1.5× the round's median fragment time (first valid result wins). A federated
+                // fragment has no copies: only its holder has the data.
+                let mut elapsed: Vec<u64> = round
+                    .results
+                    .iter()
+                    .flatten()
+                    .map(|r| r.elapsed_ms)
+                    .collect();
+                elapsed.sort_unstable();
+                let typical = *elapsed.get(elapsed.len() / 2)?;
+                let out_since = now_ms.checked_sub(typical.max(1) * 3 / 2)?;
+                round
+                    .leases
+                    .copy_straggler(node, now_ms, self.spec.lease_ms, out_since)?
+            }
+        };
+        round.first_lease_ms.get_or_insert(now_ms);
+        if lease.reissued {
+            self.reissued += 1;
+        }
+        let fragment = round.fragments.get(lease.index as usize)?.clone();
+        Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// Returns expired leases to the pool; the fragments freed and who had held them.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(Hash, NodeId)> {
+        let Some(round) = self.round.as_mut() else {
+            return Vec::new();
+        };
+        if let Some(auditing) = round.auditing.as_mut() {
+            let mut freed = Vec::new();
+            for task in &mut auditing.tasks {
+                if let Some((holder, deadline)) = task.holder
+                    && task.replay.is_none()
+                    && deadline <= now_ms
+                {
+                    task.holder = None;
+                    freed.push((task.fragment.id, holder));
+                }
+            }
+            return freed;
+        }
+        round
+            .leases
+            .expire(now_ms)
+            .into_iter()
+            .filter_map(|(index, node)| Some((round.fragments.get(index as usize)?.id, node)))
+            .collect()
+    }
+
+    /// Whether `fragment` is (or was) one of this job's.
+    pub fn owns_fragment(&self, fragment: &Hash) -> bool {
+        self.closed_fragments.contains(fragment)
+            || self.fragment_index(fragment).is_some()
+            || self.audit_task(fragment).is_some()
+    }
+
+    fn audit_task(&self, id: &Hash) -> Option<usize> {
+        self.round
+            .as_ref()?
+            .auditing
+            .as_ref()?
+            .tasks
+            .iter()
+            .position(|task| task.fragment.id == *id)
+    }
+
+    fn fragment_index(&self, fragment: &Hash) -> Option<usize> {
+        self.round
+            .as_ref()?
+            .fragments
+            .iter()
+            .position(|candidate| candidate.id == *fragment)
+    }
+
+    pub fn status(&self) -> JobStatus {
+        let last_accuracy = self.history.iter().rev().find_map(|r| r.test_accuracy);
+        JobStatus {
+            job: self.id,
+            name: self.spec.name.clone(),
+            owner: self.owner,
+            state: self.state.clone(),
+            round: self.completed_rounds,
+            rounds: self.spec.rounds,
+            model: self.model,
+            last_train_loss: self.history.last().map(|r| r.train_loss),
+            last_test_accuracy: last_accuracy,
+            nodes: self.contributions.clone(),
+            re_issued_fragments: self.reissued,
+        }
+    }
+
+    pub fn history(&self) -> &[RoundRecord] {
+        &self.history
+    }
+}
+
+/// Whether a node of `speed` may take `fragment` as an audit task: with adaptive granularity
+/// only if it replays it within twice the target time, so that a slow node never holds up a
+/// round's close (an audit no live node fits is replayed by the coordinator at once).
+fn replays_in_time(granularity: Granularity, fragment: &Fragment, speed: Option<u64>) -> bool {
+    match (granularity, speed) {
+        (Granularity::Adaptive { target_ms }, Some(speed)) => {
+            u128::from(fragment.cost_flops) <= u128::from(speed) * 1_000 * 2 * u128::from(target_ms)
+        }
+        (Granularity::Adaptive { .. }, None) => false,
+        (Granularity::Fixed, _) => true,
+    }
+}
+
+/// The round's results as the verifier sees them, in fragment order.
+fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Candidate<'a>> {
+    accepted
+        .iter()
+        .zip(fragments)
+        .map(|(result, fragment)| Candidate {
+            node: result.node,
+            fragment: fragment.id,
+            commitment: result.commitment,
+            result_hash: result.result_hash,
+            gradient: &result.gradient,
+            loss: result.loss,
+        })
+        .collect()
+}
