@@ -188,19 +188,7 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
     .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     tracing::info!(node = %node.short(), mflops = capability.demonstrated_mflops, claimed_gflops = ?capability.claimed_gflops, believed = capability.believed, "capability challenge answered");
     if !capability.believed {
-        let worker = shared.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            worker.ledger().record_suspicious(
-                node,
-                Suspicion::RefutedClaim,
-                worker.clock.unix_millis(),
-            )
-        })
-        .await
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "a refuted capability claim could not be recorded on the ledger");
-        }
+        record_suspicion(&shared, node, Suspicion::RefutedClaim).await?;
     }
     json(&capability)
 }
@@ -209,6 +197,27 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
 const MAX_BENCH_DOWNLOAD: usize = 16 * 1024 * 1024;
 
 /// `bytes` zero bytes (TLS encrypts them like any payload): a node's throughput measure.
+/// Records a suspicious event about `node` on the ledger, off the async threads; a ledger
+/// refusal is logged, since the request that revealed it has been answered already.
+async fn record_suspicion(
+    shared: &Arc<Shared>,
+    node: NodeId,
+    suspicion: Suspicion,
+) -> Result<(), CoordinatorError> {
+    let worker = shared.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        worker
+            .ledger()
+            .record_suspicious(node, suspicion, worker.clock.unix_millis())
+    })
+    .await
+    .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+    if let Err(error) = recorded {
+        tracing::warn!(%error, ?suspicion, "a suspicious event could not be recorded on the ledger");
+    }
+    Ok(())
+}
+
 async fn bench_download(
     State(shared): State<Arc<Shared>>,
     Path(bytes): Path<String>,
@@ -291,19 +300,7 @@ pub(crate) async fn judge_result(
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;
     if let Some(flag) = flagged {
         tracing::warn!(node = %node.short(), %flag, "behaviour analysis flagged a node");
-        let worker = shared.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            worker.ledger().record_suspicious(
-                node,
-                Suspicion::ContradictedBenchmark,
-                worker.clock.unix_millis(),
-            )
-        })
-        .await
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "a behaviour flag could not be recorded on the ledger");
-        }
+        record_suspicion(&shared, node, Suspicion::ContradictedBenchmark).await?;
     }
     shared.announce_progress(&job, progress).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

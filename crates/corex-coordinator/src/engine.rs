@@ -251,15 +251,13 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let id = job_id(&spec, &owner, self.job_order.len() as u64);
-        let engine = Engine {
-            blobs: &mut self.blobs,
-            verifier: &mut self.verifier,
-            auditors: Auditors {
-                nodes: &self.nodes,
-                now_ms,
-                shared_hardware: self.config.shared_hardware,
-            },
-        };
+        let engine = job_engine(
+            &mut self.blobs,
+            &mut self.verifier,
+            &self.nodes,
+            &self.config,
+            now_ms,
+        );
         let run = JobRun::start(id, owner, spec, dataset, now_ms, engine)?;
         self.jobs.insert(id, run);
         self.job_order.push(id);
@@ -375,16 +373,13 @@ impl Coordinator {
             .values_mut()
             .find(|job| job.owns_fragment(&header.fragment))
             .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
-        let auditors = Auditors {
-            nodes: &self.nodes,
+        let engine = job_engine(
+            &mut self.blobs,
+            &mut self.verifier,
+            &self.nodes,
+            &self.config,
             now_ms,
-            shared_hardware: self.config.shared_hardware,
-        };
-        let engine = Engine {
-            blobs: &mut self.blobs,
-            verifier: &mut self.verifier,
-            auditors,
-        };
+        );
         let (progress, timing) = job.submit(node, header, tensor, now_ms, engine)?;
         let job = job.id;
         let flagged = timing.and_then(|timing| self.observe(node, timing));
@@ -431,15 +426,13 @@ impl Coordinator {
     ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
         let mut closed = Vec::new();
         for id in &self.job_order {
-            let engine = Engine {
-                blobs: &mut self.blobs,
-                verifier: &mut self.verifier,
-                auditors: Auditors {
-                    nodes: &self.nodes,
-                    now_ms,
-                    shared_hardware: self.config.shared_hardware,
-                },
-            };
+            let engine = job_engine(
+                &mut self.blobs,
+                &mut self.verifier,
+                &self.nodes,
+                &self.config,
+                now_ms,
+            );
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
                 && let Some(progress) = job.close_overdue(now_ms, engine)
@@ -477,5 +470,25 @@ impl Coordinator {
 
     pub fn jobs(&self) -> impl Iterator<Item = &JobRun> {
         self.job_order.iter().filter_map(|id| self.jobs.get(id))
+    }
+}
+
+/// The parts of the coordinator a job run may touch at `now_ms`, borrowed field by field so
+/// that the job itself (in `jobs`) can be borrowed beside them.
+fn job_engine<'a>(
+    blobs: &'a mut BlobStore,
+    verifier: &'a mut Verifier,
+    nodes: &'a BTreeMap<NodeId, NodeInfo>,
+    config: &CoordinatorConfig,
+    now_ms: u64,
+) -> Engine<'a> {
+    Engine {
+        blobs,
+        verifier,
+        auditors: Auditors {
+            nodes,
+            now_ms,
+            shared_hardware: config.shared_hardware,
+        },
     }
 }

@@ -257,20 +257,6 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
     let status = wait_for_end(&owner, &job, Duration::from_secs(240)).await;
     assert_eq!(status.state, JobState::Finished, "the others carry the job");
     let report = owner.job_report(&job).await.unwrap();
-    for round in &report.rounds {
-        let gains: Vec<String> = round
-            .results
-            .iter()
-            .map(|r| {
-                format!(
-                    "{:.4}/{:.4}",
-                    r.validation_loss.unwrap(),
-                    r.validation_gain.unwrap()
-                )
-            })
-            .collect();
-        println!("{adversary:?} round {}: {}", round.round, gains.join(" "));
-    }
     net.shutdown().await;
     let cheater = Keypair::from_secret([HOLDER_SEEDS[0]; 32]).id();
     let (mut honest, mut cheating) = ((0, 0), (0, 0));

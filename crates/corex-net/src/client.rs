@@ -32,8 +32,9 @@ use crate::transfer::TransferPolicy;
 pub struct JobDescriptor {
     pub spec: JobSpec,
     pub dataset_hash: Hash,
-    /// The shared dataset as a blob (`Dataset::to_bytes`, fetched in hash-checked chunks), for
-    /// nodes that do not hold it; absent for a federated job, whose data never travels.
+    /// The shared dataset as a blob (`Dataset::to_bytes`, fetched in hash-checked chunks);
+    /// absent for the built-in digits, which every node loads, and for a federated job, whose
+    /// data never travels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_blob: Option<Hash>,
 }

@@ -11,18 +11,16 @@ impl JobRun {
     pub(super) fn begin_audits(
         &mut self,
         now_ms: u64,
-        Engine {
-            blobs,
-            verifier,
-            auditors,
-        }: Engine<'_>,
+        engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
         let Some(round) = self.round.as_mut() else {
             return Ok(Progress::Accepted);
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let candidates = candidates(&accepted, &round.fragments);
-        let plan = verifier.plan_round(&candidates, ResultKind::of(&self.spec.work))?;
+        let plan = engine
+            .verifier
+            .plan_round(&candidates, ResultKind::of(&self.spec.work))?;
         let tasks: Vec<AuditTask> = plan
             .audits
             .iter()
@@ -30,11 +28,15 @@ impl JobRun {
             .enumerate()
             .filter(|(_, (planned, (result, fragment)))| {
                 let fits = |auditor: &NodeId| {
-                    replays_in_time(self.spec.granularity, fragment, auditors.speed_of(auditor))
+                    replays_in_time(
+                        self.spec.granularity,
+                        fragment,
+                        engine.auditors.speed_of(auditor),
+                    )
                 };
                 planned.audited
                     && fragment.holder.is_none()
-                    && auditors.any_for(verifier, &result.node, fits)
+                    && engine.auditors.any_for(engine.verifier, &result.node, fits)
             })
             .map(|(index, (_, (result, fragment)))| AuditTask {
                 index,
@@ -57,7 +59,7 @@ impl JobRun {
         if waiting {
             return Ok(Progress::Auditing);
         }
-        self.close_round(now_ms, blobs, verifier, &auditors)
+        self.close_round(now_ms, engine)
     }
 
     /// Takes a node's audit replay for task `task`, checked like any result.
@@ -112,7 +114,7 @@ impl JobRun {
             auditing.tasks.iter().all(|task| task.replay.is_some())
         };
         if all_in {
-            return self.close_round(now_ms, engine.blobs, engine.verifier, &engine.auditors);
+            return self.close_round(now_ms, engine);
         }
         Ok(Progress::Auditing)
     }
@@ -123,11 +125,7 @@ impl JobRun {
     pub fn close_overdue(
         &mut self,
         now_ms: u64,
-        Engine {
-            blobs,
-            verifier,
-            auditors,
-        }: Engine<'_>,
+        engine: Engine<'_>,
     ) -> Option<Result<Progress, CoordinatorError>> {
         let round = self.round.as_mut()?;
         let Some(auditing) = round.auditing.as_ref() else {
@@ -145,14 +143,8 @@ impl JobRun {
                     .insert(round.fragments.remove(index).id);
                 round.results.remove(index);
             }
-            let engine = Engine {
-                blobs,
-                verifier,
-                auditors,
-            };
             return Some(self.begin_audits(now_ms, engine));
         };
-        (auditing.deadline_ms <= now_ms)
-            .then(|| self.close_round(now_ms, blobs, verifier, &auditors))
+        (auditing.deadline_ms <= now_ms).then(|| self.close_round(now_ms, engine))
     }
 }

@@ -8,9 +8,11 @@ impl JobRun {
     pub(super) fn close_round(
         &mut self,
         now_ms: u64,
-        blobs: &mut BlobStore,
-        verifier: &mut Verifier,
-        auditors: &Auditors<'_>,
+        Engine {
+            blobs,
+            verifier,
+            auditors,
+        }: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
         let Some(mut round) = self.round.take() else {
             return Ok(Progress::Accepted);
@@ -225,14 +227,17 @@ impl JobRun {
     /// model); an aggregate takes a plain outer step of the job's learning rate. A model that
     /// cannot be evaluated has a loss that is not finite.
     pub(super) fn held_out(&self, current: &[f32], accepted: &[&Accepted]) -> Vec<HeldOut> {
+        let evaluate = |params: &[f32]| {
+            corex_ml::evaluate(&self.spec.model, params, &self.dataset, &self.split.test)
+                .map_or(f32::NAN, |evaluation| evaluation.loss)
+        };
         let loss = |update: &[f32], rate: f32| {
             let moved: Vec<f32> = current
                 .iter()
                 .zip(update)
                 .map(|(w, u)| w - rate * u)
                 .collect();
-            corex_ml::evaluate(&self.spec.model, &moved, &self.dataset, &self.split.test)
-                .map_or(f32::NAN, |evaluation| evaluation.loss)
+            evaluate(&moved)
         };
         let outer_rate = self.spec.optimizer.learning_rate() as f32;
         held_out_checks(
@@ -244,7 +249,7 @@ impl JobRun {
                     .map(|&index| (accepted[index].gradient.as_slice(), accepted[index].samples))
                     .collect();
                 if parts.is_empty() {
-                    return loss(&vec![0.0; current.len()], 0.0);
+                    return evaluate(current);
                 }
                 corex_verify::aggregate(&self.spec.aggregation, &parts)
                     .map_or(f32::NAN, |aggregate| loss(&aggregate, outer_rate))

@@ -34,7 +34,7 @@ use corex_core::messages::{
     ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
+use corex_core::{DatasetSource, Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
 
@@ -156,8 +156,9 @@ pub struct JobRun {
     pub owner: NodeId,
     pub spec: JobSpec,
     pub dataset_hash: Hash,
-    /// The shared dataset published as a blob for nodes to fetch (none for a federated job:
-    /// there `dataset` is the owner's validation data, which stays here).
+    /// The shared dataset published as a blob for nodes to fetch: none for the built-in digits
+    /// (every node has them) and none for a federated job (there `dataset` is the owner's
+    /// validation data, which stays here).
     pub dataset_blob: Option<Hash>,
     dataset: Arc<Dataset>,
     split: Split,
@@ -238,10 +239,9 @@ impl JobRun {
             }
         };
         let model = blobs.publish(f32s_to_bytes(&parameters));
-        let dataset_blob = spec
-            .federated
-            .is_none()
-            .then(|| blobs.publish(dataset.to_bytes()));
+        // Nodes load the built-in digits themselves; any other shared dataset goes to them.
+        let travels = spec.federated.is_none() && spec.dataset.source != DatasetSource::Digits;
+        let dataset_blob = travels.then(|| blobs.publish(dataset.to_bytes()));
         let mut run = Self {
             id,
             owner,
