@@ -256,13 +256,18 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
         tokio::pin!(notified);
         notified.as_mut().enable();
         let response = shared.engine().lease(node, shared.clock.millis())?;
-        if matches!(response, LeaseResponse::Work { .. }) || tokio::time::Instant::now() >= deadline
-        {
+        let retry = match response {
+            LeaseResponse::Idle { retry_ms } => Duration::from_millis(retry_ms),
+            LeaseResponse::Work { .. } => return json(&response),
+        };
+        if tokio::time::Instant::now() >= deadline {
             return json(&response);
         }
+        // Asks again on new work, when a straggler copy falls due, or at the deadline.
+        let again = deadline.min(tokio::time::Instant::now() + retry);
         tokio::select! {
             () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(again) => {}
         }
     }
 }

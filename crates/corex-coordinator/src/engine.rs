@@ -49,6 +49,10 @@ pub struct Coordinator {
 /// Timed fragments kept per node for the behaviour analysis.
 const TIMED_FRAGMENTS_KEPT: usize = 16;
 
+/// A node with nothing to do asks again after at most this long (sooner when a straggler's
+/// fragment falls due for a copy).
+const IDLE_RETRY_MS: u64 = 500;
+
 /// Nodes heard from within this window count against the per-fingerprint and per-endpoint
 /// limits; a node gone longer frees its place (a restarted machine can rejoin).
 const SYBIL_WINDOW_MS: u64 = 120_000;
@@ -289,7 +293,18 @@ impl Coordinator {
                 });
             }
         }
-        Ok(LeaseResponse::Idle { retry_ms: 500 })
+        // Nothing now: ask again when a straggler's fragment falls due for a copy, or later.
+        let copy_in_ms = self
+            .job_order
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| job.is_running())
+            .filter_map(|job| job.next_copy_ms(&node, &auditors))
+            .min()
+            .map(|due_ms| due_ms.saturating_sub(now_ms).max(1));
+        Ok(LeaseResponse::Idle {
+            retry_ms: copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS)),
+        })
     }
 
     /// Expires overdue leases in every job; the number of fragments freed.

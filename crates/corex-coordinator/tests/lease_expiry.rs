@@ -1,5 +1,6 @@
-//! A node that dies holding a fragment: its lease expires, the fragment goes to another node,
-//! and the job completes with the same model as if nothing had happened.
+//! A node that dies holding a fragment: its lease expires, or before that a free node takes a
+//! copy of the straggler's fragment, and the job completes with the same model as if nothing
+//! had happened.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,5 +56,39 @@ async fn a_dead_nodes_fragment_is_reissued_and_the_job_completes() {
         status.model, expected.model,
         "the re-issued run must train the same model"
     );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_holders_fragment_is_copied_long_before_its_lease_expires() {
+    let mut spec = small_job(adam());
+    // The silent holder's lease outlives the test: only a straggler copy can finish its round.
+    spec.lease_ms = 600_000;
+
+    let mut reference = TestNet::start(CoordinatorConfig::one_machine()).await;
+    let owner = reference.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    reference.spawn_node(11);
+    let expected = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    reference.shutdown().await;
+
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
+    let owner = net.client(100);
+    let job = owner.submit_job(&spec).await.unwrap();
+    let silent = net.client(9);
+    silent
+        .register(corex_node::device::detect(1))
+        .await
+        .unwrap();
+    let LeaseResponse::Work { .. } = silent.lease(0).await.unwrap() else {
+        panic!("a fresh job has work");
+    };
+    net.spawn_node(11);
+    let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert_eq!(status.re_issued_fragments, 1, "one straggler copy");
+    let silent_id = corex_core::Keypair::from_secret([9; 32]).id();
+    assert!(!status.nodes.contains_key(&silent_id));
+    assert_eq!(status.model, expected.model);
     net.shutdown().await;
 }

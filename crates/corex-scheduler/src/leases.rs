@@ -2,8 +2,9 @@
 //!
 //! Each fragment slot is pending, leased, or done. A leased slot has a holder and, near the
 //! round's end, possibly a second one: when nothing is pending, a free node may take a copy of
-//! the fragment that has been out longest (a straggler's), and the first valid result wins;
-//! the other holder's result is then refused as already done (not paid). A node asking again
+//! a fragment whose holder has overrun the time it was expected to take (a straggler's; see
+//! [`straggler_due_ms`]), and the first valid result wins; the other holder's result is then
+//! refused as already done (not paid). A node asking again
 //! while it holds a lease gets the same fragment back (a restarted node resumes), an expired
 //! lease drops its holder (the fragment is pending again once no holder is left), and only a
 //! holder of a live lease may complete a fragment. Time comes in as milliseconds; nothing here
@@ -12,8 +13,33 @@
 use corex_core::NodeId;
 use thiserror::Error;
 
+use crate::balance::duration_ms;
+
 /// Most nodes holding one fragment at once: its first holder and one straggler copy.
 const MAX_HOLDERS: usize = 2;
+
+/// A holder becomes a straggler once it has had its fragment this many percent of the time
+/// its measured speed predicts...
+pub const STRAGGLER_SLACK_PERCENT: u64 = 125;
+/// ...plus this long, for the transfers around the computation.
+pub const STRAGGLER_GRACE_MS: u64 = 25;
+
+/// From when a copy of a fragment of `cost_flops`, held since `since_ms` by a node of
+/// `holder_mflops`, may go to a node of `copier_mflops`: once the holder has overrun its
+/// expected time by [`STRAGGLER_SLACK_PERCENT`] and [`STRAGGLER_GRACE_MS`], and only to a copier
+/// at least as fast as the holder (a slower copy would most likely finish later still).
+pub fn straggler_due_ms(
+    cost_flops: u64,
+    since_ms: u64,
+    holder_mflops: u64,
+    copier_mflops: u64,
+) -> Option<u64> {
+    if copier_mflops < holder_mflops {
+        return None;
+    }
+    let expected_ms = duration_ms(cost_flops / 1_000_000, holder_mflops);
+    Some(since_ms + expected_ms * STRAGGLER_SLACK_PERCENT / 100 + STRAGGLER_GRACE_MS)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {
@@ -116,34 +142,50 @@ impl LeaseBook {
         })
     }
 
-    /// Gives `node` a copy of the fragment out longest, if it has been out since
-    /// `out_since_ms` or before, nothing is pending, `node` does not hold it, and it has no
-    /// copy yet. The first valid result of the two wins.
-    pub fn copy_straggler(
-        &mut self,
-        node: NodeId,
-        now_ms: u64,
-        lease_ms: u64,
-        out_since_ms: u64,
-    ) -> Option<Lease> {
+    /// The straggler `node` could copy soonest, with the time from which it may: among the
+    /// fragments out with a single holder other than `node`, the one of earliest
+    /// `due_ms(index, holder, since_ms)` (ties: lowest index; `None`: not for `node`). Nothing
+    /// while any fragment is still pending.
+    pub fn next_straggler(
+        &self,
+        node: &NodeId,
+        due_ms: impl Fn(usize, &NodeId, u64) -> Option<u64>,
+    ) -> Option<(u32, u64)> {
         if self.slots.contains(&Slot::Pending) {
             return None;
         }
-        let (index, holders) = self
-            .slots
-            .iter_mut()
+        self.slots
+            .iter()
             .enumerate()
             .filter_map(|(index, slot)| match slot {
                 Slot::Leased(holders)
-                    if holders.len() < MAX_HOLDERS
-                        && holders.iter().all(|h| h.node != node)
-                        && holders[0].since_ms <= out_since_ms =>
+                    if holders.len() < MAX_HOLDERS && holders.iter().all(|h| h.node != *node) =>
                 {
-                    Some((index, holders))
+                    let due = due_ms(index, &holders[0].node, holders[0].since_ms)?;
+                    Some((due, index as u32))
                 }
                 _ => None,
             })
-            .min_by_key(|(index, holders)| (holders[0].since_ms, *index))?;
+            .min()
+            .map(|(due, index)| (index, due))
+    }
+
+    /// Gives `node` a copy of fragment `index` if it is out with a single holder other than
+    /// `node` (see [`next_straggler`](Self::next_straggler)). The first valid result of the
+    /// two wins.
+    pub fn copy_straggler(
+        &mut self,
+        index: u32,
+        node: NodeId,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Option<Lease> {
+        let Slot::Leased(holders) = self.slots.get_mut(index as usize)? else {
+            return None;
+        };
+        if holders.len() >= MAX_HOLDERS || holders.iter().any(|h| h.node == node) {
+            return None;
+        }
         let deadline_ms = now_ms + lease_ms;
         holders.push(Holder {
             node,
@@ -151,7 +193,7 @@ impl LeaseBook {
             deadline_ms,
         });
         Some(Lease {
-            index: index as u32,
+            index,
             deadline_ms,
             reissued: true,
         })
@@ -334,32 +376,67 @@ mod tests {
     }
 
     #[test]
-    fn a_straggler_gets_one_copy_and_the_first_result_wins() {
-        let mut book = LeaseBook::new(2);
-        book.lease(node(1), 0, 1_000);
-        book.lease(node(2), 50, 1_000);
-        // Not out long enough yet, or the asker holds it: no copy.
+    fn a_straggler_is_due_after_its_expected_time_and_only_for_a_faster_copier() {
+        // 3 GFLOP at 10 GFLOP/s is expected to take 300 ms.
         assert_eq!(
-            book.copy_straggler(node(3), 100, 1_000, 0).map(|l| l.index),
-            Some(0)
+            straggler_due_ms(3_000_000_000, 1_000, 10_000, 10_000),
+            Some(1_000 + 375 + STRAGGLER_GRACE_MS)
         );
         assert_eq!(
-            book.copy_straggler(node(4), 100, 1_000, 10),
+            straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
+            Some(1_000 + 375 + STRAGGLER_GRACE_MS)
+        );
+        assert_eq!(straggler_due_ms(3_000_000_000, 1_000, 10_000, 9_999), None);
+    }
+
+    #[test]
+    fn a_straggler_gets_one_copy_and_the_first_result_wins() {
+        let mut book = LeaseBook::new(3);
+        // Fragment 0 falls due at 1_000 after its lease, the others at 500.
+        let due = |index: usize, _: &NodeId, since: u64| {
+            Some(since + if index == 0 { 1_000 } else { 500 })
+        };
+        book.lease(node(1), 0, 10_000);
+        book.lease(node(2), 50, 10_000);
+        assert_eq!(
+            book.next_straggler(&node(3), due),
+            None,
+            "a fragment is still pending"
+        );
+        book.lease(node(3), 60, 10_000);
+        assert_eq!(book.next_straggler(&node(4), due), Some((1, 550)));
+        assert_eq!(
+            book.next_straggler(&node(2), due),
+            Some((2, 560)),
+            "never its own"
+        );
+        let none_for_fragment_1 = |index: usize, holder: &NodeId, since: u64| {
+            (index != 1).then(|| due(index, holder, since)).flatten()
+        };
+        assert_eq!(
+            book.next_straggler(&node(4), none_for_fragment_1),
+            Some((2, 560))
+        );
+        let copy = book.copy_straggler(1, node(4), 600, 10_000).unwrap();
+        assert_eq!((copy.index, copy.reissued), (1, true));
+        assert_eq!(
+            book.copy_straggler(1, node(5), 600, 10_000),
             None,
             "one copy each"
         );
         assert_eq!(
-            book.copy_straggler(node(2), 100, 1_000, 60),
+            book.copy_straggler(2, node(3), 600, 10_000),
             None,
             "its own"
         );
-        let copy = book.copy_straggler(node(4), 100, 1_000, 60).unwrap();
-        assert_eq!((copy.index, copy.reissued), (1, true));
+        assert_eq!(book.next_straggler(&node(5), due), Some((2, 560)));
         // The copy finishes first; the original holder's result is then refused.
-        assert_eq!(book.complete(0, node(3)), Ok(()));
-        assert_eq!(book.complete(0, node(1)), Err(LeaseError::AlreadyDone(0)));
-        // The original holder of fragment 1 expires; its copy still holds it.
-        assert_eq!(book.expire(1_050), vec![(1, node(2))]);
-        assert_eq!(book.check_submission(1, &node(4)), Ok(()));
+        assert_eq!(book.complete(1, node(4)), Ok(()));
+        assert_eq!(book.complete(1, node(2)), Err(LeaseError::AlreadyDone(1)));
+        // A copy's holder keeps the fragment when the original holder's lease expires.
+        let copy = book.copy_straggler(0, node(5), 700, 20_000).unwrap();
+        assert_eq!(copy.index, 0);
+        assert_eq!(book.expire(10_000), vec![(0, node(1))]);
+        assert_eq!(book.check_submission(0, &node(5)), Ok(()));
     }
 }

@@ -14,6 +14,6 @@ pub mod tiers;
 pub use balance::{Assignment, Balancer, Completion, Ticket, duration_ms};
 pub use federated::slice_federated_round;
 pub use granularity::plan_sizes;
-pub use leases::{Lease, LeaseBook, LeaseError};
+pub use leases::{Lease, LeaseBook, LeaseError, straggler_due_ms};
 pub use slicer::{epoch_order, pass_batch, round_batch, slice_round};
 pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, verified_speed};

@@ -54,6 +54,7 @@ impl JobRun {
         round.auditing = Some(Auditing {
             plan,
             tasks,
+            began_ms: now_ms,
             deadline_ms: now_ms + self.spec.lease_ms,
         });
         if waiting {

@@ -17,9 +17,16 @@ impl JobRun {
         let Some(mut round) = self.round.take() else {
             return Ok(Progress::Accepted);
         };
-        let Auditing { plan, tasks, .. } = round.auditing.take().ok_or_else(|| {
+        let closing = std::time::Instant::now();
+        let Auditing {
+            plan,
+            tasks,
+            began_ms,
+            ..
+        } = round.auditing.take().ok_or_else(|| {
             CoordinatorError::Training("a round closed before its audits were planned".into())
         })?;
+        let node_audits = tasks.len();
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
         let mut audit_commitments = BTreeMap::new();
@@ -60,6 +67,13 @@ impl JobRun {
             })?,
         };
         let judged = judgement.results;
+        let audited = judged
+            .iter()
+            .filter(|judgement| match judgement.verdict {
+                ResultVerdict::Accepted { audited, .. } => audited,
+                ResultVerdict::Rejected { .. } => true,
+            })
+            .count();
         let audits: Vec<NodeAudit> = judgement
             .audits
             .into_iter()
@@ -188,6 +202,16 @@ impl JobRun {
         });
         self.closed_fragments
             .extend(round.fragments.iter().map(|f| f.id));
+        tracing::debug!(
+            round = self.completed_rounds - 1,
+            fragments = round.fragments.len(),
+            computing_ms = began_ms.saturating_sub(round.first_lease_ms.unwrap_or(began_ms)),
+            auditing_ms = now_ms.saturating_sub(began_ms),
+            audited,
+            node_audits,
+            closing_ms = closing.elapsed().as_millis() as u64,
+            "round closed"
+        );
 
         // Only training makes a new model version; output work keeps its own to the end.
         if let Progression::Training(_) = self.progression {

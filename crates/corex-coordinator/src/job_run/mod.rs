@@ -21,9 +21,9 @@
 //! replayed, and are judged by [`judge_federated`] instead (the coordinator holds only the
 //! job owner's held-out validation split).
 //!
-//! This file holds the job's state, round opening and leases; `intake` checks results,
-//! `audit_phase` runs a complete round's audits and closes overdue rounds, `close` judges,
-//! aggregates and opens the next round.
+//! This file holds the job's state and round opening; `leasing` hands out fragments, audit
+//! tasks and straggler copies, `intake` checks results, `audit_phase` runs a complete round's
+//! audits and closes overdue rounds, `close` judges, aggregates and opens the next round.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -50,6 +50,7 @@ use crate::verification::{
 mod audit_phase;
 mod close;
 mod intake;
+mod leasing;
 
 /// A federated round closes without the holders that have not delivered once `lease_ms`
 /// has passed since it opened, none holds a live lease, and at least 1/this of its fragments
@@ -84,6 +85,8 @@ struct RoundState {
 struct Auditing {
     plan: AuditPlan,
     tasks: Vec<AuditTask>,
+    /// When the round's last result came in and the audits were planned.
+    began_ms: u64,
     /// After this the coordinator replays whatever no node has returned.
     deadline_ms: u64,
 }
@@ -320,106 +323,6 @@ impl JobRun {
 
     pub fn is_running(&self) -> bool {
         self.state == JobState::Running
-    }
-
-    /// Leases a fragment of the current round to `node`, if one is free; while the round is
-    /// being audited, an audit task `node` may take.
-    pub fn lease(
-        &mut self,
-        node: NodeId,
-        now_ms: u64,
-        verifier: &Verifier,
-        auditors: &Auditors<'_>,
-    ) -> Option<(Fragment, u64)> {
-        // With adaptive granularity, the pending fragment closest to what this node computes
-        // in the target time; otherwise the first pending one.
-        let wanted_samples = match self.spec.granularity {
-            Granularity::Adaptive { target_ms } => auditors.speed_of(&node).map(|speed| {
-                u128::from(speed) * 1_000 * u128::from(target_ms)
-                    / u128::from(self.spec.work.flops_per_sample(&self.spec.model).max(1))
-            }),
-            Granularity::Fixed => None,
-        };
-        let granularity = self.spec.granularity;
-        let fits =
-            |fragment: &Fragment| replays_in_time(granularity, fragment, auditors.speed_of(&node));
-        let round = self.round.as_mut()?;
-        if let Some(auditing) = round.auditing.as_mut() {
-            let task = auditing.tasks.iter_mut().find(|task| {
-                task.replay.is_none()
-                    && task.holder.is_none()
-                    && fits(&task.fragment)
-                    && auditors.may_replay(verifier, &node, &task.submitter)
-            })?;
-            let deadline = now_ms + self.spec.lease_ms;
-            task.holder = Some((node, deadline));
-            return Some((task.fragment.clone(), self.spec.lease_ms));
-        }
-        let fragments = &round.fragments;
-        let rank = |index: usize| {
-            let fragment = &fragments[index];
-            may_hold(fragment.holder, &node).then(|| match wanted_samples {
-                Some(wanted) => (fragment.indices.len() as u128).abs_diff(wanted) as u64,
-                None => index as u64,
-            })
-        };
-        let federated = self.spec.federated.is_some();
-        let lease = match round
-            .leases
-            .lease_by(node, now_ms, self.spec.lease_ms, rank)
-        {
-            Some(lease) => lease,
-            None if federated => return None,
-            None => {
-                // Nothing pending: a copy of a straggler's fragment, if one has been out for
-                // 1.5× the round's median fragment time (first valid result wins). A federated
-                // fragment has no copies: only its holder has the data.
-                let mut elapsed: Vec<u64> = round
-                    .results
-                    .iter()
-                    .flatten()
-                    .map(|r| r.elapsed_ms)
-                    .collect();
-                elapsed.sort_unstable();
-                let typical = *elapsed.get(elapsed.len() / 2)?;
-                let out_since = now_ms.checked_sub(typical.max(1) * 3 / 2)?;
-                round
-                    .leases
-                    .copy_straggler(node, now_ms, self.spec.lease_ms, out_since)?
-            }
-        };
-        round.first_lease_ms.get_or_insert(now_ms);
-        if lease.reissued {
-            self.reissued += 1;
-        }
-        let fragment = round.fragments.get(lease.index as usize)?.clone();
-        Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
-    }
-
-    /// Returns expired leases to the pool; the fragments freed and who had held them.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<(Hash, NodeId)> {
-        let Some(round) = self.round.as_mut() else {
-            return Vec::new();
-        };
-        if let Some(auditing) = round.auditing.as_mut() {
-            let mut freed = Vec::new();
-            for task in &mut auditing.tasks {
-                if let Some((holder, deadline)) = task.holder
-                    && task.replay.is_none()
-                    && deadline <= now_ms
-                {
-                    task.holder = None;
-                    freed.push((task.fragment.id, holder));
-                }
-            }
-            return freed;
-        }
-        round
-            .leases
-            .expire(now_ms)
-            .into_iter()
-            .filter_map(|(index, node)| Some((round.fragments.get(index as usize)?.id, node)))
-            .collect()
     }
 
     /// Whether `fragment` is (or was) one of this job's.
