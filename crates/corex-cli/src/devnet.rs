@@ -27,9 +27,6 @@ use crate::serve::shutdown_signal;
 
 const MARKER: &str = "devnet.json";
 
-/// How long the devnet waits for its nodes to measure themselves before submitting the job.
-const NODES_READY_WAIT: Duration = Duration::from_secs(30);
-
 pub struct DevnetOptions {
     pub nodes: u32,
     pub data_dir: PathBuf,
@@ -237,9 +234,6 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
 
     let owner = load_or_create_keypair(&dir.join("owner.key"))?;
     let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
-    // The job goes in once every node has measured itself, so that its first round is cut
-    // to their speeds like every later one.
-    wait_for_nodes(&client, options.nodes).await?;
     let job = client.submit_job(&spec).await?;
     let report = follow(&client, &job, &spec, options, children).await?;
 
@@ -315,28 +309,6 @@ fn deal_local_data(
     let spec = JobSpec::digits_federated(holders, privacy);
     spec.validate()?;
     Ok(spec)
-}
-
-/// Waits until `count` nodes have registered and answered their capability challenge, or
-/// [`NODES_READY_WAIT`] has passed (then the job starts with the nodes there are).
-async fn wait_for_nodes(client: &CoordinatorClient, count: u32) -> anyhow::Result<()> {
-    let deadline = Instant::now() + NODES_READY_WAIT;
-    loop {
-        let nodes = client.nodes().await?;
-        let measured = nodes.values().filter(|n| n.capability.is_some()).count();
-        if measured >= count as usize {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                measured,
-                count,
-                "not every node measured itself in time; submitting the job anyway"
-            );
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The log filter of the processes devnet starts: `RUST_LOG` when set, else `info`.

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
+use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
 use crate::server::Shared;
 
@@ -196,7 +197,6 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
 /// Largest download `corex node bench` may ask for.
 const MAX_BENCH_DOWNLOAD: usize = 16 * 1024 * 1024;
 
-/// `bytes` zero bytes (TLS encrypts them like any payload): a node's throughput measure.
 /// Records a suspicious event about `node` on the ledger, off the async threads; a ledger
 /// refusal is logged, since the request that revealed it has been answered already.
 async fn record_suspicion(
@@ -218,6 +218,7 @@ async fn record_suspicion(
     Ok(())
 }
 
+/// `bytes` zero bytes (TLS encrypts them like any payload): a node's throughput measure.
 async fn bench_download(
     State(shared): State<Arc<Shared>>,
     Path(bytes): Path<String>,
@@ -251,11 +252,17 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
     let LeaseRequest { wait_ms } = parse_json(&body)?;
     let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
     let deadline = tokio::time::Instant::now() + wait;
+    let priority = {
+        let info = shared.engine().nodes().get(&node).cloned();
+        priority_of(&node, info.as_ref(), &shared.ledger())
+    };
+    let place = shared.lease_queue.enter(node, priority);
     loop {
         let notified = shared.work_available.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let response = shared.engine().lease(node, shared.clock.millis())?;
+        let ahead = place.ahead();
+        let response = shared.engine().lease(node, shared.clock.millis(), ahead)?;
         let retry = match response {
             LeaseResponse::Idle { retry_ms } => Duration::from_millis(retry_ms),
             LeaseResponse::Work { .. } => return json(&response),

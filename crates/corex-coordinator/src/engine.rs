@@ -268,8 +268,14 @@ impl Coordinator {
         Ok(id)
     }
 
-    /// A fragment for `node` from the oldest running job that has one free.
-    pub fn lease(&mut self, node: NodeId, now_ms: u64) -> Result<LeaseResponse, CoordinatorError> {
+    /// A fragment for `node` from the oldest running job that has one free for it, given the
+    /// `ahead` nodes of higher priority waiting now (see [`crate::lease_order`]).
+    pub fn lease(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        ahead: usize,
+    ) -> Result<LeaseResponse, CoordinatorError> {
         self.registered(&node, now_ms)?;
         if self.verifier.is_banned(&node) {
             return Err(CoordinatorError::Banned(node.to_hex()));
@@ -283,7 +289,7 @@ impl Coordinator {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()
                 && let Some((fragment, deadline_ms)) =
-                    job.lease(node, now_ms, &self.verifier, &auditors)
+                    job.lease(node, now_ms, ahead, &self.verifier, &auditors)
             {
                 let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
                 return Ok(LeaseResponse::Work {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod federated;
 pub mod job_run;
 pub mod journal;
+pub mod lease_order;
 pub mod ledger;
 pub mod ledger_api;
 pub mod nonce;

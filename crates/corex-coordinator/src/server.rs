@@ -18,6 +18,7 @@ use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
 use crate::journal::{Journal, record};
+use crate::lease_order::LeaseQueue;
 use crate::ledger::{ClosedRound, LedgerService};
 use crate::verification::Verifier;
 
@@ -53,6 +54,8 @@ pub struct Shared {
     pub config: CoordinatorConfig,
     /// Woken when fragments may have become available (new job, new round, expired lease).
     pub work_available: Notify,
+    /// The lease requests waiting for work now, in priority order.
+    pub lease_queue: LeaseQueue,
     pub clock: Clock,
     /// Where finished jobs' reports and weights or outputs are written.
     pub data_dir: PathBuf,
@@ -190,6 +193,7 @@ pub async fn run(
         engine: Mutex::new(Coordinator::new(identity, config.clone(), verifier)),
         config,
         work_available: Notify::new(),
+        lease_queue: LeaseQueue::default(),
         clock,
         data_dir,
         ledger,
@@ -231,7 +235,7 @@ pub async fn run(
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

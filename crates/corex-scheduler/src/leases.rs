@@ -20,9 +20,9 @@ const MAX_HOLDERS: usize = 2;
 
 /// A holder becomes a straggler once it has had its fragment this many percent of the time
 /// its measured speed predicts...
-pub const STRAGGLER_SLACK_PERCENT: u64 = 125;
+pub const STRAGGLER_SLACK_PERCENT: u64 = 150;
 /// ...plus this long, for the transfers around the computation.
-pub const STRAGGLER_GRACE_MS: u64 = 25;
+pub const STRAGGLER_GRACE_MS: u64 = 50;
 
 /// From when a copy of a fragment of `cost_flops`, held since `since_ms` by a node of
 /// `holder_mflops`, may go to a node of `copier_mflops`: once the holder has overrun its
@@ -199,6 +199,22 @@ impl LeaseBook {
         })
     }
 
+    /// How many fragments wait for a first holder.
+    pub fn pending(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| **slot == Slot::Pending)
+            .count()
+    }
+
+    /// Whether `node` holds a fragment under a lease still live at `now_ms`.
+    pub fn holds(&self, node: &NodeId, now_ms: u64) -> bool {
+        self.slots.iter().any(|slot| {
+            matches!(slot, Slot::Leased(holders)
+                if holders.iter().any(|h| h.node == *node && h.deadline_ms > now_ms))
+        })
+    }
+
     /// When `node`'s lease on fragment `index` was granted, if it holds one.
     pub fn leased_since(&self, index: u32, node: &NodeId) -> Option<u64> {
         match self.slots.get(index as usize)? {
@@ -300,6 +316,9 @@ mod tests {
         assert_eq!(book.lease(node(1), 10, 100).map(|l| l.index), Some(0));
         assert_eq!(book.lease(node(3), 10, 100), None);
         assert_eq!(book.leased_since(0, &node(1)), Some(0));
+        assert_eq!(book.pending(), 0);
+        assert!(book.holds(&node(1), 99) && !book.holds(&node(1), 110));
+        assert!(!book.holds(&node(3), 10));
     }
 
     #[test]
@@ -380,11 +399,11 @@ mod tests {
         // 3 GFLOP at 10 GFLOP/s is expected to take 300 ms.
         assert_eq!(
             straggler_due_ms(3_000_000_000, 1_000, 10_000, 10_000),
-            Some(1_000 + 375 + STRAGGLER_GRACE_MS)
+            Some(1_000 + 450 + STRAGGLER_GRACE_MS)
         );
         assert_eq!(
             straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
-            Some(1_000 + 375 + STRAGGLER_GRACE_MS)
+            Some(1_000 + 450 + STRAGGLER_GRACE_MS)
         );
         assert_eq!(straggler_due_ms(3_000_000_000, 1_000, 10_000, 9_999), None);
     }

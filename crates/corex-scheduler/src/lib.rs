@@ -1,5 +1,6 @@
 //! Scheduling, pure: the slicer that cuts rounds into fragments (sized to the nodes, with
-//! adaptive granularity), the lease book that hands them to nodes, the balancer that matches
+//! adaptive granularity), the lease book that hands them to nodes (in priority order when work
+//! is scarce), the balancer that matches
 //! fragments of many sizes to nodes of many speeds, federated rounds (one fragment per data
 //! holder), and device tiers with behaviour analysis. No I/O, no clock, no sockets: time comes
 //! in as an argument.
@@ -7,6 +8,7 @@
 pub mod balance;
 pub mod federated;
 pub mod granularity;
+pub mod lease_order;
 pub mod leases;
 pub mod slicer;
 pub mod tiers;
@@ -14,6 +16,7 @@ pub mod tiers;
 pub use balance::{Assignment, Balancer, Completion, Ticket, duration_ms};
 pub use federated::slice_federated_round;
 pub use granularity::plan_sizes;
+pub use lease_order::WaitingNodes;
 pub use leases::{Lease, LeaseBook, LeaseError, straggler_due_ms};
 pub use slicer::{epoch_order, pass_batch, round_batch, slice_round};
 pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, verified_speed};

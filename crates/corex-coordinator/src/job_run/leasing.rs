@@ -1,6 +1,7 @@
 //! Handing out a round's work: fragments (with adaptive granularity the one that best fits
-//! the asking node's speed), audit tasks while the round is audited, straggler copies near the
-//! round's end, and lease expiry.
+//! the asking node's speed; when fragments are scarce, to higher-priority waiting nodes first),
+//! audit tasks while the round is audited, straggler copies near the round's end, and lease
+//! expiry.
 //!
 //! A straggler is a holder that has overrun the time its measured speed predicts for its
 //! fragment (see [`straggler_due_ms`]); any node at least as fast may then take a copy, and
@@ -13,12 +14,14 @@ use corex_scheduler::straggler_due_ms;
 use super::*;
 
 impl JobRun {
-    /// Leases a fragment of the current round to `node`, if one is free; while the round is
-    /// being audited, an audit task `node` may take.
+    /// Leases a fragment of the current round to `node`, if one is free and fewer are pending
+    /// than the `ahead` nodes of higher priority waiting now (see [`corex_scheduler::WaitingNodes`]);
+    /// while the round is being audited, an audit task `node` may take.
     pub fn lease(
         &mut self,
         node: NodeId,
         now_ms: u64,
+        ahead: usize,
         verifier: &Verifier,
         auditors: &Auditors<'_>,
     ) -> Option<(Fragment, u64)> {
@@ -46,6 +49,12 @@ impl JobRun {
             let deadline = now_ms + self.spec.lease_ms;
             task.holder = Some((node, deadline));
             return Some((task.fragment.clone(), self.spec.lease_ms));
+        }
+        // Scarce work goes to the higher-priority nodes waiting now; a node's own lease is
+        // always its own, and a federated fragment has only one possible holder anyway.
+        let pending = round.leases.pending();
+        if !federated && (1..=ahead).contains(&pending) && !round.leases.holds(&node, now_ms) {
+            return None;
         }
         let fragments = &round.fragments;
         let rank = |index: usize| {
