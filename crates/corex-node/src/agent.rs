@@ -176,7 +176,13 @@ impl NodeAgent {
                 }) => {
                     backoff = Backoff::default();
                     tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, "fragment leased");
-                    if let Err(error) = self.work_on(&fragment, &model).await {
+                    // A stop lands even mid-fragment (say, while an upload retries against a
+                    // coordinator that has shut down).
+                    let outcome = tokio::select! {
+                        outcome = self.work_on(&fragment, &model) => outcome,
+                        _ = stop.changed() => break,
+                    };
+                    if let Err(error) = outcome {
                         tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
                     }
                 }
