@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
-use crate::lease_order::lease_priority;
+use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
 use crate::server::Shared;
 
@@ -254,7 +254,7 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
     let deadline = tokio::time::Instant::now() + wait;
     let priority = {
         let info = shared.engine().nodes().get(&node).cloned();
-        lease_priority(&node, info.as_ref(), &shared.ledger())?
+        priority_of(&node, info.as_ref(), &shared.ledger())
     };
     let place = shared.lease_queue.enter(node, priority);
     loop {

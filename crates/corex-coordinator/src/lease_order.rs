@@ -2,17 +2,15 @@
 //! long poll lasts, stands in a queue with its node's task priority ([`TierPolicy::priority`]:
 //! the tier its verified speed earns once online time, ledger reputation or stake trust it,
 //! then reputation raised by stake, then online time); a node takes a pending fragment only
-//! while more are pending than nodes of higher priority wait (see [`WaitingNodes`]). A node
-//! the ledger has removed gets no work.
+//! while more are pending than nodes of higher priority wait (see [`WaitingNodes`]).
 
 use std::sync::Mutex;
 
 use corex_core::NodeId;
 use corex_core::messages::NodeInfo;
-use corex_ledger::{BASE_UNITS_PER_CXT, NodeStatus};
+use corex_ledger::BASE_UNITS_PER_CXT;
 use corex_scheduler::{Standing, TierPolicy, WaitingNodes, verified_speed};
 
-use crate::error::CoordinatorError;
 use crate::ledger::LedgerService;
 use crate::server::lock;
 
@@ -53,19 +51,9 @@ impl Drop for InQueue<'_> {
     }
 }
 
-/// `node`'s task priority from what the node registry (`info`) and the ledger know. A node the
-/// ledger has removed (for repeated hard rejects) gets no work at all: the ledger outlives the
-/// coordinator's in-memory audit records, so this holds across restarts too.
-pub fn lease_priority(
-    node: &NodeId,
-    info: Option<&NodeInfo>,
-    ledger: &LedgerService,
-) -> Result<u64, CoordinatorError> {
+/// `node`'s task priority from what the node registry (`info`) and the ledger know.
+pub fn priority_of(node: &NodeId, info: Option<&NodeInfo>, ledger: &LedgerService) -> u64 {
     let state = ledger.chain().state();
-    let profile = state.nodes.get(node);
-    if profile.is_some_and(|profile| profile.status == NodeStatus::Removed) {
-        return Err(CoordinatorError::Banned(node.to_hex()));
-    }
     let standing = Standing {
         verified_mflops: info.map_or(0, |info| {
             let challenge = info
@@ -77,10 +65,10 @@ pub fn lease_priority(
         online_ms: info.map_or(0, |info| {
             info.last_seen_ms.saturating_sub(info.registered_ms)
         }),
-        reputation: profile.map_or(0, |profile| profile.score),
+        reputation: state.nodes.get(node).map_or(0, |profile| profile.score),
         stake_cxt: state.account(node).map_or(0, |account| {
             u64::try_from(account.stake / BASE_UNITS_PER_CXT).unwrap_or(u64::MAX)
         }),
     };
-    Ok(TierPolicy::default().priority(&standing))
+    TierPolicy::default().priority(&standing)
 }

@@ -28,11 +28,7 @@ pub struct TestNet {
 
 impl TestNet {
     pub async fn start(config: CoordinatorConfig) -> Self {
-        Self::start_in(config, tempfile::tempdir().unwrap()).await
-    }
-
-    /// A coordinator on `dir`, the data directory of an earlier one (a restart).
-    pub async fn start_in(config: CoordinatorConfig, dir: tempfile::TempDir) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let tls = TlsIdentity::load_or_create(dir.path()).unwrap();
         let pin = tls.fingerprint();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
