@@ -65,7 +65,7 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         timeout_s: u64,
         /// Make the first nodes cheat, one kind each: random, zeros, scaled, sign-flipped,
-        /// copy, old, lazy, fake-gpu (comma-separated).
+        /// copy, old, lazy, fake-gpu, bait-and-switch, skip-segment (comma-separated).
         #[arg(long, value_delimiter = ',')]
         adversaries: Vec<corex_node::Adversary>,
         /// The coordinator replays every audit itself, instead of letting the nodes (which

@@ -265,7 +265,7 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
         let response = shared.engine().lease(node, shared.clock.millis(), ahead)?;
         let retry = match response {
             LeaseResponse::Idle { retry_ms } => Duration::from_millis(retry_ms),
-            LeaseResponse::Work { .. } => return json(&response),
+            LeaseResponse::Work { .. } | LeaseResponse::Reveal { .. } => return json(&response),
         };
         if tokio::time::Instant::now() >= deadline {
             return json(&response);

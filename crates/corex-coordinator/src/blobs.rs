@@ -25,7 +25,16 @@ pub struct BlobStore {
 impl BlobStore {
     /// Publishes `bytes` and returns their name (the manifest root).
     pub fn publish(&mut self, bytes: Vec<u8>) -> Hash {
+        self.publish_if_new(bytes).0
+    }
+
+    /// Publishes `bytes` unless a blob of the same name is there already: their name, and
+    /// whether this call added them (only then may its caller retire them).
+    pub fn publish_if_new(&mut self, bytes: Vec<u8>) -> (Hash, bool) {
         let manifest = Manifest::of(&bytes, CHUNK_SIZE);
+        if self.blobs.contains_key(&manifest.hash) {
+            return (manifest.hash, false);
+        }
         let hash = manifest.hash;
         self.blobs.insert(
             hash,
@@ -34,7 +43,7 @@ impl BlobStore {
                 manifest: Arc::new(manifest),
             },
         );
-        hash
+        (hash, true)
     }
 
     pub fn retire(&mut self, hash: &Hash) {

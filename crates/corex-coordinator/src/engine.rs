@@ -285,6 +285,18 @@ impl Coordinator {
             now_ms,
             shared_hardware: self.config.shared_hardware,
         };
+        // An audit's request for checkpoints comes first: its round waits on nothing else.
+        if let Some((fragment, model, steps)) = self
+            .jobs()
+            .filter(|job| job.is_running())
+            .find_map(|job| job.reveal_for(&node))
+        {
+            return Ok(LeaseResponse::Reveal {
+                fragment,
+                model,
+                steps,
+            });
+        }
         for id in &self.job_order {
             if let Some(job) = self.jobs.get_mut(id)
                 && job.is_running()

@@ -77,6 +77,14 @@ pub enum CoordinatorError {
     NonFinite { index: usize },
     #[error("reported loss {0} is not finite")]
     NonFiniteLoss(f32),
+    #[error("bad step trace: {0}")]
+    BadTrace(String),
+    #[error("no audit asked this node to reveal checkpoints for fragment {0}")]
+    RevealNotAsked(Hash),
+    #[error(
+        "revealed parameters after step {step} do not hash to the checkpoint committed with the result"
+    )]
+    CheckpointMismatch { step: u32 },
     #[error("a federated result must carry a data_commitment to the local data it used")]
     MissingDataCommitment,
     #[error(
@@ -116,7 +124,10 @@ impl CoordinatorError {
             | Self::StaleSignature { .. }
             | Self::ReplayedNonce { .. }
             | Self::BadCommitment => 401,
-            Self::UnregisteredNode(_) | Self::Banned(_) | Self::SybilLimit(_) => 403,
+            Self::UnregisteredNode(_)
+            | Self::Banned(_)
+            | Self::SybilLimit(_)
+            | Self::RevealNotAsked(_) => 403,
             Self::Lease(LeaseError::LeasedToOther { .. }) => 403,
             Self::UnknownJob(_)
             | Self::UnknownFragment(_)
@@ -138,6 +149,8 @@ impl CoordinatorError {
             | Self::WrongShape(_)
             | Self::NonFinite { .. }
             | Self::NonFiniteLoss(_)
+            | Self::BadTrace(_)
+            | Self::CheckpointMismatch { .. }
             | Self::MissingDataCommitment
             | Self::ShardChanged { .. }
             | Self::InvalidSpec(_)
@@ -197,6 +210,9 @@ impl CoordinatorError {
             Self::WrongShape(_) => "wrong_shape",
             Self::NonFinite { .. } => "non_finite",
             Self::NonFiniteLoss(_) => "non_finite_loss",
+            Self::BadTrace(_) => "bad_trace",
+            Self::RevealNotAsked(_) => "reveal_not_asked",
+            Self::CheckpointMismatch { .. } => "checkpoint_mismatch",
             Self::MissingDataCommitment => "missing_data_commitment",
             Self::ShardChanged { .. } => "shard_changed",
             Self::InvalidSpec(_) => "invalid_spec",

@@ -234,7 +234,9 @@ impl Verifier {
             .collect())
     }
 
-    /// Judges a round planned by [`plan_round`](Self::plan_round). An audited result is
+    /// Judges a round planned by [`plan_round`](Self::plan_round). An audited result whose
+    /// position is in `passed_segments` (its segment audit agreed, settled by the node named
+    /// there or by the coordinator) has passed. Otherwise it is
     /// compared with the node replay in `node_replays` when there is one; where they disagree,
     /// or there is none, `replay(i)` (the coordinator's own) decides, and it also judges the
     /// auditor. Returns one verdict per candidate, in order, and one per node replay.
@@ -243,6 +245,7 @@ impl Verifier {
         candidates: &[Candidate<'_>],
         plan: &AuditPlan,
         node_replays: &BTreeMap<usize, NodeReplay>,
+        passed_segments: &BTreeMap<usize, Option<NodeId>>,
         mut replay: impl FnMut(usize) -> Result<Replay, CoordinatorError>,
     ) -> Result<RoundJudgement, CoordinatorError> {
         let mut judgement = RoundJudgement::default();
@@ -259,8 +262,9 @@ impl Verifier {
                 });
                 continue;
             }
-            // A node's replay that agrees with the result settles the audit; otherwise the
-            // coordinator's own replay judges the result, and the auditor too.
+            // An agreeing segment audit, or a node's replay that agrees with the result,
+            // settles the audit; otherwise the coordinator's own replay judges the result, and
+            // the auditor too.
             let from_node = node_replays.get(&index);
             let settled_by_node = match from_node {
                 Some(node_replay) => self
@@ -273,7 +277,9 @@ impl Verifier {
                     .is_none(),
                 None => false,
             };
-            let (mismatch, truth, audited_by) = if settled_by_node {
+            let (mismatch, truth, audited_by) = if let Some(auditor) = passed_segments.get(&index) {
+                (None, None, *auditor)
+            } else if settled_by_node {
                 judgement.audits.push((index, accepted_audit(false)));
                 (None, None, from_node.map(|node_replay| node_replay.auditor))
             } else {
@@ -335,6 +341,58 @@ impl Verifier {
             });
         }
         Ok(judgement)
+    }
+
+    /// Judges one segment audit: the segment's update and mean step loss as the submitter's
+    /// checkpoints and trace `claimed` them, against the replay a node returned for the
+    /// segment (`from_node`), which settles it when they agree; otherwise `replay()` (the
+    /// coordinator's own) decides, and judges the node's replay too. A disagreement does not
+    /// count against the submitter here: its result then goes to a whole-fragment replay.
+    pub fn judge_segment(
+        &mut self,
+        fragment: &Hash,
+        claimed: &Replay,
+        from_node: Option<&NodeReplay>,
+        replay: impl FnOnce() -> Result<Replay, CoordinatorError>,
+    ) -> Result<SegmentJudgement, CoordinatorError> {
+        let kind = ResultKind::Update;
+        if let Some(node_replay) = from_node
+            && self
+                .mismatch(kind, &claimed.gradient, claimed.loss, &node_replay.replay)?
+                .is_none()
+        {
+            return Ok(SegmentJudgement {
+                disagreement: None,
+                audited_by: Some(node_replay.auditor),
+                auditor_verdict: Some(accepted_audit(false)),
+            });
+        }
+        let truth = replay()?;
+        let auditor_verdict = match from_node {
+            Some(node_replay) => Some(
+                match self.mismatch(
+                    kind,
+                    &node_replay.replay.gradient,
+                    node_replay.replay.loss,
+                    &truth,
+                )? {
+                    None => accepted_audit(true),
+                    Some(reason) => {
+                        self.records.entry(node_replay.auditor).or_default().failed += 1;
+                        ResultVerdict::Rejected {
+                            reason: format!("segment audit replay is wrong: {reason}"),
+                            evidence: evidence(fragment, &node_replay.result_hash, &truth),
+                        }
+                    }
+                },
+            ),
+            None => None,
+        };
+        Ok(SegmentJudgement {
+            disagreement: self.mismatch(kind, &claimed.gradient, claimed.loss, &truth)?,
+            audited_by: None,
+            auditor_verdict,
+        })
     }
 
     /// `None` when a result (tensor and reported loss) matches a replay: within tolerance,
@@ -427,6 +485,16 @@ pub struct PlannedAudit {
     pub audited: bool,
     /// The consistency or repetition flag that forced the audit, if one did (updates only).
     pub flag: Option<String>,
+}
+
+/// The verdict on one segment audit.
+pub struct SegmentJudgement {
+    /// Why the claimed segment disagrees with the replay that decided (none: it agrees).
+    pub disagreement: Option<String>,
+    /// The node whose agreeing replay settled it (none: the coordinator's replay did).
+    pub audited_by: Option<NodeId>,
+    /// The verdict on the node's replay of the segment, when one came.
+    pub auditor_verdict: Option<ResultVerdict>,
 }
 
 /// An audit replay computed by a node (not the audited one).

@@ -97,10 +97,11 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         clean.model.short()
     );
     // Bait-and-switch results are honest, only slow; its fragments here are too light to
-    // time, so the behaviour test (tests/behaviour.rs) covers it.
+    // time, so the behaviour test (tests/behaviour.rs) covers it. Skipping a segment needs
+    // traced local steps, which tests/segment_audits.rs runs.
     for adversary in corex_node::adversary::ALL
         .into_iter()
-        .filter(|adversary| *adversary != Adversary::BaitAndSwitch)
+        .filter(|adversary| !matches!(adversary, Adversary::BaitAndSwitch | Adversary::SkipSegment))
     {
         let (status, ledger, believed) = run(&job(), Some(adversary)).await;
         let accuracy = status.last_test_accuracy.unwrap();

@@ -100,6 +100,7 @@ fn result_parts(
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: None,
+        trace: None,
     };
     (header, tensor)
 }

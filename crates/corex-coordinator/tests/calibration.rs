@@ -133,12 +133,18 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                 })
                 .collect();
             let judgement = verifier
-                .judge(&candidates, &plan, &node_replays, |i| {
-                    Ok(Replay {
-                        gradient: replays[i].values.clone(),
-                        loss: replays[i].loss,
-                    })
-                })
+                .judge(
+                    &candidates,
+                    &plan,
+                    &node_replays,
+                    &Default::default(),
+                    |i| {
+                        Ok(Replay {
+                            gradient: replays[i].values.clone(),
+                            loss: replays[i].loss,
+                        })
+                    },
+                )
                 .unwrap();
             hard_rejects += judgement
                 .results

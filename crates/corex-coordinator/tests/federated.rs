@@ -318,6 +318,7 @@ async fn submit(
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: data,
+        trace: None,
     };
     client.submit_result(&header, tensor).await.map(|_| ())
 }

@@ -284,6 +284,7 @@ fn result_body(key: &Keypair, fragment: &corex_core::Fragment, values: &[f32]) -
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: None,
+        trace: None,
     };
     encode_result(&header, tensor)
 }

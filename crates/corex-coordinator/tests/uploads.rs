@@ -194,6 +194,7 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
         result_hash,
         commitment_signature: key.sign(commitment.as_bytes()),
         data_commitment: None,
+        trace: None,
     };
     (header, tensor)
 }

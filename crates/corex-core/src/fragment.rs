@@ -41,6 +41,11 @@ pub struct Fragment {
     /// may lease the fragment, and `indices` are positions in its local dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<NodeId>,
+    /// A segment audit task (see [`crate::trace`]): only local steps `[first, end)` of the
+    /// fragment, from `model`, which is then the submitter's checkpoint before step `first`.
+    /// The result is that segment's update `w_first − w_end` and its steps' mean loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<[u32; 2]>,
 }
 
 impl Fragment {
@@ -58,6 +63,13 @@ impl Fragment {
     /// (or replayed as) the audited node's.
     pub fn derive_audit_id(fragment: &Hash) -> Hash {
         Hash::of_parts(&[b"corex-audit", fragment.as_bytes()])
+    }
+
+    /// The id under which a node reveals the checkpoints an audit asked of its traced result
+    /// for fragment `fragment` (see [`crate::trace`]): distinct from the fragment's and its
+    /// audit task's, so a reveal can never pass for a result.
+    pub fn derive_reveal_id(fragment: &Hash) -> Hash {
+        Hash::of_parts(&[b"corex-reveal", fragment.as_bytes()])
     }
 }
 

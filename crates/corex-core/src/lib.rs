@@ -13,6 +13,7 @@ pub mod messages;
 pub mod request_signature;
 pub mod spec;
 pub mod tensor;
+pub mod trace;
 pub mod work;
 
 pub use error::{DecodeError, SpecError};

@@ -15,6 +15,7 @@ use crate::fragment::Fragment;
 use crate::hash::Hash;
 use crate::identity::{NodeId, Signature};
 use crate::job::JobSpec;
+use crate::trace::StepTrace;
 
 /// What a node reports about its hardware when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +150,14 @@ pub enum LeaseResponse {
     },
     /// No work right now; ask again after `retry_ms`.
     Idle { retry_ms: u64 },
+    /// An audit picked a segment of the node's traced result for `fragment` (at model version
+    /// `model`): send the parameters it committed to at the steps `steps`, concatenated in
+    /// that order, as a result for [`Fragment::derive_reveal_id`](crate::Fragment::derive_reveal_id).
+    Reveal {
+        fragment: Hash,
+        model: Hash,
+        steps: Vec<u32>,
+    },
 }
 
 /// The header of a fragment result. The node signs `commitment`, which binds node, fragment,
@@ -168,6 +177,10 @@ pub struct ResultHeader {
     /// A federated result's commitment to the local data behind it (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_commitment: Option<LocalDataCommitment>,
+    /// A traced local-steps result's step trace (see [`crate::trace`]); the signed commitment
+    /// then covers it too. Absent for every other result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<StepTrace>,
 }
 
 /// What a data holder commits to about the local data behind a federated result, without
@@ -311,6 +324,10 @@ pub struct ResultRecord {
     /// replayed it, or it was not audited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audited_by: Option<NodeId>,
+    /// The steps `[first, end)` a segment audit replayed and found in agreement, when one
+    /// settled this result's audit (see [`crate::trace`]); absent for a whole-fragment replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audited_steps: Option<[u32; 2]>,
     /// A federated result's commitment to its local data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_commitment: Option<LocalDataCommitment>,
@@ -459,6 +476,7 @@ mod tests {
             result_hash: Hash::of(b"r"),
             commitment_signature: Signature([9; 64]),
             data_commitment: None,
+            trace: None,
         }
     }
 

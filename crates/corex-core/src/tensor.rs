@@ -14,6 +14,15 @@ pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
     }
 }
 
+/// BLAKE3 of the wire bytes of `values`, without copying them on little-endian machines.
+pub fn hash_f32s(values: &[f32]) -> crate::Hash {
+    if cfg!(target_endian = "little") {
+        crate::Hash::of(bytemuck::cast_slice::<f32, u8>(values))
+    } else {
+        crate::Hash::of(&f32s_to_bytes(values))
+    }
+}
+
 /// The values of wire bytes; errors unless the length is a multiple of 4. Any alignment works.
 pub fn bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
     if !bytes.len().is_multiple_of(4) {

@@ -26,7 +26,8 @@
 //! - `params`: layout, [`init_parameters`], [`check_tensor`].
 //! - `model`: the burn module (private).
 //! - `gradient`: [`compute_gradient`], [`weighted_mean`].
-//! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients).
+//! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients), with the step
+//!   checkpoints of a traced result and the replay of one segment of its steps.
 //! - `inference`: [`predict`], the logits of a batch.
 //! - `transform`: [`apply_transform`] (quantization, seeded random projection).
 //! - `fragment`: [`run_fragment`], which runs a fragment of any work kind, and
@@ -71,7 +72,9 @@ pub use export::{MODEL_SPEC_KEY, from_safetensors, to_safetensors};
 pub use fragment::{FragmentOutput, check_result, run_fragment};
 pub use gradient::{GradientOutput, compute_gradient, weighted_mean};
 pub use inference::predict;
-pub use local_steps::compute_local_steps;
+pub use local_steps::{
+    TracedSteps, compute_local_steps, compute_traced_local_steps, replay_local_steps,
+};
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};
 pub use partition::class_skewed_partition;

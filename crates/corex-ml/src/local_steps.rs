@@ -4,9 +4,12 @@
 //! of work instead of one, and the coordinator's (outer) optimizer steps on the mean of the
 //! round's pseudo-gradients.
 
+use std::ops::Range;
+
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
+use corex_core::trace::mean_step_loss;
 use corex_core::{ModelSpec, OptimizerSpec};
 
 use crate::dataset::Dataset;
@@ -28,14 +31,111 @@ pub fn compute_local_steps(
     steps: u32,
     inner: &OptimizerSpec,
 ) -> Result<GradientOutput, MlError> {
-    check_inputs(spec, params, data, indices)?;
+    Ok(compute_traced_local_steps(spec, params, data, indices, steps, inner, &[])?.output)
+}
+
+/// A local-steps result with what its step trace commits to (see `corex_core::trace`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracedSteps {
+    pub output: GradientOutput,
+    /// The weights after step `b` for each requested boundary `b`, in order.
+    pub checkpoints: Vec<Vec<f32>>,
+    /// Each step's micro-batch loss, at the weights before that step.
+    pub losses: Vec<f32>,
+}
+
+/// [`compute_local_steps`], keeping the weights at each step boundary in `checkpoints`
+/// (ascending, within `1..steps`) and every step's loss: what a node commits to in a step
+/// trace. The result is the same bits as without checkpoints.
+pub fn compute_traced_local_steps(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[u32],
+    steps: u32,
+    inner: &OptimizerSpec,
+    checkpoints: &[u32],
+) -> Result<TracedSteps, MlError> {
     let samples = u32::try_from(indices.len())
         .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
-    let steps = steps as usize;
-    if steps == 0 || steps > indices.len() {
+    let stepped = run_steps(
+        spec,
+        params,
+        data,
+        indices,
+        steps,
+        inner,
+        0..steps,
+        checkpoints,
+    )?;
+    let gradient: Vec<f32> = params
+        .iter()
+        .zip(&stepped.end)
+        .map(|(w, v)| w - v)
+        .collect();
+    Ok(TracedSteps {
+        output: finish(gradient, mean_step_loss(&stepped.losses), samples)?,
+        checkpoints: stepped.stops,
+        losses: stepped.losses,
+    })
+}
+
+/// Replays steps `steps_range` of a local-steps fragment from `start`, the weights before its
+/// first step (what a segment audit does): the weights after its last step and each step's
+/// loss. Only meaningful for a stateless `inner` optimizer, whose steps need no earlier state.
+pub fn replay_local_steps(
+    spec: &ModelSpec,
+    start: &[f32],
+    data: &Dataset,
+    indices: &[u32],
+    steps: u32,
+    inner: &OptimizerSpec,
+    steps_range: Range<u32>,
+) -> Result<(Vec<f32>, Vec<f32>), MlError> {
+    let stepped = run_steps(spec, start, data, indices, steps, inner, steps_range, &[])?;
+    Ok((stepped.end, stepped.losses))
+}
+
+/// What running some of a fragment's steps gives.
+struct Stepped {
+    end: Vec<f32>,
+    losses: Vec<f32>,
+    stops: Vec<Vec<f32>>,
+}
+
+/// Runs steps `steps_range` (of `steps` over `indices`) of a fresh `inner` optimizer from
+/// `params`, keeping the weights after each step in `stops`.
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[u32],
+    steps: u32,
+    inner: &OptimizerSpec,
+    steps_range: Range<u32>,
+    stops: &[u32],
+) -> Result<Stepped, MlError> {
+    check_inputs(spec, params, data, indices)?;
+    let total = steps as usize;
+    if total == 0 || total > indices.len() {
         return Err(MlError::Shape(format!(
             "{steps} local steps over {} samples: each step needs at least one sample",
             indices.len()
+        )));
+    }
+    if steps_range.is_empty() || steps_range.end > steps {
+        return Err(MlError::Shape(format!(
+            "steps {steps_range:?} are not a range within the fragment's {steps}"
+        )));
+    }
+    if stops
+        .iter()
+        .any(|stop| !(steps_range.start + 1..steps_range.end).contains(stop))
+        || !stops.is_sorted()
+    {
+        return Err(MlError::Shape(format!(
+            "checkpoints {stops:?} are not ascending within steps {steps_range:?}"
         )));
     }
     let mut optimizer = build_optimizer(inner)?;
@@ -43,10 +143,12 @@ pub fn compute_local_steps(
     let device = Device::flex().autodiff();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut model = Mlp::from_flat(spec, params, &device);
-    let mut loss_sum = 0.0f64;
-    for step in 0..steps {
+    let mut losses = Vec::with_capacity(steps_range.len());
+    let mut kept = Vec::with_capacity(stops.len());
+    for step in steps_range.clone() {
+        let step = step as usize;
         let micro_batch =
-            &indices[step * indices.len() / steps..(step + 1) * indices.len() / steps];
+            &indices[step * indices.len() / total..(step + 1) * indices.len() / total];
         let (features, labels) = data.gather(micro_batch);
         let (x, y) = batch_tensors(features, &labels, spec.input, &device);
         let loss = loss_fn.forward(model.forward(x), y);
@@ -55,10 +157,15 @@ pub fn compute_local_steps(
             .first()
             .copied()
             .ok_or_else(|| MlError::Backend("loss tensor is empty".into()))?;
-        loss_sum += f64::from(step_loss);
+        losses.push(step_loss);
         model = optimizer.step(learning_rate, model, grads);
+        if stops.contains(&(step as u32 + 1)) {
+            kept.push(model.to_flat(spec)?);
+        }
     }
-    let end = model.to_flat(spec)?;
-    let gradient: Vec<f32> = params.iter().zip(&end).map(|(w, v)| w - v).collect();
-    finish(gradient, (loss_sum / steps as f64) as f32, samples)
+    Ok(Stepped {
+        end: model.to_flat(spec)?,
+        losses,
+        stops: kept,
+    })
 }

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use corex_core::Hash;
+use corex_core::{Hash, ModelSpec, OptimizerSpec};
+use corex_ml::{Dataset, MlError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,12 +31,18 @@ pub enum Adversary {
     /// Answers the capability challenge at full speed, then computes every fragment 10×
     /// slower (a strong machine takes the benchmark, a weak one does the work); honest results.
     BaitAndSwitch,
+    /// On traced local-steps fragments (see `corex_core::trace`), skips the steps of the second
+    /// segment (its checkpoint there repeats the one before, its losses repeat the last one)
+    /// and computes the rest honestly from there: a quarter of the work saved, a result close
+    /// to the honest one, and a trace that agrees everywhere but the skipped segment. Honest
+    /// on any other work.
+    SkipSegment,
 }
 
 /// How much slower than its challenge a bait-and-switch node computes its fragments.
 pub const BAIT_AND_SWITCH_SLOWDOWN: u32 = 10;
 
-pub const ALL: [Adversary; 9] = [
+pub const ALL: [Adversary; 10] = [
     Adversary::Random,
     Adversary::Zeros,
     Adversary::Scaled,
@@ -45,6 +52,7 @@ pub const ALL: [Adversary; 9] = [
     Adversary::Lazy,
     Adversary::FakeGpu,
     Adversary::BaitAndSwitch,
+    Adversary::SkipSegment,
 ];
 
 impl Adversary {
@@ -59,6 +67,7 @@ impl Adversary {
             Self::Lazy => "lazy",
             Self::FakeGpu => "fake-gpu",
             Self::BaitAndSwitch => "bait-and-switch",
+            Self::SkipSegment => "skip-segment",
         }
     }
 
@@ -68,7 +77,11 @@ impl Adversary {
             Self::Random | Self::Zeros | Self::Copy | Self::Old => true,
             // One fragment in twenty, picked by the fragment id (13/256 ≈ 5 %).
             Self::Lazy => fragment.0[0] < 13,
-            Self::Scaled | Self::SignFlipped | Self::FakeGpu | Self::BaitAndSwitch => false,
+            Self::Scaled
+            | Self::SignFlipped
+            | Self::FakeGpu
+            | Self::BaitAndSwitch
+            | Self::SkipSegment => false,
         }
     }
 }
@@ -113,7 +126,13 @@ pub fn tamper(
     let submitted = match (adversary, honest) {
         (Adversary::Scaled, Some(g)) => g.into_iter().map(|v| v * 10.0).collect(),
         (Adversary::SignFlipped, Some(g)) => g.into_iter().map(|v| -v).collect(),
-        (Adversary::FakeGpu | Adversary::Lazy | Adversary::BaitAndSwitch, Some(g)) => g,
+        (
+            Adversary::FakeGpu
+            | Adversary::Lazy
+            | Adversary::BaitAndSwitch
+            | Adversary::SkipSegment,
+            Some(g),
+        ) => g,
         (Adversary::Zeros, _) => vec![0.0; len],
         (Adversary::Old, _) => state
             .previous
@@ -125,6 +144,59 @@ pub fn tamper(
     };
     state.previous = Some(submitted.clone());
     submitted
+}
+
+/// A skip-segment adversary's local steps over segment `bounds` (see [`Adversary::SkipSegment`]):
+/// `(result, loss, checkpoints at the interior bounds, step losses)`, a trace consistent
+/// with itself everywhere but the skipped second segment.
+pub fn skip_second_segment(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[u32],
+    steps: u32,
+    inner: &OptimizerSpec,
+    bounds: &[u32],
+) -> Result<SkippedSteps, MlError> {
+    let mut weights = params.to_vec();
+    let mut losses: Vec<f32> = Vec::with_capacity(steps as usize);
+    let mut checkpoints = Vec::new();
+    for (segment, range) in bounds.windows(2).enumerate() {
+        if segment == 1 {
+            let last = losses.last().copied().unwrap_or_default();
+            losses.extend(std::iter::repeat_n(last, (range[1] - range[0]) as usize));
+        } else {
+            let (end, segment_losses) = corex_ml::replay_local_steps(
+                spec,
+                &weights,
+                data,
+                indices,
+                steps,
+                inner,
+                range[0]..range[1],
+            )?;
+            weights = end;
+            losses.extend(segment_losses);
+        }
+        if range[1] != steps {
+            checkpoints.push((range[1], weights.clone()));
+        }
+    }
+    let result = params.iter().zip(&weights).map(|(w, v)| w - v).collect();
+    Ok(SkippedSteps {
+        result,
+        loss: corex_core::trace::mean_step_loss(&losses),
+        checkpoints,
+        losses,
+    })
+}
+
+/// What [`skip_second_segment`] computed.
+pub struct SkippedSteps {
+    pub result: Vec<f32>,
+    pub loss: f32,
+    pub checkpoints: Vec<(u32, Vec<f32>)>,
+    pub losses: Vec<f32>,
 }
 
 /// Leaves `gradient` for colluding nodes to copy.

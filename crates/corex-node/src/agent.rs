@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
-use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
+use corex_core::trace::{StepTrace, segment_bounds, traced_commitment};
 use corex_core::{DatasetSource, Fragment, Hash, Keypair, ModelSpec, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
 use corex_ml::{Dataset, FragmentOutput, PrivateStepsSpec};
@@ -26,6 +27,7 @@ use rand_chacha::ChaCha20Rng;
 use tokio::sync::watch;
 
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
+use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
 use crate::error::NodeError;
 
@@ -114,6 +116,8 @@ pub struct NodeAgent {
     /// The last loss computed, which a fragment skipped by an adversary reports.
     last_loss: f32,
     adversary_state: AdversaryState,
+    /// Step checkpoints of traced results, for audits that ask for a segment.
+    checkpoints: CheckpointStore,
 }
 
 impl NodeAgent {
@@ -136,6 +140,7 @@ impl NodeAgent {
             fragments_done: 0,
             last_loss: 2.3,
             adversary_state,
+            checkpoints: CheckpointStore::new(DEFAULT_CHECKPOINT_BUDGET_BYTES),
         }
     }
 
@@ -184,6 +189,20 @@ impl NodeAgent {
                     };
                     if let Err(error) = outcome {
                         tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
+                    }
+                }
+                Ok(LeaseResponse::Reveal {
+                    fragment,
+                    model,
+                    steps,
+                }) => {
+                    backoff = Backoff::default();
+                    let outcome = tokio::select! {
+                        outcome = self.reveal(&fragment, &model, &steps) => outcome,
+                        _ = stop.changed() => break,
+                    };
+                    if let Err(error) = outcome {
+                        tracing::warn!(fragment = %fragment.short(), %error, "checkpoints not revealed");
                     }
                 }
                 Ok(LeaseResponse::Idle { retry_ms }) => {
@@ -279,21 +298,28 @@ impl NodeAgent {
         let spec = job.descriptor.spec.model.clone();
         let result_len = work.result_len(&spec, fragment.indices.len());
         let dataset = self.fragment_data(fragment, &job)?;
-        let private = private_plan(&job, fragment);
+        let variant = match (private_plan(&job, fragment), fragment.steps) {
+            (Some(plan), _) => Variant::Private(plan),
+            (None, Some(steps)) => Variant::Segment(steps),
+            (None, None) if self.config.adversary == Some(Adversary::SkipSegment) => {
+                Variant::SkipSegment
+            }
+            (None, None) => Variant::Plain,
+        };
         let indices = fragment.indices.clone();
         let skip = self
             .config
             .adversary
             .is_some_and(|adversary| adversary.skips(&fragment.id));
-        let (computed, batches) = if skip {
-            (None, vec![fragment.indices.clone()])
+        let (computed, batches, trace) = if skip {
+            (None, vec![fragment.indices.clone()], None)
         } else {
-            let (output, batches) = tokio::task::spawn_blocking(move || {
-                compute(&work, &spec, &parameters, &dataset, indices, private)
+            let computed = tokio::task::spawn_blocking(move || {
+                compute(&work, &spec, &parameters, &dataset, indices, variant)
             })
             .await
             .map_err(|error| NodeError::Compute(error.to_string()))??;
-            (Some(output), batches)
+            (Some(computed.output), computed.batches, computed.trace)
         };
         let data_commitment = fragment
             .holder
@@ -330,8 +356,25 @@ impl NodeAgent {
         tracing::debug!(fragment = %fragment.id.short(), compute_ms, "fragment computed; submitting the result");
         let tensor = f32s_to_bytes(&gradient);
         let result_hash = Hash::of(&tensor);
-        let commitment =
+        let mut commitment =
             result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
+        let trace = trace.map(
+            |Trace {
+                 checkpoints,
+                 losses,
+             }| {
+                let trace = StepTrace {
+                    checkpoints: checkpoints
+                        .iter()
+                        .map(|(_, params)| hash_f32s(params))
+                        .collect(),
+                    losses,
+                };
+                commitment = traced_commitment(&commitment, &trace);
+                self.checkpoints.keep(fragment, checkpoints);
+                trace
+            },
+        );
         let header = ResultHeader {
             fragment: fragment.id,
             model: fragment.model,
@@ -341,10 +384,41 @@ impl NodeAgent {
             result_hash,
             commitment_signature: self.key.sign(commitment.as_bytes()),
             data_commitment,
+            trace,
         };
         let upload = self.client.submit_result(&header, tensor).await?;
         self.fragments_done += 1;
         tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
+        Ok(())
+    }
+
+    /// Sends the checkpoints an audit asked of this node's traced result for `fragment`, as a
+    /// result for the fragment's reveal id.
+    async fn reveal(&self, fragment: &Hash, model: &Hash, steps: &[u32]) -> Result<(), NodeError> {
+        let tensor = self
+            .checkpoints
+            .reveal(fragment, model, steps)
+            .ok_or_else(|| {
+                NodeError::Compute(format!(
+                    "checkpoints after steps {steps:?} are no longer kept"
+                ))
+            })?;
+        let reveal = Fragment::derive_reveal_id(fragment);
+        let result_hash = Hash::of(&tensor);
+        let commitment = result_commitment(&self.key.id(), &reveal, model, &result_hash);
+        let header = ResultHeader {
+            fragment: reveal,
+            model: *model,
+            loss: 0.0,
+            samples: 0,
+            compute_ms: 0,
+            result_hash,
+            commitment_signature: self.key.sign(commitment.as_bytes()),
+            data_commitment: None,
+            trace: None,
+        };
+        self.client.submit_result(&header, tensor).await?;
+        tracing::debug!(fragment = %fragment.short(), ?steps, "checkpoints revealed");
         Ok(())
     }
 
@@ -471,33 +545,133 @@ fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpe
     }
 }
 
-/// Computes a fragment: its output and the sample batches it used. Under differential
-/// privacy the Poisson samples and the noise come from a generator seeded by the operating
-/// system, which nobody else can know.
+/// What computing a fragment gives: its output, the sample batches it used, and for a traced
+/// result what its step trace commits to.
+struct Computed {
+    output: FragmentOutput,
+    batches: Vec<Vec<u32>>,
+    trace: Option<Trace>,
+}
+
+/// The checkpoints (`(step, parameters after it)`) and step losses of a traced result.
+struct Trace {
+    checkpoints: Vec<(u32, Vec<f32>)>,
+    losses: Vec<f32>,
+}
+
+/// How a fragment is computed, beyond what its work says.
+enum Variant {
+    /// The job's work as it is (traced where `corex_core::trace` says so).
+    Plain,
+    /// Differentially private local steps on this holder's data.
+    Private(PrivateStepsSpec),
+    /// A segment audit task: only local steps `[first, end)`.
+    Segment([u32; 2]),
+    /// As the adversary of that name.
+    SkipSegment,
+}
+
+/// Computes a fragment: its output and the sample batches it used, with a step trace where the
+/// work is traced (see `corex_core::trace`). Under differential privacy the Poisson samples
+/// and the noise come from a generator seeded by the operating system, which nobody else can
+/// know.
 fn compute(
     work: &WorkSpec,
     spec: &ModelSpec,
     parameters: &[f32],
     dataset: &Dataset,
     indices: Vec<u32>,
-    private: Option<PrivateStepsSpec>,
-) -> Result<(FragmentOutput, Vec<Vec<u32>>), NodeError> {
+    variant: Variant,
+) -> Result<Computed, NodeError> {
     let compute_error = |error: corex_ml::MlError| NodeError::Compute(error.to_string());
-    match private {
-        Some(plan) => {
+    let untraced = |output: FragmentOutput, indices: Vec<u32>| Computed {
+        output,
+        batches: vec![indices],
+        trace: None,
+    };
+    let skip_segment = matches!(variant, Variant::SkipSegment);
+    match (variant, work) {
+        (Variant::Private(plan), _) => {
             let mut rng = ChaCha20Rng::from_seed(corex_net::random_bytes::<32>()?);
             let steps = corex_ml::compute_private_local_steps(
                 spec, parameters, dataset, &indices, &plan, &mut rng,
             )
             .map_err(compute_error)?;
-            Ok((steps.output.into(), steps.batches))
+            return Ok(Computed {
+                output: steps.output.into(),
+                batches: steps.batches,
+                trace: None,
+            });
         }
-        None => {
-            let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)
-                .map_err(compute_error)?;
-            Ok((output, vec![indices]))
+        (Variant::Segment([first, end]), WorkSpec::LocalSteps { steps, inner }) => {
+            let (weights, losses) = corex_ml::replay_local_steps(
+                spec,
+                parameters,
+                dataset,
+                &indices,
+                *steps,
+                inner,
+                first..end,
+            )
+            .map_err(compute_error)?;
+            let output = FragmentOutput {
+                values: parameters
+                    .iter()
+                    .zip(&weights)
+                    .map(|(w, v)| w - v)
+                    .collect(),
+                loss: corex_core::trace::mean_step_loss(&losses),
+                samples: indices.len() as u32,
+            };
+            return Ok(untraced(output, indices));
         }
+        (Variant::Segment(_), _) => {
+            return Err(NodeError::Compute(
+                "a segment task for work other than local steps".into(),
+            ));
+        }
+        (Variant::Plain | Variant::SkipSegment, _) => {}
     }
+    let bounds = segment_bounds(work, indices.len());
+    let (WorkSpec::LocalSteps { steps, inner }, Some(bounds)) = (work, bounds) else {
+        let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)
+            .map_err(compute_error)?;
+        return Ok(untraced(output, indices));
+    };
+    let (output, trace) = if skip_segment {
+        let skipped = crate::adversary::skip_second_segment(
+            spec, parameters, dataset, &indices, *steps, inner, &bounds,
+        )
+        .map_err(compute_error)?;
+        let output = FragmentOutput {
+            values: skipped.result,
+            loss: skipped.loss,
+            samples: indices.len() as u32,
+        };
+        (
+            output,
+            Trace {
+                checkpoints: skipped.checkpoints,
+                losses: skipped.losses,
+            },
+        )
+    } else {
+        let interior = &bounds[1..bounds.len() - 1];
+        let traced = corex_ml::compute_traced_local_steps(
+            spec, parameters, dataset, &indices, *steps, inner, interior,
+        )
+        .map_err(compute_error)?;
+        let trace = Trace {
+            checkpoints: interior.iter().copied().zip(traced.checkpoints).collect(),
+            losses: traced.losses,
+        };
+        (traced.output.into(), trace)
+    };
+    Ok(Computed {
+        output,
+        batches: vec![indices],
+        trace: Some(trace),
+    })
 }
 
 /// Exponential backoff from 100 ms to 5 s.

@@ -5,6 +5,7 @@
 pub mod adversary;
 pub mod agent;
 pub mod bench;
+mod checkpoints;
 pub mod device;
 pub mod error;
 

@@ -45,6 +45,7 @@ pub fn slice_federated_round(
                 cost_flops: flops_per_sample.saturating_mul(u64::from(round_samples)),
                 indices,
                 holder: Some(holder.node),
+                steps: None,
             }
         })
         .collect()

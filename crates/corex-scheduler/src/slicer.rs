@@ -103,6 +103,7 @@ pub fn slice_round(
             indices: indices.to_vec(),
             cost_flops: flops_per_sample.saturating_mul(indices.len() as u64),
             holder: None,
+            steps: None,
         })
         .collect()
 }

@@ -71,6 +71,15 @@ pub fn is_audited(seed: &Hash, commitment: &Hash, rate_ppm: u32) -> bool {
     u64::from_le_bytes(word) % PPM < u64::from(rate_ppm)
 }
 
+/// Which of a traced result's `segments` an audit of it replays, drawn like the audit itself
+/// from the revealed seed and the result's commitment (see `corex_core::trace`).
+pub fn audited_segment(seed: &Hash, commitment: &Hash, segments: u32) -> u32 {
+    let draw = Hash::of_parts(&[b"corex-audit-segment", &seed.0, &commitment.0]);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&draw.0[..8]);
+    (u64::from_le_bytes(word) % u64::from(segments.max(1))) as u32
+}
+
 /// How often a node's results are audited, from its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPolicy {
@@ -141,6 +150,19 @@ mod tests {
             .filter(|i| is_audited(&seed, &Hash::of(&i.to_le_bytes()), 90_000))
             .count();
         assert!((8_500..9_500).contains(&audited), "{audited}");
+    }
+
+    #[test]
+    fn segments_are_drawn_evenly() {
+        let seed = Hash::of(b"seed");
+        let mut counts = [0u32; 4];
+        for i in 0..40_000u32 {
+            counts[audited_segment(&seed, &Hash::of(&i.to_le_bytes()), 4) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (9_500..10_500).contains(&n)),
+            "{counts:?}"
+        );
     }
 
     #[test]

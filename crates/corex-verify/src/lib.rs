@@ -18,7 +18,7 @@ mod detection;
 mod error;
 
 pub use aggregate::aggregate;
-pub use audit::{AuditPolicy, SeedChain, follows, is_audited};
+pub use audit::{AuditPolicy, SeedChain, audited_segment, follows, is_audited};
 pub use capability::{
     challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,
 };

@@ -1,19 +1,21 @@
 //! The audit phase of a round: once every result is in, the revealed seed picks what to
-//! replay, audit tasks go out to proven nodes, their replays come back, and overdue rounds
-//! close (the coordinator replays what no node returned; a federated round goes on without
-//! holders that went quiet).
+//! replay, reveal requests go to the submitters of traced results (segment audits, see
+//! `reveals`), audit tasks to proven nodes, their replays come back, and overdue rounds close
+//! (the coordinator replays what no node returned; a federated round goes on without holders
+//! that went quiet).
 
 use super::*;
 
 impl JobRun {
-    /// Plans the complete round's audits and hands out those another node may replay; closes
-    /// the round at once when no audit waits for a node.
+    /// Plans the complete round's audits: segment audits for unflagged traced results, audit
+    /// tasks for those another node may replay; closes the round at once when no audit waits
+    /// for a node.
     pub(super) fn begin_audits(
         &mut self,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
-        let Some(round) = self.round.as_mut() else {
+        let Some(round) = self.round.as_ref() else {
             return Ok(Progress::Accepted);
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
@@ -21,12 +23,23 @@ impl JobRun {
         let plan = engine
             .verifier
             .plan_round(&candidates, ResultKind::of(&self.spec.work))?;
+        // Unflagged audits of traced results check one segment; the rest replay it all.
+        let reveals: Vec<RevealTask> = plan
+            .audits
+            .iter()
+            .zip(accepted.iter().zip(&round.fragments))
+            .enumerate()
+            .filter(|(_, (planned, _))| planned.audited && planned.flag.is_none())
+            .filter_map(|(index, (_, (result, fragment)))| {
+                self.plan_reveal(index, result, fragment, &plan.seed)
+            })
+            .collect();
         let tasks: Vec<AuditTask> = plan
             .audits
             .iter()
             .zip(accepted.iter().zip(&round.fragments))
             .enumerate()
-            .filter(|(_, (planned, (result, fragment)))| {
+            .filter(|(index, (planned, (result, fragment)))| {
                 let fits = |auditor: &NodeId| {
                     replays_in_time(
                         self.spec.granularity,
@@ -36,6 +49,7 @@ impl JobRun {
                 };
                 planned.audited
                     && fragment.holder.is_none()
+                    && !reveals.iter().any(|reveal| reveal.index == *index)
                     && engine.auditors.any_for(engine.verifier, &result.node, fits)
             })
             .map(|(index, (_, (result, fragment)))| AuditTask {
@@ -50,10 +64,15 @@ impl JobRun {
                 commitment: None,
             })
             .collect();
-        let waiting = !tasks.is_empty();
+        let waiting = !tasks.is_empty() || !reveals.is_empty();
+        let round = self.round.as_mut().ok_or_else(|| {
+            CoordinatorError::Training("the round closed while its audits were planned".into())
+        })?;
         round.auditing = Some(Auditing {
             plan,
             tasks,
+            reveals,
+            published: Vec::new(),
             began_ms: now_ms,
             deadline_ms: now_ms + self.spec.lease_ms,
         });
@@ -112,7 +131,7 @@ impl JobRun {
                 },
             });
             pending.commitment = Some(commitment);
-            auditing.tasks.iter().all(|task| task.replay.is_some())
+            auditing.is_complete()
         };
         if all_in {
             return self.close_round(now_ms, engine);

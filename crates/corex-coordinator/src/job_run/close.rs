@@ -21,26 +21,42 @@ impl JobRun {
         let Auditing {
             plan,
             tasks,
+            reveals,
+            published,
             began_ms,
             ..
         } = round.auditing.take().ok_or_else(|| {
             CoordinatorError::Training("a round closed before its audits were planned".into())
         })?;
+        for checkpoint in &published {
+            blobs.retire(checkpoint);
+        }
         let node_audits = tasks.len();
+        let segment_audits = reveals.len();
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let training = |error: corex_ml::MlError| CoordinatorError::Training(error.to_string());
-        let mut audit_commitments = BTreeMap::new();
-        let node_replays: BTreeMap<usize, NodeReplay> = tasks
-            .into_iter()
-            .filter_map(|task| {
-                audit_commitments.insert(task.index, task.commitment?);
-                Some((task.index, task.replay?))
-            })
-            .collect();
+        // What each returned node replay was for: `(commitment, flops)` of its task.
+        let mut replayed_tasks = BTreeMap::new();
+        let (mut whole_replays, mut segment_replays) = (BTreeMap::new(), BTreeMap::new());
+        for task in tasks {
+            let (Some(commitment), Some(replay)) = (task.commitment, task.replay) else {
+                continue;
+            };
+            replayed_tasks.insert(
+                task.index,
+                (replay.auditor, commitment, task.fragment.cost_flops),
+            );
+            match task.fragment.steps {
+                Some(_) => segment_replays.insert(task.index, replay),
+                None => whole_replays.insert(task.index, replay),
+            };
+        }
 
         // Verify before anything counts: replays start from the round's model version.
         let current = self.progression.parameters();
         let candidates = candidates(&accepted, &round.fragments);
+        let segments =
+            self.judge_segments(&round, &reveals, &segment_replays, &current, verifier)?;
         let held_out = self
             .spec
             .federated
@@ -51,20 +67,30 @@ impl JobRun {
                 results: judge_federated(verifier, &candidates, &plan, checks),
                 audits: Vec::new(),
             },
-            None => verifier.judge(&candidates, &plan, &node_replays, |index| {
-                corex_ml::run_fragment(
-                    &self.spec.work,
-                    &self.spec.model,
-                    &current,
-                    &self.dataset,
-                    &round.fragments[index].indices,
-                )
-                .map(|output| Replay {
-                    gradient: output.values,
-                    loss: output.loss,
-                })
-                .map_err(training)
-            })?,
+            None => verifier.judge(
+                &candidates,
+                &plan,
+                &whole_replays,
+                &segments
+                    .passed
+                    .iter()
+                    .map(|(index, passed)| (*index, passed.audited_by))
+                    .collect(),
+                |index| {
+                    corex_ml::run_fragment(
+                        &self.spec.work,
+                        &self.spec.model,
+                        &current,
+                        &self.dataset,
+                        &round.fragments[index].indices,
+                    )
+                    .map(|output| Replay {
+                        gradient: output.values,
+                        loss: output.loss,
+                    })
+                    .map_err(training)
+                },
+            )?,
         };
         let judged = judgement.results;
         let audited = judged
@@ -77,12 +103,14 @@ impl JobRun {
         let audits: Vec<NodeAudit> = judgement
             .audits
             .into_iter()
+            .chain(segments.audits)
             .filter_map(|(index, verdict)| {
+                let (auditor, commitment, flops) = *replayed_tasks.get(&index)?;
                 Some(NodeAudit {
-                    auditor: node_replays.get(&index)?.auditor,
+                    auditor,
                     fragment: round.fragments.get(index)?.id,
-                    commitment: *audit_commitments.get(&index)?,
-                    flops: round.fragments.get(index)?.cost_flops,
+                    commitment,
+                    flops,
                     verdict,
                 })
             })
@@ -191,6 +219,7 @@ impl JobRun {
                     flops: fragment.cost_flops,
                     verdict: judgement.verdict,
                     audited_by: judgement.audited_by,
+                    audited_steps: segments.passed.get(&index).map(|passed| passed.steps),
                     data_commitment: result.data_commitment,
                     validation_loss: held_out.as_ref().map(|checks| checks[index].solo_loss),
                     validation_gain: held_out.as_ref().map(|checks| checks[index].gain),
@@ -209,6 +238,7 @@ impl JobRun {
             auditing_ms = now_ms.saturating_sub(began_ms),
             audited,
             node_audits,
+            segment_audits,
             closing_ms = closing.elapsed().as_millis() as u64,
             "round closed"
         );

@@ -2,6 +2,8 @@
 //! version, sample count, hash, signed commitment, shape, finiteness, a federated result's
 //! data commitment) before anything is recorded; on any error nothing has changed.
 
+use corex_core::trace::{segment_bounds, traced_commitment};
+
 use super::*;
 
 impl JobRun {
@@ -16,6 +18,10 @@ impl JobRun {
     ) -> Result<(Progress, Option<FragmentTiming>), CoordinatorError> {
         if let Some(task) = self.audit_task(&header.fragment) {
             let progress = self.submit_audit(task, node, header, tensor_bytes, now_ms, engine)?;
+            return Ok((progress, None));
+        }
+        if let Some(task) = self.reveal_task(&header.fragment) {
+            let progress = self.submit_reveal(task, node, header, tensor_bytes, now_ms, engine)?;
             return Ok((progress, None));
         }
         let (index, mut accepted) = self.check_result(node, header, tensor_bytes)?;
@@ -87,13 +93,15 @@ impl JobRun {
                 result_hash: header.result_hash,
                 elapsed_ms: 0,
                 data_commitment: header.data_commitment,
+                trace: header.trace.clone(),
             },
         ))
     }
 
     /// The checks every result and audit replay passes: model version, sample count, the
-    /// tensor's hash and the signed commitment over `fragment`'s id, shape (the parameter
-    /// count for training, `samples × width` for output work) and finiteness.
+    /// tensor's hash, a step trace's shape and loss, the signed commitment over `fragment`'s
+    /// id (and the trace), shape (the parameter count for training, `samples × width` for
+    /// output work) and finiteness.
     pub(super) fn check_tensor_result(
         &self,
         node: NodeId,
@@ -101,10 +109,11 @@ impl JobRun {
         header: &ResultHeader,
         tensor_bytes: &[u8],
     ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
-        if header.model != self.model {
+        // A segment audit task starts from a revealed checkpoint instead of the version.
+        if header.model != fragment.model {
             return Err(CoordinatorError::StaleModel {
                 got: header.model,
-                current: self.model,
+                current: fragment.model,
             });
         }
         let expected = fragment.indices.len() as u32;
@@ -117,7 +126,17 @@ impl JobRun {
         if Hash::of(tensor_bytes) != header.result_hash {
             return Err(CoordinatorError::ResultHashMismatch);
         }
-        let commitment = result_commitment(&node, &fragment.id, &header.model, &header.result_hash);
+        let mut commitment =
+            result_commitment(&node, &fragment.id, &header.model, &header.result_hash);
+        if let Some(trace) = &header.trace {
+            if fragment.steps.is_some() {
+                return Err(CoordinatorError::BadTrace(
+                    "a segment audit's replay carries no trace".into(),
+                ));
+            }
+            self.check_trace(fragment, header, trace)?;
+            commitment = traced_commitment(&commitment, trace);
+        }
         node.verify(commitment.as_bytes(), &header.commitment_signature)
             .map_err(|_| CoordinatorError::BadCommitment)?;
         let gradient = bytes_to_f32s(tensor_bytes)
@@ -147,5 +166,46 @@ impl JobRun {
             return Err(CoordinatorError::NonFiniteLoss(header.loss));
         }
         Ok((gradient, commitment))
+    }
+
+    /// A step trace must be one this work and fragment size call for (a checkpoint per
+    /// interior segment boundary, a finite loss per step) and agree with the reported loss.
+    fn check_trace(
+        &self,
+        fragment: &Fragment,
+        header: &ResultHeader,
+        trace: &StepTrace,
+    ) -> Result<(), CoordinatorError> {
+        let WorkSpec::LocalSteps { steps, .. } = &self.spec.work else {
+            return Err(CoordinatorError::BadTrace(
+                "only local-steps results carry a step trace".into(),
+            ));
+        };
+        let bounds = segment_bounds(&self.spec.work, fragment.indices.len()).ok_or_else(|| {
+            CoordinatorError::BadTrace(
+                "this job's fragments of this size are not traced (see corex_core::trace)".into(),
+            )
+        })?;
+        if trace.checkpoints.len() + 2 != bounds.len() || trace.losses.len() != *steps as usize {
+            return Err(CoordinatorError::BadTrace(format!(
+                "{} checkpoints and {} losses; this fragment's trace has {} and {steps}",
+                trace.checkpoints.len(),
+                trace.losses.len(),
+                bounds.len() - 2
+            )));
+        }
+        if let Some(step) = trace.losses.iter().position(|loss| !loss.is_finite()) {
+            return Err(CoordinatorError::BadTrace(format!(
+                "the loss of step {step} is not finite"
+            )));
+        }
+        if trace.mean_loss().to_bits() != header.loss.to_bits() {
+            return Err(CoordinatorError::BadTrace(format!(
+                "reported loss {} is not the mean {} of the step losses",
+                header.loss,
+                trace.mean_loss()
+            )));
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,9 @@
 //! Audited fragments become audit tasks that proven nodes lease like fragments, under ids of
 //! their own; the round closes when every task has a node's replay, or at the audit deadline,
 //! when the coordinator replays what is left itself. A round with no eligible auditor (no
-//! proven node on other hardware) is replayed by the coordinator at once.
+//! proven node on other hardware) is replayed by the coordinator at once. An audited result
+//! with a step trace, unflagged, is instead checked by replaying one segment of its steps from
+//! checkpoints its submitter reveals (see `reveals`).
 //!
 //! A job of output work (inference, transforms) does not train: its model version is fixed
 //! for the whole job, its rounds pass over the dataset once, and each closed round's accepted
@@ -22,8 +24,9 @@
 //! job owner's held-out validation split).
 //!
 //! This file holds the job's state and round opening; `leasing` hands out fragments, audit
-//! tasks and straggler copies, `intake` checks results, `audit_phase` runs a complete round's
-//! audits and closes overdue rounds, `close` judges, aggregates and opens the next round.
+//! tasks, reveal requests and straggler copies, `intake` checks results, `audit_phase` runs a
+//! complete round's audits and closes overdue rounds, `reveals` runs segment audits, `close`
+//! judges, aggregates and opens the next round.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use corex_core::messages::{
     ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::trace::StepTrace;
 use corex_core::{DatasetSource, Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
@@ -51,6 +55,9 @@ mod audit_phase;
 mod close;
 mod intake;
 mod leasing;
+mod reveals;
+
+use reveals::RevealTask;
 
 /// A federated round closes without the holders that have not delivered once `lease_ms`
 /// has passed since it opened, none holds a live lease, and at least 1/this of its fragments
@@ -69,6 +76,8 @@ struct Accepted {
     /// Milliseconds from the lease to this result.
     elapsed_ms: u64,
     data_commitment: Option<LocalDataCommitment>,
+    /// A traced local-steps result's step trace, which segment audits check.
+    trace: Option<StepTrace>,
 }
 
 struct RoundState {
@@ -85,10 +94,23 @@ struct RoundState {
 struct Auditing {
     plan: AuditPlan,
     tasks: Vec<AuditTask>,
+    /// Segment audits waiting for their checkpoints (see `reveals`).
+    reveals: Vec<RevealTask>,
+    /// Revealed checkpoints published for auditors to replay segments from; retired when
+    /// the round closes.
+    published: Vec<Hash>,
     /// When the round's last result came in and the audits were planned.
     began_ms: u64,
     /// After this the coordinator replays whatever no node has returned.
     deadline_ms: u64,
+}
+
+impl Auditing {
+    /// Every audit task has a node's replay and every reveal its checkpoints.
+    fn is_complete(&self) -> bool {
+        self.tasks.iter().all(|task| task.replay.is_some())
+            && self.reveals.iter().all(|reveal| reveal.answer.is_some())
+    }
 }
 
 /// One audited fragment, handed to another node to replay.
@@ -330,6 +352,7 @@ impl JobRun {
         self.closed_fragments.contains(fragment)
             || self.fragment_index(fragment).is_some()
             || self.audit_task(fragment).is_some()
+            || self.reveal_task(fragment).is_some()
     }
 
     fn audit_task(&self, id: &Hash) -> Option<usize> {

@@ -1,8 +1,8 @@
 //! Local-steps fragments: determinism, agreement with the reference trainer, refusals.
 
 use corex_ml::{
-    OptimizerSpec, WorkSpec, compute_gradient, compute_local_steps, init_parameters, run_fragment,
-    train_reference,
+    OptimizerSpec, WorkSpec, compute_gradient, compute_local_steps, compute_traced_local_steps,
+    init_parameters, replay_local_steps, run_fragment, train_reference,
 };
 
 use crate::common::{rel_l2, small_spec, synthetic};
@@ -74,4 +74,71 @@ fn more_steps_than_samples_are_refused() {
     let params = init_parameters(&spec, 1);
     let error = compute_local_steps(&spec, &params, &data, &[1, 2, 3], 4, &sgd(0.1)).unwrap_err();
     assert!(error.to_string().contains("at least one sample"), "{error}");
+}
+
+#[test]
+fn each_traced_segment_replays_from_its_checkpoint_to_the_next() {
+    let data = synthetic(300, 6, 8);
+    let spec = small_spec(6);
+    let params = init_parameters(&spec, 9);
+    let indices: Vec<u32> = (0..240).collect();
+    let bounds = [0, 2, 4, 6, 8];
+    let plain = compute_local_steps(&spec, &params, &data, &indices, 8, &sgd(0.1)).unwrap();
+    let traced =
+        compute_traced_local_steps(&spec, &params, &data, &indices, 8, &sgd(0.1), &bounds[1..4])
+            .unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&traced.output.gradient), bits(&plain.gradient));
+    assert_eq!(traced.output.loss.to_bits(), plain.loss.to_bits());
+    assert_eq!(traced.checkpoints.len(), 3);
+    assert_eq!(traced.losses.len(), 8);
+
+    // The chain: the model version, the checkpoints, and `w_start − result` at the end.
+    let end: Vec<f32> = params
+        .iter()
+        .zip(&traced.output.gradient)
+        .map(|(w, g)| w - g)
+        .collect();
+    let mut chain = vec![params.clone()];
+    chain.extend(traced.checkpoints.iter().cloned());
+    chain.push(end);
+    for segment in 0..4 {
+        let (from, to) = (bounds[segment], bounds[segment + 1]);
+        let (replayed, losses) = replay_local_steps(
+            &spec,
+            &chain[segment],
+            &data,
+            &indices,
+            8,
+            &sgd(0.1),
+            from..to,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&losses),
+            bits(&traced.losses[from as usize..to as usize])
+        );
+        if segment < 3 {
+            assert_eq!(bits(&replayed), bits(&chain[segment + 1]));
+        } else {
+            assert!(rel_l2(&replayed, &chain[4]) < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn checkpoints_and_ranges_outside_the_steps_are_refused() {
+    let data = synthetic(100, 6, 1);
+    let spec = small_spec(6);
+    let params = init_parameters(&spec, 1);
+    let indices: Vec<u32> = (0..80).collect();
+    let traced = |stops: &[u32]| {
+        compute_traced_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1), stops)
+    };
+    assert!(traced(&[4]).is_err());
+    assert!(traced(&[0]).is_err());
+    assert!(traced(&[3, 1]).is_err());
+    let replay = |range| replay_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1), range);
+    assert!(replay(2..5).is_err());
+    assert!(replay(3..3).is_err());
 }

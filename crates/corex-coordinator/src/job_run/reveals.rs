@@ -1,0 +1,366 @@
+//! Segment audits of traced results (see `corex_core::trace`): an audited local-steps result
+//! that carries a step trace, and that no consistency or repetition flag singled out, is
+//! checked by replaying one segment of its steps instead of all of them. The revealed seed
+//! picks the segment; the submitter is asked (through its next lease request) for the
+//! checkpoints around it, which must hash to what it committed; the coordinator replays the
+//! segment from the first and compares with the second (the chain's ends are the model version
+//! and `w_start − result`, which it has).
+//!
+//! A segment that agrees settles the audit as passed. One that disagrees, or a reveal that
+//! does not come before the audit deadline, sends the result to the whole-fragment replay, which
+//! decides as for any audit: a segment audit can accept a result early, never condemn it.
+
+use corex_core::trace::{mean_step_loss, segment_bounds};
+use corex_verify::audited_segment;
+
+use super::*;
+
+/// One audited traced result, waiting for the checkpoints around its audited segment.
+pub(super) struct RevealTask {
+    /// Position of the audited fragment in the round.
+    pub index: usize,
+    pub submitter: NodeId,
+    /// The id the reveal comes under (`Fragment::derive_reveal_id`).
+    pub reveal_id: Hash,
+    /// The audited segment's steps.
+    pub steps: std::ops::Range<u32>,
+    /// The checkpoints asked for: the segment's interior ends, ascending.
+    pub asked: Vec<u32>,
+    /// The revealed parameters, one per asked step.
+    pub answer: Option<Vec<Vec<f32>>>,
+}
+
+impl JobRun {
+    /// The segment audit of `result` (at position `index`, under `seed`), when it is traced.
+    pub(super) fn plan_reveal(
+        &self,
+        index: usize,
+        result: &Accepted,
+        fragment: &Fragment,
+        seed: &Hash,
+    ) -> Option<RevealTask> {
+        let trace = result.trace.as_ref()?;
+        let bounds = segment_bounds(&self.spec.work, fragment.indices.len())?;
+        let segments = bounds.len() as u32 - 1;
+        if fragment.holder.is_some() || trace.checkpoints.len() + 2 != bounds.len() {
+            return None;
+        }
+        let segment = audited_segment(seed, &result.commitment, segments) as usize;
+        let steps = bounds[segment]..bounds[segment + 1];
+        let last = bounds[bounds.len() - 1];
+        let asked = [steps.start, steps.end]
+            .into_iter()
+            .filter(|step| *step != 0 && *step != last)
+            .collect();
+        Some(RevealTask {
+            index,
+            submitter: result.node,
+            reveal_id: Fragment::derive_reveal_id(&fragment.id),
+            steps,
+            asked,
+            answer: None,
+        })
+    }
+
+    /// The checkpoints `node` is asked to reveal now, if any: `(fragment, model, steps)`.
+    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>)> {
+        let round = self.round.as_ref()?;
+        let reveal = round
+            .auditing
+            .as_ref()?
+            .reveals
+            .iter()
+            .find(|reveal| reveal.submitter == *node && reveal.answer.is_none())?;
+        let fragment = round.fragments.get(reveal.index)?;
+        Some((fragment.id, self.model, reveal.asked.clone()))
+    }
+
+    pub(super) fn reveal_task(&self, id: &Hash) -> Option<usize> {
+        self.round
+            .as_ref()?
+            .auditing
+            .as_ref()?
+            .reveals
+            .iter()
+            .position(|reveal| reveal.reveal_id == *id)
+    }
+
+    /// Takes the checkpoints `node` revealed for reveal task `task`: only the submitter's,
+    /// once, at the round's model version, signed like a result, of the asked size, finite,
+    /// and each hashing to the checkpoint its result committed to. Nothing changes on error.
+    pub(super) fn submit_reveal(
+        &mut self,
+        task: usize,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+        now_ms: u64,
+        engine: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let revealed = self.check_reveal(task, node, header, tensor_bytes)?;
+        let segment_task = self.segment_task(task, &revealed, &engine);
+        let round = self
+            .round
+            .as_mut()
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        let auditing = round
+            .auditing
+            .as_mut()
+            .ok_or(CoordinatorError::FragmentClosed(header.fragment))?;
+        if let Some((mut task, start)) = segment_task {
+            if let Some(start) = start {
+                let (checkpoint, new) = engine.blobs.publish_if_new(f32s_to_bytes(start));
+                if new {
+                    auditing.published.push(checkpoint);
+                }
+                task.fragment.model = checkpoint;
+            }
+            auditing.tasks.push(task);
+        }
+        auditing.reveals[task].answer = Some(revealed);
+        if auditing.is_complete() {
+            return self.close_round(now_ms, engine);
+        }
+        Ok(Progress::Auditing)
+    }
+
+    /// The audit task that lets a proven node on other hardware replay the segment of reveal
+    /// `task` now that its checkpoints are in, and the checkpoint it starts from (`None`: the
+    /// round's model version); `None` when no live eligible node replays it in time (the
+    /// coordinator then replays the segment itself at the round's close).
+    fn segment_task<'a>(
+        &self,
+        task: usize,
+        revealed: &'a [Vec<f32>],
+        engine: &Engine<'_>,
+    ) -> Option<(AuditTask, Option<&'a [f32]>)> {
+        let WorkSpec::LocalSteps { steps, .. } = &self.spec.work else {
+            return None;
+        };
+        let round = self.round.as_ref()?;
+        let reveal = round.auditing.as_ref()?.reveals.get(task)?;
+        let audited = round.fragments.get(reveal.index)?;
+        let span = u64::from(reveal.steps.end - reveal.steps.start);
+        let fragment = Fragment {
+            id: Fragment::derive_audit_id(&audited.id),
+            steps: Some([reveal.steps.start, reveal.steps.end]),
+            cost_flops: audited.cost_flops * span / u64::from((*steps).max(1)),
+            ..audited.clone()
+        };
+        let fits = |auditor: &NodeId| {
+            replays_in_time(
+                self.spec.granularity,
+                &fragment,
+                engine.auditors.speed_of(auditor),
+            )
+        };
+        if !engine
+            .auditors
+            .any_for(engine.verifier, &reveal.submitter, fits)
+        {
+            return None;
+        }
+        let start = match reveal.steps.start {
+            0 => None,
+            step => {
+                let position = reveal.asked.iter().position(|asked| *asked == step)?;
+                Some(revealed.get(position)?.as_slice())
+            }
+        };
+        let task = AuditTask {
+            index: reveal.index,
+            fragment,
+            submitter: reveal.submitter,
+            holder: None,
+            replay: None,
+            commitment: None,
+        };
+        Some((task, start))
+    }
+
+    fn check_reveal(
+        &self,
+        task: usize,
+        node: NodeId,
+        header: &ResultHeader,
+        tensor_bytes: &[u8],
+    ) -> Result<Vec<Vec<f32>>, CoordinatorError> {
+        let closed = || CoordinatorError::FragmentClosed(header.fragment);
+        let round = self.round.as_ref().ok_or_else(closed)?;
+        let reveal = &round.auditing.as_ref().ok_or_else(closed)?.reveals[task];
+        if reveal.submitter != node {
+            return Err(CoordinatorError::RevealNotAsked(header.fragment));
+        }
+        if reveal.answer.is_some() {
+            return Err(closed());
+        }
+        if header.model != self.model {
+            return Err(CoordinatorError::StaleModel {
+                got: header.model,
+                current: self.model,
+            });
+        }
+        if Hash::of(tensor_bytes) != header.result_hash {
+            return Err(CoordinatorError::ResultHashMismatch);
+        }
+        let commitment =
+            result_commitment(&node, &reveal.reveal_id, &self.model, &header.result_hash);
+        node.verify(commitment.as_bytes(), &header.commitment_signature)
+            .map_err(|_| CoordinatorError::BadCommitment)?;
+        let parameters = self.spec.model.parameter_count();
+        let values = bytes_to_f32s(tensor_bytes)
+            .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
+        if values.len() != parameters * reveal.asked.len() {
+            return Err(CoordinatorError::WrongShape(format!(
+                "revealed {} values; {} checkpoints of {parameters} parameters were asked for",
+                values.len(),
+                reveal.asked.len()
+            )));
+        }
+        if let Some(index) = values.iter().position(|value| !value.is_finite()) {
+            return Err(CoordinatorError::NonFinite { index });
+        }
+        let result = round.results[reveal.index].as_ref().ok_or_else(closed)?;
+        let (trace, bounds) = result
+            .trace
+            .as_ref()
+            .zip(segment_bounds(
+                &self.spec.work,
+                round.fragments[reveal.index].indices.len(),
+            ))
+            .ok_or_else(closed)?;
+        reveal
+            .asked
+            .iter()
+            .zip(values.chunks_exact(parameters.max(1)))
+            .zip(tensor_bytes.chunks_exact(parameters.max(1) * 4))
+            .map(|((step, checkpoint), bytes)| {
+                // The trace's checkpoints are the interior bounds in order.
+                let position = bounds[1..].iter().position(|bound| bound == step);
+                let committed = position.and_then(|position| trace.checkpoints.get(position));
+                if committed == Some(&Hash::of(bytes)) {
+                    Ok(checkpoint.to_vec())
+                } else {
+                    Err(CoordinatorError::CheckpointMismatch { step: *step })
+                }
+            })
+            .collect()
+    }
+
+    /// Judges the revealed segments of the round at `current` (the round's model version):
+    /// each segment's update as the submitter's checkpoints say (start minus end), against
+    /// the replay a node returned for it when one did, else (or where they disagree) against
+    /// the coordinator's own replay, which also judges the node's. Returns the positions of
+    /// the results whose segment agrees, and a verdict per node replay.
+    pub(super) fn judge_segments(
+        &self,
+        round: &RoundState,
+        reveals: &[RevealTask],
+        node_replays: &BTreeMap<usize, NodeReplay>,
+        current: &[f32],
+        verifier: &mut Verifier,
+    ) -> Result<JudgedSegments, CoordinatorError> {
+        let mut judged = JudgedSegments::default();
+        let WorkSpec::LocalSteps { steps, inner } = &self.spec.work else {
+            return Ok(judged);
+        };
+        for reveal in reveals {
+            let (Some(answer), Some(result)) = (&reveal.answer, &round.results[reveal.index])
+            else {
+                continue;
+            };
+            let revealed = |step: u32| {
+                reveal
+                    .asked
+                    .iter()
+                    .position(|asked| *asked == step)
+                    .and_then(|position| answer.get(position))
+            };
+            let start = match reveal.steps.start {
+                0 => current,
+                step => match revealed(step) {
+                    Some(checkpoint) => checkpoint.as_slice(),
+                    None => continue,
+                },
+            };
+            // The chain ends at `w_start − result`.
+            let end: Vec<f32> = match revealed(reveal.steps.end) {
+                Some(checkpoint) => checkpoint.clone(),
+                None => current
+                    .iter()
+                    .zip(&result.gradient)
+                    .map(|(w, update)| w - update)
+                    .collect(),
+            };
+            let update =
+                |end: &[f32]| -> Vec<f32> { start.iter().zip(end).map(|(w, v)| w - v).collect() };
+            let range = reveal.steps.start as usize..reveal.steps.end as usize;
+            let claimed = Replay {
+                gradient: update(&end),
+                loss: result
+                    .trace
+                    .as_ref()
+                    .and_then(|trace| trace.losses.get(range))
+                    .map_or(f32::NAN, mean_step_loss),
+            };
+            let fragment = &round.fragments[reveal.index];
+            let judgement = verifier.judge_segment(
+                &fragment.id,
+                &claimed,
+                node_replays.get(&reveal.index),
+                || {
+                    let (replayed, losses) = corex_ml::replay_local_steps(
+                        &self.spec.model,
+                        start,
+                        &self.dataset,
+                        &fragment.indices,
+                        *steps,
+                        inner,
+                        reveal.steps.clone(),
+                    )
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                    Ok(Replay {
+                        gradient: update(&replayed),
+                        loss: mean_step_loss(&losses),
+                    })
+                },
+            )?;
+            if let Some(verdict) = judgement.auditor_verdict {
+                judged.audits.push((reveal.index, verdict));
+            }
+            match judgement.disagreement {
+                None => {
+                    judged.passed.insert(
+                        reveal.index,
+                        PassedSegment {
+                            steps: [reveal.steps.start, reveal.steps.end],
+                            audited_by: judgement.audited_by,
+                        },
+                    );
+                }
+                Some(reason) => tracing::warn!(
+                    node = %result.node.short(),
+                    fragment = %fragment.id.short(),
+                    steps = ?reveal.steps,
+                    %reason,
+                    "segment audit disagrees; replaying the whole fragment"
+                ),
+            }
+        }
+        Ok(judged)
+    }
+}
+
+/// A result whose audited segment agreed.
+pub(super) struct PassedSegment {
+    pub steps: [u32; 2],
+    /// The node whose replay of the segment agreed (none: the coordinator's did).
+    pub audited_by: Option<NodeId>,
+}
+
+/// The segment audits of a round: the results that passed, and a verdict per node replay.
+#[derive(Default)]
+pub(super) struct JudgedSegments {
+    pub passed: BTreeMap<usize, PassedSegment>,
+    pub audits: Vec<(usize, ResultVerdict)>,
+}
