@@ -196,13 +196,20 @@ impl NodeAgent {
                     model,
                     steps,
                 }) => {
-                    backoff = Backoff::default();
                     let outcome = tokio::select! {
                         outcome = self.reveal(&fragment, &model, &steps) => outcome,
                         _ = stop.changed() => break,
                     };
-                    if let Err(error) = outcome {
-                        tracing::warn!(fragment = %fragment.short(), %error, "checkpoints not revealed");
+                    // The coordinator asks again until its audit deadline, when it replays the
+                    // whole fragment instead: back off rather than ask it in a tight loop.
+                    match outcome {
+                        Ok(()) => backoff = Backoff::default(),
+                        Err(error) => {
+                            tracing::warn!(fragment = %fragment.short(), %error, "checkpoints not revealed");
+                            if wait_or_stop(&mut stop, backoff.next()).await {
+                                break;
+                            }
+                        }
                     }
                 }
                 Ok(LeaseResponse::Idle { retry_ms }) => {
