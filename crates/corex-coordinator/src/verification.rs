@@ -285,25 +285,13 @@ impl Verifier {
             } else {
                 let truth = replay(index)?;
                 if let Some(node_replay) = from_node {
-                    let verdict = match self.mismatch(
+                    let verdict = self.judge_auditor(
                         plan.kind,
-                        &node_replay.replay.gradient,
-                        node_replay.replay.loss,
+                        &candidate.fragment,
+                        node_replay,
                         &truth,
-                    )? {
-                        None => accepted_audit(true),
-                        Some(reason) => {
-                            self.records.entry(node_replay.auditor).or_default().failed += 1;
-                            ResultVerdict::Rejected {
-                                reason: format!("audit replay is wrong: {reason}"),
-                                evidence: evidence(
-                                    &candidate.fragment,
-                                    &node_replay.result_hash,
-                                    &truth,
-                                ),
-                            }
-                        }
-                    };
+                        "audit replay",
+                    )?;
                     judgement.audits.push((index, verdict));
                 }
                 let mismatch =
@@ -368,30 +356,44 @@ impl Verifier {
             });
         }
         let truth = replay()?;
-        let auditor_verdict = match from_node {
-            Some(node_replay) => Some(
-                match self.mismatch(
-                    kind,
-                    &node_replay.replay.gradient,
-                    node_replay.replay.loss,
-                    &truth,
-                )? {
-                    None => accepted_audit(true),
-                    Some(reason) => {
-                        self.records.entry(node_replay.auditor).or_default().failed += 1;
-                        ResultVerdict::Rejected {
-                            reason: format!("segment audit replay is wrong: {reason}"),
-                            evidence: evidence(fragment, &node_replay.result_hash, &truth),
-                        }
-                    }
-                },
-            ),
-            None => None,
-        };
+        let auditor_verdict = from_node
+            .map(|node_replay| {
+                self.judge_auditor(kind, fragment, node_replay, &truth, "segment audit replay")
+            })
+            .transpose()?;
         Ok(SegmentJudgement {
             disagreement: self.mismatch(kind, &claimed.gradient, claimed.loss, &truth)?,
             audited_by: None,
             auditor_verdict,
+        })
+    }
+
+    /// The verdict on a node's audit replay (`what` names it in a rejection) of `fragment`,
+    /// against the coordinator's own replay `truth`: accepted as arbitrated when it agrees;
+    /// otherwise hard-rejected with its evidence, and the auditor's record counts a failure.
+    fn judge_auditor(
+        &mut self,
+        kind: ResultKind,
+        fragment: &Hash,
+        node_replay: &NodeReplay,
+        truth: &Replay,
+        what: &str,
+    ) -> Result<ResultVerdict, CoordinatorError> {
+        let mismatch = self.mismatch(
+            kind,
+            &node_replay.replay.gradient,
+            node_replay.replay.loss,
+            truth,
+        )?;
+        Ok(match mismatch {
+            None => accepted_audit(true),
+            Some(reason) => {
+                self.records.entry(node_replay.auditor).or_default().failed += 1;
+                ResultVerdict::Rejected {
+                    reason: format!("{what} is wrong: {reason}"),
+                    evidence: evidence(fragment, &node_replay.result_hash, truth),
+                }
+            }
         })
     }
 

@@ -73,7 +73,8 @@ pub use fragment::{FragmentOutput, check_result, run_fragment};
 pub use gradient::{GradientOutput, compute_gradient, weighted_mean};
 pub use inference::predict;
 pub use local_steps::{
-    TracedSteps, compute_local_steps, compute_traced_local_steps, replay_local_steps,
+    TracedSteps, compute_local_steps, compute_traced_local_steps, displacement, replay_local_steps,
+    replay_segment,
 };
 pub use matmul::matmul;
 pub use params::{check_tensor, init_parameters};

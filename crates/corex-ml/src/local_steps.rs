@@ -68,13 +68,12 @@ pub fn compute_traced_local_steps(
         0..steps,
         checkpoints,
     )?;
-    let gradient: Vec<f32> = params
-        .iter()
-        .zip(&stepped.end)
-        .map(|(w, v)| w - v)
-        .collect();
     Ok(TracedSteps {
-        output: finish(gradient, mean_step_loss(&stepped.losses), samples)?,
+        output: finish(
+            displacement(params, &stepped.end),
+            mean_step_loss(&stepped.losses),
+            samples,
+        )?,
         checkpoints: stepped.stops,
         losses: stepped.losses,
     })
@@ -94,6 +93,28 @@ pub fn replay_local_steps(
 ) -> Result<(Vec<f32>, Vec<f32>), MlError> {
     let stepped = run_steps(spec, start, data, indices, steps, inner, steps_range, &[])?;
     Ok((stepped.end, stepped.losses))
+}
+
+/// What a segment audit replays (see `corex_core::trace`): steps `steps_range` from `start`,
+/// as the segment's update `start − w_end` and the mean of its step losses.
+pub fn replay_segment(
+    spec: &ModelSpec,
+    start: &[f32],
+    data: &Dataset,
+    indices: &[u32],
+    steps: u32,
+    inner: &OptimizerSpec,
+    steps_range: Range<u32>,
+) -> Result<GradientOutput, MlError> {
+    let samples = u32::try_from(indices.len())
+        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
+    let (end, losses) = replay_local_steps(spec, start, data, indices, steps, inner, steps_range)?;
+    finish(displacement(start, &end), mean_step_loss(&losses), samples)
+}
+
+/// `start − end`: the update that moves weights `start` to `end` (a pseudo-gradient).
+pub fn displacement(start: &[f32], end: &[f32]) -> Vec<f32> {
+    start.iter().zip(end).map(|(w, v)| w - v).collect()
 }
 
 /// What running some of a fragment's steps gives.

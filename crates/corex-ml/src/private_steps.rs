@@ -23,6 +23,7 @@ use rand_distr::StandardNormal;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::gradient::{GradientOutput, finish};
+use crate::local_steps::displacement;
 use crate::params::check_inputs;
 use crate::per_example::clipped_gradient_sum;
 use crate::trainer::Trainer;
@@ -128,9 +129,8 @@ pub fn compute_private_local_steps(
         current = trainer.parameters();
         batches.push(batch);
     }
-    let gradient: Vec<f32> = params.iter().zip(&current).map(|(w, v)| w - v).collect();
     Ok(PrivateSteps {
-        output: finish(gradient, 0.0, samples)?,
+        output: finish(displacement(params, &current), 0.0, samples)?,
         batches,
     })
 }

@@ -182,7 +182,7 @@ pub fn skip_second_segment(
             checkpoints.push((range[1], weights.clone()));
         }
     }
-    let result = params.iter().zip(&weights).map(|(w, v)| w - v).collect();
+    let result = corex_ml::displacement(params, &weights);
     Ok(SkippedSteps {
         result,
         loss: corex_core::trace::mean_step_loss(&losses),

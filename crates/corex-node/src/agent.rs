@@ -611,7 +611,7 @@ fn compute(
             });
         }
         (Variant::Segment([first, end]), WorkSpec::LocalSteps { steps, inner }) => {
-            let (weights, losses) = corex_ml::replay_local_steps(
+            let output = corex_ml::replay_segment(
                 spec,
                 parameters,
                 dataset,
@@ -621,16 +621,7 @@ fn compute(
                 first..end,
             )
             .map_err(compute_error)?;
-            let output = FragmentOutput {
-                values: parameters
-                    .iter()
-                    .zip(&weights)
-                    .map(|(w, v)| w - v)
-                    .collect(),
-                loss: corex_core::trace::mean_step_loss(&losses),
-                samples: indices.len() as u32,
-            };
-            return Ok(untraced(output, indices));
+            return Ok(untraced(output.into(), indices));
         }
         (Variant::Segment(_), _) => {
             return Err(NodeError::Compute(

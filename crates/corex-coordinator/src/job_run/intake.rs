@@ -123,11 +123,6 @@ impl JobRun {
                 got: header.samples,
             });
         }
-        if Hash::of(tensor_bytes) != header.result_hash {
-            return Err(CoordinatorError::ResultHashMismatch);
-        }
-        let mut commitment =
-            result_commitment(&node, &fragment.id, &header.model, &header.result_hash);
         if let Some(trace) = &header.trace {
             if fragment.steps.is_some() {
                 return Err(CoordinatorError::BadTrace(
@@ -135,12 +130,8 @@ impl JobRun {
                 ));
             }
             self.check_trace(fragment, header, trace)?;
-            commitment = traced_commitment(&commitment, trace);
         }
-        node.verify(commitment.as_bytes(), &header.commitment_signature)
-            .map_err(|_| CoordinatorError::BadCommitment)?;
-        let gradient = bytes_to_f32s(tensor_bytes)
-            .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
+        let (gradient, commitment) = signed_tensor(node, &fragment.id, header, tensor_bytes)?;
         corex_ml::check_result(
             &self.spec.work,
             &self.spec.model,
@@ -208,4 +199,27 @@ impl JobRun {
         }
         Ok(())
     }
+}
+
+/// The values of a signed tensor sent for `id`: the bytes hash to the header's `result_hash`,
+/// the node signed the commitment over node, `id`, model and that hash (bound to the header's
+/// step trace when there is one), and they decode as f32. Returns them with the commitment.
+pub(super) fn signed_tensor(
+    node: NodeId,
+    id: &Hash,
+    header: &ResultHeader,
+    tensor_bytes: &[u8],
+) -> Result<(Vec<f32>, Hash), CoordinatorError> {
+    if Hash::of(tensor_bytes) != header.result_hash {
+        return Err(CoordinatorError::ResultHashMismatch);
+    }
+    let mut commitment = result_commitment(&node, id, &header.model, &header.result_hash);
+    if let Some(trace) = &header.trace {
+        commitment = traced_commitment(&commitment, trace);
+    }
+    node.verify(commitment.as_bytes(), &header.commitment_signature)
+        .map_err(|_| CoordinatorError::BadCommitment)?;
+    let values = bytes_to_f32s(tensor_bytes)
+        .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
+    Ok((values, commitment))
 }

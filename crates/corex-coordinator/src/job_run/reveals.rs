@@ -11,6 +11,7 @@
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
 use corex_core::trace::{mean_step_loss, segment_bounds};
+use corex_ml::displacement;
 use corex_verify::audited_segment;
 
 use super::*;
@@ -200,16 +201,13 @@ impl JobRun {
                 current: self.model,
             });
         }
-        if Hash::of(tensor_bytes) != header.result_hash {
-            return Err(CoordinatorError::ResultHashMismatch);
+        if header.trace.is_some() {
+            return Err(CoordinatorError::BadTrace(
+                "a reveal of checkpoints carries no trace".into(),
+            ));
         }
-        let commitment =
-            result_commitment(&node, &reveal.reveal_id, &self.model, &header.result_hash);
-        node.verify(commitment.as_bytes(), &header.commitment_signature)
-            .map_err(|_| CoordinatorError::BadCommitment)?;
+        let (values, _) = intake::signed_tensor(node, &reveal.reveal_id, header, tensor_bytes)?;
         let parameters = self.spec.model.parameter_count();
-        let values = bytes_to_f32s(tensor_bytes)
-            .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
         if values.len() != parameters * reveal.asked.len() {
             return Err(CoordinatorError::WrongShape(format!(
                 "revealed {} values; {} checkpoints of {parameters} parameters were asked for",
@@ -284,19 +282,13 @@ impl JobRun {
                 },
             };
             // The chain ends at `w_start − result`.
-            let end: Vec<f32> = match revealed(reveal.steps.end) {
-                Some(checkpoint) => checkpoint.clone(),
-                None => current
-                    .iter()
-                    .zip(&result.gradient)
-                    .map(|(w, update)| w - update)
-                    .collect(),
+            let claimed_update = match revealed(reveal.steps.end) {
+                Some(checkpoint) => displacement(start, checkpoint),
+                None => displacement(start, &displacement(current, &result.gradient)),
             };
-            let update =
-                |end: &[f32]| -> Vec<f32> { start.iter().zip(end).map(|(w, v)| w - v).collect() };
             let range = reveal.steps.start as usize..reveal.steps.end as usize;
             let claimed = Replay {
-                gradient: update(&end),
+                gradient: claimed_update,
                 loss: result
                     .trace
                     .as_ref()
@@ -309,7 +301,7 @@ impl JobRun {
                 &claimed,
                 node_replays.get(&reveal.index),
                 || {
-                    let (replayed, losses) = corex_ml::replay_local_steps(
+                    corex_ml::replay_segment(
                         &self.spec.model,
                         start,
                         &self.dataset,
@@ -318,11 +310,11 @@ impl JobRun {
                         inner,
                         reveal.steps.clone(),
                     )
-                    .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-                    Ok(Replay {
-                        gradient: update(&replayed),
-                        loss: mean_step_loss(&losses),
+                    .map(|segment| Replay {
+                        gradient: segment.gradient,
+                        loss: segment.loss,
                     })
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))
                 },
             )?;
             if let Some(verdict) = judgement.auditor_verdict {
