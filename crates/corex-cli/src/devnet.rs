@@ -234,6 +234,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
 
     let owner = load_or_create_keypair(&dir.join("owner.key"))?;
     let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
+    wait_for_nodes(&client, options.nodes, children).await?;
     let job = client.submit_job(&spec).await?;
     let report = follow(&client, &job, &spec, options, children).await?;
 
@@ -341,6 +342,42 @@ async fn wait_for_endpoint(dir: &Path, children: &mut Children) -> anyhow::Resul
             "the coordinator did not start within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until all `nodes` have registered and answered their capability challenge, so that
+/// the job's first round is already sized to measured speeds; after 60 s it goes on with the
+/// nodes it has, saying so.
+async fn wait_for_nodes(
+    client: &CoordinatorClient,
+    nodes: u32,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client
+            .nodes()
+            .await?
+            .values()
+            .filter(|info| info.capability.is_some())
+            .count();
+        if ready >= nodes as usize {
+            return Ok(());
+        }
+        if let Some(name) = children.exited() {
+            anyhow::bail!(
+                "{name} exited during start-up; see its log in the devnet's logs/ folder"
+            );
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ready,
+                nodes,
+                "not every node proved its capability within 60 s; submitting the job anyway"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -23,7 +23,7 @@ use crate::auditors::Auditors;
 use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
-use crate::job_run::{Engine, FragmentTiming, JobRun, Progress};
+use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobRun, Progress};
 use crate::nonce::NonceCache;
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
@@ -311,18 +311,24 @@ impl Coordinator {
                 });
             }
         }
-        // Nothing now: ask again when a straggler's fragment falls due for a copy, or later.
-        let copy_in_ms = self
-            .job_order
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .filter(|job| job.is_running())
+        // Nothing now: ask again soon when faster nodes were left the pending fragments, when
+        // a straggler's fragment falls due for a copy, or later.
+        let running = || {
+            self.job_order
+                .iter()
+                .filter_map(|id| self.jobs.get(id))
+                .filter(|job| job.is_running())
+        };
+        let copy_in_ms = running()
             .filter_map(|job| job.next_copy_ms(&node, &auditors))
             .min()
             .map(|due_ms| due_ms.saturating_sub(now_ms).max(1));
-        Ok(LeaseResponse::Idle {
-            retry_ms: copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS)),
-        })
+        let retry_ms = if running().any(|job| job.deferred(&node, &auditors)) {
+            DEFERRED_RETRY_MS
+        } else {
+            copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS))
+        };
+        Ok(LeaseResponse::Idle { retry_ms })
     }
 
     /// Expires overdue leases in every job; the number of fragments freed.

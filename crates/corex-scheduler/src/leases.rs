@@ -2,8 +2,9 @@
 //!
 //! Each fragment slot is pending, leased, or done. A leased slot has a holder and, near the
 //! round's end, possibly a second one: when nothing is pending, a free node may take a copy of
-//! a fragment whose holder has overrun the time it was expected to take (a straggler's; see
-//! [`straggler_due_ms`]), and the first valid result wins; the other holder's result is then
+//! a fragment whose holder has overrun the time it was expected to take, or early when the
+//! copier is much faster (a straggler's; see [`straggler_due_ms`]), and the first valid
+//! result wins; the other holder's result is then
 //! refused as already done (not paid). A node asking again
 //! while it holds a lease gets the same fragment back (a restarted node resumes), an expired
 //! lease drops its holder (the fragment is pending again once no holder is left), and only a
@@ -23,11 +24,18 @@ const MAX_HOLDERS: usize = 2;
 pub const STRAGGLER_SLACK_PERCENT: u64 = 150;
 /// ...plus this long, for the transfers around the computation.
 pub const STRAGGLER_GRACE_MS: u64 = 50;
+/// A copier at least this many times as fast as the holder copies early (speculatively).
+pub const SPECULATIVE_SPEEDUP: u64 = 2;
 
 /// From when a copy of a fragment of `cost_flops`, held since `since_ms` by a node of
-/// `holder_mflops`, may go to a node of `copier_mflops`: once the holder has overrun its
-/// expected time by [`STRAGGLER_SLACK_PERCENT`] and [`STRAGGLER_GRACE_MS`], and only to a copier
-/// at least as fast as the holder (a slower copy would most likely finish later still).
+/// `holder_mflops`, may go to a node of `copier_mflops`; only to a copier at least as fast as
+/// the holder (a slower copy would most likely finish later still).
+/// - A copier [`SPECULATIVE_SPEEDUP`] times as fast or more copies speculatively: from when
+///   its copy, with [`STRAGGLER_GRACE_MS`] for the transfers, would land when the holder is
+///   expected done. So a fragment is done by about its expected time whenever a strong node
+///   is free, whatever the holder's luck; a holder on time still wins.
+/// - Any other copier waits until the holder has overrun its expected time by
+///   [`STRAGGLER_SLACK_PERCENT`] and [`STRAGGLER_GRACE_MS`].
 pub fn straggler_due_ms(
     cost_flops: u64,
     since_ms: u64,
@@ -38,6 +46,10 @@ pub fn straggler_due_ms(
         return None;
     }
     let expected_ms = duration_ms(cost_flops / 1_000_000, holder_mflops);
+    if copier_mflops >= holder_mflops.saturating_mul(SPECULATIVE_SPEEDUP) {
+        let copy_ms = duration_ms(cost_flops / 1_000_000, copier_mflops) + STRAGGLER_GRACE_MS;
+        return Some(since_ms + expected_ms.saturating_sub(copy_ms));
+    }
     Some(since_ms + expected_ms * STRAGGLER_SLACK_PERCENT / 100 + STRAGGLER_GRACE_MS)
 }
 
@@ -125,8 +137,8 @@ impl LeaseBook {
                 });
             }
         }
-        let (_, index) = (0..self.slots.len())
-            .filter(|index| self.slots[*index] == Slot::Pending)
+        let (_, index) = self
+            .pending_indices()
             .filter_map(|index| Some((rank(index)?, index)))
             .min()?;
         self.slots[index] = Slot::Leased(vec![Holder {
@@ -199,20 +211,37 @@ impl LeaseBook {
         })
     }
 
+    /// The fragments waiting for a first holder.
+    pub fn pending_indices(&self) -> impl Iterator<Item = usize> {
+        (0..self.slots.len()).filter(|index| self.slots[*index] == Slot::Pending)
+    }
+
     /// How many fragments wait for a first holder.
     pub fn pending(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|slot| **slot == Slot::Pending)
-            .count()
+        self.pending_indices().count()
     }
 
     /// Whether `node` holds a fragment under a lease still live at `now_ms`.
     pub fn holds(&self, node: &NodeId, now_ms: u64) -> bool {
-        self.slots.iter().any(|slot| {
-            matches!(slot, Slot::Leased(holders)
-                if holders.iter().any(|h| h.node == *node && h.deadline_ms > now_ms))
-        })
+        self.live_leases(now_ms)
+            .any(|(_, holder, _)| holder == node)
+    }
+
+    /// Every live lease at `now_ms`: `(index, holder, since_ms)`.
+    pub fn live_leases(&self, now_ms: u64) -> impl Iterator<Item = (usize, &NodeId, u64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Leased(holders) => Some((index, holders)),
+                _ => None,
+            })
+            .flat_map(move |(index, holders)| {
+                holders
+                    .iter()
+                    .filter(move |h| h.deadline_ms > now_ms)
+                    .map(move |h| (index, &h.node, h.since_ms))
+            })
     }
 
     /// When `node`'s lease on fragment `index` was granted, if it holds one.
@@ -395,15 +424,26 @@ mod tests {
     }
 
     #[test]
-    fn a_straggler_is_due_after_its_expected_time_and_only_for_a_faster_copier() {
+    fn a_straggler_is_due_after_its_expected_time_and_only_for_a_faster_copier_or_early_for_a_much_faster_one()
+     {
         // 3 GFLOP at 10 GFLOP/s is expected to take 300 ms.
         assert_eq!(
             straggler_due_ms(3_000_000_000, 1_000, 10_000, 10_000),
             Some(1_000 + 450 + STRAGGLER_GRACE_MS)
         );
         assert_eq!(
-            straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
+            straggler_due_ms(3_000_000_000, 1_000, 10_000, 19_999),
             Some(1_000 + 450 + STRAGGLER_GRACE_MS)
+        );
+        // 4× as fast: 75 ms for the copy, which lands at 1,300 ms, when the holder is due.
+        assert_eq!(
+            straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
+            Some(1_000 + 300 - 75 - STRAGGLER_GRACE_MS)
+        );
+        // A copy that cannot land in time may start at once.
+        assert_eq!(
+            straggler_due_ms(30_000_000, 1_000, 1_000, 1_000_000),
+            Some(1_000)
         );
         assert_eq!(straggler_due_ms(3_000_000_000, 1_000, 10_000, 9_999), None);
     }

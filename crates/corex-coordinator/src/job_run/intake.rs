@@ -39,6 +39,15 @@ impl JobRun {
             cost_flops: round.fragments[index].cost_flops,
             elapsed_ms: accepted.elapsed_ms,
         };
+        tracing::debug!(
+            round = round.fragments[index].round,
+            index,
+            node = %node.short(),
+            samples = header.samples,
+            leased_at_ms = leased_since.unwrap_or(now_ms).saturating_sub(round.opened_ms),
+            elapsed_ms = accepted.elapsed_ms,
+            "result accepted"
+        );
         if let Some(data) = &accepted.data_commitment {
             self.shards.entry(node).or_insert(data.shard);
         }

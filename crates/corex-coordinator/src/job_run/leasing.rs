@@ -3,15 +3,28 @@
 //! audit tasks while the round is audited, straggler copies near the round's end, and lease
 //! expiry.
 //!
+//! Within a round of adaptive granularity a node takes the costliest pending fragment that no
+//! other working node would finish sooner ([`corex_scheduler::earliest_finish_pick`]); when
+//! every one is better left to another, it asks again in [`DEFERRED_RETRY_MS`].
+//!
 //! A straggler is a holder that has overrun the time its measured speed predicts for its
 //! fragment (see [`straggler_due_ms`]); any node at least as fast may then take a copy, and
 //! the first valid result wins. Where speeds are unknown, a fragment out 1.5× the round's
 //! median fragment time is a straggler. A node with nothing to do learns when the next copy
 //! falls due for it ([`JobRun::next_copy_ms`]), so its lease request can wait exactly that long.
 
-use corex_scheduler::straggler_due_ms;
+use corex_scheduler::{Worker, duration_ms, earliest_finish_pick, straggler_due_ms};
 
 use super::*;
+
+/// A node that asked for work this recently counts as free now for the earliest-finish rule;
+/// idle nodes ask again at least every 500 ms.
+const COMPETING_WINDOW_MS: u64 = 1_000;
+
+/// When a node was left nothing because other nodes would finish the pending fragments
+/// sooner, it asks again this soon: those nodes are about to take them, and what is left may
+/// then be its.
+pub const DEFERRED_RETRY_MS: u64 = 20;
 
 impl JobRun {
     /// Leases a fragment of the current round to `node`, if one is free and fewer are pending
@@ -25,26 +38,53 @@ impl JobRun {
         verifier: &Verifier,
         auditors: &Auditors<'_>,
     ) -> Option<(Fragment, u64)> {
-        // With adaptive granularity, the pending fragment closest to what this node computes
-        // in the target time; otherwise the first pending one.
-        let wanted_samples = match self.spec.granularity {
-            Granularity::Adaptive { target_ms } => auditors.speed_of(&node).map(|speed| {
-                u128::from(speed) * 1_000 * u128::from(target_ms)
-                    / u128::from(self.spec.work.flops_per_sample(&self.spec.model).max(1))
-            }),
-            Granularity::Fixed => None,
-        };
         let granularity = self.spec.granularity;
         let fits =
             |fragment: &Fragment| replays_in_time(granularity, fragment, auditors.speed_of(&node));
         let federated = self.spec.federated.is_some();
         let round = self.round.as_mut()?;
+        let adaptive_speed = match granularity {
+            Granularity::Adaptive { .. } => auditors.speed_of(&node),
+            Granularity::Fixed => None,
+        };
         if let Some(auditing) = round.auditing.as_mut() {
+            // With adaptive granularity, a task goes to the free eligible node that replays it
+            // first; the others ask again soon for what is left.
+            let busy: Vec<NodeId> = auditing
+                .tasks
+                .iter()
+                .filter(|task| task.replay.is_none())
+                .filter_map(|task| task.holder.map(|(holder, _)| holder))
+                .collect();
+            let idle = adaptive_speed
+                .map(|_| competitors(None, &node, verifier, auditors))
+                .unwrap_or_default();
+            let first_to_replay = |task: &AuditTask| {
+                let Some(mflops) = adaptive_speed else {
+                    return true;
+                };
+                let others: Vec<Worker> = idle
+                    .iter()
+                    .filter(|(other, _)| {
+                        !busy.contains(other)
+                            && replays_in_time(
+                                granularity,
+                                &task.fragment,
+                                auditors.speed_of(other),
+                            )
+                            && auditors.may_replay(verifier, other, &task.submitter)
+                    })
+                    .map(|(_, worker)| *worker)
+                    .collect();
+                let cost = task.fragment.cost_flops / 1_000_000;
+                earliest_finish_pick([(0, cost)], mflops, &others, now_ms).is_some()
+            };
             let task = auditing.tasks.iter_mut().find(|task| {
                 task.replay.is_none()
                     && task.holder.is_none()
                     && fits(&task.fragment)
                     && auditors.may_replay(verifier, &node, &task.submitter)
+                    && first_to_replay(task)
             })?;
             let deadline = now_ms + self.spec.lease_ms;
             task.holder = Some((node, deadline));
@@ -56,13 +96,30 @@ impl JobRun {
         if !federated && (1..=ahead).contains(&pending) && !round.leases.holds(&node, now_ms) {
             return None;
         }
+        // With adaptive granularity and a known speed, the costliest pending fragment no
+        // other working node would finish sooner (it may be none); otherwise the first.
+        let pick = adaptive_speed.map(|mflops| {
+            let others: Vec<Worker> = competitors(Some(round), &node, verifier, auditors)
+                .into_iter()
+                .map(|(_, worker)| worker)
+                .collect();
+            earliest_finish_pick(
+                round
+                    .leases
+                    .pending_indices()
+                    .map(|index| (index, round.fragments[index].cost_flops / 1_000_000)),
+                mflops,
+                &others,
+                now_ms,
+            )
+        });
         let fragments = &round.fragments;
         let rank = |index: usize| {
-            let fragment = &fragments[index];
-            may_hold(fragment.holder, &node).then(|| match wanted_samples {
-                Some(wanted) => (fragment.indices.len() as u128).abs_diff(wanted) as u64,
-                None => index as u64,
-            })
+            may_hold(fragments[index].holder, &node).then_some(())?;
+            match pick {
+                Some(picked) => (picked == Some(index)).then_some(0),
+                None => Some(index as u64),
+            }
         };
         let lease = match round
             .leases
@@ -87,6 +144,22 @@ impl JobRun {
         }
         let fragment = round.fragments.get(lease.index as usize)?.clone();
         Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// Whether `node` may have been left nothing only because other nodes would finish the
+    /// pending fragments or audit tasks sooner (see [`DEFERRED_RETRY_MS`]).
+    pub fn deferred(&self, node: &NodeId, auditors: &Auditors<'_>) -> bool {
+        let open_work = |round: &RoundState| match &round.auditing {
+            Some(auditing) => auditing
+                .tasks
+                .iter()
+                .any(|task| task.replay.is_none() && task.holder.is_none()),
+            None => round.leases.pending() > 0,
+        };
+        matches!(self.spec.granularity, Granularity::Adaptive { .. })
+            && self.spec.federated.is_none()
+            && auditors.speed_of(node).is_some()
+            && self.round.as_ref().is_some_and(open_work)
     }
 
     /// When `node`, which has nothing to do now, may take a copy of a straggler's fragment
@@ -124,6 +197,41 @@ impl JobRun {
             .filter_map(|(index, node)| Some((round.fragments.get(index as usize)?.id, node)))
             .collect()
     }
+}
+
+/// The other nodes working on `round` as the earliest-finish rule sees them: each live node
+/// with a known speed that holds one of its fragments (free when that is expected done) or
+/// has asked for work within [`COMPETING_WINDOW_MS`] (free now). Banned nodes do not count.
+fn competitors(
+    round: Option<&RoundState>,
+    node: &NodeId,
+    verifier: &Verifier,
+    auditors: &Auditors<'_>,
+) -> Vec<(NodeId, Worker)> {
+    let now_ms = auditors.now_ms;
+    let mut free_at: BTreeMap<NodeId, u64> = BTreeMap::new();
+    if let Some(round) = round {
+        for (index, holder, since_ms) in round.leases.live_leases(now_ms) {
+            if let Some(mflops) = auditors.speed_of(holder) {
+                let cost_mflop = round.fragments[index].cost_flops / 1_000_000;
+                let free = free_at.entry(*holder).or_default();
+                *free = (*free).max(since_ms + duration_ms(cost_mflop, mflops));
+            }
+        }
+    }
+    for (other, info) in auditors.nodes {
+        if now_ms.saturating_sub(info.last_seen_ms) <= COMPETING_WINDOW_MS {
+            free_at.entry(*other).or_insert(now_ms);
+        }
+    }
+    free_at
+        .into_iter()
+        .filter(|(other, _)| other != node && !verifier.is_banned(other))
+        .filter_map(|(other, free_at_ms)| {
+            let mflops = auditors.speed_of(&other)?;
+            Some((other, Worker { mflops, free_at_ms }))
+        })
+        .collect()
 }
 
 /// The straggler's fragment `node` could copy soonest in `round`, and from when: by measured

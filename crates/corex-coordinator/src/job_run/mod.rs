@@ -55,6 +55,7 @@ mod audit_phase;
 mod close;
 mod intake;
 mod leasing;
+pub use leasing::DEFERRED_RETRY_MS;
 mod reveals;
 
 use reveals::RevealTask;
