@@ -38,6 +38,10 @@ pub struct CoordinatorConfig {
     pub max_staged_bytes: usize,
     /// A node's staged chunks are dropped this long after its last upload activity.
     pub upload_ttl_ms: u64,
+    /// The coordinator's own replay speed (MFLOP/s). Under adaptive granularity it replays an
+    /// audit itself rather than leave it to a node less than half as fast. `None`: not known
+    /// (every audit a node fits goes to nodes); the server measures it at start.
+    pub replay_mflops: Option<u64>,
 }
 
 impl Default for CoordinatorConfig {
@@ -56,6 +60,7 @@ impl Default for CoordinatorConfig {
             max_staged_bytes_per_node: 64 * 1024 * 1024,
             max_staged_bytes: 1024 * 1024 * 1024,
             upload_ttl_ms: 600_000,
+            replay_mflops: None,
         }
     }
 }

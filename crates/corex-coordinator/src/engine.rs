@@ -59,7 +59,7 @@ const SYBIL_WINDOW_MS: u64 = 120_000;
 
 /// Size of the capability challenge product: 2·768³ ≈ 906 MFLOP, a 2.4 MB answer: large enough
 /// that the compute, not the round trip or the matrix generation, sets the time on a CPU.
-const CHALLENGE_SIZE: usize = 768;
+pub const CHALLENGE_SIZE: usize = 768;
 
 #[derive(Debug, Clone)]
 struct PendingChallenge {
@@ -284,6 +284,7 @@ impl Coordinator {
             nodes: &self.nodes,
             now_ms,
             shared_hardware: self.config.shared_hardware,
+            coordinator_mflops: self.config.replay_mflops,
         };
         // An audit's request for checkpoints comes first: its round waits on nothing else.
         if let Some((fragment, model, steps)) = self
@@ -528,6 +529,7 @@ fn job_engine<'a>(
             nodes,
             now_ms,
             shared_hardware: config.shared_hardware,
+            coordinator_mflops: config.replay_mflops,
         },
     }
 }

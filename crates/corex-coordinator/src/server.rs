@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::api::router;
 use crate::config::CoordinatorConfig;
-use crate::engine::Coordinator;
+use crate::engine::{CHALLENGE_SIZE, Coordinator};
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
 use crate::journal::{Journal, record};
@@ -157,6 +157,26 @@ impl Shared {
     }
 }
 
+/// The coordinator's speed at a challenge-sized matrix product (MFLOP/s), the better of two
+/// runs (the first also warms up): about what it replays an audit at.
+async fn measure_replay_speed() -> Result<u64, CoordinatorError> {
+    tokio::task::spawn_blocking(|| {
+        let n = CHALLENGE_SIZE;
+        let (a, b) = corex_verify::challenge_matrices(0, n);
+        let mut best = Duration::MAX;
+        for _ in 0..2 {
+            let started = Instant::now();
+            corex_ml::matmul(&a, &b, n)
+                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+            best = best.min(started.elapsed());
+        }
+        let flops = 2 * (n as u128).pow(3);
+        Ok((flops / best.as_micros().max(1)) as u64)
+    })
+    .await
+    .map_err(|error| CoordinatorError::Training(error.to_string()))?
+}
+
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: std::net::TcpListener,
@@ -167,6 +187,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
+    let mut config = config;
+    if config.replay_mflops.is_none() {
+        let mflops = measure_replay_speed().await?;
+        tracing::info!(mflops, "replay speed measured");
+        config.replay_mflops = Some(mflops);
+    }
     let clock = Clock {
         start: Instant::now(),
     };

@@ -41,11 +41,9 @@ impl JobRun {
             .enumerate()
             .filter(|(index, (planned, (result, fragment)))| {
                 let fits = |auditor: &NodeId| {
-                    replays_in_time(
-                        self.spec.granularity,
-                        fragment,
-                        engine.auditors.speed_of(auditor),
-                    )
+                    engine
+                        .auditors
+                        .replays_in_time(self.spec.granularity, fragment, auditor)
                 };
                 planned.audited
                     && fragment.holder.is_none()
@@ -131,6 +129,12 @@ impl JobRun {
                 },
             });
             pending.commitment = Some(commitment);
+            tracing::debug!(
+                round = self.completed_rounds,
+                auditor = %node.short(),
+                since_audits_ms = now_ms.saturating_sub(auditing.began_ms),
+                "audit replay returned"
+            );
             auditing.is_complete()
         };
         if all_in {

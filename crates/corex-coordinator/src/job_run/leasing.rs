@@ -39,8 +39,7 @@ impl JobRun {
         auditors: &Auditors<'_>,
     ) -> Option<(Fragment, u64)> {
         let granularity = self.spec.granularity;
-        let fits =
-            |fragment: &Fragment| replays_in_time(granularity, fragment, auditors.speed_of(&node));
+        let fits = |fragment: &Fragment| auditors.replays_in_time(granularity, fragment, &node);
         let federated = self.spec.federated.is_some();
         let round = self.round.as_mut()?;
         let adaptive_speed = match granularity {
@@ -67,11 +66,7 @@ impl JobRun {
                     .iter()
                     .filter(|(other, _)| {
                         !busy.contains(other)
-                            && replays_in_time(
-                                granularity,
-                                &task.fragment,
-                                auditors.speed_of(other),
-                            )
+                            && auditors.replays_in_time(granularity, &task.fragment, other)
                             && auditors.may_replay(verifier, other, &task.submitter)
                     })
                     .map(|(_, worker)| *worker)

@@ -396,19 +396,6 @@ impl JobRun {
     }
 }
 
-/// Whether a node of `speed` may take `fragment` as an audit task: with adaptive granularity
-/// only if it replays it within the target time, so that a slow node never holds up a round's
-/// close (an audit no live node fits is replayed by the coordinator at once).
-fn replays_in_time(granularity: Granularity, fragment: &Fragment, speed: Option<u64>) -> bool {
-    match (granularity, speed) {
-        (Granularity::Adaptive { target_ms }, Some(speed)) => {
-            u128::from(fragment.cost_flops) <= u128::from(speed) * 1_000 * u128::from(target_ms)
-        }
-        (Granularity::Adaptive { .. }, None) => false,
-        (Granularity::Fixed, _) => true,
-    }
-}
-
 /// The round's results as the verifier sees them, in fragment order.
 fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Candidate<'a>> {
     accepted

@@ -118,6 +118,13 @@ impl JobRun {
             }
             auditing.tasks.push(task);
         }
+        tracing::debug!(
+            round = self.completed_rounds,
+            node = %node.short(),
+            since_audits_ms = now_ms.saturating_sub(auditing.began_ms),
+            replayed_by_node = auditing.tasks.len(),
+            "checkpoints revealed"
+        );
         auditing.reveals[task].answer = Some(revealed);
         if auditing.is_complete() {
             return self.close_round(now_ms, engine);
@@ -149,11 +156,9 @@ impl JobRun {
             ..audited.clone()
         };
         let fits = |auditor: &NodeId| {
-            replays_in_time(
-                self.spec.granularity,
-                &fragment,
-                engine.auditors.speed_of(auditor),
-            )
+            engine
+                .auditors
+                .replays_in_time(self.spec.granularity, &fragment, auditor)
         };
         if !engine
             .auditors
