@@ -20,7 +20,7 @@ use corex_core::messages::{
     SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request};
-use corex_core::{Hash, NodeId};
+use corex_core::{Granularity, Hash, NodeId};
 use corex_net::JobDescriptor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,7 +30,7 @@ use crate::error::CoordinatorError;
 use crate::job_run::Progress;
 use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
-use crate::server::Shared;
+use crate::server::{Shared, measure_replay_speed};
 
 impl IntoResponse for CoordinatorError {
     fn into_response(self) -> Response {
@@ -354,6 +354,14 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
         .await
         .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
         .map_err(|error| CoordinatorError::Dataset(error.to_string()))?;
+    // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
+    // measured once, when the first such job comes.
+    let adaptive = matches!(spec.granularity, Granularity::Adaptive { .. });
+    if adaptive && shared.engine().config.replay_mflops.is_none() {
+        let mflops = measure_replay_speed().await?;
+        tracing::info!(mflops, "replay speed measured");
+        shared.engine().config.replay_mflops.get_or_insert(mflops);
+    }
     let name = spec.name.clone();
     let job = shared
         .engine()

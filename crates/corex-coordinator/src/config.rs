@@ -40,7 +40,8 @@ pub struct CoordinatorConfig {
     pub upload_ttl_ms: u64,
     /// The coordinator's own replay speed (MFLOP/s). Under adaptive granularity it replays an
     /// audit itself rather than leave it to a node less than half as fast. `None`: not known
-    /// (every audit a node fits goes to nodes); the server measures it at start.
+    /// (every audit a node fits goes to nodes); the server measures it when the first job of
+    /// adaptive granularity comes.
     pub replay_mflops: Option<u64>,
 }
 

@@ -159,7 +159,7 @@ impl Shared {
 
 /// The coordinator's speed at a challenge-sized matrix product (MFLOP/s), the better of two
 /// runs (the first also warms up): about what it replays an audit at.
-async fn measure_replay_speed() -> Result<u64, CoordinatorError> {
+pub(crate) async fn measure_replay_speed() -> Result<u64, CoordinatorError> {
     tokio::task::spawn_blocking(|| {
         let n = CHALLENGE_SIZE;
         let (a, b) = corex_verify::challenge_matrices(0, n);
@@ -187,12 +187,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
-    let mut config = config;
-    if config.replay_mflops.is_none() {
-        let mflops = measure_replay_speed().await?;
-        tracing::info!(mflops, "replay speed measured");
-        config.replay_mflops = Some(mflops);
-    }
     let clock = Clock {
         start: Instant::now(),
     };
