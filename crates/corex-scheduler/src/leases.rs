@@ -2,9 +2,9 @@
 //!
 //! Each fragment slot is pending, leased, or done. A leased slot has a holder and, near the
 //! round's end, possibly a second one: when nothing is pending, a free node may take a copy of
-//! a fragment whose holder has overrun the time it was expected to take, or early when the
-//! copier is much faster (a straggler's; see [`straggler_due_ms`]), and the first valid
-//! result wins; the other holder's result is then
+//! a fragment whose holder has overrun the time it was expected to take (a straggler's; see
+//! [`straggler_due_ms`]), or early when the copier is much faster
+//! ([`speculative_copy_due_ms`]), and the first valid result wins; the other holder's result is then
 //! refused as already done (not paid). A node asking again
 //! while it holds a lease gets the same fragment back (a restarted node resumes), an expired
 //! lease drops its holder (the fragment is pending again once no holder is left), and only a
@@ -28,14 +28,9 @@ pub const STRAGGLER_GRACE_MS: u64 = 50;
 pub const SPECULATIVE_SPEEDUP: u64 = 2;
 
 /// From when a copy of a fragment of `cost_flops`, held since `since_ms` by a node of
-/// `holder_mflops`, may go to a node of `copier_mflops`; only to a copier at least as fast as
-/// the holder (a slower copy would most likely finish later still).
-/// - A copier [`SPECULATIVE_SPEEDUP`] times as fast or more copies speculatively: from when
-///   its copy, with [`STRAGGLER_GRACE_MS`] for the transfers, would land when the holder is
-///   expected done. So a fragment is done by about its expected time whenever a strong node
-///   is free, whatever the holder's luck; a holder on time still wins.
-/// - Any other copier waits until the holder has overrun its expected time by
-///   [`STRAGGLER_SLACK_PERCENT`] and [`STRAGGLER_GRACE_MS`].
+/// `holder_mflops`, may go to a node of `copier_mflops`: once the holder has overrun its
+/// expected time by [`STRAGGLER_SLACK_PERCENT`] and [`STRAGGLER_GRACE_MS`], and only to a copier
+/// at least as fast as the holder (a slower copy would most likely finish later still).
 pub fn straggler_due_ms(
     cost_flops: u64,
     since_ms: u64,
@@ -46,11 +41,28 @@ pub fn straggler_due_ms(
         return None;
     }
     let expected_ms = duration_ms(cost_flops / 1_000_000, holder_mflops);
-    if copier_mflops >= holder_mflops.saturating_mul(SPECULATIVE_SPEEDUP) {
-        let copy_ms = duration_ms(cost_flops / 1_000_000, copier_mflops) + STRAGGLER_GRACE_MS;
-        return Some(since_ms + expected_ms.saturating_sub(copy_ms));
-    }
     Some(since_ms + expected_ms * STRAGGLER_SLACK_PERCENT / 100 + STRAGGLER_GRACE_MS)
+}
+
+/// From when a copier [`SPECULATIVE_SPEEDUP`] times as fast as the holder or more may copy the
+/// fragment speculatively (see [`straggler_due_ms`] for the arguments): from when its copy,
+/// with [`STRAGGLER_GRACE_MS`] for the transfers, would land when the holder is expected done.
+/// A fragment is then done by about its expected time whenever a strong node is free,
+/// whatever the holder's luck, and a holder on time still wins. `None` for a slower copier.
+/// Meant for nodes of really different speeds (adaptive granularity), not for the noise
+/// between alike ones.
+pub fn speculative_copy_due_ms(
+    cost_flops: u64,
+    since_ms: u64,
+    holder_mflops: u64,
+    copier_mflops: u64,
+) -> Option<u64> {
+    if copier_mflops < holder_mflops.saturating_mul(SPECULATIVE_SPEEDUP) {
+        return None;
+    }
+    let expected_ms = duration_ms(cost_flops / 1_000_000, holder_mflops);
+    let copy_ms = duration_ms(cost_flops / 1_000_000, copier_mflops) + STRAGGLER_GRACE_MS;
+    Some(since_ms + expected_ms.saturating_sub(copy_ms))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,28 +436,36 @@ mod tests {
     }
 
     #[test]
-    fn a_straggler_is_due_after_its_expected_time_and_only_for_a_faster_copier_or_early_for_a_much_faster_one()
-     {
+    fn a_straggler_is_due_after_its_expected_time_and_only_for_a_faster_copier() {
         // 3 GFLOP at 10 GFLOP/s is expected to take 300 ms.
         assert_eq!(
             straggler_due_ms(3_000_000_000, 1_000, 10_000, 10_000),
             Some(1_000 + 450 + STRAGGLER_GRACE_MS)
         );
         assert_eq!(
-            straggler_due_ms(3_000_000_000, 1_000, 10_000, 19_999),
+            straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
             Some(1_000 + 450 + STRAGGLER_GRACE_MS)
         );
-        // 4× as fast: 75 ms for the copy, which lands at 1,300 ms, when the holder is due.
+        assert_eq!(straggler_due_ms(3_000_000_000, 1_000, 10_000, 9_999), None);
+    }
+
+    #[test]
+    fn a_much_faster_copier_copies_so_that_its_copy_lands_when_the_holder_is_due() {
+        // 3 GFLOP at 10 GFLOP/s is expected to take 300 ms; at 40 GFLOP/s the copy takes
+        // 75 ms and lands at 1,300 ms.
         assert_eq!(
-            straggler_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
+            speculative_copy_due_ms(3_000_000_000, 1_000, 10_000, 40_000),
             Some(1_000 + 300 - 75 - STRAGGLER_GRACE_MS)
+        );
+        assert_eq!(
+            speculative_copy_due_ms(3_000_000_000, 1_000, 10_000, 19_999),
+            None
         );
         // A copy that cannot land in time may start at once.
         assert_eq!(
-            straggler_due_ms(30_000_000, 1_000, 1_000, 1_000_000),
+            speculative_copy_due_ms(30_000_000, 1_000, 1_000, 1_000_000),
             Some(1_000)
         );
-        assert_eq!(straggler_due_ms(3_000_000_000, 1_000, 10_000, 9_999), None);
     }
 
     #[test]

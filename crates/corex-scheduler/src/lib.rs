@@ -19,6 +19,6 @@ pub use earliest_finish::{Worker, earliest_finish_pick};
 pub use federated::slice_federated_round;
 pub use granularity::plan_sizes;
 pub use lease_order::WaitingNodes;
-pub use leases::{Lease, LeaseBook, LeaseError, straggler_due_ms};
+pub use leases::{Lease, LeaseBook, LeaseError, speculative_copy_due_ms, straggler_due_ms};
 pub use slicer::{epoch_order, pass_batch, round_batch, slice_round};
 pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, verified_speed};

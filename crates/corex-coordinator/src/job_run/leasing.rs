@@ -1,19 +1,23 @@
-//! Handing out a round's work: fragments (with adaptive granularity the one that best fits
-//! the asking node's speed; when fragments are scarce, to higher-priority waiting nodes first),
-//! audit tasks while the round is audited, straggler copies near the round's end, and lease
-//! expiry.
+//! Handing out a round's work: fragments (with adaptive granularity by an earliest-finish
+//! plan; when fragments are scarce, to higher-priority waiting nodes first), audit tasks while
+//! the round is audited, straggler copies near the round's end, and lease expiry.
 //!
-//! Within a round of adaptive granularity a node takes the costliest pending fragment that no
-//! other working node would finish sooner ([`corex_scheduler::earliest_finish_pick`]); when
-//! every one is better left to another, it asks again in [`DEFERRED_RETRY_MS`].
+//! Within a round of adaptive granularity a node takes what a list schedule of the pending
+//! fragments over the working nodes gives it ([`corex_scheduler::earliest_finish_pick`]), and
+//! an audit task only if no free eligible node would replay it sooner; when it is left
+//! nothing this way, it asks again in [`DEFERRED_RETRY_MS`].
 //!
 //! A straggler is a holder that has overrun the time its measured speed predicts for its
 //! fragment (see [`straggler_due_ms`]); any node at least as fast may then take a copy, and
-//! the first valid result wins. Where speeds are unknown, a fragment out 1.5× the round's
+//! the first valid result wins. With adaptive granularity a node at least twice as fast may
+//! copy earlier, so that its copy lands when the holder is expected done
+//! ([`speculative_copy_due_ms`]). Where speeds are unknown, a fragment out 1.5× the round's
 //! median fragment time is a straggler. A node with nothing to do learns when the next copy
 //! falls due for it ([`JobRun::next_copy_ms`]), so its lease request can wait exactly that long.
 
-use corex_scheduler::{Worker, duration_ms, earliest_finish_pick, straggler_due_ms};
+use corex_scheduler::{
+    Worker, duration_ms, earliest_finish_pick, speculative_copy_due_ms, straggler_due_ms,
+};
 
 use super::*;
 
@@ -124,7 +128,8 @@ impl JobRun {
             // A federated fragment has no copies: only its holder has the data.
             None if federated => return None,
             None => {
-                let (index, due_ms) = next_straggler(round, &node, auditors)?;
+                let (index, due_ms) =
+                    next_straggler(round, &node, adaptive_speed.is_some(), auditors)?;
                 if due_ms > now_ms {
                     return None;
                 }
@@ -164,7 +169,8 @@ impl JobRun {
         if self.spec.federated.is_some() || round.auditing.is_some() {
             return None;
         }
-        next_straggler(round, node, auditors).map(|(_, due_ms)| due_ms)
+        let speculate = matches!(self.spec.granularity, Granularity::Adaptive { .. });
+        next_straggler(round, node, speculate, auditors).map(|(_, due_ms)| due_ms)
     }
 
     /// Returns expired leases to the pool; the fragments freed and who had held them.
@@ -235,6 +241,7 @@ fn competitors(
 fn next_straggler(
     round: &RoundState,
     node: &NodeId,
+    speculate: bool,
     auditors: &Auditors<'_>,
 ) -> Option<(u32, u64)> {
     let mut elapsed: Vec<u64> = round
@@ -250,12 +257,16 @@ fn next_straggler(
         .leases
         .next_straggler(node, |index, holder, since_ms| {
             match (auditors.speed_of(holder), copier_mflops) {
-                (Some(holder_mflops), Some(copier_mflops)) => straggler_due_ms(
-                    round.fragments[index].cost_flops,
-                    since_ms,
-                    holder_mflops,
-                    copier_mflops,
-                ),
+                (Some(holder_mflops), Some(copier_mflops)) => {
+                    let cost = round.fragments[index].cost_flops;
+                    let overrun = straggler_due_ms(cost, since_ms, holder_mflops, copier_mflops);
+                    let early = speculate
+                        .then(|| {
+                            speculative_copy_due_ms(cost, since_ms, holder_mflops, copier_mflops)
+                        })
+                        .flatten();
+                    overrun.into_iter().chain(early).min()
+                }
                 _ => typical_ms.map(|typical| since_ms + typical.max(1) * 3 / 2),
             }
         })
