@@ -21,6 +21,8 @@ pub struct Auditors<'a> {
     pub shared_hardware: bool,
     /// The coordinator's own replay speed (MFLOP/s), when it has measured it.
     pub coordinator_mflops: Option<u64>,
+    /// When each node is expected free for new work (see `Coordinator::lease`).
+    pub available: &'a BTreeMap<NodeId, u64>,
 }
 
 impl Auditors<'_> {
@@ -40,15 +42,13 @@ impl Auditors<'_> {
     /// The speed `node` is credited with (MFLOP/s): what its fragments show, or before they
     /// show anything, what its capability challenge showed.
     pub fn speed_of(&self, node: &NodeId) -> Option<u64> {
-        let info = self.nodes.get(node)?;
-        info.observed_mflops
-            .or_else(|| info.capability.as_ref().map(|c| c.demonstrated_mflops))
+        credited_speed(self.nodes.get(node)?)
     }
 
     /// Whether `auditor` may take `fragment` as an audit task. With adaptive granularity only
     /// if it replays it within the target time, so that a slow node never holds up a round's
     /// close, and at least half as fast as the coordinator would, which otherwise replays it
-    /// itself at once (as it does an audit no live node fits).
+    /// itself when the round's node audits are in (as it does an audit no live node fits).
     pub fn replays_in_time(
         &self,
         granularity: Granularity,
@@ -89,6 +89,13 @@ impl Auditors<'_> {
             .keys()
             .any(|auditor| fits(auditor) && self.may_replay(verifier, auditor, submitter))
     }
+}
+
+/// The speed a node is credited with (MFLOP/s): what its fragments show, or before they show
+/// anything, what its capability challenge showed.
+pub fn credited_speed(info: &NodeInfo) -> Option<u64> {
+    info.observed_mflops
+        .or_else(|| info.capability.as_ref().map(|c| c.demonstrated_mflops))
 }
 
 #[cfg(test)]
@@ -144,11 +151,13 @@ mod tests {
             steps: None,
         };
         let adaptive = Granularity::Adaptive { target_ms: 150 };
+        let available = BTreeMap::new();
         let mut auditors = Auditors {
             nodes: &nodes,
             now_ms: 0,
             shared_hardware: true,
             coordinator_mflops: None,
+            available: &available,
         };
         let fits = |auditors: &Auditors<'_>, node: &NodeId| {
             auditors.replays_in_time(adaptive, &fragment, node)

@@ -17,13 +17,13 @@ use corex_core::messages::{
 use corex_core::request_signature::VerifiedRequest;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
-use corex_scheduler::{Behaviour, TierPolicy};
+use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
 
-use crate::auditors::Auditors;
+use crate::auditors::{Auditors, credited_speed};
 use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
-use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobRun, Progress};
+use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, Progress};
 use crate::nonce::NonceCache;
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
@@ -44,6 +44,9 @@ pub struct Coordinator {
     challenges: BTreeMap<NodeId, PendingChallenge>,
     /// Each node's latest timed fragments, `(cost MFLOP, ms from lease to result)`.
     timings: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
+    /// When each node is expected free for new work: when it was last left without work or
+    /// delivered a result, or when the work it was last given is expected done.
+    available: BTreeMap<NodeId, u64>,
 }
 
 /// Timed fragments kept per node for the behaviour analysis.
@@ -76,6 +79,7 @@ impl Coordinator {
             verifier,
             challenges: BTreeMap::new(),
             timings: BTreeMap::new(),
+            available: BTreeMap::new(),
             identity,
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -259,6 +263,7 @@ impl Coordinator {
             &mut self.blobs,
             &mut self.verifier,
             &self.nodes,
+            &self.available,
             &self.config,
             now_ms,
         );
@@ -268,8 +273,9 @@ impl Coordinator {
         Ok(id)
     }
 
-    /// A fragment for `node` from the oldest running job that has one free for it, given the
-    /// `ahead` nodes of higher priority waiting now (see [`crate::lease_order`]).
+    /// Work for `node` (see [`work_for`](Self::work_for)), given the `ahead` nodes of higher
+    /// priority waiting now (see [`crate::lease_order`]). Notes when the node will be free for
+    /// new work, for the earliest-finish plan.
     pub fn lease(
         &mut self,
         node: NodeId,
@@ -280,11 +286,35 @@ impl Coordinator {
         if self.verifier.is_banned(&node) {
             return Err(CoordinatorError::Banned(node.to_hex()));
         }
+        let response = self.work_for(node, now_ms, ahead)?;
+        let free_at_ms = match &response {
+            LeaseResponse::Work { fragment, .. } => {
+                let speed = self.nodes.get(&node).and_then(credited_speed);
+                now_ms
+                    + speed.map_or(0, |mflops| {
+                        duration_ms(fragment.cost_flops / 1_000_000, mflops)
+                    })
+            }
+            LeaseResponse::Idle { .. } | LeaseResponse::Reveal { .. } => now_ms,
+        };
+        self.available.insert(node, free_at_ms);
+        Ok(response)
+    }
+
+    /// A reveal request, else a fragment or audit task from the oldest running job that has
+    /// one for `node`, else when to ask again.
+    fn work_for(
+        &mut self,
+        node: NodeId,
+        now_ms: u64,
+        ahead: usize,
+    ) -> Result<LeaseResponse, CoordinatorError> {
         let auditors = Auditors {
             nodes: &self.nodes,
             now_ms,
             shared_hardware: self.config.shared_hardware,
             coordinator_mflops: self.config.replay_mflops,
+            available: &self.available,
         };
         // An audit's request for checkpoints comes first: its round waits on nothing else.
         if let Some((fragment, model, steps)) = self
@@ -298,36 +328,39 @@ impl Coordinator {
                 steps,
             });
         }
+        let mut deferred = false;
         for id in &self.job_order {
-            if let Some(job) = self.jobs.get_mut(id)
-                && job.is_running()
-                && let Some((fragment, deadline_ms)) =
-                    job.lease(node, now_ms, ahead, &self.verifier, &auditors)
-            {
-                let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
-                return Ok(LeaseResponse::Work {
-                    fragment: Box::new(fragment),
-                    model,
-                    deadline_ms,
-                });
+            let Some(job) = self.jobs.get_mut(id).filter(|job| job.is_running()) else {
+                continue;
+            };
+            match job.lease(node, now_ms, ahead, &self.verifier, &auditors) {
+                JobLease::Granted(fragment, deadline_ms) => {
+                    let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
+                    return Ok(LeaseResponse::Work {
+                        fragment: Box::new(fragment),
+                        model,
+                        deadline_ms,
+                    });
+                }
+                JobLease::Deferred => deferred = true,
+                JobLease::Nothing => {}
             }
         }
-        // Nothing now: ask again soon when faster nodes were left the pending fragments, when
-        // a straggler's fragment falls due for a copy, or later.
-        let running = || {
-            self.job_order
-                .iter()
-                .filter_map(|id| self.jobs.get(id))
-                .filter(|job| job.is_running())
-        };
-        let copy_in_ms = running()
+        // Nothing now: ask again soon when faster nodes were left the open work, when a
+        // straggler's fragment falls due for a copy, or later.
+        let copy_in_ms = self
+            .job_order
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| job.is_running())
             .filter_map(|job| job.next_copy_ms(&node, &auditors))
             .min()
             .map(|due_ms| due_ms.saturating_sub(now_ms).max(1));
-        let retry_ms = if running().any(|job| job.deferred(&node, &auditors)) {
-            DEFERRED_RETRY_MS
-        } else {
-            copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS))
+        let retry_ms = match (deferred, copy_in_ms) {
+            (true, copy_in_ms) => {
+                copy_in_ms.map_or(DEFERRED_RETRY_MS, |ms| ms.min(DEFERRED_RETRY_MS))
+            }
+            (false, copy_in_ms) => copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS)),
         };
         Ok(LeaseResponse::Idle { retry_ms })
     }
@@ -417,11 +450,14 @@ impl Coordinator {
             &mut self.blobs,
             &mut self.verifier,
             &self.nodes,
+            &self.available,
             &self.config,
             now_ms,
         );
         let (progress, timing) = job.submit(node, header, tensor, now_ms, engine)?;
         let job = job.id;
+        // Its work delivered, the node is about to ask for more.
+        self.available.insert(node, now_ms);
         let flagged = timing.and_then(|timing| self.observe(node, timing));
         Ok((job, progress, flagged))
     }
@@ -470,6 +506,7 @@ impl Coordinator {
                 &mut self.blobs,
                 &mut self.verifier,
                 &self.nodes,
+                &self.available,
                 &self.config,
                 now_ms,
             );
@@ -519,6 +556,7 @@ fn job_engine<'a>(
     blobs: &'a mut BlobStore,
     verifier: &'a mut Verifier,
     nodes: &'a BTreeMap<NodeId, NodeInfo>,
+    available: &'a BTreeMap<NodeId, u64>,
     config: &CoordinatorConfig,
     now_ms: u64,
 ) -> Engine<'a> {
@@ -530,6 +568,7 @@ fn job_engine<'a>(
             now_ms,
             shared_hardware: config.shared_hardware,
             coordinator_mflops: config.replay_mflops,
+            available,
         },
     }
 }

@@ -14,13 +14,16 @@ use corex_coordinator::CoordinatorConfig;
 use corex_core::JobSpec;
 use corex_node::{Adversary, NodeConfig};
 
-/// Fragments heavy enough to time: 4,096 samples of the digits MLP (about 4 GFLOP) each.
+/// Fragments heavy enough to time: 8,192 samples of the digits MLP (about 8 GFLOP) each, so
+/// that they take over `TierPolicy::min_judged_ms` (50 ms) even at the speed a fast machine
+/// shows in the capability challenge (up to 160 GFLOP/s; 4,096-sample fragments were left
+/// unjudged when the challenge ran at 82 GFLOP/s).
 fn job() -> JobSpec {
     JobSpec {
         name: "behaviour".into(),
         rounds: 8,
-        global_batch: 4_096,
-        fragment_samples: 4_096,
+        global_batch: 8_192,
+        fragment_samples: 8_192,
         ..JobSpec::default_digits()
     }
 }

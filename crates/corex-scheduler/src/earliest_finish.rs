@@ -6,9 +6,10 @@
 //! to an edge device that would hold up the round, and the pieces a round was cut into go to
 //! the nodes they were sized for, whichever asks first.
 //!
-//! Progress: for each fragment, the node that would finish it first takes it when it asks, so
-//! no fragment waits on a node that would not take it. A node that is not asking (it has gone)
-//! stops counting once the caller no longer lists it.
+//! Progress: among the nodes that ask, the one that would finish a fragment first takes it
+//! when it asks (ties go to the asker). A fragment can wait only on a listed node that never
+//! asks, so the caller lists only nodes that hold work in the round or are waiting for work
+//! now, and stops following the plan after a patience limit.
 
 use crate::balance::duration_ms;
 

@@ -21,19 +21,39 @@ use corex_scheduler::{
 
 use super::*;
 
-/// A node that asked for work this recently counts as free now for the earliest-finish rule;
-/// idle nodes ask again at least every 500 ms.
+/// A node expected free longer ago than this no longer counts for the earliest-finish rule; a
+/// waiting node asks again at least every 500 ms, which keeps it counted.
 const COMPETING_WINDOW_MS: u64 = 1_000;
+
+/// After this many target times in a round's computing or audit phase, a node takes the
+/// cheapest open work whatever the earliest-finish plan says.
+const PATIENCE_TARGETS: u64 = 4;
 
 /// When a node was left nothing because other nodes would finish the pending fragments
 /// sooner, it asks again this soon: those nodes are about to take them, and what is left may
 /// then be its.
 pub const DEFERRED_RETRY_MS: u64 = 20;
 
+/// What a job has for a node that asks for work.
+#[derive(Debug)]
+pub enum JobLease {
+    /// A fragment or audit task, and how long the lease runs.
+    Granted(Fragment, u64),
+    /// Nothing now, only because other working nodes would finish the open work sooner: ask
+    /// again in [`DEFERRED_RETRY_MS`].
+    Deferred,
+    /// Nothing for this node.
+    Nothing,
+}
+
 impl JobRun {
-    /// Leases a fragment of the current round to `node`, if one is free and fewer are pending
-    /// than the `ahead` nodes of higher priority waiting now (see [`corex_scheduler::WaitingNodes`]);
-    /// while the round is being audited, an audit task `node` may take.
+    /// Leases `node` a fragment of the current round, or while the round is audited an audit
+    /// task it may take. With adaptive granularity and a known speed the earliest-finish plan
+    /// decides, and after [`PATIENCE_TARGETS`] target times in the phase the node takes the
+    /// cheapest open work whatever the plan says (so the round never waits on a node that does
+    /// not come). Otherwise a node takes the first pending fragment, and only while more are
+    /// pending than the `ahead` nodes of higher priority waiting now (see
+    /// [`corex_scheduler::WaitingNodes`]).
     pub fn lease(
         &mut self,
         node: NodeId,
@@ -41,125 +61,106 @@ impl JobRun {
         ahead: usize,
         verifier: &Verifier,
         auditors: &Auditors<'_>,
-    ) -> Option<(Fragment, u64)> {
+    ) -> JobLease {
         let granularity = self.spec.granularity;
-        let fits = |fragment: &Fragment| auditors.replays_in_time(granularity, fragment, &node);
+        let lease_ms = self.spec.lease_ms;
         let federated = self.spec.federated.is_some();
-        let round = self.round.as_mut()?;
-        let adaptive_speed = match granularity {
-            Granularity::Adaptive { .. } => auditors.speed_of(&node),
-            Granularity::Fixed => None,
+        let Some(round) = self.round.as_mut() else {
+            return JobLease::Nothing;
+        };
+        let (adaptive_speed, patience_ms) = match granularity {
+            Granularity::Adaptive { target_ms } => {
+                (auditors.speed_of(&node), PATIENCE_TARGETS * target_ms)
+            }
+            Granularity::Fixed => (None, 0),
         };
         if let Some(auditing) = round.auditing.as_mut() {
-            // With adaptive granularity, a task goes to the free eligible node that replays it
-            // first; the others ask again soon for what is left.
-            let busy: Vec<NodeId> = auditing
-                .tasks
-                .iter()
-                .filter(|task| task.replay.is_none())
-                .filter_map(|task| task.holder.map(|(holder, _)| holder))
-                .collect();
-            let idle = adaptive_speed
-                .map(|_| competitors(None, &node, verifier, auditors))
-                .unwrap_or_default();
-            let first_to_replay = |task: &AuditTask| {
-                let Some(mflops) = adaptive_speed else {
-                    return true;
-                };
-                let others: Vec<Worker> = idle
-                    .iter()
-                    .filter(|(other, _)| {
-                        !busy.contains(other)
-                            && auditors.replays_in_time(granularity, &task.fragment, other)
-                            && auditors.may_replay(verifier, other, &task.submitter)
-                    })
-                    .map(|(_, worker)| *worker)
-                    .collect();
-                let cost = task.fragment.cost_flops / 1_000_000;
-                earliest_finish_pick([(0, cost)], mflops, &others, now_ms).is_some()
-            };
-            let task = auditing.tasks.iter_mut().find(|task| {
-                task.replay.is_none()
-                    && task.holder.is_none()
-                    && fits(&task.fragment)
-                    && auditors.may_replay(verifier, &node, &task.submitter)
-                    && first_to_replay(task)
-            })?;
-            let deadline = now_ms + self.spec.lease_ms;
-            task.holder = Some((node, deadline));
-            return Some((task.fragment.clone(), self.spec.lease_ms));
+            let patient = now_ms < auditing.began_ms + patience_ms;
+            let planned_speed = adaptive_speed.filter(|_| patient);
+            return lease_audit_task(
+                auditing,
+                node,
+                granularity,
+                planned_speed,
+                lease_ms,
+                verifier,
+                auditors,
+            );
         }
-        // Scarce work goes to the higher-priority nodes waiting now; a node's own lease is
-        // always its own, and a federated fragment has only one possible holder anyway.
-        let pending = round.leases.pending();
-        if !federated && (1..=ahead).contains(&pending) && !round.leases.holds(&node, now_ms) {
-            return None;
-        }
-        // With adaptive granularity and a known speed, the costliest pending fragment no
-        // other working node would finish sooner (it may be none); otherwise the first.
-        let pick = adaptive_speed.map(|mflops| {
+        let plan = adaptive_speed.map(|mflops| {
+            let patient = now_ms < round.opened_ms + patience_ms;
             let others: Vec<Worker> = competitors(Some(round), &node, verifier, auditors)
                 .into_iter()
                 .map(|(_, worker)| worker)
                 .collect();
-            earliest_finish_pick(
-                round
-                    .leases
-                    .pending_indices()
-                    .map(|index| (index, round.fragments[index].cost_flops / 1_000_000)),
-                mflops,
-                &others,
-                now_ms,
-            )
+            let pending = round
+                .leases
+                .pending_indices()
+                .map(|index| (index, round.fragments[index].cost_flops / 1_000_000));
+            if patient {
+                earliest_finish_pick(pending, mflops, &others, now_ms)
+            } else {
+                pending
+                    .min_by_key(|&(index, cost)| (cost, index))
+                    .map(|(index, _)| index)
+            }
         });
+        // Without a plan, scarce work goes to the higher-priority nodes waiting now; a node's
+        // own lease is always its own, and a federated fragment has only one possible holder.
+        let pending = round.leases.pending();
+        if plan.is_none()
+            && !federated
+            && (1..=ahead).contains(&pending)
+            && !round.leases.holds(&node, now_ms)
+        {
+            return JobLease::Nothing;
+        }
         let fragments = &round.fragments;
         let rank = |index: usize| {
             may_hold(fragments[index].holder, &node).then_some(())?;
-            match pick {
+            match plan {
                 Some(picked) => (picked == Some(index)).then_some(0),
                 None => Some(index as u64),
             }
         };
-        let lease = match round
-            .leases
-            .lease_by(node, now_ms, self.spec.lease_ms, rank)
-        {
+        let lease = match round.leases.lease_by(node, now_ms, lease_ms, rank) {
             Some(lease) => lease,
+            None if plan.is_some() && pending > 0 => return JobLease::Deferred,
             // A federated fragment has no copies: only its holder has the data.
-            None if federated => return None,
+            None if federated => return JobLease::Nothing,
             None => {
-                let (index, due_ms) =
-                    next_straggler(round, &node, adaptive_speed.is_some(), auditors)?;
-                if due_ms > now_ms {
-                    return None;
+                let Some((index, due_ms)) =
+                    next_straggler(round, &node, adaptive_speed.is_some(), auditors)
+                else {
+                    return JobLease::Nothing;
+                };
+                match (due_ms <= now_ms)
+                    .then(|| round.leases.copy_straggler(index, node, now_ms, lease_ms))
+                    .flatten()
+                {
+                    Some(lease) => lease,
+                    None => return JobLease::Nothing,
                 }
-                round
-                    .leases
-                    .copy_straggler(index, node, now_ms, self.spec.lease_ms)?
             }
         };
         round.first_lease_ms.get_or_insert(now_ms);
         if lease.reissued {
             self.reissued += 1;
         }
-        let fragment = round.fragments.get(lease.index as usize)?.clone();
-        Some((fragment, lease.deadline_ms.saturating_sub(now_ms)))
-    }
-
-    /// Whether `node` may have been left nothing only because other nodes would finish the
-    /// pending fragments or audit tasks sooner (see [`DEFERRED_RETRY_MS`]).
-    pub fn deferred(&self, node: &NodeId, auditors: &Auditors<'_>) -> bool {
-        let open_work = |round: &RoundState| match &round.auditing {
-            Some(auditing) => auditing
-                .tasks
-                .iter()
-                .any(|task| task.replay.is_none() && task.holder.is_none()),
-            None => round.leases.pending() > 0,
+        let Some(fragment) = round.fragments.get(lease.index as usize) else {
+            return JobLease::Nothing;
         };
-        matches!(self.spec.granularity, Granularity::Adaptive { .. })
-            && self.spec.federated.is_none()
-            && auditors.speed_of(node).is_some()
-            && self.round.as_ref().is_some_and(open_work)
+        tracing::debug!(
+            round = fragment.round,
+            index = lease.index,
+            node = %node.short(),
+            samples = fragment.indices.len(),
+            copy = lease.reissued,
+            planned = plan.is_some(),
+            since_open_ms = now_ms.saturating_sub(round.opened_ms),
+            "fragment leased"
+        );
+        JobLease::Granted(fragment.clone(), lease.deadline_ms.saturating_sub(now_ms))
     }
 
     /// When `node`, which has nothing to do now, may take a copy of a straggler's fragment
@@ -200,9 +201,66 @@ impl JobRun {
     }
 }
 
-/// The other nodes working on `round` as the earliest-finish rule sees them: each live node
-/// with a known speed that holds one of its fragments (free when that is expected done) or
-/// has asked for work within [`COMPETING_WINDOW_MS`] (free now). Banned nodes do not count.
+/// An audit task of `auditing` for `node`: one it fits and may replay. With `planned_speed`
+/// (the node's, under the earliest-finish plan), only one that no free eligible node would
+/// replay sooner.
+fn lease_audit_task(
+    auditing: &mut Auditing,
+    node: NodeId,
+    granularity: Granularity,
+    planned_speed: Option<u64>,
+    lease_ms: u64,
+    verifier: &Verifier,
+    auditors: &Auditors<'_>,
+) -> JobLease {
+    let idle = match planned_speed {
+        Some(_) => competitors(None, &node, verifier, auditors),
+        None => Vec::new(),
+    };
+    let first_to_replay = |task: &AuditTask| {
+        let Some(mflops) = planned_speed else {
+            return true;
+        };
+        let others: Vec<Worker> = idle
+            .iter()
+            .filter(|(other, _)| {
+                auditors.replays_in_time(granularity, &task.fragment, other)
+                    && auditors.may_replay(verifier, other, &task.submitter)
+            })
+            .map(|(_, worker)| *worker)
+            .collect();
+        let cost = task.fragment.cost_flops / 1_000_000;
+        earliest_finish_pick([(0, cost)], mflops, &others, auditors.now_ms).is_some()
+    };
+    let mut open = auditing
+        .tasks
+        .iter_mut()
+        .filter(|task| {
+            task.replay.is_none()
+                && task.holder.is_none()
+                && auditors.replays_in_time(granularity, &task.fragment, &node)
+                && auditors.may_replay(verifier, &node, &task.submitter)
+        })
+        .peekable();
+    if open.peek().is_none() {
+        return JobLease::Nothing;
+    }
+    match open.find(|task| first_to_replay(task)) {
+        Some(task) => {
+            task.holder = Some((node, auditors.now_ms + lease_ms));
+            JobLease::Granted(task.fragment.clone(), lease_ms)
+        }
+        None => JobLease::Deferred,
+    }
+}
+
+/// The other nodes working on `round` as the earliest-finish rule sees them, each with a known
+/// speed and not banned: a holder of one of its fragments is free when that is expected done
+/// (or now, if it is late: most late holders are only a little late, and [`PATIENCE_TARGETS`]
+/// bounds the wait on one that is stuck); any other node is free when [`Auditors::available`]
+/// says (when it was left without work or delivered a result, or when the work it was last
+/// given elsewhere is expected done), unless that was more than [`COMPETING_WINDOW_MS`] ago:
+/// a node not heard from since has gone, or is busy beyond what its speed predicts.
 fn competitors(
     round: Option<&RoundState>,
     node: &NodeId,
@@ -220,9 +278,10 @@ fn competitors(
             }
         }
     }
-    for (other, info) in auditors.nodes {
-        if now_ms.saturating_sub(info.last_seen_ms) <= COMPETING_WINDOW_MS {
-            free_at.entry(*other).or_insert(now_ms);
+    for (other, &available_ms) in auditors.available {
+        if available_ms + COMPETING_WINDOW_MS >= now_ms {
+            let free = free_at.entry(*other).or_default();
+            *free = (*free).max(available_ms.max(now_ms));
         }
     }
     free_at

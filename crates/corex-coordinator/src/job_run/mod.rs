@@ -55,7 +55,7 @@ mod audit_phase;
 mod close;
 mod intake;
 mod leasing;
-pub use leasing::DEFERRED_RETRY_MS;
+pub use leasing::{DEFERRED_RETRY_MS, JobLease};
 mod reveals;
 
 use reveals::RevealTask;
