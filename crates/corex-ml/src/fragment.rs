@@ -14,7 +14,7 @@ use crate::evaluate::score_predictions;
 use crate::gradient::{GradientOutput, compute_gradient};
 use crate::inference::predict;
 use crate::local_steps::compute_local_steps;
-use crate::params::{check_dataset, check_finite, check_spec, check_tensor};
+use crate::params::{check_dataset, check_finite, check_spec, check_tensor, sample_count};
 use crate::transform::apply_transform;
 
 /// What a node returns for one fragment.
@@ -49,8 +49,7 @@ pub fn run_fragment(
     data: &Dataset,
     indices: &[u32],
 ) -> Result<FragmentOutput, MlError> {
-    let samples = u32::try_from(indices.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
+    let samples = sample_count(indices)?;
     let output = match work {
         WorkSpec::Gradient => compute_gradient(spec, params, data, indices)?.into(),
         WorkSpec::LocalSteps { steps, inner } => {

@@ -10,7 +10,7 @@ use corex_verify::VerifyError;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::model::{Mlp, append_tensor, batch_tensors, read_floats};
-use crate::params::{check_finite, check_inputs, layer_slots};
+use crate::params::{check_finite, check_inputs, layer_slots, sample_count};
 
 /// What a node returns for one gradient fragment.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +33,7 @@ pub fn compute_gradient(
     indices: &[u32],
 ) -> Result<GradientOutput, MlError> {
     check_inputs(spec, params, data, indices)?;
-    let samples = u32::try_from(indices.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
+    let samples = sample_count(indices)?;
 
     let device = Device::flex().autodiff();
     let model = Mlp::from_flat(spec, params, &device);

@@ -16,7 +16,7 @@ use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::gradient::{GradientOutput, finish};
 use crate::model::{Mlp, batch_tensors, read_floats};
-use crate::params::check_inputs;
+use crate::params::{check_inputs, sample_count};
 use crate::trainer::build_optimizer;
 
 /// `steps` steps of a fresh `inner` optimizer from `params`, micro-batch `j` being
@@ -56,8 +56,7 @@ pub fn compute_traced_local_steps(
     inner: &OptimizerSpec,
     checkpoints: &[u32],
 ) -> Result<TracedSteps, MlError> {
-    let samples = u32::try_from(indices.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
+    let samples = sample_count(indices)?;
     let stepped = run_steps(
         spec,
         params,
@@ -106,8 +105,7 @@ pub fn replay_segment(
     inner: &OptimizerSpec,
     steps_range: Range<u32>,
 ) -> Result<GradientOutput, MlError> {
-    let samples = u32::try_from(indices.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", indices.len())))?;
+    let samples = sample_count(indices)?;
     let (end, losses) = replay_local_steps(spec, start, data, indices, steps, inner, steps_range)?;
     finish(displacement(start, &end), mean_step_loss(&losses), samples)
 }

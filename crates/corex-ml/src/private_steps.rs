@@ -24,7 +24,7 @@ use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::gradient::{GradientOutput, finish};
 use crate::local_steps::displacement;
-use crate::params::check_inputs;
+use crate::params::{check_inputs, sample_count};
 use crate::per_example::clipped_gradient_sum;
 use crate::trainer::Trainer;
 
@@ -100,8 +100,7 @@ pub fn compute_private_local_steps(
             pool.len()
         )));
     }
-    let samples = u32::try_from(pool.len())
-        .map_err(|_| MlError::Shape(format!("{} indices do not fit u32", pool.len())))?;
+    let samples = sample_count(pool)?;
     let noise_deviation = plan.privacy.noise_multiplier * plan.privacy.clip_norm;
     let denominator = f64::from(plan.local_batch);
     let mut trainer = Trainer::new(spec, params, &plan.inner)?;
