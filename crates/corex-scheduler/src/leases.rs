@@ -235,25 +235,10 @@ impl LeaseBook {
 
     /// Whether `node` holds a fragment under a lease still live at `now_ms`.
     pub fn holds(&self, node: &NodeId, now_ms: u64) -> bool {
-        self.live_leases(now_ms)
-            .any(|(_, holder, _)| holder == node)
-    }
-
-    /// Every live lease at `now_ms`: `(index, holder, since_ms)`.
-    pub fn live_leases(&self, now_ms: u64) -> impl Iterator<Item = (usize, &NodeId, u64)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(index, slot)| match slot {
-                Slot::Leased(holders) => Some((index, holders)),
-                _ => None,
-            })
-            .flat_map(move |(index, holders)| {
-                holders
-                    .iter()
-                    .filter(move |h| h.deadline_ms > now_ms)
-                    .map(move |h| (index, &h.node, h.since_ms))
-            })
+        self.slots.iter().any(|slot| {
+            matches!(slot, Slot::Leased(holders)
+                if holders.iter().any(|h| h.node == *node && h.deadline_ms > now_ms))
+        })
     }
 
     /// When `node`'s lease on fragment `index` was granted, if it holds one.

@@ -15,9 +15,7 @@
 //! median fragment time is a straggler. A node with nothing to do learns when the next copy
 //! falls due for it ([`JobRun::next_copy_ms`]), so its lease request can wait exactly that long.
 
-use corex_scheduler::{
-    Worker, duration_ms, earliest_finish_pick, speculative_copy_due_ms, straggler_due_ms,
-};
+use corex_scheduler::{Worker, earliest_finish_pick, speculative_copy_due_ms, straggler_due_ms};
 
 use super::*;
 
@@ -89,7 +87,7 @@ impl JobRun {
         }
         let plan = adaptive_speed.map(|mflops| {
             let patient = now_ms < round.opened_ms + patience_ms;
-            let others: Vec<Worker> = competitors(Some(round), &node, verifier, auditors)
+            let others: Vec<Worker> = competitors(&node, verifier, auditors)
                 .into_iter()
                 .map(|(_, worker)| worker)
                 .collect();
@@ -129,8 +127,7 @@ impl JobRun {
             // A federated fragment has no copies: only its holder has the data.
             None if federated => return JobLease::Nothing,
             None => {
-                let Some((index, due_ms)) =
-                    next_straggler(round, &node, adaptive_speed.is_some(), auditors)
+                let Some((index, due_ms)) = next_straggler(round, &node, granularity, auditors)
                 else {
                     return JobLease::Nothing;
                 };
@@ -170,8 +167,7 @@ impl JobRun {
         if self.spec.federated.is_some() || round.auditing.is_some() {
             return None;
         }
-        let speculate = matches!(self.spec.granularity, Granularity::Adaptive { .. });
-        next_straggler(round, node, speculate, auditors).map(|(_, due_ms)| due_ms)
+        next_straggler(round, node, self.spec.granularity, auditors).map(|(_, due_ms)| due_ms)
     }
 
     /// Returns expired leases to the pool; the fragments freed and who had held them.
@@ -214,7 +210,7 @@ fn lease_audit_task(
     auditors: &Auditors<'_>,
 ) -> JobLease {
     let idle = match planned_speed {
-        Some(_) => competitors(None, &node, verifier, auditors),
+        Some(_) => competitors(&node, verifier, auditors),
         None => Vec::new(),
     };
     let first_to_replay = |task: &AuditTask| {
@@ -254,42 +250,33 @@ fn lease_audit_task(
     }
 }
 
-/// The other nodes working on `round` as the earliest-finish rule sees them, each with a known
-/// speed and not banned: a holder of one of its fragments is free when that is expected done
-/// (or now, if it is late: most late holders are only a little late, and [`PATIENCE_TARGETS`]
-/// bounds the wait on one that is stuck); any other node is free when [`Auditors::available`]
-/// says (when it was left without work or delivered a result, or when the work it was last
-/// given elsewhere is expected done), unless that was more than [`COMPETING_WINDOW_MS`] ago:
-/// a node not heard from since has gone, or is busy beyond what its speed predicts.
+/// The other nodes as the earliest-finish rule sees them, each with a known speed and not
+/// banned, free when [`Auditors::available`] says: when it was last left without work or
+/// delivered a result, or when the work it was last given (a piece of this round, or work
+/// elsewhere) is expected done; a node expected free now that is late counts as free now
+/// (most are only a little late, and [`PATIENCE_TARGETS`] bounds the wait on one that is
+/// stuck). A node expected free more than [`COMPETING_WINDOW_MS`] ago does not count: it has
+/// gone, or is busy far beyond what its speed predicts.
 fn competitors(
-    round: Option<&RoundState>,
     node: &NodeId,
     verifier: &Verifier,
     auditors: &Auditors<'_>,
 ) -> Vec<(NodeId, Worker)> {
     let now_ms = auditors.now_ms;
-    let mut free_at: BTreeMap<NodeId, u64> = BTreeMap::new();
-    if let Some(round) = round {
-        for (index, holder, since_ms) in round.leases.live_leases(now_ms) {
-            if let Some(mflops) = auditors.speed_of(holder) {
-                let cost_mflop = round.fragments[index].cost_flops / 1_000_000;
-                let free = free_at.entry(*holder).or_default();
-                *free = (*free).max(since_ms + duration_ms(cost_mflop, mflops));
-            }
-        }
-    }
-    for (other, &available_ms) in auditors.available {
-        if available_ms + COMPETING_WINDOW_MS >= now_ms {
-            let free = free_at.entry(*other).or_default();
-            *free = (*free).max(available_ms.max(now_ms));
-        }
-    }
-    free_at
-        .into_iter()
-        .filter(|(other, _)| other != node && !verifier.is_banned(other))
-        .filter_map(|(other, free_at_ms)| {
-            let mflops = auditors.speed_of(&other)?;
-            Some((other, Worker { mflops, free_at_ms }))
+    auditors
+        .available
+        .iter()
+        .filter(|(other, available_ms)| {
+            *other != node
+                && **available_ms + COMPETING_WINDOW_MS >= now_ms
+                && !verifier.is_banned(other)
+        })
+        .filter_map(|(other, &available_ms)| {
+            let worker = Worker {
+                mflops: auditors.speed_of(other)?,
+                free_at_ms: available_ms.max(now_ms),
+            };
+            Some((*other, worker))
         })
         .collect()
 }
@@ -300,7 +287,7 @@ fn competitors(
 fn next_straggler(
     round: &RoundState,
     node: &NodeId,
-    speculate: bool,
+    granularity: Granularity,
     auditors: &Auditors<'_>,
 ) -> Option<(u32, u64)> {
     let mut elapsed: Vec<u64> = round
@@ -319,6 +306,7 @@ fn next_straggler(
                 (Some(holder_mflops), Some(copier_mflops)) => {
                     let cost = round.fragments[index].cost_flops;
                     let overrun = straggler_due_ms(cost, since_ms, holder_mflops, copier_mflops);
+                    let speculate = matches!(granularity, Granularity::Adaptive { .. });
                     let early = speculate
                         .then(|| {
                             speculative_copy_due_ms(cost, since_ms, holder_mflops, copier_mflops)
