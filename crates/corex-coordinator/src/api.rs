@@ -15,11 +15,15 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use corex_core::hash::Hashed;
 use corex_core::messages::{
     ApiError, ChallengeCommit, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse,
     SubmitJobRequest, SubmitJobResponse,
 };
-use corex_core::request_signature::{CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request};
+use corex_core::request_signature::{
+    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request_digest,
+};
+use corex_core::result_frame::DigestedResult;
 use corex_core::{Granularity, Hash, NodeId};
 use corex_net::JobDescriptor;
 use serde::Serialize;
@@ -80,7 +84,8 @@ pub(crate) async fn authenticate(
     shared: &Shared,
     request: Request,
 ) -> Result<(NodeId, Bytes), CoordinatorError> {
-    authenticate_within(shared, request, shared.config.max_body_bytes).await
+    let (node, body) = authenticate_within(shared, request, shared.config.max_body_bytes).await?;
+    Ok((node, body.into_bytes()))
 }
 
 /// [`authenticate`] with a body limit of `limit` bytes instead of the configured one.
@@ -88,16 +93,33 @@ pub(crate) async fn authenticate_within(
     shared: &Shared,
     request: Request,
     limit: usize,
-) -> Result<(NodeId, Bytes), CoordinatorError> {
+) -> Result<(NodeId, Hashed<Bytes>), CoordinatorError> {
+    authenticate_digested(shared, request, limit, |body| {
+        let hashed = Hashed::new(body);
+        let digest = hashed.hash();
+        (hashed, digest)
+    })
+    .await
+}
+
+/// Reads a request's body (at most `limit` bytes), has `digest` hash it (into whatever form
+/// the handler wants it hashed, and its BLAKE3 hash), checks the signature headers against that
+/// hash and admits the nonce: the one place every request is authenticated.
+pub(crate) async fn authenticate_digested<D>(
+    shared: &Shared,
+    request: Request,
+    limit: usize,
+    digest: impl FnOnce(Bytes) -> (D, Hash),
+) -> Result<(NodeId, D), CoordinatorError> {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let headers = request.headers().clone();
-    let body = read_body(request.into_body(), limit).await?;
+    let (body, body_hash) = digest(read_body(request.into_body(), limit).await?);
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let verified = verify_request(
+    let verified = verify_request_digest(
         &method,
         &path,
-        &body,
+        &body_hash,
         header(CONTENT_DIGEST),
         header(SIGNATURE_INPUT),
         header(SIGNATURE),
@@ -279,8 +301,16 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
     }
 }
 
+/// A framed result: its tensor is hashed once, for both the content digest and the header's
+/// `result_hash` (see `corex_core::result_frame`).
 async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (node, body) = authenticate(&shared, request).await?;
+    let limit = shared.config.max_body_bytes;
+    let (node, body) = authenticate_digested(&shared, request, limit, |body| {
+        let digested = DigestedResult::new(body);
+        let digest = digested.digest();
+        (digested, digest)
+    })
+    .await?;
     judge_result(shared, node, move |engine, now_ms| {
         engine.submit_result(node, &body, now_ms)
     })

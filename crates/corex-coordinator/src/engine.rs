@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use corex_core::hash::Hashed;
 use corex_core::job::job_id;
 use corex_core::messages::{
     Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport, JobReport,
-    JobStatus, LeaseResponse, NodeInfo, ResultHeader, decode_result,
+    JobStatus, LeaseResponse, NodeInfo, ResultHeader,
 };
 use corex_core::request_signature::VerifiedRequest;
+use corex_core::result_frame::DigestedResult;
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
 use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
@@ -375,16 +377,17 @@ impl Coordinator {
 
     /// Takes a framed result body from `node`. On success, says which job progressed how, and
     /// the behaviour flag if this result's timing just raised one.
-    pub fn submit_result(
+    pub fn submit_result<B: AsRef<[u8]>>(
         &mut self,
         node: NodeId,
-        body: &[u8],
+        body: &DigestedResult<B>,
         now_ms: u64,
     ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         self.registered(&node, now_ms)?;
-        let (header, tensor): (ResultHeader, &[u8]) = decode_result(body)
+        let (header, tensor) = body
+            .decode()
             .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
-        self.take_result(node, &header, tensor, now_ms)
+        self.take_result(node, &header, &tensor, now_ms)
     }
 
     /// Stages a result chunk `node` uploaded.
@@ -392,7 +395,7 @@ impl Coordinator {
         &mut self,
         node: NodeId,
         chunk: Hash,
-        bytes: Bytes,
+        bytes: Hashed<Bytes>,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
         self.registered(&node, now_ms)?;
@@ -422,7 +425,12 @@ impl Coordinator {
     ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         self.registered(&node, now_ms)?;
         let tensor = self.uploads.assemble(node, &result.tensor)?;
-        let judged = self.take_result(node, &result.header, &tensor, now_ms);
+        let judged = self.take_result(
+            node,
+            &result.header,
+            &Hashed::new(tensor.as_slice()),
+            now_ms,
+        );
         if judged
             .as_ref()
             .err()
@@ -438,7 +446,7 @@ impl Coordinator {
         &mut self,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &[u8],
+        tensor: &Hashed<&[u8]>,
         now_ms: u64,
     ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         let job = self

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use corex_core::chunk::{MIN_UPLOAD_CHUNK_SIZE, Manifest};
+use corex_core::hash::Hashed;
 use corex_core::{Hash, NodeId};
 
 use crate::config::CoordinatorConfig;
@@ -76,9 +77,11 @@ impl UploadStore {
         &mut self,
         node: NodeId,
         claimed: Hash,
-        bytes: Bytes,
+        chunk: Hashed<Bytes>,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
+        let actual = chunk.hash();
+        let bytes = chunk.into_bytes();
         if bytes.is_empty() {
             return Err(CoordinatorError::MalformedBody(
                 "an upload chunk must not be empty".into(),
@@ -89,7 +92,6 @@ impl UploadStore {
                 limit: self.limits.max_chunk_bytes,
             });
         }
-        let actual = Hash::of(&bytes);
         if actual != claimed {
             return Err(CoordinatorError::ChunkHashMismatch { claimed, actual });
         }
@@ -258,7 +260,7 @@ mod tests {
 
     fn stage_all(store: &mut UploadStore, node: NodeId, blob: &[u8], manifest: &Manifest) {
         for index in 0..manifest.chunks.len() {
-            let chunk = Bytes::copy_from_slice(&blob[manifest.range_of(index)]);
+            let chunk = Hashed::new(Bytes::copy_from_slice(&blob[manifest.range_of(index)]));
             store
                 .stage(node, manifest.chunks[index], chunk, 0)
                 .expect("staged");
@@ -307,15 +309,15 @@ mod tests {
     #[test]
     fn bad_chunks_and_bad_manifests_are_refused_without_staging_anything() {
         let mut store = store();
-        let chunk = Bytes::from(vec![9u8; 100]);
+        let chunk = Hashed::new(Bytes::from(vec![9u8; 100]));
         let refused = store
             .stage(NODE, Hash::of(b"something else"), chunk.clone(), 0)
             .expect_err("wrong hash");
         assert_eq!(refused.code(), "chunk_hash_mismatch");
-        let big = Bytes::from(vec![9u8; 2049]);
-        let refused = store.stage(NODE, Hash::of(&big), big, 0).expect_err("big");
+        let big = Hashed::new(Bytes::from(vec![9u8; 2049]));
+        let refused = store.stage(NODE, big.hash(), big, 0).expect_err("big");
         assert_eq!(refused.code(), "body_too_large");
-        let refused = store.stage(NODE, Hash::of(b""), Bytes::new(), 0);
+        let refused = store.stage(NODE, Hash::of(b""), Hashed::new(Bytes::new()), 0);
         assert_eq!(refused.expect_err("empty").code(), "malformed_body");
         assert_eq!(store.staged_bytes, 0);
 
@@ -341,25 +343,25 @@ mod tests {
     #[test]
     fn staging_stays_within_the_node_and_overall_limits_and_expires() {
         let mut store = store();
-        let chunk = |seed: u8| Bytes::from(vec![seed; 2048]);
+        let chunk = |seed: u8| Hashed::new(Bytes::from(vec![seed; 2048]));
         for seed in 0..4 {
             store
-                .stage(NODE, Hash::of(&chunk(seed)), chunk(seed), 0)
+                .stage(NODE, chunk(seed).hash(), chunk(seed), 0)
                 .expect("fits");
         }
         // The same chunk again costs nothing; a fifth one is over the node's limit.
         store
-            .stage(NODE, Hash::of(&chunk(0)), chunk(0), 0)
+            .stage(NODE, chunk(0).hash(), chunk(0), 0)
             .expect("again");
-        let refused = store.stage(NODE, Hash::of(&chunk(4)), chunk(4), 0);
+        let refused = store.stage(NODE, chunk(4).hash(), chunk(4), 0);
         assert_eq!(refused.expect_err("node limit").code(), "upload_quota");
         for seed in 10..12 {
             store
-                .stage(OTHER, Hash::of(&chunk(seed)), chunk(seed), 0)
+                .stage(OTHER, chunk(seed).hash(), chunk(seed), 0)
                 .expect("fits");
         }
         let third = NodeId([3; 32]);
-        let refused = store.stage(third, Hash::of(&chunk(20)), chunk(20), 0);
+        let refused = store.stage(third, chunk(20).hash(), chunk(20), 0);
         assert_eq!(refused.expect_err("overall limit").code(), "uploads_full");
         assert_eq!(store.staged_bytes, 12_288);
 
@@ -368,7 +370,7 @@ mod tests {
         store.expire(1_500);
         assert_eq!(store.staged_bytes, 4096);
         store
-            .stage(third, Hash::of(&chunk(20)), chunk(20), 1_500)
+            .stage(third, chunk(20).hash(), chunk(20), 1_500)
             .expect("room again");
     }
 }

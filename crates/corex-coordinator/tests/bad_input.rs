@@ -14,10 +14,9 @@ use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{
-    ApiError, ChunkedResult, JobState, LeaseResponse, ResultHeader, decode_result, encode_result,
-};
+use corex_core::messages::{ApiError, ChunkedResult, JobState, LeaseResponse, ResultHeader};
 use corex_core::request_signature::sign_request;
+use corex_core::result_frame::{ResultTensor, decode_result, encode_result};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Fragment, Hash, Keypair};
 use corex_ml::Dataset;
@@ -491,11 +490,11 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     // The honest result is taken once; sending it again is refused.
     let (header, tensor) = decode_result(&honest_body).unwrap();
     holder
-        .submit_result(&header, tensor.to_vec())
+        .submit_result(&header, ResultTensor::from_bytes(tensor.to_vec()))
         .await
         .unwrap();
     let again = holder
-        .submit_result(&header, tensor.to_vec())
+        .submit_result(&header, ResultTensor::from_bytes(tensor.to_vec()))
         .await
         .unwrap_err();
     assert_eq!(again.api_code(), Some("already_done"));

@@ -18,7 +18,8 @@ use corex_core::fragment::result_commitment;
 use corex_core::messages::{
     JobState, LeaseResponse, LocalDataCommitment, ResultHeader, ResultVerdict,
 };
-use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::result_frame::ResultTensor;
+use corex_core::tensor::bytes_to_f32s;
 use corex_core::{DataHolder, Fragment, Hash, JobSpec, Keypair, ModelSpec, WorkSpec};
 use corex_ml::{Dataset, class_skewed_partition};
 use corex_net::{CoordinatorClient, NetError};
@@ -306,8 +307,8 @@ async fn submit(
     gradient: &[f32],
     data: Option<LocalDataCommitment>,
 ) -> Result<(), NetError> {
-    let tensor = f32s_to_bytes(gradient);
-    let result_hash = Hash::of(&tensor);
+    let tensor = ResultTensor::from_values(gradient);
+    let result_hash = tensor.hash();
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
     let header = ResultHeader {
         fragment: fragment.id,

@@ -15,9 +15,8 @@ use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::{CHUNK_SIZE, Manifest};
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{
-    ApiError, JobOutputs, JobState, LeaseResponse, ResultHeader, encode_result,
-};
+use corex_core::messages::{ApiError, JobOutputs, JobState, LeaseResponse, ResultHeader};
+use corex_core::result_frame::encode_result;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Hash, JobSpec, Keypair, TransformSpec, WorkSpec};
 use corex_ml::Dataset;

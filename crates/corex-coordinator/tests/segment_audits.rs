@@ -12,9 +12,8 @@ use std::time::Duration;
 use common::{TestNet, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{
-    ApiError, JobState, LeaseResponse, ResultHeader, ResultVerdict, encode_result,
-};
+use corex_core::messages::{ApiError, JobState, LeaseResponse, ResultHeader, ResultVerdict};
+use corex_core::result_frame::encode_result;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
 use corex_core::trace::{StepTrace, segment_bounds, traced_commitment};
 use corex_core::{Fragment, Hash, JobSpec, Keypair, OptimizerSpec, WorkSpec};

@@ -19,6 +19,7 @@ use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{JobState, LeaseResponse, ResultHeader};
+use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Hash, JobSpec, Keypair, ModelSpec};
 use corex_ml::Dataset;
@@ -245,7 +246,7 @@ async fn an_upload_cut_in_the_middle_resumes_and_the_result_is_taken() {
     let chunks = Manifest::of(&tensor, UPLOAD_CHUNK).chunks;
     relay.arm(upload_bytes(&tensor) / 2, false);
     let report = through_relay(1)
-        .submit_result(&header, tensor.clone())
+        .submit_result(&header, ResultTensor::from_bytes(tensor.clone()))
         .await
         .unwrap();
     assert_eq!(relay.cuts(), 1);
@@ -262,7 +263,7 @@ async fn an_upload_cut_in_the_middle_resumes_and_the_result_is_taken() {
     let chunks = Manifest::of(&tensor, UPLOAD_CHUNK).chunks;
     relay.arm(upload_bytes(&tensor) / 2, true);
     let failed = through_relay(2)
-        .submit_result(&header, tensor.clone())
+        .submit_result(&header, ResultTensor::from_bytes(tensor.clone()))
         .await
         .unwrap_err();
     assert!(failed.is_transient(), "{failed}");
@@ -275,7 +276,7 @@ async fn an_upload_cut_in_the_middle_resumes_and_the_result_is_taken() {
     );
     relay.heal();
     let report = through_relay(2)
-        .submit_result(&header, tensor.clone())
+        .submit_result(&header, ResultTensor::from_bytes(tensor.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -288,7 +289,7 @@ async fn an_upload_cut_in_the_middle_resumes_and_the_result_is_taken() {
     let again = net
         .client(2)
         .with_transfer_policy(policy())
-        .submit_result(&header, tensor)
+        .submit_result(&header, ResultTensor::from_bytes(tensor))
         .await
         .unwrap_err();
     assert_eq!(again.api_code(), Some("already_done"));

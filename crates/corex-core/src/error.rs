@@ -10,7 +10,7 @@ pub enum SpecError {
     Toml(String),
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("bad hex: {0}")]
     Hex(String),

@@ -60,6 +60,49 @@ impl FromStr for Hash {
     }
 }
 
+/// Bytes with their BLAKE3 hash, taken once where the bytes were read or made, so that the
+/// rooms they pass through (a request's content digest, a chunk's name, a result's hash) never
+/// hash them again.
+#[derive(Debug, Clone)]
+pub struct Hashed<T> {
+    bytes: T,
+    hash: Hash,
+}
+
+impl<T: AsRef<[u8]>> Hashed<T> {
+    pub fn new(bytes: T) -> Self {
+        let hash = Hash::of(bytes.as_ref());
+        Self { bytes, hash }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+}
+
+impl<T> Hashed<T> {
+    /// For this crate's one-pass hashers only (see `crate::result_frame`).
+    pub(crate) fn from_parts(bytes: T, hash: Hash) -> Self {
+        Self { bytes, hash }
+    }
+
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    pub fn into_bytes(self) -> T {
+        self.bytes
+    }
+
+    /// The same bytes in another container (a `Vec<u8>` into a shared buffer, say).
+    pub fn map_into<U: From<T>>(self) -> Hashed<U> {
+        Hashed {
+            bytes: self.bytes.into(),
+            hash: self.hash,
+        }
+    }
+}
+
 impl Serialize for Hash {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_hex())
@@ -130,6 +173,13 @@ mod tests {
             Hash::of_parts(&[b"ab", b"c"]),
             Hash::of_parts(&[b"a", b"bc"])
         );
+    }
+
+    #[test]
+    fn hashed_bytes_carry_their_hash() {
+        let hashed = Hashed::new(vec![1u8, 2, 3]);
+        assert_eq!(hashed.hash(), Hash::of(&[1, 2, 3]));
+        assert_eq!(hashed.as_slice(), &[1, 2, 3]);
     }
 
     #[test]

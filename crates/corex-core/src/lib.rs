@@ -11,6 +11,7 @@ pub mod identity;
 pub mod job;
 pub mod messages;
 pub mod request_signature;
+pub mod result_frame;
 pub mod spec;
 pub mod tensor;
 pub mod trace;

@@ -1,7 +1,7 @@
 //! Protocol messages between nodes, job owners and the coordinator (JSON unless noted).
 //!
 //! Names say the direction: requests go to the coordinator, responses come back. The one
-//! binary body is a fragment result, framed by [`encode_result`] so that the tensor travels
+//! binary body is a fragment result, framed by [`crate::result_frame`] so that the tensor travels
 //! as raw little-endian bytes rather than as text; a result too large for one upload chunk goes
 //! up as chunks and is submitted as a [`ChunkedResult`] instead.
 
@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::Manifest;
-use crate::error::DecodeError;
 use crate::fragment::Fragment;
 use crate::hash::Hash;
 use crate::identity::{NodeId, Signature};
@@ -194,44 +193,6 @@ pub struct LocalDataCommitment {
     pub shard: Hash,
     /// `BLAKE3("corex-local-samples" ‖ salt ‖ the sample indices used, u32 LE)`.
     pub samples: Hash,
-}
-
-const RESULT_MAGIC: &[u8; 4] = b"CXR2";
-/// Largest header accepted, far above any honest header.
-const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// Frames a result: `tensor bytes ‖ header JSON ‖ u32 LE header length ‖ "CXR2"`. The header
-/// trails the tensor so that the frame grows in place from the tensor buffer, without a copy.
-pub fn encode_result(header: &ResultHeader, tensor_bytes: Vec<u8>) -> Vec<u8> {
-    let json = serde_json::to_vec(header).unwrap_or_default();
-    let mut body = tensor_bytes;
-    body.reserve_exact(json.len() + 8);
-    body.extend_from_slice(&json);
-    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    body.extend_from_slice(RESULT_MAGIC);
-    body
-}
-
-/// Splits a result body into its header and tensor bytes; never panics on any input.
-pub fn decode_result(body: &[u8]) -> Result<(ResultHeader, &[u8]), DecodeError> {
-    let bad = |reason: &str| DecodeError::Body(format!("result body: {reason}"));
-    let Some((rest, magic)) = body.split_last_chunk::<4>() else {
-        return Err(bad("expected the CXR2 frame"));
-    };
-    if magic != RESULT_MAGIC {
-        return Err(bad("expected the CXR2 frame"));
-    }
-    let Some((rest, length)) = rest.split_last_chunk::<4>() else {
-        return Err(bad("header length is missing"));
-    };
-    let header_len = u32::from_le_bytes(*length) as usize;
-    if header_len > MAX_HEADER_BYTES || header_len > rest.len() {
-        return Err(bad("header length is out of range"));
-    }
-    let (tensor, json) = rest.split_at(rest.len() - header_len);
-    let header: ResultHeader = serde_json::from_slice(json)
-        .map_err(|error| DecodeError::Body(format!("result header: {error}")))?;
-    Ok((header, tensor))
 }
 
 /// A result whose tensor went up as chunks (`PUT /v1/uploads/{chunk hash}`) instead of inline:
@@ -460,40 +421,4 @@ pub struct HolderPrivacy {
 pub struct ApiError {
     pub error: String,
     pub message: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header() -> ResultHeader {
-        ResultHeader {
-            fragment: Hash::of(b"f"),
-            model: Hash::of(b"m"),
-            loss: 0.5,
-            samples: 3,
-            compute_ms: 1,
-            result_hash: Hash::of(b"r"),
-            commitment_signature: Signature([9; 64]),
-            data_commitment: None,
-            trace: None,
-        }
-    }
-
-    #[test]
-    fn results_round_trip() {
-        let body = encode_result(&header(), vec![1, 2, 3, 4]);
-        let (decoded, tensor) = decode_result(&body).expect("valid frame");
-        assert_eq!(decoded, header());
-        assert_eq!(tensor, &[1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn every_truncation_of_a_result_is_an_error_not_a_panic() {
-        let body = encode_result(&header(), Vec::new());
-        for cut in 0..body.len() {
-            assert!(decode_result(&body[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(decode_result(b"\xff\xff\xff\xffCXR2").is_err());
-    }
 }

@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use thiserror::Error;
 
+use crate::hash::Hash;
 use crate::identity::{Keypair, NodeId, Signature};
 
 pub const CONTENT_DIGEST: &str = "content-digest";
@@ -58,7 +59,12 @@ pub enum RequestSignatureError {
 }
 
 pub fn content_digest(body: &[u8]) -> String {
-    format!("blake3=:{}:", BASE64.encode(blake3::hash(body).as_bytes()))
+    content_digest_of(&Hash::of(body))
+}
+
+/// The content-digest header value for a body whose BLAKE3 hash is `body_hash`.
+pub fn content_digest_of(body_hash: &Hash) -> String {
+    format!("blake3=:{}:", BASE64.encode(body_hash.as_bytes()))
 }
 
 fn signature_params(created: u64, nonce: &str, keyid: &NodeId) -> String {
@@ -81,7 +87,19 @@ pub fn sign_request(
     created: u64,
     nonce: &str,
 ) -> SignatureHeaders {
-    let digest = content_digest(body);
+    sign_request_digest(key, method, path, &Hash::of(body), created, nonce)
+}
+
+/// [`sign_request`] for a body whose BLAKE3 hash is already known.
+pub fn sign_request_digest(
+    key: &Keypair,
+    method: &str,
+    path: &str,
+    body_hash: &Hash,
+    created: u64,
+    nonce: &str,
+) -> SignatureHeaders {
+    let digest = content_digest_of(body_hash);
     let params = signature_params(created, nonce, &key.id());
     let base = signature_base(method, path, &digest, &params);
     let signature = key.sign(base.as_bytes());
@@ -101,11 +119,30 @@ pub fn verify_request(
     input_header: Option<&str>,
     signature_header: Option<&str>,
 ) -> Result<VerifiedRequest, RequestSignatureError> {
+    verify_request_digest(
+        method,
+        path,
+        &Hash::of(body),
+        digest_header,
+        input_header,
+        signature_header,
+    )
+}
+
+/// [`verify_request`] for a body whose BLAKE3 hash is already known.
+pub fn verify_request_digest(
+    method: &str,
+    path: &str,
+    body_hash: &Hash,
+    digest_header: Option<&str>,
+    input_header: Option<&str>,
+    signature_header: Option<&str>,
+) -> Result<VerifiedRequest, RequestSignatureError> {
     let digest = digest_header.ok_or(RequestSignatureError::MissingHeader(CONTENT_DIGEST))?;
     let input = input_header.ok_or(RequestSignatureError::MissingHeader(SIGNATURE_INPUT))?;
     let signature = signature_header.ok_or(RequestSignatureError::MissingHeader(SIGNATURE))?;
 
-    if digest != content_digest(body) {
+    if digest != content_digest_of(body_hash) {
         return Err(RequestSignatureError::DigestMismatch);
     }
     let params = input

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use corex_core::hash::Hashed;
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
     ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeviceReport,
@@ -14,7 +16,7 @@ use corex_core::messages::{
     RegisterResponse, SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
-    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request,
+    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request_digest,
 };
 use corex_core::{Hash, JobSpec, Keypair, NodeId};
 use corex_ledger::{AccountView, LedgerSummary, SignedTx, TxBody, TxReceipt};
@@ -105,12 +107,24 @@ impl CoordinatorClient {
         path: &str,
         body: &[u8],
     ) -> Result<SignatureHeaders, NetError> {
+        self.signed_headers_digest(method, path, &Hash::of(body))
+    }
+
+    /// [`Self::signed_headers`] for a body whose BLAKE3 hash is `body_hash`.
+    fn signed_headers_digest(
+        &self,
+        method: &str,
+        path: &str,
+        body_hash: &Hash,
+    ) -> Result<SignatureHeaders, NetError> {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or_default();
         let nonce = hex_encode(&random_bytes::<16>()?);
-        Ok(sign_request(&self.key, method, path, body, created, &nonce))
+        Ok(sign_request_digest(
+            &self.key, method, path, body_hash, created, &nonce,
+        ))
     }
 
     /// Sends a request with exactly the given headers (none: unsigned) and returns the raw
@@ -119,15 +133,15 @@ impl CoordinatorClient {
         &self,
         method: &str,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         headers: Option<&SignatureHeaders>,
-    ) -> Result<(u16, bytes::Bytes), NetError> {
+    ) -> Result<(u16, Bytes), NetError> {
         let url = format!("{}{path}", self.base);
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| NetError::Decode {
             url: url.clone(),
             reason: format!("bad method {method}"),
         })?;
-        let mut request = self.http.request(method, &url).body(body);
+        let mut request = self.http.request(method, &url).body(body.into());
         if let Some(headers) = headers {
             request = request
                 .header(CONTENT_DIGEST, &headers.content_digest)
@@ -149,10 +163,34 @@ impl CoordinatorClient {
         &self,
         method: &str,
         path: &str,
-        body: Vec<u8>,
-    ) -> Result<bytes::Bytes, NetError> {
+        body: impl Into<Bytes>,
+    ) -> Result<Bytes, NetError> {
+        let body = body.into();
         let headers = self.signed_headers(method, path, &body)?;
-        let (status, bytes) = self.send_raw(method, path, body, Some(&headers)).await?;
+        self.send_signed(method, path, body, &headers).await
+    }
+
+    /// [`Self::call`] with a body whose hash was taken where it was made, so that signing it
+    /// does not hash it again.
+    pub async fn call_hashed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Hashed<Bytes>,
+    ) -> Result<Bytes, NetError> {
+        let headers = self.signed_headers_digest(method, path, &body.hash())?;
+        self.send_signed(method, path, body.into_bytes(), &headers)
+            .await
+    }
+
+    async fn send_signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &SignatureHeaders,
+    ) -> Result<Bytes, NetError> {
+        let (status, bytes) = self.send_raw(method, path, body, Some(headers)).await?;
         if (200..300).contains(&status) {
             return Ok(bytes);
         }
@@ -238,7 +276,7 @@ impl CoordinatorClient {
     }
 
     /// The trained weights of a finished job, as safetensors bytes.
-    pub async fn download_weights(&self, job: &Hash) -> Result<Vec<u8>, NetError> {
+    pub async fn download_weights(&self, job: &Hash) -> Result<Bytes, NetError> {
         let weights: Hash = self
             .call_json("GET", &format!("/v1/jobs/{job}/weights"), Vec::new())
             .await?;

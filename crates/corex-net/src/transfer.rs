@@ -19,11 +19,14 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use corex_core::Hash;
 use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE, Manifest};
+use corex_core::hash::Hashed;
 use corex_core::messages::{
-    ChunkedResult, MissingChunksRequest, MissingChunksResponse, ResultHeader, encode_result,
+    ChunkedResult, MissingChunksRequest, MissingChunksResponse, ResultHeader,
 };
+use corex_core::result_frame::ResultTensor;
 
 use crate::client::CoordinatorClient;
 use crate::error::NetError;
@@ -75,7 +78,7 @@ pub struct UploadReport {
 
 impl CoordinatorClient {
     /// Fetches the blob named `hash`: its manifest, then its chunks (see [`Self::fetch_chunks`]).
-    pub async fn fetch_blob(&self, hash: &Hash) -> Result<Vec<u8>, NetError> {
+    pub async fn fetch_blob(&self, hash: &Hash) -> Result<Bytes, NetError> {
         let manifest: Manifest = self
             .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())
             .await?;
@@ -84,50 +87,68 @@ impl CoordinatorClient {
 
     /// Fetches blob `hash` by the chunks that `manifest` names. The manifest's root binds every
     /// chunk hash and each chunk is checked as it arrives, so the blob needs no second pass.
-    pub async fn fetch_chunks(
-        &self,
-        hash: &Hash,
-        manifest: &Manifest,
-    ) -> Result<Vec<u8>, NetError> {
+    /// A blob of one chunk is never staged (a stage resumes a partial download, and one chunk is
+    /// all there or not at all) and comes back as the response body itself, uncopied.
+    pub async fn fetch_chunks(&self, hash: &Hash, manifest: &Manifest) -> Result<Bytes, NetError> {
         if manifest.hash != *hash || !manifest.is_consistent() {
             return Err(NetError::Integrity(format!(
                 "manifest for blob {} is inconsistent",
                 hash.short()
             )));
         }
+        if manifest.chunks.len() == 1 {
+            return self.checked_chunk(hash, manifest, 0, None).await;
+        }
         let stage = self.open_stage(hash).await;
         let mut blob = Vec::with_capacity(manifest.total_bytes.min(MAX_PREALLOCATION) as usize);
-        for (index, expected) in manifest.chunks.iter().enumerate() {
-            let staged = match &stage {
-                Some(stage) => stage.read(expected).await,
-                None => None,
-            };
-            let chunk = match staged {
-                Some(chunk) => chunk,
-                None => {
-                    let chunk = self.fetch_chunk(hash, index, expected).await?;
-                    if let Some(stage) = &stage
-                        && let Err(error) = stage.keep(expected, &chunk).await
-                    {
-                        tracing::warn!(%error, "could not stage a downloaded chunk");
-                    }
-                    chunk.to_vec()
-                }
-            };
-            if chunk.len() != manifest.range_of(index).len() {
-                return Err(NetError::Integrity(format!(
-                    "chunk {index} of blob {} has the wrong length",
-                    hash.short()
-                )));
-            }
-            blob.extend_from_slice(&chunk);
+        for index in 0..manifest.chunks.len() {
+            blob.extend_from_slice(
+                &self
+                    .checked_chunk(hash, manifest, index, stage.as_ref())
+                    .await?,
+            );
         }
         if let Some(stage) = stage
             && let Err(error) = stage.finish().await
         {
             tracing::warn!(%error, "could not remove a finished download's staged chunks");
         }
-        Ok(blob)
+        Ok(Bytes::from(blob))
+    }
+
+    /// Chunk `index` of blob `hash`, hash-checked: from `stage` when it holds it, else fetched
+    /// (and kept in `stage`); refused when its length does not fit the manifest's cut.
+    async fn checked_chunk(
+        &self,
+        hash: &Hash,
+        manifest: &Manifest,
+        index: usize,
+        stage: Option<&ChunkStage>,
+    ) -> Result<Bytes, NetError> {
+        let expected = &manifest.chunks[index];
+        let staged = match stage {
+            Some(stage) => stage.read(expected).await.map(Bytes::from),
+            None => None,
+        };
+        let chunk = match staged {
+            Some(chunk) => chunk,
+            None => {
+                let chunk = self.fetch_chunk(hash, index, expected).await?;
+                if let Some(stage) = stage
+                    && let Err(error) = stage.keep(expected, &chunk).await
+                {
+                    tracing::warn!(%error, "could not stage a downloaded chunk");
+                }
+                chunk
+            }
+        };
+        if chunk.len() != manifest.range_of(index).len() {
+            return Err(NetError::Integrity(format!(
+                "chunk {index} of blob {} has the wrong length",
+                hash.short()
+            )));
+        }
+        Ok(chunk)
     }
 
     /// The on-disk stage for `blob`, when this client stages downloads and the stage opens
@@ -150,7 +171,7 @@ impl CoordinatorClient {
         blob: &Hash,
         index: usize,
         expected: &Hash,
-    ) -> Result<bytes::Bytes, NetError> {
+    ) -> Result<Bytes, NetError> {
         let path = format!("/v1/blobs/{blob}/chunks/{index}");
         let mut retries = 0;
         self.retrying(
@@ -176,34 +197,37 @@ impl CoordinatorClient {
     pub async fn submit_result(
         &self,
         header: &ResultHeader,
-        tensor: Vec<u8>,
+        tensor: ResultTensor,
     ) -> Result<UploadReport, NetError> {
         let chunk_size = self.transfer().upload_chunk_size.max(MIN_UPLOAD_CHUNK_SIZE);
         let mut report = UploadReport::default();
-        if tensor.len() <= chunk_size {
-            let body = encode_result(header, tensor);
+        if tensor.as_bytes().len() <= chunk_size {
+            let body: Hashed<Bytes> = tensor.into_frame(header).map_into();
             self.retrying(
                 "/v1/results",
                 &mut report.retries,
                 NetError::is_transient,
-                || self.call("POST", "/v1/results", body.clone()),
+                || self.call_hashed("POST", "/v1/results", body.clone()),
             )
             .await?;
             report.chunks = 1;
             report.sent = 1;
             return Ok(report);
         }
-        let manifest = Manifest::of(&tensor, chunk_size);
+        let tensor = tensor.as_bytes();
+        let manifest = Manifest::of(tensor, chunk_size);
         let distinct: BTreeSet<Hash> = manifest.chunks.iter().copied().collect();
         report.chunks = distinct.len();
-        let submission = serde_json::to_vec(&ChunkedResult {
-            header: header.clone(),
-            tensor: manifest.clone(),
-        })
-        .map_err(|error| NetError::Decode {
-            url: "/v1/results/chunked".into(),
-            reason: error.to_string(),
-        })?;
+        let submission = Bytes::from(
+            serde_json::to_vec(&ChunkedResult {
+                header: header.clone(),
+                tensor: manifest.clone(),
+            })
+            .map_err(|error| NetError::Decode {
+                url: "/v1/results/chunked".into(),
+                reason: error.to_string(),
+            })?,
+        );
         let mut round = 1;
         loop {
             let missing = self
@@ -218,7 +242,7 @@ impl CoordinatorClient {
                     continue;
                 }
                 let path = format!("/v1/uploads/{hash}");
-                let bytes = tensor[manifest.range_of(index)].to_vec();
+                let bytes = Bytes::copy_from_slice(&tensor[manifest.range_of(index)]);
                 self.retrying(&path, &mut report.retries, NetError::is_transient, || {
                     self.call("PUT", &path, bytes.clone())
                 })

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
+use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
 use corex_core::trace::{StepTrace, segment_bounds, traced_commitment};
 use corex_core::{DatasetSource, Fragment, Hash, Keypair, ModelSpec, WorkSpec};
@@ -361,8 +362,8 @@ impl NodeAgent {
         share(&self.adversary_state, &gradient);
 
         tracing::debug!(fragment = %fragment.id.short(), compute_ms, "fragment computed; submitting the result");
-        let tensor = f32s_to_bytes(&gradient);
-        let result_hash = Hash::of(&tensor);
+        let tensor = ResultTensor::from_values(&gradient);
+        let result_hash = tensor.hash();
         let mut commitment =
             result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
         let trace = trace.map(
@@ -411,7 +412,8 @@ impl NodeAgent {
                 ))
             })?;
         let reveal = Fragment::derive_reveal_id(fragment);
-        let result_hash = Hash::of(&tensor);
+        let tensor = ResultTensor::from_bytes(tensor);
+        let result_hash = tensor.hash();
         let commitment = result_commitment(&self.key.id(), &reveal, model, &result_hash);
         let header = ResultHeader {
             fragment: reveal,

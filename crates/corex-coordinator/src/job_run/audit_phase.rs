@@ -86,7 +86,7 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
@@ -112,7 +112,7 @@ impl JobRun {
             None => return Err(LeaseError::NotLeased(index).into()),
         }
         let (gradient, commitment) =
-            self.check_tensor_result(node, &pending.fragment, header, tensor_bytes)?;
+            self.check_tensor_result(node, &pending.fragment, header, tensor)?;
         let all_in = {
             let auditing = self
                 .round

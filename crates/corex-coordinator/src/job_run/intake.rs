@@ -12,19 +12,19 @@ impl JobRun {
         &mut self,
         node: NodeId,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<(Progress, Option<FragmentTiming>), CoordinatorError> {
         if let Some(task) = self.audit_task(&header.fragment) {
-            let progress = self.submit_audit(task, node, header, tensor_bytes, now_ms, engine)?;
+            let progress = self.submit_audit(task, node, header, tensor, now_ms, engine)?;
             return Ok((progress, None));
         }
         if let Some(task) = self.reveal_task(&header.fragment) {
-            let progress = self.submit_reveal(task, node, header, tensor_bytes, now_ms, engine)?;
+            let progress = self.submit_reveal(task, node, header, tensor, now_ms, engine)?;
             return Ok((progress, None));
         }
-        let (index, mut accepted) = self.check_result(node, header, tensor_bytes)?;
+        let (index, mut accepted) = self.check_result(node, header, tensor)?;
         let round = self
             .round
             .as_mut()
@@ -62,7 +62,7 @@ impl JobRun {
         &self,
         node: NodeId,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
     ) -> Result<(usize, Accepted), CoordinatorError> {
         if self.closed_fragments.contains(&header.fragment) {
             return Err(CoordinatorError::FragmentClosed(header.fragment));
@@ -89,8 +89,7 @@ impl JobRun {
                 });
             }
         }
-        let (gradient, commitment) =
-            self.check_tensor_result(node, fragment, header, tensor_bytes)?;
+        let (gradient, commitment) = self.check_tensor_result(node, fragment, header, tensor)?;
         Ok((
             index,
             Accepted {
@@ -116,7 +115,7 @@ impl JobRun {
         node: NodeId,
         fragment: &Fragment,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
     ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
         // A segment audit task starts from a revealed checkpoint instead of the version.
         if header.model != fragment.model {
@@ -140,7 +139,7 @@ impl JobRun {
             }
             self.check_trace(fragment, header, trace)?;
         }
-        let (gradient, commitment) = signed_tensor(node, &fragment.id, header, tensor_bytes)?;
+        let (gradient, commitment) = signed_tensor(node, &fragment.id, header, tensor)?;
         corex_ml::check_result(
             &self.spec.work,
             &self.spec.model,
@@ -217,9 +216,9 @@ pub(super) fn signed_tensor(
     node: NodeId,
     id: &Hash,
     header: &ResultHeader,
-    tensor_bytes: &[u8],
+    tensor: &Hashed<&[u8]>,
 ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
-    if Hash::of(tensor_bytes) != header.result_hash {
+    if tensor.hash() != header.result_hash {
         return Err(CoordinatorError::ResultHashMismatch);
     }
     let mut commitment = result_commitment(&node, id, &header.model, &header.result_hash);
@@ -228,7 +227,7 @@ pub(super) fn signed_tensor(
     }
     node.verify(commitment.as_bytes(), &header.commitment_signature)
         .map_err(|_| CoordinatorError::BadCommitment)?;
-    let values = bytes_to_f32s(tensor_bytes)
+    let values = bytes_to_f32s(tensor.as_slice())
         .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
     Ok((values, commitment))
 }

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
+use corex_core::hash::Hashed;
 use corex_core::messages::{
     JobOutputs, JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution,
     ResultHeader, ResultRecord, ResultVerdict, RoundRecord,

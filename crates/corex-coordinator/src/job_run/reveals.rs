@@ -94,11 +94,11 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
-        let revealed = self.check_reveal(task, node, header, tensor_bytes)?;
+        let revealed = self.check_reveal(task, node, header, tensor)?;
         let segment_task = self.segment_task(task, &revealed, &engine);
         let round = self
             .round
@@ -189,7 +189,7 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor_bytes: &[u8],
+        tensor: &Hashed<&[u8]>,
     ) -> Result<Vec<Vec<f32>>, CoordinatorError> {
         let closed = || CoordinatorError::FragmentClosed(header.fragment);
         let round = self.round.as_ref().ok_or_else(closed)?;
@@ -211,7 +211,7 @@ impl JobRun {
                 "a reveal of checkpoints carries no trace".into(),
             ));
         }
-        let (values, _) = intake::signed_tensor(node, &reveal.reveal_id, header, tensor_bytes)?;
+        let (values, _) = intake::signed_tensor(node, &reveal.reveal_id, header, tensor)?;
         let parameters = self.spec.model.parameter_count();
         if values.len() != parameters * reveal.asked.len() {
             return Err(CoordinatorError::WrongShape(format!(
@@ -236,7 +236,7 @@ impl JobRun {
             .asked
             .iter()
             .zip(values.chunks_exact(parameters.max(1)))
-            .zip(tensor_bytes.chunks_exact(parameters.max(1) * 4))
+            .zip(tensor.as_slice().chunks_exact(parameters.max(1) * 4))
             .map(|((step, checkpoint), bytes)| {
                 // The trace's checkpoints are the interior bounds in order.
                 let position = bounds[1..].iter().position(|bound| bound == step);
