@@ -72,20 +72,26 @@ impl Mlp {
     }
 }
 
-/// Reads a float tensor to the host and appends it, checking its element count.
+/// Reads a float tensor to the host and appends it, checking its element count. The values are
+/// copied out of the tensor's host buffer once, without first becoming a `Vec` of their own.
 pub(crate) fn append_tensor<const D: usize>(
     out: &mut Vec<f32>,
     tensor: Tensor<D>,
     expected: usize,
 ) -> Result<(), MlError> {
-    let values = read_floats(tensor)?;
+    let data = tensor
+        .try_into_data()
+        .map_err(|error| MlError::Backend(format!("reading a tensor: {error:?}")))?;
+    let values = data
+        .as_slice::<f32>()
+        .map_err(|error| MlError::Backend(format!("tensor is not f32: {error:?}")))?;
     if values.len() != expected {
         return Err(MlError::Shape(format!(
             "tensor has {} values, expected {expected}",
             values.len()
         )));
     }
-    out.extend_from_slice(&values);
+    out.extend_from_slice(values);
     Ok(())
 }
 
