@@ -9,8 +9,8 @@ use std::path::Path;
 use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Fragment, Hash, Keypair, NodeId};
 use corex_ledger::{
-    Block, Chain, ContributionEntry, Genesis, Proposal, SignedTx, SoftReason, TxBody, TxReceipt,
-    Verdict, merkle_root,
+    Block, Chain, ContributionEntry, Genesis, NodeStatus, Proposal, SignedTx, SoftReason, TxBody,
+    TxReceipt, Verdict, merkle_root,
 };
 use corex_ledger_store::LedgerStore;
 
@@ -112,6 +112,16 @@ impl LedgerService {
 
     pub fn chain(&self) -> &Chain {
         &self.chain
+    }
+
+    /// Whether the ledger removed `node` (repeated hard rejects). The ledger is stored, so
+    /// this outlives a coordinator restart, unlike the verifier's in-memory audit records.
+    pub fn is_removed(&self, node: &NodeId) -> bool {
+        self.chain
+            .state()
+            .nodes
+            .get(node)
+            .is_some_and(|profile| profile.status == NodeStatus::Removed)
     }
 
     pub fn block(&self, height: u64) -> Result<Option<Block>, CoordinatorError> {

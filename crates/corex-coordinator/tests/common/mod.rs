@@ -28,7 +28,12 @@ pub struct TestNet {
 
 impl TestNet {
     pub async fn start(config: CoordinatorConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config).await
+    }
+
+    /// A coordinator on the data directory `dir` (a restart, when `dir` holds an earlier
+    /// run's files): the same key, certificate and ledger.
+    pub async fn start_in(dir: tempfile::TempDir, config: CoordinatorConfig) -> Self {
         let tls = TlsIdentity::load_or_create(dir.path()).unwrap();
         let pin = tls.fingerprint();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,0 +1,109 @@
+//! A coordinator restart keeps cheaters out: the verifier's audit records live in memory, but
+//! the ledger that removed a cheater is stored, and the restarted coordinator refuses the
+//! removed node any work while honest nodes carry on.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNet, adam, small_job, wait_for_end};
+use corex_coordinator::CoordinatorConfig;
+use corex_core::messages::JobState;
+use corex_core::{JobSpec, Keypair};
+use corex_ledger::NodeStatus;
+use corex_net::CoordinatorClient;
+use corex_node::{Adversary, NodeConfig};
+
+const CHEATER: u8 = 101;
+
+/// The nodes share this machine: no Sybil limits, and only the coordinator replays audits.
+fn config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        shared_hardware: false,
+        ..CoordinatorConfig::one_machine()
+    }
+}
+
+fn job(name: &str) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        rounds: 20,
+        ..small_job(adam())
+    }
+}
+
+/// Waits until the ledger shows `node` removed (the recorder runs behind the rounds).
+async fn wait_for_removal(owner: &CoordinatorClient, node: &Keypair) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = owner.ledger_account(&node.id()).await.unwrap();
+        let status = view
+            .and_then(|view| view.node)
+            .map(|node| node.profile.status);
+        if status == Some(NodeStatus::Removed) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cheater not removed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
+    let mut net = TestNet::start(config()).await;
+    for seed in 1..=3 {
+        net.spawn_node(seed);
+    }
+    net.spawn_node_with(
+        CHEATER,
+        NodeConfig {
+            adversary: Some(Adversary::Random),
+            ..NodeConfig::default()
+        },
+    );
+    let owner = net.client(250);
+    let first = owner.submit_job(&job("before-restart")).await.unwrap();
+    assert_eq!(
+        wait_for_end(&owner, &first, Duration::from_secs(120))
+            .await
+            .state,
+        JobState::Finished
+    );
+    let cheater = Keypair::from_secret([CHEATER; 32]);
+    wait_for_removal(&owner, &cheater).await;
+    let refused = net.client(CHEATER).lease(0).await.unwrap_err();
+    assert_eq!(refused.api_code(), Some("node_removed"), "{refused}");
+
+    // A fresh coordinator process on the same data directory: the verifier starts empty.
+    let dir = net.shutdown().await;
+    let mut net = TestNet::start_in(dir, config()).await;
+    let cheater_client = net.client(CHEATER);
+    let refused = cheater_client.lease(0).await.unwrap_err();
+    assert_eq!(refused.api_code(), Some("node_removed"), "{refused}");
+    assert!(refused.to_string().contains("removed"), "{refused}");
+
+    // Honest nodes train a new job to the end; the removed node, running again, gets nothing.
+    for seed in 1..=3 {
+        net.spawn_node(seed);
+    }
+    net.spawn_node_with(
+        CHEATER,
+        NodeConfig {
+            adversary: Some(Adversary::Random),
+            ..NodeConfig::default()
+        },
+    );
+    let owner = net.client(250);
+    let second = owner.submit_job(&job("after-restart")).await.unwrap();
+    let status = wait_for_end(&owner, &second, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert!(
+        !status.nodes.contains_key(&cheater.id()),
+        "the removed node contributed: {:?}",
+        status.nodes.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(status.nodes.len(), 3);
+    net.shutdown().await;
+}
