@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
-    ApiError, ChallengeCommit, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse,
-    SubmitJobRequest, SubmitJobResponse,
+    ApiError, ChallengeCommit, DeclineRevealRequest, LeaseRequest, LeaseResponse, RegisterRequest,
+    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request_digest,
@@ -59,6 +59,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/lease", post(lease))
         .route("/v1/bench/download/{bytes}", get(bench_download))
         .route("/v1/results", post(submit_result))
+        .route("/v1/reveals/decline", post(decline_reveal))
         .route("/v1/blobs/{hash}", get(blob_manifest))
         .route("/v1/blobs/{hash}/chunks/{index}", get(blob_chunk))
         .route("/v1/jobs", post(submit_job).get(list_jobs))
@@ -316,6 +317,17 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
     .await?;
     judge_result(shared, node, move |engine, now_ms| {
         engine.submit_result(node, &body, now_ms)
+    })
+    .await
+}
+
+/// A node that cannot reveal the checkpoints an audit asked of it says so: the coordinator
+/// replays the whole fragment now instead of waiting for the audit deadline.
+async fn decline_reveal(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let DeclineRevealRequest { fragment } = parse_json(&body)?;
+    judge_result(shared, node, move |engine, now_ms| {
+        engine.decline_reveal(node, &fragment, now_ms)
     })
     .await
 }

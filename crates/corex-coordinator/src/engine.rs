@@ -441,6 +441,32 @@ impl Coordinator {
         judged
     }
 
+    /// `node` cannot reveal the checkpoints asked of it for `fragment` (see
+    /// `JobRun::decline_reveal`); says which job progressed how.
+    pub fn decline_reveal(
+        &mut self,
+        node: NodeId,
+        fragment: &Hash,
+        now_ms: u64,
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        let job = self
+            .jobs
+            .values_mut()
+            .find(|job| job.owns_fragment(fragment))
+            .ok_or(CoordinatorError::UnknownFragment(*fragment))?;
+        let engine = job_engine(
+            &mut self.blobs,
+            &mut self.verifier,
+            &self.nodes,
+            &self.available,
+            &self.config,
+            now_ms,
+        );
+        let progress = job.decline_reveal(node, fragment, now_ms, engine)?;
+        Ok((job.id, progress, None))
+    }
+
     /// Routes a result to the job that owns its fragment, which checks and records it.
     fn take_result(
         &mut self,

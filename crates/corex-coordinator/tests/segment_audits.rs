@@ -142,6 +142,67 @@ async fn proven_nodes_replay_segments_from_published_checkpoints() {
     assert!(run.caught >= 1, "no skipped segment was caught");
 }
 
+/// Nodes that keep no checkpoints decline every reveal: each audited result is replayed whole
+/// at once, and no round waits for the audit deadline (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_checkpoints_declines_and_the_round_goes_on() {
+    let mut net = TestNet::start(coordinator_audits()).await;
+    for seed in 1..=3 {
+        net.spawn_node_with(
+            seed,
+            NodeConfig {
+                checkpoint_budget_bytes: 0,
+                ..NodeConfig::default()
+            },
+        );
+    }
+    let owner = net.client(250);
+    let spec = JobSpec {
+        lease_ms: 60_000,
+        ..traced_job(6, 3)
+    };
+    let started = std::time::Instant::now();
+    let job = owner.submit_job(&spec).await.unwrap();
+    let status = wait_for_end(&owner, &job, Duration::from_secs(50)).await;
+    assert_eq!(status.state, JobState::Finished);
+    let report = owner.job_report(&job).await.unwrap();
+    let mut audited = 0;
+    for result in report.rounds.iter().flat_map(|round| &round.results) {
+        assert!(
+            matches!(result.verdict, ResultVerdict::Accepted { .. }),
+            "{result:?}"
+        );
+        if matches!(
+            result.verdict,
+            ResultVerdict::Accepted { audited: true, .. }
+        ) {
+            audited += 1;
+            assert_eq!(result.audited_steps, None, "no segment could be replayed");
+        }
+    }
+    assert!(
+        audited >= 6,
+        "new nodes' first results are all audited: {audited}"
+    );
+    println!(
+        "{audited} audited results replayed whole; job done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Declining what nobody asked for is refused.
+    let node = net.client(1);
+    let unknown = node.decline_reveal(&Hash::of(b"no such fragment")).await;
+    assert_eq!(unknown.unwrap_err().api_code(), Some("unknown_fragment"));
+    let done = report.rounds[0].results[0].fragment;
+    let closed = node.decline_reveal(&done).await;
+    assert_eq!(closed.unwrap_err().api_code(), Some("reveal_not_asked"));
+    let malformed = node
+        .call("POST", "/v1/reveals/decline", b"{".to_vec())
+        .await;
+    assert_eq!(malformed.unwrap_err().api_code(), Some("malformed_body"));
+    net.shutdown().await;
+}
+
 /// A signed, framed result from `key` for `fragment` (id `id`), with `values` as its tensor.
 fn framed(
     key: &Keypair,

@@ -136,6 +136,14 @@ pub struct LeaseRequest {
     pub wait_ms: u64,
 }
 
+/// A node that cannot reveal the checkpoints an audit asked of it for `fragment` (it
+/// restarted, or dropped them to stay within its memory budget) says so, and the coordinator
+/// replays the whole fragment at once instead of waiting for the audit deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclineRevealRequest {
+    pub fragment: Hash,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LeaseResponse {

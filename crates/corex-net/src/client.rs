@@ -11,8 +11,8 @@ use bytes::Bytes;
 use corex_core::hash::Hashed;
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
-    ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeviceReport,
-    JobOutputs, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
+    ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeclineRevealRequest,
+    DeviceReport, JobOutputs, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
     RegisterResponse, SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
@@ -251,6 +251,20 @@ impl CoordinatorClient {
 
     pub async fn lease(&self, wait_ms: u64) -> Result<LeaseResponse, NetError> {
         self.post_json("/v1/lease", &LeaseRequest { wait_ms }).await
+    }
+
+    /// Tells the coordinator this node cannot reveal the checkpoints an audit asked of it for
+    /// `fragment`, so that it replays the whole fragment now.
+    pub async fn decline_reveal(&self, fragment: &Hash) -> Result<(), NetError> {
+        let body = serde_json::to_vec(&DeclineRevealRequest {
+            fragment: *fragment,
+        })
+        .map_err(|error| NetError::Decode {
+            url: "/v1/reveals/decline".into(),
+            reason: error.to_string(),
+        })?;
+        self.call("POST", "/v1/reveals/decline", body).await?;
+        Ok(())
     }
 
     pub async fn job(&self, job: &Hash) -> Result<JobDescriptor, NetError> {

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub slowdown: u32,
     /// This node's own training data for federated jobs that name it as a data holder.
     pub local_data: Option<Arc<Dataset>>,
+    /// Memory the step checkpoints of recent traced results may take (for segment audits;
+    /// a checkpoint dropped to stay within it is declined when asked for, see `reveal`).
+    pub checkpoint_budget_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -61,6 +64,7 @@ impl Default for NodeConfig {
             collusion_dir: None,
             slowdown: 1,
             local_data: None,
+            checkpoint_budget_bytes: DEFAULT_CHECKPOINT_BUDGET_BYTES,
         }
     }
 }
@@ -131,6 +135,7 @@ impl NodeAgent {
             .local_data
             .clone()
             .map(|dataset| LocalShard::new(dataset, &key));
+        let checkpoints = CheckpointStore::new(config.checkpoint_budget_bytes);
         Self {
             client,
             key,
@@ -141,7 +146,7 @@ impl NodeAgent {
             fragments_done: 0,
             last_loss: 2.3,
             adversary_state,
-            checkpoints: CheckpointStore::new(DEFAULT_CHECKPOINT_BUDGET_BYTES),
+            checkpoints,
         }
     }
 
@@ -401,16 +406,14 @@ impl NodeAgent {
     }
 
     /// Sends the checkpoints an audit asked of this node's traced result for `fragment`, as a
-    /// result for the fragment's reveal id.
+    /// result for the fragment's reveal id; declines when they are no longer kept, so that the
+    /// coordinator replays the whole fragment at once.
     async fn reveal(&self, fragment: &Hash, model: &Hash, steps: &[u32]) -> Result<(), NodeError> {
-        let tensor = self
-            .checkpoints
-            .reveal(fragment, model, steps)
-            .ok_or_else(|| {
-                NodeError::Compute(format!(
-                    "checkpoints after steps {steps:?} are no longer kept"
-                ))
-            })?;
+        let Some(tensor) = self.checkpoints.reveal(fragment, model, steps) else {
+            self.client.decline_reveal(fragment).await?;
+            tracing::info!(fragment = %fragment.short(), ?steps, "checkpoints no longer kept; reveal declined");
+            return Ok(());
+        };
         let reveal = Fragment::derive_reveal_id(fragment);
         let tensor = ResultTensor::from_bytes(tensor);
         let result_hash = tensor.hash();

@@ -1,9 +1,9 @@
 //! The step checkpoints of this node's traced results, kept until an audit may ask for them
 //! (see `corex_core::trace`): in memory, until the node works on a later round of the same
 //! job (a round's audits end before the next round opens), and within a byte budget, oldest
-//! dropped first. A checkpoint asked for after it was dropped cannot be revealed; the
-//! coordinator then replays the whole fragment instead, so dropping costs audit time, never
-//! the node's standing.
+//! dropped first. A checkpoint asked for after it was dropped cannot be revealed: the node
+//! declines, and the coordinator replays the whole fragment instead, so dropping costs audit
+//! time, never the node's standing.
 
 use std::collections::{HashMap, VecDeque};
 

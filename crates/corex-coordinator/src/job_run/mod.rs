@@ -111,7 +111,10 @@ impl Auditing {
     /// Every audit task has a node's replay and every reveal its checkpoints.
     fn is_complete(&self) -> bool {
         self.tasks.iter().all(|task| task.replay.is_some())
-            && self.reveals.iter().all(|reveal| reveal.answer.is_some())
+            && self
+                .reveals
+                .iter()
+                .all(|reveal| !reveal.answer.is_awaited())
     }
 }
 

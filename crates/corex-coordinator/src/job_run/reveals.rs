@@ -27,8 +27,22 @@ pub(super) struct RevealTask {
     pub steps: std::ops::Range<u32>,
     /// The checkpoints asked for: the segment's interior ends, ascending.
     pub asked: Vec<u32>,
+    pub answer: RevealAnswer,
+}
+
+/// Where a reveal request stands.
+pub(super) enum RevealAnswer {
+    Awaited,
     /// The revealed parameters, one per asked step.
-    pub answer: Option<Vec<Vec<f32>>>,
+    Revealed(Vec<Vec<f32>>),
+    /// The submitter cannot reveal them: its result is replayed whole.
+    Declined,
+}
+
+impl RevealAnswer {
+    pub fn is_awaited(&self) -> bool {
+        matches!(self, Self::Awaited)
+    }
 }
 
 impl JobRun {
@@ -59,7 +73,7 @@ impl JobRun {
             reveal_id: Fragment::derive_reveal_id(&fragment.id),
             steps,
             asked,
-            answer: None,
+            answer: RevealAnswer::Awaited,
         })
     }
 
@@ -71,7 +85,7 @@ impl JobRun {
             .as_ref()?
             .reveals
             .iter()
-            .find(|reveal| reveal.submitter == *node && reveal.answer.is_none())?;
+            .find(|reveal| reveal.submitter == *node && reveal.answer.is_awaited())?;
         let fragment = round.fragments.get(reveal.index)?;
         Some((fragment.id, self.model, reveal.asked.clone()))
     }
@@ -125,7 +139,45 @@ impl JobRun {
             replayed_by_node = auditing.tasks.len(),
             "checkpoints revealed"
         );
-        auditing.reveals[task].answer = Some(revealed);
+        auditing.reveals[task].answer = RevealAnswer::Revealed(revealed);
+        if auditing.is_complete() {
+            return self.close_round(now_ms, engine);
+        }
+        Ok(Progress::Auditing)
+    }
+
+    /// `node` cannot reveal the checkpoints asked of it for `fragment`: its result goes to the
+    /// whole-fragment replay now rather than at the audit deadline. Refused, changing nothing,
+    /// unless a reveal for that fragment is awaited from that node.
+    pub fn decline_reveal(
+        &mut self,
+        node: NodeId,
+        fragment: &Hash,
+        now_ms: u64,
+        engine: Engine<'_>,
+    ) -> Result<Progress, CoordinatorError> {
+        let not_asked = || CoordinatorError::RevealNotAsked(*fragment);
+        let round = self.round.as_mut().ok_or_else(not_asked)?;
+        let fragments = &round.fragments;
+        let auditing = round.auditing.as_mut().ok_or_else(not_asked)?;
+        let reveal = auditing
+            .reveals
+            .iter_mut()
+            .find(|reveal| {
+                reveal.submitter == node
+                    && reveal.answer.is_awaited()
+                    && fragments
+                        .get(reveal.index)
+                        .is_some_and(|asked| asked.id == *fragment)
+            })
+            .ok_or_else(not_asked)?;
+        reveal.answer = RevealAnswer::Declined;
+        tracing::debug!(
+            round = self.completed_rounds,
+            node = %node.short(),
+            fragment = %fragment.short(),
+            "reveal declined; the fragment is replayed whole"
+        );
         if auditing.is_complete() {
             return self.close_round(now_ms, engine);
         }
@@ -197,7 +249,7 @@ impl JobRun {
         if reveal.submitter != node {
             return Err(CoordinatorError::RevealNotAsked(header.fragment));
         }
-        if reveal.answer.is_some() {
+        if !reveal.answer.is_awaited() {
             return Err(closed());
         }
         if header.model != self.model {
@@ -268,7 +320,8 @@ impl JobRun {
             return Ok(judged);
         };
         for reveal in reveals {
-            let (Some(answer), Some(result)) = (&reveal.answer, &round.results[reveal.index])
+            let (RevealAnswer::Revealed(answer), Some(result)) =
+                (&reveal.answer, &round.results[reveal.index])
             else {
                 continue;
             };
