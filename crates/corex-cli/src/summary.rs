@@ -32,7 +32,10 @@ pub fn print(outcome: &DevnetOutcome) {
         );
     }
     println!("  wall time       {:.1} s", outcome.wall_s);
-    println!("  re-issued       {} fragments", status.re_issued_fragments);
+    println!(
+        "  re-issued       {} fragments and audits",
+        status.re_issued_fragments
+    );
     println!();
     // Shares are of the work (FLOPs), since fragments may differ in size.
     let total: u64 = status.nodes.values().map(|n| n.flops).sum::<u64>().max(1);

@@ -362,6 +362,8 @@ pub struct JobStatus {
     pub last_train_loss: Option<f32>,
     pub last_test_accuracy: Option<f32>,
     pub nodes: BTreeMap<NodeId, NodeContribution>,
+    /// Fragments and audit tasks given to another node (or, for an audit, replayed by the
+    /// coordinator) after their holder's lease expired, and straggler copies.
     pub re_issued_fragments: u64,
 }
 

@@ -186,6 +186,9 @@ impl JobRun {
                     freed.push((task.fragment.id, holder));
                 }
             }
+            // An abandoned audit task goes to another node, or to the coordinator at the
+            // round's close: re-issued like an abandoned fragment.
+            self.reissued += freed.len() as u64;
             return freed;
         }
         round
