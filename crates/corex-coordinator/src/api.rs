@@ -272,9 +272,6 @@ async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
 
 async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
-    if shared.ledger().is_removed(&node) {
-        return Err(CoordinatorError::Removed(node.to_hex()));
-    }
     let LeaseRequest { wait_ms } = parse_json(&body)?;
     let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
     let deadline = tokio::time::Instant::now() + wait;

@@ -284,10 +284,10 @@ impl Coordinator {
         now_ms: u64,
         ahead: usize,
     ) -> Result<LeaseResponse, CoordinatorError> {
-        self.registered(&node, now_ms)?;
         if self.verifier.is_banned(&node) {
             return Err(CoordinatorError::Banned(node.to_hex()));
         }
+        self.registered(&node, now_ms)?;
         let response = self.work_for(node, now_ms, ahead)?;
         let free_at_ms = match &response {
             LeaseResponse::Work { fragment, .. } => {

@@ -21,12 +21,10 @@ pub enum CoordinatorError {
     ReplayedNonce { nonce: String },
     #[error("no capability challenge is waiting for this step; request one first")]
     NoChallenge,
-    #[error("node {0} failed too many audits and gets no more work")]
-    Banned(String),
     #[error(
-        "node {0} was removed from the ledger after repeated hard rejects and gets no more work"
+        "node {0} failed too many audits (or the ledger removed it after repeated hard rejects) and gets no more work"
     )]
-    Removed(String),
+    Banned(String),
     #[error("registration refused: {0}")]
     SybilLimit(String),
     #[error("node {0} is not registered; POST /v1/nodes/register first")]
@@ -130,7 +128,6 @@ impl CoordinatorError {
             | Self::BadCommitment => 401,
             Self::UnregisteredNode(_)
             | Self::Banned(_)
-            | Self::Removed(_)
             | Self::SybilLimit(_)
             | Self::RevealNotAsked(_) => 403,
             Self::Lease(LeaseError::LeasedToOther { .. }) => 403,
@@ -191,7 +188,6 @@ impl CoordinatorError {
             Self::ReplayedNonce { .. } => "replayed_nonce",
             Self::UnregisteredNode(_) => "unregistered_node",
             Self::Banned(_) => "banned",
-            Self::Removed(_) => "node_removed",
             Self::SybilLimit(_) => "sybil_limit",
             Self::NoChallenge => "no_challenge",
             Self::UnknownJob(_) => "unknown_job",

@@ -114,14 +114,16 @@ impl LedgerService {
         &self.chain
     }
 
-    /// Whether the ledger removed `node` (repeated hard rejects). The ledger is stored, so
-    /// this outlives a coordinator restart, unlike the verifier's in-memory audit records.
-    pub fn is_removed(&self, node: &NodeId) -> bool {
+    /// The nodes the ledger removed (repeated hard rejects). The ledger is stored, so this
+    /// outlives a coordinator restart, unlike the verifier's in-memory audit records.
+    pub fn removed_nodes(&self) -> Vec<NodeId> {
         self.chain
             .state()
             .nodes
-            .get(node)
-            .is_some_and(|profile| profile.status == NodeStatus::Removed)
+            .iter()
+            .filter(|(_, profile)| profile.status == NodeStatus::Removed)
+            .map(|(node, _)| *node)
+            .collect()
     }
 
     pub fn block(&self, height: u64) -> Result<Option<Block>, CoordinatorError> {

@@ -191,7 +191,7 @@ pub async fn run(
         start: Instant::now(),
     };
     // The audit seed chain's anchor goes on the ledger before any result can exist.
-    let verifier = Verifier::new(
+    let mut verifier = Verifier::new(
         corex_net::random_bytes::<32>()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
     );
@@ -201,6 +201,14 @@ pub async fn run(
         config.epoch_rounds,
         clock.unix_millis(),
     )?;
+    // The verifier's records start empty; the nodes an earlier run had removed stay out.
+    let removed = ledger.removed_nodes();
+    if !removed.is_empty() {
+        tracing::info!(nodes = removed.len(), "nodes the ledger removed are banned");
+    }
+    for node in removed {
+        verifier.ban(node);
+    }
     ledger.commit_audit_anchor(verifier.anchor(), clock.unix_millis())?;
     let ledger = Arc::new(Mutex::new(ledger));
     {

@@ -142,6 +142,13 @@ impl Verifier {
         }
     }
 
+    /// Bans `node` from the start: one the stored ledger removed before this verifier, whose
+    /// records live in memory, existed (a coordinator restart).
+    pub fn ban(&mut self, node: NodeId) {
+        let record = self.records.entry(node).or_default();
+        record.failed = record.failed.max(BAN_AFTER_FAILED_AUDITS);
+    }
+
     /// A node caught cheating this often gets no more work.
     pub fn is_banned(&self, node: &NodeId) -> bool {
         self.record(node).failed >= BAN_AFTER_FAILED_AUDITS
