@@ -358,12 +358,12 @@ impl Coordinator {
             .filter_map(|job| job.next_copy_ms(&node, &auditors))
             .min()
             .map(|due_ms| due_ms.saturating_sub(now_ms).max(1));
-        let retry_ms = match (deferred, copy_in_ms) {
-            (true, copy_in_ms) => {
-                copy_in_ms.map_or(DEFERRED_RETRY_MS, |ms| ms.min(DEFERRED_RETRY_MS))
-            }
-            (false, copy_in_ms) => copy_in_ms.map_or(IDLE_RETRY_MS, |ms| ms.min(IDLE_RETRY_MS)),
+        let longest = if deferred {
+            DEFERRED_RETRY_MS
+        } else {
+            IDLE_RETRY_MS
         };
+        let retry_ms = copy_in_ms.map_or(longest, |ms| ms.min(longest));
         Ok(LeaseResponse::Idle { retry_ms })
     }
 
@@ -450,6 +450,20 @@ impl Coordinator {
         now_ms: u64,
     ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
         self.registered(&node, now_ms)?;
+        let (job, progress) = self.with_job_of(fragment, now_ms, |job, engine| {
+            job.decline_reveal(node, fragment, now_ms, engine)
+        })?;
+        Ok((job, progress, None))
+    }
+
+    /// Runs `act` on the job that owns `fragment`, with the engine's view for it; returns the
+    /// job's id with what `act` returned.
+    fn with_job_of<T>(
+        &mut self,
+        fragment: &Hash,
+        now_ms: u64,
+        act: impl FnOnce(&mut JobRun, Engine<'_>) -> Result<T, CoordinatorError>,
+    ) -> Result<(Hash, T), CoordinatorError> {
         let job = self
             .jobs
             .values_mut()
@@ -463,8 +477,7 @@ impl Coordinator {
             &self.config,
             now_ms,
         );
-        let progress = job.decline_reveal(node, fragment, now_ms, engine)?;
-        Ok((job.id, progress, None))
+        Ok((job.id, act(job, engine)?))
     }
 
     /// Routes a result to the job that owns its fragment, which checks and records it.
@@ -475,21 +488,10 @@ impl Coordinator {
         tensor: &Hashed<&[u8]>,
         now_ms: u64,
     ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
-        let job = self
-            .jobs
-            .values_mut()
-            .find(|job| job.owns_fragment(&header.fragment))
-            .ok_or(CoordinatorError::UnknownFragment(header.fragment))?;
-        let engine = job_engine(
-            &mut self.blobs,
-            &mut self.verifier,
-            &self.nodes,
-            &self.available,
-            &self.config,
-            now_ms,
-        );
-        let (progress, timing) = job.submit(node, header, tensor, now_ms, engine)?;
-        let job = job.id;
+        let (job, (progress, timing)) =
+            self.with_job_of(&header.fragment, now_ms, |job, engine| {
+                job.submit(node, header, tensor, now_ms, engine)
+            })?;
         // Its work delivered, the node is about to ask for more.
         self.available.insert(node, now_ms);
         let flagged = timing.and_then(|timing| self.observe(node, timing));
