@@ -209,7 +209,7 @@ impl CoordinatorClient {
         &self,
         method: &str,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
     ) -> Result<T, NetError> {
         let bytes = self.call(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(|error| NetError::Decode {
@@ -223,11 +223,7 @@ impl CoordinatorClient {
         path: &str,
         body: &B,
     ) -> Result<T, NetError> {
-        let bytes = serde_json::to_vec(body).map_err(|error| NetError::Decode {
-            url: path.to_owned(),
-            reason: error.to_string(),
-        })?;
-        self.call_json("POST", path, bytes).await
+        self.call_json("POST", path, json_body(path, body)?).await
     }
 
     pub async fn register(&self, device: DeviceReport) -> Result<RegisterResponse, NetError> {
@@ -256,14 +252,14 @@ impl CoordinatorClient {
     /// Tells the coordinator this node cannot reveal the checkpoints an audit asked of it for
     /// `fragment`, so that it replays the whole fragment now.
     pub async fn decline_reveal(&self, fragment: &Hash) -> Result<(), NetError> {
-        let body = serde_json::to_vec(&DeclineRevealRequest {
-            fragment: *fragment,
-        })
-        .map_err(|error| NetError::Decode {
-            url: "/v1/reveals/decline".into(),
-            reason: error.to_string(),
-        })?;
-        self.call("POST", "/v1/reveals/decline", body).await?;
+        let path = "/v1/reveals/decline";
+        let body = json_body(
+            path,
+            &DeclineRevealRequest {
+                fragment: *fragment,
+            },
+        )?;
+        self.call("POST", path, body).await?;
         Ok(())
     }
 
@@ -350,4 +346,14 @@ impl CoordinatorClient {
         let tx = SignedTx::sign(&self.key, &summary.genesis_hash, nonce, body);
         self.post_json("/v1/ledger/txs", &tx).await
     }
+}
+
+/// `body` as the JSON of a request to `path`.
+pub(crate) fn json_body<B: Serialize>(path: &str, body: &B) -> Result<Bytes, NetError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|error| NetError::Decode {
+            url: path.to_owned(),
+            reason: error.to_string(),
+        })
 }

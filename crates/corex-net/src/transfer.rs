@@ -28,7 +28,7 @@ use corex_core::messages::{
 };
 use corex_core::result_frame::ResultTensor;
 
-use crate::client::CoordinatorClient;
+use crate::client::{CoordinatorClient, json_body};
 use crate::error::NetError;
 use crate::stage::ChunkStage;
 
@@ -218,16 +218,13 @@ impl CoordinatorClient {
         let manifest = Manifest::of(tensor, chunk_size);
         let distinct: BTreeSet<Hash> = manifest.chunks.iter().copied().collect();
         report.chunks = distinct.len();
-        let submission = Bytes::from(
-            serde_json::to_vec(&ChunkedResult {
+        let submission = json_body(
+            "/v1/results/chunked",
+            &ChunkedResult {
                 header: header.clone(),
                 tensor: manifest.clone(),
-            })
-            .map_err(|error| NetError::Decode {
-                url: "/v1/results/chunked".into(),
-                reason: error.to_string(),
-            })?,
-        );
+            },
+        )?;
         let mut round = 1;
         loop {
             let missing = self
@@ -282,13 +279,12 @@ impl CoordinatorClient {
         retries: &mut usize,
     ) -> Result<BTreeSet<Hash>, NetError> {
         let distinct: BTreeSet<Hash> = chunks.iter().copied().collect();
-        let request = serde_json::to_vec(&MissingChunksRequest {
-            chunks: distinct.iter().copied().collect(),
-        })
-        .map_err(|error| NetError::Decode {
-            url: "/v1/uploads/missing".into(),
-            reason: error.to_string(),
-        })?;
+        let request = json_body(
+            "/v1/uploads/missing",
+            &MissingChunksRequest {
+                chunks: distinct.iter().copied().collect(),
+            },
+        )?;
         let response: MissingChunksResponse = self
             .retrying(
                 "/v1/uploads/missing",
