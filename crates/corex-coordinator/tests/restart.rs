@@ -34,6 +34,20 @@ fn job(name: &str) -> JobSpec {
     }
 }
 
+/// Three honest nodes (seeds 1..=3) and the cheater, which sends random values.
+fn spawn_nodes(net: &mut TestNet) {
+    for seed in 1..=3 {
+        net.spawn_node(seed);
+    }
+    net.spawn_node_with(
+        CHEATER,
+        NodeConfig {
+            adversary: Some(Adversary::Random),
+            ..NodeConfig::default()
+        },
+    );
+}
+
 /// Waits until the ledger shows `node` removed (the recorder runs behind the rounds).
 async fn wait_for_removal(owner: &CoordinatorClient, node: &Keypair) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -53,16 +67,7 @@ async fn wait_for_removal(owner: &CoordinatorClient, node: &Keypair) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
     let mut net = TestNet::start(config()).await;
-    for seed in 1..=3 {
-        net.spawn_node(seed);
-    }
-    net.spawn_node_with(
-        CHEATER,
-        NodeConfig {
-            adversary: Some(Adversary::Random),
-            ..NodeConfig::default()
-        },
-    );
+    spawn_nodes(&mut net);
     let owner = net.client(250);
     let first = owner.submit_job(&job("before-restart")).await.unwrap();
     assert_eq!(
@@ -84,16 +89,7 @@ async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
     assert_eq!(refused.api_code(), Some("banned"), "{refused}");
 
     // Honest nodes train a new job to the end; the removed node, running again, gets nothing.
-    for seed in 1..=3 {
-        net.spawn_node(seed);
-    }
-    net.spawn_node_with(
-        CHEATER,
-        NodeConfig {
-            adversary: Some(Adversary::Random),
-            ..NodeConfig::default()
-        },
-    );
+    spawn_nodes(&mut net);
     let owner = net.client(250);
     let second = owner.submit_job(&job("after-restart")).await.unwrap();
     let status = wait_for_end(&owner, &second, Duration::from_secs(120)).await;

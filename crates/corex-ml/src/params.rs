@@ -134,6 +134,7 @@ pub(crate) fn check_dataset(spec: &ModelSpec, data: &crate::Dataset) -> Result<(
     }
     Ok(())
 }
+
 /// How many samples `indices` names, as the `u32` a fragment output counts them in.
 pub(crate) fn sample_count(indices: &[u32]) -> Result<u32, MlError> {
     u32::try_from(indices.len())

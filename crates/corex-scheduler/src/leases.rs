@@ -4,8 +4,8 @@
 //! round's end, possibly a second one: when nothing is pending, a free node may take a copy of
 //! a fragment whose holder has overrun the time it was expected to take (a straggler's; see
 //! [`straggler_due_ms`]), or early when the copier is much faster
-//! ([`speculative_copy_due_ms`]), and the first valid result wins; the other holder's result is then
-//! refused as already done (not paid). A node asking again
+//! ([`speculative_copy_due_ms`]), and the first valid result wins; the other holder's result
+//! is then refused as already done (not paid). A node asking again
 //! while it holds a lease gets the same fragment back (a restarted node resumes), an expired
 //! lease drops its holder (the fragment is pending again once no holder is left), and only a
 //! holder of a live lease may complete a fragment. Time comes in as milliseconds; nothing here
