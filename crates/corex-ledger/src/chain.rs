@@ -1,7 +1,8 @@
 //! The chain: genesis, the current state and the head. Blocks are proposed on a copy of the
 //! state and adopted only after the caller has stored them; replayed blocks are checked in
 //! full (producer signature, link, height, time, transaction root, every transaction, state
-//! root) and applied all or nothing.
+//! root) and applied all or nothing. Every block, proposed or replayed, first settles the
+//! epochs its timestamp has passed (`State::advance_to`), then applies its transactions.
 
 use corex_core::{Hash, Keypair};
 
@@ -74,6 +75,17 @@ impl Chain {
         self.height
     }
 
+    /// The head block's timestamp (the genesis timestamp before block 1).
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// Whether a block at `timestamp_ms` would settle an epoch with work, or vest a reward.
+    pub fn settlement_due(&self, timestamp_ms: u64) -> bool {
+        self.state
+            .settlement_due(&self.genesis, timestamp_ms.max(self.timestamp_ms))
+    }
+
     /// Would `tx` apply now? Checks on a copy; the chain is untouched.
     pub fn check(&self, tx: &SignedTx) -> Result<(), LedgerError> {
         self.state
@@ -92,7 +104,9 @@ impl Chain {
         if producer.id() != self.genesis.coordinator {
             return Err(LedgerError::NotCoordinator(producer.id()));
         }
+        let timestamp_ms = timestamp_ms.max(self.timestamp_ms);
         let mut state = self.state.clone();
+        state.advance_to(&self.genesis, timestamp_ms)?;
         let signatures_ok = verify_batch(&self.genesis_hash, &candidates).is_ok();
         let mut accepted = Vec::with_capacity(candidates.len());
         let mut refused = Vec::new();
@@ -126,7 +140,9 @@ impl Chain {
         if producer.id() != self.genesis.coordinator {
             return Err(LedgerError::NotCoordinator(producer.id()));
         }
+        let timestamp_ms = timestamp_ms.max(self.timestamp_ms);
         let mut state = self.state.clone();
+        state.advance_to(&self.genesis, timestamp_ms)?;
         let mut nonce = state.account(&producer.id()).map_or(0, |a| a.nonce);
         let mut accepted = Vec::with_capacity(bodies.len());
         let mut left_out = Vec::new();
@@ -147,7 +163,8 @@ impl Chain {
         Ok((Some(proposal), left_out))
     }
 
-    /// Signs the block of `accepted` (already applied to `state`) and the chain after it.
+    /// Signs the block of `accepted` (already applied to `state`, advanced to `timestamp_ms`,
+    /// which is not before the head's) and the chain after it.
     fn seal(
         &self,
         producer: &Keypair,
@@ -160,7 +177,7 @@ impl Chain {
         let header = BlockHeader {
             height: self.height + 1,
             prev: self.head,
-            timestamp_ms: timestamp_ms.max(self.timestamp_ms),
+            timestamp_ms,
             tx_root: tx_root(&accepted),
             state_root: state.root(),
             producer: producer.id(),
@@ -219,6 +236,13 @@ impl Chain {
         }
         let batch_ok = verify_batch(&self.genesis_hash, &block.txs).is_ok();
         let mut state = self.state.clone();
+        state
+            .advance_to(&self.genesis, header.timestamp_ms)
+            .map_err(|error| LedgerError::BlockTx {
+                height,
+                index: 0,
+                error: Box::new(error),
+            })?;
         for (index, tx) in block.txs.iter().enumerate() {
             let applied = if batch_ok {
                 state.apply_verified(&self.genesis, tx)

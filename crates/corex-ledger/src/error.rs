@@ -29,14 +29,16 @@ pub enum LedgerError {
     UnstakeTooMuch { stake: u128, amount: u128 },
     #[error("nothing to withdraw in epoch {epoch}: unbonding ends at epoch {earliest:?}")]
     UnbondingNotDone { epoch: u64, earliest: Option<u64> },
-    #[error("record is for epoch {got}, the current epoch is {expected}")]
-    WrongEpoch { expected: u64, got: u64 },
+    #[error("epoch {epoch} is not over: it ends at ledger time {ends_ms} ms")]
+    EpochNotOver { epoch: u64, ends_ms: u64 },
     #[error("quality {0} ppm is over 1,000,000")]
     QualityOutOfRange(u32),
     #[error("round {got} of job {} is not after the last recorded round {last}", job.short())]
     RoundOutOfOrder { job: Hash, last: u32, got: u32 },
-    #[error("round {round}: its audit seed does not follow the last one in the committed chain")]
+    #[error("round {round}: its audit seed is not the one last revealed for its job")]
     AuditSeedBroken { round: u32 },
+    #[error("audit seed {} does not follow the last reveal or a committed anchor", seed.short())]
+    AuditSeedOutOfOrder { seed: Hash },
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
     #[error("invalid genesis: {0}")]

@@ -1,26 +1,39 @@
 //! The rules of the chain, fixed at genesis: every economic constant, and the genesis record
-//! whose hash names the chain. No transaction can change them.
+//! whose hash names the chain. No transaction can change them. Epochs are spans of ledger
+//! time (block timestamps) counted from the genesis timestamp, never rounds or jobs.
 
 use corex_core::{Hash, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::amount::{BASE_UNITS_PER_CXT, PPM};
+use crate::emission::{PPQ, release_per_epoch_ppq};
 use crate::error::LedgerError;
 
-/// Economic constants. Ratios are in parts per million (ppm); durations in epochs.
+/// One hour of ledger time.
+const HOUR_MS: u64 = 3_600_000;
+/// Four Julian years (4 × 365.25 days) of ledger time: the default half-life, Bitcoin's
+/// halving period.
+pub const FOUR_YEARS_MS: u64 = 4 * 36_525 * 24 * HOUR_MS / 100;
+
+/// Economic constants. Ratios are in parts per million (ppm); durations in epochs of ledger
+/// time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
-    /// Share of the remaining pool released per epoch, before the demand factor.
-    pub release_ppm: u64,
+    /// Length of an epoch in ledger time: epoch `e` holds the blocks stamped within
+    /// `[genesis + e·epoch_ms, genesis + (e+1)·epoch_ms)`; the first block past it settles it.
+    pub epoch_ms: u64,
+    /// The pool's half-life in ledger time while every epoch is worked at a demand factor of
+    /// 1: each such epoch releases `1 − 2^(−epoch_ms / half_life_ms)` of what remains.
+    pub half_life_ms: u64,
     /// Bounds of the demand factor `task_demand / compute_supply`.
     pub demand_factor_min_ppm: u64,
     pub demand_factor_max_ppm: u64,
     /// Split of each release: Compute-PoC, staked advanced work; the rest goes to the fund.
     pub compute_share_ppm: u64,
     pub advanced_share_ppm: u64,
-    /// Rewards stay locked (and can be voided) for this many epochs.
+    /// Rewards stay locked (and can be voided) for this many epochs of ledger time.
     pub lock_epochs: u64,
-    /// Unbonding takes this many epochs; longer than the lock window.
+    /// Unbonding takes this many epochs of ledger time; longer than the lock window.
     pub unbonding_epochs: u64,
     /// Minimum stake, in base units, to be paid for advanced work.
     pub min_advanced_stake: u128,
@@ -42,15 +55,19 @@ pub struct Params {
 }
 
 impl Default for Params {
+    /// The main rules: one-hour epochs, a four-year half-life (the pool is 50 % released after
+    /// 4 years, 96.9 % after 20, like Bitcoin's issuance at its halvings), rewards locked for a
+    /// day and unbonding over a week.
     fn default() -> Self {
         Self {
-            release_ppm: 2_000,
+            epoch_ms: HOUR_MS,
+            half_life_ms: FOUR_YEARS_MS,
             demand_factor_min_ppm: 500_000,
             demand_factor_max_ppm: 1_500_000,
             compute_share_ppm: 600_000,
             advanced_share_ppm: 300_000,
-            lock_epochs: 4,
-            unbonding_epochs: 8,
+            lock_epochs: 24,
+            unbonding_epochs: 168,
             min_advanced_stake: 1_000 * BASE_UNITS_PER_CXT,
             boost_per_sqrt_cxt_ppm: 10_000,
             boost_cap_ppm: 1_000_000,
@@ -67,14 +84,31 @@ impl Default for Params {
 }
 
 impl Params {
+    /// A devnet's rules: the same half-life in two-second epochs, so that a job of a few
+    /// seconds crosses epoch boundaries and its nodes are paid; rewards lock for a minute and
+    /// unbonding takes two.
+    pub fn devnet() -> Self {
+        Self {
+            epoch_ms: 2_000,
+            lock_epochs: 30,
+            unbonding_epochs: 60,
+            ..Self::default()
+        }
+    }
+
+    /// The share of the pool an epoch releases at a demand factor of 1, in parts per 10¹⁸.
+    pub fn release_per_epoch_ppq(&self) -> Result<u128, LedgerError> {
+        release_per_epoch_ppq(self.epoch_ms, self.half_life_ms).ok_or_else(|| {
+            LedgerError::InvalidGenesis("epoch_ms must be within 1..=half_life_ms".into())
+        })
+    }
+
     pub fn validate(&self) -> Result<(), LedgerError> {
         let bad = |reason: &str| Err(LedgerError::InvalidGenesis(reason.into()));
         let ppm = PPM as u64;
-        if self.release_ppm > ppm {
-            return bad("release_ppm is over 100%");
-        }
+        let release = self.release_per_epoch_ppq()?;
         if self.demand_factor_min_ppm > self.demand_factor_max_ppm
-            || u128::from(self.release_ppm) * u128::from(self.demand_factor_max_ppm) > PPM * PPM
+            || release * u128::from(self.demand_factor_max_ppm) > PPQ * PPM
         {
             return bad("demand factor bounds are inverted or release more than the pool");
         }
@@ -115,6 +149,19 @@ impl Genesis {
             timestamp_ms,
             params: Params::default(),
         }
+    }
+
+    /// The epoch a block stamped `timestamp_ms` falls in (blocks never precede genesis).
+    pub fn epoch_at(&self, timestamp_ms: u64) -> u64 {
+        timestamp_ms.saturating_sub(self.timestamp_ms) / self.params.epoch_ms.max(1)
+    }
+
+    /// When epoch `epoch` ends: the first ledger time of epoch `epoch + 1`.
+    pub fn epoch_end_ms(&self, epoch: u64) -> u64 {
+        epoch
+            .saturating_add(1)
+            .saturating_mul(self.params.epoch_ms)
+            .saturating_add(self.timestamp_ms)
     }
 
     /// The genesis hash: every transaction signs over it, and block 0 is named by it.

@@ -1,8 +1,9 @@
 //! Epoch settlement, the published rule (docs/economics.md has the same formulas):
 //!
 //! ```text
+//! release_ppq = 10¹⁸ − 2^(−epoch_ms / half_life_ms)               (emission.rs)
 //! factor  = clamp(task_demand / compute_supply, min, max)        (1 when supply is 0)
-//! release = ⌊⌊pool × release_ppm / 10⁶⌋ × factor_ppm / 10⁶⌋       (0 when nobody worked)
+//! release = ⌊⌊pool × release_ppq / 10¹⁸⌋ × factor_ppm / 10⁶⌋      (0 when nobody worked)
 //! compute_budget  = ⌊release × compute_share_ppm / 10⁶⌋
 //! advanced_budget = ⌊release × advanced_share_ppm / 10⁶⌋
 //! fund            = release − compute_budget − advanced_budget
@@ -17,6 +18,7 @@ use corex_core::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::amount::{PPM, mul_div};
+use crate::emission::PPQ;
 use crate::error::LedgerError;
 use crate::params::Params;
 
@@ -39,8 +41,19 @@ pub struct Participant {
     pub stake: u128,
 }
 
+/// The load of the epoch being settled, in FLOPs: the demand factor's inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochLoad {
+    /// Compute the network delivered: Σ compute units recorded.
+    pub compute_supply: u128,
+    /// Work jobs asked for: every judged result's cost, accepted or not.
+    pub task_demand: u128,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
+    /// The epoch this settled.
+    pub epoch: u64,
     pub factor_ppm: u128,
     pub release: u128,
     pub to_fund: u128,
@@ -57,23 +70,24 @@ impl Settlement {
     }
 }
 
-pub fn demand_factor_ppm(params: &Params, compute_supply: u64, task_demand: u64) -> u128 {
-    if compute_supply == 0 {
-        return PPM;
-    }
-    let ratio = u128::from(task_demand) * PPM / u128::from(compute_supply);
+pub fn demand_factor_ppm(params: &Params, load: EpochLoad) -> u128 {
+    // A ratio too large for u128 is far above any bound.
+    let ratio = match load.compute_supply {
+        0 => PPM,
+        supply => mul_div(load.task_demand, PPM, supply).unwrap_or(u128::MAX),
+    };
     ratio.clamp(
         u128::from(params.demand_factor_min_ppm),
         u128::from(params.demand_factor_max_ppm),
     )
 }
 
-/// Settles one epoch; `participants` must be sorted by node and hold only active nodes.
+/// Settles epoch `epoch`; `participants` must be sorted by node and hold only active nodes.
 pub fn settle(
+    epoch: u64,
     pool: u128,
     params: &Params,
-    compute_supply: u64,
-    task_demand: u64,
+    load: EpochLoad,
     participants: &[Participant],
 ) -> Result<Settlement, LedgerError> {
     let overflow = |what| LedgerError::Overflow(what);
@@ -100,14 +114,15 @@ pub fn settle(
     };
     let compute_total = sum(&compute_weights)?;
     let advanced_total = sum(&advanced_weights)?;
-    let factor_ppm = demand_factor_ppm(params, compute_supply, task_demand);
+    let factor_ppm = demand_factor_ppm(params, load);
     if compute_total == 0 && advanced_total == 0 {
         return Ok(Settlement {
+            epoch,
             factor_ppm,
             ..Settlement::default()
         });
     }
-    let base = mul_div(pool, u128::from(params.release_ppm), PPM).ok_or(overflow("release"))?;
+    let base = mul_div(pool, params.release_per_epoch_ppq()?, PPQ).ok_or(overflow("release"))?;
     let release = mul_div(base, factor_ppm, PPM).ok_or(overflow("release"))?;
     let compute_budget =
         mul_div(release, u128::from(params.compute_share_ppm), PPM).ok_or(overflow("split"))?;
@@ -140,6 +155,7 @@ pub fn settle(
             0
         });
     Ok(Settlement {
+        epoch,
         factor_ppm,
         release: released_budgets + to_fund,
         to_fund,
@@ -170,11 +186,18 @@ mod tests {
         }
     }
 
+    fn load(supply: u128, demand: u128) -> EpochLoad {
+        EpochLoad {
+            compute_supply: supply,
+            task_demand: demand,
+        }
+    }
+
     #[test]
     fn payouts_follow_work_and_never_exceed_the_release() {
         let params = Params::default();
         let people = [participant(1, 3 * PPM, 0), participant(2, PPM, 0)];
-        let s = settle(TOTAL_SUPPLY, &params, 10, 10, &people).unwrap();
+        let s = settle(0, TOTAL_SUPPLY, &params, load(10, 10), &people).unwrap();
         assert_eq!(s.payouts.len(), 2);
         let (a, b) = (s.payouts[0].1, s.payouts[1].1);
         assert!(a.abs_diff(3 * b) <= 3);
@@ -186,7 +209,7 @@ mod tests {
     fn staking_alone_earns_nothing() {
         let params = Params::default();
         let people = [participant(1, 0, 50_000 * BASE_UNITS_PER_CXT)];
-        let s = settle(TOTAL_SUPPLY, &params, 10, 10, &people).unwrap();
+        let s = settle(0, TOTAL_SUPPLY, &params, load(10, 10), &people).unwrap();
         assert!(s.payouts.is_empty());
         assert_eq!(s.release, 0);
     }
@@ -194,8 +217,10 @@ mod tests {
     #[test]
     fn the_demand_factor_is_bounded() {
         let params = Params::default();
-        assert_eq!(demand_factor_ppm(&params, 100, 1), 500_000);
-        assert_eq!(demand_factor_ppm(&params, 1, 100), 1_500_000);
-        assert_eq!(demand_factor_ppm(&params, 100, 120), 1_200_000);
+        assert_eq!(demand_factor_ppm(&params, load(100, 1)), 500_000);
+        assert_eq!(demand_factor_ppm(&params, load(1, 100)), 1_500_000);
+        assert_eq!(demand_factor_ppm(&params, load(100, 120)), 1_200_000);
+        assert_eq!(demand_factor_ppm(&params, load(1, u128::MAX)), 1_500_000);
+        assert_eq!(demand_factor_ppm(&params, load(0, 5)), PPM);
     }
 }

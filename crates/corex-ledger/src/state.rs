@@ -1,17 +1,19 @@
-//! The ledger state and the one function that changes it: `apply`. Every handler checks
-//! everything first and writes only after, so a refused transaction changes nothing.
+//! The ledger state and the one function that changes it: `apply` (with `advance_to`, in
+//! `epochs`, for ledger time). Every handler checks everything first and writes only after,
+//! so a refused transaction changes nothing.
 
 use std::collections::BTreeMap;
 
 use corex_core::{Hash, NodeId};
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, LockedReward, Unbonding};
+use crate::account::{Account, Unbonding};
 use crate::amount::{PPM, TOTAL_SUPPLY, mul_div};
 use crate::error::LedgerError;
 use crate::params::Genesis;
-use crate::reputation::{NodeProfile, NodeStatus, stake_boost_ppm};
-use crate::settlement::{EpochWork, Participant, Settlement, settle};
+use crate::reputation::{NodeProfile, NodeStatus};
+use crate::seeds::AuditSeeds;
+use crate::settlement::{EpochLoad, EpochWork, Settlement};
 use crate::tx::{ContributionEntry, SignedTx, TxBody, Verdict};
 
 /// The newest recorded round of a job.
@@ -41,6 +43,7 @@ impl Supply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// The open epoch of ledger time: the one the last block fell in.
     pub epoch: u64,
     /// The mining pool: minted once at genesis, paid out by settlement, refilled by slashing.
     pub pool: u128,
@@ -50,11 +53,13 @@ pub struct State {
     pub nodes: BTreeMap<NodeId, NodeProfile>,
     /// Work recorded in the current epoch, not yet settled.
     pub epoch_work: BTreeMap<NodeId, EpochWork>,
+    /// Compute supply and task demand recorded in the current epoch.
+    pub epoch_load: EpochLoad,
     pub rounds: BTreeMap<Hash, RoundHead>,
-    /// The last settlement, for reports.
+    /// The last settlement that released something, for reports.
     pub last_settlement: Option<Settlement>,
-    /// The newest audit seed (or chain anchor): the next round's seed must follow it.
-    pub audit_seed: Option<Hash>,
+    /// The committed audit seed chains, the reveals, and the seeds rounds may claim.
+    pub audit: AuditSeeds,
 }
 
 impl State {
@@ -69,9 +74,10 @@ impl State {
             accounts,
             nodes: BTreeMap::new(),
             epoch_work: BTreeMap::new(),
+            epoch_load: EpochLoad::default(),
             rounds: BTreeMap::new(),
             last_settlement: None,
-            audit_seed: None,
+            audit: AuditSeeds::default(),
         }
     }
 
@@ -174,13 +180,18 @@ impl State {
             TxBody::Stake { amount } => self.stake(signer, *amount)?,
             TxBody::BeginUnbonding { amount } => self.begin_unbonding(genesis, signer, *amount)?,
             TxBody::Withdraw => self.withdraw(signer)?,
-            TxBody::RecordContributions { epoch, entries } => {
-                self.record_contributions(*epoch, entries)?
-            }
+            TxBody::RecordContributions {
+                entries,
+                task_demand,
+            } => self.record_contributions(entries, *task_demand)?,
             TxBody::RecordVerdict { node, verdict, .. } => {
                 self.record_verdict(genesis, *node, verdict)?
             }
-            TxBody::CommitAuditChain { anchor } => self.audit_seed = Some(*anchor),
+            TxBody::CommitAuditChain { anchor } => self.audit.commit(*anchor),
+            TxBody::RevealAuditSeed { job, seed } => {
+                self.audit.check_reveal(seed)?;
+                self.audit.reveal(*job, *seed);
+            }
             TxBody::RecordRound {
                 job,
                 round,
@@ -188,12 +199,7 @@ impl State {
                 results_root,
                 audit_seed,
             } => {
-                let follows = self
-                    .audit_seed
-                    .is_some_and(|previous| corex_verify::follows(&previous, audit_seed));
-                if !follows {
-                    return Err(LedgerError::AuditSeedBroken { round: *round });
-                }
+                self.audit.check_claim(job, audit_seed, *round)?;
                 if let Some(last) = self.rounds.get(job)
                     && *round <= last.round
                 {
@@ -211,13 +217,16 @@ impl State {
                         results_root: *results_root,
                     },
                 );
-                self.audit_seed = Some(*audit_seed);
+                self.audit.claim(job);
             }
-            TxBody::SettleEpoch {
-                epoch,
-                compute_supply,
-                task_demand,
-            } => self.settle_epoch(genesis, *epoch, *compute_supply, *task_demand)?,
+            TxBody::SettleEpoch { epoch } => {
+                if *epoch >= self.epoch {
+                    return Err(LedgerError::EpochNotOver {
+                        epoch: *epoch,
+                        ends_ms: genesis.epoch_end_ms(*epoch),
+                    });
+                }
+            }
         }
         // Every handler has succeeded, so the signer's account exists now.
         if let Some(account) = self.accounts.get_mut(&signer) {
@@ -326,16 +335,16 @@ impl State {
 
     fn record_contributions(
         &mut self,
-        epoch: u64,
         entries: &[ContributionEntry],
+        task_demand: u128,
     ) -> Result<(), LedgerError> {
-        if epoch != self.epoch {
-            return Err(LedgerError::WrongEpoch {
-                expected: self.epoch,
-                got: epoch,
-            });
-        }
+        let overflow = || LedgerError::Overflow("contributions");
         // Compute every new total first; write only if all of them are valid.
+        let mut load = self.epoch_load;
+        load.task_demand = load
+            .task_demand
+            .checked_add(task_demand)
+            .ok_or_else(overflow)?;
         let mut updated: BTreeMap<NodeId, EpochWork> = BTreeMap::new();
         for entry in entries {
             self.active_node(&entry.node)?;
@@ -351,20 +360,29 @@ impl State {
                     .unwrap_or_default(),
             };
             let quality = u128::from(entry.quality_ppm);
-            let advanced_units = u128::from(entry.pot_units) + u128::from(entry.verification_units);
+            let weighted = |units: u128| units.checked_mul(quality).ok_or_else(overflow);
+            let advanced_units = entry
+                .pot_units
+                .checked_add(entry.verification_units)
+                .ok_or_else(overflow)?;
             let next = EpochWork {
                 compute: current
                     .compute
-                    .checked_add(u128::from(entry.compute_units) * quality)
-                    .ok_or(LedgerError::Overflow("contributions"))?,
+                    .checked_add(weighted(entry.compute_units)?)
+                    .ok_or_else(overflow)?,
                 advanced: current
                     .advanced
-                    .checked_add(advanced_units * quality)
-                    .ok_or(LedgerError::Overflow("contributions"))?,
+                    .checked_add(weighted(advanced_units)?)
+                    .ok_or_else(overflow)?,
             };
+            load.compute_supply = load
+                .compute_supply
+                .checked_add(entry.compute_units)
+                .ok_or_else(overflow)?;
             updated.insert(entry.node, next);
         }
         self.epoch_work.extend(updated);
+        self.epoch_load = load;
         Ok(())
     }
 
@@ -396,90 +414,14 @@ impl State {
             }
             // Supply is conserved, so the pool cannot overflow.
             self.pool += voided + slashed;
+            // Work recorded in the open epoch is a reward not yet locked: void it too.
+            self.epoch_work.remove(&node);
         }
         if let Some(profile) = self.nodes.get_mut(&node) {
             profile.record(verdict, params);
             profile.rewards_voided += voided;
             profile.slashed += slashed;
         }
-        Ok(())
-    }
-
-    fn settle_epoch(
-        &mut self,
-        genesis: &Genesis,
-        epoch: u64,
-        compute_supply: u64,
-        task_demand: u64,
-    ) -> Result<(), LedgerError> {
-        if epoch != self.epoch {
-            return Err(LedgerError::WrongEpoch {
-                expected: self.epoch,
-                got: epoch,
-            });
-        }
-        let params = &genesis.params;
-        let participants: Vec<Participant> = self
-            .epoch_work
-            .iter()
-            .filter_map(|(node, work)| {
-                let profile = self.nodes.get(node)?;
-                if profile.status == NodeStatus::Removed {
-                    return None;
-                }
-                let stake = self.accounts.get(node).map_or(0, |a| a.stake);
-                Some(Participant {
-                    node: *node,
-                    work: work.clone(),
-                    reputation_ppm: profile.reputation_factor_ppm(params),
-                    boost_ppm: stake_boost_ppm(stake, params),
-                    stake,
-                })
-            })
-            .collect();
-        let settlement = settle(
-            self.pool,
-            params,
-            compute_supply,
-            task_demand,
-            &participants,
-        )?;
-        let leaving = settlement.leaves_pool();
-        if leaving > self.pool {
-            return Err(LedgerError::Overflow("settlement exceeds the pool"));
-        }
-        // From here on nothing can fail.
-        for (node, account) in &mut self.accounts {
-            let vested: u128 = account
-                .locked
-                .iter()
-                .filter(|r| r.unlock_epoch <= epoch)
-                .map(|r| r.amount)
-                .sum();
-            if vested > 0 {
-                account.locked.retain(|r| r.unlock_epoch > epoch);
-                account.balance += vested;
-                if let Some(profile) = self.nodes.get_mut(node) {
-                    profile.rewards_claimed += vested;
-                }
-            }
-        }
-        let unlock_epoch = epoch + params.lock_epochs;
-        for (node, amount) in &settlement.payouts {
-            self.accounts
-                .entry(*node)
-                .or_default()
-                .locked
-                .push(LockedReward {
-                    amount: *amount,
-                    unlock_epoch,
-                });
-        }
-        self.pool -= leaving;
-        self.fund += settlement.to_fund;
-        self.epoch_work.clear();
-        self.epoch += 1;
-        self.last_settlement = Some(settlement);
         Ok(())
     }
 }

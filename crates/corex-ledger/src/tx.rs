@@ -16,23 +16,28 @@ pub enum DeviceClass {
     Hpc,
 }
 
-/// One node's verified work in an epoch, as the coordinator measured it.
+/// One node's verified work, as the coordinator measured it. Units are exact FLOPs (the cost
+/// the coordinator derived from the spec, never rounded up), so no fragment counts for more
+/// than it cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContributionEntry {
     pub node: NodeId,
-    /// Compute-PoC units: verified gradient work (GFLOP).
-    pub compute_units: u64,
-    /// Model-PoT units: training contribution judged useful.
-    pub pot_units: u64,
-    /// Verification units: audits replayed for others.
-    pub verification_units: u64,
+    /// Compute-PoC units: FLOPs of verified work.
+    #[serde(with = "crate::amount::as_string")]
+    pub compute_units: u128,
+    /// Model-PoT units: FLOPs of training contribution judged useful.
+    #[serde(with = "crate::amount::as_string")]
+    pub pot_units: u128,
+    /// Verification units: FLOPs of audits replayed for others.
+    #[serde(with = "crate::amount::as_string")]
+    pub verification_units: u128,
     /// Quality of this work, 0..=1,000,000 ppm.
     pub quality_ppm: u32,
 }
 
 impl ContributionEntry {
     /// Compute-PoC work only, at full quality.
-    pub fn compute(node: NodeId, compute_units: u64) -> Self {
+    pub fn compute(node: NodeId, compute_units: u128) -> Self {
         Self {
             node,
             compute_units,
@@ -83,9 +88,12 @@ pub enum TxBody {
     },
     /// Moves every unbonding entry whose period has ended back to the balance.
     Withdraw,
+    /// Work to be paid from the release of the epoch the block falls in.
     RecordContributions {
-        epoch: u64,
         entries: Vec<ContributionEntry>,
+        /// FLOPs of every result judged (accepted or not): the demand factor's numerator.
+        #[serde(with = "crate::amount::as_string")]
+        task_demand: u128,
     },
     RecordVerdict {
         node: NodeId,
@@ -98,18 +106,19 @@ pub enum TxBody {
         model: Hash,
         /// Merkle root of the round's accepted result commitments.
         results_root: Hash,
-        /// The audit seed revealed at the round's close; it must follow the last one.
+        /// The audit seed that judged the round: the one revealed for `job` last.
         audit_seed: Hash,
     },
-    /// Publishes the anchor of a new audit seed chain, before any result it will judge.
+    /// Publishes the anchor of the next audit seed chain, before any result it will judge;
+    /// the first anchor starts the chain, later ones are the successor of the current chain.
     CommitAuditChain { anchor: Hash },
-    /// Closes `epoch`: vests matured rewards and releases the epoch's share of the pool.
-    SettleEpoch {
-        epoch: u64,
-        /// Compute the network offered in the epoch and the work jobs asked for (same unit).
-        compute_supply: u64,
-        task_demand: u64,
-    },
+    /// Reveals the next seed of the audit chain (in chain order), drawn for `job`'s round
+    /// whose results are all committed.
+    RevealAuditSeed { job: Hash, seed: Hash },
+    /// Marks that epoch `epoch` is over by this block's time. Settlement itself needs no
+    /// record: every block first settles the epochs that ended before its timestamp. The
+    /// coordinator's timer sends this so that an idle ledger still closes epochs.
+    SettleEpoch { epoch: u64 },
 }
 
 impl TxBody {
@@ -121,6 +130,7 @@ impl TxBody {
                 | Self::RecordVerdict { .. }
                 | Self::RecordRound { .. }
                 | Self::CommitAuditChain { .. }
+                | Self::RevealAuditSeed { .. }
                 | Self::SettleEpoch { .. }
         )
     }

@@ -19,7 +19,9 @@ pub struct LedgerSummary {
     pub coordinator: NodeId,
     pub height: u64,
     pub head: Hash,
+    /// The open epoch of ledger time, and when it ends (ms since the Unix epoch).
     pub epoch: u64,
+    pub epoch_ends_ms: u64,
     pub state_root: Hash,
     pub supply: Supply,
     pub params: Params,
@@ -62,6 +64,7 @@ impl Chain {
             height: self.height(),
             head: self.head(),
             epoch: state.epoch,
+            epoch_ends_ms: self.genesis().epoch_end_ms(state.epoch),
             state_root: state.root(),
             supply: state.supply(),
             params: self.genesis().params.clone(),

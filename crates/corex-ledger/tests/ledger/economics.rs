@@ -11,11 +11,11 @@ use crate::support::World;
 #[test]
 fn settlement_pays_work_in_proportion_and_vests_after_the_lock() {
     let mut world = World::new(2);
-    let entries = [(0usize, 30u64), (1, 10)]
+    let entries = [(0usize, 30u128), (1, 10)]
         .iter()
         .map(|(i, units)| ContributionEntry::compute(world.nodes[*i].id(), *units))
         .collect();
-    world.settle(entries, 10);
+    world.settle(entries);
     let state = world.chain.state();
     let a = state.account(&world.nodes[0].id()).unwrap();
     let b = state.account(&world.nodes[1].id()).unwrap();
@@ -93,10 +93,9 @@ fn repeated_hard_rejects_remove_a_node_and_its_work_is_no_longer_recorded() {
         world.chain.state().nodes[&cheat].status,
         NodeStatus::Removed
     );
-    let epoch = world.chain.state().epoch;
     let refused = world.record(TxBody::RecordContributions {
-        epoch,
         entries: vec![ContributionEntry::compute(cheat, 1)],
+        task_demand: 1,
     });
     assert!(refused.is_err());
 }
@@ -158,7 +157,7 @@ fn staking_raises_reward_weight_sublinearly_but_alone_earns_nothing() {
         .iter()
         .map(|k| ContributionEntry::compute(k.id(), 10))
         .collect();
-    world.settle(entries, 1);
+    world.settle(entries);
     // Earlier rewards vested at this settlement, so what is locked now is this epoch's pay.
     let staker_reward = locked(&world, &staker);
     let plain_reward = locked(&world, &plain);

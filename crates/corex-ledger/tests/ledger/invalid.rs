@@ -161,12 +161,12 @@ fn withdrawing_before_unbonding_ends_is_refused() {
             earliest: Some(epoch + 2)
         }
     );
-    world.work_epoch(1);
+    world.close_epoch();
     assert!(matches!(
         refused(&world, &world.signed(&alice, TxBody::Withdraw)),
         LedgerError::UnbondingNotDone { .. }
     ));
-    world.work_epoch(1);
+    world.close_epoch();
     let before = world.balance(&alice);
     world.submit(&alice, TxBody::Withdraw).unwrap();
     assert_eq!(world.balance(&alice), before + 60);
@@ -189,12 +189,11 @@ fn unknown_accounts_and_nodes_are_refused() {
         refused(&world, &tx),
         LedgerError::UnknownAccount(stranger.id())
     );
-    let epoch = world.chain.state().epoch;
     let record = world.signed(
         &world.coordinator,
         TxBody::RecordContributions {
-            epoch,
             entries: vec![ContributionEntry::compute(stranger.id(), 1)],
+            task_demand: 1,
         },
     );
     assert_eq!(
@@ -220,11 +219,7 @@ fn records_not_signed_by_the_coordinator_are_refused() {
     let impostor = &world.nodes[0];
     let epoch = world.chain.state().epoch;
     for body in [
-        TxBody::SettleEpoch {
-            epoch,
-            compute_supply: 1,
-            task_demand: 1,
-        },
+        TxBody::SettleEpoch { epoch },
         TxBody::RecordVerdict {
             node: world.nodes[1].id(),
             fragment: Hash::of(b"f"),
@@ -242,9 +237,13 @@ fn records_not_signed_by_the_coordinator_are_refused() {
         TxBody::CommitAuditChain {
             anchor: Hash::of(b"a"),
         },
+        TxBody::RevealAuditSeed {
+            job: Hash::of(b"j"),
+            seed: Hash::of(b"s"),
+        },
         TxBody::RecordContributions {
-            epoch,
             entries: vec![],
+            task_demand: 0,
         },
     ] {
         let tx = world.signed(impostor, body);
@@ -259,46 +258,53 @@ fn records_not_signed_by_the_coordinator_are_refused() {
 fn out_of_order_records_are_refused() {
     let mut world = funded();
     let epoch = world.chain.state().epoch;
-    let stale = world.signed(
-        &world.coordinator,
-        TxBody::SettleEpoch {
-            epoch: epoch + 1,
-            compute_supply: 1,
-            task_demand: 1,
-        },
-    );
+    let early = world.signed(&world.coordinator, TxBody::SettleEpoch { epoch });
     assert_eq!(
-        refused(&world, &stale),
-        LedgerError::WrongEpoch {
-            expected: epoch,
-            got: epoch + 1
+        refused(&world, &early),
+        LedgerError::EpochNotOver {
+            epoch,
+            ends_ms: world.chain.genesis().epoch_end_ms(epoch)
         }
     );
     let job = Hash::of(b"job");
     let chain = corex_verify::SeedChain::new([3; 32], 4);
-    let round = |round: u32, seed: usize| TxBody::RecordRound {
+    let seed = |k: usize| chain.reveal(k).unwrap();
+    let reveal = |k: usize| TxBody::RevealAuditSeed { job, seed: seed(k) };
+    let round = |round: u32, k: usize| TxBody::RecordRound {
         job,
         round,
         model: Hash::of(b"m"),
         results_root: Hash::of(b"r"),
-        audit_seed: chain.reveal(seed).unwrap(),
+        audit_seed: seed(k),
     };
-    let unanchored = world.signed(&world.coordinator, round(3, 1));
+    let unanchored = world.signed(&world.coordinator, reveal(1));
     assert_eq!(
         refused(&world, &unanchored),
-        LedgerError::AuditSeedBroken { round: 3 }
+        LedgerError::AuditSeedOutOfOrder { seed: seed(1) }
     );
     world
         .record(TxBody::CommitAuditChain {
             anchor: chain.anchor(),
         })
         .unwrap();
-    let skipping = world.signed(&world.coordinator, round(3, 2));
+    let skipping = world.signed(&world.coordinator, reveal(2));
     assert_eq!(
         refused(&world, &skipping),
+        LedgerError::AuditSeedOutOfOrder { seed: seed(2) }
+    );
+    let unrevealed = world.signed(&world.coordinator, round(3, 1));
+    assert_eq!(
+        refused(&world, &unrevealed),
         LedgerError::AuditSeedBroken { round: 3 }
     );
+    world.record(reveal(1)).unwrap();
     world.record(round(3, 1)).unwrap();
+    let reused = world.signed(&world.coordinator, round(4, 1));
+    assert_eq!(
+        refused(&world, &reused),
+        LedgerError::AuditSeedBroken { round: 4 }
+    );
+    world.record(reveal(2)).unwrap();
     let replay = world.signed(&world.coordinator, round(3, 2));
     assert!(matches!(
         refused(&world, &replay),

@@ -5,4 +5,6 @@
 mod economics;
 mod invalid;
 mod properties;
+mod seeds;
 mod support;
+mod time;

@@ -33,8 +33,9 @@ enum Op {
     Work {
         units: Vec<u16>,
     },
+    /// A block past the end of the open epoch (and `skip` more), with the timer's record.
     Settle {
-        supply: u16,
+        skip: u8,
         demand: u16,
     },
     Verdict {
@@ -77,7 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         who.clone().prop_map(|who| Op::Withdraw { who }),
         prop::collection::vec(0u16..1000, NODES).prop_map(|units| Op::Work { units }),
-        (0u16..500, 0u16..500).prop_map(|(supply, demand)| Op::Settle { supply, demand }),
+        (0u8..3, 0u16..500).prop_map(|(skip, demand)| Op::Settle { skip, demand }),
         (who.clone(), 0u8..6).prop_map(|(who, kind)| Op::Verdict { who, kind }),
         who.clone().prop_map(|who| Op::ForgedSignature { who }),
         who.clone().prop_map(|who| Op::ReplayedNonce { who }),
@@ -140,23 +141,22 @@ fn transaction(world: &World, op: &Op, nonce_offset: &dyn Fn(usize) -> u64) -> S
         }
         Op::Withdraw { who } => sign(*who, TxBody::Withdraw),
         Op::Work { units } => coordinator(TxBody::RecordContributions {
-            epoch: state.epoch,
             entries: units
                 .iter()
                 .enumerate()
                 .map(|(i, units)| ContributionEntry {
                     node: node(i).id(),
-                    compute_units: u64::from(*units),
-                    pot_units: u64::from(*units / 3),
-                    verification_units: u64::from(*units / 7),
+                    compute_units: u128::from(*units),
+                    pot_units: u128::from(*units / 3),
+                    verification_units: u128::from(*units / 7),
                     quality_ppm: 500_000 + u32::from(*units) * 500,
                 })
                 .collect(),
+            task_demand: units.iter().map(|u| u128::from(*u)).sum(),
         }),
-        Op::Settle { supply, demand } => coordinator(TxBody::SettleEpoch {
-            epoch: state.epoch,
-            compute_supply: u64::from(*supply),
-            task_demand: u64::from(*demand),
+        Op::Settle { demand, .. } => coordinator(TxBody::RecordContributions {
+            entries: vec![],
+            task_demand: u128::from(*demand),
         }),
         Op::Verdict { who, kind } => coordinator(TxBody::RecordVerdict {
             node: node(*who).id(),
@@ -206,14 +206,7 @@ fn transaction(world: &World, op: &Op, nonce_offset: &dyn Fn(usize) -> u64) -> S
         Op::UnknownSigner => {
             SignedTx::sign(&key(77), &world.chain_id(), 1, TxBody::Stake { amount: 1 })
         }
-        Op::Impostor { who } => sign(
-            *who,
-            TxBody::SettleEpoch {
-                epoch: state.epoch,
-                compute_supply: 1,
-                task_demand: 1,
-            },
-        ),
+        Op::Impostor { who } => sign(*who, TxBody::SettleEpoch { epoch: state.epoch }),
     }
 }
 
@@ -249,6 +242,14 @@ proptest! {
             }
             let before = world.chain.state().clone();
             world.time_ms += 1_000;
+            // A settling block lands past the end of the open epoch.
+            if let Some(skip) = ops.iter().find_map(|op| match op {
+                Op::Settle { skip, .. } => Some(u64::from(*skip)),
+                _ => None,
+            }) {
+                let end = world.chain.genesis().epoch_end_ms(before.epoch + skip);
+                world.time_ms = world.time_ms.max(end);
+            }
             let proposal = world.chain.propose(&world.coordinator, txs, world.time_ms).unwrap();
             let Some(proposal) = proposal else {
                 prop_assert_eq!(world.chain.state(), &before);

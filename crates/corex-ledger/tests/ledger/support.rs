@@ -1,4 +1,6 @@
-//! A small world: a coordinator, a few registered nodes, and blocks made on demand.
+//! A small world: a coordinator, a few registered nodes, and blocks made on demand. Each
+//! block is one millisecond of ledger time after the last; settling jumps to the end of the
+//! open epoch.
 
 use corex_core::{Hash, Keypair};
 use corex_ledger::{
@@ -12,10 +14,15 @@ pub struct World {
     pub time_ms: u64,
 }
 
-/// Fast rules for tests: big releases, a one-epoch lock and two-epoch unbonding.
+/// Ledger time of one test epoch.
+pub const EPOCH_MS: u64 = 10_000;
+
+/// Fast rules for tests: ten-second epochs, a seven-epoch half-life (9.4 % released per
+/// epoch), a one-epoch lock and two-epoch unbonding.
 pub fn test_params() -> Params {
     Params {
-        release_ppm: 100_000,
+        epoch_ms: EPOCH_MS,
+        half_life_ms: 7 * EPOCH_MS,
         lock_epochs: 1,
         unbonding_epochs: 2,
         min_advanced_stake: 10,
@@ -72,11 +79,14 @@ impl World {
 
     /// Puts `txs` in a block; errors with the first refusal (and then nothing is committed).
     pub fn commit(&mut self, txs: Vec<SignedTx>) -> Result<(), LedgerError> {
-        self.time_ms += 1_000;
-        let proposal = self
-            .chain
-            .propose(&self.coordinator, txs, self.time_ms)?
-            .ok_or(LedgerError::ZeroAmount)?;
+        self.time_ms += 1;
+        let first = txs.first().cloned();
+        let Some(proposal) = self.chain.propose(&self.coordinator, txs, self.time_ms)? else {
+            // Nothing applied: say why the first was refused.
+            return Err(first
+                .and_then(|tx| self.chain.check(&tx).err())
+                .unwrap_or(LedgerError::ZeroAmount));
+        };
         if let Some(refused) = proposal.refused.first() {
             return Err(refused.error.clone());
         }
@@ -96,27 +106,33 @@ impl World {
     }
 
     /// Records equal compute for every node in the current epoch and settles it.
-    pub fn work_epoch(&mut self, units: u64) {
+    pub fn work_epoch(&mut self, units: u128) {
         let entries = self
             .nodes
             .iter()
             .map(|node| ContributionEntry::compute(node.id(), units))
             .collect();
-        self.settle(entries, 100);
+        self.settle(entries);
     }
 
-    /// Records `entries` in the current epoch and settles it with compute supply and task
-    /// demand both `load` (release factor 1).
-    pub fn settle(&mut self, entries: Vec<ContributionEntry>, load: u64) {
-        let epoch = self.chain.state().epoch;
-        self.record(TxBody::RecordContributions { epoch, entries })
-            .unwrap();
-        self.record(TxBody::SettleEpoch {
-            epoch,
-            compute_supply: load,
-            task_demand: load,
+    /// Records `entries` in the current epoch, with task demand equal to their compute
+    /// (release factor 1), and settles it.
+    pub fn settle(&mut self, entries: Vec<ContributionEntry>) {
+        let task_demand = entries.iter().map(|e| e.compute_units).sum();
+        self.record(TxBody::RecordContributions {
+            entries,
+            task_demand,
         })
         .unwrap();
+        self.close_epoch();
+    }
+
+    /// Moves ledger time to the end of the open epoch with the coordinator's timer record.
+    pub fn close_epoch(&mut self) {
+        let epoch = self.chain.state().epoch;
+        self.time_ms = self.chain.genesis().epoch_end_ms(epoch) - 1;
+        self.record(TxBody::SettleEpoch { epoch }).unwrap();
+        assert_eq!(self.chain.state().epoch, epoch + 1);
     }
 
     /// Works and settles until every node has a spendable balance.
