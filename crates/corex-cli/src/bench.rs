@@ -299,6 +299,7 @@ fn devnet_once(
         node_audits,
         profiles: Vec::new(),
         federated: None,
+        public: false,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");
@@ -320,7 +321,11 @@ fn devnet_once(
 fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
     let (cpu_before, _) = cpu_seconds()?;
     let started = Instant::now();
-    let dataset = Arc::new(Dataset::load(&spec.dataset.source)?);
+    anyhow::ensure!(
+        spec.dataset.source == corex_core::DatasetSource::Digits,
+        "the overhead bench runs jobs on the built-in digits"
+    );
+    let dataset = Arc::new(Dataset::digits()?);
     let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
     let mut parameters = corex_ml::init_parameters(&spec.model, spec.seed);
     let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)?;

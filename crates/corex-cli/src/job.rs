@@ -5,13 +5,24 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use corex_core::messages::JobOutputs;
-use corex_core::{Hash, JobSpec};
+use corex_core::{DatasetSource, Hash, JobSpec};
 use corex_net::{CoordinatorClient, load_or_create_keypair};
 
 #[derive(Subcommand)]
 pub enum JobAction {
     /// Submit a job spec (TOML); prints the job id.
-    Submit { spec: PathBuf },
+    Submit {
+        spec: PathBuf,
+        /// A CSV file on this machine to train on: read here, uploaded to the coordinator as
+        /// hash-checked chunks, and named in the spec by its content hash.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// The CSV's label column (default: the last one).
+        #[arg(long, requires = "dataset")]
+        label_column: Option<String>,
+    },
+    /// Cancel a running job of yours.
+    Cancel { id: String },
     /// Show a job's progress.
     Status { id: String },
     /// Save a finished job's report (JSON) and its weights (safetensors), or for an inference
@@ -53,9 +64,33 @@ pub async fn run(
     );
     let client = CoordinatorClient::new(coordinator, pin, load_or_create_keypair(key)?)?;
     match action {
-        JobAction::Submit { spec } => {
-            let spec = load_spec(Some(&spec))?;
+        JobAction::Submit {
+            spec,
+            dataset,
+            label_column,
+        } => {
+            let mut spec = load_spec(Some(&spec))?;
+            if let Some(path) = dataset {
+                let data = corex_ml::Dataset::from_csv(&path, label_column.as_deref())?;
+                let uploaded = client.upload_dataset(&data.to_bytes()).await?;
+                eprintln!(
+                    "dataset {}: {} samples × {} features, {} classes, uploaded as {}",
+                    path.display(),
+                    uploaded.samples,
+                    uploaded.features,
+                    uploaded.classes,
+                    uploaded.dataset
+                );
+                spec.dataset.source = DatasetSource::Uploaded {
+                    dataset: uploaded.dataset,
+                };
+            }
             println!("{}", client.submit_job(&spec).await?);
+        }
+        JobAction::Cancel { id } => {
+            let id = parse_id(&id)?;
+            client.cancel_job(&id).await?;
+            println!("cancelled {id}");
         }
         JobAction::Status { id } => {
             let status = client.job_status(&parse_id(&id)?).await?;

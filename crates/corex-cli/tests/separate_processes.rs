@@ -111,6 +111,8 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
             coordinator_dir.to_str().unwrap(),
             // Both nodes run on this machine.
             "--allow-shared-hardware",
+            "--admission",
+            "open",
         ],
         &root.join("coordinator.log"),
         "info",

@@ -18,23 +18,22 @@ use axum::routing::{get, post};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
     ApiError, ChallengeCommit, DeclineRevealRequest, LeaseRequest, LeaseResponse, RegisterRequest,
-    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
+    RegisterResponse,
 };
 use corex_core::request_signature::{
-    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, verify_request_digest,
+    CONTENT_DIGEST, RequestSignatureError, SIGNATURE, SIGNATURE_INPUT, verify_request_headers,
 };
 use corex_core::result_frame::DigestedResult;
-use corex_core::{Granularity, Hash, NodeId};
-use corex_net::JobDescriptor;
+use corex_core::{Hash, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::Coordinator;
+use crate::engine::{CHALLENGE_SIZE, Coordinator};
 use crate::error::CoordinatorError;
 use crate::job_run::Progress;
 use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
-use crate::server::{Shared, measure_replay_speed};
+use crate::server::{Shared, lock};
 
 impl IntoResponse for CoordinatorError {
     fn into_response(self) -> Response {
@@ -62,12 +61,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/reveals/decline", post(decline_reveal))
         .route("/v1/blobs/{hash}", get(blob_manifest))
         .route("/v1/blobs/{hash}/chunks/{index}", get(blob_chunk))
-        .route("/v1/jobs", post(submit_job).get(list_jobs))
-        .route("/v1/jobs/{id}", get(job_status))
-        .route("/v1/jobs/{id}/spec", get(job_spec))
-        .route("/v1/jobs/{id}/report", get(job_report))
-        .route("/v1/jobs/{id}/weights", get(job_weights))
-        .route("/v1/jobs/{id}/outputs", get(job_outputs))
+        .merge(crate::jobs_api::routes())
         .merge(crate::ledger_api::routes())
         .merge(crate::uploads_api::routes())
         .fallback(|request: Request| async move {
@@ -80,16 +74,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Reads the body within the limit and checks signature, freshness and nonce.
+/// Authenticates a request that carries a small JSON message (or nothing) as its body.
 pub(crate) async fn authenticate(
     shared: &Shared,
     request: Request,
 ) -> Result<(NodeId, Bytes), CoordinatorError> {
-    let (node, body) = authenticate_within(shared, request, shared.config.max_body_bytes).await?;
-    Ok((node, body.into_bytes()))
+    let limit = shared.config.transport.max_message_body_bytes;
+    authenticate_within(shared, request, limit)
+        .await
+        .map(|(node, body)| (node, body.into_bytes()))
 }
 
-/// [`authenticate`] with a body limit of `limit` bytes instead of the configured one.
+/// [`authenticate`] with a body limit of `limit` bytes.
 pub(crate) async fn authenticate_within(
     shared: &Shared,
     request: Request,
@@ -103,32 +99,52 @@ pub(crate) async fn authenticate_within(
     .await
 }
 
-/// Reads a request's body (at most `limit` bytes), has `digest` hash it (into whatever form
-/// the handler wants it hashed, and its BLAKE3 hash), checks the signature headers against that
-/// hash and admits the nonce: the one place every request is authenticated.
+/// The one place every request is authenticated, in this order, so that nothing is read or
+/// stored for a request that fails an earlier step: a declared body over `limit` is refused;
+/// the signature is checked from the headers alone (it covers the content-digest); the
+/// signer's request rate, the signature's freshness and its nonce are checked; only then is
+/// the body read, at most `limit` bytes of it, and `digest` hashes it (into whatever form the
+/// handler wants it hashed, and its BLAKE3 hash), which must be the signed content-digest.
+/// No engine lock is taken.
 pub(crate) async fn authenticate_digested<D>(
     shared: &Shared,
     request: Request,
     limit: usize,
     digest: impl FnOnce(Bytes) -> (D, Hash),
 ) -> Result<(NodeId, D), CoordinatorError> {
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
-    let headers = request.headers().clone();
-    let (body, body_hash) = digest(read_body(request.into_body(), limit).await?);
-    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let verified = verify_request_digest(
-        &method,
-        &path,
-        &body_hash,
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(CoordinatorError::BodyTooLarge { limit });
+    }
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let signed = verify_request_headers(
+        parts.method.as_str(),
+        parts.uri.path(),
         header(CONTENT_DIGEST),
         header(SIGNATURE_INPUT),
         header(SIGNATURE),
     )?;
-    shared
-        .engine()
-        .admit(&verified, shared.clock.unix_seconds())?;
-    Ok((verified.signer, body))
+    let signer = signed.request.signer;
+    shared.key_rates.check(&signer)?;
+    lock(&shared.nonces).admit(
+        &signed.request,
+        shared.clock.unix_seconds(),
+        shared.config.clock_skew_s,
+    )?;
+    let (body, body_hash) = digest(read_body(body, limit).await?);
+    if body_hash != signed.body_hash {
+        return Err(RequestSignatureError::DigestMismatch.into());
+    }
+    Ok((signer, body))
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, CoordinatorError> {
@@ -200,7 +216,9 @@ async fn commit_challenge(State(shared): State<Arc<Shared>>, request: Request) -
 /// The product, as raw f32 little-endian bytes. A claim the challenge does not bear out goes
 /// to the ledger as a suspicious soft reject; the speed shown is what the coordinator believes.
 async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (node, body) = authenticate(&shared, request).await?;
+    let limit = CHALLENGE_SIZE * CHALLENGE_SIZE * std::mem::size_of::<f32>();
+    let (node, body) = authenticate_within(&shared, request, limit).await?;
+    let body = body.into_bytes();
     let product = corex_core::tensor::bytes_to_f32s(&body)
         .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
     let worker = shared.clone();
@@ -264,9 +282,10 @@ async fn bench_download(
         .into_response())
 }
 
+/// The node registry; network addresses and host names only for the operators.
 async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let nodes = shared.engine().nodes().clone();
+    let (reader, _) = authenticate(&shared, request).await?;
+    let nodes = shared.engine().nodes_for(&reader);
     json(&nodes)
 }
 
@@ -365,9 +384,13 @@ async fn blob_manifest(
     Path(hash): Path<String>,
     request: Request,
 ) -> ApiResult {
-    authenticate(&shared, request).await?;
+    let (reader, _) = authenticate(&shared, request).await?;
     let hash = parse_hash(&hash)?;
-    let manifest = shared.engine().blobs.manifest(&hash)?;
+    let manifest = {
+        let engine = shared.engine();
+        engine.check_blob_reader(&reader, &hash)?;
+        engine.blobs.manifest(&hash)?
+    };
     json(manifest.as_ref())
 }
 
@@ -376,121 +399,16 @@ async fn blob_chunk(
     Path((hash, index)): Path<(String, String)>,
     request: Request,
 ) -> ApiResult {
-    authenticate(&shared, request).await?;
+    let (reader, _) = authenticate(&shared, request).await?;
     let hash = parse_hash(&hash)?;
     let index: usize = index.parse().map_err(|_| CoordinatorError::UnknownChunk {
         blob: hash,
         index: usize::MAX,
     })?;
-    let chunk = shared.engine().blobs.chunk(&hash, index)?;
+    let chunk = {
+        let engine = shared.engine();
+        engine.check_blob_reader(&reader, &hash)?;
+        engine.blobs.chunk(&hash, index)?
+    };
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
-}
-
-async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (owner, body) = authenticate(&shared, request).await?;
-    let SubmitJobRequest { spec } = parse_json(&body)?;
-    spec.validate()
-        .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
-    let source = spec.dataset.source.clone();
-    let dataset = tokio::task::spawn_blocking(move || corex_ml::Dataset::load(&source))
-        .await
-        .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
-        .map_err(|error| CoordinatorError::Dataset(error.to_string()))?;
-    // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
-    // measured once, when the first such job comes.
-    let adaptive = matches!(spec.granularity, Granularity::Adaptive { .. });
-    if adaptive && shared.engine().config.replay_mflops.is_none() {
-        let mflops = measure_replay_speed().await?;
-        tracing::info!(mflops, "replay speed measured");
-        shared.engine().config.replay_mflops.get_or_insert(mflops);
-    }
-    let name = spec.name.clone();
-    let job = shared
-        .engine()
-        .submit_job(owner, spec, Arc::new(dataset), shared.clock.millis())?;
-    tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
-    shared.work_available.notify_waiters();
-    Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
-}
-
-async fn list_jobs(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let statuses: Vec<_> = shared.engine().jobs().map(|job| job.status()).collect();
-    json(&statuses)
-}
-
-async fn job_status(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let status = shared.engine().status(&parse_hash(&id)?)?;
-    json(&status)
-}
-
-async fn job_spec(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let descriptor = {
-        let engine = shared.engine();
-        let job = engine.job(&parse_hash(&id)?)?;
-        JobDescriptor {
-            spec: job.spec.clone(),
-            dataset_hash: job.dataset_hash,
-            dataset_blob: job.dataset_blob,
-        }
-    };
-    json(&descriptor)
-}
-
-async fn job_report(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let report = shared.engine().report(&parse_hash(&id)?)?;
-    json(&report)
-}
-
-async fn job_weights(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let weights = {
-        let engine = shared.engine();
-        let job = engine.job(&id)?;
-        if !job.spec.work.trains() {
-            return Err(CoordinatorError::NoWeights(id));
-        }
-        job.weights.ok_or(CoordinatorError::JobNotFinished(id))?
-    };
-    json(&weights)
-}
-
-async fn job_outputs(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult {
-    authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let outputs = {
-        let engine = shared.engine();
-        let job = engine.job(&id)?;
-        if job.spec.work.trains() {
-            return Err(CoordinatorError::NoOutputs(id));
-        }
-        job.outputs
-            .clone()
-            .ok_or(CoordinatorError::JobNotFinished(id))?
-    };
-    json(&outputs)
 }

@@ -6,19 +6,15 @@
 //! job that owns the fragment; a job that finishes is reported back so the shell can persist it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use corex_core::hash::Hashed;
-use corex_core::job::job_id;
 use corex_core::messages::{
-    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport, JobReport,
-    JobStatus, LeaseResponse, NodeInfo, ResultHeader,
+    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport,
+    LeaseResponse, NodeInfo, ResultHeader,
 };
-use corex_core::request_signature::VerifiedRequest;
 use corex_core::result_frame::DigestedResult;
-use corex_core::{Hash, JobSpec, Keypair, NodeId};
-use corex_ml::Dataset;
+use corex_core::{Hash, Keypair, NodeId};
 use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
 
 use crate::auditors::{Auditors, credited_speed};
@@ -26,9 +22,11 @@ use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, Progress};
-use crate::nonce::NonceCache;
+use crate::datasets::DatasetRegistry;
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
+
+mod owners;
 
 pub struct Coordinator {
     pub identity: Keypair,
@@ -40,7 +38,8 @@ pub struct Coordinator {
     pub blobs: BlobStore,
     /// Result chunks nodes uploaded, waiting for the result that names them.
     pub uploads: UploadStore,
-    nonces: NonceCache,
+    /// Datasets job owners uploaded.
+    pub datasets: DatasetRegistry,
     /// Audits, consistency and duplicate detection across all jobs.
     pub verifier: Verifier,
     challenges: BTreeMap<NodeId, PendingChallenge>,
@@ -77,6 +76,9 @@ struct PendingChallenge {
 
 impl Coordinator {
     pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
+        let mut config = config;
+        // The coordinator's own key holds the operator's rights.
+        config.admission.operators.insert(identity.id());
         Self {
             verifier,
             challenges: BTreeMap::new(),
@@ -88,14 +90,9 @@ impl Coordinator {
             job_order: Vec::new(),
             blobs: BlobStore::default(),
             uploads: UploadStore::new(UploadLimits::of(&config)),
-            nonces: NonceCache::default(),
+            datasets: DatasetRegistry::default(),
             config,
         }
-    }
-
-    /// Admits a request whose signature verified: fresh, and its nonce never seen.
-    pub fn admit(&mut self, request: &VerifiedRequest, now_s: u64) -> Result<(), CoordinatorError> {
-        self.nonces.admit(request, now_s, self.config.clock_skew_s)
     }
 
     /// Registers (or re-registers) `node`, seen at network address `endpoint`. Refused when
@@ -253,28 +250,6 @@ impl Coordinator {
         &self.nodes
     }
 
-    pub fn submit_job(
-        &mut self,
-        owner: NodeId,
-        spec: JobSpec,
-        dataset: Arc<Dataset>,
-        now_ms: u64,
-    ) -> Result<Hash, CoordinatorError> {
-        let id = job_id(&spec, &owner, self.job_order.len() as u64);
-        let engine = job_engine(
-            &mut self.blobs,
-            &mut self.verifier,
-            &self.nodes,
-            &self.available,
-            &self.config,
-            now_ms,
-        );
-        let run = JobRun::start(id, owner, spec, dataset, now_ms, engine)?;
-        self.jobs.insert(id, run);
-        self.job_order.push(id);
-        Ok(id)
-    }
-
     /// Work for `node` (see [`work_for`](Self::work_for)), given the `ahead` nodes of higher
     /// priority waiting now (see [`crate::lease_order`]). Notes when the node will be free for
     /// new work, for the earliest-finish plan.
@@ -390,26 +365,33 @@ impl Coordinator {
         self.take_result(node, &header, &tensor, now_ms)
     }
 
-    /// Stages a result chunk `node` uploaded.
+    /// Stages a chunk `node` uploaded: part of a result from a registered node, or of a dataset
+    /// when `owner_upload` (the key was admitted as a job owner).
     pub fn stage_chunk(
         &mut self,
         node: NodeId,
         chunk: Hash,
         bytes: Hashed<Bytes>,
         now_ms: u64,
+        owner_upload: bool,
     ) -> Result<(), CoordinatorError> {
-        self.registered(&node, now_ms)?;
+        if !owner_upload {
+            self.registered(&node, now_ms)?;
+        }
         self.uploads.stage(node, chunk, bytes, now_ms)
     }
 
-    /// Which of `chunks` `node` has not staged.
+    /// Which of `chunks` `node` has not staged (`owner_upload` as for [`Self::stage_chunk`]).
     pub fn missing_chunks(
         &mut self,
         node: NodeId,
         chunks: &[Hash],
         now_ms: u64,
+        owner_upload: bool,
     ) -> Result<Vec<Hash>, CoordinatorError> {
-        self.registered(&node, now_ms)?;
+        if !owner_upload {
+            self.registered(&node, now_ms)?;
+        }
         self.uploads.missing(node, chunks, now_ms)
     }
 
@@ -555,40 +537,11 @@ impl Coordinator {
         }
         closed
     }
-
-    pub fn job(&self, id: &Hash) -> Result<&JobRun, CoordinatorError> {
-        self.jobs.get(id).ok_or(CoordinatorError::UnknownJob(*id))
-    }
-
-    pub fn status(&self, id: &Hash) -> Result<JobStatus, CoordinatorError> {
-        Ok(self.job(id)?.status())
-    }
-
-    pub fn report(&self, id: &Hash) -> Result<JobReport, CoordinatorError> {
-        let job = self.job(id)?;
-        Ok(JobReport {
-            status: job.status(),
-            spec: job.spec.clone(),
-            dataset_hash: job.dataset_hash,
-            rounds: job.history().to_vec(),
-            coordinator: self.identity.id(),
-            wall_ms: job
-                .finished_ms
-                .unwrap_or(job.started_ms)
-                .saturating_sub(job.started_ms),
-            privacy: crate::federated::privacy_report(&job.spec, job.history()),
-            outputs: job.outputs.clone(),
-        })
-    }
-
-    pub fn jobs(&self) -> impl Iterator<Item = &JobRun> {
-        self.job_order.iter().filter_map(|id| self.jobs.get(id))
-    }
 }
 
 /// The parts of the coordinator a job run may touch at `now_ms`, borrowed field by field so
 /// that the job itself (in `jobs`) can be borrowed beside them.
-fn job_engine<'a>(
+pub(crate) fn job_engine<'a>(
     blobs: &'a mut BlobStore,
     verifier: &'a mut Verifier,
     nodes: &'a BTreeMap<NodeId, NodeInfo>,

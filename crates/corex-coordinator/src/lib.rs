@@ -6,14 +6,17 @@
 //! `engine` and `job_run` hold the state and take time as an argument; `api` and `server` are
 //! the I/O shell around them.
 
+pub mod admission;
 pub mod api;
 pub mod auditors;
 pub mod blobs;
 pub mod config;
+pub mod datasets;
 pub mod engine;
 pub mod error;
 pub mod federated;
 pub mod job_run;
+pub mod jobs_api;
 pub mod journal;
 pub mod lease_order;
 pub mod ledger;
@@ -21,11 +24,14 @@ pub mod ledger_api;
 pub mod nonce;
 pub mod outputs;
 pub mod server;
+pub mod transport;
 pub mod uploads;
 pub mod uploads_api;
 pub mod verification;
 
+pub use admission::{Admission, AdmissionPolicy};
 pub use config::CoordinatorConfig;
 pub use engine::Coordinator;
 pub use error::CoordinatorError;
 pub use server::run;
+pub use transport::TransportLimits;

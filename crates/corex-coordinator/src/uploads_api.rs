@@ -11,11 +11,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{post, put};
+use corex_core::NodeId;
 use corex_core::messages::{ChunkedResult, MissingChunksRequest, MissingChunksResponse};
 
 use crate::api::{
-    ApiResult, authenticate, authenticate_within, json, judge_result, parse_hash, parse_json,
+    ApiResult, authenticate_within, json, judge_result, parse_hash, parse_json,
 };
+use crate::error::CoordinatorError;
 use crate::server::Shared;
 
 pub fn routes() -> Router<Arc<Shared>> {
@@ -23,6 +25,21 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/uploads/missing", post(missing_chunks))
         .route("/v1/uploads/{hash}", put(upload_chunk))
         .route("/v1/results/chunked", post(submit_chunked_result))
+}
+
+/// Whether `key` uploads as a job owner (a dataset) rather than as a registered node (a
+/// result); a key that is neither is refused.
+fn uploads_as_owner(shared: &Shared, key: &NodeId) -> Result<bool, CoordinatorError> {
+    if shared.engine().nodes().contains_key(key) {
+        return Ok(false);
+    }
+    crate::jobs_api::admit_owner(shared, key).map_err(|refusal| {
+        CoordinatorError::NotAdmitted(format!(
+            "{} is not a registered node (POST /v1/nodes/register), nor an admitted job owner: {refusal}",
+            key.short()
+        ))
+    })?;
+    Ok(true)
 }
 
 async fn upload_chunk(
@@ -33,24 +50,29 @@ async fn upload_chunk(
     let limit = shared.config.max_upload_chunk_bytes;
     let (node, body) = authenticate_within(&shared, request, limit).await?;
     let hash = parse_hash(&hash)?;
+    let owner_upload = uploads_as_owner(&shared, &node)?;
     shared
         .engine()
-        .stage_chunk(node, hash, body, shared.clock.millis())?;
+        .stage_chunk(node, hash, body, shared.clock.millis(), owner_upload)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn missing_chunks(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (node, body) = authenticate(&shared, request).await?;
-    let MissingChunksRequest { chunks } = parse_json(&body)?;
-    let missing = shared
-        .engine()
-        .missing_chunks(node, &chunks, shared.clock.millis())?;
+    let limit = shared.config.max_manifest_body_bytes();
+    let (node, body) = authenticate_within(&shared, request, limit).await?;
+    let MissingChunksRequest { chunks } = parse_json(&body.into_bytes())?;
+    let owner_upload = uploads_as_owner(&shared, &node)?;
+    let missing =
+        shared
+            .engine()
+            .missing_chunks(node, &chunks, shared.clock.millis(), owner_upload)?;
     json(&MissingChunksResponse { missing })
 }
 
 async fn submit_chunked_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (node, body) = authenticate(&shared, request).await?;
-    let result: ChunkedResult = parse_json(&body)?;
+    let limit = shared.config.max_manifest_body_bytes();
+    let (node, body) = authenticate_within(&shared, request, limit).await?;
+    let result: ChunkedResult = parse_json(&body.into_bytes())?;
     judge_result(shared, node, move |engine, now_ms| {
         engine.submit_chunked_result(node, &result, now_ms)
     })

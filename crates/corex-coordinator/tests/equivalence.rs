@@ -28,7 +28,7 @@ async fn network_matches_single_process(spec: JobSpec) {
     assert_eq!(model, spec.model);
     net.shutdown().await;
 
-    let dataset = Dataset::load(&spec.dataset.source).unwrap();
+    let dataset = Dataset::digits().unwrap();
     let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
     let batches: Vec<Vec<u32>> = (0..spec.rounds)
         .map(|round| round_batch(&split.train, spec.global_batch, spec.seed, round))

@@ -8,6 +8,12 @@ pub enum SpecError {
     Invalid(String),
     #[error("spec is not valid TOML: {0}")]
     Toml(String),
+    #[error("job is over the coordinator's budget: it needs {value} against {limit_name} = {limit}")]
+    OverBudget {
+        limit_name: &'static str,
+        value: u128,
+        limit: u128,
+    },
 }
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]

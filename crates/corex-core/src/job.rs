@@ -52,6 +52,11 @@ pub struct JobSpec {
     /// `dataset` itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated: Option<FederatedSpec>,
+    /// Whether anyone may read the job's spec, report, weights and outputs. A private job
+    /// (the default) shows them only to its owner and the coordinator's operators; the nodes
+    /// that compute it still see the model versions and data their fragments need.
+    #[serde(default)]
+    pub public: bool,
 }
 
 impl JobSpec {
@@ -109,6 +114,7 @@ impl JobSpec {
             work: WorkSpec::Gradient,
             granularity: Granularity::Fixed,
             federated: None,
+            public: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! This crate is pure: no I/O, no clock, no randomness. Every other room speaks these types.
 
+pub mod budget;
 pub mod chunk;
 pub mod error;
 pub mod federated;
@@ -17,6 +18,7 @@ pub mod tensor;
 pub mod trace;
 pub mod work;
 
+pub use budget::{ResourceLimits, ResourceUse};
 pub use error::{DecodeError, SpecError};
 pub use federated::{DataHolder, FederatedSpec, PrivacySpec};
 pub use fragment::{Fragment, FragmentKind};

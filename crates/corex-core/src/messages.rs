@@ -235,12 +235,31 @@ pub struct SubmitJobResponse {
     pub job: Hash,
 }
 
+/// `POST /v1/datasets`: registers a dataset whose encoding (`corex_ml::Dataset::to_bytes`) the
+/// owner has uploaded as chunks (`PUT /v1/uploads/{hash}`), named by `manifest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadDatasetRequest {
+    pub manifest: Manifest,
+}
+
+/// The registered dataset: its content hash (what a spec's `Uploaded { dataset }` names) and
+/// its shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadDatasetResponse {
+    pub dataset: Hash,
+    pub samples: u64,
+    pub features: u64,
+    pub classes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum JobState {
     Running,
     Finished,
     Failed { reason: String },
+    /// Its owner (or an operator) cancelled it; rounds it closed before stay recorded.
+    Cancelled,
 }
 
 /// Work credited to one node in one job.

@@ -138,13 +138,44 @@ pub fn verify_request_digest(
     input_header: Option<&str>,
     signature_header: Option<&str>,
 ) -> Result<VerifiedRequest, RequestSignatureError> {
+    let signed = verify_request_headers(
+        method,
+        path,
+        digest_header,
+        input_header,
+        signature_header,
+    )?;
+    if signed.body_hash != *body_hash {
+        return Err(RequestSignatureError::DigestMismatch);
+    }
+    Ok(signed.request)
+}
+
+/// A request whose headers carry a valid signature, before its body is read: the signature
+/// covers the content-digest, so the body is known to be the one the signer meant once it
+/// hashes to `body_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    pub request: VerifiedRequest,
+    /// The BLAKE3 hash of the body, as the signed content-digest states it.
+    pub body_hash: Hash,
+}
+
+/// Checks a request's signature from its headers alone, so that an unsigned or badly signed
+/// request is refused before a byte of its body is read. The caller must still check that the
+/// body hashes to [`SignedHeaders::body_hash`].
+pub fn verify_request_headers(
+    method: &str,
+    path: &str,
+    digest_header: Option<&str>,
+    input_header: Option<&str>,
+    signature_header: Option<&str>,
+) -> Result<SignedHeaders, RequestSignatureError> {
     let digest = digest_header.ok_or(RequestSignatureError::MissingHeader(CONTENT_DIGEST))?;
     let input = input_header.ok_or(RequestSignatureError::MissingHeader(SIGNATURE_INPUT))?;
     let signature = signature_header.ok_or(RequestSignatureError::MissingHeader(SIGNATURE))?;
 
-    if digest != content_digest_of(body_hash) {
-        return Err(RequestSignatureError::DigestMismatch);
-    }
+    let body_hash = parse_content_digest(digest)?;
     let params = input
         .strip_prefix(LABEL)
         .and_then(|rest| rest.strip_prefix('='))
@@ -168,7 +199,27 @@ pub fn verify_request_digest(
         .signer
         .verify(base.as_bytes(), &signature)
         .map_err(|_| RequestSignatureError::BadSignature(parsed.signer.short()))?;
-    Ok(parsed)
+    Ok(SignedHeaders {
+        request: parsed,
+        body_hash,
+    })
+}
+
+/// The hash a content-digest header states, in the one form [`content_digest_of`] writes.
+fn parse_content_digest(digest: &str) -> Result<Hash, RequestSignatureError> {
+    let bytes = digest
+        .strip_prefix("blake3=:")
+        .and_then(|rest| rest.strip_suffix(':'))
+        .filter(|encoded| encoded.len() == 44)
+        .and_then(|encoded| BASE64.decode(encoded).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| malformed(CONTENT_DIGEST, "expected 'blake3=:<base64 of 32 bytes>:'"))?;
+    let hash = Hash(bytes);
+    // Only the canonical encoding: one digest, one header value.
+    if content_digest_of(&hash) != digest {
+        return Err(malformed(CONTENT_DIGEST, "not in canonical base64"));
+    }
+    Ok(hash)
 }
 
 fn malformed(header: &'static str, reason: impl Into<String>) -> RequestSignatureError {

@@ -1,7 +1,7 @@
 //! Job specifications: the declarative description of a training job.
 //!
-//! A job is data, never code: a model from the built-in MLP family, a dataset reference, an
-//! optimizer and the round plan. Everything here is plain serde data with a `validate()` that
+//! A job is data, never code: a model from the built-in MLP family, a dataset reference (never
+//! a path), an optimizer and the round plan. Everything here is plain serde data with a `validate()` that
 //! rejects specs the rest of the system cannot run, so that a bad spec fails at submission and
 //! not in the middle of a round.
 
@@ -209,20 +209,55 @@ impl OptimizerSpec {
     }
 }
 
-/// Where a job's data comes from. Nodes load it themselves; the coordinator checks the
-/// content hash of what it loads against `content_hash` when one is given.
+/// Longest name of a dataset in the operator's directory.
+pub const MAX_DATASET_NAME: usize = 64;
+
+/// Where a job's data comes from. Never a path: the coordinator reads no file a spec names.
+/// Nodes load the built-in digits themselves and fetch any other dataset from the coordinator
+/// as a hash-checked blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DatasetSource {
     /// The 1,797-image 8×8 handwritten-digits set shipped inside smartcore (offline).
     Digits,
-    /// A CSV file on the local disk: numeric feature columns, integer class label in the
-    /// column named `label_column` (the last column when absent).
-    Csv {
-        path: String,
+    /// A dataset the job owner uploaded (`POST /v1/datasets`, `corex job submit --dataset`),
+    /// named by its content hash; a job may use only datasets its owner uploaded.
+    Uploaded { dataset: crate::hash::Hash },
+    /// A CSV file in the directory the coordinator's operator allows (`--datasets-dir`), by
+    /// file name: numeric feature columns and an integer class label in the column named
+    /// `label_column` (the last column when absent).
+    Named {
+        name: String,
         #[serde(default)]
         label_column: Option<String>,
     },
+}
+
+impl DatasetSource {
+    /// A dataset name is a plain file name: 1..=64 ASCII letters, digits, `.`, `_`, `-`, not
+    /// starting with `.` (no separators, no parent directory, no hidden file).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let Self::Named { name, label_column } = self else {
+            return Ok(());
+        };
+        let plain = (1..=MAX_DATASET_NAME).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+        if !plain {
+            return Err(SpecError::Invalid(format!(
+                "dataset name {:?} must be a plain file name of 1..={MAX_DATASET_NAME} letters, digits, '.', '_' or '-', not starting with '.'",
+                name.chars().take(MAX_DATASET_NAME).collect::<String>()
+            )));
+        }
+        if label_column.as_ref().is_some_and(|column| column.len() > 128) {
+            return Err(SpecError::Invalid(
+                "label_column must be at most 128 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The dataset and its fixed, seeded train/test split.
@@ -237,6 +272,7 @@ pub struct DatasetSpec {
 
 impl DatasetSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.source.validate()?;
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return Err(SpecError::Invalid(format!(
                 "test_fraction {} is outside (0, 1)",

@@ -1,4 +1,4 @@
-//! In-memory classification datasets: loading (built-in digits, CSV), accessors, a canonical
+//! In-memory classification datasets: loading (built-in digits, CSV text), accessors, a canonical
 //! content hash and the seeded train/test split.
 //!
 //! Features are stored row-major (`len × feature_count` `f32`), labels as `u32` class ids in
@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use corex_core::DatasetSource;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -112,33 +111,44 @@ impl Dataset {
         Self::from_parts(features, labels, raw.num_features, 10)
     }
 
-    /// Reads a CSV file with a header row: numeric feature columns and one integer label
-    /// column (`label_column` by name, the last column when `None`). The class count is the
-    /// largest label plus one. Errors name the offending line (1-based, header is line 1).
+    /// Reads a CSV file with a header row (see [`Dataset::from_csv_reader`]); errors name the
+    /// file. For local files a user names on their own machine, never for a path from the
+    /// network.
     pub fn from_csv(path: &Path, label_column: Option<&str>) -> Result<Self, MlError> {
+        let file = std::fs::File::open(path)
+            .map_err(|error| MlError::Csv(format!("{}: {error}", path.display())))?;
+        Self::from_csv_reader(file, label_column, &path.display().to_string())
+    }
+
+    /// Reads CSV text with a header row: numeric feature columns and one integer label column
+    /// (`label_column` by name, the last column when `None`). The class count is the largest
+    /// label plus one. Errors start with `source`, name the offending line (1-based, the header
+    /// is line 1) and column (1-based), and never repeat the data itself.
+    pub fn from_csv_reader(
+        reader: impl std::io::Read,
+        label_column: Option<&str>,
+        source: &str,
+    ) -> Result<Self, MlError> {
+        let failure = |what: String| MlError::Csv(format!("{source}: {what}"));
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .trim(csv::Trim::All)
-            .from_path(path)
-            .map_err(|error| MlError::Csv(format!("{}: {error}", path.display())))?;
+            .from_reader(reader);
         let headers = reader
             .headers()
-            .map_err(|error| MlError::Csv(format!("{}: header: {error}", path.display())))?
+            .map_err(|error| failure(format!("header: {error}")))?
             .clone();
         if headers.len() < 2 {
-            return Err(MlError::Csv(format!(
-                "{}: line 1: need at least one feature column and a label column, found {} column(s)",
-                path.display(),
+            return Err(failure(format!(
+                "line 1: need at least one feature column and a label column, found {} column(s)",
                 headers.len()
             )));
         }
         let label_index = match label_column {
-            Some(name) => headers.iter().position(|h| h == name).ok_or_else(|| {
-                MlError::Csv(format!(
-                    "{}: line 1: no column named {name:?} in the header",
-                    path.display()
-                ))
-            })?,
+            Some(name) => headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| failure("line 1: no column of the label column's name".into()))?,
             None => headers.len() - 1,
         };
         let feature_count = headers.len() - 1;
@@ -152,70 +162,41 @@ impl Dataset {
                 let line = error
                     .position()
                     .map_or(fallback_line, |position| position.line());
-                MlError::Csv(format!("{}: line {line}: {error}", path.display()))
+                failure(format!("line {line}: {error}"))
             })?;
             let line = record
                 .position()
                 .map_or(fallback_line, |position| position.line());
             if record.len() != headers.len() {
-                return Err(MlError::Csv(format!(
-                    "{}: line {line}: expected {} fields, found {}",
-                    path.display(),
+                return Err(failure(format!(
+                    "line {line}: expected {} fields, found {}",
                     headers.len(),
                     record.len()
                 )));
             }
             for (column, field) in record.iter().enumerate() {
+                let at = |what: &str| failure(format!("line {line}: column {}: {what}", column + 1));
                 if column == label_index {
-                    let label: u32 = field.parse().map_err(|_| {
-                        MlError::Csv(format!(
-                            "{}: line {line}: label {field:?} is not a non-negative integer",
-                            path.display()
-                        ))
-                    })?;
+                    let label: u32 = field
+                        .parse()
+                        .map_err(|_| at("the label is not a non-negative integer"))?;
                     labels.push(label);
                 } else {
-                    let value: f32 = field.parse().map_err(|_| {
-                        MlError::Csv(format!(
-                            "{}: line {line}: column {:?}: {field:?} is not a number",
-                            path.display(),
-                            &headers[column]
-                        ))
-                    })?;
+                    let value: f32 = field.parse().map_err(|_| at("not a number"))?;
                     if !value.is_finite() {
-                        return Err(MlError::Csv(format!(
-                            "{}: line {line}: column {:?}: {field:?} is not finite",
-                            path.display(),
-                            &headers[column]
-                        )));
+                        return Err(at("not finite"));
                     }
                     features.push(value);
                 }
             }
         }
         let Some(&max_label) = labels.iter().max() else {
-            return Err(MlError::Csv(format!(
-                "{}: no data rows after the header",
-                path.display()
-            )));
+            return Err(failure("no data rows after the header".into()));
         };
-        let class_count = (max_label as usize).checked_add(1).ok_or_else(|| {
-            MlError::Csv(format!(
-                "{}: label {max_label} is too large",
-                path.display()
-            ))
-        })?;
+        let class_count = (max_label as usize)
+            .checked_add(1)
+            .ok_or_else(|| failure(format!("label {max_label} is too large")))?;
         Self::from_parts(features, labels, feature_count, class_count)
-    }
-
-    /// Loads the dataset a job spec points at.
-    pub fn load(source: &DatasetSource) -> Result<Self, MlError> {
-        match source {
-            DatasetSource::Digits => Self::digits(),
-            DatasetSource::Csv { path, label_column } => {
-                Self::from_csv(Path::new(path), label_column.as_deref())
-            }
-        }
     }
 
     /// Number of samples.

@@ -275,6 +275,13 @@ impl CoordinatorClient {
         Ok(response.job)
     }
 
+    /// Cancels a running job of this key's.
+    pub async fn cancel_job(&self, job: &Hash) -> Result<(), NetError> {
+        self.call("POST", &format!("/v1/jobs/{job}/cancel"), Vec::new())
+            .await
+            .map(drop)
+    }
+
     pub async fn job_status(&self, job: &Hash) -> Result<JobStatus, NetError> {
         self.call_json("GET", &format!("/v1/jobs/{job}"), Vec::new())
             .await

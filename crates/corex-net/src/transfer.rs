@@ -24,6 +24,7 @@ use corex_core::Hash;
 use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE, Manifest};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
+    UploadDatasetRequest, UploadDatasetResponse,
     ChunkedResult, MissingChunksRequest, MissingChunksResponse, ResultHeader,
 };
 use corex_core::result_frame::ResultTensor;
@@ -216,8 +217,6 @@ impl CoordinatorClient {
         }
         let tensor = tensor.as_bytes();
         let manifest = Manifest::of(tensor, chunk_size);
-        let distinct: BTreeSet<Hash> = manifest.chunks.iter().copied().collect();
-        report.chunks = distinct.len();
         let submission = json_body(
             "/v1/results/chunked",
             &ChunkedResult {
@@ -225,6 +224,45 @@ impl CoordinatorClient {
                 tensor: manifest.clone(),
             },
         )?;
+        self.upload_and_submit(tensor, &manifest, "/v1/results/chunked", submission, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Uploads a dataset's encoding (`corex_ml::Dataset::to_bytes`) as chunks the coordinator
+    /// does not hold yet, then registers it (`POST /v1/datasets`); an interrupted upload
+    /// resumes where it stopped. Returns the dataset's content hash and shape.
+    pub async fn upload_dataset(&self, encoded: &[u8]) -> Result<UploadDatasetResponse, NetError> {
+        let chunk_size = self.transfer().upload_chunk_size.max(MIN_UPLOAD_CHUNK_SIZE);
+        let manifest = Manifest::of(encoded, chunk_size);
+        let request = json_body(
+            "/v1/datasets",
+            &UploadDatasetRequest {
+                manifest: manifest.clone(),
+            },
+        )?;
+        let mut report = UploadReport::default();
+        let answer = self
+            .upload_and_submit(encoded, &manifest, "/v1/datasets", request, &mut report)
+            .await?;
+        serde_json::from_slice(&answer).map_err(|error| NetError::Decode {
+            url: "/v1/datasets".into(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Sends the chunks of `blob` (cut as `manifest` says) that the coordinator lacks, then
+    /// `submission` to `path`; sends expired chunks again when the coordinator says so.
+    async fn upload_and_submit(
+        &self,
+        blob: &[u8],
+        manifest: &Manifest,
+        path: &str,
+        submission: Bytes,
+        report: &mut UploadReport,
+    ) -> Result<Bytes, NetError> {
+        let distinct: BTreeSet<Hash> = manifest.chunks.iter().copied().collect();
+        report.chunks = distinct.len();
         let mut round = 1;
         loop {
             let missing = self
@@ -238,24 +276,21 @@ impl CoordinatorClient {
                 if !missing.contains(hash) || !sent.insert(*hash) {
                     continue;
                 }
-                let path = format!("/v1/uploads/{hash}");
-                let bytes = Bytes::copy_from_slice(&tensor[manifest.range_of(index)]);
-                self.retrying(&path, &mut report.retries, NetError::is_transient, || {
-                    self.call("PUT", &path, bytes.clone())
+                let chunk_path = format!("/v1/uploads/{hash}");
+                let bytes = Bytes::copy_from_slice(&blob[manifest.range_of(index)]);
+                self.retrying(&chunk_path, &mut report.retries, NetError::is_transient, || {
+                    self.call("PUT", &chunk_path, bytes.clone())
                 })
                 .await?;
                 report.sent += 1;
             }
             let submitted = self
-                .retrying(
-                    "/v1/results/chunked",
-                    &mut report.retries,
-                    NetError::is_transient,
-                    || self.call("POST", "/v1/results/chunked", submission.clone()),
-                )
+                .retrying(path, &mut report.retries, NetError::is_transient, || {
+                    self.call("POST", path, submission.clone())
+                })
                 .await;
             match submitted {
-                Ok(_) => return Ok(report),
+                Ok(answer) => return Ok(answer),
                 Err(error)
                     if error.api_code() == Some("missing_chunks") && round < SUBMIT_ROUNDS =>
                 {

@@ -494,7 +494,7 @@ impl NodeAgent {
             DatasetSource::Digits => tokio::task::spawn_blocking(Dataset::digits)
                 .await
                 .map_err(|error| NodeError::Compute(error.to_string()))?,
-            DatasetSource::Csv { .. } => {
+            DatasetSource::Uploaded { .. } | DatasetSource::Named { .. } => {
                 let blob = descriptor
                     .dataset_blob
                     .ok_or(NodeError::NoDatasetBlob(*job))?;

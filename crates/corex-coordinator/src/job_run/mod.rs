@@ -352,6 +352,18 @@ impl JobRun {
         self.state == JobState::Running
     }
 
+    /// Ends the job at its owner's request: the open round is dropped (its results are not
+    /// aggregated, recorded or paid), and the checkpoints its audits published are retired.
+    pub fn cancel(&mut self, blobs: &mut BlobStore, now_ms: u64) {
+        if let Some(auditing) = self.round.take().and_then(|round| round.auditing) {
+            for hash in &auditing.published {
+                blobs.retire(hash);
+            }
+        }
+        self.state = JobState::Cancelled;
+        self.finished_ms = Some(now_ms);
+    }
+
     /// Whether `fragment` is (or was) one of this job's.
     pub fn owns_fragment(&self, fragment: &Hash) -> bool {
         self.closed_fragments.contains(fragment)

@@ -147,6 +147,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         work: corex_core::WorkSpec::Gradient,
         granularity: corex_core::Granularity::Fixed,
         federated: None,
+        public: false,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use corex_ml::{Dataset, DatasetSource, MlError};
+use corex_ml::{Dataset, MlError};
 
 fn csv_file(contents: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -13,7 +13,7 @@ fn csv_file(contents: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn digits_loads_scaled() {
-    let digits = Dataset::load(&DatasetSource::Digits).unwrap();
+    let digits = Dataset::digits().unwrap();
     assert_eq!(digits.len(), 1797);
     assert_eq!(digits.feature_count(), 64);
     assert_eq!(digits.class_count(), 10);
@@ -42,11 +42,9 @@ fn csv_round_trip() {
     let file = csv_file("label,a,b\n2,0.5,-1.25\n0,3,0.001\n1,7,2.5\n");
     let named = Dataset::from_csv(file.path(), Some("label")).unwrap();
     assert_eq!(named, data);
-    let source = DatasetSource::Csv {
-        path: file.path().to_string_lossy().into_owned(),
-        label_column: Some("label".into()),
-    };
-    assert_eq!(Dataset::load(&source).unwrap(), data);
+    let text = std::fs::read(file.path()).unwrap();
+    let from_bytes = Dataset::from_csv_reader(&text[..], Some("label"), "upload").unwrap();
+    assert_eq!(from_bytes, data);
 }
 
 fn csv_error(contents: &str, label: Option<&str>) -> String {
@@ -67,6 +65,8 @@ fn malformed_csv_is_rejected_with_line_numbers() {
     assert!(csv_error("a,b,y\n", None).contains("no data rows"));
     assert!(csv_error("a,b,y\n1,2,0\n", Some("label")).contains("no column"));
     assert!(csv_error("y\n1\n", None).contains("line 1"));
+    let secret = csv_error("a,b,y\n1,2,0\n1,hunter2,1\n", None);
+    assert!(!secret.contains("hunter2"), "errors never repeat the data: {secret}");
     let missing = Dataset::from_csv(std::path::Path::new("/nonexistent/corex.csv"), None);
     assert!(matches!(missing, Err(MlError::Csv(_))));
 }

@@ -1,0 +1,277 @@
+//! The job owner's API: datasets (`POST /v1/datasets`), job submission, cancellation, and the
+//! reads of a job (status, spec, report, weights, outputs).
+//!
+//! Submission runs its checks in a fixed order, each before anything the next one would
+//! allocate: the body within the spec limit, the signature, the admission policy, the resource
+//! budget, the spec's own rules, the owner's quotas, and only then the dataset (built in,
+//! uploaded by this owner, or named in the operator's directory; never a path). Reads of a
+//! private job are the owner's and the operators'. A refusal changes nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use corex_core::messages::{
+    SubmitJobRequest, SubmitJobResponse, UploadDatasetRequest, UploadDatasetResponse,
+};
+use corex_core::{DatasetSource, Granularity, Hash, JobSpec, NodeId};
+use corex_ml::Dataset;
+use corex_net::JobDescriptor;
+
+use crate::api::{ApiResult, authenticate, authenticate_within, json, parse_hash, parse_json};
+use crate::error::CoordinatorError;
+use crate::server::{Shared, measure_replay_speed};
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/datasets", post(upload_dataset))
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/spec", get(job_spec))
+        .route("/v1/jobs/{id}/report", get(job_report))
+        .route("/v1/jobs/{id}/weights", get(job_weights))
+        .route("/v1/jobs/{id}/outputs", get(job_outputs))
+}
+
+/// Admits `owner` under the operator's policy, looking its stake up only when the policy asks.
+pub(crate) fn admit_owner(shared: &Shared, owner: &NodeId) -> Result<(), CoordinatorError> {
+    let admission = &shared.config.admission;
+    let stake = if admission.needs_stake(owner) {
+        let ledger = shared.ledger();
+        ledger
+            .chain()
+            .state()
+            .account(owner)
+            .map_or(0, |account| account.stake)
+    } else {
+        0
+    };
+    admission.admit(owner, stake)
+}
+
+/// Registers a dataset the owner uploaded as chunks: assembled from its staged chunks,
+/// decoded off the async threads, kept under its content hash within the owner's quota.
+async fn upload_dataset(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let limit = shared.config.max_manifest_body_bytes();
+    let (owner, body) = authenticate_within(&shared, request, limit).await?;
+    admit_owner(&shared, &owner)?;
+    let UploadDatasetRequest { manifest } = parse_json(&body.into_bytes())?;
+    let most = shared.config.max_dataset_bytes;
+    if manifest.total_bytes > most as u64 {
+        return Err(CoordinatorError::Dataset(format!(
+            "{} bytes is above this coordinator's dataset limit of {most}",
+            manifest.total_bytes
+        )));
+    }
+    let quota = shared.config.max_stored_bytes_per_owner;
+    let bytes = {
+        let engine = shared.engine();
+        let stored = engine.stored_bytes(&owner);
+        if stored.saturating_add(manifest.total_bytes) > quota {
+            return Err(CoordinatorError::OwnerQuota(format!(
+                "{} keeps {stored} bytes here; {} more is above the limit of {quota}",
+                owner.short(),
+                manifest.total_bytes
+            )));
+        }
+        engine.uploads.assemble(owner, &manifest)?
+    };
+    let total = bytes.len() as u64;
+    let dataset = tokio::task::spawn_blocking(move || crate::datasets::decode_upload(&bytes))
+        .await
+        .map_err(|error| CoordinatorError::Dataset(error.to_string()))??;
+    let response = UploadDatasetResponse {
+        dataset: Hash(dataset.content_hash()),
+        samples: dataset.len() as u64,
+        features: dataset.feature_count() as u64,
+        classes: dataset.class_count() as u64,
+    };
+    {
+        let mut engine = shared.engine();
+        engine.datasets.register(owner, Arc::new(dataset), total);
+        engine.uploads.release(owner, &manifest.chunks);
+    }
+    tracing::info!(owner = %owner.short(), dataset = %response.dataset.short(), samples = response.samples, "dataset uploaded");
+    Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+}
+
+/// The dataset `spec` runs on, for `owner`: loaded or read off the async threads.
+async fn resolve_dataset(
+    shared: &Shared,
+    owner: NodeId,
+    spec: &JobSpec,
+) -> Result<Arc<Dataset>, CoordinatorError> {
+    let blocking = |load: Box<dyn FnOnce() -> Result<Dataset, CoordinatorError> + Send>| async {
+        tokio::task::spawn_blocking(load)
+            .await
+            .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
+            .map(Arc::new)
+    };
+    match spec.dataset.source.clone() {
+        DatasetSource::Digits => {
+            blocking(Box::new(|| {
+                Dataset::digits().map_err(|error| CoordinatorError::Dataset(error.to_string()))
+            }))
+            .await
+        }
+        DatasetSource::Uploaded { dataset } => shared.engine().datasets.uploaded_by(&owner, &dataset),
+        DatasetSource::Named { name, label_column } => {
+            let dir = shared.config.datasets_dir.clone();
+            let most = shared.config.max_dataset_bytes;
+            blocking(Box::new(move || {
+                crate::datasets::read_named(dir.as_deref(), &name, label_column.as_deref(), most)
+            }))
+            .await
+        }
+    }
+}
+
+async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let limit = shared.config.transport.max_spec_body_bytes;
+    let (owner, body) = authenticate_within(&shared, request, limit).await?;
+    admit_owner(&shared, &owner)?;
+    let SubmitJobRequest { spec } = parse_json(&body.into_bytes())?;
+    shared
+        .config
+        .limits
+        .check(&spec)
+        .map_err(|error| CoordinatorError::OverBudget(error.to_string()))?;
+    spec.validate()
+        .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
+    let dataset = resolve_dataset(&shared, owner, &spec).await?;
+    // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
+    // measured once, when the first such job comes.
+    let adaptive = matches!(spec.granularity, Granularity::Adaptive { .. });
+    if adaptive && shared.engine().config.replay_mflops.is_none() {
+        let mflops = measure_replay_speed().await?;
+        tracing::info!(mflops, "replay speed measured");
+        shared.engine().config.replay_mflops.get_or_insert(mflops);
+    }
+    let name = spec.name.clone();
+    let job = shared
+        .engine()
+        .submit_job(owner, spec, dataset, shared.clock.millis())?;
+    tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
+    shared.work_available.notify_waiters();
+    Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
+}
+
+/// Cancels a running job (its owner or an operator).
+async fn cancel_job(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (key, _) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    shared
+        .engine()
+        .cancel_job(&key, &id, shared.clock.millis())?;
+    tracing::info!(job = %id.short(), by = %key.short(), "job cancelled");
+    shared.work_available.notify_waiters();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The statuses of the jobs the caller may read.
+async fn list_jobs(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let statuses: Vec<_> = shared
+        .engine()
+        .jobs_for(&reader)
+        .map(|job| job.status())
+        .collect();
+    json(&statuses)
+}
+
+async fn job_status(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let status = shared.engine().job_for(&reader, &parse_hash(&id)?)?.status();
+    json(&status)
+}
+
+/// What a node needs to compute a job's fragments: readable by the owner, the operators, and
+/// any registered node (nodes compute private jobs too); everyone for a public job.
+async fn job_spec(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let descriptor = {
+        let engine = shared.engine();
+        let job = match engine.job_for(&reader, &id) {
+            Err(CoordinatorError::NotJobOwner(_)) if engine.nodes().contains_key(&reader) => {
+                engine.job(&id)?
+            }
+            other => other?,
+        };
+        JobDescriptor {
+            spec: job.spec.clone(),
+            dataset_hash: job.dataset_hash,
+            dataset_blob: job.dataset_blob,
+        }
+    };
+    json(&descriptor)
+}
+
+async fn job_report(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let report = {
+        let engine = shared.engine();
+        engine.job_for(&reader, &id)?;
+        engine.report(&id)?
+    };
+    json(&report)
+}
+
+async fn job_weights(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let weights = {
+        let engine = shared.engine();
+        let job = engine.job_for(&reader, &id)?;
+        if !job.spec.work.trains() {
+            return Err(CoordinatorError::NoWeights(id));
+        }
+        job.weights.ok_or(CoordinatorError::JobNotFinished(id))?
+    };
+    json(&weights)
+}
+
+async fn job_outputs(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, _) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let outputs = {
+        let engine = shared.engine();
+        let job = engine.job_for(&reader, &id)?;
+        if job.spec.work.trains() {
+            return Err(CoordinatorError::NoOutputs(id));
+        }
+        job.outputs
+            .clone()
+            .ok_or(CoordinatorError::JobNotFinished(id))?
+    };
+    json(&outputs)
+}
