@@ -50,7 +50,11 @@ impl DatasetRegistry {
     }
 
     /// The dataset `owner` uploaded under `hash`.
-    pub fn uploaded_by(&self, owner: &NodeId, hash: &Hash) -> Result<Arc<Dataset>, CoordinatorError> {
+    pub fn uploaded_by(
+        &self,
+        owner: &NodeId,
+        hash: &Hash,
+    ) -> Result<Arc<Dataset>, CoordinatorError> {
         self.uploaded
             .get(hash)
             .filter(|entry| entry.owners.contains(owner))
@@ -161,6 +165,9 @@ mod tests {
         let hash = registry.register(alice, data, 100);
         assert!(registry.uploaded_by(&alice, &hash).is_ok());
         assert!(registry.uploaded_by(&bob, &hash).is_err());
-        assert_eq!((registry.stored_bytes(&alice), registry.stored_bytes(&bob)), (100, 0));
+        assert_eq!(
+            (registry.stored_bytes(&alice), registry.stored_bytes(&bob)),
+            (100, 0)
+        );
     }
 }

@@ -118,7 +118,9 @@ async fn resolve_dataset(
             }))
             .await
         }
-        DatasetSource::Uploaded { dataset } => shared.engine().datasets.uploaded_by(&owner, &dataset),
+        DatasetSource::Uploaded { dataset } => {
+            shared.engine().datasets.uploaded_by(&owner, &dataset)
+        }
         DatasetSource::Named { name, label_column } => {
             let dir = shared.config.datasets_dir.clone();
             let most = shared.config.max_dataset_bytes;
@@ -193,7 +195,10 @@ async fn job_status(
     request: Request,
 ) -> ApiResult {
     let (reader, _) = authenticate(&shared, request).await?;
-    let status = shared.engine().job_for(&reader, &parse_hash(&id)?)?.status();
+    let status = shared
+        .engine()
+        .job_for(&reader, &parse_hash(&id)?)?
+        .status();
     json(&status)
 }
 

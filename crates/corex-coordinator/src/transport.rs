@@ -213,7 +213,10 @@ impl<S: Send + 'static> Accept<TcpStream, S> for ConnectionLimiter {
     type Future = std::future::Ready<io::Result<(LimitedStream, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let peer = stream.peer_addr().ok().map(|address: SocketAddr| address.ip());
+        let peer = stream
+            .peer_addr()
+            .ok()
+            .map(|address: SocketAddr| address.ip());
         std::future::ready(self.admit(peer).map(|slot| {
             (
                 LimitedStream {

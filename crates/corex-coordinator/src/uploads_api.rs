@@ -14,9 +14,7 @@ use axum::routing::{post, put};
 use corex_core::NodeId;
 use corex_core::messages::{ChunkedResult, MissingChunksRequest, MissingChunksResponse};
 
-use crate::api::{
-    ApiResult, authenticate_within, json, judge_result, parse_hash, parse_json,
-};
+use crate::api::{ApiResult, authenticate_within, json, judge_result, parse_hash, parse_json};
 use crate::error::CoordinatorError;
 use crate::server::Shared;
 

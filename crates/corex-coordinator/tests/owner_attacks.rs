@@ -17,12 +17,31 @@ use corex_core::{DataHolder, DatasetSource, JobSpec, Keypair};
 use corex_net::CoordinatorClient;
 
 /// Sends `body` signed to `path`; asserts the status and error code, returns the message.
-async fn refused(client: &CoordinatorClient, method: &str, path: &str, body: Vec<u8>, status: u16, code: &str) -> String {
+async fn refused(
+    client: &CoordinatorClient,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    status: u16,
+    code: &str,
+) -> String {
     let headers = client.signed_headers(method, path, &body).unwrap();
-    let (got, bytes) = client.send_raw(method, path, body, Some(&headers)).await.unwrap();
-    let error: ApiError = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{path}: expected a JSON error, got {got} {}", String::from_utf8_lossy(&bytes)));
-    assert_eq!((got, error.error.as_str()), (status, code), "{path}: {}", error.message);
+    let (got, bytes) = client
+        .send_raw(method, path, body, Some(&headers))
+        .await
+        .unwrap();
+    let error: ApiError = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{path}: expected a JSON error, got {got} {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    assert_eq!(
+        (got, error.error.as_str()),
+        (status, code),
+        "{path}: {}",
+        error.message
+    );
     error.message
 }
 
@@ -33,7 +52,10 @@ fn submission(spec: &serde_json::Value) -> Vec<u8> {
 /// Resident memory of this process (the coordinator runs in it), in KiB.
 fn resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -51,16 +73,40 @@ async fn a_spec_naming_a_coordinator_path_reads_nothing() {
     let mut spec = serde_json::to_value(small_job(adam())).unwrap();
     // The old path-bearing source no longer exists.
     spec["dataset"]["source"] = serde_json::json!({ "kind": "csv", "path": "/etc/passwd" });
-    refused(&owner, "POST", "/v1/jobs", submission(&spec), 400, "malformed_body").await;
+    refused(
+        &owner,
+        "POST",
+        "/v1/jobs",
+        submission(&spec),
+        400,
+        "malformed_body",
+    )
+    .await;
     for name in ["../../etc/passwd", "/etc/passwd", ".hidden", "dev/zero"] {
         spec["dataset"]["source"] = serde_json::json!({ "kind": "named", "name": name });
-        refused(&owner, "POST", "/v1/jobs", submission(&spec), 422, "invalid_spec").await;
+        refused(
+            &owner,
+            "POST",
+            "/v1/jobs",
+            submission(&spec),
+            422,
+            "invalid_spec",
+        )
+        .await;
     }
     // A link out of the operator's directory is as unknown as a missing file, and the
     // answer never repeats what the file holds.
     for name in ["passwd.csv", "missing.csv"] {
         spec["dataset"]["source"] = serde_json::json!({ "kind": "named", "name": name });
-        let message = refused(&owner, "POST", "/v1/jobs", submission(&spec), 404, "unknown_dataset").await;
+        let message = refused(
+            &owner,
+            "POST",
+            "/v1/jobs",
+            submission(&spec),
+            404,
+            "unknown_dataset",
+        )
+        .await;
         assert!(!message.contains("root"), "{message}");
     }
     assert!(owner.nodes().await.unwrap().is_empty());
@@ -80,7 +126,10 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     let net = TestNet::start(CoordinatorConfig::one_machine()).await;
     let owner = net.client(100);
     let headers = owner.signed_headers("POST", "/v1/jobs", &huge).unwrap();
-    match owner.send_raw("POST", "/v1/jobs", huge.clone(), Some(&headers)).await {
+    match owner
+        .send_raw("POST", "/v1/jobs", huge.clone(), Some(&headers))
+        .await
+    {
         Ok((status, _)) => assert_eq!(status, 413),
         Err(error) => assert!(format!("{error:?}").contains("BrokenPipe"), "{error:?}"),
     }
@@ -102,12 +151,31 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     // Tens of thousands of layers: refused by the budget.
     let mut deep = small_job(adam());
     deep.model.hidden = vec![8; 50_000];
-    let message = refused(&owner, "POST", "/v1/jobs", submission(&serde_json::to_value(&deep).unwrap()), 422, "over_budget").await;
+    let message = refused(
+        &owner,
+        "POST",
+        "/v1/jobs",
+        submission(&serde_json::to_value(&deep).unwrap()),
+        422,
+        "over_budget",
+    )
+    .await;
     assert!(message.contains("max_layers"), "{message}");
     // A holder declaring 4·10⁹ samples.
-    let holder = DataHolder { node: Keypair::from_secret([7; 32]).id(), samples: 4_000_000_000 };
+    let holder = DataHolder {
+        node: Keypair::from_secret([7; 32]).id(),
+        samples: 4_000_000_000,
+    };
     let federated = JobSpec::digits_federated(vec![holder], None);
-    let message = refused(&owner, "POST", "/v1/jobs", submission(&serde_json::to_value(&federated).unwrap()), 422, "over_budget").await;
+    let message = refused(
+        &owner,
+        "POST",
+        "/v1/jobs",
+        submission(&serde_json::to_value(&federated).unwrap()),
+        422,
+        "over_budget",
+    )
+    .await;
     assert!(message.contains("max_holder_samples"), "{message}");
     // More than the budget's 10¹⁸ FLOPs (about 2.6·10¹⁸).
     let mut long = small_job(adam());
@@ -115,10 +183,21 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     long.rounds = 100_000;
     long.global_batch = 1 << 20;
     long.fragment_samples = 1024;
-    let message = refused(&owner, "POST", "/v1/jobs", submission(&serde_json::to_value(&long).unwrap()), 422, "over_budget").await;
+    let message = refused(
+        &owner,
+        "POST",
+        "/v1/jobs",
+        submission(&serde_json::to_value(&long).unwrap()),
+        422,
+        "over_budget",
+    )
+    .await;
     assert!(message.contains("max_job_flops"), "{message}");
     let grown_mib = resident_kib().saturating_sub(before) / 1024;
-    assert!(grown_mib < 64, "the coordinator grew by {grown_mib} MiB refusing specs");
+    assert!(
+        grown_mib < 64,
+        "the coordinator grew by {grown_mib} MiB refusing specs"
+    );
 
     // An honest job beside them ends as it would alone.
     let job = owner.submit_job(&small_job(adam())).await.unwrap();
@@ -142,43 +221,76 @@ async fn admission_policies_refuse_keys_they_do_not_admit() {
     let net = TestNet::start(config).await;
     let spec = submission(&serde_json::to_value(small_job(adam())).unwrap());
     let stranger = net.client(101);
-    refused(&stranger, "POST", "/v1/jobs", spec.clone(), 403, "not_admitted").await;
+    refused(
+        &stranger,
+        "POST",
+        "/v1/jobs",
+        spec.clone(),
+        403,
+        "not_admitted",
+    )
+    .await;
     let digits = corex_ml::Dataset::digits().unwrap().to_bytes();
     let error = stranger.upload_dataset(&digits).await.unwrap_err();
     assert_eq!(error.api_code(), Some("not_admitted"), "{error}");
     assert!(net.client(100).submit_job(&small_job(adam())).await.is_ok());
-    assert!(net.client(99).submit_job(&small_job(adam())).await.is_ok(), "operators are admitted");
+    assert!(
+        net.client(99).submit_job(&small_job(adam())).await.is_ok(),
+        "operators are admitted"
+    );
     net.shutdown().await;
 
     // A stake policy: a key without stake is refused.
     let config = CoordinatorConfig {
-        admission: Admission { policy: AdmissionPolicy::MinStake(1), operators: BTreeSet::new() },
+        admission: Admission {
+            policy: AdmissionPolicy::MinStake(1),
+            operators: BTreeSet::new(),
+        },
         ..CoordinatorConfig::one_machine()
     };
     let net = TestNet::start(config).await;
-    let message = refused(&net.client(101), "POST", "/v1/jobs", spec, 403, "not_admitted").await;
+    let message = refused(
+        &net.client(101),
+        "POST",
+        "/v1/jobs",
+        spec,
+        403,
+        "not_admitted",
+    )
+    .await;
     assert!(message.contains("staked"), "{message}");
     net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_jobs_are_their_owners_and_cancel_is_the_owners_too() {
-    let mut net = TestNet::start(CoordinatorConfig { max_running_jobs_per_owner: 2, ..CoordinatorConfig::one_machine() }).await;
+    let mut net = TestNet::start(CoordinatorConfig {
+        max_running_jobs_per_owner: 2,
+        ..CoordinatorConfig::one_machine()
+    })
+    .await;
     let (owner, stranger) = (net.client(100), net.client(101));
     // The owner trains on data it uploaded; nobody else can name that data.
     let digits = corex_ml::Dataset::digits().unwrap();
     let uploaded = owner.upload_dataset(&digits.to_bytes()).await.unwrap();
     assert_eq!(uploaded.dataset.0, digits.content_hash());
     let mut spec = small_job(adam());
-    spec.dataset.source = DatasetSource::Uploaded { dataset: uploaded.dataset };
+    spec.dataset.source = DatasetSource::Uploaded {
+        dataset: uploaded.dataset,
+    };
     let error = stranger.submit_job(&spec).await.unwrap_err();
     assert_eq!(error.api_code(), Some("unknown_dataset"), "{error}");
     let private = owner.submit_job(&spec).await.unwrap();
     net.spawn_node(1);
     let status = wait_for_end(&owner, &private, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
-    let weights_hash: corex_core::Hash =
-        serde_json::from_slice(&owner.call("GET", &format!("/v1/jobs/{private}/weights"), Vec::new()).await.unwrap()).unwrap();
+    let weights_hash: corex_core::Hash = serde_json::from_slice(
+        &owner
+            .call("GET", &format!("/v1/jobs/{private}/weights"), Vec::new())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     for path in [
         format!("/v1/jobs/{private}"),
         format!("/v1/jobs/{private}/report"),
@@ -189,18 +301,32 @@ async fn private_jobs_are_their_owners_and_cancel_is_the_owners_too() {
         refused(&stranger, "GET", &path, Vec::new(), 403, "not_job_owner").await;
     }
     let listed: Vec<serde_json::Value> =
-        serde_json::from_slice(&stranger.call("GET", "/v1/jobs", Vec::new()).await.unwrap()).unwrap();
+        serde_json::from_slice(&stranger.call("GET", "/v1/jobs", Vec::new()).await.unwrap())
+            .unwrap();
     assert!(listed.is_empty(), "a private job is not listed to others");
     // The node list shows no address or host name to anyone but the operators.
     let nodes = stranger.nodes().await.unwrap();
     assert!(!nodes.is_empty());
-    assert!(nodes.values().all(|info| info.endpoint.is_empty() && info.device.hostname.is_empty()));
+    assert!(
+        nodes
+            .values()
+            .all(|info| info.endpoint.is_empty() && info.device.hostname.is_empty())
+    );
 
     // A public job is readable by anyone.
-    let public = owner.submit_job(&JobSpec { public: true, ..small_job(adam()) }).await.unwrap();
+    let public = owner
+        .submit_job(&JobSpec {
+            public: true,
+            ..small_job(adam())
+        })
+        .await
+        .unwrap();
     assert!(stranger.job_status(&public).await.is_ok());
     // Quotas: the owner now runs public and may start one more, not two.
-    let long = JobSpec { rounds: 100_000, ..small_job(adam()) };
+    let long = JobSpec {
+        rounds: 100_000,
+        ..small_job(adam())
+    };
     let running = owner.submit_job(&long).await.unwrap();
     let error = owner.submit_job(&long).await.unwrap_err();
     assert_eq!(error.api_code(), Some("owner_quota"), "{error}");
@@ -208,7 +334,10 @@ async fn private_jobs_are_their_owners_and_cancel_is_the_owners_too() {
     let error = stranger.cancel_job(&running).await.unwrap_err();
     assert_eq!(error.api_code(), Some("not_job_owner"), "{error}");
     owner.cancel_job(&running).await.unwrap();
-    assert_eq!(owner.job_status(&running).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        owner.job_status(&running).await.unwrap().state,
+        JobState::Cancelled
+    );
     let error = owner.cancel_job(&running).await.unwrap_err();
     assert_eq!(error.api_code(), Some("job_not_running"), "{error}");
     let again = owner.submit_job(&long).await.unwrap();

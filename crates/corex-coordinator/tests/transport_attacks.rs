@@ -157,6 +157,9 @@ async fn a_key_over_its_rate_is_slowed_down_and_others_are_not() {
     }
     assert!(refused >= 30, "only {refused} of 60 requests were refused");
     let other = net.client(51);
-    assert!(other.ledger_summary().await.is_ok(), "another key is not slowed");
+    assert!(
+        other.ledger_summary().await.is_ok(),
+        "another key is not slowed"
+    );
     net.shutdown().await;
 }

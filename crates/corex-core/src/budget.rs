@@ -90,15 +90,16 @@ impl JobSpec {
                 .chain(std::iter::once(model.classes))
                 .map(|width| width as u64)
         };
-        let (parameters, macs) = widths()
-            .zip(widths().skip(1))
-            .fold((0u64, 0u64), |(parameters, macs), (fan_in, fan_out)| {
+        let (parameters, macs) = widths().zip(widths().skip(1)).fold(
+            (0u64, 0u64),
+            |(parameters, macs), (fan_in, fan_out)| {
                 let layer = fan_in.saturating_mul(fan_out);
                 (
                     parameters.saturating_add(layer).saturating_add(fan_out),
                     macs.saturating_add(layer),
                 )
-            });
+            },
+        );
         let width_sum = widths().fold(0u64, u64::saturating_add);
         let fragment_samples = u64::from(self.fragment_samples);
         let (holders, holder_samples) = self.federated.as_ref().map_or((0, 0), |federated| {
@@ -108,7 +109,12 @@ impl JobSpec {
         let (step_batch, samples_per_round) = match (&self.work, &self.federated) {
             (WorkSpec::LocalSteps { steps, .. }, Some(federated)) => {
                 let batch = u64::from(federated.local_batch);
-                (batch, batch.saturating_mul(u64::from(*steps)).saturating_mul(holders))
+                (
+                    batch,
+                    batch
+                        .saturating_mul(u64::from(*steps))
+                        .saturating_mul(holders),
+                )
             }
             (WorkSpec::LocalSteps { steps, .. }, None) => (
                 fragment_samples.div_ceil(u64::from((*steps).max(1))),
@@ -164,8 +170,16 @@ impl ResourceLimits {
                 used.holder_samples.into(),
                 self.max_holder_samples.into(),
             ),
-            ("max_parameters", used.parameters.into(), self.max_parameters.into()),
-            ("max_result_bytes", used.result_bytes.into(), self.max_result_bytes.into()),
+            (
+                "max_parameters",
+                used.parameters.into(),
+                self.max_parameters.into(),
+            ),
+            (
+                "max_result_bytes",
+                used.result_bytes.into(),
+                self.max_result_bytes.into(),
+            ),
             (
                 "max_fragment_memory_bytes",
                 used.fragment_memory_bytes.into(),
@@ -251,7 +265,13 @@ mod tests {
         let used = spec.resource_use();
         let mut tight = ResourceLimits::default();
         tight.max_job_flops = used.job_flops - 1;
-        assert!(tight.check(&spec).unwrap_err().to_string().contains("max_job_flops"));
+        assert!(
+            tight
+                .check(&spec)
+                .unwrap_err()
+                .to_string()
+                .contains("max_job_flops")
+        );
         let mut tight = ResourceLimits::default();
         tight.max_fragment_memory_bytes = used.fragment_memory_bytes - 1;
         let error = tight.check(&spec).unwrap_err().to_string();

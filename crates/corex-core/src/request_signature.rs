@@ -138,13 +138,8 @@ pub fn verify_request_digest(
     input_header: Option<&str>,
     signature_header: Option<&str>,
 ) -> Result<VerifiedRequest, RequestSignatureError> {
-    let signed = verify_request_headers(
-        method,
-        path,
-        digest_header,
-        input_header,
-        signature_header,
-    )?;
+    let signed =
+        verify_request_headers(method, path, digest_header, input_header, signature_header)?;
     if signed.body_hash != *body_hash {
         return Err(RequestSignatureError::DigestMismatch);
     }

@@ -251,7 +251,10 @@ impl DatasetSource {
                 name.chars().take(MAX_DATASET_NAME).collect::<String>()
             )));
         }
-        if label_column.as_ref().is_some_and(|column| column.len() > 128) {
+        if label_column
+            .as_ref()
+            .is_some_and(|column| column.len() > 128)
+        {
             return Err(SpecError::Invalid(
                 "label_column must be at most 128 bytes".into(),
             ));

@@ -175,7 +175,8 @@ impl Dataset {
                 )));
             }
             for (column, field) in record.iter().enumerate() {
-                let at = |what: &str| failure(format!("line {line}: column {}: {what}", column + 1));
+                let at =
+                    |what: &str| failure(format!("line {line}: column {}: {what}", column + 1));
                 if column == label_index {
                     let label: u32 = field
                         .parse()

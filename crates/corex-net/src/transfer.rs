@@ -24,8 +24,8 @@ use corex_core::Hash;
 use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE, Manifest};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
-    UploadDatasetRequest, UploadDatasetResponse,
-    ChunkedResult, MissingChunksRequest, MissingChunksResponse, ResultHeader,
+    ChunkedResult, MissingChunksRequest, MissingChunksResponse, ResultHeader, UploadDatasetRequest,
+    UploadDatasetResponse,
 };
 use corex_core::result_frame::ResultTensor;
 
@@ -224,8 +224,14 @@ impl CoordinatorClient {
                 tensor: manifest.clone(),
             },
         )?;
-        self.upload_and_submit(tensor, &manifest, "/v1/results/chunked", submission, &mut report)
-            .await?;
+        self.upload_and_submit(
+            tensor,
+            &manifest,
+            "/v1/results/chunked",
+            submission,
+            &mut report,
+        )
+        .await?;
         Ok(report)
     }
 
@@ -278,9 +284,12 @@ impl CoordinatorClient {
                 }
                 let chunk_path = format!("/v1/uploads/{hash}");
                 let bytes = Bytes::copy_from_slice(&blob[manifest.range_of(index)]);
-                self.retrying(&chunk_path, &mut report.retries, NetError::is_transient, || {
-                    self.call("PUT", &chunk_path, bytes.clone())
-                })
+                self.retrying(
+                    &chunk_path,
+                    &mut report.retries,
+                    NetError::is_transient,
+                    || self.call("PUT", &chunk_path, bytes.clone()),
+                )
                 .await?;
                 report.sent += 1;
             }

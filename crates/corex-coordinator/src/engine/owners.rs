@@ -64,8 +64,16 @@ impl Coordinator {
 
     /// Cancels a running job at `key`'s request (its owner or an operator): its open round
     /// is dropped, unpaid, and its fragments are no longer leased; closed rounds stay recorded.
-    pub fn cancel_job(&mut self, key: &NodeId, id: &Hash, now_ms: u64) -> Result<(), CoordinatorError> {
-        let job = self.jobs.get_mut(id).ok_or(CoordinatorError::UnknownJob(*id))?;
+    pub fn cancel_job(
+        &mut self,
+        key: &NodeId,
+        id: &Hash,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let job = self
+            .jobs
+            .get_mut(id)
+            .ok_or(CoordinatorError::UnknownJob(*id))?;
         if !self.config.admission.may_cancel(key, &job.owner) {
             return Err(CoordinatorError::NotJobOwner(*id));
         }
