@@ -14,9 +14,13 @@ pub struct CoordinatorConfig {
     pub max_long_poll_ms: u64,
     /// How often expired leases are swept.
     pub sweep_interval_ms: u64,
-    /// Rounds per ledger epoch: after this many closed rounds (and when a job finishes) the
-    /// epoch's contributions are recorded and settled.
-    pub epoch_rounds: u32,
+    /// The rules a new ledger starts with (epoch length and half-life in ledger time, lock and
+    /// unbonding windows, …); a stored ledger keeps those of its own genesis. Default: the
+    /// main rules (one-hour epochs, four-year half-life); a devnet takes
+    /// `corex_ledger::Params::devnet()` (two-second epochs, the same half-life).
+    pub genesis: corex_ledger::Params,
+    /// Reveals in one audit seed chain; the next chain's anchor is committed at the first.
+    pub audit_chain_length: usize,
     /// Let nodes with the same device fingerprint audit each other. Off in production (an
     /// audit must come from other hardware); a devnet, whose nodes share one machine, turns
     /// it on and says so.
@@ -52,7 +56,8 @@ impl Default for CoordinatorConfig {
             clock_skew_s: 300,
             max_long_poll_ms: 10_000,
             sweep_interval_ms: 100,
-            epoch_rounds: 10,
+            genesis: corex_ledger::Params::default(),
+            audit_chain_length: crate::verification::CHAIN_LENGTH,
             shared_hardware: false,
             max_nodes_per_fingerprint: 1,
             max_nodes_per_endpoint: 4,
@@ -68,9 +73,12 @@ impl Default for CoordinatorConfig {
 
 impl CoordinatorConfig {
     /// A network whose nodes all run on one machine (a devnet, tests): any number of nodes
-    /// per fingerprint and endpoint, and they may audit each other.
+    /// per fingerprint and endpoint, they may audit each other, and a new ledger takes the
+    /// devnet rules (two-second epochs, so that a job of seconds is paid; the same half-life
+    /// as the main rules).
     pub fn one_machine() -> Self {
         Self {
+            genesis: corex_ledger::Params::devnet(),
             shared_hardware: true,
             max_nodes_per_fingerprint: u32::MAX,
             max_nodes_per_endpoint: u32::MAX,
@@ -82,15 +90,18 @@ impl CoordinatorConfig {
         if self.max_body_bytes < 1024
             || self.sweep_interval_ms == 0
             || self.clock_skew_s == 0
-            || self.epoch_rounds == 0
+            || self.audit_chain_length == 0
             || self.max_nodes_per_fingerprint == 0
             || self.max_nodes_per_endpoint == 0
         {
             return Err(CoordinatorError::InvalidSpec(
-                "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew, epoch rounds and node limits > 0"
+                "coordinator config: body limit ≥ 1 KiB; sweep interval, clock skew, audit chain length and node limits > 0"
                     .into(),
             ));
         }
+        self.genesis.validate().map_err(|error| {
+            CoordinatorError::InvalidSpec(format!("coordinator config: {error}"))
+        })?;
         if self.max_upload_chunk_bytes < MIN_UPLOAD_CHUNK_SIZE
             || self.max_staged_bytes_per_node < self.max_upload_chunk_bytes
             || self.max_staged_bytes < self.max_staged_bytes_per_node

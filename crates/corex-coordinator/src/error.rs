@@ -166,7 +166,7 @@ impl CoordinatorError {
                 LedgerError::NonceReplayed { .. }
                 | LedgerError::NonceSkipped { .. }
                 | LedgerError::AlreadyRegistered(_)
-                | LedgerError::WrongEpoch { .. }
+                | LedgerError::EpochNotOver { .. }
                 | LedgerError::RoundOutOfOrder { .. } => 409,
                 _ => 422,
             },
@@ -239,7 +239,7 @@ impl CoordinatorError {
                 LedgerError::Overdraft { .. } => "overdraft",
                 LedgerError::UnstakeTooMuch { .. } => "unstake_too_much",
                 LedgerError::UnbondingNotDone { .. } => "unbonding_not_done",
-                LedgerError::WrongEpoch { .. } => "wrong_epoch",
+                LedgerError::EpochNotOver { .. } => "epoch_not_over",
                 LedgerError::QualityOutOfRange(_) => "quality_out_of_range",
                 LedgerError::RoundOutOfOrder { .. } => "round_out_of_order",
                 _ => "ledger",

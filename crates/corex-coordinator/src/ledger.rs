@@ -1,7 +1,9 @@
 //! The coordinator's side of the ledger: it keeps the chain in `DATA_DIR/ledger.redb`, turns
-//! closed rounds into signed records (the round, a verdict per accepted result, and every
-//! `epoch_rounds` rounds the epoch's contributions and its settlement), and includes account
-//! transactions from the API. Each block is stored durably before anyone hears of it.
+//! closed rounds into signed records (the round, its contributions in exact FLOPs, a verdict
+//! per result), records the audit seed chains' anchors and reveals in the order the verifier
+//! made them, closes epochs when ledger time passes their end (the server's timer calls
+//! [`LedgerService::close_epochs`]; any block past the end settles them too), and includes
+//! account transactions from the API. Each block is stored durably before anyone hears of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,34 +11,27 @@ use std::path::Path;
 use corex_core::messages::{ResultVerdict, RoundRecord};
 use corex_core::{Fragment, Hash, Keypair, NodeId};
 use corex_ledger::{
-    Block, Chain, ContributionEntry, Genesis, NodeStatus, Proposal, SignedTx, SoftReason, TxBody,
-    TxReceipt, Verdict, merkle_root,
+    Block, Chain, ContributionEntry, Genesis, NodeStatus, Params, Proposal, SignedTx, SoftReason,
+    TxBody, TxReceipt, Verdict, merkle_root,
 };
 use corex_ledger_store::LedgerStore;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::CoordinatorError;
+use crate::verification::{AuditEvent, Verifier};
 
-/// Work of the current epoch, not yet recorded.
-#[derive(Debug, Default)]
-struct EpochTally {
-    rounds: u32,
-    work: BTreeMap<NodeId, NodeTally>,
-    /// MFLOP of all results judged.
-    demand: u64,
-}
-
-/// One node's accepted work in the epoch.
+/// One node's accepted work in a round, in FLOPs.
 #[derive(Debug, Default)]
 struct NodeTally {
-    /// Compute-PoC units: MFLOP of accepted results.
-    compute: u64,
-    /// Model-PoT units: MFLOP of accepted results that gradient consistency found in line
+    /// Compute-PoC units: FLOPs of accepted results.
+    compute: u128,
+    /// Model-PoT units: FLOPs of accepted results that gradient consistency found in line
     /// with the round.
-    consistent: u64,
+    consistent: u128,
     accepted: u64,
     flagged: u64,
-    /// Verification units: MFLOP of accepted audit replays computed for other nodes.
-    verification: u64,
+    /// Verification units: FLOPs of accepted audit replays computed for other nodes.
+    verification: u128,
 }
 
 impl NodeTally {
@@ -46,6 +41,23 @@ impl NodeTally {
             return 0;
         }
         ((self.accepted - self.flagged) * 1_000_000 / self.accepted) as u32
+    }
+
+    /// Up to three entries: Compute-PoC units at full quality (every accepted result was
+    /// verified or open to audit), Model-PoT units at the consistency quality, verification
+    /// units at full quality (every accepted replay matched).
+    fn entries(&self, node: NodeId) -> impl Iterator<Item = ContributionEntry> {
+        let compute = (self.compute > 0).then(|| ContributionEntry::compute(node, self.compute));
+        let pot = (self.consistent > 0).then(|| ContributionEntry {
+            pot_units: self.consistent,
+            quality_ppm: self.quality_ppm(),
+            ..ContributionEntry::compute(node, 0)
+        });
+        let verification = (self.verification > 0).then(|| ContributionEntry {
+            verification_units: self.verification,
+            ..ContributionEntry::compute(node, 0)
+        });
+        [compute, pot, verification].into_iter().flatten()
     }
 }
 
@@ -62,8 +74,6 @@ pub struct LedgerService {
     store: LedgerStore,
     chain: Chain,
     key: Keypair,
-    epoch_rounds: u32,
-    tally: EpochTally,
 }
 
 /// A closed round as the engine hands it over, in the order rounds closed.
@@ -71,26 +81,71 @@ pub struct LedgerService {
 pub struct ClosedRound {
     pub job: Hash,
     pub record: RoundRecord,
-    pub job_finished: bool,
 }
 
-const MFLOP: u64 = 1_000_000;
+/// What the engine hands the ledger recorder, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum LedgerRecord {
+    Audit(AuditEvent),
+    Round(ClosedRound),
+}
+
+/// The engine's end of the recorder's channel. Used under the engine lock, it hands over the
+/// verifier's audit events before every round, so a round's reveal reaches the ledger before
+/// the round, and reveals reach it in chain order.
+pub struct LedgerFeed {
+    sender: UnboundedSender<LedgerRecord>,
+    /// Number of the first audit event not sent yet.
+    audit_sent: u64,
+}
+
+impl LedgerFeed {
+    pub fn new(sender: UnboundedSender<LedgerRecord>) -> Self {
+        Self {
+            sender,
+            audit_sent: 0,
+        }
+    }
+
+    /// Sends the verifier's audit events not sent yet; false if the recorder has stopped.
+    pub fn send_audit_events(&mut self, verifier: &Verifier) -> bool {
+        let (events, end) = verifier.seeds.events_from(self.audit_sent);
+        self.audit_sent = end;
+        events
+            .iter()
+            .all(|event| self.sender.send(LedgerRecord::Audit(event.clone())).is_ok())
+    }
+
+    /// Sends the audit events not sent yet, then `closed`; false if the recorder has stopped.
+    pub fn send_round(&mut self, verifier: &Verifier, closed: ClosedRound) -> bool {
+        self.send_audit_events(verifier) && self.sender.send(LedgerRecord::Round(closed)).is_ok()
+    }
+
+    /// Sends the audit events not sent yet and lets the verifier forget them.
+    pub fn flush_audit_events(&mut self, verifier: &mut Verifier) -> bool {
+        let sent = self.send_audit_events(verifier);
+        verifier.seeds.forget_events_before(self.audit_sent);
+        sent
+    }
+}
 
 fn storage(error: impl std::fmt::Display) -> CoordinatorError {
     CoordinatorError::Storage(error.to_string())
 }
 
 impl LedgerService {
-    /// Opens (or starts, with this coordinator as the records' signer) the ledger in `dir`.
+    /// Opens the ledger in `dir`, or starts one with this coordinator as the records' signer
+    /// and `params` as its rules (a stored ledger keeps the rules of its own genesis).
     pub fn open(
         dir: &Path,
         key: Keypair,
-        epoch_rounds: u32,
+        params: Params,
         now_ms: u64,
     ) -> Result<Self, CoordinatorError> {
         let id = key.id();
-        let (store, chain) = LedgerStore::open_or_init(&dir.join("ledger.redb"), || {
-            Genesis::new(format!("corex-{}", id.short()), id, now_ms)
+        let (store, chain) = LedgerStore::open_or_init(&dir.join("ledger.redb"), || Genesis {
+            params,
+            ..Genesis::new(format!("corex-{}", id.short()), id, now_ms)
         })
         .map_err(storage)?;
         if chain.genesis().coordinator != id {
@@ -101,13 +156,7 @@ impl LedgerService {
                 id.short()
             )));
         }
-        Ok(Self {
-            store,
-            chain,
-            key,
-            epoch_rounds,
-            tally: EpochTally::default(),
-        })
+        Ok(Self { store, chain, key })
     }
 
     pub fn chain(&self) -> &Chain {
@@ -164,6 +213,35 @@ impl LedgerService {
         self.sign_and_commit(vec![TxBody::CommitAuditChain { anchor }], now_ms)
     }
 
+    /// Records what the engine handed over: an audit chain's anchor, a reveal, or a round.
+    pub fn record(&mut self, record: &LedgerRecord, now_ms: u64) -> Result<(), CoordinatorError> {
+        match record {
+            LedgerRecord::Audit(AuditEvent::Anchor(anchor)) => {
+                self.commit_audit_anchor(*anchor, now_ms)
+            }
+            LedgerRecord::Audit(AuditEvent::Reveal { job, seed }) => self.sign_and_commit(
+                vec![TxBody::RevealAuditSeed {
+                    job: *job,
+                    seed: *seed,
+                }],
+                now_ms,
+            ),
+            LedgerRecord::Round(closed) => self.record_round(closed, now_ms),
+        }
+    }
+
+    /// The timer's part of ledger time: once an epoch with work (or a reward's lock window)
+    /// has ended, writes a block that settles it, so an idle ledger still closes epochs.
+    /// Returns whether it wrote one.
+    pub fn close_epochs(&mut self, now_ms: u64) -> Result<bool, CoordinatorError> {
+        if !self.chain.settlement_due(now_ms) {
+            return Ok(false);
+        }
+        let epoch = self.chain.state().epoch;
+        self.sign_and_commit(vec![TxBody::SettleEpoch { epoch }], now_ms)?;
+        Ok(true)
+    }
+
     /// Leases that expired: soft rejects (timeouts), which cost a little score and nothing else.
     pub fn record_timeouts(
         &mut self,
@@ -215,44 +293,34 @@ impl LedgerService {
         self.sign_and_commit(vec![body], now_ms)
     }
 
-    /// Records a closed round; settles the epoch when it is full or the job is finished.
+    /// Records a closed round in one block: the round (which must apply), the contributions
+    /// of nodes active before it (paid from the release of the epoch the block falls in), and
+    /// a verdict per result and per audit replay.
     pub fn record_round(
         &mut self,
         closed: &ClosedRound,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
         let state = self.chain.state();
-        let mut bodies = vec![TxBody::RecordRound {
-            job: closed.job,
-            round: closed.record.round,
-            model: closed.record.model,
-            results_root: merkle_root(
-                &closed
-                    .record
-                    .results
-                    .iter()
-                    .map(|r| r.commitment)
-                    .collect::<Vec<_>>(),
-            ),
-            audit_seed: closed.record.audit_seed,
-        }];
-        for result in &closed.record.results {
-            self.tally.demand += result.flops.div_ceil(MFLOP);
-            let active = state.is_active_node(&result.node);
-            if !active {
+        let record = &closed.record;
+        let mut work: BTreeMap<NodeId, NodeTally> = BTreeMap::new();
+        let mut task_demand = 0u128;
+        let mut verdicts = Vec::new();
+        for result in &record.results {
+            task_demand += u128::from(result.flops);
+            if !state.is_active_node(&result.node) {
                 // Not on the ledger (or removed): its work cannot be recorded or paid.
                 continue;
             }
             let verdict = match &result.verdict {
                 ResultVerdict::Accepted { flag, .. } => {
-                    let units = result.flops.div_ceil(MFLOP);
-                    let tally = self.tally.work.entry(result.node).or_default();
-                    tally.compute += units;
+                    let tally = work.entry(result.node).or_default();
+                    tally.compute += u128::from(result.flops);
                     tally.accepted += 1;
                     if flag.is_some() {
                         tally.flagged += 1;
                     } else {
-                        tally.consistent += units;
+                        tally.consistent += u128::from(result.flops);
                     }
                     Verdict::Accept
                 }
@@ -260,89 +328,50 @@ impl LedgerService {
                     evidence: *evidence,
                 },
             };
-            bodies.push(TxBody::RecordVerdict {
+            verdicts.push(TxBody::RecordVerdict {
                 node: result.node,
                 fragment: result.fragment,
                 verdict,
             });
         }
-        for audit in &closed.record.audits {
+        for audit in &record.audits {
             if !state.is_active_node(&audit.auditor) {
                 continue;
             }
             let verdict = match &audit.verdict {
                 ResultVerdict::Accepted { .. } => {
-                    let tally = self.tally.work.entry(audit.auditor).or_default();
-                    tally.verification += audit.flops.div_ceil(MFLOP);
+                    work.entry(audit.auditor).or_default().verification += u128::from(audit.flops);
                     Verdict::Accept
                 }
                 ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
                     evidence: *evidence,
                 },
             };
-            bodies.push(TxBody::RecordVerdict {
+            verdicts.push(TxBody::RecordVerdict {
                 node: audit.auditor,
                 fragment: Fragment::derive_audit_id(&audit.fragment),
                 verdict,
             });
         }
-        self.tally.rounds += 1;
-        self.sign_and_commit(bodies, now_ms)?;
-        if self.tally.rounds >= self.epoch_rounds || closed.job_finished {
-            self.settle_epoch(now_ms)?;
-        }
-        Ok(())
-    }
-
-    /// Records the epoch's contributions of nodes still active (this round's verdicts may have
-    /// removed some) and settles it.
-    fn settle_epoch(&mut self, now_ms: u64) -> Result<(), CoordinatorError> {
-        let state = self.chain.state();
-        let epoch = state.epoch;
-        let tally = std::mem::take(&mut self.tally);
-        // Two entries per node: Compute-PoC units at full quality (every accepted result was
-        // verified or open to audit), Model-PoT units at the node's consistency quality.
-        let entries: Vec<ContributionEntry> = tally
-            .work
-            .into_iter()
-            .filter(|(node, _)| state.is_active_node(node))
-            .flat_map(|(node, tally)| {
-                // Verification units at full quality: every accepted replay matched the result
-                // it audited or the coordinator's own.
-                let verification = (tally.verification > 0).then_some(ContributionEntry {
-                    node,
-                    compute_units: 0,
-                    pot_units: 0,
-                    verification_units: tally.verification,
-                    quality_ppm: 1_000_000,
-                });
-                [
-                    Some(ContributionEntry::compute(node, tally.compute)),
-                    Some(ContributionEntry {
-                        node,
-                        compute_units: 0,
-                        pot_units: tally.consistent,
-                        verification_units: 0,
-                        quality_ppm: tally.quality_ppm(),
-                    }),
-                    verification,
-                ]
-                .into_iter()
-                .flatten()
-            })
-            .collect();
-        let supply = entries.iter().map(|e| e.compute_units).sum();
-        self.sign_and_commit(
-            vec![
-                TxBody::RecordContributions { epoch, entries },
-                TxBody::SettleEpoch {
-                    epoch,
-                    compute_supply: supply,
-                    task_demand: tally.demand,
-                },
-            ],
-            now_ms,
-        )
+        let commitments: Vec<Hash> = record.results.iter().map(|r| r.commitment).collect();
+        let mut bodies = vec![
+            TxBody::RecordRound {
+                job: closed.job,
+                round: record.round,
+                model: record.model,
+                results_root: merkle_root(&commitments),
+                audit_seed: record.audit_seed,
+            },
+            TxBody::RecordContributions {
+                entries: work
+                    .iter()
+                    .flat_map(|(node, tally)| tally.entries(*node))
+                    .collect(),
+                task_demand,
+            },
+        ];
+        bodies.extend(verdicts);
+        self.sign_and_commit(bodies, now_ms)
     }
 
     /// Commits the coordinator's `bodies` in one block. A record that no longer applies (a

@@ -10,7 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use corex_core::{Hash, Keypair};
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::api::router;
 use crate::config::CoordinatorConfig;
@@ -19,7 +19,7 @@ use crate::error::CoordinatorError;
 use crate::job_run::Progress;
 use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
-use crate::ledger::{ClosedRound, LedgerService};
+use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
 use crate::verification::Verifier;
 
 /// Monotonic milliseconds for leases, wall-clock seconds for signature freshness.
@@ -60,19 +60,21 @@ pub struct Shared {
     /// Where finished jobs' reports and weights or outputs are written.
     pub data_dir: PathBuf,
     pub ledger: Arc<Mutex<LedgerService>>,
-    /// Closed rounds on their way to the ledger, sent in the order they closed.
-    closed_rounds: Mutex<Option<UnboundedSender<ClosedRound>>>,
+    /// Closed rounds and audit seed events on their way to the ledger, in the order they
+    /// happened.
+    closed_rounds: Mutex<Option<LedgerFeed>>,
 }
 
 impl Shared {
     /// The engine, even if a handler panicked while holding it (its state is checked-before-
     /// write, so a poisoned lock holds consistent data).
-    /// Queues a closed round for the ledger. Call it while holding the engine lock, so that
-    /// rounds reach the ledger in the order they closed.
-    pub fn send_closed_round(&self, closed: ClosedRound) {
-        let sender = lock(&self.closed_rounds);
-        if let Some(sender) = sender.as_ref()
-            && sender.send(closed).is_err()
+    /// Queues a closed round for the ledger, after the audit seed events not queued yet. Call
+    /// it while holding the engine lock (`engine` is that guard), so that rounds reach the
+    /// ledger in the order they closed and reveals in the order they were made.
+    pub fn send_closed_round(&self, engine: &Coordinator, closed: ClosedRound) {
+        let mut feed = lock(&self.closed_rounds);
+        if let Some(feed) = feed.as_mut()
+            && !feed.send_round(&engine.verifier, closed)
         {
             tracing::warn!("the ledger recorder has stopped; a round was not recorded");
         }
@@ -89,11 +91,13 @@ impl Shared {
         if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
             && let Some(record) = engine.job(job)?.history().last()
         {
-            self.send_closed_round(ClosedRound {
-                job: *job,
-                record: record.clone(),
-                job_finished: progress == Progress::JobFinished,
-            });
+            self.send_closed_round(
+                engine,
+                ClosedRound {
+                    job: *job,
+                    record: record.clone(),
+                },
+            );
         }
         Ok(())
     }
@@ -194,11 +198,12 @@ pub async fn run(
     let mut verifier = Verifier::new(
         corex_net::random_bytes::<32>()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
+        config.audit_chain_length,
     );
     let mut ledger = LedgerService::open(
         &data_dir,
         identity.clone(),
-        config.epoch_rounds,
+        config.genesis.clone(),
         clock.unix_millis(),
     )?;
     // The verifier's records start empty; the nodes an earlier run had removed stay out.
@@ -225,7 +230,7 @@ pub async fn run(
         clock,
         data_dir,
         ledger,
-        closed_rounds: Mutex::new(Some(round_sender)),
+        closed_rounds: Mutex::new(Some(LedgerFeed::new(round_sender))),
     });
     let tls_config = RustlsConfig::from_config(Arc::new(
         tls.server_config()
@@ -269,15 +274,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Writes closed rounds to the ledger one by one, off the async threads.
+/// Writes closed rounds and audit seed events to the ledger one by one, off the async threads.
 async fn record_rounds(
     ledger: Arc<Mutex<LedgerService>>,
-    mut rounds: UnboundedReceiver<ClosedRound>,
+    mut rounds: UnboundedReceiver<LedgerRecord>,
 ) {
-    while let Some(closed) = rounds.recv().await {
+    while let Some(record) = rounds.recv().await {
         let ledger = ledger.clone();
         let recorded =
-            tokio::task::spawn_blocking(move || lock(&ledger).record_round(&closed, unix_millis()))
+            tokio::task::spawn_blocking(move || lock(&ledger).record(&record, unix_millis()))
                 .await;
         match recorded {
             Ok(Ok(())) => {}
@@ -291,7 +296,8 @@ async fn record_rounds(
 
 /// Returns overdue leases to the pool and wakes waiting lease requests; closes rounds whose
 /// audit deadline passed (the coordinator replays what no node returned); drops idle nodes'
-/// staged uploads.
+/// staged uploads; hands the ledger new audit seed events and mixes fresh OS randomness into
+/// the seeds; closes the ledger epochs whose time has passed.
 async fn sweep_leases(shared: Arc<Shared>) {
     let mut interval =
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
@@ -329,8 +335,22 @@ async fn sweep_leases(shared: Arc<Shared>) {
             let mut engine = shared.engine();
             let now_ms = shared.clock.millis();
             engine.uploads.expire(now_ms);
+            if let Some(feed) = lock(&shared.closed_rounds).as_mut() {
+                feed.flush_audit_events(&mut engine.verifier);
+            }
+            if let Ok(fresh) = corex_net::random_bytes::<32>() {
+                engine.verifier.seeds.mix_entropy(fresh);
+            }
             engine.expire(now_ms)
         };
+        let worker = shared.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            worker.ledger().close_epochs(worker.clock.unix_millis())
+        })
+        .await;
+        if let Ok(Err(error)) = closed {
+            tracing::warn!(%error, "the ledger could not close an epoch");
+        }
         if expired.is_empty() {
             continue;
         }

@@ -13,14 +13,22 @@
 //! job run hands them out as audit tasks), otherwise by the coordinator. A node replay that
 //! agrees with the result settles the audit; one that disagrees is arbitrated by the
 //! coordinator's own replay, which judges both the result and the auditor.
+//!
+//! Seeds come from `seeds::SeedSource`: revealed hash chains whose successors are drawn from
+//! fresh randomness and committed ahead, and an ordered log of anchors and reveals for the
+//! ledger (docs/verification.md).
+
+mod seeds;
+
+pub use seeds::{AuditEvent, CHAIN_LENGTH, SeedSource};
 
 use std::collections::{BTreeMap, HashSet};
 
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, NodeId, WorkSpec};
 use corex_verify::{
-    AuditPolicy, ConsistencyPolicy, SeedChain, Tolerance, compare, gather, is_audited,
-    round_consistency, sample_coordinates,
+    AuditPolicy, ConsistencyPolicy, Tolerance, compare, gather, is_audited, round_consistency,
+    sample_coordinates,
 };
 
 use crate::error::CoordinatorError;
@@ -31,9 +39,6 @@ pub const BAN_AFTER_FAILED_AUDITS: u64 = 3;
 
 /// Coordinates drawn (from the revealed seed) for the consistency statistics.
 const CONSISTENCY_SAMPLE: usize = 8_192;
-
-/// Reveals in one seed chain; a new chain (with a new anchor) follows when it runs out.
-const CHAIN_LENGTH: usize = 100_000;
 
 /// A node's audit history, which sets its audit rate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,9 +102,8 @@ pub struct Judged {
 }
 
 pub struct Verifier {
-    secret: [u8; 32],
-    chain: SeedChain,
-    next_reveal: usize,
+    /// The audit seeds and what the ledger must record about them.
+    pub seeds: SeedSource,
     policy: AuditPolicy,
     tolerance: Tolerance,
     consistency: ConsistencyPolicy,
@@ -109,12 +113,11 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// `secret` comes from the OS at the edge; the chain's anchor is public from the start.
-    pub fn new(secret: [u8; 32]) -> Self {
+    /// `secret` comes from the OS at the edge; the first chain's anchor is public from the
+    /// start. Chains hold `chain_length` reveals each.
+    pub fn new(secret: [u8; 32], chain_length: usize) -> Self {
         Self {
-            chain: SeedChain::new(secret, CHAIN_LENGTH),
-            secret,
-            next_reveal: 1,
+            seeds: SeedSource::new(secret, chain_length),
             policy: AuditPolicy::default(),
             tolerance: Tolerance::default(),
             consistency: ConsistencyPolicy::default(),
@@ -123,8 +126,9 @@ impl Verifier {
         }
     }
 
+    /// The current chain's anchor (before any reveal: the one to commit at start).
     pub fn anchor(&self) -> Hash {
-        self.chain.anchor()
+        self.seeds.anchor()
     }
 
     pub fn record(&self, node: &NodeId) -> AuditRecord {
@@ -154,18 +158,6 @@ impl Verifier {
         self.record(node).failed >= BAN_AFTER_FAILED_AUDITS
     }
 
-    /// The next seed of the chain, revealed now that the round's results are committed.
-    fn reveal(&mut self) -> Hash {
-        if self.next_reveal > self.chain.len() {
-            self.secret = corex_core::Hash::of_parts(&[b"corex-next-chain", &self.secret]).0;
-            self.chain = SeedChain::new(self.secret, CHAIN_LENGTH);
-            self.next_reveal = 1;
-        }
-        let seed = self.chain.reveal(self.next_reveal).unwrap_or_default();
-        self.next_reveal += 1;
-        seed
-    }
-
     /// Whether `node` may replay other nodes' results: it has passed its probation audits
     /// and never failed one. Cheaters that cheat from the start never qualify.
     pub fn may_audit(&self, node: &NodeId) -> bool {
@@ -173,16 +165,17 @@ impl Verifier {
         record.failed == 0 && record.passed >= u64::from(self.policy.probation_audits)
     }
 
-    /// Decides which of a complete round's results are replayed: reveals the next seed
+    /// Decides which of `job`'s complete round's results are replayed: reveals the next seed
     /// (the results are committed by now), and for updates computes the consistency flags and
     /// finds repeated result bytes; a flag forces an audit, the seed and each node's rate pick
     /// the rest.
     pub fn plan_round(
         &mut self,
+        job: &Hash,
         candidates: &[Candidate<'_>],
         kind: ResultKind,
     ) -> Result<AuditPlan, CoordinatorError> {
-        let seed = self.reveal();
+        let seed = self.seeds.reveal(job);
         let flags = match kind {
             ResultKind::Update => self.update_flags(&seed, candidates)?,
             ResultKind::Prediction | ResultKind::TransformedRows => vec![None; candidates.len()],

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{adam, small_job};
-use corex_coordinator::verification::{Candidate, NodeReplay, Replay, ResultKind, Verifier};
+use corex_coordinator::verification::{
+    CHAIN_LENGTH, Candidate, NodeReplay, Replay, ResultKind, Verifier,
+};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, JobSpec, WorkSpec};
 use corex_ml::{Dataset, Trainer};
@@ -59,7 +61,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
         let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
         let mut parameters = corex_ml::init_parameters(&spec.model, seed);
         let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer).unwrap();
-        let mut verifier = Verifier::new([seed as u8; 32]);
+        let mut verifier = Verifier::new([seed as u8; 32], CHAIN_LENGTH);
         let job = Hash::of(&seed.to_le_bytes());
         for round in 0..3 {
             let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"), &[]);
@@ -110,7 +112,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
             // flags; odd fragments are replayed by an auditor node on 4 threads, the others by
             // the coordinator on 1.
             let plan = verifier
-                .plan_round(&candidates, ResultKind::Update)
+                .plan_round(&job, &candidates, ResultKind::Update)
                 .unwrap();
             let auditor = corex_core::Keypair::from_secret([200; 32]).id();
             let node_replays: BTreeMap<usize, NodeReplay> = (0..fragments.len())

@@ -22,6 +22,8 @@ pub struct LedgerSummary {
     /// The open epoch of ledger time, and when it ends (ms since the Unix epoch).
     pub epoch: u64,
     pub epoch_ends_ms: u64,
+    /// Nodes with work recorded in the open epoch, to be paid when it is settled.
+    pub unsettled_nodes: u64,
     pub state_root: Hash,
     pub supply: Supply,
     pub params: Params,
@@ -65,6 +67,7 @@ impl Chain {
             head: self.head(),
             epoch: state.epoch,
             epoch_ends_ms: self.genesis().epoch_end_ms(state.epoch),
+            unsettled_nodes: state.epoch_work.len() as u64,
             state_root: state.root(),
             supply: state.supply(),
             params: self.genesis().params.clone(),

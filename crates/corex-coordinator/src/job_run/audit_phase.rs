@@ -22,7 +22,7 @@ impl JobRun {
         let candidates = candidates(&accepted, &round.fragments);
         let plan = engine
             .verifier
-            .plan_round(&candidates, ResultKind::of(&self.spec.work))?;
+            .plan_round(&self.id, &candidates, ResultKind::of(&self.spec.work))?;
         // Unflagged audits of traced results check one segment; the rest replay it all.
         let reveals: Vec<RevealTask> = plan
             .audits
