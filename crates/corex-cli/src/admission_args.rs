@@ -1,5 +1,6 @@
-//! The coordinator's job-owner flags: admission policy, operators, quotas and the directory of
-//! named datasets, turned into the coordinator's configuration.
+//! Who may use whom: the coordinator's job-owner flags (admission policy, operators, quotas,
+//! the directory of named datasets) and a data holder's flags (the owners it computes for, its
+//! differential-privacy floor and budget), turned into configuration.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -78,6 +79,40 @@ impl AdmissionArgs {
             max_running_jobs_per_owner: self.max_running_jobs_per_owner,
             datasets_dir: self.datasets_dir.clone(),
             ..config
+        })
+    }
+}
+
+/// A data holder's terms for federated jobs (`corex node --local-data …`).
+#[derive(Debug, Args)]
+pub struct HolderArgs {
+    /// A job owner (hex key) whose federated jobs this data holder computes; repeat for
+    /// more. None: the holder computes no federated job.
+    #[arg(long = "holder-allow-owner", value_name = "KEY")]
+    allowed_owners: Vec<String>,
+    /// The least DP-SGD noise multiplier a federated job must use (0: jobs without
+    /// differential privacy are accepted).
+    #[arg(long, default_value_t = 0.0)]
+    dp_floor: f64,
+    /// The most privacy loss ε one federated job may spend on this holder's data.
+    #[arg(long)]
+    privacy_budget: Option<f64>,
+}
+
+impl HolderArgs {
+    pub fn policy(&self) -> anyhow::Result<corex_node::HolderPolicy> {
+        anyhow::ensure!(
+            self.dp_floor.is_finite() && self.dp_floor >= 0.0,
+            "--dp-floor must be a non-negative number"
+        );
+        anyhow::ensure!(
+            self.privacy_budget.is_none_or(|budget| budget > 0.0),
+            "--privacy-budget must be positive"
+        );
+        Ok(corex_node::HolderPolicy {
+            allowed_owners: parse_keys(&self.allowed_owners)?,
+            min_noise_multiplier: self.dp_floor,
+            max_epsilon: self.privacy_budget,
         })
     }
 }

@@ -299,7 +299,6 @@ fn devnet_once(
         node_audits,
         profiles: Vec::new(),
         federated: None,
-        public: false,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

@@ -34,7 +34,8 @@ pub fn run(options: &LedgerBenchOptions) -> anyhow::Result<()> {
 }
 
 /// Settlement cost at scale. The state is built directly (registrations are not what is
-/// measured); the records and the settlement go through `State::apply_verified`.
+/// measured); the records go through `State::apply_verified`, the settlement through
+/// `State::advance_to` past the epoch's end, as a block there would.
 fn settlement(options: &LedgerBenchOptions) -> anyhow::Result<()> {
     println!(
         "epoch settlement: {} nodes, {} contribution records",
@@ -73,9 +74,9 @@ fn settlement(options: &LedgerBenchOptions) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| ContributionEntry {
                     node: ids[r % ids.len()],
-                    compute_units: 100 + (*r as u64 % 997),
-                    pot_units: (*r as u64) % 13,
-                    verification_units: (*r as u64) % 5,
+                    compute_units: 100 + (*r as u128 % 997),
+                    pot_units: (*r as u128) % 13,
+                    verification_units: (*r as u128) % 5,
                     quality_ppm: 500_000 + (*r as u32 % 500_000),
                 })
                 .collect();
@@ -83,7 +84,10 @@ fn settlement(options: &LedgerBenchOptions) -> anyhow::Result<()> {
                 &coordinator,
                 &genesis.hash(),
                 nonce,
-                TxBody::RecordContributions { epoch: 0, entries },
+                TxBody::RecordContributions {
+                    entries,
+                    task_demand: 1_100 * per_tx as u128,
+                },
             )
         })
         .collect();
@@ -92,18 +96,8 @@ fn settlement(options: &LedgerBenchOptions) -> anyhow::Result<()> {
         state.apply_verified(&genesis, tx)?;
     }
     let intake_s = started.elapsed().as_secs_f64();
-    let settle = SignedTx::sign(
-        &coordinator,
-        &genesis.hash(),
-        nonce + 1,
-        TxBody::SettleEpoch {
-            epoch: 0,
-            compute_supply: 1_000,
-            task_demand: 1_100,
-        },
-    );
     let started = Instant::now();
-    state.apply_verified(&genesis, &settle)?;
+    state.advance_to(&genesis, genesis.epoch_end_ms(0))?;
     let settle_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let root = state.root();
@@ -161,34 +155,34 @@ fn transactions(options: &LedgerBenchOptions) -> anyhow::Result<()> {
             )
         })
         .collect();
-    chain = adopt(&chain, &coordinator, registrations)?;
+    chain = adopt(&chain, &coordinator, registrations, 0)?;
+    // Work in epochs 0 and 1; the block at the end of each settles it (the second vests).
     for epoch in 0..2u64 {
-        let records = vec![
-            TxBody::RecordContributions {
-                epoch,
-                entries: keys
-                    .iter()
-                    .map(|k| ContributionEntry::compute(k.id(), 10))
-                    .collect(),
-            },
-            TxBody::SettleEpoch {
-                epoch,
-                compute_supply: 1,
-                task_demand: 1,
-            },
+        let end = chain.genesis().epoch_end_ms(epoch);
+        let records = [
+            (
+                TxBody::RecordContributions {
+                    entries: keys
+                        .iter()
+                        .map(|k| ContributionEntry::compute(k.id(), 10))
+                        .collect(),
+                    task_demand: 10 * keys.len() as u128,
+                },
+                end - 1,
+            ),
+            (TxBody::SettleEpoch { epoch }, end),
         ];
-        let first = chain
-            .state()
-            .account(&coordinator.id())
-            .map_or(0, |a| a.nonce)
-            + 1;
-        let txs = records
-            .into_iter()
-            .zip(first..)
-            .map(|(body, nonce)| SignedTx::sign(&coordinator, &chain_id, nonce, body))
-            .collect();
-        chain = adopt(&chain, &coordinator, txs)?;
+        for (body, at) in records {
+            let nonce = chain
+                .state()
+                .account(&coordinator.id())
+                .map_or(0, |a| a.nonce)
+                + 1;
+            let tx = SignedTx::sign(&coordinator, &chain_id, nonce, body);
+            chain = adopt(&chain, &coordinator, vec![tx], at)?;
+        }
     }
+    let now = chain.timestamp_ms();
     // Sign every transfer up front: signing is the wallets' work, not the ledger's.
     let count = options.accounts as usize;
     let transfers: Vec<SignedTx> = (0..options.transfers as usize)
@@ -213,7 +207,7 @@ fn transactions(options: &LedgerBenchOptions) -> anyhow::Result<()> {
 
     let started = Instant::now();
     for block in transfers.chunks(options.block_size as usize) {
-        chain = adopt(&chain, &coordinator, block.to_vec())?;
+        chain = adopt(&chain, &coordinator, block.to_vec(), now)?;
     }
     let applied_rate = transfers.len() as f64 / started.elapsed().as_secs_f64();
     chain.state().check_supply()?;
@@ -226,9 +220,14 @@ fn transactions(options: &LedgerBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn adopt(chain: &Chain, producer: &Keypair, txs: Vec<SignedTx>) -> anyhow::Result<Chain> {
+fn adopt(
+    chain: &Chain,
+    producer: &Keypair,
+    txs: Vec<SignedTx>,
+    timestamp_ms: u64,
+) -> anyhow::Result<Chain> {
     let proposal = chain
-        .propose(producer, txs, 0)?
+        .propose(producer, txs, timestamp_ms)?
         .ok_or_else(|| anyhow::anyhow!("empty block"))?;
     if let Some(refused) = proposal.refused.first() {
         anyhow::bail!("benchmark transaction refused: {}", refused.error);

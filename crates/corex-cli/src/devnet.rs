@@ -172,6 +172,11 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         coordinator_dir.display().to_string(),
         "--threads".into(),
         options.threads.to_string(),
+        // A devnet admits any key as a job owner.
+        "--admission".into(),
+        "open".into(),
+        // Two-second ledger epochs (the main rules' half-life), so a job of seconds is paid.
+        "--devnet-ledger".into(),
     ];
     // Every devnet node runs on this one machine: the Sybil limits (nodes per device
     // fingerprint and per endpoint) are lifted, and with node audits the nodes may audit
@@ -198,6 +203,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         Some(federated) => deal_local_data(&dir, options.nodes, federated.privacy)?,
         None => options.spec.clone(),
     };
+    let owner = load_or_create_keypair(&dir.join("owner.key"))?;
     for index in 1..=options.nodes {
         let name = format!("node-{index}");
         let mut args = vec![
@@ -223,6 +229,8 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         if options.federated.is_some() {
             let local = dir.join(&name).join(LOCAL_DATA);
             args.extend(["--local-data".into(), local.display().to_string()]);
+            // The holders agree to compute the devnet owner's job.
+            args.extend(["--holder-allow-owner".into(), owner.id().to_hex()]);
         }
         children.spawn(
             &name,
@@ -232,11 +240,11 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         )?;
     }
 
-    let owner = load_or_create_keypair(&dir.join("owner.key"))?;
     let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
     wait_for_nodes(&client, options.nodes, children).await?;
     let job = client.submit_job(&spec).await?;
     let report = follow(&client, &job, &spec, options, children).await?;
+    wait_for_settlement(&client).await?;
 
     let weights_path = dir.join("weights.safetensors");
     let report_path = dir.join("report.json");
@@ -279,6 +287,28 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)
+}
+
+/// Waits until the ledger has settled the epoch of the job's last rounds (the coordinator's
+/// timer closes it once ledger time passes its end), so the summary shows all work paid.
+async fn wait_for_settlement(client: &CoordinatorClient) -> anyhow::Result<()> {
+    let summary = client.ledger_summary().await?;
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let deadline =
+        Instant::now() + Duration::from_millis(summary.epoch_ends_ms.saturating_sub(wall_ms) + 10_000);
+    let mut unsettled = summary.unsettled_nodes;
+    while unsettled > 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the ledger did not settle the job's last epoch (it ended at {} ms)",
+            summary.epoch_ends_ms
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        unsettled = client.ledger_summary().await?.unsettled_nodes;
+    }
+    Ok(())
 }
 
 /// Where a federated devnet node keeps its local data, inside its own directory.

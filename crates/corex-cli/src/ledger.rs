@@ -1,5 +1,6 @@
 //! `corex ledger audit`: replays a coordinator's ledger from genesis, checking every
 //! signature, hash link, nonce and state root, and prints where every base unit is.
+//! `corex ledger emission`: the release schedule simulated on the real ledger (`emission`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,12 @@ pub enum LedgerAction {
         /// A coordinator's data directory (or a devnet's, which holds one in `coordinator/`).
         #[arg(long, default_value = "./corex-devnet")]
         data_dir: PathBuf,
+    },
+    /// Simulate the pool's release at the default genesis rules on the real ledger: CXT
+    /// released per year, and the same schedule at very different block rates and job counts.
+    Emission {
+        #[arg(long, default_value_t = 20)]
+        years: u64,
     },
 }
 
@@ -55,6 +62,7 @@ pub fn run(action: LedgerAction) -> anyhow::Result<()> {
             print(&audit);
             Ok(())
         }
+        LedgerAction::Emission { years } => crate::emission::run(years),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The `corex` binary. Only this file reads argv and the environment; each subcommand lives
 //! in its own module and gets plain values.
 
+mod admission_args;
 mod bench;
 mod bench_ledger;
 mod bench_privacy;
 mod bench_scheduler;
 mod cpu_time;
 mod devnet;
+mod emission;
 mod endpoint;
 mod job;
 mod ledger;
@@ -116,6 +118,12 @@ enum Command {
         /// (for audits: what exactly reached this coordinator).
         #[arg(long)]
         journal: bool,
+        /// Start a new ledger with the devnet rules: two-second epochs, the main rules'
+        /// four-year half-life (see docs/economics.md). A stored ledger keeps its own rules.
+        #[arg(long)]
+        devnet_ledger: bool,
+        #[command(flatten)]
+        owners: admission_args::AdmissionArgs,
     },
     /// Run a node agent against a coordinator (or `corex node bench`: measure this device).
     Node {
@@ -149,6 +157,8 @@ enum Command {
         /// The label column of --local-data (default: the last column).
         #[arg(long, requires = "local_data")]
         label_column: Option<String>,
+        #[command(flatten)]
+        holder: admission_args::HolderArgs,
     },
     /// Submit and follow jobs on a running coordinator.
     Job {
@@ -248,6 +258,8 @@ fn main() -> anyhow::Result<()> {
             max_nodes_per_fingerprint,
             max_nodes_per_endpoint,
             journal,
+            devnet_ledger,
+            owners,
         } => {
             serve::configure_threads(threads)?;
             let config = if allow_shared_hardware {
@@ -259,7 +271,15 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 }
             };
-            let config = corex_coordinator::CoordinatorConfig { journal, ..config };
+            let config = owners.apply(corex_coordinator::CoordinatorConfig { journal, ..config })?;
+            let config = if devnet_ledger {
+                corex_coordinator::CoordinatorConfig {
+                    genesis: corex_ledger::Params::devnet(),
+                    ..config
+                }
+            } else {
+                config
+            };
             runtime()?.block_on(serve::coordinator(listen, data_dir, config))
         }
         Command::Node {
@@ -273,6 +293,7 @@ fn main() -> anyhow::Result<()> {
             collusion_dir,
             local_data,
             label_column,
+            holder,
         } => {
             use anyhow::Context;
             let coordinator =
@@ -303,6 +324,7 @@ fn main() -> anyhow::Result<()> {
                         adversary,
                         collusion_dir,
                         local_data: local_data.map(|path| (path, label_column)),
+                        holder: holder.policy()?,
                     },
                 ))
         }

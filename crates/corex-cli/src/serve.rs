@@ -54,6 +54,8 @@ pub struct NodeOptions {
     pub collusion_dir: Option<PathBuf>,
     /// The local data path (and its label column) of a federated data holder.
     pub local_data: Option<(PathBuf, Option<String>)>,
+    /// Which federated jobs it agrees to compute as a data holder.
+    pub holder: corex_node::HolderPolicy,
 }
 
 pub async fn node(
@@ -66,6 +68,7 @@ pub async fn node(
         adversary,
         collusion_dir,
         local_data,
+        holder,
     }: NodeOptions,
 ) -> anyhow::Result<()> {
     let key = load_or_create_keypair(&data_dir.join("node.key"))?;
@@ -103,6 +106,7 @@ pub async fn node(
         adversary,
         collusion_dir,
         local_data,
+        holder,
         ..NodeConfig::default()
     };
     let done = NodeAgent::new(client, key, config).run(stopped).await?;

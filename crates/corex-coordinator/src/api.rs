@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
-    ApiError, ChallengeCommit, DeclineRevealRequest, LeaseRequest, LeaseResponse, RegisterRequest,
+    ApiError, ChallengeCommit, DeclineJobRequest, DeclineRevealRequest, LeaseRequest, LeaseResponse, RegisterRequest,
     RegisterResponse,
 };
 use corex_core::request_signature::{
@@ -59,6 +59,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/bench/download/{bytes}", get(bench_download))
         .route("/v1/results", post(submit_result))
         .route("/v1/reveals/decline", post(decline_reveal))
+        .route("/v1/holders/decline", post(decline_job))
         .route("/v1/blobs/{hash}", get(blob_manifest))
         .route("/v1/blobs/{hash}/chunks/{index}", get(blob_chunk))
         .merge(crate::jobs_api::routes())
@@ -344,6 +345,19 @@ async fn decline_reveal(State(shared): State<Arc<Shared>>, request: Request) -> 
     let DeclineRevealRequest { fragment } = parse_json(&body)?;
     judge_result(shared, node, move |engine, now_ms| {
         engine.decline_reveal(node, &fragment, now_ms)
+    })
+    .await
+}
+
+/// A data holder will not compute a federated job (its own policy): its fragment leaves the
+/// round and no later round names it; nothing is recorded against it.
+async fn decline_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let (node, body) = authenticate(&shared, request).await?;
+    let DeclineJobRequest { fragment, reason } = parse_json(&body)?;
+    let reason: String = reason.chars().take(256).collect();
+    tracing::info!(node = %node.short(), fragment = %fragment.short(), %reason, "a data holder declines a job");
+    judge_result(shared, node, move |engine, now_ms| {
+        engine.decline_job(node, &fragment, now_ms)
     })
     .await
 }

@@ -1,8 +1,13 @@
 //! Coordinator settings: a plain struct with defaults, validated once at the edge.
 
+use std::path::PathBuf;
+
+use corex_core::ResourceLimits;
 use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE};
 
+use crate::admission::{Admission, AdmissionPolicy};
 use crate::error::CoordinatorError;
+use crate::transport::TransportLimits;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
@@ -47,6 +52,23 @@ pub struct CoordinatorConfig {
     /// (every audit a node fits goes to nodes); the server measures it when the first job of
     /// adaptive granularity comes.
     pub replay_mflops: Option<u64>,
+    /// Who may submit jobs and upload datasets, and which keys hold the operator's rights
+    /// (the coordinator's own key always does).
+    pub admission: Admission,
+    /// The resource budget every job spec must fit before anything is allocated for it.
+    pub limits: ResourceLimits,
+    /// Most jobs one owner may have running at once.
+    pub max_running_jobs_per_owner: u32,
+    /// Most bytes one owner may keep on the coordinator: its uploaded datasets and its jobs'
+    /// published data and results.
+    pub max_stored_bytes_per_owner: u64,
+    /// Largest dataset an owner may upload or name (encoded size, or CSV file size).
+    pub max_dataset_bytes: usize,
+    /// The directory of CSV datasets jobs may name (`DatasetSource::Named`); `None`: none.
+    pub datasets_dir: Option<PathBuf>,
+    /// Limits applied before authentication: body sizes per route, timeouts, connections,
+    /// concurrency and rates.
+    pub transport: TransportLimits,
 }
 
 impl Default for CoordinatorConfig {
@@ -67,23 +89,50 @@ impl Default for CoordinatorConfig {
             max_staged_bytes: 1024 * 1024 * 1024,
             upload_ttl_ms: 600_000,
             replay_mflops: None,
+            admission: Admission::default(),
+            limits: ResourceLimits::default(),
+            max_running_jobs_per_owner: 4,
+            max_stored_bytes_per_owner: 1 << 30,
+            max_dataset_bytes: 64 * 1024 * 1024,
+            datasets_dir: None,
+            transport: TransportLimits::default(),
         }
     }
 }
 
 impl CoordinatorConfig {
     /// A network whose nodes all run on one machine (a devnet, tests): any number of nodes
-    /// per fingerprint and endpoint, they may audit each other, and a new ledger takes the
-    /// devnet rules (two-second epochs, so that a job of seconds is paid; the same half-life
-    /// as the main rules).
+    /// per fingerprint and endpoint, they may audit each other, any key may submit jobs,
+    /// connections and rates are limited per coordinator, not per address (every node shares
+    /// 127.0.0.1), and a new ledger takes the devnet rules (two-second epochs, so that a job
+    /// of seconds is paid; the same half-life as the main rules).
     pub fn one_machine() -> Self {
         Self {
             genesis: corex_ledger::Params::devnet(),
             shared_hardware: true,
             max_nodes_per_fingerprint: u32::MAX,
             max_nodes_per_endpoint: u32::MAX,
+            admission: Admission {
+                policy: AdmissionPolicy::Open,
+                ..Admission::default()
+            },
+            max_running_jobs_per_owner: 64,
+            transport: TransportLimits::one_machine(),
             ..Self::default()
         }
+    }
+
+    /// Body limit of a request that carries a chunk manifest (a chunked result, a dataset, a
+    /// question about missing chunks): room for the most chunks one node may stage, at the
+    /// smallest chunk size, as JSON hex hashes.
+    pub fn max_manifest_body_bytes(&self) -> usize {
+        const JSON_BYTES_PER_HASH: usize = 80;
+        let chunks = self
+            .max_staged_bytes_per_node
+            .div_ceil(MIN_UPLOAD_CHUNK_SIZE);
+        chunks
+            .saturating_mul(JSON_BYTES_PER_HASH)
+            .saturating_add(self.transport.max_message_body_bytes)
     }
 
     pub fn validate(&self) -> Result<(), CoordinatorError> {
@@ -102,6 +151,16 @@ impl CoordinatorConfig {
         self.genesis.validate().map_err(|error| {
             CoordinatorError::InvalidSpec(format!("coordinator config: {error}"))
         })?;
+        self.limits
+            .validate()
+            .map_err(|error| CoordinatorError::InvalidSpec(format!("coordinator config: {error}")))?;
+        self.transport.validate()?;
+        if self.max_running_jobs_per_owner == 0 || self.max_dataset_bytes == 0 {
+            return Err(CoordinatorError::InvalidSpec(
+                "coordinator config: running jobs per owner and dataset bytes must be positive"
+                    .into(),
+            ));
+        }
         if self.max_upload_chunk_bytes < MIN_UPLOAD_CHUNK_SIZE
             || self.max_staged_bytes_per_node < self.max_upload_chunk_bytes
             || self.max_staged_bytes < self.max_staged_bytes_per_node

@@ -438,6 +438,22 @@ impl Coordinator {
         Ok((job, progress, None))
     }
 
+    /// Data holder `node` declines the federated job of `fragment` (see
+    /// `JobRun::decline_holder`); says which job progressed how.
+    pub fn decline_job(
+        &mut self,
+        node: NodeId,
+        fragment: &Hash,
+        now_ms: u64,
+    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+        self.registered(&node, now_ms)?;
+        let (job, progress) = self.with_job_of(fragment, now_ms, |job, engine| {
+            job.decline_holder(node, fragment, now_ms, engine)
+        })?;
+        self.available.insert(node, now_ms);
+        Ok((job, progress, None))
+    }
+
     /// Runs `act` on the job that owns `fragment`, with the engine's view for it; returns the
     /// job's id with what `act` returned.
     fn with_job_of<T>(

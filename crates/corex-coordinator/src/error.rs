@@ -113,6 +113,22 @@ pub enum CoordinatorError {
     UnknownLedgerAccount(String),
     #[error("the ledger has no block {0}")]
     UnknownBlock(u64),
+    #[error("not admitted: {0}")]
+    NotAdmitted(String),
+    #[error("owner quota: {0}")]
+    OwnerQuota(String),
+    #[error("{0}")]
+    OverBudget(String),
+    #[error("unknown dataset: {0}")]
+    UnknownDataset(String),
+    #[error("job {0} is private: only its owner and the coordinator's operators may do that")]
+    NotJobOwner(Hash),
+    #[error("job {0} is not running")]
+    JobNotRunning(Hash),
+    #[error("key {0} is over its request rate; slow down")]
+    RateLimited(String),
+    #[error("the coordinator is handling as many requests as it allows; try again shortly")]
+    Overloaded,
 }
 
 impl CoordinatorError {
@@ -159,6 +175,12 @@ impl CoordinatorError {
             | Self::Dataset(_) => 422,
             Self::Training(_) | Self::Storage(_) => 500,
             Self::UnknownLedgerAccount(_) | Self::UnknownBlock(_) => 404,
+            Self::NotAdmitted(_) | Self::NotJobOwner(_) => 403,
+            Self::UnknownDataset(_) => 404,
+            Self::OwnerQuota(_) | Self::JobNotRunning(_) => 409,
+            Self::OverBudget(_) => 422,
+            Self::RateLimited(_) => 429,
+            Self::Overloaded => 503,
             Self::Ledger(error) => match error {
                 LedgerError::BadSignature(_) => 401,
                 LedgerError::NotCoordinator(_) => 403,
@@ -226,6 +248,14 @@ impl CoordinatorError {
             Self::Storage(_) => "storage",
             Self::UnknownLedgerAccount(_) => "unknown_account",
             Self::UnknownBlock(_) => "unknown_block",
+            Self::NotAdmitted(_) => "not_admitted",
+            Self::OwnerQuota(_) => "owner_quota",
+            Self::OverBudget(_) => "over_budget",
+            Self::UnknownDataset(_) => "unknown_dataset",
+            Self::NotJobOwner(_) => "not_job_owner",
+            Self::JobNotRunning(_) => "job_not_running",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Overloaded => "overloaded",
             Self::Ledger(error) => match error {
                 LedgerError::BadSignature(_) => "bad_tx_signature",
                 LedgerError::NotCoordinator(_) => "not_coordinator",

@@ -221,6 +221,7 @@ async fn job_spec(
         };
         JobDescriptor {
             spec: job.spec.clone(),
+            owner: job.owner,
             dataset_hash: job.dataset_hash,
             dataset_blob: job.dataset_blob,
         }

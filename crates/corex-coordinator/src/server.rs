@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use corex_core::{Hash, Keypair};
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
@@ -20,6 +20,8 @@ use crate::job_run::Progress;
 use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
 use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
+use crate::nonce::NonceCache;
+use crate::transport::{ConnectionLimiter, KeyRateLimiter};
 use crate::verification::Verifier;
 
 /// Monotonic milliseconds for leases, wall-clock seconds for signature freshness.
@@ -51,6 +53,11 @@ fn unix_millis() -> u64 {
 
 pub struct Shared {
     engine: Mutex<Coordinator>,
+    /// Nonces of admitted requests: checked on every request, apart from the engine so that
+    /// authentication never waits on it.
+    pub nonces: Mutex<NonceCache>,
+    /// Requests per signing key over time.
+    pub key_rates: KeyRateLimiter,
     pub config: CoordinatorConfig,
     /// Woken when fragments may have become available (new job, new round, expired lease).
     pub work_available: Notify,
@@ -223,8 +230,14 @@ pub async fn run(
     let (round_sender, round_receiver) = unbounded_channel();
     let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
     let shared = Arc::new(Shared {
-        engine: Mutex::new(Coordinator::new(identity, config.clone(), verifier)),
-        config,
+        engine: Mutex::new(Coordinator::new(identity.clone(), config.clone(), verifier)),
+        nonces: Mutex::new(NonceCache::default()),
+        key_rates: KeyRateLimiter::new(&config.transport),
+        config: {
+            let mut config = config;
+            config.admission.operators.insert(identity.id());
+            config
+        },
         work_available: Notify::new(),
         lease_queue: LeaseQueue::default(),
         clock,
@@ -247,6 +260,8 @@ pub async fn run(
         )?);
         app = app.layer(axum::middleware::from_fn_with_state(journal, record));
     }
+    let limits = &shared.config.transport;
+    let app = with_transport_layers(app, limits);
     let handle = axum_server::Handle::new();
     let sweeper = tokio::spawn(sweep_leases(shared.clone()));
     let stopper = handle.clone();
@@ -254,9 +269,27 @@ pub async fn run(
         shutdown.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(2)));
     });
-    let served = axum_server::from_tcp_rustls(listener, tls_config)
+    // Connections over the limits are closed before their TLS handshake; a handshake, a
+    // request head and a first request must each come within their timeouts.
+    let acceptor = RustlsAcceptor::new(tls_config)
+        .handshake_timeout(Duration::from_millis(limits.handshake_timeout_ms))
+        .acceptor(ConnectionLimiter::new(limits));
+    let mut server = axum_server::from_tcp(listener)
         .map_err(|error| CoordinatorError::Storage(error.to_string()))?
+        .acceptor(acceptor)
         .handle(handle)
+        .first_request_timeout(limits.header_timeout());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_timeout())
+        .max_buf_size(limits.max_header_bytes);
+    server
+        .http_builder()
+        .http2()
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let served = server
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     sweeper.abort();
@@ -266,6 +299,37 @@ pub async fn run(
         tracing::warn!("the ledger recorder failed while stopping");
     }
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
+}
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// The request-level limits, outermost first: more than `max_in_flight_requests` at once are
+/// answered 503 at once (load shedding, never a queue), a request unanswered after
+/// `request_timeout_ms` gets 408, and a body that stalls for `body_timeout_ms` is cut off.
+fn with_transport_layers(
+    app: axum::Router,
+    limits: &crate::transport::TransportLimits,
+) -> axum::Router {
+    use axum::error_handling::HandleErrorLayer;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+    app.layer(
+        tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            CoordinatorError::Overloaded.into_response()
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_in_flight_requests)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(limits.request_timeout_ms),
+        ))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
+            limits.body_timeout_ms,
+        ))),
+    )
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

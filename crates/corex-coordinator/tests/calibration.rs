@@ -31,7 +31,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 #[test]
 fn honest_work_is_never_rejected_across_50_seeded_runs() {
     let pools = [pool(1), pool(2), pool(4)];
-    let dataset = Arc::new(Dataset::load(&corex_core::DatasetSource::Digits).unwrap());
+    let dataset = Arc::new(Dataset::digits().unwrap());
     let tolerance = Tolerance::default();
     let (mut worst_l2, mut worst_cosine, mut compared, mut hard_rejects) =
         (0.0f64, 1.0f64, 0u64, 0u64);

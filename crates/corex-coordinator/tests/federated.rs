@@ -23,7 +23,7 @@ use corex_core::tensor::bytes_to_f32s;
 use corex_core::{DataHolder, Fragment, Hash, JobSpec, Keypair, ModelSpec, WorkSpec};
 use corex_ml::{Dataset, class_skewed_partition};
 use corex_net::{CoordinatorClient, NetError};
-use corex_node::{Adversary, NodeConfig};
+use corex_node::{Adversary, HolderPolicy, NodeConfig};
 
 const HOLDER_SEEDS: [u8; 4] = [61, 62, 63, 64];
 
@@ -69,6 +69,10 @@ fn spawn_holders(
             *seed,
             NodeConfig {
                 local_data: Some(Arc::new(local.clone())),
+                holder: HolderPolicy {
+                    allowed_owners: BTreeSet::from([Keypair::from_secret([90; 32]).id()]),
+                    ..HolderPolicy::default()
+                },
                 adversary: adversary.filter(|_| index == 0),
                 ..NodeConfig::default()
             },

@@ -144,6 +144,16 @@ pub struct DeclineRevealRequest {
     pub fragment: Hash,
 }
 
+/// `POST /v1/holders/decline`: a data holder will not compute this federated job (its owner
+/// is not one the holder allows, its privacy is below the holder's floor, or the holder's
+/// privacy budget for it is spent). The holder's fragments leave the job, unpaid and unpunished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclineJobRequest {
+    pub fragment: Hash,
+    /// Why, for the job's log (at most 256 bytes are kept).
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LeaseResponse {

@@ -33,6 +33,8 @@ use crate::transfer::TransferPolicy;
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct JobDescriptor {
     pub spec: JobSpec,
+    /// The key that submitted the job: a data holder computes only owners it allows.
+    pub owner: NodeId,
     pub dataset_hash: Hash,
     /// The shared dataset as a blob (`Dataset::to_bytes`, fetched in hash-checked chunks);
     /// absent for the built-in digits, which every node loads, and for a federated job, whose
@@ -273,6 +275,19 @@ impl CoordinatorClient {
             .post_json("/v1/jobs", &SubmitJobRequest { spec: spec.clone() })
             .await?;
         Ok(response.job)
+    }
+
+    /// Declines, as a data holder, the federated job of `fragment` (see `DeclineJobRequest`).
+    pub async fn decline_job(&self, fragment: &Hash, reason: &str) -> Result<(), NetError> {
+        let path = "/v1/holders/decline";
+        let body = json_body(
+            path,
+            &corex_core::messages::DeclineJobRequest {
+                fragment: *fragment,
+                reason: reason.to_owned(),
+            },
+        )?;
+        self.call("POST", path, body).await.map(drop)
     }
 
     /// Cancels a running job of this key's.

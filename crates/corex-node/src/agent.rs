@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::watch;
 
+use crate::holder::HolderPolicy;
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub slowdown: u32,
     /// This node's own training data for federated jobs that name it as a data holder.
     pub local_data: Option<Arc<Dataset>>,
+    /// Which federated jobs this node, as a data holder, agrees to compute (default: none).
+    pub holder: HolderPolicy,
     /// Memory the step checkpoints of recent traced results may take (for segment audits;
     /// a checkpoint dropped to stay within it is declined when asked for, see `reveal`).
     pub checkpoint_budget_bytes: usize,
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             collusion_dir: None,
             slowdown: 1,
             local_data: None,
+            holder: HolderPolicy::default(),
             checkpoint_budget_bytes: DEFAULT_CHECKPOINT_BUDGET_BYTES,
         }
     }
@@ -299,6 +303,18 @@ impl NodeAgent {
 
     async fn work_on(&mut self, fragment: &Fragment, model: &Manifest) -> Result<(), NodeError> {
         let job = self.job_context(&fragment.job).await?;
+        if fragment.holder.is_some() {
+            let samples = self.local.as_ref().map_or(0, |local| local.dataset.len());
+            let descriptor = &job.descriptor;
+            if let Some(reason) =
+                self.config
+                    .holder
+                    .refusal(&descriptor.owner, &descriptor.spec, fragment.round, samples)
+            {
+                tracing::info!(job = %fragment.job.short(), %reason, "declining a federated job");
+                return Ok(self.client.decline_job(&fragment.id, &reason).await?);
+            }
+        }
         let parameters = self.model_version(&fragment.model, model).await?;
         let started = Instant::now();
         let work = job.descriptor.spec.work.clone();

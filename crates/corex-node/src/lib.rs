@@ -8,7 +8,9 @@ pub mod bench;
 mod checkpoints;
 pub mod device;
 pub mod error;
+pub mod holder;
 
 pub use adversary::Adversary;
 pub use agent::{NodeAgent, NodeConfig};
 pub use error::NodeError;
+pub use holder::HolderPolicy;

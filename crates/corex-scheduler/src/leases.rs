@@ -319,6 +319,15 @@ impl LeaseBook {
         dropped
     }
 
+    /// Drops the fragment at `index` (its only possible holder declined it); the fragments
+    /// after it move down one place.
+    pub fn drop_fragment(&mut self, index: usize) {
+        if index < self.slots.len() {
+            self.slots.remove(index);
+            self.ever_leased.remove(index);
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.slots
             .iter()

@@ -28,7 +28,7 @@
 //! complete round's audits and closes overdue rounds, `reveals` runs segment audits, `close`
 //! judges, aggregates and opens the next round.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
@@ -54,6 +54,7 @@ use crate::verification::{
 
 mod audit_phase;
 mod close;
+mod declines;
 mod intake;
 mod leasing;
 pub use leasing::{DEFERRED_RETRY_MS, JobLease};
@@ -205,6 +206,8 @@ pub struct JobRun {
     closed_fragments: HashSet<Hash>,
     /// Each federated data holder's shard commitment, fixed by its first accepted result.
     shards: BTreeMap<NodeId, Hash>,
+    /// Data holders that declined this federated job: no round leases to them again.
+    declined: BTreeSet<NodeId>,
     history: Vec<RoundRecord>,
     contributions: BTreeMap<NodeId, NodeContribution>,
     reissued: u64,
@@ -288,6 +291,7 @@ impl JobRun {
             completed_rounds: 0,
             closed_fragments: HashSet::new(),
             shards: BTreeMap::new(),
+            declined: BTreeSet::new(),
             history: Vec::new(),
             contributions: BTreeMap::new(),
             reissued: 0,
@@ -306,8 +310,9 @@ impl JobRun {
     }
 
     /// Opens the next round, its fragments sized (with adaptive granularity) to nodes of
-    /// `speeds_mflops`. A federated round leaves out holders banned for failed checks (only
-    /// they could compute their fragments); with none left, the job fails.
+    /// `speeds_mflops`. A federated round leaves out holders banned for failed checks and
+    /// holders that declined the job (only they could compute their fragments); with none
+    /// left, the job fails.
     fn open_round(&mut self, speeds_mflops: &[u64], verifier: &Verifier, now_ms: u64) {
         let fragments = match &self.spec.federated {
             Some(federated) => slice_federated_round(
@@ -328,11 +333,15 @@ impl JobRun {
         };
         let fragments: Vec<Fragment> = fragments
             .into_iter()
-            .filter(|f| f.holder.is_none_or(|holder| !verifier.is_banned(&holder)))
+            .filter(|f| {
+                f.holder.is_none_or(|holder| {
+                    !verifier.is_banned(&holder) && !self.declined.contains(&holder)
+                })
+            })
             .collect();
         if fragments.is_empty() {
             self.state = JobState::Failed {
-                reason: "every data holder of this federated job is banned".into(),
+                reason: "every data holder of this federated job is banned or declined it".into(),
             };
             self.finished_ms = Some(now_ms);
             return;
