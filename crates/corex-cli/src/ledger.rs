@@ -51,6 +51,9 @@ pub struct LedgerAudit {
     pub state_root: Hash,
     pub transactions: u64,
     pub epoch: u64,
+    /// The genesis rules' epoch length and half-life, in ledger time.
+    pub epoch_ms: u64,
+    pub half_life_ms: u64,
     pub supply: Supply,
     pub nodes: Vec<NodeStanding>,
 }
@@ -119,6 +122,8 @@ pub fn audit(dir: &Path) -> anyhow::Result<LedgerAudit> {
         state_root: audit.state_root,
         transactions: audit.transactions,
         epoch: audit.epoch,
+        epoch_ms: params.epoch_ms,
+        half_life_ms: params.half_life_ms,
         supply: audit.supply,
         nodes,
     })
@@ -137,9 +142,23 @@ pub fn print(audit: &LedgerAudit) {
     );
     println!("  head         {}", audit.head);
     println!("  state root   {}", audit.state_root);
-    println!("  epoch        {}", audit.epoch);
+    println!(
+        "  epoch        {} ({})",
+        audit.epoch,
+        rules(audit.epoch_ms, audit.half_life_ms)
+    );
     print_supply(&audit.supply);
     print_nodes(&audit.nodes);
+}
+
+/// The emission rules in words: `2 s epochs, pool half-life 4.00 years`.
+pub fn rules(epoch_ms: u64, half_life_ms: u64) -> String {
+    let year_ms = 365.25 * 24.0 * 3_600_000.0;
+    format!(
+        "{} s epochs of ledger time, pool half-life {:.2} years",
+        epoch_ms as f64 / 1_000.0,
+        half_life_ms as f64 / year_ms
+    )
 }
 
 /// Each node's standing: tier, score, verdicts and rewards.

@@ -110,8 +110,11 @@ pub fn print(outcome: &DevnetOutcome) {
     if let Some(ledger) = &outcome.ledger {
         println!();
         println!(
-            "  ledger: {} blocks, {} transactions, epoch {}, audited clean",
-            ledger.height, ledger.transactions, ledger.epoch
+            "  ledger: {} blocks, {} transactions, epoch {} ({}), audited clean",
+            ledger.height,
+            ledger.transactions,
+            ledger.epoch,
+            crate::ledger::rules(ledger.epoch_ms, ledger.half_life_ms)
         );
         crate::ledger::print_supply(&ledger.supply);
         crate::ledger::print_nodes(&ledger.nodes);

@@ -85,13 +85,13 @@ impl Default for Params {
 
 impl Params {
     /// A devnet's rules: the same half-life in two-second epochs, so that a job of a few
-    /// seconds crosses epoch boundaries and its nodes are paid; rewards lock for a minute and
-    /// unbonding takes two.
+    /// seconds crosses epoch boundaries and its nodes are paid; rewards lock for six seconds
+    /// and unbonding takes twelve.
     pub fn devnet() -> Self {
         Self {
             epoch_ms: 2_000,
-            lock_epochs: 30,
-            unbonding_epochs: 60,
+            lock_epochs: 3,
+            unbonding_epochs: 6,
             ..Self::default()
         }
     }
