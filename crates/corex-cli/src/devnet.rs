@@ -296,8 +296,8 @@ async fn wait_for_settlement(client: &CoordinatorClient) -> anyhow::Result<()> {
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
-    let deadline =
-        Instant::now() + Duration::from_millis(summary.epoch_ends_ms.saturating_sub(wall_ms) + 10_000);
+    let deadline = Instant::now()
+        + Duration::from_millis(summary.epoch_ends_ms.saturating_sub(wall_ms) + 10_000);
     let mut unsettled = summary.unsettled_nodes;
     while unsettled > 0 {
         anyhow::ensure!(

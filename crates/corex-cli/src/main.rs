@@ -271,7 +271,8 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 }
             };
-            let config = owners.apply(corex_coordinator::CoordinatorConfig { journal, ..config })?;
+            let config =
+                owners.apply(corex_coordinator::CoordinatorConfig { journal, ..config })?;
             let config = if devnet_ledger {
                 corex_coordinator::CoordinatorConfig {
                     genesis: corex_ledger::Params::devnet(),

@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
-    ApiError, ChallengeCommit, DeclineJobRequest, DeclineRevealRequest, LeaseRequest, LeaseResponse, RegisterRequest,
-    RegisterResponse,
+    ApiError, ChallengeCommit, DeclineJobRequest, DeclineRevealRequest, LeaseRequest,
+    LeaseResponse, RegisterRequest, RegisterResponse,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, RequestSignatureError, SIGNATURE, SIGNATURE_INPUT, verify_request_headers,

@@ -151,9 +151,9 @@ impl CoordinatorConfig {
         self.genesis.validate().map_err(|error| {
             CoordinatorError::InvalidSpec(format!("coordinator config: {error}"))
         })?;
-        self.limits
-            .validate()
-            .map_err(|error| CoordinatorError::InvalidSpec(format!("coordinator config: {error}")))?;
+        self.limits.validate().map_err(|error| {
+            CoordinatorError::InvalidSpec(format!("coordinator config: {error}"))
+        })?;
         self.transport.validate()?;
         if self.max_running_jobs_per_owner == 0 || self.max_dataset_bytes == 0 {
             return Err(CoordinatorError::InvalidSpec(

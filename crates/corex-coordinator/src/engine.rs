@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use corex_core::hash::Hashed;
 use corex_core::messages::{
-    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport,
-    LeaseResponse, NodeInfo, ResultHeader,
+    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport, LeaseResponse,
+    NodeInfo, ResultHeader,
 };
 use corex_core::result_frame::DigestedResult;
 use corex_core::{Hash, Keypair, NodeId};
@@ -20,9 +20,9 @@ use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
 use crate::auditors::{Auditors, credited_speed};
 use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
+use crate::datasets::DatasetRegistry;
 use crate::error::CoordinatorError;
 use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, Progress};
-use crate::datasets::DatasetRegistry;
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 

@@ -100,11 +100,10 @@ pub fn judge_federated(
             if repeated {
                 verifier.count_check(&candidate.node, false);
             }
+            let evidence = evidence(&candidate.fragment, &candidate.result_hash, check);
             let verdict = match reason {
-                Some(reason) => ResultVerdict::Rejected {
-                    evidence: evidence(&candidate.fragment, &candidate.result_hash, check),
-                    reason,
-                },
+                Some(reason) if repeated => ResultVerdict::Rejected { evidence, reason },
+                Some(reason) => ResultVerdict::Discarded { evidence, reason },
                 None => ResultVerdict::Accepted {
                     audited: false,
                     flag: planned.flag.clone(),

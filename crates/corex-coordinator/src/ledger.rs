@@ -327,6 +327,9 @@ impl LedgerService {
                 ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
                     evidence: *evidence,
                 },
+                ResultVerdict::Discarded { .. } => Verdict::SoftReject {
+                    reason: SoftReason::Unhelpful,
+                },
             };
             verdicts.push(TxBody::RecordVerdict {
                 node: result.node,
@@ -345,6 +348,9 @@ impl LedgerService {
                 }
                 ResultVerdict::Rejected { evidence, .. } => Verdict::HardReject {
                     evidence: *evidence,
+                },
+                ResultVerdict::Discarded { .. } => Verdict::SoftReject {
+                    reason: SoftReason::Unhelpful,
                 },
             };
             verdicts.push(TxBody::RecordVerdict {

@@ -298,6 +298,14 @@ pub async fn run(
     if recorder.await.is_err() {
         tracing::warn!("the ledger recorder failed while stopping");
     }
+    // Work still running off the async threads (a sweep, a handler's blocking part) holds the
+    // shared state, and so the ledger's database: wait for it, so that a coordinator started
+    // on this data directory right after this one returns can open the ledger.
+    let _ = sweeper.await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&shared) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
 }
 
@@ -317,18 +325,18 @@ fn with_transport_layers(
     use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
     app.layer(
         tower::ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            CoordinatorError::Overloaded.into_response()
-        }))
-        .load_shed()
-        .concurrency_limit(limits.max_in_flight_requests)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(limits.request_timeout_ms),
-        ))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
-            limits.body_timeout_ms,
-        ))),
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                CoordinatorError::Overloaded.into_response()
+            }))
+            .load_shed()
+            .concurrency_limit(limits.max_in_flight_requests)
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(limits.request_timeout_ms),
+            ))
+            .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
+                limits.body_timeout_ms,
+            ))),
     )
 }
 
@@ -346,8 +354,7 @@ async fn record_rounds(
     while let Some(record) = rounds.recv().await {
         let ledger = ledger.clone();
         let recorded =
-            tokio::task::spawn_blocking(move || lock(&ledger).record(&record, unix_millis()))
-                .await;
+            tokio::task::spawn_blocking(move || lock(&ledger).record(&record, unix_millis())).await;
         match recorded {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

@@ -273,7 +273,7 @@ async fn run_with_cheating_holder(adversary: Adversary) -> ((u32, u32), (u32, u3
         };
         match record.verdict {
             ResultVerdict::Accepted { .. } => counts.0 += 1,
-            ResultVerdict::Rejected { .. } => counts.1 += 1,
+            ResultVerdict::Rejected { .. } | ResultVerdict::Discarded { .. } => counts.1 += 1,
         }
     }
     (honest, cheating)

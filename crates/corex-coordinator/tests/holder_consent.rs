@@ -65,7 +65,9 @@ async fn holders_compute_only_what_they_agreed_to() {
             NodeConfig {
                 local_data: Some(Arc::new(local.clone())),
                 holder: HolderPolicy {
-                    allowed_owners: BTreeSet::from([Keypair::from_secret([ALLOWED_OWNER; 32]).id()]),
+                    allowed_owners: BTreeSet::from(
+                        [Keypair::from_secret([ALLOWED_OWNER; 32]).id()],
+                    ),
                     min_noise_multiplier: 1.0,
                     max_epsilon: Some(50.0),
                 },
@@ -100,7 +102,11 @@ async fn holders_compute_only_what_they_agreed_to() {
         .await
         .unwrap();
     let status = wait_for_end(&owner, &leaky, Duration::from_secs(60)).await;
-    assert!(matches!(status.state, JobState::Failed { .. }), "{:?}", status.state);
+    assert!(
+        matches!(status.state, JobState::Failed { .. }),
+        "{:?}",
+        status.state
+    );
     assert!(status.nodes.is_empty());
 
     // The allowed owner with enough noise: computed to the end.
@@ -117,7 +123,11 @@ async fn holders_compute_only_what_they_agreed_to() {
         let holder = Keypair::from_secret([seed; 32]).id();
         let view = owner.ledger_account(&holder).await.unwrap().unwrap();
         let profile = view.node.unwrap().profile;
-        assert_eq!((profile.hard_rejects, profile.failures), (0, 0), "{profile:?}");
+        assert_eq!(
+            (profile.hard_rejects, profile.failures),
+            (0, 0),
+            "{profile:?}"
+        );
     }
     net.shutdown().await;
 }

@@ -193,7 +193,9 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     )
     .await;
     assert!(message.contains("max_job_flops"), "{message}");
-    let grown_mib = resident_kib().saturating_sub(before) / 1024;
+    let grown_kib = resident_kib().saturating_sub(before);
+    println!("resident memory grew by {grown_kib} KiB while refusing four oversized specs");
+    let grown_mib = grown_kib / 1024;
     assert!(
         grown_mib < 64,
         "the coordinator grew by {grown_mib} MiB refusing specs"

@@ -88,7 +88,7 @@ async fn run_with_skippers(config: CoordinatorConfig) -> SegmentRun {
     for result in report.rounds.iter().flat_map(|round| &round.results) {
         let cheater = cheaters.contains(&result.node);
         match &result.verdict {
-            ResultVerdict::Rejected { reason, .. } => {
+            ResultVerdict::Rejected { reason, .. } | ResultVerdict::Discarded { reason, .. } => {
                 assert!(cheater, "an honest result was rejected: {reason}");
                 run.caught += 1;
             }

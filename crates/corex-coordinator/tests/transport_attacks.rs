@@ -79,10 +79,15 @@ async fn five_hundred_stalled_connections_do_not_stop_an_honest_node() {
     let mut net = TestNet::start(config).await;
     let owner = net.client(100);
     // The reference: the same job with nobody attacking.
-    let clean = owner.submit_job(&small_job(adam())).await.unwrap();
     net.spawn_node(1);
     net.spawn_node(2);
+    let clean = owner.submit_job(&small_job(adam())).await.unwrap();
+    let clean_started = Instant::now();
     let reference = wait_for_end(&owner, &clean, Duration::from_secs(120)).await;
+    println!(
+        "with nobody attacking the job took {} ms",
+        clean_started.elapsed().as_millis()
+    );
     assert_eq!(reference.state, JobState::Finished);
 
     // 250 connections that never start TLS, 250 that send half a request head and stall.
@@ -105,7 +110,12 @@ async fn five_hundred_stalled_connections_do_not_stop_an_honest_node() {
         stalled.push(connection);
     }
     let attacked = owner.submit_job(&small_job(adam())).await.unwrap();
+    let under_attack = Instant::now();
     let status = wait_for_end(&owner, &attacked, Duration::from_secs(120)).await;
+    println!(
+        "under 500 stalled connections the job took {} ms",
+        under_attack.elapsed().as_millis()
+    );
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.model, reference.model, "the attack changed nothing");
 

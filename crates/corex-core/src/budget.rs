@@ -263,17 +263,16 @@ mod tests {
     fn each_limit_binds() {
         let spec = JobSpec::default_digits();
         let used = spec.resource_use();
-        let mut tight = ResourceLimits::default();
-        tight.max_job_flops = used.job_flops - 1;
-        assert!(
-            tight
-                .check(&spec)
-                .unwrap_err()
-                .to_string()
-                .contains("max_job_flops")
-        );
-        let mut tight = ResourceLimits::default();
-        tight.max_fragment_memory_bytes = used.fragment_memory_bytes - 1;
+        let tight = ResourceLimits {
+            max_job_flops: used.job_flops - 1,
+            ..ResourceLimits::default()
+        };
+        let error = tight.check(&spec).unwrap_err().to_string();
+        assert!(error.contains("max_job_flops"), "{error}");
+        let tight = ResourceLimits {
+            max_fragment_memory_bytes: used.fragment_memory_bytes - 1,
+            ..ResourceLimits::default()
+        };
         let error = tight.check(&spec).unwrap_err().to_string();
         assert!(error.contains("max_fragment_memory_bytes"), "{error}");
     }

@@ -8,7 +8,9 @@ pub enum SpecError {
     Invalid(String),
     #[error("spec is not valid TOML: {0}")]
     Toml(String),
-    #[error("job is over the coordinator's budget: it needs {value} against {limit_name} = {limit}")]
+    #[error(
+        "job is over the coordinator's budget: it needs {value} against {limit_name} = {limit}"
+    )]
     OverBudget {
         limit_name: &'static str,
         value: u128,

@@ -267,7 +267,9 @@ pub struct UploadDatasetResponse {
 pub enum JobState {
     Running,
     Finished,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Its owner (or an operator) cancelled it; rounds it closed before stay recorded.
     Cancelled,
 }
@@ -305,6 +307,15 @@ pub enum ResultVerdict {
     Rejected {
         reason: String,
         /// BLAKE3 of (fragment, submitted result hash, replay result hash).
+        evidence: Hash,
+    },
+    /// A federated result the owner's held-out validation found harmful or out of line with
+    /// its round: statistics, not proof (an honest holder with unusual data can trip them),
+    /// so it is left out of the aggregate and unpaid, but never slashed and never removes the
+    /// holder (a soft reject on the ledger).
+    Discarded {
+        reason: String,
+        /// BLAKE3 of (fragment, result hash, the held-out figures).
         evidence: Hash,
     },
 }

@@ -91,7 +91,9 @@ impl NodeProfile {
             Verdict::SoftReject { reason } => {
                 self.failures += 1;
                 let penalty = match reason {
-                    SoftReason::Timeout | SoftReason::Infrastructure => params.score_soft_penalty,
+                    SoftReason::Timeout | SoftReason::Infrastructure | SoftReason::Unhelpful => {
+                        params.score_soft_penalty
+                    }
                     SoftReason::Suspicious => {
                         self.abnormal_events += 1;
                         params.score_suspicious_penalty

@@ -56,6 +56,9 @@ pub enum SoftReason {
     Timeout,
     Infrastructure,
     Suspicious,
+    /// A federated result the owner's held-out validation left out: statistics, not proof
+    /// of cheating, so it costs the result's pay and a timeout's reputation, no more.
+    Unhelpful,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

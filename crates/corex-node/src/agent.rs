@@ -27,11 +27,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::watch;
 
-use crate::holder::HolderPolicy;
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
 use crate::error::NodeError;
+use crate::holder::HolderPolicy;
 
 /// Settings of one node agent.
 #[derive(Debug, Clone)]
@@ -306,11 +306,12 @@ impl NodeAgent {
         if fragment.holder.is_some() {
             let samples = self.local.as_ref().map_or(0, |local| local.dataset.len());
             let descriptor = &job.descriptor;
-            if let Some(reason) =
-                self.config
-                    .holder
-                    .refusal(&descriptor.owner, &descriptor.spec, fragment.round, samples)
-            {
+            if let Some(reason) = self.config.holder.refusal(
+                &descriptor.owner,
+                &descriptor.spec,
+                fragment.round,
+                samples,
+            ) {
                 tracing::info!(job = %fragment.job.short(), %reason, "declining a federated job");
                 return Ok(self.client.decline_job(&fragment.id, &reason).await?);
             }

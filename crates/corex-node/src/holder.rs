@@ -102,7 +102,11 @@ mod tests {
     fn a_holder_computes_only_for_owners_it_allows() {
         let owner = Keypair::from_secret([9; 32]).id();
         let stranger = Keypair::from_secret([8; 32]).id();
-        assert!(HolderPolicy::default().refusal(&owner, &job(None), 0, 400).is_some());
+        assert!(
+            HolderPolicy::default()
+                .refusal(&owner, &job(None), 0, 400)
+                .is_some()
+        );
         let policy = HolderPolicy {
             allowed_owners: BTreeSet::from([owner]),
             ..HolderPolicy::default()
@@ -119,10 +123,19 @@ mod tests {
             min_noise_multiplier: 1.0,
             max_epsilon: Some(8.0),
         };
-        assert!(policy.refusal(&owner, &job(None), 0, 400).is_some(), "no DP at all");
-        assert!(policy.refusal(&owner, &job(private(0.5)), 0, 400).is_some(), "too little noise");
+        assert!(
+            policy.refusal(&owner, &job(None), 0, 400).is_some(),
+            "no DP at all"
+        );
+        assert!(
+            policy.refusal(&owner, &job(private(0.5)), 0, 400).is_some(),
+            "too little noise"
+        );
         assert_eq!(policy.refusal(&owner, &job(private(2.0)), 0, 400), None);
         let spent = policy.refusal(&owner, &job(private(1.0)), 10_000, 400);
-        assert!(spent.is_some_and(|reason| reason.contains("budget")), "ε grows with rounds");
+        assert!(
+            spent.is_some_and(|reason| reason.contains("budget")),
+            "ε grows with rounds"
+        );
     }
 }

@@ -20,9 +20,10 @@ impl JobRun {
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let candidates = candidates(&accepted, &round.fragments);
-        let plan = engine
-            .verifier
-            .plan_round(&self.id, &candidates, ResultKind::of(&self.spec.work))?;
+        let plan =
+            engine
+                .verifier
+                .plan_round(&self.id, &candidates, ResultKind::of(&self.spec.work))?;
         // Unflagged audits of traced results check one segment; the rest replay it all.
         let reveals: Vec<RevealTask> = plan
             .audits

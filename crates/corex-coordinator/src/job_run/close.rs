@@ -98,6 +98,7 @@ impl JobRun {
             .filter(|judgement| match judgement.verdict {
                 ResultVerdict::Accepted { audited, .. } => audited,
                 ResultVerdict::Rejected { .. } => true,
+                ResultVerdict::Discarded { .. } => false,
             })
             .count();
         let audits: Vec<NodeAudit> = judgement
@@ -125,7 +126,9 @@ impl JobRun {
                 let gradient = match (&judgement.verdict, judgement.replacement.as_deref()) {
                     (_, Some(replay)) => replay,
                     (ResultVerdict::Accepted { .. }, None) => result.gradient.as_slice(),
-                    (ResultVerdict::Rejected { .. }, None) => return None,
+                    (ResultVerdict::Rejected { .. } | ResultVerdict::Discarded { .. }, None) => {
+                        return None;
+                    }
                 };
                 Some((gradient, result.samples))
             })
@@ -172,14 +175,18 @@ impl JobRun {
                     credit.audited += u64::from(*audited);
                     credit.busy_ms += result.elapsed_ms;
                 }
-                ResultVerdict::Rejected { .. } => credit.rejected += 1,
+                ResultVerdict::Rejected { .. } | ResultVerdict::Discarded { .. } => {
+                    credit.rejected += 1
+                }
             }
         }
         for audit in &audits {
             let credit = self.contributions.entry(audit.auditor).or_default();
             match audit.verdict {
                 ResultVerdict::Accepted { .. } => credit.audits_done += 1,
-                ResultVerdict::Rejected { .. } => credit.rejected += 1,
+                ResultVerdict::Rejected { .. } | ResultVerdict::Discarded { .. } => {
+                    credit.rejected += 1
+                }
             }
         }
         self.completed_rounds += 1;

@@ -38,7 +38,9 @@ impl JobRun {
             return Err(CoordinatorError::Lease(LeaseError::NotLeased(index as u32)));
         }
         if round.results[index].is_some() {
-            return Err(CoordinatorError::Lease(LeaseError::AlreadyDone(index as u32)));
+            return Err(CoordinatorError::Lease(LeaseError::AlreadyDone(
+                index as u32,
+            )));
         }
         self.declined.insert(node);
         round.fragments.remove(index);

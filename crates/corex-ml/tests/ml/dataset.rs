@@ -66,7 +66,10 @@ fn malformed_csv_is_rejected_with_line_numbers() {
     assert!(csv_error("a,b,y\n1,2,0\n", Some("label")).contains("no column"));
     assert!(csv_error("y\n1\n", None).contains("line 1"));
     let secret = csv_error("a,b,y\n1,2,0\n1,hunter2,1\n", None);
-    assert!(!secret.contains("hunter2"), "errors never repeat the data: {secret}");
+    assert!(
+        !secret.contains("hunter2"),
+        "errors never repeat the data: {secret}"
+    );
     let missing = Dataset::from_csv(std::path::Path::new("/nonexistent/corex.csv"), None);
     assert!(matches!(missing, Err(MlError::Csv(_))));
 }
