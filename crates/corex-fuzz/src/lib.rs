@@ -23,6 +23,7 @@
 //! | `ledger` | signed transactions and blocks, applied to a chain |
 //! | `uploads` | the coordinator's upload store as an operation sequence |
 //! | `messages` | protocol messages the coordinator and nodes decode from JSON |
+//! | `spec` | job specs in JSON and TOML, with "validate ⇒ within the budget" as the oracle |
 
 mod data;
 mod frame;
@@ -30,6 +31,7 @@ mod ledger;
 mod messages;
 pub mod mutate;
 mod signature;
+mod spec;
 mod uploads;
 
 pub use data::{dataset_bytes, dataset_csv, safetensors};
@@ -37,6 +39,7 @@ pub use frame::{result_frame, tensor};
 pub use ledger::ledger;
 pub use messages::messages;
 pub use signature::request_signature;
+pub use spec::job_spec;
 pub use uploads::upload_store;
 
 /// A fuzz target: its name (the file in `fuzz/fuzz_targets/`), the function, and valid inputs
@@ -93,6 +96,11 @@ pub const TARGETS: &[Target] = &[
         name: "messages",
         run: messages,
         seeds: messages::seeds,
+    },
+    Target {
+        name: "job_spec",
+        run: job_spec,
+        seeds: spec::seeds,
     },
 ];
 

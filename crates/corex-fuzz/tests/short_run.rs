@@ -80,6 +80,7 @@ short_runs! {
     ledger,
     upload_store,
     messages,
+    job_spec,
 }
 
 #[test]
