@@ -145,6 +145,11 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     };
     let mut net = TestNet::start(config).await;
     let owner = net.client(100);
+    // The honest job alone first: the reference.
+    net.spawn_node(1);
+    let clean = owner.submit_job(&small_job(adam())).await.unwrap();
+    let reference = wait_for_end(&owner, &clean, Duration::from_secs(120)).await;
+    assert_eq!(reference.state, JobState::Finished);
     let before = resident_kib();
     let message = refused(&owner, "POST", "/v1/jobs", huge, 422, "over_budget").await;
     assert!(message.contains("max_layers"), "{message}");
@@ -201,11 +206,11 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
         "the coordinator grew by {grown_mib} MiB refusing specs"
     );
 
-    // An honest job beside them ends as it would alone.
+    // The honest job after them ends as it did alone.
     let job = owner.submit_job(&small_job(adam())).await.unwrap();
-    net.spawn_node(1);
     let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
+    assert_eq!(status.model, reference.model, "the refused specs changed nothing");
     net.shutdown().await;
 }
 
