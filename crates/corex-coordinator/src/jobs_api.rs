@@ -22,7 +22,9 @@ use corex_ml::Dataset;
 use corex_net::JobDescriptor;
 
 use crate::api::{ApiResult, authenticate, authenticate_within, json, parse_hash, parse_json};
+use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
+use crate::job_run::JobRun;
 use crate::server::{Shared, measure_replay_speed};
 
 pub fn routes() -> Router<Arc<Shared>> {
@@ -189,17 +191,29 @@ async fn list_jobs(State(shared): State<Arc<Shared>>, request: Request) -> ApiRe
     json(&statuses)
 }
 
+/// Answers a read of job `id` with what `read` takes from it, if the caller may read it.
+async fn read_job<T: serde::Serialize>(
+    shared: &Shared,
+    id: &str,
+    request: Request,
+    read: impl FnOnce(&Coordinator, &JobRun) -> Result<T, CoordinatorError>,
+) -> ApiResult {
+    let (reader, _) = authenticate(shared, request).await?;
+    let id = parse_hash(id)?;
+    let answer = {
+        let engine = shared.engine();
+        let job = engine.job_for(&reader, &id)?;
+        read(&engine, job)?
+    };
+    json(&answer)
+}
+
 async fn job_status(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult {
-    let (reader, _) = authenticate(&shared, request).await?;
-    let status = shared
-        .engine()
-        .job_for(&reader, &parse_hash(&id)?)?
-        .status();
-    json(&status)
+    read_job(&shared, &id, request, |_, job| Ok(job.status())).await
 }
 
 /// What a node needs to compute a job's fragments: readable by the owner, the operators, and
@@ -234,14 +248,7 @@ async fn job_report(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult {
-    let (reader, _) = authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let report = {
-        let engine = shared.engine();
-        engine.job_for(&reader, &id)?;
-        engine.report(&id)?
-    };
-    json(&report)
+    read_job(&shared, &id, request, |engine, job| engine.report(&job.id)).await
 }
 
 async fn job_weights(
@@ -249,17 +256,13 @@ async fn job_weights(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult {
-    let (reader, _) = authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let weights = {
-        let engine = shared.engine();
-        let job = engine.job_for(&reader, &id)?;
+    read_job(&shared, &id, request, |_, job| {
         if !job.spec.work.trains() {
-            return Err(CoordinatorError::NoWeights(id));
+            return Err(CoordinatorError::NoWeights(job.id));
         }
-        job.weights.ok_or(CoordinatorError::JobNotFinished(id))?
-    };
-    json(&weights)
+        job.weights.ok_or(CoordinatorError::JobNotFinished(job.id))
+    })
+    .await
 }
 
 async fn job_outputs(
@@ -267,17 +270,13 @@ async fn job_outputs(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult {
-    let (reader, _) = authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let outputs = {
-        let engine = shared.engine();
-        let job = engine.job_for(&reader, &id)?;
+    read_job(&shared, &id, request, |_, job| {
         if job.spec.work.trains() {
-            return Err(CoordinatorError::NoOutputs(id));
+            return Err(CoordinatorError::NoOutputs(job.id));
         }
         job.outputs
             .clone()
-            .ok_or(CoordinatorError::JobNotFinished(id))?
-    };
-    json(&outputs)
+            .ok_or(CoordinatorError::JobNotFinished(job.id))
+    })
+    .await
 }

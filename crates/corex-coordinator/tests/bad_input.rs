@@ -10,11 +10,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, assert_refused, expect_error, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{ApiError, ChunkedResult, JobState, LeaseResponse, ResultHeader};
+use corex_core::messages::{ChunkedResult, JobState, LeaseResponse, ResultHeader};
 use corex_core::request_signature::sign_request;
 use corex_core::result_frame::{ResultTensor, decode_result, encode_result};
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
@@ -39,40 +39,6 @@ fn config() -> CoordinatorConfig {
         max_upload_chunk_bytes: UPLOAD_CHUNK_LIMIT,
         ..CoordinatorConfig::one_machine()
     }
-}
-
-/// A signed request; asserts the status and error code, returns the message.
-async fn expect_error(
-    client: &CoordinatorClient,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-    status: u16,
-    code: &str,
-) -> String {
-    let headers = client.signed_headers(method, path, &body).unwrap();
-    let (got, bytes) = client
-        .send_raw(method, path, body, Some(&headers))
-        .await
-        .unwrap();
-    assert_refused(got, &bytes, status, code)
-}
-
-fn assert_refused(got: u16, bytes: &[u8], status: u16, code: &str) -> String {
-    let error: ApiError = serde_json::from_slice(bytes).unwrap_or_else(|_| {
-        panic!(
-            "expected a JSON error, got {got} {}",
-            String::from_utf8_lossy(bytes)
-        )
-    });
-    assert_eq!(
-        (got, error.error.as_str()),
-        (status, code),
-        "message: {}",
-        error.message
-    );
-    assert!(!error.message.is_empty());
-    error.message
 }
 
 /// A result for `fragment` signed by `key`, with `gradient` as the tensor, framed.

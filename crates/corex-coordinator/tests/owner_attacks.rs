@@ -10,40 +10,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, expect_error, small_job, wait_for_end};
 use corex_coordinator::{Admission, AdmissionPolicy, CoordinatorConfig};
-use corex_core::messages::{ApiError, JobState};
+use corex_core::messages::JobState;
 use corex_core::{DataHolder, DatasetSource, JobSpec, Keypair};
-use corex_net::CoordinatorClient;
-
-/// Sends `body` signed to `path`; asserts the status and error code, returns the message.
-async fn refused(
-    client: &CoordinatorClient,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-    status: u16,
-    code: &str,
-) -> String {
-    let headers = client.signed_headers(method, path, &body).unwrap();
-    let (got, bytes) = client
-        .send_raw(method, path, body, Some(&headers))
-        .await
-        .unwrap();
-    let error: ApiError = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        panic!(
-            "{path}: expected a JSON error, got {got} {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    });
-    assert_eq!(
-        (got, error.error.as_str()),
-        (status, code),
-        "{path}: {}",
-        error.message
-    );
-    error.message
-}
 
 fn submission(spec: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "spec": spec })).unwrap()
@@ -73,7 +43,7 @@ async fn a_spec_naming_a_coordinator_path_reads_nothing() {
     let mut spec = serde_json::to_value(small_job(adam())).unwrap();
     // The old path-bearing source no longer exists.
     spec["dataset"]["source"] = serde_json::json!({ "kind": "csv", "path": "/etc/passwd" });
-    refused(
+    expect_error(
         &owner,
         "POST",
         "/v1/jobs",
@@ -84,7 +54,7 @@ async fn a_spec_naming_a_coordinator_path_reads_nothing() {
     .await;
     for name in ["../../etc/passwd", "/etc/passwd", ".hidden", "dev/zero"] {
         spec["dataset"]["source"] = serde_json::json!({ "kind": "named", "name": name });
-        refused(
+        expect_error(
             &owner,
             "POST",
             "/v1/jobs",
@@ -98,7 +68,7 @@ async fn a_spec_naming_a_coordinator_path_reads_nothing() {
     // answer never repeats what the file holds.
     for name in ["passwd.csv", "missing.csv"] {
         spec["dataset"]["source"] = serde_json::json!({ "kind": "named", "name": name });
-        let message = refused(
+        let message = expect_error(
             &owner,
             "POST",
             "/v1/jobs",
@@ -151,12 +121,12 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     let reference = wait_for_end(&owner, &clean, Duration::from_secs(120)).await;
     assert_eq!(reference.state, JobState::Finished);
     let before = resident_kib();
-    let message = refused(&owner, "POST", "/v1/jobs", huge, 422, "over_budget").await;
+    let message = expect_error(&owner, "POST", "/v1/jobs", huge, 422, "over_budget").await;
     assert!(message.contains("max_layers"), "{message}");
     // Tens of thousands of layers: refused by the budget.
     let mut deep = small_job(adam());
     deep.model.hidden = vec![8; 50_000];
-    let message = refused(
+    let message = expect_error(
         &owner,
         "POST",
         "/v1/jobs",
@@ -172,7 +142,7 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
         samples: 4_000_000_000,
     };
     let federated = JobSpec::digits_federated(vec![holder], None);
-    let message = refused(
+    let message = expect_error(
         &owner,
         "POST",
         "/v1/jobs",
@@ -188,7 +158,7 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     long.rounds = 100_000;
     long.global_batch = 1 << 20;
     long.fragment_samples = 1024;
-    let message = refused(
+    let message = expect_error(
         &owner,
         "POST",
         "/v1/jobs",
@@ -210,7 +180,10 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     let job = owner.submit_job(&small_job(adam())).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
-    assert_eq!(status.model, reference.model, "the refused specs changed nothing");
+    assert_eq!(
+        status.model, reference.model,
+        "the refused specs changed nothing"
+    );
     net.shutdown().await;
 }
 
@@ -228,7 +201,7 @@ async fn admission_policies_refuse_keys_they_do_not_admit() {
     let net = TestNet::start(config).await;
     let spec = submission(&serde_json::to_value(small_job(adam())).unwrap());
     let stranger = net.client(101);
-    refused(
+    expect_error(
         &stranger,
         "POST",
         "/v1/jobs",
@@ -256,7 +229,7 @@ async fn admission_policies_refuse_keys_they_do_not_admit() {
         ..CoordinatorConfig::one_machine()
     };
     let net = TestNet::start(config).await;
-    let message = refused(
+    let message = expect_error(
         &net.client(101),
         "POST",
         "/v1/jobs",
@@ -305,7 +278,7 @@ async fn private_jobs_are_their_owners_and_cancel_is_the_owners_too() {
         format!("/v1/blobs/{weights_hash}"),
         format!("/v1/blobs/{weights_hash}/chunks/0"),
     ] {
-        refused(&stranger, "GET", &path, Vec::new(), 403, "not_job_owner").await;
+        expect_error(&stranger, "GET", &path, Vec::new(), 403, "not_job_owner").await;
     }
     let listed: Vec<serde_json::Value> =
         serde_json::from_slice(&stranger.call("GET", "/v1/jobs", Vec::new()).await.unwrap())

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use corex_coordinator::CoordinatorConfig;
-use corex_core::messages::{JobState, JobStatus};
+use corex_core::messages::{ApiError, JobState, JobStatus};
 use corex_core::{DatasetSource, DatasetSpec, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec};
 use corex_net::{CoordinatorClient, TlsIdentity};
 use corex_node::{NodeAgent, NodeConfig};
@@ -164,4 +164,39 @@ pub fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
     let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
     let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
     (diff / norm).sqrt()
+}
+
+/// A signed request; asserts the status and error code, returns the message.
+pub async fn expect_error(
+    client: &CoordinatorClient,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    status: u16,
+    code: &str,
+) -> String {
+    let headers = client.signed_headers(method, path, &body).unwrap();
+    let (got, bytes) = client
+        .send_raw(method, path, body, Some(&headers))
+        .await
+        .unwrap();
+    assert_refused(got, &bytes, status, code)
+}
+
+/// Asserts that an answer is the JSON error `code` with `status` and a message; returns it.
+pub fn assert_refused(got: u16, bytes: &[u8], status: u16, code: &str) -> String {
+    let error: ApiError = serde_json::from_slice(bytes).unwrap_or_else(|_| {
+        panic!(
+            "expected a JSON error, got {got} {}",
+            String::from_utf8_lossy(bytes)
+        )
+    });
+    assert_eq!(
+        (got, error.error.as_str()),
+        (status, code),
+        "message: {}",
+        error.message
+    );
+    assert!(!error.message.is_empty());
+    error.message
 }
