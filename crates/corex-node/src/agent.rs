@@ -18,20 +18,20 @@ use corex_core::fragment::result_commitment;
 use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
 use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
-use corex_core::trace::{StepTrace, segment_bounds, traced_commitment};
-use corex_core::{DatasetSource, Fragment, Hash, Keypair, ModelSpec, WorkSpec};
+use corex_core::trace::{StepTrace, traced_commitment};
+use corex_core::{DatasetSource, Fragment, Hash, Keypair, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
-use corex_ml::{Dataset, FragmentOutput, PrivateStepsSpec};
+use corex_ml::{Dataset, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use tokio::sync::watch;
 
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
 use crate::error::NodeError;
+use crate::fragment_compute::{Trace, Variant, compute};
 use crate::holder::HolderPolicy;
+use crate::pacing::{Backoff, throttle, wait_or_stop};
 
 /// Settings of one node agent.
 #[derive(Debug, Clone)]
@@ -571,156 +571,6 @@ fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpe
             privacy,
         }),
         _ => None,
-    }
-}
-
-/// What computing a fragment gives: its output, the sample batches it used, and for a traced
-/// result what its step trace commits to.
-struct Computed {
-    output: FragmentOutput,
-    batches: Vec<Vec<u32>>,
-    trace: Option<Trace>,
-}
-
-/// The checkpoints (`(step, parameters after it)`) and step losses of a traced result.
-struct Trace {
-    checkpoints: Vec<(u32, Vec<f32>)>,
-    losses: Vec<f32>,
-}
-
-/// How a fragment is computed, beyond what its work says.
-enum Variant {
-    /// The job's work as it is (traced where `corex_core::trace` says so).
-    Plain,
-    /// Differentially private local steps on this holder's data.
-    Private(PrivateStepsSpec),
-    /// A segment audit task: only local steps `[first, end)`.
-    Segment([u32; 2]),
-    /// As the adversary of that name.
-    SkipSegment,
-}
-
-/// Computes a fragment: its output and the sample batches it used, with a step trace where the
-/// work is traced (see `corex_core::trace`). Under differential privacy the Poisson samples
-/// and the noise come from a generator seeded by the operating system, which nobody else can
-/// know.
-fn compute(
-    work: &WorkSpec,
-    spec: &ModelSpec,
-    parameters: &[f32],
-    dataset: &Dataset,
-    indices: Vec<u32>,
-    variant: Variant,
-) -> Result<Computed, NodeError> {
-    let compute_error = |error: corex_ml::MlError| NodeError::Compute(error.to_string());
-    let untraced = |output: FragmentOutput, indices: Vec<u32>| Computed {
-        output,
-        batches: vec![indices],
-        trace: None,
-    };
-    let skip_segment = matches!(variant, Variant::SkipSegment);
-    match (variant, work) {
-        (Variant::Private(plan), _) => {
-            let mut rng = ChaCha20Rng::from_seed(corex_net::random_bytes::<32>()?);
-            let steps = corex_ml::compute_private_local_steps(
-                spec, parameters, dataset, &indices, &plan, &mut rng,
-            )
-            .map_err(compute_error)?;
-            return Ok(Computed {
-                output: steps.output.into(),
-                batches: steps.batches,
-                trace: None,
-            });
-        }
-        (Variant::Segment([first, end]), WorkSpec::LocalSteps { steps, inner }) => {
-            let output = corex_ml::replay_segment(
-                spec,
-                parameters,
-                dataset,
-                &indices,
-                *steps,
-                inner,
-                first..end,
-            )
-            .map_err(compute_error)?;
-            return Ok(untraced(output.into(), indices));
-        }
-        (Variant::Segment(_), _) => {
-            return Err(NodeError::Compute(
-                "a segment task for work other than local steps".into(),
-            ));
-        }
-        (Variant::Plain | Variant::SkipSegment, _) => {}
-    }
-    let bounds = segment_bounds(work, indices.len());
-    let (WorkSpec::LocalSteps { steps, inner }, Some(bounds)) = (work, bounds) else {
-        let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)
-            .map_err(compute_error)?;
-        return Ok(untraced(output, indices));
-    };
-    let (output, trace) = if skip_segment {
-        let skipped = crate::adversary::skip_second_segment(
-            spec, parameters, dataset, &indices, *steps, inner, &bounds,
-        )
-        .map_err(compute_error)?;
-        let output = FragmentOutput {
-            values: skipped.result,
-            loss: skipped.loss,
-            samples: indices.len() as u32,
-        };
-        (
-            output,
-            Trace {
-                checkpoints: skipped.checkpoints,
-                losses: skipped.losses,
-            },
-        )
-    } else {
-        let interior = &bounds[1..bounds.len() - 1];
-        let traced = corex_ml::compute_traced_local_steps(
-            spec, parameters, dataset, &indices, *steps, inner, interior,
-        )
-        .map_err(compute_error)?;
-        let trace = Trace {
-            checkpoints: interior.iter().copied().zip(traced.checkpoints).collect(),
-            losses: traced.losses,
-        };
-        (traced.output.into(), trace)
-    };
-    Ok(Computed {
-        output,
-        batches: vec![indices],
-        trace: Some(trace),
-    })
-}
-
-/// Exponential backoff from 100 ms to 5 s.
-#[derive(Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let delay =
-            Duration::from_millis(100u64 << self.attempt.min(6)).min(Duration::from_secs(5));
-        self.attempt += 1;
-        delay
-    }
-}
-
-/// Sleeps for `delay` unless told to stop first; true when stopping.
-/// Idles `slowdown − 1` times `worked`, so that the work took `slowdown` times as long.
-async fn throttle(worked: Duration, slowdown: u32) {
-    if slowdown > 1 {
-        tokio::time::sleep(worked * (slowdown - 1)).await;
-    }
-}
-
-async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => *stop.borrow(),
-        _ = stop.changed() => true,
     }
 }
 

@@ -8,7 +8,9 @@ pub mod bench;
 mod checkpoints;
 pub mod device;
 pub mod error;
+mod fragment_compute;
 pub mod holder;
+mod pacing;
 
 pub use adversary::Adversary;
 pub use agent::{NodeAgent, NodeConfig};
