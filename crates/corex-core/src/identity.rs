@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::DecodeError;
@@ -27,12 +27,27 @@ impl NodeId {
         hex_encode(&self.0[..4])
     }
 
-    /// Checks `signature` over `message` under this key.
-    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), DecodeError> {
+    /// This key as an ed25519 verifying key, refused when it is not a curve point or is a
+    /// weak (small-order) one: under a weak key, signatures can be made without any secret
+    /// (the identity point accepts `01 00…00` for every message).
+    pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, DecodeError> {
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
             .map_err(|_| DecodeError::Key("not a valid ed25519 public key".into()))?;
+        if key.is_weak() {
+            return Err(DecodeError::Key(
+                "a small-order ed25519 key, for which anyone can sign".into(),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Checks `signature` over `message` under this key, strictly: weak keys and signatures
+    /// with a small-order or non-canonical commitment are refused (RFC 8032 leaves room for
+    /// both; accepting them lets some signatures be made or altered without the secret key).
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), DecodeError> {
+        let key = self.verifying_key()?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify(message, &signature)
+        key.verify_strict(message, &signature)
             .map_err(|_| DecodeError::BadSignature)
     }
 }
@@ -158,6 +173,19 @@ mod tests {
                 .verify(b"message", &mallory.sign(b"message"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn nobody_signs_as_a_small_order_key() {
+        // The identity point: the signature (R = identity, s = 0) verifies for every message
+        // under the lenient RFC 8032 check.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let weak = NodeId(identity);
+        assert!(weak.verify(b"any message", &Signature(forged)).is_err());
+        assert!(weak.verifying_key().is_err());
     }
 
     #[test]

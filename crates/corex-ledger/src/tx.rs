@@ -195,7 +195,8 @@ pub fn verify_batch(chain: &Hash, txs: &[SignedTx]) -> Result<(), LedgerError> {
     let messages: Vec<Hash> = txs.iter().map(|tx| tx.message(chain)).collect();
     let mut keys = Vec::with_capacity(txs.len());
     for tx in txs {
-        match ed25519_dalek::VerifyingKey::from_bytes(&tx.signer.0) {
+        // Weak (small-order) keys are refused: anyone can sign for them.
+        match tx.signer.verifying_key() {
             Ok(key) => keys.push(key),
             Err(_) => return Err(LedgerError::BadSignature(tx.signer)),
         }

@@ -69,6 +69,32 @@ fn a_bad_signature_is_refused() {
 }
 
 #[test]
+fn nobody_signs_for_a_small_order_key() {
+    let world = funded();
+    // The identity point as a key: (R = identity, s = 0) passes a lenient check for every
+    // message, so anyone could spend what such an account holds.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut forged = [0u8; 64];
+    forged[0] = 1;
+    let weak = corex_core::NodeId(identity);
+    let tx = SignedTx {
+        signer: weak,
+        nonce: 1,
+        body: TxBody::Transfer {
+            to: world.nodes[0].id(),
+            amount: 1,
+        },
+        signature: Signature(forged),
+    };
+    assert_eq!(refused(&world, &tx), LedgerError::BadSignature(weak));
+    assert_eq!(
+        corex_ledger::verify_batch(&world.chain_id(), &[tx]),
+        Err(LedgerError::BadSignature(weak))
+    );
+}
+
+#[test]
 fn replayed_and_skipped_nonces_are_refused() {
     let mut world = funded();
     let (alice, bob) = (world.nodes[0].clone(), world.nodes[1].id());
