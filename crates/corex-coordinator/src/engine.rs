@@ -76,9 +76,6 @@ struct PendingChallenge {
 
 impl Coordinator {
     pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
-        let mut config = config;
-        // The coordinator's own key holds the operator's rights.
-        config.admission.operators.insert(identity.id());
         Self {
             verifier,
             challenges: BTreeMap::new(),

@@ -101,37 +101,32 @@ async fn upload_dataset(State(shared): State<Arc<Shared>>, request: Request) -> 
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
 }
 
-/// The dataset `spec` runs on, for `owner`: loaded or read off the async threads.
+/// The dataset `spec` runs on, for `owner`: the owner's upload, or loaded (built in) or read
+/// (named) off the async threads.
 async fn resolve_dataset(
     shared: &Shared,
     owner: NodeId,
     spec: &JobSpec,
 ) -> Result<Arc<Dataset>, CoordinatorError> {
-    let blocking = |load: Box<dyn FnOnce() -> Result<Dataset, CoordinatorError> + Send>| async {
-        tokio::task::spawn_blocking(load)
-            .await
-            .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
-            .map(Arc::new)
-    };
-    match spec.dataset.source.clone() {
-        DatasetSource::Digits => {
-            blocking(Box::new(|| {
-                Dataset::digits().map_err(|error| CoordinatorError::Dataset(error.to_string()))
-            }))
-            .await
-        }
+    let dataset_error = |error: corex_ml::MlError| CoordinatorError::Dataset(error.to_string());
+    let load = match spec.dataset.source.clone() {
         DatasetSource::Uploaded { dataset } => {
-            shared.engine().datasets.uploaded_by(&owner, &dataset)
+            return shared.engine().datasets.uploaded_by(&owner, &dataset);
         }
+        DatasetSource::Digits => Box::new(move || Dataset::digits().map_err(dataset_error))
+            as Box<dyn FnOnce() -> _ + Send>,
         DatasetSource::Named { name, label_column } => {
             let dir = shared.config.datasets_dir.clone();
             let most = shared.config.max_dataset_bytes;
-            blocking(Box::new(move || {
+            Box::new(move || {
                 crate::datasets::read_named(dir.as_deref(), &name, label_column.as_deref(), most)
-            }))
-            .await
+            })
         }
-    }
+    };
+    tokio::task::spawn_blocking(load)
+        .await
+        .map_err(|error| CoordinatorError::Dataset(error.to_string()))?
+        .map(Arc::new)
 }
 
 async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {

@@ -198,6 +198,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
+    // The coordinator's own key holds the operator's rights (in the engine's copy too).
+    let mut config = config;
+    config.admission.operators.insert(identity.id());
     let clock = Clock {
         start: Instant::now(),
     };
@@ -233,11 +236,7 @@ pub async fn run(
         engine: Mutex::new(Coordinator::new(identity.clone(), config.clone(), verifier)),
         nonces: Mutex::new(NonceCache::default()),
         key_rates: KeyRateLimiter::new(&config.transport),
-        config: {
-            let mut config = config;
-            config.admission.operators.insert(identity.id());
-            config
-        },
+        config,
         work_available: Notify::new(),
         lease_queue: LeaseQueue::default(),
         clock,
@@ -406,6 +405,8 @@ async fn sweep_leases(shared: Arc<Shared>) {
             let mut engine = shared.engine();
             let now_ms = shared.clock.millis();
             engine.uploads.expire(now_ms);
+            // Keys seen once (an attacker can mint any number) cost no memory for long.
+            shared.key_rates.forget_idle();
             if let Some(feed) = lock(&shared.closed_rounds).as_mut() {
                 feed.flush_audit_events(&mut engine.verifier);
             }
