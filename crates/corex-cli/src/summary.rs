@@ -144,7 +144,7 @@ fn print_work(outcome: &DevnetOutcome) {
         WorkSpec::Inference { weights } => {
             println!(
                 "  work            inference: logits of {} classes for {rows} samples, at {}",
-                report.spec.model.classes,
+                report.spec.model.classes(),
                 weights.map_or("the seeded initialisation (untrained)".into(), |weights| {
                     format!("weights {}", weights.short())
                 })

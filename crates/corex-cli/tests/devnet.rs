@@ -238,9 +238,8 @@ fn the_inference_and_transform_job_files_run_on_a_devnet() {
         let spec = corex_core::JobSpec::from_toml(&std::fs::read_to_string(&job).unwrap()).unwrap();
         if let corex_core::WorkSpec::Transform { transform } = spec.work {
             let digits = corex_ml::Dataset::digits().unwrap();
-            let features: Vec<f32> = (0..1797)
-                .flat_map(|sample| digits.features_of(sample).to_vec())
-                .collect();
+            let all: Vec<u32> = (0..1797).collect();
+            let features = digits.feature_rows(&all).unwrap();
             let expected: Vec<u8> = corex_ml::apply_transform(&transform, &features, 64)
                 .unwrap()
                 .iter()

@@ -150,7 +150,7 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
     // A small job with short leases, so that the killed node's lease expires quickly.
     let mut spec = corex_core::JobSpec::digits_gradient();
     spec.name = "separate-processes".into();
-    spec.model.hidden = vec![256];
+    spec.model = corex_core::ModelSpec::mlp(64, vec![256], 10);
     spec.rounds = 400;
     spec.global_batch = 256;
     spec.fragment_samples = 128;

@@ -115,6 +115,9 @@ async fn resolve_dataset(
         }
         DatasetSource::Digits => Box::new(move || Dataset::digits().map_err(dataset_error))
             as Box<dyn FnOnce() -> _ + Send>,
+        DatasetSource::Packaged { name } => {
+            Box::new(move || Dataset::packaged(name).map_err(dataset_error))
+        }
         DatasetSource::Named { name, label_column } => {
             let dir = shared.config.datasets_dir.clone();
             let most = shared.config.max_dataset_bytes;
@@ -142,6 +145,12 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     spec.validate()
         .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
     let dataset = resolve_dataset(&shared, owner, &spec).await?;
+    let prepared = {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || crate::prepared::prepare(&spec, dataset))
+            .await
+            .map_err(|error| CoordinatorError::Dataset(error.to_string()))??
+    };
     // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
     // measured once, when the first such job comes.
     let adaptive = matches!(spec.granularity, Granularity::Adaptive { .. });
@@ -153,7 +162,7 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     let name = spec.name.clone();
     let job = shared
         .engine()
-        .submit_job(owner, spec, dataset, shared.clock.millis())?;
+        .submit_job(owner, spec, prepared, shared.clock.millis())?;
     tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
     shared.work_available.notify_waiters();
     Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())

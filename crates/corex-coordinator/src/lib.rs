@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod ledger_api;
 pub mod nonce;
 pub mod outputs;
+pub mod prepared;
 pub mod server;
 pub mod transport;
 pub mod uploads;

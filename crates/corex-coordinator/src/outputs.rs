@@ -54,7 +54,7 @@ pub fn fixed_parameters(spec: &JobSpec, blobs: &BlobStore) -> Result<Vec<f32>, C
 /// takes the `r`-th `global_batch` of them). Refuses more rounds than the pass has, and
 /// outputs over [`MAX_OUTPUT_VALUES`].
 pub fn pass_samples(spec: &JobSpec, dataset: &Dataset) -> Result<Vec<u32>, CoordinatorError> {
-    let samples = dataset.len() as u64;
+    let samples = dataset.sample_count(&spec.model) as u64;
     let batch = u64::from(spec.global_batch);
     let rounds = samples.div_ceil(batch);
     if u64::from(spec.rounds) > rounds {
@@ -114,11 +114,7 @@ impl Outputs {
     ) -> Result<JobOutputs, CoordinatorError> {
         let prediction_accuracy = match spec.work {
             WorkSpec::Inference { .. } if !self.indices.is_empty() => {
-                let labels: Vec<u32> = self
-                    .indices
-                    .iter()
-                    .map(|&index| dataset.label_of(index as usize))
-                    .collect();
+                let labels = corex_ml::prediction_labels(&spec.model, dataset, &self.indices);
                 let scored = corex_ml::score_predictions(&self.values, &labels, self.width)
                     .map_err(|error| CoordinatorError::Training(error.to_string()))?;
                 Some(scored.accuracy)

@@ -38,11 +38,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
     for seed in 0..50u64 {
         let spec = JobSpec {
             seed,
-            model: corex_core::ModelSpec {
-                input: 64,
-                hidden: vec![64 + (seed as usize % 3) * 32],
-                classes: 10,
-            },
+            model: corex_core::ModelSpec::mlp(64, vec![64 + (seed as usize % 3) * 32], 10),
             fragment_samples: 16 + (seed as u32 % 4) * 16,
             // Every fifth run uses local-steps fragments (4 inner SGD steps).
             work: if seed % 5 == 4 {

@@ -25,6 +25,7 @@ async fn nodes_train_on_a_csv_they_never_had() {
             source,
             test_fraction: 0.2,
             split_seed: 3,
+            scaling: Default::default(),
         },
         ..small_job(adam())
     };

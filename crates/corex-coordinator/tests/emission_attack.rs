@@ -39,11 +39,7 @@ fn config() -> CoordinatorConfig {
 fn tiny(index: usize, rounds: u32) -> JobSpec {
     JobSpec {
         name: format!("tiny-{index}"),
-        model: ModelSpec {
-            input: 64,
-            hidden: vec![8],
-            classes: 10,
-        },
+        model: ModelSpec::mlp(64, vec![8], 10),
         rounds,
         global_batch: 16,
         fragment_samples: 16,

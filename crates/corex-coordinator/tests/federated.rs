@@ -44,11 +44,7 @@ fn federated_setup() -> (JobSpec, Vec<Dataset>) {
         })
         .collect();
     let spec = JobSpec {
-        model: ModelSpec {
-            input: 64,
-            hidden: vec![64],
-            classes: 10,
-        },
+        model: ModelSpec::mlp(64, vec![64], 10),
         rounds: 40,
         eval_every: 10,
         ..JobSpec::digits_federated(holders, None)
@@ -97,8 +93,8 @@ impl SampleScanner {
             windows: HashMap::new(),
         };
         for dataset in datasets {
-            for sample in 0..dataset.len() {
-                let features = dataset.features_of(sample);
+            for sample in 0..dataset.len() as u32 {
+                let features = dataset.feature_rows(&[sample]).unwrap();
                 let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
                 // The window with the most non-zero bytes: corners of digits are blank.
                 let start = (0..=bytes.len() - 32)
@@ -114,7 +110,7 @@ impl SampleScanner {
                 scanner.binary.push(bytes);
                 let row: Vec<String> = features.iter().map(f32::to_string).collect();
                 scanner.text.push(row.join(","));
-                scanner.text.push(serde_json::to_string(features).unwrap());
+                scanner.text.push(serde_json::to_string(&features).unwrap());
             }
         }
         scanner

@@ -89,9 +89,8 @@ fn transformed_digits(work: &WorkSpec) -> Vec<f32> {
         panic!("not a transform: {work:?}")
     };
     let digits = Dataset::digits().unwrap();
-    let features: Vec<f32> = (0..DIGITS as usize)
-        .flat_map(|sample| digits.features_of(sample).to_vec())
-        .collect();
+    let all: Vec<u32> = (0..DIGITS).collect();
+    let features = digits.feature_rows(&all).unwrap();
     corex_ml::apply_transform(transform, &features, 64).unwrap()
 }
 
@@ -127,7 +126,7 @@ async fn inference_and_transforms_over_the_network_are_the_single_process_result
     assert_eq!(bits(&logits), bits(&expected), "the forward pass's logits");
     let labels: Vec<u32> = indices
         .iter()
-        .map(|&i| digits.label_of(i as usize))
+        .filter_map(|&i| digits.label_of(i as usize))
         .collect();
     let scored = corex_ml::score_predictions(&expected, &labels, 10).unwrap();
     let accuracy = outputs.prediction_accuracy.unwrap();
@@ -157,7 +156,7 @@ async fn inference_and_transforms_over_the_network_are_the_single_process_result
     let mut other_model = output_job(WorkSpec::Inference {
         weights: Some(weights),
     });
-    other_model.model.hidden = vec![16];
+    other_model.model = corex_core::ModelSpec::mlp(64, vec![16], 10);
     let status = owner.job_status(&trained).await.unwrap();
     for (work, model, expected) in [
         (Some(Hash::of(b"nowhere")), None, "not published"),

@@ -125,7 +125,7 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     assert!(message.contains("max_layers"), "{message}");
     // Tens of thousands of layers: refused by the budget.
     let mut deep = small_job(adam());
-    deep.model.hidden = vec![8; 50_000];
+    deep.model = corex_core::ModelSpec::mlp(64, vec![8; 50_000], 10);
     let message = expect_error(
         &owner,
         "POST",
@@ -154,7 +154,7 @@ async fn oversized_specs_are_refused_before_anything_is_allocated() {
     assert!(message.contains("max_holder_samples"), "{message}");
     // More than the budget's 10¹⁸ FLOPs (about 2.6·10¹⁸).
     let mut long = small_job(adam());
-    long.model.hidden = vec![2048, 2048];
+    long.model = corex_core::ModelSpec::mlp(64, vec![2048, 2048], 10);
     long.rounds = 100_000;
     long.global_batch = 1 << 20;
     long.fragment_samples = 1024;

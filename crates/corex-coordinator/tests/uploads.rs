@@ -150,11 +150,7 @@ async fn relay(client: TcpStream, coordinator: TcpStream, state: &RelayState) {
 /// A job whose results are about 39 KB: 38 upload chunks of 1 KiB.
 fn job() -> JobSpec {
     JobSpec {
-        model: ModelSpec {
-            input: 64,
-            hidden: vec![128],
-            classes: 10,
-        },
+        model: ModelSpec::mlp(64, vec![128], 10),
         ..small_job(adam())
     }
 }

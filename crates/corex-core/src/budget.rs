@@ -69,7 +69,7 @@ impl Default for ResourceLimits {
 pub struct ResourceUse {
     pub layers: u64,
     pub parameters: u64,
-    /// `4 B × (4 × parameters + 3 × batch × Σ layer widths + indices)`: parameter copies,
+    /// `4 B × (4 × parameters + 3 × batch × activations per sample + indices)`: parameter copies,
     /// activations of the largest batch one step holds, and the fragment's sample indices.
     pub fragment_memory_bytes: u64,
     pub job_flops: u128,
@@ -84,23 +84,9 @@ impl JobSpec {
     /// The job's resource use. Iterates the spec's lists once and allocates nothing.
     pub fn resource_use(&self) -> ResourceUse {
         let model = &self.model;
-        let widths = || {
-            std::iter::once(model.input)
-                .chain(model.hidden.iter().copied())
-                .chain(std::iter::once(model.classes))
-                .map(|width| width as u64)
-        };
-        let (parameters, macs) = widths().zip(widths().skip(1)).fold(
-            (0u64, 0u64),
-            |(parameters, macs), (fan_in, fan_out)| {
-                let layer = fan_in.saturating_mul(fan_out);
-                (
-                    parameters.saturating_add(layer).saturating_add(fan_out),
-                    macs.saturating_add(layer),
-                )
-            },
-        );
-        let width_sum = widths().fold(0u64, u64::saturating_add);
+        let parameters = model.parameter_count_u64();
+        let macs = model.forward_macs_per_sample();
+        let activations = model.activations_per_sample();
         let fragment_samples = u64::from(self.fragment_samples);
         let (holders, holder_samples) = self.federated.as_ref().map_or((0, 0), |federated| {
             let most = federated.holders.iter().map(|h| u64::from(h.samples)).max();
@@ -129,20 +115,22 @@ impl JobSpec {
             .saturating_add(
                 ACTIVATION_COPIES
                     .saturating_mul(step_batch)
-                    .saturating_mul(width_sum),
+                    .saturating_mul(activations),
             )
             .saturating_add(indices);
         let flops_per_sample = match &self.work {
             WorkSpec::Gradient | WorkSpec::LocalSteps { .. } => 6u64.saturating_mul(macs),
             WorkSpec::Inference { .. } => 2u64.saturating_mul(macs),
-            WorkSpec::Transform { transform } => transform.flops_per_sample(model.input),
+            WorkSpec::Transform { transform } => {
+                transform.flops_per_sample(model.feature_width().unwrap_or(0))
+            }
         };
         let result_values = match self.work.output_width(model) {
             None => parameters,
             Some(width) => (width as u64).saturating_mul(fragment_samples),
         };
         ResourceUse {
-            layers: model.hidden.len() as u64 + 1,
+            layers: model.layer_count(),
             parameters,
             fragment_memory_bytes: VALUE_BYTES.saturating_mul(values),
             job_flops: u128::from(self.rounds)
@@ -218,6 +206,7 @@ mod tests {
     use super::*;
     use crate::federated::DataHolder;
     use crate::identity::Keypair;
+    use crate::model::ModelSpec;
 
     #[test]
     fn the_built_in_jobs_fit_the_default_budget() {
@@ -233,7 +222,7 @@ mod tests {
     #[test]
     fn millions_of_layers_are_refused_by_name() {
         let mut spec = JobSpec::default_digits();
-        spec.model.hidden = vec![8; 3_000_000];
+        spec.model = ModelSpec::mlp(64, vec![8; 3_000_000], 10);
         let error = ResourceLimits::default().check(&spec).unwrap_err();
         assert!(error.to_string().contains("max_layers"), "{error}");
     }
@@ -252,8 +241,7 @@ mod tests {
     #[test]
     fn figures_saturate_instead_of_wrapping() {
         let mut spec = JobSpec::default_digits();
-        spec.model.input = usize::MAX;
-        spec.model.hidden = vec![usize::MAX; 4];
+        spec.model = ModelSpec::mlp(usize::MAX, vec![usize::MAX; 4], 10);
         let used = spec.resource_use();
         assert_eq!(used.parameters, u64::MAX);
         assert!(ResourceLimits::default().check(&spec).is_err());

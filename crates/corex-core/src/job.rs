@@ -5,9 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::SpecError;
 use crate::federated::{DataHolder, FederatedSpec, PrivacySpec};
 use crate::hash::Hash;
-use crate::spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec,
-};
+use crate::model::ModelSpec;
+use crate::spec::{AggregationSpec, DatasetSource, DatasetSpec, Granularity, OptimizerSpec};
 use crate::work::WorkSpec;
 
 /// Most rounds a job may ask for.
@@ -88,15 +87,12 @@ impl JobSpec {
     pub fn digits_gradient() -> Self {
         Self {
             name: "digits-mlp-gradient".into(),
-            model: ModelSpec {
-                input: 64,
-                hidden: vec![512, 256],
-                classes: 10,
-            },
+            model: ModelSpec::mlp(64, vec![512, 256], 10),
             dataset: DatasetSpec {
                 source: DatasetSource::Digits,
                 test_fraction: 0.2,
                 split_seed: 42,
+                scaling: Default::default(),
             },
             optimizer: OptimizerSpec::Adam {
                 learning_rate: 0.01,
@@ -312,7 +308,7 @@ mod tests {
         spec.fragment_samples = 0;
         assert!(spec.validate().is_err());
         let mut spec = JobSpec::default_digits();
-        spec.model.hidden = vec![1 << 20];
+        spec.model = crate::ModelSpec::mlp(64, vec![1 << 20], 10);
         assert!(spec.validate().is_err());
         assert!(JobSpec::from_toml("rounds = 'many'").is_err());
     }

@@ -11,8 +11,10 @@ pub mod hash;
 pub mod identity;
 pub mod job;
 pub mod messages;
+pub mod model;
 pub mod request_signature;
 pub mod result_frame;
+pub mod scaling;
 pub mod spec;
 pub mod tensor;
 pub mod trace;
@@ -25,7 +27,10 @@ pub use fragment::{Fragment, FragmentKind};
 pub use hash::Hash;
 pub use identity::{Keypair, NodeId, Signature};
 pub use job::JobSpec;
+pub use model::{CnnSpec, MlpSpec, ModelSpec, ParamInit, ParamTensor, TransformerSpec};
+pub use scaling::Standardization;
 pub use spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, Granularity, ModelSpec, OptimizerSpec,
+    AggregationSpec, DatasetSource, DatasetSpec, FeatureScaling, Granularity, OptimizerSpec,
+    PackagedDataset,
 };
 pub use work::{MAX_LOCAL_STEPS, MAX_OUTPUT_VALUES, TransformSpec, WorkSpec};

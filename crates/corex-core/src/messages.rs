@@ -400,6 +400,9 @@ pub struct JobStatus {
     /// Hash of the newest model version.
     pub model: Hash,
     pub last_train_loss: Option<f32>,
+    /// The newest held-out loss (for a language model, nats per byte).
+    #[serde(default)]
+    pub last_test_loss: Option<f32>,
     pub last_test_accuracy: Option<f32>,
     pub nodes: BTreeMap<NodeId, NodeContribution>,
     /// Fragments and audit tasks given to another node (or, for an audit, replayed by the
@@ -422,6 +425,10 @@ pub struct JobReport {
     /// What a finished job of output work (inference, transform) produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<JobOutputs>,
+    /// The statistics tabular features were standardized with, fitted on the training split;
+    /// apply them (`Standardization::apply_row`) to any data the trained model sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardization: Option<crate::scaling::Standardization>,
 }
 
 /// What a job of output work (inference, transform) produced, published as two blobs

@@ -1,6 +1,6 @@
 //! Job specifications: the declarative description of a training job.
 //!
-//! A job is data, never code: a model from the built-in MLP family, a dataset reference (never
+//! A job is data, never code: a model from a built-in family (`model`), a dataset reference (never
 //! a path), an optimizer and the round plan. Everything here is plain serde data with a `validate()` that
 //! rejects specs the rest of the system cannot run, so that a bad spec fails at submission and
 //! not in the middle of a round.
@@ -8,81 +8,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
-
-/// Largest layer width a job may ask for; keeps a malicious spec from exhausting memory.
-pub const MAX_LAYER_WIDTH: usize = 8192;
-/// Largest parameter count a job may ask for (about 256 MiB of f32 weights).
-pub const MAX_PARAMETERS: usize = 64 * 1024 * 1024;
-
-/// A multilayer perceptron classifier: `input → hidden[0] → … → classes`, ReLU between layers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// Number of input features per sample.
-    pub input: usize,
-    /// Widths of the hidden layers, in order; may be empty (softmax regression).
-    #[serde(default)]
-    pub hidden: Vec<usize>,
-    /// Number of output classes.
-    pub classes: usize,
-}
-
-impl ModelSpec {
-    /// `(fan_in, fan_out)` of every linear layer, in forward order.
-    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
-        let mut widths = Vec::with_capacity(self.hidden.len() + 2);
-        widths.push(self.input);
-        widths.extend_from_slice(&self.hidden);
-        widths.push(self.classes);
-        widths.windows(2).map(|pair| (pair[0], pair[1])).collect()
-    }
-
-    /// Total number of trainable scalars (weights and biases).
-    pub fn parameter_count(&self) -> usize {
-        self.layer_shapes()
-            .iter()
-            .map(|(fan_in, fan_out)| fan_in * fan_out + fan_out)
-            .sum()
-    }
-
-    /// Multiply-accumulates of one forward pass for one sample.
-    pub fn forward_macs_per_sample(&self) -> u64 {
-        self.layer_shapes()
-            .iter()
-            .map(|(fan_in, fan_out)| (fan_in * fan_out) as u64)
-            .sum()
-    }
-
-    /// FLOPs of one training sample: forward (2 per MAC) plus backward (4 per MAC).
-    pub fn train_flops_per_sample(&self) -> u64 {
-        6 * self.forward_macs_per_sample()
-    }
-
-    pub fn validate(&self) -> Result<(), SpecError> {
-        if self.input == 0 || self.classes < 2 {
-            return Err(SpecError::Invalid(format!(
-                "model needs at least one input and two classes (got input {}, classes {})",
-                self.input, self.classes
-            )));
-        }
-        let widths = std::iter::once(self.input)
-            .chain(self.hidden.iter().copied())
-            .chain(std::iter::once(self.classes));
-        for width in widths {
-            if width == 0 || width > MAX_LAYER_WIDTH {
-                return Err(SpecError::Invalid(format!(
-                    "layer width {width} is outside 1..={MAX_LAYER_WIDTH}"
-                )));
-            }
-        }
-        if self.parameter_count() > MAX_PARAMETERS {
-            return Err(SpecError::Invalid(format!(
-                "model has {} parameters, above the limit of {MAX_PARAMETERS}",
-                self.parameter_count()
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// How the coordinator combines a round's accepted gradients: a job policy. The mean is exact
 /// (and what the equivalence test checks); the robust rules bound what one bad contribution
@@ -231,6 +156,43 @@ pub enum DatasetSource {
         #[serde(default)]
         label_column: Option<String>,
     },
+    /// A public dataset that a distribution package installs at a fixed path on the
+    /// coordinator (see [`PackagedDataset`]); nodes fetch it from the coordinator as a blob.
+    Packaged { name: PackagedDataset },
+}
+
+/// Datasets read from the fixed install path of a distribution package, offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackagedDataset {
+    /// Zalando's Fashion-MNIST, 70,000 28 × 28 grey images in 10 classes (Debian
+    /// `dataset-fashion-mnist`, IDX files); its own 10,000-image test set is the held-out split.
+    FashionMnist,
+    /// The Jargon File 4.4.7 as plain text (Debian `jargon-text`), 1.7 MB of English bytes.
+    JargonFile,
+}
+
+impl PackagedDataset {
+    /// The package that installs it, for error messages and the README.
+    pub fn package(self) -> &'static str {
+        match self {
+            Self::FashionMnist => "dataset-fashion-mnist",
+            Self::JargonFile => "jargon-text",
+        }
+    }
+}
+
+/// How tabular features are scaled before training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureScaling {
+    /// Standardize CSV data (uploaded or named); leave built-in and packaged data as they are.
+    #[default]
+    Auto,
+    /// Use the features as given.
+    None,
+    /// `(x − mean) / std` per feature, with statistics fitted on the training split only.
+    Standardize,
 }
 
 impl DatasetSource {
@@ -271,9 +233,24 @@ pub struct DatasetSpec {
     pub test_fraction: f64,
     /// Seed of the train/test permutation.
     pub split_seed: u64,
+    /// Feature scaling of tabular data (default: standardize CSV data).
+    #[serde(default)]
+    pub scaling: FeatureScaling,
 }
 
 impl DatasetSpec {
+    /// Whether the features are standardized on the training split's statistics.
+    pub fn standardizes(&self) -> bool {
+        match self.scaling {
+            FeatureScaling::Standardize => true,
+            FeatureScaling::None => false,
+            FeatureScaling::Auto => matches!(
+                self.source,
+                DatasetSource::Uploaded { .. } | DatasetSource::Named { .. }
+            ),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         self.source.validate()?;
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {

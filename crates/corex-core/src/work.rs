@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::FragmentKind;
 use crate::error::SpecError;
 use crate::hash::Hash;
-use crate::spec::{ModelSpec, OptimizerSpec};
+use crate::model::ModelSpec;
+use crate::spec::OptimizerSpec;
 
 /// Most inner optimizer steps one local-steps fragment may ask for.
 pub const MAX_LOCAL_STEPS: u32 = 1024;
@@ -25,7 +26,7 @@ pub const MAX_PROJECTION_OUTPUT: u32 = 4096;
 pub const MAX_PROJECTION_ENTRIES: usize = 1 << 24;
 /// Most f32 values one fragment, or a whole job, of output work may produce (256 MiB): the
 /// same bound as the largest model's update.
-pub const MAX_OUTPUT_VALUES: usize = crate::spec::MAX_PARAMETERS;
+pub const MAX_OUTPUT_VALUES: usize = crate::model::MAX_PARAMETERS;
 
 /// What each fragment of a job computes: a job policy, fixed for the whole job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -132,8 +133,10 @@ impl WorkSpec {
     pub fn output_width(&self, model: &ModelSpec) -> Option<usize> {
         match self {
             Self::Gradient | Self::LocalSteps { .. } => None,
-            Self::Inference { .. } => Some(model.classes),
-            Self::Transform { transform } => Some(transform.output_width(model.input)),
+            Self::Inference { .. } => Some(model.classes()),
+            Self::Transform { transform } => {
+                Some(transform.output_width(model.feature_width().unwrap_or(0)))
+            }
         }
     }
 
@@ -150,7 +153,9 @@ impl WorkSpec {
         match self {
             Self::Gradient | Self::LocalSteps { .. } => model.train_flops_per_sample(),
             Self::Inference { .. } => 2 * model.forward_macs_per_sample(),
-            Self::Transform { transform } => transform.flops_per_sample(model.input),
+            Self::Transform { transform } => {
+                transform.flops_per_sample(model.feature_width().unwrap_or(0))
+            }
         }
     }
 
@@ -165,7 +170,15 @@ impl WorkSpec {
                     )));
                 }
             }
-            Self::Transform { transform } => transform.validate(model.input)?,
+            Self::Transform { transform } => match model.feature_width() {
+                Some(width) => transform.validate(width)?,
+                None => {
+                    return Err(SpecError::Invalid(format!(
+                        "a transform needs feature vectors; the {} family reads byte windows",
+                        model.family()
+                    )));
+                }
+            },
         }
         if self.result_len(model, fragment_samples as usize) > MAX_OUTPUT_VALUES {
             return Err(SpecError::Invalid(format!(
@@ -181,11 +194,7 @@ mod tests {
     use super::*;
 
     fn model() -> ModelSpec {
-        ModelSpec {
-            input: 64,
-            hidden: vec![32],
-            classes: 10,
-        }
+        ModelSpec::mlp(64, vec![32], 10)
     }
 
     #[test]
@@ -228,10 +237,7 @@ mod tests {
         ] {
             assert!(transform(bad).validate(&model, 16).is_err(), "{bad:?}");
         }
-        let wide = ModelSpec {
-            input: 8192,
-            ..model.clone()
-        };
+        let wide = ModelSpec::mlp(8192, vec![32], 10);
         let projection = transform(TransformSpec::RandomProjection {
             output: 4096,
             seed: 1,

@@ -48,7 +48,7 @@ pub fn dataset_csv(data: &[u8]) {
     };
     assert!(!dataset.is_empty());
     assert!(dataset.class_count() >= 1);
-    let labels = (0..dataset.len()).map(|index| dataset.label_of(index));
+    let labels = (0..dataset.len()).filter_map(|index| dataset.label_of(index));
     assert_eq!(
         labels.max().map(|label| label as usize + 1),
         Some(dataset.class_count())
@@ -110,21 +110,9 @@ pub(crate) fn dataset_csv_seeds() -> Vec<Vec<u8>> {
 
 pub(crate) fn safetensors_seeds() -> Vec<Vec<u8>> {
     let specs = [
-        ModelSpec {
-            input: 2,
-            hidden: vec![],
-            classes: 2,
-        },
-        ModelSpec {
-            input: 3,
-            hidden: vec![4],
-            classes: 2,
-        },
-        ModelSpec {
-            input: 1,
-            hidden: vec![2, 2],
-            classes: 3,
-        },
+        ModelSpec::mlp(2, vec![], 2),
+        ModelSpec::mlp(3, vec![4], 2),
+        ModelSpec::mlp(1, vec![2, 2], 3),
     ];
     specs
         .iter()

@@ -25,7 +25,11 @@ pub fn job_spec(data: &[u8]) {
         assert!(used.holder_samples <= limits.max_holder_samples);
         assert!(used.result_bytes <= limits.max_result_bytes);
         assert_eq!(used.parameters, spec.model.parameter_count() as u64);
-        assert_eq!(used.layers, spec.model.layer_shapes().len() as u64);
+        assert_eq!(used.layers, spec.model.layer_count());
+        assert_eq!(
+            spec.model.layout().iter().map(|t| t.len()).sum::<usize>(),
+            spec.model.parameter_count()
+        );
     }
 }
 

@@ -1,6 +1,7 @@
-//! Model export and import as safetensors: one F32 tensor per weight (`layers.{i}.weight`,
-//! shape `[fan_in, fan_out]`) and bias (`layers.{i}.bias`, shape `[fan_out]`), with the model
-//! spec as JSON under the metadata key `corex.model_spec`.
+//! Model export and import as safetensors: one F32 tensor per entry of the model's flat layout
+//! (`ModelSpec::layout`: names are the module paths, such as `layers.0.weight` of shape
+//! `[fan_in, fan_out]` or `blocks.layers.0.mha.query.weight`), with the model spec as JSON
+//! under the metadata key `corex.model_spec`.
 
 use std::collections::HashMap;
 
@@ -8,17 +9,10 @@ use corex_core::ModelSpec;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::MlError;
-use crate::params::{check_spec, check_tensor, layer_slots};
+use crate::params::{check_spec, check_tensor};
 
 /// Metadata key holding the [`ModelSpec`] as JSON.
 pub const MODEL_SPEC_KEY: &str = "corex.model_spec";
-
-fn tensor_names(layer: usize) -> (String, String) {
-    (
-        format!("layers.{layer}.weight"),
-        format!("layers.{layer}.bias"),
-    )
-}
 
 fn to_le_bytes(values: &[f32]) -> Vec<u8> {
     values
@@ -34,18 +28,11 @@ pub fn to_safetensors(spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, MlErr
     let spec_json =
         serde_json::to_string(spec).map_err(|error| MlError::Safetensors(error.to_string()))?;
     let mut buffers = Vec::new();
-    for (layer, slot) in layer_slots(spec).iter().enumerate() {
-        let (weight_name, bias_name) = tensor_names(layer);
-        buffers.push((
-            weight_name,
-            vec![slot.fan_in, slot.fan_out],
-            to_le_bytes(slot.weight(params)),
-        ));
-        buffers.push((
-            bias_name,
-            vec![slot.fan_out],
-            to_le_bytes(slot.bias(params)),
-        ));
+    let mut offset = 0;
+    for tensor in spec.layout() {
+        let values = &params[offset..offset + tensor.len()];
+        offset += tensor.len();
+        buffers.push((tensor.name, tensor.shape, to_le_bytes(values)));
     }
     let views = buffers
         .iter()
@@ -76,25 +63,18 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<(ModelSpec, Vec<f32>), MlError> 
 
     let tensors =
         SafeTensors::deserialize(bytes).map_err(|error| MlError::Safetensors(error.to_string()))?;
-    let slots = layer_slots(&spec);
-    if tensors.len() != 2 * slots.len() {
+    let layout = spec.layout();
+    if tensors.len() != layout.len() {
         return Err(MlError::Safetensors(format!(
-            "expected {} tensors for {} layers, found {}",
-            2 * slots.len(),
-            slots.len(),
+            "expected {} tensors for a {} model, found {}",
+            layout.len(),
+            spec.family(),
             tensors.len()
         )));
     }
     let mut params = Vec::with_capacity(spec.parameter_count());
-    for (layer, slot) in slots.iter().enumerate() {
-        let (weight_name, bias_name) = tensor_names(layer);
-        read_f32(
-            &tensors,
-            &weight_name,
-            &[slot.fan_in, slot.fan_out],
-            &mut params,
-        )?;
-        read_f32(&tensors, &bias_name, &[slot.fan_out], &mut params)?;
+    for tensor in &layout {
+        read_f32(&tensors, &tensor.name, &tensor.shape, &mut params)?;
     }
     check_tensor(&spec, &params)?;
     Ok((spec, params))

@@ -12,7 +12,7 @@ use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::evaluate::score_predictions;
 use crate::gradient::{GradientOutput, compute_gradient};
-use crate::inference::predict;
+use crate::inference::{predict, prediction_labels};
 use crate::local_steps::compute_local_steps;
 use crate::params::{check_dataset, check_finite, check_spec, check_tensor, sample_count};
 use crate::transform::apply_transform;
@@ -57,11 +57,8 @@ pub fn run_fragment(
         }
         WorkSpec::Inference { .. } => {
             let logits = predict(spec, params, data, indices)?;
-            let labels: Vec<u32> = indices
-                .iter()
-                .map(|&index| data.label_of(index as usize))
-                .collect();
-            let loss = score_predictions(&logits, &labels, spec.classes)?.loss;
+            let labels = prediction_labels(spec, data, indices);
+            let loss = score_predictions(&logits, &labels, spec.classes())?.loss;
             FragmentOutput {
                 values: logits,
                 loss,
@@ -72,9 +69,12 @@ pub fn run_fragment(
             check_spec(spec)?;
             check_dataset(spec, data)?;
             data.check_indices(indices)?;
+            let width = spec.feature_width().ok_or_else(|| {
+                MlError::Spec(format!("the {} family has no feature rows", spec.family()))
+            })?;
             let (features, _) = data.gather(indices);
             FragmentOutput {
-                values: apply_transform(transform, &features, spec.input)?,
+                values: apply_transform(transform, &features, width)?,
                 loss: 0.0,
                 samples,
             }

@@ -1,5 +1,5 @@
 //! Fragment execution and aggregation: the gradient of the mean cross-entropy over a list of
-//! samples (burn autodiff on the flex CPU backend), and the sample-weighted mean of fragment
+//! samples (burn autodiff on the flex CPU backend, any model family), and the sample-weighted mean of fragment
 //! gradients that the coordinator applies.
 
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -9,8 +9,8 @@ use corex_verify::VerifyError;
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::model::{Mlp, append_tensor, batch_tensors, read_floats};
-use crate::params::{check_finite, check_inputs, layer_slots, sample_count};
+use crate::model::{Batch, Network, read_floats};
+use crate::params::{check_finite, check_inputs, sample_count};
 
 /// What a node returns for one gradient fragment.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,34 +36,23 @@ pub fn compute_gradient(
     let samples = sample_count(indices)?;
 
     let device = Device::flex().autodiff();
-    let model = Mlp::from_flat(spec, params, &device);
-    let (features, labels) = data.gather(indices);
-    let (x, y) = batch_tensors(features, &labels, spec.input, &device);
+    let model = Network::from_flat(spec, params, &device)?;
+    let batch = Batch::gather(spec, data, indices, &device)?;
     let loss: Tensor<1> = CrossEntropyLossConfig::new()
         .init(&device)
-        .forward(model.forward(x), y);
+        .forward(model.forward(batch.input)?, batch.targets);
     let grads = loss.backward();
-    let loss = read_floats(loss)?
+    let loss = scalar(loss)?;
+    let gradient = model.gradient_flat(spec, &grads)?;
+    finish(gradient, loss, samples)
+}
+
+/// The value of a one-element loss tensor.
+pub(crate) fn scalar(loss: Tensor<1>) -> Result<f32, MlError> {
+    read_floats(loss)?
         .first()
         .copied()
-        .ok_or_else(|| MlError::Backend("loss tensor is empty".into()))?;
-
-    let mut gradient = Vec::with_capacity(params.len());
-    for (slot, layer) in layer_slots(spec).iter().zip(&model.layers) {
-        let weight_grad = layer
-            .weight
-            .val()
-            .grad(&grads)
-            .ok_or_else(|| MlError::Backend("no gradient for a weight".into()))?;
-        append_tensor(&mut gradient, weight_grad, slot.weight_len())?;
-        let bias_grad = layer
-            .bias
-            .as_ref()
-            .and_then(|bias| bias.val().grad(&grads))
-            .ok_or_else(|| MlError::Backend("no gradient for a bias".into()))?;
-        append_tensor(&mut gradient, bias_grad, slot.fan_out)?;
-    }
-    finish(gradient, loss, samples)
+        .ok_or_else(|| MlError::Backend("loss tensor is empty".into()))
 }
 
 /// A fragment's output, once its loss and every value are checked finite.

@@ -14,8 +14,8 @@ use corex_core::{ModelSpec, OptimizerSpec};
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::gradient::{GradientOutput, finish};
-use crate::model::{Mlp, batch_tensors, read_floats};
+use crate::gradient::{GradientOutput, finish, scalar};
+use crate::model::{Batch, Network};
 use crate::params::{check_inputs, sample_count};
 use crate::trainer::build_optimizer;
 
@@ -161,22 +161,17 @@ fn run_steps(
     let learning_rate = inner.learning_rate();
     let device = Device::flex().autodiff();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut model = Mlp::from_flat(spec, params, &device);
+    let mut model = Network::from_flat(spec, params, &device)?;
     let mut losses = Vec::with_capacity(steps_range.len());
     let mut kept = Vec::with_capacity(stops.len());
     for step in steps_range.clone() {
         let step = step as usize;
         let micro_batch =
             &indices[step * indices.len() / total..(step + 1) * indices.len() / total];
-        let (features, labels) = data.gather(micro_batch);
-        let (x, y) = batch_tensors(features, &labels, spec.input, &device);
-        let loss = loss_fn.forward(model.forward(x), y);
+        let batch = Batch::gather(spec, data, micro_batch, &device)?;
+        let loss = loss_fn.forward(model.forward(batch.input)?, batch.targets);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let step_loss = read_floats(loss)?
-            .first()
-            .copied()
-            .ok_or_else(|| MlError::Backend("loss tensor is empty".into()))?;
-        losses.push(step_loss);
+        losses.push(scalar(loss)?);
         model = optimizer.step(learning_rate, model, grads);
         if stops.contains(&(step as u32 + 1)) {
             kept.push(model.to_flat(spec)?);

@@ -1,7 +1,7 @@
 //! The flat parameter layout (see the crate header), seeded initialisation and validation of
-//! untrusted parameter or gradient vectors.
+//! untrusted parameter or gradient vectors, and of a dataset against a model.
 
-use corex_core::ModelSpec;
+use corex_core::{MlpSpec, ModelSpec, ParamInit};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -32,8 +32,8 @@ impl LayerSlot {
     }
 }
 
-/// The layer slots of `spec`, in forward order.
-pub(crate) fn layer_slots(spec: &ModelSpec) -> Vec<LayerSlot> {
+/// The layer slots of an MLP, in forward order.
+pub(crate) fn layer_slots(spec: &MlpSpec) -> Vec<LayerSlot> {
     let mut offset = 0;
     spec.layer_shapes()
         .into_iter()
@@ -56,19 +56,25 @@ pub(crate) fn check_spec(spec: &ModelSpec) -> Result<(), MlError> {
         .map_err(|error| MlError::Spec(error.to_string()))
 }
 
-/// Initial parameters: every weight and bias of a layer drawn from `U(-k, k)`, `k = 1/√fan_in`
-/// (PyTorch's `nn.Linear` default), from a ChaCha8 stream seeded with `seed`. Layers are drawn
-/// in forward order, weights (row-major) before biases, so the result is the same on every
-/// machine.
+/// Initial parameters: every tensor of [`ModelSpec::layout`] in order, element by element
+/// (row-major), from one ChaCha8 stream seeded with `seed`: uniform tensors draw 53 random bits
+/// per value mapped to `[-bound, bound)` (linear and convolution weights and biases:
+/// `bound = 1/√fan_in`, PyTorch's default), norms start at 1 (scales) and 0 (shifts) without
+/// drawing. The result is the same on every machine; for an MLP it is the historic one.
 pub fn init_parameters(spec: &ModelSpec, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut values = Vec::with_capacity(spec.parameter_count());
-    for (fan_in, fan_out) in spec.layer_shapes() {
-        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        for _ in 0..fan_in * fan_out + fan_out {
-            // 53 random bits → uniform in [0, 1), then affine map to [-k, k).
-            let unit = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-            values.push((bound * (2.0 * unit - 1.0)) as f32);
+    for tensor in spec.layout() {
+        let count = tensor.len();
+        match tensor.init {
+            ParamInit::Uniform { bound } => {
+                for _ in 0..count {
+                    let unit = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+                    values.push((bound * (2.0 * unit - 1.0)) as f32);
+                }
+            }
+            ParamInit::Ones => values.extend(std::iter::repeat_n(1.0, count)),
+            ParamInit::Zeros => values.extend(std::iter::repeat_n(0.0, count)),
         }
     }
     values
@@ -103,7 +109,8 @@ pub(crate) fn check_finite(values: &[f32]) -> Result<(), MlError> {
 }
 
 /// The common input validation of everything that runs a model on data: a runnable spec,
-/// well-formed parameters, a dataset of matching dimensions and in-range, non-empty indices.
+/// well-formed parameters, a dataset the family can read and in-range, non-empty indices
+/// (whole windows for a language model).
 pub(crate) fn check_inputs(
     spec: &ModelSpec,
     params: &[f32],
@@ -113,24 +120,59 @@ pub(crate) fn check_inputs(
     check_spec(spec)?;
     check_tensor(spec, params)?;
     check_dataset(spec, data)?;
-    data.check_indices(indices)
+    data.check_indices_within(indices, spec.window().unwrap_or(1))
 }
 
-/// The dataset must have the model's input width and no class the model cannot output.
-pub(crate) fn check_dataset(spec: &ModelSpec, data: &crate::Dataset) -> Result<(), MlError> {
-    if data.feature_count() != spec.input {
-        return Err(MlError::Dataset(format!(
-            "dataset has {} features, the model expects {}",
-            data.feature_count(),
-            spec.input
-        )));
+/// The dataset must be of a kind the family reads, with the model's input shape and no class
+/// the model cannot output.
+pub fn check_dataset(spec: &ModelSpec, data: &crate::Dataset) -> Result<(), MlError> {
+    use crate::DatasetKind;
+    let mismatch = |what: String| Err(MlError::Dataset(what));
+    match (spec, data.kind()) {
+        (ModelSpec::Transformer(lm), DatasetKind::Text) => {
+            if data.len() <= lm.context {
+                return mismatch(format!(
+                    "a text of {} bytes holds no window of {} bytes",
+                    data.len(),
+                    lm.context + 1
+                ));
+            }
+            return Ok(());
+        }
+        (ModelSpec::Transformer(_), kind) => {
+            return mismatch(format!("a language model reads text, not {kind:?} data"));
+        }
+        (ModelSpec::Cnn(cnn), DatasetKind::Images) => {
+            let shape = data.image_shape();
+            let wanted = (cnn.channels, cnn.height, cnn.width);
+            if shape.map(|s| (s.channels, s.height, s.width)) != Some(wanted) {
+                return mismatch(format!(
+                    "the images are {shape:?}, the model expects {wanted:?} (channels, height, width)"
+                ));
+            }
+        }
+        (ModelSpec::Cnn(_), kind) => {
+            return mismatch(format!("a cnn reads images, not {kind:?} data"));
+        }
+        (ModelSpec::Mlp(_), DatasetKind::Text) => {
+            return mismatch("an mlp reads feature vectors, not text".into());
+        }
+        (ModelSpec::Mlp(mlp), _) => {
+            if data.feature_count() != mlp.input {
+                return mismatch(format!(
+                    "dataset has {} features, the model expects {}",
+                    data.feature_count(),
+                    mlp.input
+                ));
+            }
+        }
     }
-    if data.class_count() > spec.classes {
-        return Err(MlError::Dataset(format!(
+    if data.class_count() > spec.classes() {
+        return mismatch(format!(
             "dataset has {} classes, the model outputs only {}",
             data.class_count(),
-            spec.classes
-        )));
+            spec.classes()
+        ));
     }
     Ok(())
 }

@@ -29,6 +29,11 @@ pub fn class_skewed_partition(
             indices.len()
         )));
     }
+    if data.kind() == crate::DatasetKind::Text {
+        return Err(MlError::Dataset(
+            "a text has no classes to partition by".into(),
+        ));
+    }
     data.check_indices(indices)?;
     let mut sorted = indices.to_vec();
     sorted.sort_by_key(|&index| (data.label_of(index as usize), index));
@@ -52,8 +57,12 @@ pub fn class_skewed_partition(
 }
 
 impl Dataset {
-    /// The samples at `indices` as a new dataset with the same feature and class counts.
+    /// The samples at `indices` as a new tabular dataset with the same feature and class
+    /// counts (images become pixel rows in `[0, 1]`).
     pub fn subset(&self, indices: &[u32]) -> Result<Self, MlError> {
+        if self.kind() == crate::DatasetKind::Text {
+            return Err(MlError::Dataset("a text has no rows to take".into()));
+        }
         self.check_indices(indices)?;
         let (features, labels) = self.gather(indices);
         Self::from_parts(features, labels, self.feature_count(), self.class_count())
@@ -67,11 +76,14 @@ impl Dataset {
             let _ = write!(text, "f{feature},");
         }
         text.push_str("label\n");
-        for sample in 0..self.len() {
-            for value in self.features_of(sample) {
+        let all: Vec<u32> = (0..self.len() as u32).collect();
+        let (features, labels) = self.gather(&all);
+        let width = self.feature_count().max(1);
+        for (row, label) in features.chunks(width).zip(labels) {
+            for value in row {
                 let _ = write!(text, "{value},");
             }
-            let _ = writeln!(text, "{}", self.label_of(sample));
+            let _ = writeln!(text, "{label}");
         }
         text
     }
@@ -96,7 +108,7 @@ mod tests {
         for part in &parts {
             let classes: BTreeSet<u32> = part
                 .iter()
-                .map(|&index| digits.label_of(index as usize))
+                .filter_map(|&index| digits.label_of(index as usize))
                 .collect();
             assert!(
                 classes.len() <= 5,
@@ -118,8 +130,9 @@ mod tests {
         let back = Dataset::from_csv(&path, None).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(back.len(), 3);
+        let all = [0, 1, 2];
+        assert_eq!(back.feature_rows(&all), subset.feature_rows(&all));
         for sample in 0..3 {
-            assert_eq!(back.features_of(sample), subset.features_of(sample));
             assert_eq!(back.label_of(sample), subset.label_of(sample));
         }
     }

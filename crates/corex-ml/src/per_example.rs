@@ -16,7 +16,7 @@
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
-use corex_core::ModelSpec;
+use corex_core::MlpSpec;
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
@@ -26,14 +26,18 @@ use crate::params::{LayerSlot, layer_slots};
 /// `Σᵢ min(1, clip_norm / ‖gᵢ‖) gᵢ` over the samples `batch` of `data` (flat layout; zeros for
 /// an empty batch). `params` and `batch` must have been checked against `spec` and `data`.
 pub(crate) fn clipped_gradient_sum(
-    spec: &ModelSpec,
+    spec: &MlpSpec,
     params: &[f32],
     data: &Dataset,
     batch: &[u32],
     clip_norm: f64,
 ) -> Result<Vec<f32>, MlError> {
     if batch.is_empty() {
-        return Ok(vec![0.0; spec.parameter_count()]);
+        let parameters = layer_slots(spec)
+            .iter()
+            .map(|slot| slot.weight_len() + slot.fan_out)
+            .sum();
+        return Ok(vec![0.0; parameters]);
     }
     let device = Device::flex();
     let slots = layer_slots(spec);

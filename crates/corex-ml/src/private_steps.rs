@@ -91,6 +91,12 @@ pub fn compute_private_local_steps(
     rng: &mut (impl CryptoRng + Send),
 ) -> Result<PrivateSteps, MlError> {
     check_inputs(spec, params, data, pool)?;
+    let ModelSpec::Mlp(mlp) = spec else {
+        return Err(MlError::Spec(format!(
+            "differentially private steps clip per-example gradients of the mlp family, not {}",
+            spec.family()
+        )));
+    };
     plan.validate()?;
     check_distinct(pool)?;
     if plan.local_batch as usize > pool.len() {
@@ -113,7 +119,7 @@ pub fn compute_private_local_steps(
         // The noise needs no gradient: draw it meanwhile, as a task of the same thread pool
         // that the tensor backend computes on (no extra thread competes for the cores).
         let (sum, ()) = rayon::join(
-            || clipped_gradient_sum(spec, &current, data, &batch, plan.privacy.clip_norm),
+            || clipped_gradient_sum(mlp, &current, data, &batch, plan.privacy.clip_norm),
             || {
                 for value in noise.iter_mut() {
                     *value = rng.sample::<f64, _>(StandardNormal);

@@ -10,7 +10,7 @@ use corex_core::{ModelSpec, OptimizerSpec};
 
 use crate::dataset::Dataset;
 use crate::error::MlError;
-use crate::model::{Mlp, batch_tensors};
+use crate::model::{Batch, Network};
 use crate::params::{check_dataset, check_spec, check_tensor};
 use crate::trainer::build_optimizer;
 
@@ -28,17 +28,16 @@ pub fn train_reference(
     check_tensor(spec, params)?;
     check_dataset(spec, data)?;
     for batch in batches {
-        data.check_indices(batch)?;
+        data.check_indices_within(batch, spec.window().unwrap_or(1))?;
     }
     let mut optim = build_optimizer(optimizer)?;
     let learning_rate = optimizer.learning_rate();
     let device = Device::flex().autodiff();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut model = Mlp::from_flat(spec, params, &device);
+    let mut model = Network::from_flat(spec, params, &device)?;
     for batch in batches {
-        let (features, labels) = data.gather(batch);
-        let (x, y) = batch_tensors(features, &labels, spec.input, &device);
-        let loss = loss_fn.forward(model.forward(x), y);
+        let batch = Batch::gather(spec, data, batch, &device)?;
+        let loss = loss_fn.forward(model.forward(batch.input)?, batch.targets);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(learning_rate, model, grads);
     }

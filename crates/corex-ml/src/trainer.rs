@@ -1,25 +1,25 @@
-//! The coordinator's side of a round: a burn MLP plus a burn optimizer that applies an
+//! The coordinator's side of a round: a burn module of any family plus a burn optimizer that applies an
 //! aggregated flat gradient to the model, step after step.
 //!
 //! Burn keys optimizer state (momentum, Adam moments) by the `ParamId`s of the module it steps,
 //! so the trainer keeps one module for its whole life and registers every gradient under that
 //! module's ids.
 
-use burn::module::Param;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use corex_core::{ModelSpec, OptimizerSpec};
 
 use crate::error::MlError;
-use crate::model::Mlp;
-use crate::params::{check_spec, check_tensor, layer_slots};
+use crate::model::Network;
+use crate::params::{check_spec, check_tensor};
 
 /// A model being trained by applying externally computed gradients.
 pub struct Trainer {
     spec: ModelSpec,
     /// `None` only transiently inside [`Trainer::step`].
-    model: Option<Mlp>,
+    model: Option<Network>,
     optimizer: ModuleOptimizer,
     learning_rate: f64,
     /// Host copy of the current parameters, refreshed after every step.
@@ -79,7 +79,7 @@ impl Trainer {
         let device = Device::flex().autodiff();
         Ok(Self {
             spec: spec.clone(),
-            model: Some(Mlp::from_flat(spec, params, &device)),
+            model: Some(Network::from_flat(spec, params, &device)?),
             optimizer: optim,
             learning_rate: optimizer.learning_rate(),
             params: params.to_vec(),
@@ -95,31 +95,16 @@ impl Trainer {
             .model
             .take()
             .ok_or_else(|| MlError::Backend("trainer lost its model in an earlier step".into()))?;
-        // Gradients live on the plain (non-autodiff) device, like those `GradientsParams::from_grads`
-        // extracts after `backward()`.
-        let device = Device::flex();
-        let mut grads = GradientsParams::new();
-        for (slot, layer) in layer_slots(&self.spec).iter().zip(&model.layers) {
-            register(
-                &mut grads,
-                &layer.weight,
-                Tensor::<2>::from_data(
-                    TensorData::new(slot.weight(gradient).to_vec(), [slot.fan_in, slot.fan_out]),
-                    &device,
-                ),
-            );
-            if let Some(bias) = &layer.bias {
-                register(
-                    &mut grads,
-                    bias,
-                    Tensor::<1>::from_data(
-                        TensorData::new(slot.bias(gradient).to_vec(), [slot.fan_out]),
-                        &device,
-                    ),
-                );
-            }
-        }
-        let model = self.optimizer.step(self.learning_rate, model, grads);
+        let mut registrar = GradientRegistrar {
+            gradient,
+            offset: 0,
+            device: Device::flex(),
+            grads: GradientsParams::new(),
+        };
+        model.visit(&mut registrar);
+        let model = self
+            .optimizer
+            .step(self.learning_rate, model, registrar.grads);
         let params = model.to_flat(&self.spec);
         self.model = Some(model);
         self.params = params?;
@@ -137,10 +122,26 @@ impl Trainer {
     }
 }
 
-fn register<const D: usize>(
-    grads: &mut GradientsParams,
-    param: &Param<Tensor<D>>,
-    value: Tensor<D>,
-) {
-    grads.register(param.id, value);
+/// Registers the slice of a flat gradient that belongs to each parameter, in layout order.
+/// Gradients live on the plain (non-autodiff) device, like those
+/// `GradientsParams::from_grads` extracts after `backward()`.
+struct GradientRegistrar<'a> {
+    gradient: &'a [f32],
+    offset: usize,
+    device: Device,
+    grads: GradientsParams,
+}
+
+impl ModuleVisitor for GradientRegistrar<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let shape = param.lazy_shape();
+        let count = shape.num_elements();
+        // The gradient passed `check_tensor`, so every slice is in range.
+        if let Some(values) = self.gradient.get(self.offset..self.offset + count) {
+            let value =
+                Tensor::<D>::from_data(TensorData::new(values.to_vec(), shape), &self.device);
+            self.grads.register(param.id, value);
+        }
+        self.offset += count;
+    }
 }

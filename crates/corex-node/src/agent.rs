@@ -511,7 +511,9 @@ impl NodeAgent {
             DatasetSource::Digits => tokio::task::spawn_blocking(Dataset::digits)
                 .await
                 .map_err(|error| NodeError::Compute(error.to_string()))?,
-            DatasetSource::Uploaded { .. } | DatasetSource::Named { .. } => {
+            DatasetSource::Uploaded { .. }
+            | DatasetSource::Named { .. }
+            | DatasetSource::Packaged { .. } => {
                 let blob = descriptor
                     .dataset_blob
                     .ok_or(NodeError::NoDatasetBlob(*job))?;

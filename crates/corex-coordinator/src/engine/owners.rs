@@ -8,16 +8,15 @@
 //! bytes kept here; a private job's data reaches only its owner and the operators.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use corex_core::job::job_id;
 use corex_core::messages::{JobReport, JobStatus, NodeInfo};
 use corex_core::{Hash, JobSpec, NodeId};
-use corex_ml::Dataset;
 
 use super::{Coordinator, job_engine};
 use crate::error::CoordinatorError;
 use crate::job_run::JobRun;
+use crate::prepared::PreparedData;
 
 impl Coordinator {
     /// Starts `owner`'s job on `dataset`, if the owner's quotas allow one more job.
@@ -25,7 +24,7 @@ impl Coordinator {
         &mut self,
         owner: NodeId,
         spec: JobSpec,
-        dataset: Arc<Dataset>,
+        prepared: PreparedData,
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let running = self
@@ -56,7 +55,7 @@ impl Coordinator {
             &self.config,
             now_ms,
         );
-        let run = JobRun::start(id, owner, spec, dataset, now_ms, engine)?;
+        let run = JobRun::start(id, owner, spec, prepared, now_ms, engine)?;
         self.jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)
@@ -141,6 +140,7 @@ impl Coordinator {
                 .saturating_sub(job.started_ms),
             privacy: crate::federated::privacy_report(&job.spec, job.history()),
             outputs: job.outputs.clone(),
+            standardization: job.standardization.clone(),
         })
     }
 

@@ -39,7 +39,7 @@ use corex_core::messages::{
 };
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::trace::StepTrace;
-use corex_core::{DatasetSource, Fragment, Granularity, Hash, JobSpec, NodeId, WorkSpec};
+use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId, Standardization, WorkSpec};
 use corex_ml::{Dataset, Split, Trainer};
 use corex_scheduler::{LeaseBook, LeaseError, slice_federated_round, slice_round};
 
@@ -48,6 +48,7 @@ use crate::blobs::BlobStore;
 use crate::error::CoordinatorError;
 use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
 use crate::outputs::{Outputs, fixed_parameters, pass_samples};
+use crate::prepared::PreparedData;
 use crate::verification::{
     AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Verifier,
 };
@@ -191,6 +192,8 @@ pub struct JobRun {
     /// (every node has them) and none for a federated job (there `dataset` is the owner's
     /// validation data, which stays here).
     pub dataset_blob: Option<Hash>,
+    /// The statistics tabular features were standardized with (fitted on the training split).
+    pub standardization: Option<Standardization>,
     dataset: Arc<Dataset>,
     split: Split,
     /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
@@ -225,7 +228,7 @@ impl JobRun {
         id: Hash,
         owner: NodeId,
         spec: JobSpec,
-        dataset: Arc<Dataset>,
+        prepared: PreparedData,
         now_ms: u64,
         Engine {
             blobs,
@@ -235,22 +238,13 @@ impl JobRun {
     ) -> Result<Self, CoordinatorError> {
         spec.validate()
             .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
-        if dataset.feature_count() != spec.model.input || dataset.class_count() > spec.model.classes
-        {
-            return Err(CoordinatorError::InvalidSpec(format!(
-                "model takes {} features into {} classes, the dataset has {} features and {} classes",
-                spec.model.input,
-                spec.model.classes,
-                dataset.feature_count(),
-                dataset.class_count()
-            )));
-        }
-        let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
-        if split.train.is_empty() || split.test.is_empty() {
-            return Err(CoordinatorError::InvalidSpec(
-                "the dataset is too small to split into train and test".into(),
-            ));
-        }
+        let PreparedData {
+            dataset,
+            split,
+            hash: dataset_hash,
+            encoded,
+            standardization,
+        } = prepared;
         let (progression, pool, parameters) = match spec.work.output_width(&spec.model) {
             None => {
                 let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
@@ -273,13 +267,13 @@ impl JobRun {
         };
         let model = blobs.publish(f32s_to_bytes(&parameters));
         // Nodes load the built-in digits themselves; any other shared dataset goes to them.
-        let travels = spec.federated.is_none() && spec.dataset.source != DatasetSource::Digits;
-        let dataset_blob = travels.then(|| blobs.publish(dataset.to_bytes()));
+        let dataset_blob = encoded.map(|bytes| blobs.publish(bytes));
         let mut run = Self {
             id,
             owner,
-            dataset_hash: Hash(dataset.content_hash()),
+            dataset_hash,
             dataset_blob,
+            standardization,
             spec,
             dataset,
             split,
@@ -410,6 +404,7 @@ impl JobRun {
             rounds: self.spec.rounds,
             model: self.model,
             last_train_loss: self.history.last().map(|r| r.train_loss),
+            last_test_loss: self.history.iter().rev().find_map(|r| r.test_loss),
             last_test_accuracy: last_accuracy,
             nodes: self.contributions.clone(),
             re_issued_fragments: self.reissued,

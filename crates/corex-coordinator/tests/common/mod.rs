@@ -126,15 +126,12 @@ pub async fn wait_for_end(client: &CoordinatorClient, job: &Hash, timeout: Durat
 pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
     JobSpec {
         name: "small-digits".into(),
-        model: ModelSpec {
-            input: 64,
-            hidden: vec![32],
-            classes: 10,
-        },
+        model: ModelSpec::mlp(64, vec![32], 10),
         dataset: DatasetSpec {
             source: DatasetSource::Digits,
             test_fraction: 0.2,
             split_seed: 3,
+            scaling: Default::default(),
         },
         optimizer,
         rounds: 12,

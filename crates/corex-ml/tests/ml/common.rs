@@ -21,11 +21,7 @@ pub fn synthetic(n: usize, d: usize, seed: u64) -> Dataset {
 }
 
 pub fn small_spec(d: usize) -> ModelSpec {
-    ModelSpec {
-        input: d,
-        hidden: vec![16, 8],
-        classes: 3,
-    }
+    ModelSpec::mlp(d, vec![16, 8], 3)
 }
 
 /// Relative L2 distance `‖a − b‖ / ‖b‖`, in f64.

@@ -17,11 +17,14 @@ fn digits_loads_scaled() {
     assert_eq!(digits.len(), 1797);
     assert_eq!(digits.feature_count(), 64);
     assert_eq!(digits.class_count(), 10);
-    let max = (0..digits.len())
-        .flat_map(|i| digits.features_of(i).to_vec())
+    let all: Vec<u32> = (0..digits.len() as u32).collect();
+    let max = digits
+        .feature_rows(&all)
+        .unwrap()
+        .into_iter()
         .fold(0.0f32, f32::max);
     assert!(max > 0.9 && max <= 1.0, "max pixel {max}");
-    assert!((0..digits.len()).all(|i| digits.label_of(i) < 10));
+    assert!((0..digits.len()).all(|i| digits.label_of(i).is_some_and(|label| label < 10)));
 }
 
 #[test]
@@ -30,8 +33,13 @@ fn csv_round_trip() {
         Dataset::from_parts(vec![0.5, -1.25, 3.0, 1e-3, 7.0, 2.5], vec![2, 0, 1], 2, 3).unwrap();
     let mut text = String::from("a,b,label\n");
     for i in 0..data.len() {
-        let f = data.features_of(i);
-        text.push_str(&format!("{},{},{}\n", f[0], f[1], data.label_of(i)));
+        let f = data.feature_rows(&[i as u32]).unwrap();
+        text.push_str(&format!(
+            "{},{},{}\n",
+            f[0],
+            f[1],
+            data.label_of(i).unwrap()
+        ));
     }
     let file = csv_file(&text);
     let read = Dataset::from_csv(file.path(), None).unwrap();

@@ -19,11 +19,7 @@ const FRAGMENTS: usize = 4;
 fn digits_gradient_job_reaches_95_percent() {
     let data = Dataset::digits().unwrap();
     let split = data.split(0.2, 0);
-    let spec = ModelSpec {
-        input: data.feature_count(),
-        hidden: HIDDEN.to_vec(),
-        classes: data.class_count(),
-    };
+    let spec = ModelSpec::mlp(data.feature_count(), HIDDEN.to_vec(), data.class_count());
     let optimizer = OptimizerSpec::Adam {
         learning_rate: LEARNING_RATE,
         beta_1: 0.9,

@@ -4,11 +4,7 @@ use corex_ml::{MlError, ModelSpec, from_safetensors, init_parameters, to_safeten
 
 #[test]
 fn safetensors_round_trip() {
-    let spec = ModelSpec {
-        input: 5,
-        hidden: vec![7, 3],
-        classes: 4,
-    };
+    let spec = ModelSpec::mlp(5, vec![7, 3], 4);
     let params = init_parameters(&spec, 99);
     let bytes = to_safetensors(&spec, &params).unwrap();
     let (read_spec, read_params) = from_safetensors(&bytes).unwrap();
@@ -34,11 +30,7 @@ fn safetensors_garbage_is_an_error() {
         Err(MlError::Safetensors(_))
     ));
     assert!(from_safetensors(&[]).is_err());
-    let spec = ModelSpec {
-        input: 2,
-        hidden: vec![],
-        classes: 2,
-    };
+    let spec = ModelSpec::mlp(2, vec![], 2);
     let bytes = to_safetensors(&spec, &init_parameters(&spec, 1)).unwrap();
     // Truncated buffers and a tensor without spec metadata are rejected.
     assert!(from_safetensors(&bytes[..bytes.len() - 3]).is_err());

@@ -52,12 +52,16 @@ fn host_loss(spec: &ModelSpec, params: &[f64], data: &corex_ml::Dataset, indices
     let mut total = 0.0;
     for &index in indices {
         let mut x: Vec<f64> = data
-            .features_of(index as usize)
+            .feature_rows(&[index])
+            .unwrap()
             .iter()
             .map(|v| f64::from(*v))
             .collect();
         let mut offset = 0;
-        let shapes = spec.layer_shapes();
+        let ModelSpec::Mlp(mlp) = spec else {
+            unreachable!("host_loss computes MLPs")
+        };
+        let shapes = mlp.layer_shapes();
         for (layer, (fan_in, fan_out)) in shapes.iter().enumerate() {
             let mut y: Vec<f64> =
                 params[offset + fan_in * fan_out..offset + fan_in * fan_out + fan_out].to_vec();
@@ -74,7 +78,7 @@ fn host_loss(spec: &ModelSpec, params: &[f64], data: &corex_ml::Dataset, indices
         }
         let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-        total += lse - x[data.label_of(index as usize) as usize];
+        total += lse - x[data.label_of(index as usize).unwrap() as usize];
     }
     total / indices.len() as f64
 }
@@ -82,11 +86,7 @@ fn host_loss(spec: &ModelSpec, params: &[f64], data: &corex_ml::Dataset, indices
 #[test]
 fn gradient_matches_finite_differences() {
     let data = synthetic(40, 4, 5);
-    let spec = ModelSpec {
-        input: 4,
-        hidden: vec![5],
-        classes: 3,
-    };
+    let spec = ModelSpec::mlp(4, vec![5], 3);
     let params = init_parameters(&spec, 11);
     let indices: Vec<u32> = (0..40).collect();
     let output = compute_gradient(&spec, &params, &data, &indices).unwrap();

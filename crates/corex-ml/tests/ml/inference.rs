@@ -17,7 +17,7 @@ fn an_inference_fragment_is_the_forward_pass_and_its_cross_entropy() {
     let indices: Vec<u32> = (40..140).rev().collect();
     let work = WorkSpec::Inference { weights: None };
     let output = run_fragment(&work, &spec, &params, &data, &indices).unwrap();
-    assert_eq!(output.values.len(), indices.len() * spec.classes);
+    assert_eq!(output.values.len(), indices.len() * spec.classes());
     assert_eq!(output.samples, 100);
     let logits = predict(&spec, &params, &data, &indices).unwrap();
     assert_eq!(bits(&output.values), bits(&logits));
@@ -49,12 +49,12 @@ fn logits_do_not_depend_on_how_samples_are_batched() {
 fn output_results_of_the_wrong_length_or_with_nan_are_refused() {
     let spec = small_spec(6);
     let work = WorkSpec::Inference { weights: None };
-    let mut logits = vec![0.5f32; 4 * spec.classes];
+    let mut logits = vec![0.5f32; 4 * spec.classes()];
     assert_eq!(
         check_result(&work, &spec, 4, &logits[1..]),
         Err(MlError::OutputLength {
-            expected: 4 * spec.classes,
-            got: 4 * spec.classes - 1,
+            expected: 4 * spec.classes(),
+            got: 4 * spec.classes() - 1,
             samples: 4
         })
     );

@@ -58,20 +58,12 @@ fn compute_gradient_rejects_bad_input() {
         compute_gradient(&wide, &init_parameters(&wide, 0), &data, &ok),
         Err(MlError::Dataset(_))
     ));
-    let binary = ModelSpec {
-        input: 4,
-        hidden: vec![3],
-        classes: 2,
-    };
+    let binary = ModelSpec::mlp(4, vec![3], 2);
     assert!(matches!(
         compute_gradient(&binary, &init_parameters(&binary, 0), &data, &ok),
         Err(MlError::Dataset(_))
     ));
-    let degenerate = ModelSpec {
-        input: 4,
-        hidden: vec![0],
-        classes: 3,
-    };
+    let degenerate = ModelSpec::mlp(4, vec![0], 3);
     assert!(matches!(
         compute_gradient(&degenerate, &init_parameters(&degenerate, 0), &data, &ok),
         Err(MlError::Spec(_))
@@ -84,11 +76,7 @@ fn csv_label_beyond_model_classes_is_an_error() {
     std::io::Write::write_all(&mut file, b"x1,x2,y\n0.1,0.2,0\n0.3,0.4,5\n").unwrap();
     let data = Dataset::from_csv(file.path(), None).unwrap();
     assert_eq!(data.class_count(), 6);
-    let spec = ModelSpec {
-        input: 2,
-        hidden: vec![4],
-        classes: 3,
-    };
+    let spec = ModelSpec::mlp(2, vec![4], 3);
     let params = init_parameters(&spec, 0);
     assert!(matches!(
         compute_gradient(&spec, &params, &data, &[0, 1]),

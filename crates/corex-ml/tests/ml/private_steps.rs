@@ -44,9 +44,14 @@ fn with_outlier(data: &Dataset, index: usize) -> Dataset {
     let mut labels = Vec::new();
     for sample in 0..data.len() {
         let scale = if sample == index { 1000.0 } else { 1.0 };
-        features.extend(data.features_of(sample).iter().map(|x| x * scale));
+        features.extend(
+            data.feature_rows(&[sample as u32])
+                .unwrap()
+                .iter()
+                .map(|x| x * scale),
+        );
         let shift = u32::from(sample == index);
-        labels.push((data.label_of(sample) + shift) % 3);
+        labels.push((data.label_of(sample).unwrap() + shift) % 3);
     }
     Dataset::from_parts(features, labels, data.feature_count(), 3).unwrap()
 }
@@ -195,11 +200,7 @@ fn replacing_one_sampled_example_moves_a_noisy_step_by_at_most_twice_the_bound()
 #[test]
 fn an_empty_sample_takes_a_noise_only_step_of_the_right_deviation() {
     let data = synthetic(200, 6, 7);
-    let spec = ModelSpec {
-        input: 6,
-        hidden: vec![64, 32],
-        classes: 3,
-    };
+    let spec = ModelSpec::mlp(6, vec![64, 32], 3);
     let params = init_parameters(&spec, 8);
     let pool: Vec<u32> = (0..200).collect();
     let seed = (0..)

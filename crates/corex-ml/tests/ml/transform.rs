@@ -67,10 +67,7 @@ fn the_projection_keeps_distances_on_average() {
             .map(|(x, y)| f64::from(x - y).powi(2))
             .sum::<f64>()
     };
-    let original: Vec<f32> = indices
-        .iter()
-        .flat_map(|&i| data.features_of(i as usize).to_vec())
-        .collect();
+    let original = data.feature_rows(&indices).unwrap();
     let ratios: Vec<f64> = (0..100)
         .map(|pair| {
             distance(&output.values, 24, pair, 199 - pair)
@@ -89,7 +86,8 @@ fn transformed_rows_are_pinned_bit_for_bit() {
     // A change to these bits would make old results disagree with new replays: it needs a
     // new transform, not an edit.
     let data = synthetic(64, 16, 3);
-    let features: Vec<f32> = (0..64).flat_map(|i| data.features_of(i).to_vec()).collect();
+    let first: Vec<u32> = (0..64).collect();
+    let features = data.feature_rows(&first).unwrap();
     let projected = apply_transform(&projection(8, 42), &features, 16).unwrap();
     let quantized =
         apply_transform(&TransformSpec::Quantize { levels: 16 }, &features, 16).unwrap();

@@ -1,0 +1,65 @@
+//! A job's data, made ready before the job starts and off the engine lock: the train/test
+//! split, tabular features standardized on the training split's statistics when the spec asks
+//! for it, the compact encoding nodes fetch and its content hash. All the heavy work of
+//! starting a job happens here, on a blocking thread.
+
+use std::sync::Arc;
+
+use corex_core::{DatasetSource, Hash, JobSpec, Standardization};
+use corex_ml::{Dataset, DatasetKind, Split};
+
+use crate::error::CoordinatorError;
+
+/// A job's data, ready to run.
+#[derive(Debug)]
+pub struct PreparedData {
+    /// What the nodes compute on (standardized when asked).
+    pub dataset: Arc<Dataset>,
+    pub split: Split,
+    /// Content hash of `dataset`.
+    pub hash: Hash,
+    /// The encoding nodes fetch as a blob; none for the built-in digits (every node has them)
+    /// and for a federated job (there `dataset` is the owner's validation data).
+    pub encoded: Option<Vec<u8>>,
+    /// The statistics the features were standardized with.
+    pub standardization: Option<Standardization>,
+}
+
+/// Splits, scales and encodes `dataset` for `spec` (validated). Heavy: run it off the lock.
+pub fn prepare(spec: &JobSpec, dataset: Arc<Dataset>) -> Result<PreparedData, CoordinatorError> {
+    let invalid = |error: corex_ml::MlError| CoordinatorError::InvalidSpec(error.to_string());
+    corex_ml::check_dataset(&spec.model, &dataset).map_err(invalid)?;
+    let split = dataset.split_for(
+        &spec.model,
+        spec.dataset.test_fraction,
+        spec.dataset.split_seed,
+    );
+    if split.train.is_empty() || split.test.is_empty() {
+        return Err(CoordinatorError::InvalidSpec(
+            "the dataset is too small to split into train and test".into(),
+        ));
+    }
+    let (dataset, standardization) = if spec.dataset.standardizes()
+        && dataset.kind() == DatasetKind::Tabular
+    {
+        let statistics = corex_ml::fit_standardization(&dataset, &split.train).map_err(invalid)?;
+        let scaled = corex_ml::standardize(&dataset, &statistics).map_err(invalid)?;
+        (Arc::new(scaled), Some(statistics))
+    } else {
+        (dataset, None)
+    };
+    let travels = spec.federated.is_none() && spec.dataset.source != DatasetSource::Digits;
+    let (hash, encoded) = if travels {
+        let bytes = dataset.to_bytes();
+        (Hash::of(&bytes), Some(bytes))
+    } else {
+        (Hash(dataset.content_hash()), None)
+    };
+    Ok(PreparedData {
+        dataset,
+        split,
+        hash,
+        encoded,
+        standardization,
+    })
+}
