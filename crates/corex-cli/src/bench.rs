@@ -6,13 +6,12 @@
 //! their ratio, rounds per second, and where the devnet's CPU went.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::bench_single::{Measurement, single_process};
 
 use clap::Subcommand;
 use corex_core::JobSpec;
-use corex_ml::{Dataset, FragmentOutput, Trainer};
-use corex_scheduler::round_batch;
 
 use crate::cpu_time::cpu_seconds;
 use crate::devnet::{self, DevnetOptions};
@@ -181,12 +180,6 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
 }
 
-struct Measurement {
-    cpu_s: f64,
-    wall_s: f64,
-    accuracy: f32,
-}
-
 /// One devnet run, with where its CPU went.
 struct DevnetMeasurement {
     total: Measurement,
@@ -221,19 +214,40 @@ fn overhead(
         .enable_all()
         .build()?;
     let mut runs = Vec::new();
+    let mut bigram = None;
     for run in 1..=repeat.max(1) {
         // Alternate the two so that both see the same machine conditions.
-        let baseline = single_process(spec)?;
-        print_line(&format!("single process #{run}"), &baseline, spec.rounds);
+        let (baseline, baseline_bigram) = single_process(spec)?;
+        bigram = baseline_bigram;
+        print_line(&format!("single process #{run}"), &baseline, spec);
         let network = devnet_once(&runtime, spec, nodes, data_dir.clone(), node_audits)?;
-        print_line(&format!("devnet #{run}"), &network.total, spec.rounds);
+        print_line(&format!("devnet #{run}"), &network.total, spec);
         runs.push((network.total.cpu_s / baseline.cpu_s, baseline, network));
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, baseline, network) = &runs[runs.len() / 2];
     println!("  median run:");
-    print_line("single process", baseline, spec.rounds);
-    print_line("devnet", &network.total, spec.rounds);
+    print_line("single process", baseline, spec);
+    print_line("devnet", &network.total, spec);
+    if let Some(window) = spec.model.window() {
+        let tokens = f64::from(spec.rounds) * f64::from(spec.global_batch) * (window - 1) as f64;
+        println!(
+            "  tokens per second (wall): single process {:.0}, devnet {:.0}; per CPU-second: {:.0} and {:.0}",
+            tokens / baseline.wall_s,
+            tokens / network.total.wall_s,
+            tokens / baseline.cpu_s,
+            tokens / network.total.cpu_s
+        );
+    }
+    if let Some(bigram) = bigram {
+        println!("  bigram baseline on the same training text: val loss {bigram:.3} nats");
+    }
+    if let (Some(single), Some(devnet)) = (baseline.loss, network.total.loss) {
+        println!(
+            "  held-out loss, devnet − single process: {:+.4} nats",
+            f64::from(devnet) - f64::from(single)
+        );
+    }
     println!("  where that devnet's CPU went:");
     println!(
         "    devnet driver (submit, poll, download)  {:>6.2} s",
@@ -270,13 +284,13 @@ fn overhead(
     Ok(())
 }
 
-fn print_line(label: &str, measurement: &Measurement, rounds: u32) {
+fn print_line(label: &str, measurement: &Measurement, spec: &JobSpec) {
     println!(
-        "  {label:<18} {:>7.2} CPU-s  {:>6.2} s wall  {:>6.1} rounds/s  accuracy {:.2}%",
+        "  {label:<18} {:>7.2} CPU-s  {:>6.2} s wall  {:>6.1} rounds/s  {}",
         measurement.cpu_s,
         measurement.wall_s,
-        f64::from(rounds) / measurement.wall_s,
-        measurement.accuracy * 100.0
+        f64::from(spec.rounds) / measurement.wall_s,
+        crate::quality::describe(&spec.model, measurement.loss, measurement.accuracy)
     );
 }
 
@@ -306,55 +320,11 @@ fn devnet_once(
         total: Measurement {
             cpu_s: (own_after - own_before) + (children_after - children_before),
             wall_s: outcome.wall_s,
-            accuracy: outcome.report.status.last_test_accuracy.unwrap_or_default(),
+            loss: outcome.report.status.last_test_loss,
+            accuracy: outcome.report.status.last_test_accuracy,
         },
         driver_cpu_s: own_after - own_before,
         outcome,
-    })
-}
-
-/// The job trained in this process: the devnet's computation without the network. Each round's
-/// batch is cut into the same fragments, their results are averaged the same way and the same
-/// optimizer and evaluations run. (Fragment-sized batches are also the faster way to compute a
-/// large round on one core: 1,024-sample pieces beat one 4,096-sample batch by about a third.)
-fn single_process(spec: &JobSpec) -> anyhow::Result<Measurement> {
-    let (cpu_before, _) = cpu_seconds()?;
-    let started = Instant::now();
-    anyhow::ensure!(
-        spec.dataset.source == corex_core::DatasetSource::Digits,
-        "the overhead bench runs jobs on the built-in digits"
-    );
-    let dataset = Arc::new(Dataset::digits()?);
-    let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
-    let mut parameters = corex_ml::init_parameters(&spec.model, spec.seed);
-    let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)?;
-    let mut accuracy = 0.0;
-    for round in 0..spec.rounds {
-        let batch = round_batch(&split.train, spec.global_batch, spec.seed, round);
-        let fragments: Vec<FragmentOutput> = batch
-            .chunks(spec.fragment_samples as usize)
-            .map(|indices| {
-                corex_ml::run_fragment(&spec.work, &spec.model, &parameters, &dataset, indices)
-            })
-            .collect::<Result<_, _>>()?;
-        let parts: Vec<(&[f32], u32)> = fragments
-            .iter()
-            .map(|fragment| (fragment.values.as_slice(), fragment.samples))
-            .collect();
-        let mean = corex_ml::weighted_mean(&parts)?;
-        trainer.step(&mean)?;
-        parameters = trainer.parameters();
-        let done = round + 1;
-        if done == spec.rounds || done.is_multiple_of(spec.eval_every) {
-            accuracy =
-                corex_ml::evaluate(&spec.model, &parameters, &dataset, &split.test)?.accuracy;
-        }
-    }
-    let (cpu_after, _) = cpu_seconds()?;
-    Ok(Measurement {
-        cpu_s: cpu_after - cpu_before,
-        wall_s: started.elapsed().as_secs_f64(),
-        accuracy,
     })
 }
 

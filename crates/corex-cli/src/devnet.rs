@@ -434,13 +434,15 @@ async fn follow(
         let status = client.job_status(job).await?;
         bar.set_position(u64::from(status.round));
         bar.set_message(format!(
-            "loss {} · test accuracy {} · {} nodes",
+            "loss {} · {} · {} nodes",
             status
                 .last_train_loss
                 .map_or("-".into(), |loss| format!("{loss:.4}")),
-            status
-                .last_test_accuracy
-                .map_or("-".into(), |accuracy| format!("{:.2}%", accuracy * 100.0)),
+            crate::quality::describe(
+                &spec.model,
+                status.last_test_loss,
+                status.last_test_accuracy
+            ),
             status.nodes.len()
         ));
         if status.state != JobState::Running {

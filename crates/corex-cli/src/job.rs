@@ -20,11 +20,35 @@ pub enum JobAction {
         /// The CSV's label column (default: the last one).
         #[arg(long, requires = "dataset")]
         label_column: Option<String>,
+        /// A text file on this machine for a language model to train on (its bytes), uploaded
+        /// like `--dataset`.
+        #[arg(long, conflicts_with = "dataset")]
+        text: Option<PathBuf>,
     },
     /// Cancel a running job of yours.
     Cancel { id: String },
-    /// Show a job's progress.
-    Status { id: String },
+    /// Show a job's progress and its held-out quality at every evaluated round.
+    Status {
+        id: String,
+        /// Print the coordinator's status record as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a prompt with a finished language-model job's weights (downloaded, run here).
+    Generate {
+        id: String,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Bytes to generate.
+        #[arg(long, default_value_t = 200)]
+        length: usize,
+        /// Softmax temperature (0: always the most likely byte).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Seed of the sampling; the same weights, prompt and seed give the same text.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Save a finished job's report (JSON) and its weights (safetensors), or for an inference
     /// or transform job its outputs (`.outputs.f32`, with `.outputs.indices.u32`).
     Download {
@@ -68,8 +92,24 @@ pub async fn run(
             spec,
             dataset,
             label_column,
+            text,
         } => {
             let mut spec = load_spec(Some(&spec))?;
+            if let Some(path) = text {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let data = corex_ml::Dataset::from_text(bytes)?;
+                let uploaded = client.upload_dataset(&data.to_bytes()).await?;
+                eprintln!(
+                    "text {}: {} bytes, uploaded as {}",
+                    path.display(),
+                    data.len(),
+                    uploaded.dataset
+                );
+                spec.dataset.source = DatasetSource::Uploaded {
+                    dataset: uploaded.dataset,
+                };
+            }
             if let Some(path) = dataset {
                 let data = corex_ml::Dataset::from_csv(&path, label_column.as_deref())?;
                 let uploaded = client.upload_dataset(&data.to_bytes()).await?;
@@ -92,9 +132,51 @@ pub async fn run(
             client.cancel_job(&id).await?;
             println!("cancelled {id}");
         }
-        JobAction::Status { id } => {
+        JobAction::Status { id, json: true } => {
             let status = client.job_status(&parse_id(&id)?).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        JobAction::Status { id, json: false } => {
+            let report = client.job_report(&parse_id(&id)?).await?;
+            let status = &report.status;
+            println!(
+                "job {} ({}, {}): {:?}, round {}/{}",
+                status.job,
+                status.name,
+                report.spec.model.family(),
+                status.state,
+                status.round,
+                status.rounds
+            );
+            for line in crate::quality::evaluated_rounds(&report.spec.model, &report.rounds) {
+                println!("  {line}");
+            }
+            if let Some(scaling) = &report.standardization {
+                println!(
+                    "  features standardized on the training split ({} features; the report holds each mean and scale)",
+                    scaling.features()
+                );
+            }
+        }
+        JobAction::Generate {
+            id,
+            prompt,
+            length,
+            temperature,
+            seed,
+        } => {
+            let id = parse_id(&id)?;
+            let weights = client.download_weights(&id).await?;
+            let (spec, params) = corex_ml::from_safetensors(&weights)?;
+            let text = corex_ml::generate_text(
+                &spec,
+                &params,
+                prompt.as_bytes(),
+                length,
+                temperature,
+                seed,
+            )?;
+            println!("{prompt}{}", String::from_utf8_lossy(&text));
         }
         JobAction::Download { id, out } => {
             let id = parse_id(&id)?;

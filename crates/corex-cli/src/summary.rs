@@ -8,9 +8,7 @@ use crate::devnet::DevnetOutcome;
 
 pub fn print(outcome: &DevnetOutcome) {
     let status = &outcome.report.status;
-    let accuracy = status
-        .last_test_accuracy
-        .map_or("-".into(), |accuracy| format!("{:.2}%", accuracy * 100.0));
+    let model = &outcome.report.spec.model;
     println!();
     println!(
         "job {} ({}): {:?}",
@@ -21,7 +19,13 @@ pub fn print(outcome: &DevnetOutcome) {
     println!("  rounds          {}/{}", status.round, status.rounds);
     print_work(outcome);
     if !matches!(outcome.report.spec.work, WorkSpec::Transform { .. }) {
-        println!("  test accuracy   {accuracy}");
+        println!(
+            "  held out        {}",
+            crate::quality::describe(model, status.last_test_loss, status.last_test_accuracy)
+        );
+    }
+    if let Some(bigram) = crate::quality::bigram_baseline(&outcome.report.spec) {
+        println!("  bigram baseline val loss {bigram:.3} nats, fitted on the same training text");
     }
     if outcome.report.spec.work.trains() {
         println!(
@@ -32,6 +36,13 @@ pub fn print(outcome: &DevnetOutcome) {
         );
     }
     println!("  wall time       {:.1} s", outcome.wall_s);
+    if outcome.report.spec.work.trains() {
+        match crate::quality::generated_sample(&outcome.weights_path, "\n   :", 1) {
+            Ok(Some(text)) => println!("  sample          {:?}", text),
+            Ok(None) => {}
+            Err(error) => println!("  sample          (none: {error})"),
+        }
+    }
     println!(
         "  re-issued       {} fragments and audits",
         status.re_issued_fragments

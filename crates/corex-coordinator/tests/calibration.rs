@@ -1,8 +1,10 @@
 //! Calibration of the replay tolerance, and the promise that honest work is never rejected:
-//! across 50 seeded jobs, every fragment's gradient is computed with 1, 2 and 4 compute
-//! threads (node and auditor on different thread counts) and compared, and each round is
-//! judged by the real `Verifier`. Prints the largest difference seen (the figure in
-//! docs/verification.md) and counts hard rejects of honest work: there must be none.
+//! for each model family (50 seeded MLP jobs on the digits, 20 CNN jobs on generated images,
+//! 20 byte-level transformer jobs on generated text), every fragment's result is computed with
+//! 1, 2 and 4 compute threads (node and auditor on different thread counts) and compared, and
+//! each round is judged by the real `Verifier`. Prints the largest difference seen per family
+//! (the figures in docs/verification.md) and counts hard rejects of honest work: there must be
+//! none.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,7 +18,7 @@ use corex_coordinator::verification::{
     CHAIN_LENGTH, Candidate, NodeReplay, Replay, ResultKind, Verifier,
 };
 use corex_core::messages::ResultVerdict;
-use corex_core::{Hash, JobSpec, WorkSpec};
+use corex_core::{CnnSpec, Hash, JobSpec, ModelSpec, TransformerSpec, WorkSpec};
 use corex_ml::{Dataset, Trainer};
 use corex_scheduler::slice_round;
 use corex_verify::{Tolerance, compare};
@@ -28,33 +30,83 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// The job of seed `seed` for a family: `model`, fragments of 16 to 64 samples, and every
+/// fifth run with local-steps fragments (4 inner SGD steps).
+fn seeded_job(seed: u64, model: ModelSpec, global_batch: u32) -> JobSpec {
+    JobSpec {
+        seed,
+        model,
+        global_batch,
+        fragment_samples: (16 + (seed as u32 % 4) * 16).min(global_batch / 2),
+        work: if seed % 5 == 4 {
+            WorkSpec::LocalSteps {
+                steps: 4,
+                inner: corex_core::OptimizerSpec::Sgd {
+                    learning_rate: 0.05,
+                    momentum: 0.0,
+                },
+            }
+        } else {
+            WorkSpec::Gradient
+        },
+        ..small_job(adam())
+    }
+}
+
 #[test]
-fn honest_work_is_never_rejected_across_50_seeded_runs() {
-    let pools = [pool(1), pool(2), pool(4)];
+fn honest_mlp_work_is_never_rejected_across_50_seeded_runs() {
     let dataset = Arc::new(Dataset::digits().unwrap());
+    calibrate("mlp", &dataset, 50, |seed| {
+        let hidden = 64 + (seed as usize % 3) * 32;
+        seeded_job(seed, ModelSpec::mlp(64, vec![hidden], 10), 200)
+    });
+}
+
+#[test]
+fn honest_cnn_work_is_never_rejected_across_20_seeded_runs() {
+    let dataset = Arc::new(Dataset::synthetic_images(400, 12, 5).unwrap());
+    calibrate("cnn", &dataset, 20, |seed| {
+        let model = ModelSpec::Cnn(CnnSpec {
+            channels: 1,
+            height: 12,
+            width: 12,
+            conv: vec![4 + (seed as usize % 3) * 2, 8],
+            kernel: 3,
+            hidden: vec![16],
+            classes: 3,
+        });
+        seeded_job(seed, model, 128)
+    });
+}
+
+#[test]
+fn honest_transformer_work_is_never_rejected_across_20_seeded_runs() {
+    let dataset = Arc::new(Dataset::synthetic_text(20_000, 5).unwrap());
+    calibrate("transformer", &dataset, 20, |seed| {
+        let model = ModelSpec::Transformer(TransformerSpec {
+            layers: 1 + (seed as usize % 2),
+            width: 32,
+            heads: 4,
+            context: 16 + (seed as usize % 3) * 8,
+            ff: None,
+        });
+        seeded_job(seed, model, 96)
+    });
+}
+
+/// Runs `runs` seeded jobs of `job(seed)` for 3 rounds each as described in the header.
+fn calibrate(family: &str, dataset: &Arc<Dataset>, runs: u64, job: impl Fn(u64) -> JobSpec) {
+    let pools = [pool(1), pool(2), pool(4)];
     let tolerance = Tolerance::default();
     let (mut worst_l2, mut worst_cosine, mut compared, mut hard_rejects) =
         (0.0f64, 1.0f64, 0u64, 0u64);
-    for seed in 0..50u64 {
-        let spec = JobSpec {
-            seed,
-            model: corex_core::ModelSpec::mlp(64, vec![64 + (seed as usize % 3) * 32], 10),
-            fragment_samples: 16 + (seed as u32 % 4) * 16,
-            // Every fifth run uses local-steps fragments (4 inner SGD steps).
-            work: if seed % 5 == 4 {
-                WorkSpec::LocalSteps {
-                    steps: 4,
-                    inner: corex_core::OptimizerSpec::Sgd {
-                        learning_rate: 0.05,
-                        momentum: 0.0,
-                    },
-                }
-            } else {
-                WorkSpec::Gradient
-            },
-            ..small_job(adam())
-        };
-        let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
+    for seed in 0..runs {
+        let spec = job(seed);
+        let split = dataset.split_for(
+            &spec.model,
+            spec.dataset.test_fraction,
+            spec.dataset.split_seed,
+        );
         let mut parameters = corex_ml::init_parameters(&spec.model, seed);
         let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer).unwrap();
         let mut verifier = Verifier::new([seed as u8; 32], CHAIN_LENGTH);
@@ -68,7 +120,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
                             &spec.work,
                             &spec.model,
                             &parameters,
-                            &dataset,
+                            dataset,
                             indices,
                         )
                     })
@@ -163,7 +215,7 @@ fn honest_work_is_never_rejected_across_50_seeded_runs() {
         }
     }
     println!(
-        "calibration: {compared} honest replays across 1/2/4 threads and 50 seeds: worst relative L2 {worst_l2:.3e}, worst cosine {worst_cosine:.9}; tolerance {:.0e} / {}; hard rejects of honest work: {hard_rejects}",
+        "calibration ({family}): {compared} honest replays across 1/2/4 threads and {runs} seeds: worst relative L2 {worst_l2:.3e}, worst cosine {worst_cosine:.9}; tolerance {:.0e} / {}; hard rejects of honest work: {hard_rejects}",
         tolerance.max_relative_l2, tolerance.min_cosine
     );
     assert_eq!(hard_rejects, 0);

@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::SpecError;
 use crate::federated::{DataHolder, FederatedSpec, PrivacySpec};
 use crate::hash::Hash;
-use crate::model::ModelSpec;
-use crate::spec::{AggregationSpec, DatasetSource, DatasetSpec, Granularity, OptimizerSpec};
+use crate::model::{CnnSpec, ModelSpec, TransformerSpec};
+use crate::spec::{
+    AggregationSpec, DatasetSource, DatasetSpec, FeatureScaling, Granularity, LearningRateSchedule,
+    OptimizerSpec, PackagedDataset,
+};
 use crate::work::WorkSpec;
 
 /// Most rounds a job may ask for.
@@ -37,6 +40,9 @@ pub struct JobSpec {
     pub eval_every: u32,
     /// How long a node may hold a fragment before it is re-issued, in milliseconds.
     pub lease_ms: u64,
+    /// How the optimizer's learning rate changes over the rounds (default: constant).
+    #[serde(default)]
+    pub schedule: LearningRateSchedule,
     /// How accepted gradients are combined (default: the exact mean).
     #[serde(default)]
     pub aggregation: AggregationSpec,
@@ -106,6 +112,7 @@ impl JobSpec {
             seed: 7,
             eval_every: 10,
             lease_ms: 10_000,
+            schedule: LearningRateSchedule::Constant,
             aggregation: AggregationSpec::Mean,
             work: WorkSpec::Gradient,
             granularity: Granularity::Fixed,
@@ -139,6 +146,86 @@ impl JobSpec {
         }
     }
 
+    /// The language-model job: a 2-block, 128-wide byte-level transformer over contexts of 64
+    /// bytes, trained on the Jargon File (Debian `jargon-text`) with one gradient per fragment
+    /// of 16 windows and Adam on their mean; the last 5 % of the text is held out.
+    pub fn jargon_lm() -> Self {
+        Self {
+            name: "jargon-byte-lm".into(),
+            model: ModelSpec::Transformer(TransformerSpec {
+                layers: 2,
+                width: 128,
+                heads: 4,
+                context: 64,
+                ff: None,
+            }),
+            dataset: DatasetSpec {
+                source: DatasetSource::Packaged {
+                    name: PackagedDataset::JargonFile,
+                },
+                test_fraction: 0.05,
+                split_seed: 1,
+                scaling: FeatureScaling::Auto,
+            },
+            optimizer: OptimizerSpec::Adam {
+                learning_rate: 0.002,
+                beta_1: 0.9,
+                beta_2: 0.99,
+                epsilon: 1e-8,
+            },
+            rounds: 2500,
+            global_batch: 32,
+            fragment_samples: 16,
+            seed: 7,
+            eval_every: 250,
+            lease_ms: 30_000,
+            schedule: LearningRateSchedule::Constant,
+            aggregation: AggregationSpec::Mean,
+            work: WorkSpec::Gradient,
+            granularity: Granularity::Fixed,
+            federated: None,
+            public: false,
+        }
+    }
+
+    /// The Fashion-MNIST job: a CNN (two 3 × 3 convolution blocks of 16 and 32 channels, a
+    /// 64-wide dense layer) on Debian's `dataset-fashion-mnist`, one gradient per fragment of
+    /// 64 images and Adam on their mean; the set's own 10,000 test images are held out.
+    pub fn fashion_cnn() -> Self {
+        Self {
+            name: "fashion-mnist-cnn".into(),
+            model: ModelSpec::Cnn(CnnSpec {
+                channels: 1,
+                height: 28,
+                width: 28,
+                conv: vec![16, 32],
+                kernel: 3,
+                hidden: vec![64],
+                classes: 10,
+            }),
+            dataset: DatasetSpec {
+                source: DatasetSource::Packaged {
+                    name: PackagedDataset::FashionMnist,
+                },
+                test_fraction: 0.1,
+                split_seed: 1,
+                scaling: FeatureScaling::Auto,
+            },
+            optimizer: OptimizerSpec::Adam {
+                learning_rate: 0.002,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-8,
+            },
+            rounds: 700,
+            global_batch: 256,
+            fragment_samples: 64,
+            eval_every: 100,
+            lease_ms: 30_000,
+            ..Self::jargon_lm()
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         let spec: Self =
             toml::from_str(text).map_err(|error| SpecError::Toml(error.to_string()))?;
@@ -149,6 +236,11 @@ impl JobSpec {
     pub fn to_toml(&self) -> String {
         // A JobSpec is plain data with no maps keyed by non-strings: serialization cannot fail.
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The outer optimizer's learning rate at round `round` (0-based).
+    pub fn learning_rate_at(&self, round: u32) -> f64 {
+        self.optimizer.learning_rate() * self.schedule.factor(round, self.rounds)
     }
 
     pub fn fragments_per_round(&self) -> u32 {
@@ -162,6 +254,7 @@ impl JobSpec {
         self.aggregation.validate()?;
         self.work.validate(&self.model, self.fragment_samples)?;
         self.granularity.validate()?;
+        self.schedule.validate(self.rounds)?;
         let invalid = |reason: String| Err(SpecError::Invalid(reason));
         if self.name.is_empty() || self.name.len() > 128 {
             return invalid("name must be 1..=128 characters".into());
@@ -201,6 +294,12 @@ impl JobSpec {
             if self.granularity != Granularity::Fixed {
                 return invalid("a federated job has one fragment per holder and round; its granularity must be fixed".into());
             }
+            if federated.privacy.is_some() && !matches!(self.model, ModelSpec::Mlp(_)) {
+                return invalid(format!(
+                    "differential privacy clips per-example gradients of the mlp family, not {}",
+                    self.model.family()
+                ));
+            }
         }
         Ok(())
     }
@@ -223,6 +322,33 @@ mod tests {
             assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
             assert_eq!(spec.fragments_per_round(), 4);
         }
+        for spec in [JobSpec::jargon_lm(), JobSpec::fashion_cnn()] {
+            spec.validate().expect("valid");
+            assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
+            crate::ResourceLimits::default()
+                .check(&spec)
+                .expect("within the default budget");
+        }
+    }
+
+    #[test]
+    fn private_training_is_refused_for_families_it_cannot_clip() {
+        let holders: Vec<DataHolder> = (1..=2u8)
+            .map(|byte| DataHolder {
+                node: crate::Keypair::from_secret([byte; 32]).id(),
+                samples: 100,
+            })
+            .collect();
+        let privacy = PrivacySpec {
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            delta: 1e-5,
+        };
+        let mut spec = JobSpec::digits_federated(holders, Some(privacy));
+        spec.validate().expect("an mlp may train privately");
+        spec.model = JobSpec::fashion_cnn().model;
+        let error = spec.validate().unwrap_err().to_string();
+        assert!(error.contains("mlp family"), "{error}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use job::JobSpec;
 pub use model::{CnnSpec, MlpSpec, ModelSpec, ParamInit, ParamTensor, TransformerSpec};
 pub use scaling::Standardization;
 pub use spec::{
-    AggregationSpec, DatasetSource, DatasetSpec, FeatureScaling, Granularity, OptimizerSpec,
-    PackagedDataset,
+    AggregationSpec, DatasetSource, DatasetSpec, FeatureScaling, Granularity, LearningRateSchedule,
+    OptimizerSpec, PackagedDataset,
 };
 pub use work::{MAX_LOCAL_STEPS, MAX_OUTPUT_VALUES, TransformSpec, WorkSpec};

@@ -134,6 +134,60 @@ impl OptimizerSpec {
     }
 }
 
+/// How the outer learning rate changes over a job's rounds: a job policy, applied by the
+/// coordinator's optimizer (and by the single-process baseline) as a pure function of the round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LearningRateSchedule {
+    /// The optimizer's rate at every round.
+    #[default]
+    Constant,
+    /// A linear warmup from `rate / warmup_rounds` to `rate` over the first `warmup_rounds`
+    /// rounds, then a cosine decay to `final_fraction × rate` at the last round.
+    Cosine {
+        warmup_rounds: u32,
+        final_fraction: f64,
+    },
+}
+
+impl LearningRateSchedule {
+    /// The factor on the optimizer's rate at round `round` (0-based) of `rounds`.
+    pub fn factor(&self, round: u32, rounds: u32) -> f64 {
+        match *self {
+            Self::Constant => 1.0,
+            Self::Cosine {
+                warmup_rounds,
+                final_fraction,
+            } => {
+                if round < warmup_rounds {
+                    return f64::from(round + 1) / f64::from(warmup_rounds);
+                }
+                let span = rounds
+                    .saturating_sub(warmup_rounds)
+                    .saturating_sub(1)
+                    .max(1);
+                let progress = (f64::from(round - warmup_rounds) / f64::from(span)).min(1.0);
+                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                final_fraction + (1.0 - final_fraction) * cosine
+            }
+        }
+    }
+
+    pub fn validate(&self, rounds: u32) -> Result<(), SpecError> {
+        match *self {
+            Self::Cosine {
+                warmup_rounds,
+                final_fraction,
+            } if warmup_rounds >= rounds || !(0.0..=1.0).contains(&final_fraction) => {
+                Err(SpecError::Invalid(format!(
+                    "a cosine schedule needs warmup_rounds below rounds ({rounds}) and final_fraction in [0, 1]"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Longest name of a dataset in the operator's directory.
 pub const MAX_DATASET_NAME: usize = 64;
 

@@ -80,14 +80,21 @@ pub(crate) fn dataset_bytes_seeds() -> Vec<Vec<u8>> {
             3,
         ),
     ];
-    parts
+    let mut seeds: Vec<Vec<u8>> = parts
         .into_iter()
         .map(|(features, labels, feature_count, class_count)| {
             Dataset::from_parts(features, labels, feature_count, class_count)
                 .expect("a consistent dataset")
                 .to_bytes()
         })
-        .collect()
+        .collect();
+    seeds.push(Dataset::synthetic_text(64, 1).expect("a text").to_bytes());
+    seeds.push(
+        Dataset::synthetic_images(3, 4, 1)
+            .expect("images")
+            .to_bytes(),
+    );
+    seeds
 }
 
 pub(crate) fn dataset_csv_seeds() -> Vec<Vec<u8>> {
@@ -113,6 +120,22 @@ pub(crate) fn safetensors_seeds() -> Vec<Vec<u8>> {
         ModelSpec::mlp(2, vec![], 2),
         ModelSpec::mlp(3, vec![4], 2),
         ModelSpec::mlp(1, vec![2, 2], 3),
+        ModelSpec::Cnn(corex_core::CnnSpec {
+            channels: 1,
+            height: 4,
+            width: 4,
+            conv: vec![2],
+            kernel: 3,
+            hidden: vec![],
+            classes: 2,
+        }),
+        ModelSpec::Transformer(corex_core::TransformerSpec {
+            layers: 1,
+            width: 4,
+            heads: 2,
+            context: 3,
+            ff: Some(4),
+        }),
     ];
     specs
         .iter()

@@ -45,6 +45,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         JobSpec::default_digits(),
         JobSpec::digits_gradient(),
         JobSpec::digits_federated(holders, None),
+        JobSpec::jargon_lm(),
+        JobSpec::fashion_cnn(),
     ];
     specs
         .iter()

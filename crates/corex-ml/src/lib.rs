@@ -29,7 +29,8 @@
 //!
 //! - `dataset`: [`Dataset`] kinds, accessors and the [`Split`]; `dataset_codec`: the compact
 //!   encoding and content hash; `loaders`: digits, CSV, IDX, text and packaged datasets;
-//!   `scaling`: [`fit_standardization`], [`standardize`].
+//!   `scaling`: [`fit_standardization`], [`standardize`]; `synthetic`: generated text and
+//!   images for tests and benchmarks.
 //! - `params`: [`init_parameters`], [`check_tensor`]; `families`: the burn modules (private);
 //!   `model`: the generic codec and batches (private).
 //! - `gradient`: [`compute_gradient`], [`weighted_mean`].
@@ -44,11 +45,13 @@
 //!   holder, MLP family) and [`poisson_sample`]; `per_example`: per-example clipping (private).
 //! - `privacy`: the accountant, [`epsilon`] of the Poisson-subsampled Gaussian mechanism.
 //! - `trainer`: [`Trainer`], the coordinator's optimizer.
-//! - `evaluate`: [`evaluate`], [`score_predictions`].
+//! - `evaluate`: [`evaluate`], [`score_predictions`]; `baseline`: [`bigram_loss`], what a
+//!   language model must beat.
 //! - `reference`: [`train_reference`], the single-process baseline.
 //! - `export`: [`to_safetensors`], [`from_safetensors`].
 //! - `error`: [`MlError`].
 
+mod baseline;
 mod dataset;
 mod dataset_codec;
 mod error;
@@ -70,9 +73,11 @@ mod privacy;
 mod private_steps;
 mod reference;
 mod scaling;
+mod synthetic;
 mod trainer;
 mod transform;
 
+pub use baseline::bigram_loss;
 pub use corex_core::{
     DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, TransformSpec, WorkSpec,
 };

@@ -90,6 +90,15 @@ impl Trainer {
     /// [`weighted_mean`](crate::weighted_mean) of the round's fragment gradients). A rejected
     /// gradient leaves the trainer untouched.
     pub fn step(&mut self, gradient: &[f32]) -> Result<(), MlError> {
+        self.step_at_rate(gradient, self.learning_rate)
+    }
+
+    /// [`Trainer::step`] at `learning_rate` instead of the optimizer's own (a job's schedule,
+    /// `JobSpec::learning_rate_at`).
+    pub fn step_at_rate(&mut self, gradient: &[f32], learning_rate: f64) -> Result<(), MlError> {
+        if !(learning_rate.is_finite() && learning_rate >= 0.0) {
+            return Err(MlError::Spec(format!("learning rate {learning_rate}")));
+        }
         check_tensor(&self.spec, gradient)?;
         let model = self
             .model

@@ -141,7 +141,8 @@ impl JobRun {
                     let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
                         .map_err(|error| CoordinatorError::Training(error.to_string()))?;
                     corex_ml::check_tensor(&self.spec.model, &mean).map_err(training)?;
-                    trainer.step(&mean).map_err(training)?;
+                    let rate = self.spec.learning_rate_at(self.completed_rounds);
+                    trainer.step_at_rate(&mean, rate).map_err(training)?;
                 }
             }
             // Output work keeps every fragment's rows in fragment order; it is never

@@ -139,6 +139,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         fragment_samples: 64,
         seed: 11,
         eval_every: 4,
+        schedule: Default::default(),
         aggregation: corex_core::spec::AggregationSpec::Mean,
         lease_ms: 10_000,
         work: corex_core::WorkSpec::Gradient,

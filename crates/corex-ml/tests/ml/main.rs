@@ -5,6 +5,7 @@ mod common;
 mod dataset;
 mod digits;
 mod export;
+mod families;
 mod gradient;
 mod inference;
 mod invalid;
