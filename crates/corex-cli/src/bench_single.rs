@@ -37,7 +37,8 @@ pub fn bench_dataset(spec: &JobSpec) -> anyhow::Result<Dataset> {
 pub fn single_process(spec: &JobSpec) -> anyhow::Result<(Measurement, Option<f64>)> {
     let (cpu_before, _) = cpu_seconds()?;
     let started = Instant::now();
-    let prepared = corex_coordinator::prepared::prepare(spec, Arc::new(bench_dataset(spec)?))?;
+    let prepared =
+        corex_coordinator::prepared::prepare(spec, Arc::new(bench_dataset(spec)?), None)?;
     let (dataset, split) = (prepared.dataset, prepared.split);
     let mut parameters = corex_ml::init_parameters(&spec.model, spec.seed);
     let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)?;

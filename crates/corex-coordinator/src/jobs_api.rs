@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use corex_core::messages::{
     SubmitJobRequest, SubmitJobResponse, UploadDatasetRequest, UploadDatasetResponse,
 };
-use corex_core::{DatasetSource, Granularity, Hash, JobSpec, NodeId};
+use corex_core::{DatasetSource, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::Dataset;
 use corex_net::JobDescriptor;
 
@@ -145,11 +145,30 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     spec.validate()
         .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?;
     let dataset = resolve_dataset(&shared, owner, &spec).await?;
+    // An inference job runs a trained model on data scaled as that model's training data was.
+    let weights = match &spec.work {
+        WorkSpec::Inference {
+            weights: Some(weights),
+        } => shared
+            .engine()
+            .blobs
+            .get(weights)
+            .ok()
+            .map(|blob| blob.bytes.clone()),
+        _ => None,
+    };
     let prepared = {
         let spec = spec.clone();
-        tokio::task::spawn_blocking(move || crate::prepared::prepare(&spec, dataset))
-            .await
-            .map_err(|error| CoordinatorError::Dataset(error.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            let inherited = match weights {
+                Some(bytes) => corex_ml::standardization_of(&bytes)
+                    .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?,
+                None => None,
+            };
+            crate::prepared::prepare(&spec, dataset, inherited)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Dataset(error.to_string()))??
     };
     // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
     // measured once, when the first such job comes.

@@ -26,7 +26,13 @@ pub struct PreparedData {
 }
 
 /// Splits, scales and encodes `dataset` for `spec` (validated). Heavy: run it off the lock.
-pub fn prepare(spec: &JobSpec, dataset: Arc<Dataset>) -> Result<PreparedData, CoordinatorError> {
+/// `inherited` is the standardization of the model an inference job runs (from its weights):
+/// the data is scaled with those statistics, never refitted.
+pub fn prepare(
+    spec: &JobSpec,
+    dataset: Arc<Dataset>,
+    inherited: Option<Standardization>,
+) -> Result<PreparedData, CoordinatorError> {
     let invalid = |error: corex_ml::MlError| CoordinatorError::InvalidSpec(error.to_string());
     corex_ml::check_dataset(&spec.model, &dataset).map_err(invalid)?;
     let split = dataset.split_for(
@@ -39,14 +45,19 @@ pub fn prepare(spec: &JobSpec, dataset: Arc<Dataset>) -> Result<PreparedData, Co
             "the dataset is too small to split into train and test".into(),
         ));
     }
-    let (dataset, standardization) = if spec.dataset.standardizes()
-        && dataset.kind() == DatasetKind::Tabular
-    {
-        let statistics = corex_ml::fit_standardization(&dataset, &split.train).map_err(invalid)?;
-        let scaled = corex_ml::standardize(&dataset, &statistics).map_err(invalid)?;
-        (Arc::new(scaled), Some(statistics))
-    } else {
-        (dataset, None)
+    let statistics = match inherited {
+        Some(statistics) => Some(statistics),
+        None if spec.dataset.standardizes() && dataset.kind() == DatasetKind::Tabular => {
+            Some(corex_ml::fit_standardization(&dataset, &split.train).map_err(invalid)?)
+        }
+        None => None,
+    };
+    let (dataset, standardization) = match statistics {
+        Some(statistics) => {
+            let scaled = corex_ml::standardize(&dataset, &statistics).map_err(invalid)?;
+            (Arc::new(scaled), Some(statistics))
+        }
+        None => (dataset, None),
     };
     let travels = spec.federated.is_none() && spec.dataset.source != DatasetSource::Digits;
     let (hash, encoded) = if travels {

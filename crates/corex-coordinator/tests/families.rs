@@ -226,3 +226,77 @@ async fn csv_features_across_nine_orders_of_magnitude_train_like_standardized_on
         "unscaled features should train worse: {unscaled}"
     );
 }
+
+/// The statistics a model was trained with travel in its weights and scale the data of an
+/// inference job that runs it: predictions on rows of one class alone (whose own statistics
+/// would centre them on that class) stay as accurate as on the training job's held-out split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inference_job_scales_its_data_with_the_training_statistics() {
+    use corex_core::WorkSpec;
+    use corex_core::chunk::{CHUNK_SIZE, Manifest};
+    let (raw, _) = wide_range_csv(3000);
+    let raw = Dataset::from_csv_reader(raw.as_bytes(), None, "raw").unwrap();
+    let ones: Vec<u32> = (0..raw.len() as u32)
+        .filter(|&index| raw.label_of(index as usize) == Some(1))
+        .collect();
+    let class_one = raw.subset(&ones).unwrap();
+
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
+    for seed in 1..=2 {
+        net.spawn_node(seed);
+    }
+    let owner = net.client(100);
+    let upload = |data: &Dataset| data.to_bytes();
+    let raw_hash = owner.upload_dataset(&upload(&raw)).await.unwrap().dataset;
+    let ones_hash = owner
+        .upload_dataset(&upload(&class_one))
+        .await
+        .unwrap()
+        .dataset;
+    let training = JobSpec {
+        dataset: DatasetSpec {
+            source: DatasetSource::Uploaded { dataset: raw_hash },
+            ..small_job(adam()).dataset
+        },
+        ..job_of(ModelSpec::mlp(4, vec![16], 2), 40, 200, 50)
+    };
+    let trained = owner.submit_job(&training).await.unwrap();
+    let status = wait_for_end(&owner, &trained, Duration::from_secs(120)).await;
+    let held_out = status.last_test_accuracy.unwrap();
+    let report = owner.job_report(&trained).await.unwrap();
+    let safetensors = owner.download_weights(&trained).await.unwrap();
+    let statistics = corex_ml::standardization_of(&safetensors).unwrap();
+    assert!(statistics.is_some());
+    assert_eq!(
+        statistics, report.standardization,
+        "the report keeps them too"
+    );
+
+    let inference = JobSpec {
+        name: "predict-class-one".into(),
+        dataset: DatasetSpec {
+            source: DatasetSource::Uploaded { dataset: ones_hash },
+            ..training.dataset.clone()
+        },
+        work: WorkSpec::Inference {
+            weights: Some(Manifest::of(&safetensors, CHUNK_SIZE).hash),
+        },
+        rounds: 1,
+        global_batch: class_one.len() as u32,
+        fragment_samples: 256,
+        eval_every: 1,
+        ..training.clone()
+    };
+    let predicted = owner.submit_job(&inference).await.unwrap();
+    let status = wait_for_end(&owner, &predicted, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    let outputs = owner.job_outputs(&predicted).await.unwrap();
+    let accuracy = outputs.prediction_accuracy.unwrap();
+    println!(
+        "class-one rows predicted with the training statistics: {:.2}% (held-out accuracy {:.2}%)",
+        accuracy * 100.0,
+        held_out * 100.0
+    );
+    assert!(accuracy > held_out - 0.1, "{accuracy} against {held_out}");
+    net.shutdown().await;
+}

@@ -1,11 +1,13 @@
 //! Model export and import as safetensors: one F32 tensor per entry of the model's flat layout
 //! (`ModelSpec::layout`: names are the module paths, such as `layers.0.weight` of shape
 //! `[fan_in, fan_out]` or `blocks.layers.0.mha.query.weight`), with the model spec as JSON
-//! under the metadata key `corex.model_spec`.
+//! under the metadata key `corex.model_spec` and, for a model trained on standardized
+//! features, the statistics as JSON under `corex.standardization`, so that whoever runs the
+//! model later standardizes its inputs the same way.
 
 use std::collections::HashMap;
 
-use corex_core::ModelSpec;
+use corex_core::{ModelSpec, Standardization};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::MlError;
@@ -13,6 +15,8 @@ use crate::params::{check_spec, check_tensor};
 
 /// Metadata key holding the [`ModelSpec`] as JSON.
 pub const MODEL_SPEC_KEY: &str = "corex.model_spec";
+/// Metadata key holding the feature [`Standardization`] as JSON, when there is one.
+pub const STANDARDIZATION_KEY: &str = "corex.standardization";
 
 fn to_le_bytes(values: &[f32]) -> Vec<u8> {
     values
@@ -23,6 +27,15 @@ fn to_le_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Serialises a model (spec and flat parameters) to safetensors bytes.
 pub fn to_safetensors(spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, MlError> {
+    to_safetensors_with(spec, params, None)
+}
+
+/// [`to_safetensors`], with the standardization of the features the model was trained on.
+pub fn to_safetensors_with(
+    spec: &ModelSpec,
+    params: &[f32],
+    standardization: Option<&Standardization>,
+) -> Result<Vec<u8>, MlError> {
     check_spec(spec)?;
     check_tensor(spec, params)?;
     let spec_json =
@@ -42,9 +55,31 @@ pub fn to_safetensors(spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, MlErr
                 .map_err(|error| MlError::Safetensors(format!("{name}: {error}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let metadata = HashMap::from([(MODEL_SPEC_KEY.to_string(), spec_json)]);
+    let mut metadata = HashMap::from([(MODEL_SPEC_KEY.to_string(), spec_json)]);
+    if let Some(statistics) = standardization {
+        let json = serde_json::to_string(statistics)
+            .map_err(|error| MlError::Safetensors(error.to_string()))?;
+        metadata.insert(STANDARDIZATION_KEY.to_string(), json);
+    }
     safetensors::serialize(views, Some(metadata))
         .map_err(|error| MlError::Safetensors(error.to_string()))
+}
+
+/// The standardization a model written by [`to_safetensors_with`] carries (`None` when it
+/// has none); an unreadable one is an error.
+pub fn standardization_of(bytes: &[u8]) -> Result<Option<Standardization>, MlError> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|error| MlError::Safetensors(error.to_string()))?;
+    let Some(json) = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|map| map.get(STANDARDIZATION_KEY))
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|error| MlError::Safetensors(format!("{STANDARDIZATION_KEY}: {error}")))
 }
 
 /// Reads a model written by [`to_safetensors`] (or any file with the same names, shapes and

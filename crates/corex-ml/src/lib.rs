@@ -84,7 +84,10 @@ pub use corex_core::{
 pub use dataset::{Dataset, DatasetKind, ImageShape, MAX_IMAGE_CLASSES, Split};
 pub use error::MlError;
 pub use evaluate::{Evaluation, evaluate, score_predictions};
-pub use export::{MODEL_SPEC_KEY, from_safetensors, to_safetensors};
+pub use export::{
+    MODEL_SPEC_KEY, STANDARDIZATION_KEY, from_safetensors, standardization_of, to_safetensors,
+    to_safetensors_with,
+};
 pub use fragment::{FragmentOutput, check_result, run_fragment};
 pub use generate::{MAX_GENERATED_BYTES, generate_text};
 pub use gradient::{GradientOutput, compute_gradient, weighted_mean};

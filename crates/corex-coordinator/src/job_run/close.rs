@@ -261,8 +261,12 @@ impl JobRun {
         if last {
             match &mut self.progression {
                 Progression::Training(_) => {
-                    let weights = corex_ml::to_safetensors(&self.spec.model, &parameters)
-                        .map_err(training)?;
+                    let weights = corex_ml::to_safetensors_with(
+                        &self.spec.model,
+                        &parameters,
+                        self.standardization.as_ref(),
+                    )
+                    .map_err(training)?;
                     self.weights = Some(blobs.publish(weights));
                 }
                 Progression::Outputs { collected, .. } => {
