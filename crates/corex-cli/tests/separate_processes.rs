@@ -85,7 +85,7 @@ fn stdout(output: &Output) -> String {
 }
 
 fn status(id: &str, endpoint: &serde_json::Value, key: &Path) -> serde_json::Value {
-    let output = corex(&["job", "status", id], endpoint, key);
+    let output = corex(&["job", "status", id, "--json"], endpoint, key);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

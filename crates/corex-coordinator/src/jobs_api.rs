@@ -154,15 +154,18 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
             .blobs
             .get(weights)
             .ok()
-            .map(|blob| blob.bytes.clone()),
+            .map(|blob| (*weights, blob.bytes.clone())),
         _ => None,
     };
     let prepared = {
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || {
             let inherited = match weights {
-                Some(bytes) => corex_ml::standardization_of(&bytes)
-                    .map_err(|error| CoordinatorError::InvalidSpec(error.to_string()))?,
+                Some((hash, bytes)) => corex_ml::standardization_of(&bytes).map_err(|error| {
+                    CoordinatorError::InvalidSpec(format!(
+                        "inference weights {hash} are not a model's safetensors: {error}"
+                    ))
+                })?,
                 None => None,
             };
             crate::prepared::prepare(&spec, dataset, inherited)
