@@ -164,7 +164,7 @@ pub enum Progress {
 /// What the rounds of a job move forward.
 enum Progression {
     /// The model, which the job's optimizer steps at every round's close.
-    Training(Trainer),
+    Training(Box<Trainer>),
     /// The rows of a job of output work, collected at parameters fixed for the whole job
     /// (empty for a transform, which has no model).
     Outputs {
@@ -251,7 +251,7 @@ impl JobRun {
                 let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
                     .map_err(|error| CoordinatorError::Training(error.to_string()))?;
                 (
-                    Progression::Training(trainer),
+                    Progression::Training(Box::new(trainer)),
                     split.train.clone(),
                     parameters,
                 )
