@@ -506,11 +506,18 @@ impl NodeAgent {
             return Ok(context);
         }
         // The built-in digits load here; any other dataset comes from the coordinator as a
-        // blob in hash-checked chunks (a node never reads a path a job names).
-        let dataset = match &descriptor.spec.dataset.source {
-            DatasetSource::Digits => tokio::task::spawn_blocking(Dataset::digits)
-                .await
-                .map_err(|error| NodeError::Compute(error.to_string()))?,
+        // blob in hash-checked chunks (a node never reads a path a job names). The content hash
+        // is taken off the async threads, of the fetched bytes before anything is decoded.
+        let expected = descriptor.dataset_hash;
+        let loaded = match &descriptor.spec.dataset.source {
+            DatasetSource::Digits => tokio::task::spawn_blocking(move || {
+                Dataset::digits().map(|dataset| {
+                    let local = Hash(dataset.content_hash());
+                    (local, (local == expected).then_some(dataset))
+                })
+            })
+            .await
+            .map_err(|error| NodeError::Compute(error.to_string()))?,
             DatasetSource::Uploaded { .. }
             | DatasetSource::Named { .. }
             | DatasetSource::Packaged { .. } => {
@@ -518,20 +525,24 @@ impl NodeAgent {
                     .dataset_blob
                     .ok_or(NodeError::NoDatasetBlob(*job))?;
                 let bytes = self.client.fetch_blob(&blob).await?;
-                tokio::task::spawn_blocking(move || Dataset::from_bytes(&bytes))
-                    .await
-                    .map_err(|error| NodeError::Compute(error.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    let local = Hash::of(&bytes);
+                    let decoded = (local == expected).then(|| Dataset::from_bytes(&bytes));
+                    decoded.transpose().map(|dataset| (local, dataset))
+                })
+                .await
+                .map_err(|error| NodeError::Compute(error.to_string()))?
             }
         }
         .map_err(|error| NodeError::Compute(error.to_string()))?;
-        let local = Hash(dataset.content_hash());
-        if local != descriptor.dataset_hash {
+        let (_, Some(dataset)) = loaded else {
+            let local = loaded.0;
             return Err(NodeError::DatasetMismatch {
                 job: *job,
                 local,
-                expected: descriptor.dataset_hash,
+                expected,
             });
-        }
+        };
         let context = Arc::new(JobContext {
             descriptor,
             dataset: Some(Arc::new(dataset)),
