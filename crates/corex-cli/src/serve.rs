@@ -12,6 +12,8 @@ use crate::endpoint::Endpoint;
 
 /// Under a node's data directory: the verified chunks of downloads in progress.
 const DOWNLOADS_DIR: &str = "downloads";
+/// Under a node's data directory: the chunks of shared datasets it fetched, kept by hash.
+const CHUNK_CACHE_DIR: &str = "chunks";
 
 pub async fn coordinator(
     listen: SocketAddr,
@@ -86,9 +88,11 @@ pub async fn node(
         }
         None => None,
     };
-    // Everything the node writes stays in its data directory: its key and partial downloads.
+    // Everything the node writes stays in its data directory: its key, partial downloads and
+    // the chunks of shared datasets it fetched.
     let client = CoordinatorClient::new(coordinator, pin, key.clone())?
-        .with_download_staging(data_dir.join(DOWNLOADS_DIR));
+        .with_download_staging(data_dir.join(DOWNLOADS_DIR))
+        .with_chunk_cache(data_dir.join(CHUNK_CACHE_DIR));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -109,8 +113,15 @@ pub async fn node(
         holder,
         ..NodeConfig::default()
     };
-    let done = NodeAgent::new(client, key, config).run(stopped).await?;
-    println!("node stopped after {done} fragments");
+    let summary = NodeAgent::new(client, key, config).run(stopped).await?;
+    let traffic = summary.dataset_traffic;
+    println!(
+        "node stopped after {} fragments; shared datasets: {:.2} MB fetched in {} chunks, {} chunks from the cache",
+        summary.fragments,
+        traffic.network_bytes as f64 / 1e6,
+        traffic.network_chunks,
+        traffic.cached_chunks
+    );
     Ok(())
 }
 

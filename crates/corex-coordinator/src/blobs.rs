@@ -1,4 +1,4 @@
-//! Published blobs (model versions, trained weights), named by their manifest root and served
+//! Published blobs (model versions, trained weights, shared datasets), named by their manifest root and served
 //! as chunks without copying. Only the versions that nodes may still need stay in memory.
 
 use std::collections::BTreeMap;
@@ -32,6 +32,13 @@ impl BlobStore {
     /// whether this call added them (only then may its caller retire them).
     pub fn publish_if_new(&mut self, bytes: Vec<u8>) -> (Hash, bool) {
         let manifest = Manifest::of(&bytes, CHUNK_SIZE);
+        self.publish_cut(bytes, manifest)
+    }
+
+    /// Publishes `bytes` already cut into `manifest` (`Manifest::of` over them, taken off the
+    /// lock), unless a blob of the same name is there already; see [`Self::publish_if_new`].
+    pub fn publish_cut(&mut self, bytes: Vec<u8>, manifest: Manifest) -> (Hash, bool) {
+        debug_assert_eq!(manifest.total_bytes, bytes.len() as u64);
         if self.blobs.contains_key(&manifest.hash) {
             return (manifest.hash, false);
         }

@@ -1,10 +1,11 @@
 //! A job's data, made ready before the job starts and off the engine lock: the train/test
 //! split, tabular features standardized on the training split's statistics when the spec asks
-//! for it, the compact encoding nodes fetch and its content hash. All the heavy work of
+//! for it, the compact encoding nodes fetch chunk by chunk and its name. All the heavy work of
 //! starting a job happens here, on a blocking thread.
 
 use std::sync::Arc;
 
+use corex_core::chunk::{DATASET_CHUNK_SIZE, Manifest};
 use corex_core::{DatasetSource, Hash, JobSpec, Standardization};
 use corex_ml::{Dataset, DatasetKind, Split};
 
@@ -16,11 +17,14 @@ pub struct PreparedData {
     /// What the nodes compute on (standardized when asked).
     pub dataset: Arc<Dataset>,
     pub split: Split,
-    /// Content hash of `dataset`.
+    /// The dataset's name: for one that travels, the root of its blob's chunk manifest (so a
+    /// node checks every chunk it fetches against the job's dataset hash); else the content
+    /// hash of its encoding.
     pub hash: Hash,
-    /// The encoding nodes fetch as a blob; none for the built-in digits (every node has them)
-    /// and for a federated job (there `dataset` is the owner's validation data).
-    pub encoded: Option<Vec<u8>>,
+    /// The encoding nodes fetch as a blob, cut into chunks of `DATASET_CHUNK_SIZE`; none for
+    /// the built-in digits (every node has them) and for a federated job (there `dataset` is
+    /// the owner's validation data).
+    pub encoded: Option<(Vec<u8>, Manifest)>,
     /// The statistics the features were standardized with.
     pub standardization: Option<Standardization>,
 }
@@ -62,7 +66,8 @@ pub fn prepare(
     let travels = spec.federated.is_none() && spec.dataset.source != DatasetSource::Digits;
     let (hash, encoded) = if travels {
         let bytes = dataset.to_bytes();
-        (Hash::of(&bytes), Some(bytes))
+        let manifest = Manifest::of(&bytes, DATASET_CHUNK_SIZE);
+        (manifest.hash, Some((bytes, manifest)))
     } else {
         (Hash(dataset.content_hash()), None)
     };

@@ -1,21 +1,58 @@
 //! Datasets (their canonical byte encoding and CSV text) and models as safetensors.
 //!
 //! Oracles beyond "no panic": dataset bytes that decode are exactly the canonical encoding of
-//! what they decode to, hash to its content hash, and split into a partition of the samples; a
+//! what they decode to, hash to its content hash, split into a partition of the samples, and
+//! give the same samples read by byte range (a node's sparse view) as decoded whole; a
 //! CSV that loads gives a consistent dataset whose encoding round-trips, and a CSV that fails
 //! gets a short error that cannot be repeating the data; a safetensors model that loads writes
 //! back to one that loads to the same spec and the same bits.
 
 use corex_core::{Hash, ModelSpec};
-use corex_ml::{Dataset, from_safetensors, init_parameters, to_safetensors};
+use corex_ml::{
+    Dataset, DatasetKind, EncodedLayout, MlError, from_safetensors, init_parameters, to_safetensors,
+};
 
 pub fn dataset_bytes(data: &[u8]) {
+    check_samples_by_range(data);
     let Ok(dataset) = Dataset::from_bytes(data) else {
         return;
     };
     assert_eq!(dataset.to_bytes(), data);
     assert_eq!(dataset.content_hash(), *Hash::of(data).as_bytes());
     check_split(&dataset, u64::from(data.len() as u32));
+}
+
+/// Reading samples by byte range, as a node does from the chunks it fetched, never panics
+/// whatever the header says; for bytes that decode whole, the samples read that way are the
+/// whole dataset's.
+fn check_samples_by_range(data: &[u8]) {
+    let Ok(layout) = EncodedLayout::parse(data) else {
+        return;
+    };
+    let read = |range: std::ops::Range<u64>| {
+        usize::try_from(range.start)
+            .ok()
+            .zip(usize::try_from(range.end).ok())
+            .and_then(|(start, end)| data.get(start..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| MlError::Dataset("past the end of the bytes".into()))
+    };
+    let indices = [1, 0, 1];
+    let subset = layout.subset(&indices, 2, read);
+    if let Ok(whole) = Dataset::from_bytes(data)
+        && whole.kind() != DatasetKind::Text
+        && whole.len() >= 2
+    {
+        let (subset, local) = subset.expect("the samples of a dataset that decodes decode");
+        assert_eq!(
+            subset
+                .feature_rows(&local)
+                .expect("local indices are inside the subset"),
+            whole
+                .feature_rows(&indices)
+                .expect("indices are inside the dataset")
+        );
+    }
 }
 
 /// A split's two sides hold every sample exactly once.

@@ -28,7 +28,8 @@
 //! # Modules
 //!
 //! - `dataset`: [`Dataset`] kinds, accessors and the [`Split`]; `dataset_codec`: the compact
-//!   encoding and content hash; `loaders`: digits, CSV, IDX, text and packaged datasets;
+//!   record-major encoding, its content hash and [`EncodedLayout`] (one sample's bytes, and a
+//!   dataset of just a fragment's samples); `loaders`: digits, CSV, IDX, text and packaged datasets;
 //!   `scaling`: [`fit_standardization`], [`standardize`]; `synthetic`: generated text and
 //!   images for tests and benchmarks.
 //! - `params`: [`init_parameters`], [`check_tensor`]; `families`: the burn modules (private);
@@ -82,6 +83,7 @@ pub use corex_core::{
     DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, TransformSpec, WorkSpec,
 };
 pub use dataset::{Dataset, DatasetKind, ImageShape, MAX_IMAGE_CLASSES, Split};
+pub use dataset_codec::EncodedLayout;
 pub use error::MlError;
 pub use evaluate::{Evaluation, evaluate, score_predictions};
 pub use export::{

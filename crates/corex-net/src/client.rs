@@ -53,6 +53,9 @@ pub struct CoordinatorClient {
     /// Where downloads keep their verified chunks, so that a restarted node resumes them (a
     /// node gives its data directory); none: downloads stay in memory.
     staging: Option<PathBuf>,
+    /// Where chunks fetched one by one (a shared dataset's) are kept by hash across jobs and
+    /// restarts; none: they stay in memory.
+    chunk_cache: Option<PathBuf>,
 }
 
 impl CoordinatorClient {
@@ -75,6 +78,7 @@ impl CoordinatorClient {
             key,
             transfer: TransferPolicy::default(),
             staging: None,
+            chunk_cache: None,
         })
     }
 
@@ -88,6 +92,16 @@ impl CoordinatorClient {
     pub fn with_download_staging(mut self, dir: PathBuf) -> Self {
         self.staging = Some(dir);
         self
+    }
+
+    /// This client, keeping chunks fetched one by one under `dir` (see `crate::sparse`).
+    pub fn with_chunk_cache(mut self, dir: PathBuf) -> Self {
+        self.chunk_cache = Some(dir);
+        self
+    }
+
+    pub(crate) fn chunk_cache(&self) -> Option<&Path> {
+        self.chunk_cache.as_deref()
     }
 
     pub(crate) fn transfer(&self) -> &TransferPolicy {

@@ -7,7 +7,9 @@
 //! again when read back and removed if it no longer matches; it is written as
 //! `<chunk hash>.part` and then renamed, so a crash never leaves half a chunk under a chunk's
 //! name. Opening a blob's stage removes other blobs' partial downloads (a node needs only the
-//! newest model version); a finished download removes its own.
+//! newest model version); a finished download removes its own. The same layout, opened with
+//! [`ChunkStage::open_kept`], is the cache of chunks fetched one by one (`crate::sparse`),
+//! which keeps every blob's.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,19 @@ impl ChunkStage {
     /// The stage of `blob` under `root`, made if absent; other blobs' stages are removed.
     pub async fn open(root: &Path, blob: &Hash) -> Result<Self, NetError> {
         remove_other_stages(root, blob).await;
+        let dir = root.join(blob.to_hex());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| NetError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(Self { dir })
+    }
+
+    /// The kept chunks of `blob` under `root`, made if absent; other blobs' are left alone
+    /// (a cache of chunks that several jobs, or a restarted node, read again).
+    pub async fn open_kept(root: &Path, blob: &Hash) -> Result<Self, NetError> {
         let dir = root.join(blob.to_hex());
         tokio::fs::create_dir_all(&dir)
             .await

@@ -80,9 +80,7 @@ pub struct UploadReport {
 impl CoordinatorClient {
     /// Fetches the blob named `hash`: its manifest, then its chunks (see [`Self::fetch_chunks`]).
     pub async fn fetch_blob(&self, hash: &Hash) -> Result<Bytes, NetError> {
-        let manifest: Manifest = self
-            .call_json("GET", &format!("/v1/blobs/{hash}"), Vec::new())
-            .await?;
+        let manifest = self.blob_manifest(hash).await?;
         self.fetch_chunks(hash, &manifest).await
     }
 
@@ -167,7 +165,7 @@ impl CoordinatorClient {
 
     /// Chunk `index` of `blob`, fetched again while it fails its hash check or its request
     /// fails transiently.
-    async fn fetch_chunk(
+    pub(crate) async fn fetch_chunk(
         &self,
         blob: &Hash,
         index: usize,

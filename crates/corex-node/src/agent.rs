@@ -1,12 +1,15 @@
 //! The node agent loop: register, then lease a fragment, fetch its model version by hash,
 //! compute, and submit a signed result, until told to stop.
 //!
-//! Model versions and job datasets are cached by hash. Connection trouble is retried with
+//! Model versions and job datasets are cached by hash (a shared dataset chunk by chunk, see
+//! `data`). Connection trouble is retried with
 //! backoff; a refused result (late lease, stale model) is logged and the loop moves on.
 //!
 //! A node given local data (`NodeConfig::local_data`) is a data holder for federated jobs:
 //! their fragments train on that data, which never leaves the node; only the update goes out,
 //! with a salted commitment to the data and the samples it used.
+
+mod data;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,12 +22,14 @@ use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, Res
 use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
 use corex_core::trace::{StepTrace, traced_commitment};
-use corex_core::{DatasetSource, Fragment, Hash, Keypair, WorkSpec};
+use corex_core::{Fragment, Hash, Keypair, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
 use corex_ml::{Dataset, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
 use tokio::sync::watch;
 
+use self::data::ChunkedDataset;
+pub use self::data::DatasetTraffic;
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
@@ -75,8 +80,17 @@ impl Default for NodeConfig {
 
 struct JobContext {
     descriptor: JobDescriptor,
-    /// The job's shared dataset; `None` for a federated job, whose data is each holder's own.
-    dataset: Option<Arc<Dataset>>,
+    data: JobData,
+}
+
+/// Where a job's data comes from.
+enum JobData {
+    /// Loaded whole: the built-in digits.
+    Whole(Arc<Dataset>),
+    /// The shared dataset blob of that name, read chunk by chunk (`data`).
+    Chunked(Hash),
+    /// A federated job: each holder computes on its own data.
+    HoldersOwn,
 }
 
 /// This node's local data and the commitment to it, salted with a secret derived from the
@@ -113,11 +127,22 @@ impl LocalShard {
     }
 }
 
+/// What a node's run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeRunSummary {
+    /// Results the coordinator accepted for upload.
+    pub fragments: u64,
+    /// What the shared datasets cost, over every job.
+    pub dataset_traffic: DatasetTraffic,
+}
+
 pub struct NodeAgent {
     client: CoordinatorClient,
     key: Keypair,
     config: NodeConfig,
     jobs: HashMap<Hash, Arc<JobContext>>,
+    /// Shared datasets by blob, as far as fetched.
+    datasets: HashMap<Hash, ChunkedDataset>,
     local: Option<LocalShard>,
     /// The newest model version fetched (older ones are never needed again).
     model: Option<(Hash, Arc<Vec<f32>>)>,
@@ -145,6 +170,7 @@ impl NodeAgent {
             key,
             config,
             jobs: HashMap::new(),
+            datasets: HashMap::new(),
             local,
             model: None,
             fragments_done: 0,
@@ -155,7 +181,10 @@ impl NodeAgent {
     }
 
     /// Runs until `stop` turns true. Returns early only if registration is impossible.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<u64, NodeError> {
+    pub async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<NodeRunSummary, NodeError> {
         let mut report = device::detect(self.config.compute_threads);
         if self.config.adversary == Some(Adversary::FakeGpu) {
             report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
@@ -173,7 +202,7 @@ impl NodeAgent {
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, "registration failed; retrying");
                     if wait_or_stop(&mut stop, backoff.next()).await {
-                        return Ok(self.fragments_done);
+                        return Ok(self.summary());
                     }
                 }
                 Err(error) => return Err(error.into()),
@@ -235,7 +264,15 @@ impl NodeAgent {
                 }
             }
         }
-        Ok(self.fragments_done)
+        let summary = self.summary();
+        tracing::info!(
+            fragments = summary.fragments,
+            dataset_network_bytes = summary.dataset_traffic.network_bytes,
+            dataset_network_chunks = summary.dataset_traffic.network_chunks,
+            dataset_cached_chunks = summary.dataset_traffic.cached_chunks,
+            "node stopped"
+        );
+        Ok(summary)
     }
 
     /// Registers this node on the coordinator's ledger (once; a restart finds it there), so
@@ -327,7 +364,8 @@ impl NodeAgent {
         }
         let spec = job.descriptor.spec.model.clone();
         let result_len = work.result_len(&spec, fragment.indices.len());
-        let dataset = self.fragment_data(fragment, &job)?;
+        // `indices` index `dataset`, which may hold just this fragment's samples.
+        let (dataset, indices) = self.fragment_data(fragment, &job).await?;
         let variant = match (private_plan(&job, fragment), fragment.steps) {
             (Some(plan), _) => Variant::Private(plan),
             (None, Some(steps)) => Variant::Segment(steps),
@@ -336,7 +374,6 @@ impl NodeAgent {
             }
             (None, None) => Variant::Plain,
         };
-        let indices = fragment.indices.clone();
         let skip = self
             .config
             .adversary
@@ -449,106 +486,6 @@ impl NodeAgent {
         self.client.submit_result(&header, tensor).await?;
         tracing::debug!(fragment = %fragment.short(), ?steps, "checkpoints revealed");
         Ok(())
-    }
-
-    /// The data `fragment` trains on: the job's shared dataset, or for a federated fragment
-    /// this node's local data, after checking that the fragment is this node's and the job's
-    /// declared sample count is the local one.
-    fn fragment_data(
-        &self,
-        fragment: &Fragment,
-        job: &JobContext,
-    ) -> Result<Arc<Dataset>, NodeError> {
-        let Some(holder) = fragment.holder else {
-            return job.dataset.clone().ok_or_else(|| {
-                NodeError::Compute("a federated job's fragment names no holder".into())
-            });
-        };
-        if holder != self.key.id() {
-            return Err(NodeError::NotTheHolder {
-                fragment: fragment.id,
-                holder: holder.short(),
-            });
-        }
-        let local = self
-            .local
-            .as_ref()
-            .ok_or(NodeError::NoLocalData(fragment.job))?;
-        let declared = job
-            .descriptor
-            .spec
-            .federated
-            .as_ref()
-            .and_then(|federated| federated.holder(&holder))
-            .map_or(0, |declared| declared.samples);
-        if declared as usize != local.dataset.len() {
-            return Err(NodeError::LocalSampleCount {
-                job: fragment.job,
-                declared,
-                local: local.dataset.len(),
-            });
-        }
-        Ok(local.dataset.clone())
-    }
-
-    async fn job_context(&mut self, job: &Hash) -> Result<Arc<JobContext>, NodeError> {
-        if let Some(context) = self.jobs.get(job) {
-            return Ok(context.clone());
-        }
-        let descriptor = self.client.job(job).await?;
-        if descriptor.spec.federated.is_some() {
-            // The job's `dataset` is the owner's validation data: nothing for a node to load.
-            let context = Arc::new(JobContext {
-                descriptor,
-                dataset: None,
-            });
-            self.jobs.insert(*job, context.clone());
-            return Ok(context);
-        }
-        // The built-in digits load here; any other dataset comes from the coordinator as a
-        // blob in hash-checked chunks (a node never reads a path a job names). The content hash
-        // is taken off the async threads, of the fetched bytes before anything is decoded.
-        let expected = descriptor.dataset_hash;
-        let loaded = match &descriptor.spec.dataset.source {
-            DatasetSource::Digits => tokio::task::spawn_blocking(move || {
-                Dataset::digits().map(|dataset| {
-                    let local = Hash(dataset.content_hash());
-                    (local, (local == expected).then_some(dataset))
-                })
-            })
-            .await
-            .map_err(|error| NodeError::Compute(error.to_string()))?,
-            DatasetSource::Uploaded { .. }
-            | DatasetSource::Named { .. }
-            | DatasetSource::Packaged { .. } => {
-                let blob = descriptor
-                    .dataset_blob
-                    .ok_or(NodeError::NoDatasetBlob(*job))?;
-                let bytes = self.client.fetch_blob(&blob).await?;
-                tokio::task::spawn_blocking(move || {
-                    let local = Hash::of(&bytes);
-                    let decoded = (local == expected).then(|| Dataset::from_bytes(&bytes));
-                    decoded.transpose().map(|dataset| (local, dataset))
-                })
-                .await
-                .map_err(|error| NodeError::Compute(error.to_string()))?
-            }
-        }
-        .map_err(|error| NodeError::Compute(error.to_string()))?;
-        let (_, Some(dataset)) = loaded else {
-            let local = loaded.0;
-            return Err(NodeError::DatasetMismatch {
-                job: *job,
-                local,
-                expected,
-            });
-        };
-        let context = Arc::new(JobContext {
-            descriptor,
-            dataset: Some(Arc::new(dataset)),
-        });
-        self.jobs.insert(*job, context.clone());
-        Ok(context)
     }
 
     async fn model_version(

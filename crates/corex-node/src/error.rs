@@ -18,6 +18,8 @@ pub enum NodeError {
         "job {0} names a dataset this node does not hold and the coordinator published no dataset blob"
     )]
     NoDatasetBlob(Hash),
+    #[error("job {job}: its shared dataset is unusable: {reason}")]
+    BadDataset { job: Hash, reason: String },
     #[error("model version {0} is not a whole f32 tensor")]
     BadModel(Hash),
     #[error("fragment computation failed: {0}")]

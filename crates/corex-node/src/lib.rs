@@ -13,6 +13,6 @@ pub mod holder;
 mod pacing;
 
 pub use adversary::Adversary;
-pub use agent::{NodeAgent, NodeConfig};
+pub use agent::{DatasetTraffic, NodeAgent, NodeConfig, NodeRunSummary};
 pub use error::NodeError;
 pub use holder::HolderPolicy;

@@ -267,7 +267,7 @@ impl JobRun {
         };
         let model = blobs.publish(f32s_to_bytes(&parameters));
         // Nodes load the built-in digits themselves; any other shared dataset goes to them.
-        let dataset_blob = encoded.map(|bytes| blobs.publish(bytes));
+        let dataset_blob = encoded.map(|(bytes, manifest)| blobs.publish_cut(bytes, manifest).0);
         let mut run = Self {
             id,
             owner,

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 type NodeTask = (
     watch::Sender<bool>,
-    JoinHandle<Result<u64, corex_node::NodeError>>,
+    JoinHandle<Result<corex_node::NodeRunSummary, corex_node::NodeError>>,
 );
 
 pub struct TestNet {
@@ -87,6 +87,16 @@ impl TestNet {
         };
         let handle = tokio::spawn(NodeAgent::new(client, key, config).run(stopped));
         self.nodes.push((stop, handle));
+    }
+
+    /// Stops every node; what each run did, in the order they were started.
+    pub async fn stop_nodes(&mut self) -> Vec<corex_node::NodeRunSummary> {
+        let mut summaries = Vec::new();
+        for (stop, handle) in self.nodes.drain(..) {
+            let _ = stop.send(true);
+            summaries.push(handle.await.unwrap().unwrap());
+        }
+        summaries
     }
 
     /// Stops every node and the server; returns the coordinator's data directory, which

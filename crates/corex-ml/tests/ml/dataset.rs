@@ -142,10 +142,10 @@ fn the_travelling_encoding_round_trips_and_names_the_content_hash() {
     longer.push(0);
     assert!(Dataset::from_bytes(&longer).is_err());
     let mut huge = bytes.clone();
-    huge[19..27].copy_from_slice(&u64::MAX.to_le_bytes());
+    huge[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(Dataset::from_bytes(&huge).is_err());
     let mut bad_label = bytes;
-    let last = bad_label.len() - 4;
-    bad_label[last..].copy_from_slice(&99u32.to_le_bytes());
+    // Records are features then a label byte: the last byte is the last sample's label.
+    *bad_label.last_mut().unwrap() = 99;
     assert!(Dataset::from_bytes(&bad_label).is_err());
 }

@@ -3,6 +3,7 @@
 
 mod common;
 mod dataset;
+mod dataset_subset;
 mod digits;
 mod export;
 mod families;
