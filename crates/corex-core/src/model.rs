@@ -215,7 +215,8 @@ impl CnnSpec {
         channels.saturating_mul(height).saturating_mul(width)
     }
 
-    fn dense_widths(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+    /// Widths of the dense head: the flattened map, each hidden layer, the classes.
+    pub fn dense_widths(&self) -> impl Iterator<Item = usize> + Clone + '_ {
         std::iter::once(self.flat_width())
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(self.classes))

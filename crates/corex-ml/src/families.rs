@@ -86,11 +86,7 @@ impl Cnn {
                 layer
             })
             .collect();
-        let halvings = spec.conv.len() as u32;
-        let flat = channels * (spec.height >> halvings) * (spec.width >> halvings);
-        let mut widths = vec![flat];
-        widths.extend_from_slice(&spec.hidden);
-        widths.push(spec.classes);
+        let widths: Vec<usize> = spec.dense_widths().collect();
         Self {
             conv,
             dense: dense_stack(&widths, device),

@@ -46,21 +46,26 @@ impl DatasetTraffic {
 /// The chunks of a shared dataset's blob this node holds.
 struct HeldChunks {
     blob: Hash,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     chunks: HashMap<usize, Bytes>,
     traffic: DatasetTraffic,
 }
 
 impl HeldChunks {
-    /// Fetches (or reads from the chunk cache) every chunk covering `ranges` not held yet.
-    async fn fetch_covering(
+    /// The chunks covering `ranges`, fetching (or reading from the chunk cache) those not
+    /// held yet.
+    async fn covering(
         &mut self,
         client: &CoordinatorClient,
         ranges: impl IntoIterator<Item = Range<u64>>,
-    ) -> Result<(), NodeError> {
-        let missing: BTreeSet<usize> = ranges
+    ) -> Result<HashMap<usize, Bytes>, NodeError> {
+        let covering: BTreeSet<usize> = ranges
             .into_iter()
             .flat_map(|range| self.manifest.chunks_covering(range))
+            .collect();
+        let missing: Vec<usize> = covering
+            .iter()
+            .copied()
             .filter(|index| !self.chunks.contains_key(index))
             .collect();
         for index in missing {
@@ -76,7 +81,11 @@ impl HeldChunks {
             }
             self.chunks.insert(index, chunk);
         }
-        Ok(())
+        // Cheap clones: `Bytes` share their buffer.
+        Ok(covering
+            .into_iter()
+            .filter_map(|index| Some((index, self.chunks.get(&index)?.clone())))
+            .collect())
     }
 }
 
@@ -105,7 +114,7 @@ impl ChunkedDataset {
         }
         let mut held = HeldChunks {
             blob,
-            manifest,
+            manifest: Arc::new(manifest),
             chunks: HashMap::new(),
             traffic: DatasetTraffic::default(),
         };
@@ -113,9 +122,9 @@ impl ChunkedDataset {
             .manifest
             .total_bytes
             .min(EncodedLayout::MAX_HEADER_BYTES as u64);
-        held.fetch_covering(client, [header.clone()]).await?;
-        let prefix = read_range(&held.chunks, &held.manifest, header)
-            .map_err(|error| bad(error.to_string()))?;
+        let chunks = held.covering(client, [header.clone()]).await?;
+        let prefix =
+            read_range(&chunks, &held.manifest, header).map_err(|error| bad(error.to_string()))?;
         let layout = EncodedLayout::parse(&prefix).map_err(|error| bad(error.to_string()))?;
         if layout.encoded_bytes() != held.manifest.total_bytes {
             return Err(bad(format!(
@@ -142,7 +151,7 @@ impl ChunkedDataset {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| NodeError::Compute(error.to_string()))?;
         let before = self.held.traffic.network_chunks;
-        self.held.fetch_covering(client, ranges).await?;
+        let chunks = self.held.covering(client, ranges).await?;
         if self.held.traffic.network_chunks > before {
             tracing::debug!(
                 job = %job.short(),
@@ -154,8 +163,6 @@ impl ChunkedDataset {
         }
         let layout = self.layout;
         let manifest = self.held.manifest.clone();
-        // Cheap clones: `Bytes` are shared, not copied.
-        let chunks = self.held.chunks.clone();
         let indices = indices.to_vec();
         let (subset, local) = tokio::task::spawn_blocking(move || {
             layout.subset(&indices, window, |range| {
