@@ -182,9 +182,13 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
         shared.engine().config.replay_mflops.get_or_insert(mflops);
     }
     let name = spec.name.clone();
+    let store = shared.clone();
+    let sequence = tokio::task::spawn_blocking(move || store.store.take_job_sequence())
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     let job = shared
         .engine()
-        .submit_job(owner, spec, prepared, shared.clock.millis())?;
+        .submit_job(owner, spec, prepared, sequence, shared.clock.millis())?;
     tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
     shared.work_available.notify_waiters();
     Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())

@@ -25,6 +25,7 @@ pub mod nonce;
 pub mod outputs;
 pub mod prepared;
 pub mod server;
+pub mod store;
 pub mod transport;
 pub mod uploads;
 pub mod uploads_api;

@@ -21,6 +21,7 @@ use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
 use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
 use crate::nonce::NonceCache;
+use crate::store::{StateStore, write_atomically};
 use crate::transport::{ConnectionLimiter, KeyRateLimiter};
 use crate::verification::Verifier;
 
@@ -66,6 +67,8 @@ pub struct Shared {
     pub clock: Clock,
     /// Where finished jobs' reports and weights or outputs are written.
     pub data_dir: PathBuf,
+    /// The coordinator's own durable state (`coordinator.redb`).
+    pub store: StateStore,
     pub ledger: Arc<Mutex<LedgerService>>,
     /// Closed rounds and audit seed events on their way to the ledger, in the order they
     /// happened.
@@ -152,17 +155,23 @@ impl Shared {
         };
         let dir = self.data_dir.join("jobs").join(job.to_hex());
         let storage = |error: std::io::Error| CoordinatorError::Storage(error.to_string());
-        tokio::fs::create_dir_all(&dir).await.map_err(storage)?;
         let report_json = serde_json::to_vec_pretty(&report)
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-        tokio::fs::write(dir.join("report.json"), report_json)
-            .await
-            .map_err(storage)?;
-        for (name, bytes) in files {
-            tokio::fs::write(dir.join(name), &bytes)
-                .await
-                .map_err(storage)?;
-        }
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&target)?;
+            if let Some(jobs) = target.parent() {
+                std::fs::File::open(jobs)?.sync_all()?;
+            }
+            // The results first, the report last: a report on disk means its files are whole.
+            for (name, bytes) in files {
+                write_atomically(&target, name, &bytes)?;
+            }
+            write_atomically(&target, "report.json", &report_json)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))?
+        .map_err(storage)?;
         tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and results written");
         Ok(())
     }
@@ -230,6 +239,7 @@ pub async fn run(
         let summary = lock(&ledger).chain().summary();
         tracing::info!(chain = %summary.chain_id, height = summary.height, epoch = summary.epoch, "ledger opened");
     }
+    let store = StateStore::open(&data_dir)?;
     let (round_sender, round_receiver) = unbounded_channel();
     let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
     let shared = Arc::new(Shared {
@@ -241,6 +251,7 @@ pub async fn run(
         lease_queue: LeaseQueue::default(),
         clock,
         data_dir,
+        store,
         ledger,
         closed_rounds: Mutex::new(Some(LedgerFeed::new(round_sender))),
     });

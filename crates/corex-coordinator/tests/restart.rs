@@ -1,6 +1,7 @@
 //! A coordinator restart keeps cheaters out: the verifier's audit records live in memory, but
 //! the ledger that removed a cheater is stored, and the restarted coordinator bans the removed
-//! node from the start while honest nodes carry on.
+//! node from the start while honest nodes carry on. Node agents left running across a restart
+//! register again by themselves and go on working, and job ids never repeat.
 
 #![allow(clippy::unwrap_used)]
 
@@ -101,4 +102,38 @@ async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
     );
     assert_eq!(status.nodes.len(), 3);
     net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_nodes_register_again_after_a_restart_and_go_on_working() {
+    let mut net = TestNet::start(config()).await;
+    for seed in 1..=2 {
+        net.spawn_node(seed);
+    }
+    let owner = net.client(250);
+    let first = owner.submit_job(&job("same-spec")).await.unwrap();
+    let status = wait_for_end(&owner, &first, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+
+    // The same node processes, a new coordinator process: its registry starts empty, the
+    // nodes are answered `unregistered_node` and register again with no one's help.
+    net.restart_server(config()).await;
+    let owner = net.client(250);
+    let second = owner.submit_job(&job("same-spec")).await.unwrap();
+    assert_ne!(
+        second, first,
+        "the same spec from the same owner gets a new id"
+    );
+    let status = wait_for_end(&owner, &second, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished);
+    assert_eq!(status.nodes.len(), 2, "both nodes came back: {status:?}");
+    let dir = net.shutdown().await;
+    for job in [first, second] {
+        let report = dir
+            .path()
+            .join("jobs")
+            .join(job.to_hex())
+            .join("report.json");
+        assert!(report.exists(), "{} kept its report", job.short());
+    }
 }

@@ -180,7 +180,8 @@ impl NodeAgent {
         }
     }
 
-    /// Runs until `stop` turns true. Returns early only if registration is impossible.
+    /// Runs until `stop` turns true. Returns early only if registration is impossible. A
+    /// coordinator that no longer knows this node (it restarted) gets it registered again.
     pub async fn run(
         mut self,
         mut stop: watch::Receiver<bool>,
@@ -190,25 +191,55 @@ impl NodeAgent {
             report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
             report.claimed_gflops = Some(60_000);
         }
+        while self.register(&report, &mut stop).await? {
+            match self.work(&mut stop).await {
+                WorkEnd::Stopped => break,
+                WorkEnd::Forgotten => tracing::info!(
+                    "the coordinator no longer knows this node (it restarted?); registering again"
+                ),
+            }
+        }
+        let summary = self.summary();
+        tracing::info!(
+            fragments = summary.fragments,
+            dataset_network_bytes = summary.dataset_traffic.network_bytes,
+            dataset_network_chunks = summary.dataset_traffic.network_chunks,
+            dataset_cached_chunks = summary.dataset_traffic.cached_chunks,
+            "node stopped"
+        );
+        Ok(summary)
+    }
+
+    /// Registers (retrying while the coordinator is unreachable), joins the ledger and answers
+    /// the capability challenge; false when stopped first.
+    async fn register(
+        &self,
+        report: &DeviceReport,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, NodeError> {
         let mut backoff = Backoff::default();
         loop {
             match self.client.register(report.clone()).await {
                 Ok(response) => {
                     tracing::info!(node = %response.node.short(), coordinator = %response.coordinator.short(), "registered");
-                    self.join_ledger(&report).await;
+                    self.join_ledger(report).await;
                     self.prove_capability().await;
-                    break;
+                    return Ok(true);
                 }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, "registration failed; retrying");
-                    if wait_or_stop(&mut stop, backoff.next()).await {
-                        return Ok(self.summary());
+                    if wait_or_stop(stop, backoff.next()).await {
+                        return Ok(false);
                     }
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        backoff = Backoff::default();
+    }
+
+    /// Leases and computes until stopped, or until the coordinator no longer knows this node.
+    async fn work(&mut self, stop: &mut watch::Receiver<bool>) -> WorkEnd {
+        let mut backoff = Backoff::default();
         while !*stop.borrow() {
             let lease = tokio::select! {
                 lease = self.client.lease(self.config.lease_wait_ms) => lease,
@@ -226,8 +257,14 @@ impl NodeAgent {
                         outcome = self.work_on(&fragment, &model) => outcome,
                         _ = stop.changed() => break,
                     };
-                    if let Err(error) = outcome {
-                        tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed");
+                    match outcome {
+                        Err(NodeError::Net(error)) if forgotten(&error) => {
+                            return WorkEnd::Forgotten;
+                        }
+                        Err(error) => {
+                            tracing::warn!(fragment = %fragment.id.short(), %error, "fragment not completed")
+                        }
+                        Ok(()) => {}
                     }
                 }
                 Ok(LeaseResponse::Reveal {
@@ -243,36 +280,32 @@ impl NodeAgent {
                     // whole fragment instead: back off rather than ask it in a tight loop.
                     match outcome {
                         Ok(()) => backoff = Backoff::default(),
+                        Err(NodeError::Net(error)) if forgotten(&error) => {
+                            return WorkEnd::Forgotten;
+                        }
                         Err(error) => {
                             tracing::warn!(fragment = %fragment.short(), %error, "checkpoints not revealed");
-                            if wait_or_stop(&mut stop, backoff.next()).await {
+                            if wait_or_stop(stop, backoff.next()).await {
                                 break;
                             }
                         }
                     }
                 }
                 Ok(LeaseResponse::Idle { retry_ms }) => {
-                    if wait_or_stop(&mut stop, Duration::from_millis(retry_ms.min(2_000))).await {
+                    if wait_or_stop(stop, Duration::from_millis(retry_ms.min(2_000))).await {
                         break;
                     }
                 }
+                Err(error) if forgotten(&error) => return WorkEnd::Forgotten,
                 Err(error) => {
                     tracing::warn!(%error, "lease request failed");
-                    if wait_or_stop(&mut stop, backoff.next()).await {
+                    if wait_or_stop(stop, backoff.next()).await {
                         break;
                     }
                 }
             }
         }
-        let summary = self.summary();
-        tracing::info!(
-            fragments = summary.fragments,
-            dataset_network_bytes = summary.dataset_traffic.network_bytes,
-            dataset_network_chunks = summary.dataset_traffic.network_chunks,
-            dataset_cached_chunks = summary.dataset_traffic.cached_chunks,
-            "node stopped"
-        );
-        Ok(summary)
+        WorkEnd::Stopped
     }
 
     /// Registers this node on the coordinator's ledger (once; a restart finds it there), so
@@ -503,6 +536,18 @@ impl NodeAgent {
         self.model = Some((*hash, parameters.clone()));
         Ok(parameters)
     }
+}
+
+/// Why a node's work loop ended.
+enum WorkEnd {
+    Stopped,
+    /// The coordinator answered that it does not know this node: register again.
+    Forgotten,
+}
+
+/// The coordinator does not know this node (it restarted and lost its registry).
+fn forgotten(error: &corex_net::NetError) -> bool {
+    error.api_code() == Some("unregistered_node")
 }
 
 /// The DP-SGD plan of a federated fragment whose job asks for differential privacy.

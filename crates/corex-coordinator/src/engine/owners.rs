@@ -19,12 +19,15 @@ use crate::job_run::JobRun;
 use crate::prepared::PreparedData;
 
 impl Coordinator {
-    /// Starts `owner`'s job on `dataset`, if the owner's quotas allow one more job.
+    /// Starts `owner`'s job on `dataset`, if the owner's quotas allow one more job; `sequence`
+    /// is a submission number never used before (`StateStore::take_job_sequence`), which makes
+    /// the job's id unique across restarts.
     pub fn submit_job(
         &mut self,
         owner: NodeId,
         spec: JobSpec,
         prepared: PreparedData,
+        sequence: u64,
         now_ms: u64,
     ) -> Result<Hash, CoordinatorError> {
         let running = self
@@ -46,7 +49,13 @@ impl Coordinator {
                 self.config.max_stored_bytes_per_owner
             )));
         }
-        let id = job_id(&spec, &owner, self.job_order.len() as u64);
+        let id = job_id(&spec, &owner, sequence);
+        if self.jobs.contains_key(&id) {
+            return Err(CoordinatorError::Storage(format!(
+                "job id {} is taken (submission sequence {sequence} reused)",
+                id.short()
+            )));
+        }
         let engine = job_engine(
             &mut self.blobs,
             &mut self.verifier,

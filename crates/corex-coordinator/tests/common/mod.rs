@@ -21,7 +21,7 @@ pub struct TestNet {
     pub url: String,
     pub pin: String,
     stop_server: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), corex_coordinator::CoordinatorError>>>,
+    server: Option<Server>,
     nodes: Vec<NodeTask>,
     pub dir: tempfile::TempDir,
 }
@@ -34,21 +34,9 @@ impl TestNet {
     /// A coordinator on the data directory `dir` (a restart, when `dir` holds an earlier
     /// run's files): the same key, certificate and ledger.
     pub async fn start_in(dir: tempfile::TempDir, config: CoordinatorConfig) -> Self {
-        let tls = TlsIdentity::load_or_create(dir.path()).unwrap();
-        let pin = tls.fingerprint();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(corex_coordinator::run(
-            listener,
-            Keypair::from_secret([200; 32]),
-            tls,
-            config,
-            dir.path().to_owned(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (pin, stop_server, server) = serve(&dir, listener, config);
         Self {
             url,
             pin,
@@ -57,6 +45,23 @@ impl TestNet {
             nodes: Vec::new(),
             dir,
         }
+    }
+
+    /// Stops the coordinator, leaving the nodes running, and starts a fresh one on the same
+    /// data directory and address (what a process restart looks like to the nodes).
+    pub async fn restart_server(&mut self, config: CoordinatorConfig) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let address = self.url.trim_start_matches("https://");
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        let (pin, stop_server, server) = serve(&self.dir, listener, config);
+        assert_eq!(pin, self.pin, "the same certificate");
+        self.stop_server = Some(stop_server);
+        self.server = Some(server);
     }
 
     /// A client signing with the key made from `seed`.
@@ -114,6 +119,30 @@ impl TestNet {
         }
         self.dir
     }
+}
+
+type Server = JoinHandle<Result<(), corex_coordinator::CoordinatorError>>;
+
+/// Serves a coordinator on `listener` from `dir`: its certificate pin, its stop switch, its task.
+fn serve(
+    dir: &tempfile::TempDir,
+    listener: std::net::TcpListener,
+    config: CoordinatorConfig,
+) -> (String, oneshot::Sender<()>, Server) {
+    let tls = TlsIdentity::load_or_create(dir.path()).unwrap();
+    let pin = tls.fingerprint();
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(corex_coordinator::run(
+        listener,
+        Keypair::from_secret([200; 32]),
+        tls,
+        config,
+        dir.path().to_owned(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (pin, stop_server, server)
 }
 
 /// Polls until the job leaves the running state, or panics after `timeout`.
