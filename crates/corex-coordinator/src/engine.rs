@@ -26,6 +26,7 @@ use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 
+mod closing;
 mod owners;
 
 pub struct Coordinator {

@@ -19,7 +19,7 @@
 use corex_core::messages::{HolderPrivacy, PrivacyReport, ResultVerdict, RoundRecord};
 use corex_core::{Hash, JobSpec, NodeId, WorkSpec};
 
-use crate::verification::{AuditPlan, Candidate, Judged, Verifier};
+use crate::verification::{AuditPlan, Candidate, Judged, RecordDelta};
 
 /// A result whose solo validation loss exceeds this many times the round's median is
 /// rejected (with at least [`MIN_VALIDATION_COHORT`] results to take a median of).
@@ -76,7 +76,7 @@ pub fn held_out_checks(
 /// One verdict per candidate, in order, from the round's [`HeldOut`] checks. Rejected
 /// results get no replacement: they simply do not count.
 pub fn judge_federated(
-    verifier: &mut Verifier,
+    records: &mut Vec<RecordDelta>,
     candidates: &[Candidate<'_>],
     plan: &AuditPlan,
     checks: &[HeldOut],
@@ -98,7 +98,7 @@ pub fn judge_federated(
             // A repeat is proof of copying and counts towards a ban; the statistical checks
             // can misjudge an honest holder now and then, so they only cost the result.
             if repeated {
-                verifier.count_check(&candidate.node, false);
+                records.push(RecordDelta::failed(candidate.node));
             }
             let evidence = evidence(&candidate.fragment, &candidate.result_hash, check);
             let verdict = match reason {

@@ -90,14 +90,20 @@ impl Shared {
         }
     }
 
-    /// Sends a round that `progress` closed to the ledger recorder. Call it under the engine
-    /// lock (`engine` is that guard), right after the step that closed the round.
+    /// Sends a round that `progress` closed to the ledger recorder, or starts the close of a
+    /// complete round off the lock ([`close_round`]). Call it under the engine lock (`engine`
+    /// is that guard), right after the step that made the progress: whatever happens to the
+    /// request that caused it, the close runs.
     pub fn record_progress(
-        &self,
+        self: &Arc<Self>,
         engine: &Coordinator,
         job: &Hash,
         progress: Progress,
     ) -> Result<(), CoordinatorError> {
+        if progress == Progress::Closing {
+            tokio::spawn(close_round(self.clone(), *job));
+            return Ok(());
+        }
         if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
             && let Some(record) = engine.job(job)?.history().last()
         {
@@ -122,7 +128,7 @@ impl Shared {
         if progress != Progress::Accepted {
             self.work_available.notify_waiters();
         }
-        if progress == Progress::JobFinished {
+        if matches!(progress, Progress::JobFinished | Progress::JobFailed) {
             self.persist_finished_job(job).await?;
         }
         Ok(())
@@ -175,6 +181,58 @@ impl Shared {
         tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and results written");
         Ok(())
     }
+}
+
+/// Computes the close of `job`'s complete round on a blocking thread, with no lock held, then
+/// applies it under the engine lock: the next round opens (or the job ends), the round goes to
+/// the ledger, waiting lease requests wake. A computation that fails or panics fails the job
+/// with the reason in its status; nothing is dropped without a log line.
+async fn close_round(shared: Arc<Shared>, job: Hash) {
+    let Some(work) = shared.engine().take_close_work(&job) else {
+        return;
+    };
+    let closed = match tokio::task::spawn_blocking(move || work.compute()).await {
+        Ok(Ok(closed)) => Ok(closed),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(format!("the computation failed: {}", join_failure(error))),
+    };
+    let worker = shared.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let mut engine = worker.engine();
+        let progress = engine.finish_close(&job, closed, worker.clock.millis())?;
+        worker.record_progress(&engine, &job, progress)?;
+        Ok::<_, CoordinatorError>(progress)
+    })
+    .await;
+    match applied {
+        Ok(Ok(progress)) => {
+            if let Err(error) = shared.announce_progress(&job, progress).await {
+                tracing::error!(job = %job.short(), %error, "a finished job could not be persisted");
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::error!(job = %job.short(), %error, "a round's close could not be applied")
+        }
+        Err(error) => tracing::error!(
+            job = %job.short(),
+            error = %join_failure(error),
+            "applying a round's close failed"
+        ),
+    }
+}
+
+/// What a background task that did not finish says: its panic message, or that it was cancelled.
+fn join_failure(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let panic = error.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    format!("panicked: {message}")
 }
 
 /// The coordinator's speed at a challenge-sized matrix product (MFLOP/s), the better of two
@@ -379,76 +437,86 @@ async fn record_rounds(
 /// audit deadline passed (the coordinator replays what no node returned); drops idle nodes'
 /// staged uploads; hands the ledger new audit seed events and mixes fresh OS randomness into
 /// the seeds; closes the ledger epochs whose time has passed.
+/// A sweep that panics is logged and the next one runs on time.
 async fn sweep_leases(shared: Arc<Shared>) {
     let mut interval =
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
     loop {
         interval.tick().await;
-        let worker = shared.clone();
-        let closed = tokio::task::spawn_blocking(move || {
-            let mut engine = worker.engine();
-            let closed = engine.close_overdue_rounds(worker.clock.millis());
-            closed
-                .into_iter()
-                .filter_map(|(job, progress)| match progress {
-                    Ok(progress) => match worker.record_progress(&engine, &job, progress) {
-                        Ok(()) => Some((job, progress)),
-                        Err(error) => {
-                            tracing::warn!(%error, "a closed round could not be queued for the ledger");
-                            None
-                        }
-                    },
+        if let Err(error) = tokio::spawn(sweep_once(shared.clone())).await {
+            tracing::error!(error = %join_failure(error), "a lease sweep failed");
+        }
+    }
+}
+
+async fn sweep_once(shared: Arc<Shared>) {
+    let worker = shared.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut engine = worker.engine();
+        let closed = engine.close_overdue_rounds(worker.clock.millis());
+        closed
+            .into_iter()
+            .filter_map(|(job, progress)| match progress {
+                Ok(progress) => match worker.record_progress(&engine, &job, progress) {
+                    Ok(()) => Some((job, progress)),
                     Err(error) => {
-                        tracing::warn!(job = %job.short(), %error, "closing an audited round failed");
+                        tracing::warn!(%error, "a closed round could not be queued for the ledger");
                         None
                     }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for (job, progress) in closed {
-            if let Err(error) = shared.announce_progress(&job, progress).await {
-                tracing::warn!(%error, "a finished job could not be persisted");
-            }
+                },
+                Err(error) => {
+                    tracing::warn!(job = %job.short(), %error, "closing an audited round failed");
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|error| {
+        tracing::error!(error = %join_failure(error), "closing overdue rounds failed");
+        Vec::new()
+    });
+    for (job, progress) in closed {
+        if let Err(error) = shared.announce_progress(&job, progress).await {
+            tracing::warn!(%error, "a finished job could not be persisted");
         }
-        let expired = {
-            let mut engine = shared.engine();
-            let now_ms = shared.clock.millis();
-            engine.uploads.expire(now_ms);
-            // Keys seen once (an attacker can mint any number) cost no memory for long.
-            shared.key_rates.forget_idle();
-            if let Some(feed) = lock(&shared.closed_rounds).as_mut() {
-                feed.flush_audit_events(&mut engine.verifier);
-            }
-            if let Ok(fresh) = corex_net::random_bytes::<32>() {
-                engine.verifier.seeds.mix_entropy(fresh);
-            }
-            engine.expire(now_ms)
-        };
-        let worker = shared.clone();
-        let closed = tokio::task::spawn_blocking(move || {
-            worker.ledger().close_epochs(worker.clock.unix_millis())
-        })
-        .await;
-        if let Ok(Err(error)) = closed {
-            tracing::warn!(%error, "the ledger could not close an epoch");
+    }
+    let expired = {
+        let mut engine = shared.engine();
+        let now_ms = shared.clock.millis();
+        engine.uploads.expire(now_ms);
+        // Keys seen once (an attacker can mint any number) cost no memory for long.
+        shared.key_rates.forget_idle();
+        if let Some(feed) = lock(&shared.closed_rounds).as_mut() {
+            feed.flush_audit_events(&mut engine.verifier);
         }
-        if expired.is_empty() {
-            continue;
+        if let Ok(fresh) = corex_net::random_bytes::<32>() {
+            engine.verifier.seeds.mix_entropy(fresh);
         }
-        tracing::info!(freed = expired.len(), "leases expired; fragments re-issued");
-        shared.work_available.notify_waiters();
-        // A timeout is a soft reject: the work is dropped, nothing is slashed.
-        let worker = shared.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            worker
-                .ledger()
-                .record_timeouts(&expired, worker.clock.unix_millis())
-        })
-        .await;
-        if let Ok(Err(error)) = recorded {
-            tracing::warn!(%error, "timeouts could not be recorded on the ledger");
-        }
+        engine.expire(now_ms)
+    };
+    let worker = shared.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        worker.ledger().close_epochs(worker.clock.unix_millis())
+    })
+    .await;
+    if let Ok(Err(error)) = closed {
+        tracing::warn!(%error, "the ledger could not close an epoch");
+    }
+    if expired.is_empty() {
+        return;
+    }
+    tracing::info!(freed = expired.len(), "leases expired; fragments re-issued");
+    shared.work_available.notify_waiters();
+    // A timeout is a soft reject: the work is dropped, nothing is slashed.
+    let worker = shared.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        worker
+            .ledger()
+            .record_timeouts(&expired, worker.clock.unix_millis())
+    })
+    .await;
+    if let Ok(Err(error)) = recorded {
+        tracing::warn!(%error, "timeouts could not be recorded on the ledger");
     }
 }

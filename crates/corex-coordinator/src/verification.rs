@@ -18,8 +18,10 @@
 //! fresh randomness and committed ahead, and an ordered log of anchors and reveals for the
 //! ledger (docs/verification.md).
 
+mod judge;
 mod seeds;
 
+pub use judge::{Comparator, RecordDelta};
 pub use seeds::{AuditEvent, CHAIN_LENGTH, SeedSource};
 
 use std::collections::{BTreeMap, HashSet};
@@ -27,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, NodeId, WorkSpec};
 use corex_verify::{
-    AuditPolicy, ConsistencyPolicy, Tolerance, compare, gather, is_audited, round_consistency,
+    AuditPolicy, ConsistencyPolicy, Tolerance, gather, is_audited, round_consistency,
     sample_coordinates,
 };
 
@@ -88,10 +90,6 @@ pub struct Replay {
     pub gradient: Vec<f32>,
     pub loss: f32,
 }
-
-/// Largest accepted difference between reported and replayed loss, relative to the replayed
-/// loss (with an absolute floor for losses near zero). Honest replays match exactly.
-const LOSS_TOLERANCE: f32 = 1e-3;
 
 /// The verdict on one result and, for a rejected one, the gradient that replaces it.
 pub struct Judged {
@@ -234,240 +232,20 @@ impl Verifier {
             .collect())
     }
 
-    /// Judges a round planned by [`plan_round`](Self::plan_round). An audited result whose
-    /// position is in `passed_segments` (its segment audit agreed, settled by the node named
-    /// there or by the coordinator) has passed. Otherwise it is
-    /// compared with the node replay in `node_replays` when there is one; where they disagree,
-    /// or there is none, `replay(i)` (the coordinator's own) decides, and it also judges the
-    /// auditor. Returns one verdict per candidate, in order, and one per node replay.
-    pub fn judge(
-        &mut self,
-        candidates: &[Candidate<'_>],
-        plan: &AuditPlan,
-        node_replays: &BTreeMap<usize, NodeReplay>,
-        passed_segments: &BTreeMap<usize, Option<NodeId>>,
-        mut replay: impl FnMut(usize) -> Result<Replay, CoordinatorError>,
-    ) -> Result<RoundJudgement, CoordinatorError> {
-        let mut judgement = RoundJudgement::default();
-        for (index, (candidate, planned)) in candidates.iter().zip(&plan.audits).enumerate() {
-            let flag = planned.flag.clone();
-            if !planned.audited {
-                judgement.results.push(Judged {
-                    verdict: ResultVerdict::Accepted {
-                        audited: false,
-                        flag: None,
-                    },
-                    replacement: None,
-                    audited_by: None,
-                });
-                continue;
-            }
-            // An agreeing segment audit, or a node's replay that agrees with the result,
-            // settles the audit; otherwise the coordinator's own replay judges the result, and
-            // the auditor too.
-            let from_node = node_replays.get(&index);
-            let settled_by_node = match from_node {
-                Some(node_replay) => self
-                    .mismatch(
-                        plan.kind,
-                        candidate.gradient,
-                        candidate.loss,
-                        &node_replay.replay,
-                    )?
-                    .is_none(),
-                None => false,
-            };
-            let (mismatch, truth, audited_by) = if let Some(auditor) = passed_segments.get(&index) {
-                (None, None, *auditor)
-            } else if settled_by_node {
-                judgement.audits.push((index, accepted_audit(false)));
-                (None, None, from_node.map(|node_replay| node_replay.auditor))
-            } else {
-                let truth = replay(index)?;
-                if let Some(node_replay) = from_node {
-                    let verdict = self.judge_auditor(
-                        plan.kind,
-                        &candidate.fragment,
-                        node_replay,
-                        &truth,
-                        "audit replay",
-                    )?;
-                    judgement.audits.push((index, verdict));
-                }
-                let mismatch =
-                    self.mismatch(plan.kind, candidate.gradient, candidate.loss, &truth)?;
-                (mismatch, Some(truth), None)
-            };
-            let record = self.records.entry(candidate.node).or_default();
-            let Some(reason) = mismatch else {
-                record.passed += 1;
-                judgement.results.push(Judged {
-                    verdict: ResultVerdict::Accepted {
-                        audited: true,
-                        flag,
-                    },
-                    replacement: None,
-                    audited_by,
-                });
-                continue;
-            };
-            record.failed += 1;
-            let truth = truth.ok_or_else(|| {
-                CoordinatorError::Training("a rejected result has no replay".into())
-            })?;
-            judgement.results.push(Judged {
-                verdict: ResultVerdict::Rejected {
-                    reason: format!(
-                        "{reason}{}",
-                        flag.map(|f| format!("; consistency flag {f}"))
-                            .unwrap_or_default()
-                    ),
-                    evidence: evidence(&candidate.fragment, &candidate.result_hash, &truth),
-                },
-                replacement: Some(truth.gradient),
-                audited_by: None,
-            });
+    /// The pure judge of replays, with this verifier's tolerance: it runs off the engine
+    /// lock, and what it decides about nodes' records comes back as [`RecordDelta`]s for
+    /// [`Verifier::apply`].
+    pub fn comparator(&self) -> Comparator {
+        Comparator {
+            tolerance: self.tolerance,
         }
-        Ok(judgement)
     }
 
-    /// Judges one segment audit: the segment's update and mean step loss as the submitter's
-    /// checkpoints and trace `claimed` them, against the replay a node returned for the
-    /// segment (`from_node`), which settles it when they agree; otherwise `replay()` (the
-    /// coordinator's own) decides, and judges the node's replay too. A disagreement does not
-    /// count against the submitter here: its result then goes to a whole-fragment replay.
-    pub fn judge_segment(
-        &mut self,
-        fragment: &Hash,
-        claimed: &Replay,
-        from_node: Option<&NodeReplay>,
-        replay: impl FnOnce() -> Result<Replay, CoordinatorError>,
-    ) -> Result<SegmentJudgement, CoordinatorError> {
-        let kind = ResultKind::Update;
-        if let Some(node_replay) = from_node
-            && self
-                .mismatch(kind, &claimed.gradient, claimed.loss, &node_replay.replay)?
-                .is_none()
-        {
-            return Ok(SegmentJudgement {
-                disagreement: None,
-                audited_by: Some(node_replay.auditor),
-                auditor_verdict: Some(accepted_audit(false)),
-            });
+    /// Counts what a round's judgement decided about nodes' records.
+    pub fn apply(&mut self, deltas: &[RecordDelta]) {
+        for delta in deltas {
+            self.count_check(&delta.node, delta.passed);
         }
-        let truth = replay()?;
-        let auditor_verdict = from_node
-            .map(|node_replay| {
-                self.judge_auditor(kind, fragment, node_replay, &truth, "segment audit replay")
-            })
-            .transpose()?;
-        Ok(SegmentJudgement {
-            disagreement: self.mismatch(kind, &claimed.gradient, claimed.loss, &truth)?,
-            audited_by: None,
-            auditor_verdict,
-        })
-    }
-
-    /// The verdict on a node's audit replay (`what` names it in a rejection) of `fragment`,
-    /// against the coordinator's own replay `truth`: accepted as arbitrated when it agrees;
-    /// otherwise hard-rejected with its evidence, and the auditor's record counts a failure.
-    fn judge_auditor(
-        &mut self,
-        kind: ResultKind,
-        fragment: &Hash,
-        node_replay: &NodeReplay,
-        truth: &Replay,
-        what: &str,
-    ) -> Result<ResultVerdict, CoordinatorError> {
-        let mismatch = self.mismatch(
-            kind,
-            &node_replay.replay.gradient,
-            node_replay.replay.loss,
-            truth,
-        )?;
-        Ok(match mismatch {
-            None => accepted_audit(true),
-            Some(reason) => {
-                self.records.entry(node_replay.auditor).or_default().failed += 1;
-                ResultVerdict::Rejected {
-                    reason: format!("{what} is wrong: {reason}"),
-                    evidence: evidence(fragment, &node_replay.result_hash, truth),
-                }
-            }
-        })
-    }
-
-    /// `None` when a result (tensor and reported loss) matches a replay: within tolerance,
-    /// or bit for bit for transformed rows; otherwise why not.
-    fn mismatch(
-        &self,
-        kind: ResultKind,
-        gradient: &[f32],
-        loss: f32,
-        replay: &Replay,
-    ) -> Result<Option<String>, CoordinatorError> {
-        if kind == ResultKind::TransformedRows {
-            return Ok(exact_mismatch(gradient, loss, replay));
-        }
-        let comparison = compare(gradient, &replay.gradient, &self.tolerance)
-            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-        let loss_matches =
-            (loss - replay.loss).abs() <= LOSS_TOLERANCE * replay.loss.abs().max(1e-3);
-        Ok((!(comparison.within && loss_matches)).then(|| {
-            format!(
-                "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}",
-                comparison.relative_l2, comparison.cosine, loss, replay.loss
-            )
-        }))
-    }
-}
-
-/// `None` when a result is its replay bit for bit (values and loss); otherwise how it differs.
-fn exact_mismatch(values: &[f32], loss: f32, replay: &Replay) -> Option<String> {
-    if values.len() != replay.gradient.len() {
-        return Some(format!(
-            "replay disagrees: {} values against the replay's {}",
-            values.len(),
-            replay.gradient.len()
-        ));
-    }
-    let differing: Vec<usize> = values
-        .iter()
-        .zip(&replay.gradient)
-        .enumerate()
-        .filter(|(_, (value, truth))| value.to_bits() != truth.to_bits())
-        .map(|(index, _)| index)
-        .collect();
-    match differing.first() {
-        Some(first) => Some(format!(
-            "replay disagrees: {} of {} values differ (the first at index {first})",
-            differing.len(),
-            values.len()
-        )),
-        None if loss.to_bits() != replay.loss.to_bits() => Some(format!(
-            "replay disagrees: reported loss {loss} against {}",
-            replay.loss
-        )),
-        None => None,
-    }
-}
-
-/// The evidence of a wrong result: `H(fragment ‖ result hash ‖ H(replay))`.
-fn evidence(fragment: &Hash, result_hash: &Hash, truth: &Replay) -> Hash {
-    let truth_hash = Hash::of(&corex_core::tensor::f32s_to_bytes(&truth.gradient));
-    Hash::of_parts(&[
-        b"corex-evidence",
-        &fragment.0,
-        &result_hash.0,
-        &truth_hash.0,
-    ])
-}
-
-/// An accepted audit replay; `arbitrated` when the coordinator's replay confirmed it.
-fn accepted_audit(arbitrated: bool) -> ResultVerdict {
-    ResultVerdict::Accepted {
-        audited: arbitrated,
-        flag: None,
     }
 }
 
@@ -507,9 +285,11 @@ pub struct NodeReplay {
     pub replay: Replay,
 }
 
-/// The verdicts of a round: one per result, and one per node replay (by candidate index).
+/// The verdicts of a round: one per result, one per node replay (by candidate index), and
+/// what they count in nodes' audit records.
 #[derive(Default)]
 pub struct RoundJudgement {
     pub results: Vec<Judged>,
     pub audits: Vec<(usize, ResultVerdict)>,
+    pub records: Vec<RecordDelta>,
 }

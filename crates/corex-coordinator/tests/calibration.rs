@@ -182,7 +182,12 @@ fn calibrate(family: &str, dataset: &Arc<Dataset>, runs: u64, job: impl Fn(u64) 
                     )
                 })
                 .collect();
+            let node_replays: BTreeMap<usize, &NodeReplay> = node_replays
+                .iter()
+                .map(|(index, replay)| (*index, replay))
+                .collect();
             let judgement = verifier
+                .comparator()
                 .judge(
                     &candidates,
                     &plan,
@@ -196,6 +201,7 @@ fn calibrate(family: &str, dataset: &Arc<Dataset>, runs: u64, job: impl Fn(u64) 
                     },
                 )
                 .unwrap();
+            verifier.apply(&judgement.records);
             hard_rejects += judgement
                 .results
                 .iter()

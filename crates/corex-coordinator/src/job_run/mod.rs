@@ -26,7 +26,8 @@
 //! This file holds the job's state and round opening; `leasing` hands out fragments, audit
 //! tasks, reveal requests and straggler copies, `intake` checks results, `audit_phase` runs a
 //! complete round's audits and closes overdue rounds, `reveals` runs segment audits, `close`
-//! judges, aggregates and opens the next round.
+//! takes a complete round out and applies its close, which `close_compute` computes off the
+//! engine lock (judges, aggregates, steps, evaluates), and opens the next round.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -55,6 +56,8 @@ use crate::verification::{
 
 mod audit_phase;
 mod close;
+mod close_compute;
+pub use close_compute::{CloseWork, ClosedWork};
 mod declines;
 mod intake;
 mod leasing;
@@ -159,6 +162,11 @@ pub enum Progress {
     RoundClosed,
     /// The last round closed: the job is finished.
     JobFinished,
+    /// Every result and audit is in: the round's close waits for its computation off the
+    /// lock (`JobRun::take_close_work`, `CloseWork::compute`, `JobRun::finish_close`).
+    Closing,
+    /// The round's close failed: the job has failed, and its status says why.
+    JobFailed,
 }
 
 /// What the rounds of a job move forward.
@@ -199,7 +207,10 @@ pub struct JobRun {
     /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
     /// dataset's samples in order (one pass) for output work.
     pool: Vec<u32>,
-    progression: Progression,
+    /// What the rounds move forward; out of the job while a round's close computes.
+    progression: Option<Progression>,
+    /// The round being closed, until the shell takes it to compute (see `close`).
+    closing: Option<Box<CloseWork>>,
     /// Hash of the current model version's parameter bytes.
     model: Hash,
     /// The version before the current one, kept so late fetches still resolve.
@@ -278,7 +289,8 @@ impl JobRun {
             dataset,
             split,
             pool,
-            progression,
+            progression: Some(progression),
+            closing: None,
             model,
             previous_model: None,
             round: None,

@@ -10,8 +10,7 @@
 //! does not come before the audit deadline, sends the result to the whole-fragment replay, which
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
-use corex_core::trace::{mean_step_loss, segment_bounds};
-use corex_ml::displacement;
+use corex_core::trace::segment_bounds;
 use corex_verify::audited_segment;
 
 use super::*;
@@ -301,116 +300,4 @@ impl JobRun {
             })
             .collect()
     }
-
-    /// Judges the revealed segments of the round at `current` (the round's model version):
-    /// each segment's update as the submitter's checkpoints say (start minus end), against
-    /// the replay a node returned for it when one did, else (or where they disagree) against
-    /// the coordinator's own replay, which also judges the node's. Returns the positions of
-    /// the results whose segment agrees, and a verdict per node replay.
-    pub(super) fn judge_segments(
-        &self,
-        round: &RoundState,
-        reveals: &[RevealTask],
-        node_replays: &BTreeMap<usize, NodeReplay>,
-        current: &[f32],
-        verifier: &mut Verifier,
-    ) -> Result<JudgedSegments, CoordinatorError> {
-        let mut judged = JudgedSegments::default();
-        let WorkSpec::LocalSteps { steps, inner } = &self.spec.work else {
-            return Ok(judged);
-        };
-        for reveal in reveals {
-            let (RevealAnswer::Revealed(answer), Some(result)) =
-                (&reveal.answer, &round.results[reveal.index])
-            else {
-                continue;
-            };
-            let revealed = |step: u32| {
-                reveal
-                    .asked
-                    .iter()
-                    .position(|asked| *asked == step)
-                    .and_then(|position| answer.get(position))
-            };
-            let start = match reveal.steps.start {
-                0 => current,
-                step => match revealed(step) {
-                    Some(checkpoint) => checkpoint.as_slice(),
-                    None => continue,
-                },
-            };
-            // The chain ends at `w_start − result`.
-            let claimed_update = match revealed(reveal.steps.end) {
-                Some(checkpoint) => displacement(start, checkpoint),
-                None => displacement(start, &displacement(current, &result.gradient)),
-            };
-            let range = reveal.steps.start as usize..reveal.steps.end as usize;
-            let claimed = Replay {
-                gradient: claimed_update,
-                loss: result
-                    .trace
-                    .as_ref()
-                    .and_then(|trace| trace.losses.get(range))
-                    .map_or(f32::NAN, mean_step_loss),
-            };
-            let fragment = &round.fragments[reveal.index];
-            let judgement = verifier.judge_segment(
-                &fragment.id,
-                &claimed,
-                node_replays.get(&reveal.index),
-                || {
-                    corex_ml::replay_segment(
-                        &self.spec.model,
-                        start,
-                        &self.dataset,
-                        &fragment.indices,
-                        *steps,
-                        inner,
-                        reveal.steps.clone(),
-                    )
-                    .map(|segment| Replay {
-                        gradient: segment.gradient,
-                        loss: segment.loss,
-                    })
-                    .map_err(|error| CoordinatorError::Training(error.to_string()))
-                },
-            )?;
-            if let Some(verdict) = judgement.auditor_verdict {
-                judged.audits.push((reveal.index, verdict));
-            }
-            match judgement.disagreement {
-                None => {
-                    judged.passed.insert(
-                        reveal.index,
-                        PassedSegment {
-                            steps: [reveal.steps.start, reveal.steps.end],
-                            audited_by: judgement.audited_by,
-                        },
-                    );
-                }
-                Some(reason) => tracing::warn!(
-                    node = %result.node.short(),
-                    fragment = %fragment.id.short(),
-                    steps = ?reveal.steps,
-                    %reason,
-                    "segment audit disagrees; replaying the whole fragment"
-                ),
-            }
-        }
-        Ok(judged)
-    }
-}
-
-/// A result whose audited segment agreed.
-pub(super) struct PassedSegment {
-    pub steps: [u32; 2],
-    /// The node whose replay of the segment agreed (none: the coordinator's did).
-    pub audited_by: Option<NodeId>,
-}
-
-/// The segment audits of a round: the results that passed, and a verdict per node replay.
-#[derive(Default)]
-pub(super) struct JudgedSegments {
-    pub passed: BTreeMap<usize, PassedSegment>,
-    pub audits: Vec<(usize, ResultVerdict)>,
 }
