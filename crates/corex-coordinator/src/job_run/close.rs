@@ -39,6 +39,9 @@ impl JobRun {
         for checkpoint in &auditing.published {
             blobs.retire(checkpoint);
         }
+        // Closed from now on: a late copy of one of its results is answered `fragment_closed`.
+        self.closed_fragments
+            .extend(round.fragments.iter().map(|f| f.id));
         self.closing = Some(Box::new(CloseWork {
             spec: self.spec.clone(),
             dataset: self.dataset.clone(),
@@ -178,8 +181,6 @@ impl JobRun {
             audits,
             wall_ms: now_ms.saturating_sub(round.first_lease_ms.unwrap_or(now_ms)),
         });
-        self.closed_fragments
-            .extend(round.fragments.iter().map(|f| f.id));
         tracing::debug!(
             round = self.completed_rounds - 1,
             fragments = round.fragments.len(),
