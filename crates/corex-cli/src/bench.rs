@@ -86,6 +86,17 @@ pub enum Which {
         #[arg(long, default_value = "./corex-bench-devnet")]
         data_dir: PathBuf,
     },
+    /// Result and status latency (p50, p99) while heavy round closes run, against an idle
+    /// coordinator, in one run (in-process coordinator and nodes over TLS).
+    Stall {
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Closes of the heavy job, each evaluating a CNN on 10,000 images.
+        #[arg(long, default_value_t = 8)]
+        heavy_rounds: u32,
+        #[arg(long, default_value = "./corex-bench-stall")]
+        data_dir: PathBuf,
+    },
     /// Epoch settlement at 100,000 nodes and signed-transaction throughput, with baselines.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -145,6 +156,15 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             clip_norm: clip,
             delta,
             repeat: repeat.max(1),
+            data_dir,
+        }),
+        Which::Stall {
+            nodes,
+            heavy_rounds,
+            data_dir,
+        } => crate::bench_stall::run(&crate::bench_stall::StallBenchOptions {
+            nodes: nodes.clamp(1, 32),
+            heavy_rounds: heavy_rounds.max(1),
             data_dir,
         }),
         Which::Ledger {

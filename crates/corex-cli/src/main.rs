@@ -7,6 +7,7 @@ mod bench_ledger;
 mod bench_privacy;
 mod bench_scheduler;
 mod bench_single;
+mod bench_stall;
 mod cpu_time;
 mod devnet;
 mod emission;

@@ -36,6 +36,7 @@ use crate::device;
 use crate::error::NodeError;
 use crate::fragment_compute::{Trace, Variant, compute};
 use crate::holder::HolderPolicy;
+use crate::latency::{LatencyRing, LatencySummary};
 use crate::pacing::{Backoff, throttle, wait_or_stop};
 
 /// Settings of one node agent.
@@ -134,6 +135,8 @@ pub struct NodeRunSummary {
     pub fragments: u64,
     /// What the shared datasets cost, over every job.
     pub dataset_traffic: DatasetTraffic,
+    /// How long the coordinator took to take this node's results.
+    pub result_latency: LatencySummary,
 }
 
 pub struct NodeAgent {
@@ -152,6 +155,7 @@ pub struct NodeAgent {
     adversary_state: AdversaryState,
     /// Step checkpoints of traced results, for audits that ask for a segment.
     checkpoints: CheckpointStore,
+    result_latency: LatencyRing,
 }
 
 impl NodeAgent {
@@ -177,6 +181,7 @@ impl NodeAgent {
             last_loss: 2.3,
             adversary_state,
             checkpoints,
+            result_latency: LatencyRing::default(),
         }
     }
 
@@ -486,7 +491,9 @@ impl NodeAgent {
             data_commitment,
             trace,
         };
+        let submitted = Instant::now();
         let upload = self.client.submit_result(&header, tensor).await?;
+        self.result_latency.record(submitted.elapsed());
         self.fragments_done += 1;
         tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
         Ok(())

@@ -10,9 +10,11 @@ pub mod device;
 pub mod error;
 mod fragment_compute;
 pub mod holder;
+mod latency;
 mod pacing;
 
 pub use adversary::Adversary;
 pub use agent::{DatasetTraffic, NodeAgent, NodeConfig, NodeRunSummary};
 pub use error::NodeError;
 pub use holder::HolderPolicy;
+pub use latency::LatencySummary;

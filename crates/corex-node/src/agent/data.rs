@@ -321,6 +321,7 @@ impl NodeAgent {
         super::NodeRunSummary {
             fragments: self.fragments_done,
             dataset_traffic: total,
+            result_latency: self.result_latency.summary(),
         }
     }
 }
