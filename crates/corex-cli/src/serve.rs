@@ -115,9 +115,12 @@ pub async fn node(
     };
     let summary = NodeAgent::new(client, key, config).run(stopped).await?;
     let traffic = summary.dataset_traffic;
+    let latency = summary.result_latency;
     println!(
-        "node stopped after {} fragments; shared datasets: {:.2} MB fetched in {} chunks, {} chunks from the cache",
+        "node stopped after {} fragments (results taken in {:.1} ms at p50, {:.1} ms at p99); shared datasets: {:.2} MB fetched in {} chunks, {} chunks from the cache",
         summary.fragments,
+        f64::from(latency.p50_us) / 1e3,
+        f64::from(latency.p99_us) / 1e3,
         traffic.network_bytes as f64 / 1e6,
         traffic.network_chunks,
         traffic.cached_chunks

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::DATASET_CHUNK_SIZE;
 use corex_core::messages::JobState;
@@ -45,6 +45,10 @@ async fn nodes_train_on_a_csv_they_never_had() {
     let spec = with_source(DatasetSource::Uploaded {
         dataset: uploaded.dataset,
     });
+    // Both nodes ready before the job comes, so that both work on it.
+    net.spawn_node(1);
+    net.spawn_node(2);
+    wait_for_proven_nodes(&owner, 2, Duration::from_secs(60)).await;
     let job = owner.submit_job(&spec).await.unwrap();
     let descriptor = owner.job(&job).await.unwrap();
     let blob = descriptor.dataset_blob.expect("the dataset is published");
@@ -52,8 +56,6 @@ async fn nodes_train_on_a_csv_they_never_had() {
     let fetched = Dataset::from_bytes(&owner.fetch_blob(&blob).await.unwrap()).unwrap();
     assert_eq!(fetched, digits);
 
-    net.spawn_node(1);
-    net.spawn_node(2);
     let status = wait_for_end(&owner, &job, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(

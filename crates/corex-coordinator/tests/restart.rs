@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::JobState;
 use corex_core::{JobSpec, Keypair};
@@ -92,6 +92,7 @@ async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
     // Honest nodes train a new job to the end; the removed node, running again, gets nothing.
     spawn_nodes(&mut net);
     let owner = net.client(250);
+    wait_for_proven_nodes(&owner, 3, Duration::from_secs(60)).await;
     let second = owner.submit_job(&job("after-restart")).await.unwrap();
     let status = wait_for_end(&owner, &second, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
@@ -119,6 +120,7 @@ async fn running_nodes_register_again_after_a_restart_and_go_on_working() {
     // nodes are answered `unregistered_node` and register again with no one's help.
     net.restart_server(config()).await;
     let owner = net.client(250);
+    wait_for_proven_nodes(&owner, 2, Duration::from_secs(60)).await;
     let second = owner.submit_job(&job("same-spec")).await.unwrap();
     assert_ne!(
         second, first,

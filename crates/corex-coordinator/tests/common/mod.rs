@@ -145,6 +145,29 @@ fn serve(
     (pin, stop_server, server)
 }
 
+/// Polls until at least `count` nodes have answered their capability challenge (so that a job
+/// submitted next finds them all ready to work), or panics after `timeout`.
+pub async fn wait_for_proven_nodes(client: &CoordinatorClient, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let proven = client
+            .nodes()
+            .await
+            .unwrap()
+            .values()
+            .filter(|info| info.capability.is_some())
+            .count();
+        if proven >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{proven} of {count} nodes proved their capability in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls until the job leaves the running state, or panics after `timeout`.
 pub async fn wait_for_end(client: &CoordinatorClient, job: &Hash, timeout: Duration) -> JobStatus {
     let deadline = Instant::now() + timeout;
