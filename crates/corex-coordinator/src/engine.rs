@@ -460,19 +460,11 @@ impl Coordinator {
         now_ms: u64,
         act: impl FnOnce(&mut JobRun, Engine<'_>) -> Result<T, CoordinatorError>,
     ) -> Result<(Hash, T), CoordinatorError> {
-        let job = self
-            .jobs
+        let (jobs, engine) = self.jobs_and_engine(now_ms);
+        let job = jobs
             .values_mut()
             .find(|job| job.owns_fragment(fragment))
             .ok_or(CoordinatorError::UnknownFragment(*fragment))?;
-        let engine = job_engine(
-            &mut self.blobs,
-            &mut self.verifier,
-            &self.nodes,
-            &self.available,
-            &self.config,
-            now_ms,
-        );
         Ok((job.id, act(job, engine)?))
     }
 
@@ -533,45 +525,37 @@ impl Coordinator {
         now_ms: u64,
     ) -> Vec<(Hash, Result<Progress, CoordinatorError>)> {
         let mut closed = Vec::new();
-        for id in &self.job_order {
-            let engine = job_engine(
-                &mut self.blobs,
-                &mut self.verifier,
-                &self.nodes,
-                &self.available,
-                &self.config,
-                now_ms,
-            );
-            if let Some(job) = self.jobs.get_mut(id)
+        for id in self.job_order.clone() {
+            let (jobs, engine) = self.jobs_and_engine(now_ms);
+            if let Some(job) = jobs.get_mut(&id)
                 && job.is_running()
                 && let Some(progress) = job.close_overdue(now_ms, engine)
             {
-                closed.push((*id, progress));
+                closed.push((id, progress));
             }
         }
         closed
     }
 }
 
-/// The parts of the coordinator a job run may touch at `now_ms`, borrowed field by field so
-/// that the job itself (in `jobs`) can be borrowed beside them.
-pub(crate) fn job_engine<'a>(
-    blobs: &'a mut BlobStore,
-    verifier: &'a mut Verifier,
-    nodes: &'a BTreeMap<NodeId, NodeInfo>,
-    available: &'a BTreeMap<NodeId, u64>,
-    config: &CoordinatorConfig,
-    now_ms: u64,
-) -> Engine<'a> {
-    Engine {
-        blobs,
-        verifier,
-        auditors: Auditors {
-            nodes,
-            now_ms,
-            shared_hardware: config.shared_hardware,
-            coordinator_mflops: config.replay_mflops,
-            available,
-        },
+impl Coordinator {
+    /// The jobs, beside the parts of the coordinator a job run may touch at `now_ms`, borrowed
+    /// field by field so that a job can be borrowed beside them.
+    pub(crate) fn jobs_and_engine(
+        &mut self,
+        now_ms: u64,
+    ) -> (&mut BTreeMap<Hash, JobRun>, Engine<'_>) {
+        let engine = Engine {
+            blobs: &mut self.blobs,
+            verifier: &mut self.verifier,
+            auditors: Auditors {
+                nodes: &self.nodes,
+                now_ms,
+                shared_hardware: self.config.shared_hardware,
+                coordinator_mflops: self.config.replay_mflops,
+                available: &self.available,
+            },
+        };
+        (&mut self.jobs, engine)
     }
 }

@@ -3,7 +3,7 @@
 
 use corex_core::Hash;
 
-use super::{Coordinator, job_engine};
+use super::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::{CloseWork, ClosedWork, Progress};
 
@@ -21,16 +21,8 @@ impl Coordinator {
         closed: Result<ClosedWork, String>,
         now_ms: u64,
     ) -> Result<Progress, CoordinatorError> {
-        let engine = job_engine(
-            &mut self.blobs,
-            &mut self.verifier,
-            &self.nodes,
-            &self.available,
-            &self.config,
-            now_ms,
-        );
-        let run = self
-            .jobs
+        let (jobs, engine) = self.jobs_and_engine(now_ms);
+        let run = jobs
             .get_mut(job)
             .ok_or(CoordinatorError::UnknownJob(*job))?;
         Ok(run.finish_close(closed, now_ms, engine))

@@ -13,7 +13,7 @@ use corex_core::job::job_id;
 use corex_core::messages::{JobReport, JobStatus, NodeInfo};
 use corex_core::{Hash, JobSpec, NodeId};
 
-use super::{Coordinator, job_engine};
+use super::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::JobRun;
 use crate::prepared::PreparedData;
@@ -56,16 +56,9 @@ impl Coordinator {
                 id.short()
             )));
         }
-        let engine = job_engine(
-            &mut self.blobs,
-            &mut self.verifier,
-            &self.nodes,
-            &self.available,
-            &self.config,
-            now_ms,
-        );
+        let (jobs, engine) = self.jobs_and_engine(now_ms);
         let run = JobRun::start(id, owner, spec, prepared, now_ms, engine)?;
-        self.jobs.insert(id, run);
+        jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)
     }
