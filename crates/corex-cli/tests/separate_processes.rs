@@ -1,6 +1,7 @@
 //! The parts apart, as across machines: `corex coordinator`, `corex node` and `corex job` run
 //! as separate processes and talk only over TLS. A node is killed with SIGKILL in the middle
-//! of a fragment; its lease expires, the fragment goes to the other node, the job finishes.
+//! of a fragment; its lease expires, the fragment goes to the other node (an audit task left
+//! at its deadline, to the coordinator), the job finishes.
 
 #![allow(clippy::unwrap_used)]
 

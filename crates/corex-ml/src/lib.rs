@@ -107,5 +107,5 @@ pub use private_steps::{
 };
 pub use reference::train_reference;
 pub use scaling::{fit_standardization, standardize};
-pub use trainer::Trainer;
+pub use trainer::{Trainer, TrainerState};
 pub use transform::apply_transform;

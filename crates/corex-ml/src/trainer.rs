@@ -5,7 +5,7 @@
 //! so the trainer keeps one module for its whole life and registers every gradient under that
 //! module's ids.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -111,9 +111,7 @@ impl Trainer {
             grads: GradientsParams::new(),
         };
         model.visit(&mut registrar);
-        let model = self
-            .optimizer
-            .step(self.learning_rate, model, registrar.grads);
+        let model = self.optimizer.step(learning_rate, model, registrar.grads);
         let params = model.to_flat(&self.spec);
         self.model = Some(model);
         self.params = params?;
@@ -128,6 +126,95 @@ impl Trainer {
     /// The model spec being trained.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// Everything the trainer holds, to rebuild it exactly with [`Trainer::restore`]: the
+    /// parameters, burn's ids for them (its optimizer keys its state by them) and the
+    /// optimizer's state as burn's own record.
+    pub fn state(&self) -> Result<TrainerState, MlError> {
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| MlError::Backend("trainer lost its model in an earlier step".into()))?;
+        let mut ids = ParamIds(Vec::new());
+        model.visit(&mut ids);
+        let optimizer = self
+            .optimizer
+            .into_bytes()
+            .map_err(|error| MlError::Backend(format!("optimizer state: {error}")))?;
+        Ok(TrainerState {
+            parameters: self.params.clone(),
+            param_ids: ids.0,
+            optimizer: optimizer.to_vec(),
+        })
+    }
+
+    /// The trainer [`Trainer::state`] described: its next step gives the same bits as the
+    /// original's would have. Refuses a state that does not fit `spec` and `optimizer`.
+    pub fn restore(
+        spec: &ModelSpec,
+        optimizer: &OptimizerSpec,
+        state: TrainerState,
+    ) -> Result<Self, MlError> {
+        let mut trainer = Self::new(spec, &state.parameters, optimizer)?;
+        let model = trainer
+            .model
+            .take()
+            .ok_or_else(|| MlError::Backend("a new trainer has no model".into()))?;
+        let mut renamer = ParamRenamer {
+            ids: &state.param_ids,
+            next: 0,
+        };
+        let model = model.map(&mut renamer);
+        if renamer.next != state.param_ids.len() {
+            return Err(MlError::Spec(format!(
+                "a trainer state of {} parameter tensors for a model of {}",
+                state.param_ids.len(),
+                renamer.next
+            )));
+        }
+        trainer.model = Some(model);
+        let fresh = build_optimizer(optimizer)?;
+        trainer.optimizer = fresh
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(state.optimizer))
+            .map_err(|error| MlError::Spec(format!("optimizer state: {error}")))?;
+        Ok(trainer)
+    }
+}
+
+/// A [`Trainer`]'s whole state (see [`Trainer::state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    /// The parameters, flat layout.
+    pub parameters: Vec<f32>,
+    /// burn's id of each parameter tensor, in the layout's order.
+    pub param_ids: Vec<u64>,
+    /// burn's optimizer record (burnpack bytes), keyed by those ids.
+    pub optimizer: Vec<u8>,
+}
+
+/// Collects burn's parameter ids in visiting (layout) order.
+struct ParamIds(Vec<u64>);
+
+impl ModuleVisitor for ParamIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id.val());
+    }
+}
+
+/// Gives each parameter tensor, in visiting order, the id a saved state knew it by.
+struct ParamRenamer<'a> {
+    ids: &'a [u64],
+    next: usize,
+}
+
+impl ModuleMapper for ParamRenamer<'_> {
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if let Some(id) = self.ids.get(self.next) {
+            param.id = ParamId::from(*id);
+        }
+        self.next += 1;
+        param
     }
 }
 

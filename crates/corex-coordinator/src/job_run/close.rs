@@ -39,6 +39,13 @@ impl JobRun {
         for checkpoint in &auditing.published {
             blobs.retire(checkpoint);
         }
+        // An audit task still held at the deadline was abandoned: the coordinator replays it
+        // in the close, re-issued to itself like an expired one is to another node.
+        self.reissued += auditing
+            .tasks
+            .iter()
+            .filter(|task| task.holder.is_some() && task.replay.is_none())
+            .count() as u64;
         // Closed from now on: a late copy of one of its results is answered `fragment_closed`.
         self.closed_fragments
             .extend(round.fragments.iter().map(|f| f.id));

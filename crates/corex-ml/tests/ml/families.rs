@@ -12,7 +12,7 @@ use corex_ml::{
 
 use crate::common::rel_l2;
 
-fn lm() -> ModelSpec {
+pub(crate) fn lm() -> ModelSpec {
     ModelSpec::Transformer(TransformerSpec {
         layers: 2,
         width: 16,
@@ -22,7 +22,7 @@ fn lm() -> ModelSpec {
     })
 }
 
-fn cnn() -> ModelSpec {
+pub(crate) fn cnn() -> ModelSpec {
     ModelSpec::Cnn(CnnSpec {
         channels: 1,
         height: 8,

@@ -7,6 +7,7 @@ use corex_ml::{
 };
 
 use crate::common::{batches, rel_l2, small_spec, synthetic};
+use crate::families::{cnn, lm};
 
 /// Runs the distributed path: each batch cut into uneven fragments whose gradients are
 /// aggregated by sample-weighted mean and applied by the trainer.
@@ -120,4 +121,93 @@ fn rejected_gradient_leaves_trainer_untouched() {
     gradient[3] = 0.5;
     trainer.step(&gradient).unwrap();
     assert_ne!(trainer.parameters(), params);
+}
+
+/// Three steps of `gradients` from `params`, the trainer saved and restored after `saved_after`
+/// of them (when given), for a model of each family.
+fn steps_with_restart(
+    spec: &ModelSpec,
+    optimizer: &OptimizerSpec,
+    gradients: &[Vec<f32>],
+    saved_after: Option<usize>,
+) -> Vec<f32> {
+    let params = init_parameters(spec, 5);
+    let mut trainer = Trainer::new(spec, &params, optimizer).unwrap();
+    for (step, gradient) in gradients.iter().enumerate() {
+        if saved_after == Some(step) {
+            let state = trainer.state().unwrap();
+            drop(trainer);
+            trainer = Trainer::restore(spec, optimizer, state).unwrap();
+        }
+        trainer.step_at_rate(gradient, 0.01 / (step + 1) as f64).unwrap();
+    }
+    trainer.parameters()
+}
+
+#[test]
+fn a_restored_trainer_steps_to_the_same_bits_as_the_original() {
+    let adam = OptimizerSpec::Adam {
+        learning_rate: 0.01,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+    };
+    let momentum = OptimizerSpec::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.9,
+    };
+    let specs = [small_spec(6), cnn(), lm()];
+    for spec in &specs {
+        let count = spec.parameter_count();
+        let gradients: Vec<Vec<f32>> = (0..3)
+            .map(|step| {
+                (0..count)
+                    .map(|i| ((i * 7 + step * 13) % 11) as f32 / 11.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        for optimizer in [&adam, &momentum] {
+            let straight = steps_with_restart(spec, optimizer, &gradients, None);
+            for saved_after in 1..3 {
+                let restored = steps_with_restart(spec, optimizer, &gradients, Some(saved_after));
+                assert_eq!(
+                    restored, straight,
+                    "{spec:?} {optimizer:?}: restored after step {saved_after}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_state_of_another_model_is_refused() {
+    let optimizer = OptimizerSpec::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.9,
+    };
+    let small = small_spec(4);
+    let state = Trainer::new(&small, &init_parameters(&small, 1), &optimizer)
+        .unwrap()
+        .state()
+        .unwrap();
+    assert!(Trainer::restore(&small_spec(6), &optimizer, state.clone()).is_err());
+    let mut missing_tensor = state;
+    missing_tensor.param_ids.pop();
+    assert!(Trainer::restore(&small, &optimizer, missing_tensor).is_err());
+}
+
+#[test]
+fn a_scheduled_rate_is_the_rate_the_step_uses() {
+    let spec = small_spec(4);
+    let params = init_parameters(&spec, 1);
+    let optimizer = OptimizerSpec::Sgd {
+        learning_rate: 0.25,
+        momentum: 0.0,
+    };
+    let mut trainer = Trainer::new(&spec, &params, &optimizer).unwrap();
+    trainer.step_at_rate(&vec![1.0; params.len()], 0.0).unwrap();
+    assert_eq!(trainer.parameters(), params);
+    trainer.step_at_rate(&vec![1.0; params.len()], 0.5).unwrap();
+    let expected: Vec<f32> = params.iter().map(|p| p - 0.5).collect();
+    assert!(rel_l2(&trainer.parameters(), &expected) < 1e-7);
 }
