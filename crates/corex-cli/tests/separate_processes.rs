@@ -6,42 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const CORE: &str = env!("CARGO_BIN_EXE_corex");
+mod processes;
 
-/// A child process that is killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], log: &Path, filter: &str) -> Process {
-    let log = std::fs::File::create(log).unwrap();
-    Process(
-        Command::new(CORE)
-            .args(args)
-            .env("RUST_LOG", filter)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn signal(process: &Process, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(process.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
-}
+use processes::{CORE, corex, corex_unchecked, signal, spawn, status, stdout, wait_until};
 
 /// True when the node's log shows a fragment leased and no result sent after it: it is in the
 /// middle of the fragment, and the coordinator still counts the lease as its.
@@ -54,47 +24,6 @@ fn holds_a_fragment(log: &Path) -> bool {
         (Some(leased), Some(accepted)) => leased > accepted,
         (Some(_), None) => true,
         _ => false,
-    }
-}
-
-fn corex_unchecked(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
-    Command::new(CORE)
-        .args(args)
-        .arg("--coordinator")
-        .arg(endpoint["url"].as_str().unwrap())
-        .arg("--pin")
-        .arg(endpoint["fingerprint"].as_str().unwrap())
-        .arg("--key")
-        .arg(key)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn corex(args: &[&str], endpoint: &serde_json::Value, key: &Path) -> Output {
-    let output = corex_unchecked(args, endpoint, key);
-    assert!(
-        output.status.success(),
-        "corex {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn status(id: &str, endpoint: &serde_json::Value, key: &Path) -> serde_json::Value {
-    let output = corex(&["job", "status", id, "--json"], endpoint, key);
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -174,7 +174,7 @@ async fn register(
 ) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let RegisterRequest { device } = parse_json(&body)?;
-    let coordinator = {
+    let (coordinator, standing) = {
         let mut engine = shared.engine();
         engine.register(
             node,
@@ -182,8 +182,9 @@ async fn register(
             peer.ip().to_string(),
             shared.clock.millis(),
         )?;
-        engine.identity.id()
+        (engine.identity.id(), engine.standing_of([node]))
     };
+    crate::durability::save_standing(&shared, standing).await?;
     tracing::info!(node = %node.short(), cpu = %device.cpu_model, threads = device.compute_threads, "node registered");
     json(&RegisterResponse { node, coordinator })
 }
@@ -223,12 +224,15 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
     let product = corex_core::tensor::bytes_to_f32s(&body)
         .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
     let worker = shared.clone();
-    let capability = tokio::task::spawn_blocking(move || {
+    let (capability, standing) = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
-        worker.engine().answer_challenge(node, &product, now_ms)
+        let mut engine = worker.engine();
+        let capability = engine.answer_challenge(node, &product, now_ms)?;
+        Ok::<_, CoordinatorError>((capability, engine.standing_of([node])))
     })
     .await
     .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
+    crate::durability::save_standing(&shared, standing).await?;
     tracing::info!(node = %node.short(), mflops = capability.demonstrated_mflops, claimed_gflops = ?capability.claimed_gflops, believed = capability.believed, "capability challenge answered");
     if !capability.believed {
         record_suspicion(&shared, node, Suspicion::RefutedClaim).await?;
@@ -375,12 +379,12 @@ pub(crate) async fn judge_result(
     + 'static,
 ) -> ApiResult {
     let worker = shared.clone();
-    let (job, progress, flagged) = tokio::task::spawn_blocking(move || {
+    let (_, progress, flagged) = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
         let mut engine = worker.engine();
         let (job, progress, flagged) = submit(&mut engine, now_ms)?;
         // Still under the engine lock: rounds reach the ledger in the order they closed.
-        worker.record_progress(&engine, &job, progress)?;
+        worker.record_progress(&mut engine, &job, progress)?;
         Ok::<_, CoordinatorError>((job, progress, flagged))
     })
     .await
@@ -389,7 +393,7 @@ pub(crate) async fn judge_result(
         tracing::warn!(node = %node.short(), %flag, "behaviour analysis flagged a node");
         record_suspicion(&shared, node, Suspicion::ContradictedBenchmark).await?;
     }
-    shared.announce_progress(&job, progress).await?;
+    shared.announce_progress(progress);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

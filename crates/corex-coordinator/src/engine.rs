@@ -27,6 +27,7 @@ use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 
 mod closing;
+mod durable;
 mod owners;
 
 pub struct Coordinator {

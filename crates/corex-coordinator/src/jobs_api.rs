@@ -14,6 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use corex_core::job::job_id;
 use corex_core::messages::{
     SubmitJobRequest, SubmitJobResponse, UploadDatasetRequest, UploadDatasetResponse,
 };
@@ -157,9 +158,17 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
             .map(|blob| (*weights, blob.bytes.clone())),
         _ => None,
     };
+    let store = shared.clone();
+    let sequence = tokio::task::spawn_blocking(move || store.store.take_job_sequence())
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
+    let id = job_id(&spec, &owner, sequence);
     let prepared = {
         let spec = spec.clone();
+        let data_dir = shared.data_dir.clone();
         tokio::task::spawn_blocking(move || {
+            // Kept before the job is acknowledged: a restart must find its data.
+            crate::durability::keep_dataset(&data_dir, &id, &spec, &dataset)?;
             let inherited = match weights {
                 Some((hash, bytes)) => corex_ml::standardization_of(&bytes).map_err(|error| {
                     CoordinatorError::InvalidSpec(format!(
@@ -182,13 +191,18 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
         shared.engine().config.replay_mflops.get_or_insert(mflops);
     }
     let name = spec.name.clone();
+    let (job, checkpoint, saved) = {
+        let mut engine = shared.engine();
+        let now_ms = shared.clock.millis();
+        let job = engine.submit_job(owner, spec, prepared, sequence, now_ms)?;
+        let (checkpoint, saved) = engine.take_checkpoint(&job, now_ms)?;
+        (job, checkpoint, saved)
+    };
+    // Durable before acknowledged: a job answered 201 survives a crash.
     let store = shared.clone();
-    let sequence = tokio::task::spawn_blocking(move || store.store.take_job_sequence())
+    tokio::task::spawn_blocking(move || store.store.save_job(&checkpoint, saved.as_ref()))
         .await
         .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
-    let job = shared
-        .engine()
-        .submit_job(owner, spec, prepared, sequence, shared.clock.millis())?;
     tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
     shared.work_available.notify_waiters();
     Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
@@ -202,9 +216,16 @@ async fn cancel_job(
 ) -> ApiResult {
     let (key, _) = authenticate(&shared, request).await?;
     let id = parse_hash(&id)?;
-    shared
-        .engine()
-        .cancel_job(&key, &id, shared.clock.millis())?;
+    let (checkpoint, _) = {
+        let mut engine = shared.engine();
+        let now_ms = shared.clock.millis();
+        engine.cancel_job(&key, &id, now_ms)?;
+        engine.take_checkpoint(&id, now_ms)?
+    };
+    let store = shared.clone();
+    tokio::task::spawn_blocking(move || store.store.save_job(&checkpoint, None))
+        .await
+        .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     tracing::info!(job = %id.short(), by = %key.short(), "job cancelled");
     shared.work_available.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())

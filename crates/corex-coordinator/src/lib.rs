@@ -12,6 +12,7 @@ pub mod auditors;
 pub mod blobs;
 pub mod config;
 pub mod datasets;
+pub mod durability;
 pub mod engine;
 pub mod error;
 pub mod federated;

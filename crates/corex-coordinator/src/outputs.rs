@@ -89,6 +89,22 @@ impl Outputs {
         }
     }
 
+    /// The rows collected so far again (from [`parts`](Self::parts)), checked for shape.
+    pub fn from_parts(
+        width: usize,
+        values: Vec<f32>,
+        indices: Vec<u32>,
+    ) -> Result<Self, CoordinatorError> {
+        let mut outputs = Self::new(width);
+        outputs.append(&indices, &values)?;
+        Ok(outputs)
+    }
+
+    /// The width, values and sample indices collected so far.
+    pub fn parts(&self) -> (usize, &[f32], &[u32]) {
+        (self.width, &self.values, &self.indices)
+    }
+
     /// Appends one fragment's rows: `indices.len() × width` values.
     pub fn append(&mut self, indices: &[u32], rows: &[f32]) -> Result<(), CoordinatorError> {
         if rows.len() != indices.len() * self.width {

@@ -7,21 +7,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use corex_core::{Hash, Keypair};
+use corex_core::messages::JobState;
+use corex_core::{Hash, Keypair, NodeId};
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::api::router;
 use crate::config::CoordinatorConfig;
+use crate::durability;
 use crate::engine::{CHALLENGE_SIZE, Coordinator};
 use crate::error::CoordinatorError;
-use crate::job_run::Progress;
+use crate::job_run::{JobCheckpoint, Progress, SavedProgression};
 use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
 use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
 use crate::nonce::NonceCache;
-use crate::store::{StateStore, write_atomically};
+use crate::store::{StateStore, StoredNode, write_atomically};
 use crate::transport::{ConnectionLimiter, KeyRateLimiter};
 use crate::verification::Verifier;
 
@@ -91,12 +93,14 @@ impl Shared {
     }
 
     /// Sends a round that `progress` closed to the ledger recorder, or starts the close of a
-    /// complete round off the lock ([`close_round`]). Call it under the engine lock (`engine`
-    /// is that guard), right after the step that made the progress: whatever happens to the
-    /// request that caused it, the close runs.
+    /// complete round off the lock ([`close_round`]); a job that moved (a round closed, the
+    /// job ended) has its checkpoint taken here and stored behind the ledger
+    /// ([`store_checkpoint`]). Call it under the engine lock (`engine` is that guard), right
+    /// after the step that made the progress: whatever happens to the request that caused it,
+    /// the close runs and the checkpoint is stored.
     pub fn record_progress(
         self: &Arc<Self>,
-        engine: &Coordinator,
+        engine: &mut Coordinator,
         job: &Hash,
         progress: Progress,
     ) -> Result<(), CoordinatorError> {
@@ -104,34 +108,50 @@ impl Shared {
             tokio::spawn(close_round(self.clone(), *job));
             return Ok(());
         }
+        let mut recorded_round = None;
+        let mut standing = Vec::new();
         if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
             && let Some(record) = engine.job(job)?.history().last()
         {
-            self.send_closed_round(
-                engine,
-                ClosedRound {
-                    job: *job,
-                    record: record.clone(),
+            recorded_round = Some(record.round);
+            // The audit records of the round's nodes moved with its verdicts.
+            let nodes: std::collections::BTreeSet<NodeId> = record
+                .results
+                .iter()
+                .map(|result| result.node)
+                .chain(record.audits.iter().map(|audit| audit.auditor))
+                .collect();
+            standing = engine.standing_of(nodes);
+            let closed = ClosedRound {
+                job: *job,
+                record: record.clone(),
+            };
+            self.send_closed_round(engine, closed);
+        }
+        if matches!(
+            progress,
+            Progress::RoundClosed | Progress::JobFinished | Progress::JobFailed
+        ) {
+            let (checkpoint, saved) = engine.take_checkpoint(job, self.clock.millis())?;
+            tokio::spawn(store_checkpoint(
+                self.clone(),
+                Checkpoint {
+                    job: checkpoint,
+                    saved,
+                    standing,
                 },
-            );
+                recorded_round,
+            ));
         }
         Ok(())
     }
 
     /// After the engine lock is released: wakes lease requests when new work (a round, audit
-    /// tasks) appeared, and writes a finished job's report and weights or outputs.
-    pub async fn announce_progress(
-        &self,
-        job: &Hash,
-        progress: Progress,
-    ) -> Result<(), CoordinatorError> {
+    /// tasks) appeared.
+    pub fn announce_progress(&self, progress: Progress) {
         if progress != Progress::Accepted {
             self.work_available.notify_waiters();
         }
-        if matches!(progress, Progress::JobFinished | Progress::JobFailed) {
-            self.persist_finished_job(job).await?;
-        }
-        Ok(())
     }
 
     pub fn ledger(&self) -> MutexGuard<'_, LedgerService> {
@@ -200,16 +220,12 @@ async fn close_round(shared: Arc<Shared>, job: Hash) {
     let applied = tokio::task::spawn_blocking(move || {
         let mut engine = worker.engine();
         let progress = engine.finish_close(&job, closed, worker.clock.millis())?;
-        worker.record_progress(&engine, &job, progress)?;
+        worker.record_progress(&mut engine, &job, progress)?;
         Ok::<_, CoordinatorError>(progress)
     })
     .await;
     match applied {
-        Ok(Ok(progress)) => {
-            if let Err(error) = shared.announce_progress(&job, progress).await {
-                tracing::error!(job = %job.short(), %error, "a finished job could not be persisted");
-            }
-        }
+        Ok(Ok(progress)) => shared.announce_progress(progress),
         Ok(Err(error)) => {
             tracing::error!(job = %job.short(), %error, "a round's close could not be applied")
         }
@@ -217,6 +233,57 @@ async fn close_round(shared: Arc<Shared>, job: Hash) {
             job = %job.short(),
             error = %join_failure(error),
             "applying a round's close failed"
+        ),
+    }
+}
+
+/// What a job's progress leaves to store: its checkpoint and the standing of the nodes that
+/// worked in the round that closed.
+struct Checkpoint {
+    job: JobCheckpoint,
+    saved: Option<SavedProgression>,
+    standing: Vec<StoredNode>,
+}
+
+/// Stores a job's checkpoint once it is safe to: an ended job's report and results are on
+/// disk first (a restored job serves them from there), a closed round is on the ledger first
+/// (see `durability`). Failures are logged; the job goes on, one checkpoint behind.
+async fn store_checkpoint(
+    shared: Arc<Shared>,
+    checkpoint: Checkpoint,
+    recorded_round: Option<u32>,
+) {
+    let Checkpoint {
+        job: checkpoint,
+        saved,
+        standing,
+    } = checkpoint;
+    let job = checkpoint.id;
+    if checkpoint.state != JobState::Running
+        && checkpoint.state != JobState::Cancelled
+        && let Err(error) = shared.persist_finished_job(&job).await
+    {
+        tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
+        return;
+    }
+    if let Some(round) = recorded_round {
+        durability::wait_for_ledger(&shared, &job, round).await;
+    }
+    let worker = shared.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        worker.store.save_nodes(&standing)?;
+        worker.store.save_job(&checkpoint, saved.as_ref())
+    })
+    .await;
+    match stored {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored")
+        }
+        Err(error) => tracing::error!(
+            job = %job.short(),
+            error = %join_failure(error),
+            "storing a job's checkpoint failed"
         ),
     }
 }
@@ -272,7 +339,7 @@ pub async fn run(
         start: Instant::now(),
     };
     // The audit seed chain's anchor goes on the ledger before any result can exist.
-    let mut verifier = Verifier::new(
+    let verifier = Verifier::new(
         corex_net::random_bytes::<32>()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
         config.audit_chain_length,
@@ -283,25 +350,44 @@ pub async fn run(
         config.genesis.clone(),
         clock.unix_millis(),
     )?;
-    // The verifier's records start empty; the nodes an earlier run had removed stay out.
-    let removed = ledger.removed_nodes();
-    if !removed.is_empty() {
-        tracing::info!(nodes = removed.len(), "nodes the ledger removed are banned");
-    }
-    for node in removed {
-        verifier.ban(node);
-    }
     ledger.commit_audit_anchor(verifier.anchor(), clock.unix_millis())?;
     let ledger = Arc::new(Mutex::new(ledger));
     {
         let summary = lock(&ledger).chain().summary();
         tracing::info!(chain = %summary.chain_id, height = summary.height, epoch = summary.epoch, "ledger opened");
     }
-    let store = StateStore::open(&data_dir)?;
+    // What an earlier run stored comes back before anything is served: the nodes' standing
+    // (registration, proven capability, audit record), then the jobs: running ones resume at
+    // the round their checkpoint opened, ended ones are served again. The nodes the ledger
+    // removed stay out whatever their stored record says.
+    let removed = lock(&ledger).removed_nodes();
+    let mut engine = Coordinator::new(identity.clone(), config.clone(), verifier);
+    let restore_dir = data_dir.clone();
+    let (engine, store) = tokio::task::spawn_blocking(move || {
+        let store = StateStore::open(&restore_dir)?;
+        let nodes = store.load_nodes()?;
+        if !nodes.is_empty() {
+            tracing::info!(nodes = nodes.len(), "node standing restored");
+        }
+        engine.restore_standing(nodes, 0);
+        if !removed.is_empty() {
+            tracing::info!(nodes = removed.len(), "nodes the ledger removed are banned");
+        }
+        for node in removed {
+            engine.verifier.ban(node);
+        }
+        let restored = durability::restore_jobs(&mut engine, &store, &restore_dir, 0)?;
+        if restored > 0 {
+            tracing::info!(jobs = restored, "jobs restored from the data directory");
+        }
+        Ok::<_, CoordinatorError>((engine, store))
+    })
+    .await
+    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     let (round_sender, round_receiver) = unbounded_channel();
     let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
     let shared = Arc::new(Shared {
-        engine: Mutex::new(Coordinator::new(identity.clone(), config.clone(), verifier)),
+        engine: Mutex::new(engine),
         nonces: Mutex::new(NonceCache::default()),
         key_rates: KeyRateLimiter::new(&config.transport),
         config,
@@ -457,7 +543,7 @@ async fn sweep_once(shared: Arc<Shared>) {
         closed
             .into_iter()
             .filter_map(|(job, progress)| match progress {
-                Ok(progress) => match worker.record_progress(&engine, &job, progress) {
+                Ok(progress) => match worker.record_progress(&mut engine, &job, progress) {
                     Ok(()) => Some((job, progress)),
                     Err(error) => {
                         tracing::warn!(%error, "a closed round could not be queued for the ledger");
@@ -476,10 +562,8 @@ async fn sweep_once(shared: Arc<Shared>) {
         tracing::error!(error = %join_failure(error), "closing overdue rounds failed");
         Vec::new()
     });
-    for (job, progress) in closed {
-        if let Err(error) = shared.announce_progress(&job, progress).await {
-            tracing::warn!(%error, "a finished job could not be persisted");
-        }
+    for (_, progress) in closed {
+        shared.announce_progress(progress);
     }
     let expired = {
         let mut engine = shared.engine();

@@ -1,18 +1,51 @@
 //! The coordinator's own durable state, in `DATA_DIR/coordinator.redb` beside the ledger's
 //! `ledger.redb`: the job submission sequence, so that a job id (the hash of the spec, the owner
 //! and this sequence) never repeats across restarts and never collides with a finished job's
-//! files. Every write is one redb transaction, committed (and so fsynced) before the caller
-//! acknowledges anything that depends on it. Files beside it (finished jobs' reports, weights
-//! and outputs) are written atomically: [`write_atomically`].
+//! files; and every job's latest checkpoint (`job_run::checkpoint`), JSON, with its tensors
+//! beside it as named byte strings. Every write is one redb transaction, committed (and so
+//! fsynced) before the caller acknowledges anything that depends on it. Files beside it
+//! (finished jobs' reports, weights and outputs, uploaded datasets) are written atomically:
+//! [`write_atomically`].
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use corex_core::NodeId;
+use corex_core::messages::NodeInfo;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::CoordinatorError;
+use crate::job_run::{JobCheckpoint, SavedProgression};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Job id → its latest checkpoint (JSON).
+const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+/// (job id, tensor name) → the bytes of its progression (`SavedProgression::to_tensors`).
+const JOB_TENSORS: TableDefinition<(&[u8], &str), &[u8]> = TableDefinition::new("job_tensors");
+
+/// Job id → how far its stored checkpoint is (`completed_rounds × 2 + ended`): a checkpoint
+/// taken earlier never replaces one taken later, whatever order their writes come in.
+const JOB_MARKS: TableDefinition<&[u8], u64> = TableDefinition::new("job_marks");
+
+/// Node id → its standing (`StoredNode`, JSON).
+const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
+
+/// What the coordinator knows of a node that outlives a restart: its registration (device,
+/// the capability it proved) and its audit record, which sets its audit rate and its ban.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredNode {
+    pub node: NodeId,
+    pub info: NodeInfo,
+    pub audits_passed: u64,
+    pub audits_failed: u64,
+}
+
+/// A job as stored: its checkpoint, and its progression's tensors while it runs.
+pub struct StoredJob {
+    pub checkpoint: JobCheckpoint,
+    pub tensors: BTreeMap<String, Vec<u8>>,
+}
 const NEXT_JOB_SEQUENCE: &str = "next_job_sequence";
 
 /// File name of the store in the data directory.
@@ -51,6 +84,128 @@ impl StateStore {
         };
         txn.commit().map_err(storage)?;
         Ok(sequence)
+    }
+
+    /// Replaces `checkpoint`'s job in one transaction: its checkpoint, and its tensors with
+    /// `saved`'s (when given; an ended job's are dropped, a running job without new ones keeps
+    /// its last). Durable when this returns. A checkpoint behind the stored one is ignored.
+    pub fn save_job(
+        &self,
+        checkpoint: &JobCheckpoint,
+        saved: Option<&SavedProgression>,
+    ) -> Result<(), CoordinatorError> {
+        let json = serde_json::to_vec(checkpoint).map_err(storage)?;
+        let id = checkpoint.id.as_bytes().as_slice();
+        let ended = checkpoint.state != corex_core::messages::JobState::Running;
+        let mark = u64::from(checkpoint.completed_rounds) * 2 + u64::from(ended);
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut marks = txn.open_table(JOB_MARKS).map_err(storage)?;
+            let stored = marks.get(id).map_err(storage)?.map(|value| value.value());
+            if stored.is_some_and(|stored| stored > mark) {
+                return Ok(());
+            }
+            marks.insert(id, mark).map_err(storage)?;
+            let mut jobs = txn.open_table(JOBS).map_err(storage)?;
+            jobs.insert(id, json.as_slice()).map_err(storage)?;
+            let mut tensors = txn.open_table(JOB_TENSORS).map_err(storage)?;
+            if ended || saved.is_some() {
+                tensors
+                    .extract_from_if((id, "")..=(id, "\u{10FFFF}"), |_, _| true)
+                    .map_err(storage)?
+                    .for_each(drop);
+            }
+            if let Some(saved) = saved.filter(|_| !ended) {
+                for (name, bytes) in saved.to_tensors() {
+                    tensors
+                        .insert((id, name), bytes.as_slice())
+                        .map_err(storage)?;
+                }
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Stores `nodes`' standing in one transaction; durable when this returns.
+    pub fn save_nodes(&self, nodes: &[StoredNode]) -> Result<(), CoordinatorError> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(NODES).map_err(storage)?;
+            for node in nodes {
+                let json = serde_json::to_vec(node).map_err(storage)?;
+                table
+                    .insert(node.node.0.as_slice(), json.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Every stored node's standing.
+    pub fn load_nodes(&self) -> Result<Vec<StoredNode>, CoordinatorError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = match txn.open_table(NODES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(storage(error)),
+        };
+        let mut nodes = Vec::new();
+        for entry in table.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let node: StoredNode = serde_json::from_slice(value.value())
+                .map_err(|error| storage(format!("a node's standing: {error}")))?;
+            if key.value() != node.node.0.as_slice() {
+                return Err(storage(format!(
+                    "node {} is stored under another id",
+                    node.node
+                )));
+            }
+            nodes.push(node);
+        }
+        Ok(nodes)
+    }
+
+    /// Every stored job, in submission order.
+    pub fn load_jobs(&self) -> Result<Vec<StoredJob>, CoordinatorError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let jobs = match txn.open_table(JOBS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(storage(error)),
+        };
+        let tensors = txn.open_table(JOB_TENSORS).ok();
+        let mut stored = Vec::new();
+        for entry in jobs.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let checkpoint: JobCheckpoint = serde_json::from_slice(value.value())
+                .map_err(|error| storage(format!("a job checkpoint: {error}")))?;
+            let id = key.value();
+            if id != checkpoint.id.as_bytes().as_slice() {
+                return Err(storage(format!(
+                    "job {} is stored under another id",
+                    checkpoint.id
+                )));
+            }
+            let mut named = BTreeMap::new();
+            if let Some(tensors) = &tensors {
+                for entry in tensors
+                    .range((id, "")..=(id, "\u{10FFFF}"))
+                    .map_err(storage)?
+                {
+                    let (key, value) = entry.map_err(storage)?;
+                    named.insert(key.value().1.to_owned(), value.value().to_vec());
+                }
+            }
+            stored.push(StoredJob {
+                checkpoint,
+                tensors: named,
+            });
+        }
+        stored.sort_by_key(|job| job.checkpoint.sequence);
+        Ok(stored)
     }
 }
 

@@ -151,6 +151,11 @@ impl Verifier {
         record.failed = record.failed.max(BAN_AFTER_FAILED_AUDITS);
     }
 
+    /// Puts back a node's record as a coordinator stored it before a restart.
+    pub fn restore_record(&mut self, node: NodeId, record: AuditRecord) {
+        self.records.insert(node, record);
+    }
+
     /// A node caught cheating this often gets no more work.
     pub fn is_banned(&self, node: &NodeId) -> bool {
         self.record(node).failed >= BAN_AFTER_FAILED_AUDITS

@@ -1,7 +1,8 @@
-//! A coordinator restart keeps cheaters out: the verifier's audit records live in memory, but
-//! the ledger that removed a cheater is stored, and the restarted coordinator bans the removed
-//! node from the start while honest nodes carry on. Node agents left running across a restart
-//! register again by themselves and go on working, and job ids never repeat.
+//! A coordinator restart loses nothing: the ledger that removed a cheater and the audit records
+//! are stored, so the restarted coordinator bans the removed node from the start while honest
+//! nodes carry on; node agents left running across a restart are recognised (their standing
+//! is stored) and go on working; a running job resumes from its last checkpoint and each of
+//! its rounds is on the ledger once; ended jobs are served as before; job ids never repeat.
 
 #![allow(clippy::unwrap_used)]
 
@@ -82,7 +83,7 @@ async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
     let refused = net.client(CHEATER).lease(0).await.unwrap_err();
     assert_eq!(refused.api_code(), Some("banned"), "{refused}");
 
-    // A fresh coordinator process on the same data directory: the verifier starts empty.
+    // A fresh coordinator process on the same data directory.
     let dir = net.shutdown().await;
     let mut net = TestNet::start_in(dir, config()).await;
     let cheater_client = net.client(CHEATER);
@@ -106,7 +107,7 @@ async fn a_node_the_ledger_removed_gets_no_work_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn running_nodes_register_again_after_a_restart_and_go_on_working() {
+async fn running_nodes_are_recognised_after_a_restart_and_go_on_working() {
     let mut net = TestNet::start(config()).await;
     for seed in 1..=2 {
         net.spawn_node(seed);
@@ -116,11 +117,12 @@ async fn running_nodes_register_again_after_a_restart_and_go_on_working() {
     let status = wait_for_end(&owner, &first, Duration::from_secs(120)).await;
     assert_eq!(status.state, JobState::Finished);
 
-    // The same node processes, a new coordinator process: its registry starts empty, the
-    // nodes are answered `unregistered_node` and register again with no one's help.
+    // The same node processes, a new coordinator process: it restores their standing from its
+    // store and they go on with no one's help.
     net.restart_server(config()).await;
     let owner = net.client(250);
-    wait_for_proven_nodes(&owner, 2, Duration::from_secs(60)).await;
+    // Proven before the restart, proven after it: the capability was stored, not asked again.
+    wait_for_proven_nodes(&owner, 2, Duration::from_millis(1)).await;
     let second = owner.submit_job(&job("same-spec")).await.unwrap();
     assert_ne!(
         second, first,
@@ -137,5 +139,84 @@ async fn running_nodes_register_again_after_a_restart_and_go_on_working() {
             .join(job.to_hex())
             .join("report.json");
         assert!(report.exists(), "{} kept its report", job.short());
+    }
+}
+
+/// Waits until `job` has completed at least `round` rounds.
+async fn wait_for_round(owner: &CoordinatorClient, job: &corex_core::Hash, round: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while owner.job_status(job).await.unwrap().round < round {
+        assert!(Instant::now() < deadline, "round {round} never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_resumes_after_a_restart_and_each_round_is_recorded_once() {
+    let mut net = TestNet::start(config()).await;
+    for seed in 1..=2 {
+        net.spawn_node(seed);
+    }
+    let owner = net.client(250);
+    wait_for_proven_nodes(&owner, 2, Duration::from_secs(60)).await;
+    let finished = owner.submit_job(&job("finished-before")).await.unwrap();
+    wait_for_end(&owner, &finished, Duration::from_secs(120)).await;
+    let weights_before = owner.download_weights(&finished).await.unwrap();
+    let running = owner.submit_job(&job("running-across")).await.unwrap();
+    wait_for_round(&owner, &running, 6).await;
+    let before = owner.job_status(&running).await.unwrap();
+
+    net.restart_server(config()).await;
+    let owner = net.client(250);
+    // The ended job is served as it was; the running one is where its checkpoint left it.
+    let served = owner.job_status(&finished).await.unwrap();
+    assert_eq!(served.state, JobState::Finished);
+    assert_eq!(
+        owner.download_weights(&finished).await.unwrap(),
+        weights_before
+    );
+    let resumed = owner.job_status(&running).await.unwrap();
+    assert_eq!(resumed.state, JobState::Running, "{resumed:?}");
+    assert!(
+        resumed.round + 1 >= before.round,
+        "resumed at round {} after {} had closed",
+        resumed.round,
+        before.round
+    );
+    let status = wait_for_end(&owner, &running, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Finished, "{status:?}");
+    let report = owner.job_report(&running).await.unwrap();
+    assert_eq!(report.rounds.len(), 20);
+    assert!(
+        report
+            .rounds
+            .iter()
+            .enumerate()
+            .all(|(index, round)| round.round as usize == index),
+        "rounds in order, none twice"
+    );
+
+    // The ledger: one round record per closed round of each job, and a clean audit.
+    let dir = net.shutdown().await;
+    let (store, chain) =
+        corex_ledger_store::LedgerStore::open_or_init(&dir.path().join("ledger.redb"), || {
+            unreachable!("the ledger exists")
+        })
+        .unwrap();
+    for job in [finished, running] {
+        let mut recorded = Vec::new();
+        for height in 0..=chain.height() {
+            let Some(block) = store.block(height).unwrap() else {
+                continue;
+            };
+            for tx in &block.txs {
+                if let corex_ledger::TxBody::RecordRound { job: of, round, .. } = &tx.body
+                    && *of == job
+                {
+                    recorded.push(*round);
+                }
+            }
+        }
+        assert_eq!(recorded, (0..20).collect::<Vec<_>>(), "{}", job.short());
     }
 }

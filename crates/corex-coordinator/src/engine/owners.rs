@@ -57,7 +57,7 @@ impl Coordinator {
             )));
         }
         let (jobs, engine) = self.jobs_and_engine(now_ms);
-        let run = JobRun::start(id, owner, spec, prepared, now_ms, engine)?;
+        let run = JobRun::start(id, owner, sequence, spec, prepared, now_ms, engine)?;
         jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)

@@ -51,8 +51,7 @@ impl JobRun {
             .extend(round.fragments.iter().map(|f| f.id));
         self.closing = Some(Box::new(CloseWork {
             spec: self.spec.clone(),
-            dataset: self.dataset.clone(),
-            test: self.split.test.clone(),
+            data: self.data()?.clone(),
             standardization: self.standardization.clone(),
             progression,
             round,
@@ -89,10 +88,12 @@ impl JobRun {
             Err(reason) => reason,
         };
         tracing::error!(job = %self.id.short(), round, reason = %failure, "closing a round failed; the job fails");
-        self.state = JobState::Failed {
-            reason: format!("round {round} could not close: {failure}"),
-        };
-        self.finished_ms = Some(now_ms);
+        self.end(
+            JobState::Failed {
+                reason: format!("round {round} could not close: {failure}"),
+            },
+            now_ms,
+        );
         Progress::JobFailed
     }
 
@@ -108,6 +109,7 @@ impl JobRun {
     ) -> Result<Progress, CoordinatorError> {
         let ClosedWork {
             progression,
+            saved,
             parameters,
             round,
             plan,
@@ -125,6 +127,7 @@ impl JobRun {
             computing_ms,
         } = closed;
         verifier.apply(&records);
+        self.saved = saved;
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let audited = judged
             .iter()
@@ -214,10 +217,12 @@ impl JobRun {
             }
             if let Progression::Outputs { collected, .. } = progression {
                 let collected = std::mem::take(collected);
-                self.outputs = Some(collected.publish(&self.spec, &self.dataset, blobs)?);
+                let data = self.data.as_ref().ok_or_else(|| {
+                    CoordinatorError::Training("an output job ended before its last round".into())
+                })?;
+                self.outputs = Some(collected.publish(&self.spec, &data.dataset, blobs)?);
             }
-            self.state = JobState::Finished;
-            self.finished_ms = Some(now_ms);
+            self.end(JobState::Finished, now_ms);
             return Ok(Progress::JobFinished);
         }
         // The next round is cut for the nodes live now (their speeds matter only to

@@ -17,9 +17,8 @@ use crate::verification::{Comparator, Judged, RecordDelta};
 /// Everything a round's close computes with.
 pub struct CloseWork {
     pub(super) spec: JobSpec,
-    pub(super) dataset: Arc<Dataset>,
-    /// The held-out samples evaluation and federated checks read.
-    pub(super) test: Vec<u32>,
+    /// The job's data: evaluation and federated checks read its held-out samples.
+    pub(super) data: Arc<JobData>,
     pub(super) standardization: Option<Standardization>,
     pub(super) progression: Progression,
     pub(super) round: RoundState,
@@ -32,6 +31,8 @@ pub struct CloseWork {
 /// What a round's close computed, for `close` to apply.
 pub struct ClosedWork {
     pub(super) progression: Progression,
+    /// The progression after this round, as bytes for the job's checkpoint.
+    pub(super) saved: Option<SavedProgression>,
     /// The model after this round (unchanged for output work).
     pub(super) parameters: Vec<f32>,
     pub(super) round: RoundState,
@@ -135,7 +136,7 @@ impl CloseWork {
                         &self.spec.work,
                         &self.spec.model,
                         &current,
-                        &self.dataset,
+                        &self.data.dataset,
                         &self.round.fragments[index].indices,
                     )
                     .map(|output| Replay {
@@ -229,8 +230,13 @@ impl CloseWork {
         let has_model = !matches!(self.spec.work, WorkSpec::Transform { .. });
         let evaluation = if has_model && (last || completed.is_multiple_of(self.spec.eval_every)) {
             Some(
-                corex_ml::evaluate(&self.spec.model, &parameters, &self.dataset, &self.test)
-                    .map_err(training)?,
+                corex_ml::evaluate(
+                    &self.spec.model,
+                    &parameters,
+                    &self.data.dataset,
+                    &self.data.split.test,
+                )
+                .map_err(training)?,
             )
         } else {
             None
@@ -246,10 +252,17 @@ impl CloseWork {
             ),
             _ => None,
         };
+        // What the next checkpoint keeps (nothing once the job ends).
+        let saved = if last {
+            None
+        } else {
+            Some(progression.saved()?)
+        };
         let began_ms = *began_ms;
         let plan = plan.clone();
         Ok(ClosedWork {
             progression,
+            saved,
             parameters,
             round: self.round,
             plan,
@@ -274,8 +287,13 @@ impl CloseWork {
     /// cannot be evaluated has a loss that is not finite.
     fn held_out(&self, current: &[f32], accepted: &[&Accepted]) -> Vec<HeldOut> {
         let evaluate = |params: &[f32]| {
-            corex_ml::evaluate(&self.spec.model, params, &self.dataset, &self.test)
-                .map_or(f32::NAN, |evaluation| evaluation.loss)
+            corex_ml::evaluate(
+                &self.spec.model,
+                params,
+                &self.data.dataset,
+                &self.data.split.test,
+            )
+            .map_or(f32::NAN, |evaluation| evaluation.loss)
         };
         let loss = |update: &[f32], rate: f32| {
             let moved: Vec<f32> = current
@@ -361,7 +379,7 @@ impl CloseWork {
                     corex_ml::replay_segment(
                         &self.spec.model,
                         start,
-                        &self.dataset,
+                        &self.data.dataset,
                         &fragment.indices,
                         *steps,
                         inner,

@@ -50,12 +50,15 @@ impl JobRun {
         tracing::info!(job = %self.id.short(), holder = %node.short(), round = self.completed_rounds, "a data holder declined the job");
         if round.fragments.is_empty() {
             self.round = None;
-            self.state = corex_core::messages::JobState::Failed {
-                reason: "every data holder of this federated job is banned or declined it".into(),
-            };
-            self.finished_ms = Some(now_ms);
+            let reason = "every data holder of this federated job is banned or declined it";
+            self.end(
+                corex_core::messages::JobState::Failed {
+                    reason: reason.into(),
+                },
+                now_ms,
+            );
             // No round closed: nothing goes to the ledger.
-            return Ok(Progress::Accepted);
+            return Ok(Progress::JobFailed);
         }
         if round.leases.is_complete() {
             return self.begin_audits(now_ms, engine);

@@ -55,6 +55,8 @@ use crate::verification::{
 };
 
 mod audit_phase;
+mod checkpoint;
+pub use checkpoint::{JobCheckpoint, SavedProgression};
 mod close;
 mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
@@ -95,6 +97,21 @@ struct RoundState {
     first_lease_ms: Option<u64>,
     /// Set once every result is in and the audits are out.
     auditing: Option<Auditing>,
+}
+
+impl RoundState {
+    /// A round of `fragments`, none leased yet.
+    fn open(fragments: Vec<Fragment>, now_ms: u64) -> Self {
+        let count = fragments.len();
+        Self {
+            leases: LeaseBook::new(count),
+            results: (0..count).map(|_| None).collect(),
+            fragments,
+            opened_ms: now_ms,
+            first_lease_ms: None,
+            auditing: None,
+        }
+    }
 }
 
 /// A complete round waiting for its audit replays.
@@ -169,6 +186,15 @@ pub enum Progress {
     JobFailed,
 }
 
+/// What a running job computes on.
+pub struct JobData {
+    dataset: Arc<Dataset>,
+    split: Split,
+    /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
+    /// dataset's samples in order (one pass) for output work.
+    pool: Vec<u32>,
+}
+
 /// What the rounds of a job move forward.
 enum Progression {
     /// The model, which the job's optimizer steps at every round's close.
@@ -202,13 +228,15 @@ pub struct JobRun {
     pub dataset_blob: Option<Hash>,
     /// The statistics tabular features were standardized with (fitted on the training split).
     pub standardization: Option<Standardization>,
-    dataset: Arc<Dataset>,
-    split: Split,
-    /// The samples rounds are drawn from: the train split (an epoch stream) for training, the
-    /// dataset's samples in order (one pass) for output work.
-    pool: Vec<u32>,
+    /// What the job computes on, while it runs (an ended job lets it go).
+    data: Option<Arc<JobData>>,
+    /// The submission sequence its id was made with.
+    sequence: u64,
     /// What the rounds move forward; out of the job while a round's close computes.
     progression: Option<Progression>,
+    /// The progression as the last close (or the start) left it, as bytes, until the shell
+    /// takes it into a checkpoint (`checkpoint`).
+    saved: Option<SavedProgression>,
     /// The round being closed, until the shell takes it to compute (see `close`).
     closing: Option<Box<CloseWork>>,
     /// Hash of the current model version's parameter bytes.
@@ -235,9 +263,11 @@ pub struct JobRun {
 }
 
 impl JobRun {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: Hash,
         owner: NodeId,
+        sequence: u64,
         spec: JobSpec,
         prepared: PreparedData,
         now_ms: u64,
@@ -277,6 +307,7 @@ impl JobRun {
             }
         };
         let model = blobs.publish(f32s_to_bytes(&parameters));
+        let saved = progression.saved()?;
         // Nodes load the built-in digits themselves; any other shared dataset goes to them.
         let dataset_blob = encoded.map(|(bytes, manifest)| blobs.publish_cut(bytes, manifest).0);
         let mut run = Self {
@@ -286,10 +317,14 @@ impl JobRun {
             dataset_blob,
             standardization,
             spec,
-            dataset,
-            split,
-            pool,
+            data: Some(Arc::new(JobData {
+                dataset,
+                split,
+                pool,
+            })),
+            sequence,
             progression: Some(progression),
+            saved: Some(saved),
             closing: None,
             model,
             previous_model: None,
@@ -320,6 +355,9 @@ impl JobRun {
     /// holders that declined the job (only they could compute their fragments); with none
     /// left, the job fails.
     fn open_round(&mut self, speeds_mflops: &[u64], verifier: &Verifier, now_ms: u64) {
+        let Some(data) = self.data.clone() else {
+            return;
+        };
         let fragments = match &self.spec.federated {
             Some(federated) => slice_federated_round(
                 &self.id,
@@ -331,7 +369,7 @@ impl JobRun {
             None => slice_round(
                 &self.id,
                 &self.spec,
-                &self.pool,
+                &data.pool,
                 self.completed_rounds,
                 self.model,
                 speeds_mflops,
@@ -346,25 +384,35 @@ impl JobRun {
             })
             .collect();
         if fragments.is_empty() {
-            self.state = JobState::Failed {
-                reason: "every data holder of this federated job is banned or declined it".into(),
-            };
-            self.finished_ms = Some(now_ms);
+            let reason = "every data holder of this federated job is banned or declined it";
+            self.end(
+                JobState::Failed {
+                    reason: reason.into(),
+                },
+                now_ms,
+            );
             return;
         }
-        let count = fragments.len();
-        self.round = Some(RoundState {
-            leases: LeaseBook::new(count),
-            results: (0..count).map(|_| None).collect(),
-            fragments,
-            opened_ms: now_ms,
-            first_lease_ms: None,
-            auditing: None,
-        });
+        self.round = Some(RoundState::open(fragments, now_ms));
     }
 
     pub fn is_running(&self) -> bool {
         self.state == JobState::Running
+    }
+
+    /// The data of a running job.
+    fn data(&self) -> Result<&Arc<JobData>, CoordinatorError> {
+        self.data
+            .as_ref()
+            .ok_or_else(|| CoordinatorError::Training(format!("job {} has ended", self.id.short())))
+    }
+
+    /// Ends the job in `state` at `now_ms`; its data goes (only a running job computes).
+    fn end(&mut self, state: JobState, now_ms: u64) {
+        self.state = state;
+        self.finished_ms = Some(now_ms);
+        self.data = None;
+        self.progression = None;
     }
 
     /// Ends the job at its owner's request: the open round is dropped (its results are not
@@ -375,8 +423,7 @@ impl JobRun {
                 blobs.retire(hash);
             }
         }
-        self.state = JobState::Cancelled;
-        self.finished_ms = Some(now_ms);
+        self.end(JobState::Cancelled, now_ms);
     }
 
     /// Whether `fragment` is (or was) one of this job's.

@@ -139,7 +139,9 @@ fn steps_with_restart(
             drop(trainer);
             trainer = Trainer::restore(spec, optimizer, state).unwrap();
         }
-        trainer.step_at_rate(gradient, 0.01 / (step + 1) as f64).unwrap();
+        trainer
+            .step_at_rate(gradient, 0.01 / (step + 1) as f64)
+            .unwrap();
     }
     trainer.parameters()
 }

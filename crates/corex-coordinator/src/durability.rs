@@ -1,0 +1,182 @@
+//! The shell's side of durability: storing a job's checkpoint off the async threads, keeping
+//! the data a job needs to be restored, and putting every stored job back when the
+//! coordinator opens its data directory.
+//!
+//! Order of writes for a round's close: the ledger records the round first (the recorder runs
+//! behind the close), then the job's checkpoint is stored. A crash between the two restores
+//! the job one round back; the round is computed again and its second record is refused by
+//! the ledger (rounds of a job go in order), so each round is paid exactly once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corex_core::messages::JobState;
+use corex_core::{DatasetSource, Hash, JobSpec};
+use corex_ml::Dataset;
+
+use crate::engine::Coordinator;
+use crate::error::CoordinatorError;
+use crate::job_run::SavedProgression;
+use crate::prepared::{PreparedData, prepare};
+use crate::server::Shared;
+use crate::store::{StateStore, StoredJob, StoredNode, write_atomically};
+
+/// The file a job's raw dataset is kept in (beside its report), when no other copy lasts:
+/// an owner's upload or an operator's named file (the built-in digits and packaged datasets
+/// are read again from where they came from, and checked against the job's dataset hash).
+const KEPT_DATASET: &str = "dataset.bin";
+
+/// How long a close waits for the ledger to record its round before storing the checkpoint
+/// anyway (a ledger that stopped recording is logged; the checkpoint must still move on).
+const LEDGER_WAIT: Duration = Duration::from_secs(30);
+
+fn job_dir(data_dir: &Path, job: &Hash) -> std::path::PathBuf {
+    data_dir.join("jobs").join(job.to_hex())
+}
+
+fn storage(error: impl std::fmt::Display) -> CoordinatorError {
+    CoordinatorError::Storage(error.to_string())
+}
+
+/// Whether a job's data comes back only from the copy [`keep_dataset`] wrote.
+fn kept(spec: &JobSpec) -> bool {
+    matches!(
+        spec.dataset.source,
+        DatasetSource::Uploaded { .. } | DatasetSource::Named { .. }
+    )
+}
+
+/// Keeps job `job`'s raw dataset on disk when nothing else would give it back after a
+/// restart. Blocking: call it off the async threads, before the job is acknowledged.
+pub fn keep_dataset(
+    data_dir: &Path,
+    job: &Hash,
+    spec: &JobSpec,
+    dataset: &Dataset,
+) -> Result<(), CoordinatorError> {
+    if !kept(spec) {
+        return Ok(());
+    }
+    let dir = job_dir(data_dir, job);
+    std::fs::create_dir_all(&dir).map_err(storage)?;
+    write_atomically(&dir, KEPT_DATASET, &dataset.to_bytes()).map_err(storage)
+}
+
+/// Stores `nodes`' standing off the async threads; durable when this returns.
+pub async fn save_standing(
+    shared: &Arc<Shared>,
+    nodes: Vec<StoredNode>,
+) -> Result<(), CoordinatorError> {
+    let worker = shared.clone();
+    tokio::task::spawn_blocking(move || worker.store.save_nodes(&nodes))
+        .await
+        .map_err(storage)?
+}
+
+/// Waits until the ledger has recorded round `round` of `job` (or [`LEDGER_WAIT`] passed).
+pub async fn wait_for_ledger(shared: &Shared, job: &Hash, round: u32) {
+    let deadline = tokio::time::Instant::now() + LEDGER_WAIT;
+    loop {
+        let recorded = crate::server::lock(&shared.ledger)
+            .chain()
+            .state()
+            .rounds
+            .get(job)
+            .is_some_and(|head| head.round >= round);
+        if recorded {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(job = %job.short(), round, "the ledger has not recorded a closed round; the job's checkpoint moves on without it");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The data a running job was prepared from, again: read from its source or its kept copy,
+/// and prepared as at submission (`JobRun::restore` checks the dataset's name).
+fn prepare_again(data_dir: &Path, stored: &StoredJob) -> Result<PreparedData, CoordinatorError> {
+    let checkpoint = &stored.checkpoint;
+    let spec = &checkpoint.spec;
+    let dataset_error = |error: corex_ml::MlError| CoordinatorError::Dataset(error.to_string());
+    let dataset = match &spec.dataset.source {
+        DatasetSource::Digits => Dataset::digits().map_err(dataset_error)?,
+        DatasetSource::Packaged { name } => Dataset::packaged(*name).map_err(dataset_error)?,
+        DatasetSource::Uploaded { .. } | DatasetSource::Named { .. } => {
+            let path = job_dir(data_dir, &checkpoint.id).join(KEPT_DATASET);
+            let bytes = std::fs::read(&path)
+                .map_err(|error| storage(format!("{}: {error}", path.display())))?;
+            Dataset::from_bytes(&bytes).map_err(dataset_error)?
+        }
+    };
+    prepare(spec, Arc::new(dataset), checkpoint.standardization.clone())
+}
+
+/// Publishes an ended job's weights or outputs from its files, so they are served again.
+fn publish_results(
+    engine: &mut Coordinator,
+    data_dir: &Path,
+    stored: &StoredJob,
+) -> Result<(), CoordinatorError> {
+    let dir = job_dir(data_dir, &stored.checkpoint.id);
+    let files = [
+        ("weights.safetensors", stored.checkpoint.weights),
+        (
+            "outputs.f32",
+            stored.checkpoint.outputs.as_ref().map(|o| o.values),
+        ),
+        (
+            "outputs.indices.u32",
+            stored.checkpoint.outputs.as_ref().map(|o| o.indices),
+        ),
+    ];
+    for (name, expected) in files {
+        let Some(expected) = expected else { continue };
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path)
+            .map_err(|error| storage(format!("{}: {error}", path.display())))?;
+        let published = engine.blobs.publish(bytes);
+        if published != expected {
+            engine.blobs.retire(&published);
+            return Err(storage(format!(
+                "{} is not the job's results {expected}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Puts back every job `store` holds, in submission order: running jobs resume at the round
+/// their checkpoint opened, ended ones are served again. A job that cannot be restored is
+/// put back failed with the reason, and that is stored. Blocking; at start, before serving.
+pub fn restore_jobs(
+    engine: &mut Coordinator,
+    store: &StateStore,
+    data_dir: &Path,
+    now_ms: u64,
+) -> Result<usize, CoordinatorError> {
+    let stored_jobs = store.load_jobs()?;
+    let count = stored_jobs.len();
+    for stored in stored_jobs {
+        let id = stored.checkpoint.id;
+        let running = stored.checkpoint.state == JobState::Running;
+        let ready = if running {
+            SavedProgression::from_tensors(&stored.checkpoint.spec, stored.tensors.clone())
+                .and_then(|saved| Ok((Some(saved), Some(prepare_again(data_dir, &stored)?))))
+        } else {
+            publish_results(engine, data_dir, &stored).map(|()| (None, None))
+        };
+        let (saved, prepared) = match ready {
+            Ok((saved, prepared)) => (saved, Ok(prepared)),
+            Err(error) => (None, Err(error)),
+        };
+        tracing::info!(job = %id.short(), name = %stored.checkpoint.spec.name, round = stored.checkpoint.completed_rounds, running, "restoring a job");
+        if let Some(failed) = engine.restore_job(stored.checkpoint, saved, prepared, now_ms) {
+            store.save_job(&failed, None)?;
+        }
+    }
+    Ok(count)
+}

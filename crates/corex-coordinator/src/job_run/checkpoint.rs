@@ -1,0 +1,359 @@
+//! A job's durable form: what a [`JobRun`] keeps from one round's close to the next, taken
+//! when the job starts, after every close and when it ends, and restored when a coordinator
+//! opens its data directory again.
+//!
+//! A checkpoint is the job's state at a round boundary: its spec and data's name, the rounds
+//! done, the open round's fragments (so the restored round is cut exactly as before, whatever
+//! the nodes' speeds are now), history, credits, and the model with its optimizer's state
+//! ([`SavedProgression`], as named byte strings beside the checkpoint). A job restored from
+//! it takes the same steps as one that never stopped: the same fragments, the same results
+//! from honest nodes, aggregation in fragment order, the same optimizer state.
+
+use corex_ml::TrainerState;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Everything of a job that outlives a restart, but its tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobCheckpoint {
+    pub id: Hash,
+    pub owner: NodeId,
+    /// The submission sequence the id was made with: jobs are restored in this order.
+    pub sequence: u64,
+    pub spec: JobSpec,
+    pub dataset_hash: Hash,
+    pub standardization: Option<Standardization>,
+    pub completed_rounds: u32,
+    /// Hash of the current model version's parameter bytes.
+    pub model: Hash,
+    /// The fragments of the round open when the checkpoint was taken (none once it ended).
+    pub open_fragments: Vec<Fragment>,
+    pub shards: BTreeMap<NodeId, Hash>,
+    pub declined: BTreeSet<NodeId>,
+    pub history: Vec<RoundRecord>,
+    pub contributions: BTreeMap<NodeId, NodeContribution>,
+    pub reissued: u64,
+    pub state: JobState,
+    pub weights: Option<Hash>,
+    pub outputs: Option<JobOutputs>,
+    /// Milliseconds the job had run (to its end, once it ended).
+    pub ran_ms: u64,
+}
+
+/// What a running job's rounds move forward, as bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SavedProgression {
+    Training(TrainerState),
+    Outputs {
+        parameters: Vec<f32>,
+        width: usize,
+        values: Vec<f32>,
+        indices: Vec<u32>,
+    },
+}
+
+const PARAMETERS: &str = "parameters";
+const PARAM_IDS: &str = "param_ids";
+const OPTIMIZER: &str = "optimizer";
+const OUTPUT_VALUES: &str = "output_values";
+const OUTPUT_INDICES: &str = "output_indices";
+
+fn u32s_to_bytes(values: &[u32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
+}
+
+fn u64s_to_bytes(values: &[u64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
+}
+
+fn bytes_to<const N: usize, T>(bytes: &[u8], from: fn([u8; N]) -> T) -> Option<Vec<T>> {
+    let chunks = bytes.chunks_exact(N);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        chunks
+            .map(|chunk| from(chunk.try_into().unwrap_or([0; N])))
+            .collect(),
+    )
+}
+
+impl SavedProgression {
+    /// The named byte strings stored beside the checkpoint.
+    pub fn to_tensors(&self) -> Vec<(&'static str, Vec<u8>)> {
+        match self {
+            Self::Training(state) => vec![
+                (PARAMETERS, f32s_to_bytes(&state.parameters)),
+                (PARAM_IDS, u64s_to_bytes(&state.param_ids)),
+                (OPTIMIZER, state.optimizer.clone()),
+            ],
+            Self::Outputs {
+                parameters,
+                width: _,
+                values,
+                indices,
+            } => vec![
+                (PARAMETERS, f32s_to_bytes(parameters)),
+                (OUTPUT_VALUES, f32s_to_bytes(values)),
+                (OUTPUT_INDICES, u32s_to_bytes(indices)),
+            ],
+        }
+    }
+
+    /// Reads back what [`to_tensors`](Self::to_tensors) wrote for a job of `spec`.
+    pub fn from_tensors(
+        spec: &JobSpec,
+        mut tensors: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self, CoordinatorError> {
+        let mut take = |name: &str| {
+            tensors.remove(name).ok_or_else(|| {
+                CoordinatorError::Storage(format!("a job checkpoint lacks its {name}"))
+            })
+        };
+        let malformed =
+            |name: &str| CoordinatorError::Storage(format!("a job checkpoint's {name} is torn"));
+        let parameters = bytes_to_f32s(&take(PARAMETERS)?).map_err(|_| malformed(PARAMETERS))?;
+        Ok(match spec.work.output_width(&spec.model) {
+            None => Self::Training(TrainerState {
+                parameters,
+                param_ids: bytes_to(&take(PARAM_IDS)?, u64::from_le_bytes)
+                    .ok_or_else(|| malformed(PARAM_IDS))?,
+                optimizer: take(OPTIMIZER)?,
+            }),
+            Some(width) => Self::Outputs {
+                parameters,
+                width,
+                values: bytes_to_f32s(&take(OUTPUT_VALUES)?)
+                    .map_err(|_| malformed(OUTPUT_VALUES))?,
+                indices: bytes_to(&take(OUTPUT_INDICES)?, u32::from_le_bytes)
+                    .ok_or_else(|| malformed(OUTPUT_INDICES))?,
+            },
+        })
+    }
+}
+
+impl Progression {
+    /// This progression as bytes (serializes the optimizer's state: run it off the lock).
+    pub(super) fn saved(&self) -> Result<SavedProgression, CoordinatorError> {
+        Ok(match self {
+            Self::Training(trainer) => SavedProgression::Training(
+                trainer
+                    .state()
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))?,
+            ),
+            Self::Outputs {
+                parameters,
+                collected,
+            } => {
+                let (width, values, indices) = collected.parts();
+                SavedProgression::Outputs {
+                    parameters: parameters.clone(),
+                    width,
+                    values: values.to_vec(),
+                    indices: indices.to_vec(),
+                }
+            }
+        })
+    }
+
+    fn restore(spec: &JobSpec, saved: SavedProgression) -> Result<Self, CoordinatorError> {
+        let invalid = |error: corex_ml::MlError| {
+            CoordinatorError::Storage(format!("a job checkpoint does not fit its job: {error}"))
+        };
+        Ok(match saved {
+            SavedProgression::Training(state) => Self::Training(Box::new(
+                Trainer::restore(&spec.model, &spec.optimizer, state).map_err(invalid)?,
+            )),
+            SavedProgression::Outputs {
+                parameters,
+                width,
+                values,
+                indices,
+            } => Self::Outputs {
+                parameters,
+                collected: Outputs::from_parts(width, values, indices)?,
+            },
+        })
+    }
+}
+
+impl JobRun {
+    /// The job as it stands (its progression's bytes come from
+    /// [`take_saved`](Self::take_saved), taken at the same moment).
+    pub fn checkpoint(&self, now_ms: u64) -> JobCheckpoint {
+        let end_ms = self.finished_ms.unwrap_or(now_ms);
+        JobCheckpoint {
+            id: self.id,
+            owner: self.owner,
+            sequence: self.sequence,
+            spec: self.spec.clone(),
+            dataset_hash: self.dataset_hash,
+            standardization: self.standardization.clone(),
+            completed_rounds: self.completed_rounds,
+            model: self.model,
+            open_fragments: self
+                .round
+                .as_ref()
+                .map(|round| round.fragments.clone())
+                .unwrap_or_default(),
+            shards: self.shards.clone(),
+            declined: self.declined.clone(),
+            history: self.history.clone(),
+            contributions: self.contributions.clone(),
+            reissued: self.reissued,
+            state: self.state.clone(),
+            weights: self.weights,
+            outputs: self.outputs.clone(),
+            ran_ms: end_ms.saturating_sub(self.started_ms),
+        }
+    }
+
+    /// The progression as the last close (or the start) saved it, once: `None` when taken
+    /// already, and for a job that ended.
+    pub fn take_saved(&mut self) -> Option<SavedProgression> {
+        self.saved.take().filter(|_| self.is_running())
+    }
+
+    /// The job `checkpoint` describes, at `now_ms`. A running job needs its progression and
+    /// its data prepared again (`prepared`, which must have the dataset's recorded name); an
+    /// ended one needs neither, and its weights or outputs must be published in `blobs`.
+    pub fn restore(
+        checkpoint: JobCheckpoint,
+        saved: Option<SavedProgression>,
+        prepared: Option<PreparedData>,
+        now_ms: u64,
+        Engine {
+            blobs, verifier, ..
+        }: Engine<'_>,
+    ) -> Result<Self, CoordinatorError> {
+        let JobCheckpoint {
+            id,
+            owner,
+            sequence,
+            spec,
+            dataset_hash,
+            standardization,
+            completed_rounds,
+            model,
+            open_fragments,
+            shards,
+            declined,
+            history,
+            contributions,
+            reissued,
+            state,
+            weights,
+            outputs,
+            ran_ms,
+        } = checkpoint;
+        let running = state == JobState::Running;
+        let (progression, data, dataset_blob) = match (running, saved, prepared) {
+            (false, _, _) => (None, None, None),
+            (true, Some(saved), Some(prepared)) => {
+                if prepared.hash != dataset_hash {
+                    return Err(CoordinatorError::Storage(format!(
+                        "job {}'s dataset is now {}, it was {dataset_hash}",
+                        id.short(),
+                        prepared.hash
+                    )));
+                }
+                let progression = Progression::restore(&spec, saved)?;
+                if blobs.publish(f32s_to_bytes(&progression.parameters())) != model {
+                    return Err(CoordinatorError::Storage(format!(
+                        "job {}'s restored parameters are not its model {model}",
+                        id.short()
+                    )));
+                }
+                let PreparedData {
+                    dataset,
+                    split,
+                    encoded,
+                    ..
+                } = prepared;
+                let pool = match spec.work.output_width(&spec.model) {
+                    None => split.train.clone(),
+                    Some(_) => pass_samples(&spec, &dataset)?,
+                };
+                let blob = encoded.map(|(bytes, manifest)| blobs.publish_cut(bytes, manifest).0);
+                let data = JobData {
+                    dataset,
+                    split,
+                    pool,
+                };
+                (Some(progression), Some(Arc::new(data)), blob)
+            }
+            (true, _, _) => {
+                return Err(CoordinatorError::Storage(format!(
+                    "running job {} was restored without its model or its data",
+                    id.short()
+                )));
+            }
+        };
+        for ended in [weights, outputs.as_ref().map(|outputs| outputs.values)]
+            .into_iter()
+            .flatten()
+        {
+            if blobs.get(&ended).is_err() {
+                return Err(CoordinatorError::Storage(format!(
+                    "job {}'s results {ended} are not on disk",
+                    id.short()
+                )));
+            }
+        }
+        let closed_fragments = history
+            .iter()
+            .flat_map(|record| record.results.iter().map(|result| result.fragment))
+            .collect();
+        let mut run = Self {
+            id,
+            owner,
+            sequence,
+            dataset_hash,
+            dataset_blob,
+            standardization,
+            spec,
+            data,
+            progression,
+            saved: None,
+            closing: None,
+            model,
+            previous_model: None,
+            round: None,
+            completed_rounds,
+            closed_fragments,
+            shards,
+            declined,
+            history,
+            contributions,
+            reissued,
+            state,
+            weights,
+            outputs,
+            started_ms: now_ms.saturating_sub(ran_ms),
+            finished_ms: (!running).then_some(now_ms),
+        };
+        if running {
+            if open_fragments
+                .iter()
+                .any(|fragment| fragment.model != run.model)
+            {
+                return Err(CoordinatorError::Storage(format!(
+                    "job {}'s open round is not of its restored model",
+                    id.short()
+                )));
+            }
+            match open_fragments.is_empty() {
+                true => run.open_round(&[], verifier, now_ms),
+                false => run.round = Some(RoundState::open(open_fragments, now_ms)),
+            }
+        }
+        Ok(run)
+    }
+}
