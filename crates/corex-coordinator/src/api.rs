@@ -28,9 +28,8 @@ use corex_core::{Hash, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::{CHALLENGE_SIZE, Coordinator};
+use crate::engine::{CHALLENGE_SIZE, Coordinator, Intake};
 use crate::error::CoordinatorError;
-use crate::job_run::Progress;
 use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
 use crate::server::{Shared, lock};
@@ -371,29 +370,28 @@ async fn decline_job(State(shared): State<Arc<Shared>>, request: Request) -> Api
 pub(crate) async fn judge_result(
     shared: Arc<Shared>,
     node: NodeId,
-    submit: impl FnOnce(
-        &mut Coordinator,
-        u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError>
-    + Send
-    + 'static,
+    submit: impl FnOnce(&mut Coordinator, u64) -> Result<Intake, CoordinatorError> + Send + 'static,
 ) -> ApiResult {
     let worker = shared.clone();
-    let (_, progress, flagged) = tokio::task::spawn_blocking(move || {
+    let intake = tokio::task::spawn_blocking(move || {
         let now_ms = worker.clock.millis();
         let mut engine = worker.engine();
-        let (job, progress, flagged) = submit(&mut engine, now_ms)?;
+        let intake = submit(&mut engine, now_ms)?;
         // Still under the engine lock: rounds reach the ledger in the order they closed.
-        worker.record_progress(&mut engine, &job, progress)?;
-        Ok::<_, CoordinatorError>((job, progress, flagged))
+        worker.record_progress(&mut engine, &intake.job, intake.progress)?;
+        Ok::<_, CoordinatorError>(intake)
     })
     .await
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;
-    if let Some(flag) = flagged {
+    // Durable before acknowledged: a result the node hears was taken survives a crash.
+    if let Some(kept) = intake.kept {
+        crate::durability::keep_result(&shared, kept).await?;
+    }
+    if let Some(flag) = intake.flagged {
         tracing::warn!(node = %node.short(), %flag, "behaviour analysis flagged a node");
         record_suspicion(&shared, node, Suspicion::ContradictedBenchmark).await?;
     }
-    shared.announce_progress(progress);
+    shared.announce_progress(intake.progress);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

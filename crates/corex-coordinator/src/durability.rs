@@ -17,7 +17,7 @@ use corex_ml::Dataset;
 
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
-use crate::job_run::SavedProgression;
+use crate::job_run::{KeptResult, Progress, SavedProgression};
 use crate::prepared::{PreparedData, prepare};
 use crate::server::Shared;
 use crate::store::{StateStore, StoredJob, StoredNode, write_atomically};
@@ -61,6 +61,14 @@ pub fn keep_dataset(
     let dir = job_dir(data_dir, job);
     std::fs::create_dir_all(&dir).map_err(storage)?;
     write_atomically(&dir, KEPT_DATASET, &dataset.to_bytes()).map_err(storage)
+}
+
+/// Keeps an accepted result off the async threads; durable when this returns.
+pub async fn keep_result(shared: &Arc<Shared>, kept: KeptResult) -> Result<(), CoordinatorError> {
+    let worker = shared.clone();
+    tokio::task::spawn_blocking(move || worker.store.keep_result(&kept))
+        .await
+        .map_err(storage)?
 }
 
 /// Stores `nodes`' standing off the async threads; durable when this returns.
@@ -150,16 +158,18 @@ fn publish_results(
 }
 
 /// Puts back every job `store` holds, in submission order: running jobs resume at the round
-/// their checkpoint opened, ended ones are served again. A job that cannot be restored is
-/// put back failed with the reason, and that is stored. Blocking; at start, before serving.
+/// their checkpoint opened, with the results kept for it; ended ones are served again. A job
+/// that cannot be restored is put back failed with the reason, and that is stored. Returns
+/// the jobs whose round the kept results completed, with how they progressed (the shell
+/// starts their close once it serves). Blocking; at start, before serving.
 pub fn restore_jobs(
     engine: &mut Coordinator,
     store: &StateStore,
     data_dir: &Path,
     now_ms: u64,
-) -> Result<usize, CoordinatorError> {
+) -> Result<Vec<(Hash, Progress)>, CoordinatorError> {
     let stored_jobs = store.load_jobs()?;
-    let count = stored_jobs.len();
+    let mut progressed = Vec::new();
     for stored in stored_jobs {
         let id = stored.checkpoint.id;
         let running = stored.checkpoint.state == JobState::Running;
@@ -174,9 +184,24 @@ pub fn restore_jobs(
             Err(error) => (None, Err(error)),
         };
         tracing::info!(job = %id.short(), name = %stored.checkpoint.spec.name, round = stored.checkpoint.completed_rounds, running, "restoring a job");
+        let round = stored.checkpoint.completed_rounds;
         if let Some(failed) = engine.restore_job(stored.checkpoint, saved, prepared, now_ms) {
             store.save_job(&failed, None)?;
+            continue;
+        }
+        if running {
+            let kept = store.kept_results(&id, round)?;
+            if !kept.is_empty() {
+                tracing::info!(job = %id.short(), round, results = kept.len(), "accepted results restored");
+            }
+            match engine.restore_results(&id, kept, now_ms) {
+                Ok(Progress::Accepted) => {}
+                Ok(progress) => progressed.push((id, progress)),
+                Err(error) => {
+                    tracing::error!(job = %id.short(), %error, "kept results could not be restored")
+                }
+            }
         }
     }
-    Ok(count)
+    Ok(progressed)
 }

@@ -22,7 +22,9 @@ use crate::blobs::BlobStore;
 use crate::config::CoordinatorConfig;
 use crate::datasets::DatasetRegistry;
 use crate::error::CoordinatorError;
-use crate::job_run::{DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, Progress};
+use crate::job_run::{
+    DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, KeptResult, Progress,
+};
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 
@@ -50,6 +52,26 @@ pub struct Coordinator {
     /// When each node is expected free for new work: when it was last left without work or
     /// delivered a result, or when the work it was last given is expected done.
     available: BTreeMap<NodeId, u64>,
+}
+
+/// What a result (or a decline) did: the job it went to and how that progressed, a flag the
+/// behaviour analysis raised, and an accepted fragment result to keep on disk.
+pub struct Intake {
+    pub job: Hash,
+    pub progress: Progress,
+    pub flagged: Option<String>,
+    pub kept: Option<KeptResult>,
+}
+
+impl Intake {
+    fn only(job: Hash, progress: Progress) -> Self {
+        Self {
+            job,
+            progress,
+            flagged: None,
+            kept: None,
+        }
+    }
 }
 
 /// Timed fragments kept per node for the behaviour analysis.
@@ -356,7 +378,7 @@ impl Coordinator {
         node: NodeId,
         body: &DigestedResult<B>,
         now_ms: u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+    ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
         let (header, tensor) = body
             .decode()
@@ -403,7 +425,7 @@ impl Coordinator {
         node: NodeId,
         result: &ChunkedResult,
         now_ms: u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+    ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
         let tensor = self.uploads.assemble(node, &result.tensor)?;
         let judged = self.take_result(
@@ -429,12 +451,12 @@ impl Coordinator {
         node: NodeId,
         fragment: &Hash,
         now_ms: u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+    ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
         let (job, progress) = self.with_job_of(fragment, now_ms, |job, engine| {
             job.decline_reveal(node, fragment, now_ms, engine)
         })?;
-        Ok((job, progress, None))
+        Ok(Intake::only(job, progress))
     }
 
     /// Data holder `node` declines the federated job of `fragment` (see
@@ -444,13 +466,13 @@ impl Coordinator {
         node: NodeId,
         fragment: &Hash,
         now_ms: u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
+    ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
         let (job, progress) = self.with_job_of(fragment, now_ms, |job, engine| {
             job.decline_holder(node, fragment, now_ms, engine)
         })?;
         self.available.insert(node, now_ms);
-        Ok((job, progress, None))
+        Ok(Intake::only(job, progress))
     }
 
     /// Runs `act` on the job that owns `fragment`, with the engine's view for it; returns the
@@ -476,15 +498,21 @@ impl Coordinator {
         header: &ResultHeader,
         tensor: &Hashed<&[u8]>,
         now_ms: u64,
-    ) -> Result<(Hash, Progress, Option<String>), CoordinatorError> {
-        let (job, (progress, timing)) =
-            self.with_job_of(&header.fragment, now_ms, |job, engine| {
-                job.submit(node, header, tensor, now_ms, engine)
-            })?;
+    ) -> Result<Intake, CoordinatorError> {
+        let (job, submitted) = self.with_job_of(&header.fragment, now_ms, |job, engine| {
+            job.submit(node, header, tensor, now_ms, engine)
+        })?;
         // Its work delivered, the node is about to ask for more.
         self.available.insert(node, now_ms);
-        let flagged = timing.and_then(|timing| self.observe(node, timing));
-        Ok((job, progress, flagged))
+        let flagged = submitted
+            .timing
+            .and_then(|timing| self.observe(node, timing));
+        Ok(Intake {
+            job,
+            progress: submitted.progress,
+            flagged,
+            kept: submitted.kept,
+        })
     }
 
     /// Records how long a fragment took `node` and runs the behaviour analysis; returns the

@@ -363,7 +363,7 @@ pub async fn run(
     let removed = lock(&ledger).removed_nodes();
     let mut engine = Coordinator::new(identity.clone(), config.clone(), verifier);
     let restore_dir = data_dir.clone();
-    let (engine, store) = tokio::task::spawn_blocking(move || {
+    let (engine, store, progressed) = tokio::task::spawn_blocking(move || {
         let store = StateStore::open(&restore_dir)?;
         let nodes = store.load_nodes()?;
         if !nodes.is_empty() {
@@ -376,11 +376,8 @@ pub async fn run(
         for node in removed {
             engine.verifier.ban(node);
         }
-        let restored = durability::restore_jobs(&mut engine, &store, &restore_dir, 0)?;
-        if restored > 0 {
-            tracing::info!(jobs = restored, "jobs restored from the data directory");
-        }
-        Ok::<_, CoordinatorError>((engine, store))
+        let progressed = durability::restore_jobs(&mut engine, &store, &restore_dir, 0)?;
+        Ok::<_, CoordinatorError>((engine, store, progressed))
     })
     .await
     .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
@@ -399,6 +396,13 @@ pub async fn run(
         ledger,
         closed_rounds: Mutex::new(Some(LedgerFeed::new(round_sender))),
     });
+    // A round the restored results completed closes as any other.
+    for (job, progress) in progressed {
+        let mut engine = shared.engine();
+        if let Err(error) = shared.record_progress(&mut engine, &job, progress) {
+            tracing::error!(job = %job.short(), %error, "a restored round could not go on");
+        }
+    }
     let tls_config = RustlsConfig::from_config(Arc::new(
         tls.server_config()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,

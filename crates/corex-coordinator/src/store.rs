@@ -16,7 +16,7 @@ use corex_core::messages::NodeInfo;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::CoordinatorError;
-use crate::job_run::{JobCheckpoint, SavedProgression};
+use crate::job_run::{JobCheckpoint, KeptMeta, KeptResult, SavedProgression};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Job id → its latest checkpoint (JSON).
@@ -27,6 +27,10 @@ const JOB_TENSORS: TableDefinition<(&[u8], &str), &[u8]> = TableDefinition::new(
 /// Job id → how far its stored checkpoint is (`completed_rounds × 2 + ended`): a checkpoint
 /// taken earlier never replaces one taken later, whatever order their writes come in.
 const JOB_MARKS: TableDefinition<&[u8], u64> = TableDefinition::new("job_marks");
+
+/// (job id, round, fragment index) → an accepted result of the open round
+/// (`KeptResult::encode`), until the checkpoint after its round's close drops it.
+const RESULTS: TableDefinition<(&[u8], u32, u32), &[u8]> = TableDefinition::new("results");
 
 /// Node id → its standing (`StoredNode`, JSON).
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
@@ -115,6 +119,20 @@ impl StateStore {
                     .map_err(storage)?
                     .for_each(drop);
             }
+            // Results of the rounds the checkpoint has closed are no longer needed.
+            let mut results = txn.open_table(RESULTS).map_err(storage)?;
+            results
+                .extract_from_if((id, 0, 0)..(id, checkpoint.completed_rounds, 0), |_, _| {
+                    true
+                })
+                .map_err(storage)?
+                .for_each(drop);
+            if ended {
+                results
+                    .extract_from_if((id, 0, 0)..=(id, u32::MAX, u32::MAX), |_, _| true)
+                    .map_err(storage)?
+                    .for_each(drop);
+            }
             if let Some(saved) = saved.filter(|_| !ended) {
                 for (name, bytes) in saved.to_tensors() {
                     tensors
@@ -124,6 +142,47 @@ impl StateStore {
             }
         }
         txn.commit().map_err(storage)
+    }
+
+    /// Keeps an accepted result; durable when this returns.
+    pub fn keep_result(&self, kept: &KeptResult) -> Result<(), CoordinatorError> {
+        let bytes = kept.encode()?;
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut results = txn.open_table(RESULTS).map_err(storage)?;
+            results
+                .insert(
+                    (kept.job.as_bytes().as_slice(), kept.round, kept.index),
+                    bytes.as_slice(),
+                )
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// The results kept for round `round` of `job`: (fragment index, what was accepted).
+    pub fn kept_results(
+        &self,
+        job: &corex_core::Hash,
+        round: u32,
+    ) -> Result<Vec<(u32, KeptMeta, Vec<f32>)>, CoordinatorError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let results = match txn.open_table(RESULTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(storage(error)),
+        };
+        let id = job.as_bytes().as_slice();
+        let mut kept = Vec::new();
+        for entry in results
+            .range((id, round, 0)..=(id, round, u32::MAX))
+            .map_err(storage)?
+        {
+            let (key, value) = entry.map_err(storage)?;
+            let (meta, tensor) = KeptResult::decode(value.value())?;
+            kept.push((key.value().2, meta, tensor));
+        }
+        Ok(kept)
     }
 
     /// Stores `nodes`' standing in one transaction; durable when this returns.

@@ -295,3 +295,34 @@ async fn an_upload_cut_in_the_middle_resumes_and_the_result_is_taken() {
     assert_eq!(model, clean_model, "chunked uploads changed the model");
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_taken_before_a_restart_is_kept() {
+    let spec = job();
+    let mut clean = TestNet::start(CoordinatorConfig::one_machine()).await;
+    let job_id = clean.client(100).submit_job(&spec).await.unwrap();
+    let clean_model = finish(&mut clean, &job_id, TransferPolicy::default()).await;
+    clean.shutdown().await;
+
+    // The same job (same owner, first submission: same id); one result taken, then a restart.
+    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
+    assert_eq!(net.client(100).submit_job(&spec).await.unwrap(), job_id);
+    let (header, tensor) = honest_result(&net, &spec, 1).await;
+    net.client(1)
+        .submit_result(&header, ResultTensor::from_bytes(tensor.clone()))
+        .await
+        .unwrap();
+    net.restart_server(CoordinatorConfig::one_machine()).await;
+
+    // The restarted coordinator holds the result: sending it again is refused as done (a
+    // coordinator that had lost it would answer that the fragment is not leased).
+    let again = net
+        .client(1)
+        .submit_result(&header, ResultTensor::from_bytes(tensor))
+        .await
+        .unwrap_err();
+    assert_eq!(again.api_code(), Some("already_done"), "{again}");
+    let model = finish(&mut net, &job_id, TransferPolicy::default()).await;
+    assert_eq!(model, clean_model, "the kept result changed the model");
+    net.shutdown().await;
+}

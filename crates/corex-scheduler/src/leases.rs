@@ -291,6 +291,14 @@ impl LeaseBook {
         Ok(())
     }
 
+    /// Marks fragment `index` done by `node` without a lease: a result accepted before a
+    /// coordinator restart, put back. Out of range, nothing changes.
+    pub fn restore_done(&mut self, index: u32, node: NodeId) {
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            *slot = Slot::Done { node };
+        }
+    }
+
     /// Whether some fragment is held under a lease still live at `now_ms`.
     pub fn any_held(&self, now_ms: u64) -> bool {
         self.slots.iter().any(|slot| {

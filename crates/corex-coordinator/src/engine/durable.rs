@@ -7,7 +7,7 @@ use corex_core::{Hash, NodeId};
 
 use super::Coordinator;
 use crate::error::CoordinatorError;
-use crate::job_run::{JobCheckpoint, JobRun, SavedProgression};
+use crate::job_run::{JobCheckpoint, JobRun, KeptMeta, Progress, SavedProgression};
 use crate::prepared::PreparedData;
 use crate::store::StoredNode;
 use crate::verification::AuditRecord;
@@ -73,6 +73,20 @@ impl Coordinator {
         }
         self.jobs.insert(id, run);
         failed
+    }
+
+    /// Puts back the kept results of `job`'s open round (see `JobRun::restore_results`).
+    pub fn restore_results(
+        &mut self,
+        job: &Hash,
+        kept: Vec<(u32, KeptMeta, Vec<f32>)>,
+        now_ms: u64,
+    ) -> Result<Progress, CoordinatorError> {
+        let (jobs, engine) = self.jobs_and_engine(now_ms);
+        let run = jobs
+            .get_mut(job)
+            .ok_or(CoordinatorError::UnknownJob(*job))?;
+        run.restore_results(kept, now_ms, engine)
     }
 
     /// The standing of those of `nodes` that are registered, to store.

@@ -6,6 +6,25 @@ use corex_core::trace::{segment_bounds, traced_commitment};
 
 use super::*;
 
+/// What taking a result did.
+pub struct Submitted {
+    pub progress: Progress,
+    /// A fragment result's timing, for the behaviour analysis.
+    pub timing: Option<FragmentTiming>,
+    /// An accepted fragment result, to keep on disk before the node hears it was taken.
+    pub kept: Option<KeptResult>,
+}
+
+impl Submitted {
+    fn only(progress: Progress) -> Self {
+        Self {
+            progress,
+            timing: None,
+            kept: None,
+        }
+    }
+}
+
 impl JobRun {
     /// Checks a result completely, then records it; on any error nothing has changed.
     pub fn submit(
@@ -15,14 +34,14 @@ impl JobRun {
         tensor: &Hashed<&[u8]>,
         now_ms: u64,
         engine: Engine<'_>,
-    ) -> Result<(Progress, Option<FragmentTiming>), CoordinatorError> {
+    ) -> Result<Submitted, CoordinatorError> {
         if let Some(task) = self.audit_task(&header.fragment) {
             let progress = self.submit_audit(task, node, header, tensor, now_ms, engine)?;
-            return Ok((progress, None));
+            return Ok(Submitted::only(progress));
         }
         if let Some(task) = self.reveal_task(&header.fragment) {
             let progress = self.submit_reveal(task, node, header, tensor, now_ms, engine)?;
-            return Ok((progress, None));
+            return Ok(Submitted::only(progress));
         }
         let (index, mut accepted) = self.check_result(node, header, tensor)?;
         let round = self
@@ -52,10 +71,17 @@ impl JobRun {
             self.shards.entry(node).or_insert(data.shard);
         }
         round.results[index] = Some(accepted);
-        if !round.leases.is_complete() {
-            return Ok((Progress::Accepted, Some(timing)));
-        }
-        Ok((self.begin_audits(now_ms, engine)?, Some(timing)))
+        let complete = round.leases.is_complete();
+        let kept = self.kept_result(index);
+        let progress = match complete {
+            true => self.begin_audits(now_ms, engine)?,
+            false => Progress::Accepted,
+        };
+        Ok(Submitted {
+            progress,
+            timing: Some(timing),
+            kept,
+        })
     }
 
     pub(super) fn check_result(
@@ -94,7 +120,7 @@ impl JobRun {
             index,
             Accepted {
                 node,
-                gradient,
+                gradient: Arc::new(gradient),
                 loss: header.loss,
                 samples: header.samples,
                 commitment,

@@ -62,6 +62,9 @@ mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
 mod declines;
 mod intake;
+pub use intake::Submitted;
+mod kept;
+pub use kept::{KeptMeta, KeptResult};
 mod leasing;
 pub use leasing::{DEFERRED_RETRY_MS, JobLease};
 mod reveals;
@@ -76,8 +79,9 @@ pub const MIN_FEDERATED_QUORUM: usize = 2;
 /// A result that passed every check, waiting for its round to complete.
 struct Accepted {
     node: NodeId,
-    /// The result tensor: an update (gradient, pseudo-gradient), logits or transformed rows.
-    gradient: Vec<f32>,
+    /// The result tensor: an update (gradient, pseudo-gradient), logits or transformed rows
+    /// (shared with the copy kept on disk, see `kept`).
+    gradient: Arc<Vec<f32>>,
     loss: f32,
     samples: u32,
     commitment: Hash,
