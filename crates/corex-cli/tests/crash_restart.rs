@@ -148,13 +148,33 @@ fn run(root: &Path, owner_key: &Path, kills: &[(u32, u64)]) -> (serde_json::Valu
         std::thread::sleep(Duration::from_millis(delay_ms));
         coordinator.0.kill().unwrap();
         coordinator.0.wait().unwrap();
-        println!("kill {restart}: SIGKILL after round {round} + {delay_ms} ms");
         coordinator = start_coordinator(
             &data,
             &listen,
             &root.join(format!("coordinator-{}.log", restart + 1)),
         );
+        let mut resumed = None;
+        wait_until("the restarted coordinator", Duration::from_secs(60), || {
+            resumed = try_status(&id, &endpoint, owner_key);
+            resumed.is_some()
+        });
+        let resumed = resumed.unwrap()["round"].as_u64().unwrap();
+        println!(
+            "kill {restart}: SIGKILL after round {round} + {delay_ms} ms; resumed at round {resumed}"
+        );
+        assert!(
+            resumed >= u64::from(round) - 2,
+            "resumed at round {resumed}, the kill came after round {round}"
+        );
     }
+    let restored_results = (1..=kills.len())
+        .map(|restart| {
+            let log = std::fs::read_to_string(root.join(format!("coordinator-{restart}.log")))
+                .unwrap_or_default();
+            log.matches("accepted results restored").count()
+        })
+        .sum::<usize>();
+    println!("restarts that took back accepted results of their open round: {restored_results}");
 
     let deadline = Instant::now() + Duration::from_secs(300);
     let finished = loop {
