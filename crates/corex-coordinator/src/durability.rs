@@ -17,7 +17,7 @@ use corex_ml::Dataset;
 
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
-use crate::job_run::{KeptResult, Progress, SavedProgression};
+use crate::job_run::{JobCheckpoint, KeptMeta, KeptResult, Progress, SavedProgression};
 use crate::prepared::{PreparedData, prepare};
 use crate::server::Shared;
 use crate::store::{StateStore, StoredJob, StoredNode, write_atomically};
@@ -63,12 +63,94 @@ pub fn keep_dataset(
     write_atomically(&dir, KEPT_DATASET, &dataset.to_bytes()).map_err(storage)
 }
 
+/// Where the accepted results of a job's open round are kept, one file per result,
+/// `<round>.<index>` (redb costs a good deal of CPU per large value; a file costs a copy).
+fn results_dir(data_dir: &Path, job: &Hash) -> std::path::PathBuf {
+    data_dir.join("results").join(job.to_hex())
+}
+
 /// Keeps an accepted result off the async threads; durable when this returns.
 pub async fn keep_result(shared: &Arc<Shared>, kept: KeptResult) -> Result<(), CoordinatorError> {
-    let worker = shared.clone();
-    tokio::task::spawn_blocking(move || worker.store.keep_result(&kept))
-        .await
-        .map_err(storage)?
+    let dir = results_dir(&shared.data_dir, &kept.job);
+    tokio::task::spawn_blocking(move || {
+        let bytes = kept.encode()?;
+        std::fs::create_dir_all(&dir).map_err(storage)?;
+        write_atomically(&dir, &format!("{}.{}", kept.round, kept.index), &bytes).map_err(storage)
+    })
+    .await
+    .map_err(storage)?
+}
+
+/// The results kept for round `round` of `job`: (fragment index, what was accepted).
+fn kept_results(
+    data_dir: &Path,
+    job: &Hash,
+    round: u32,
+) -> Result<Vec<(u32, KeptMeta, Vec<f32>)>, CoordinatorError> {
+    let dir = results_dir(data_dir, job);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut kept = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(storage)?;
+        let name = entry.file_name();
+        let Some((of, index)) = name.to_str().and_then(parse_kept_name) else {
+            continue;
+        };
+        if of != round {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).map_err(storage)?;
+        let (meta, tensor) = KeptResult::decode(&bytes)?;
+        kept.push((index, meta, tensor));
+    }
+    Ok(kept)
+}
+
+/// `<round>.<index>` → (round, index); other names (a partial write) are not results.
+fn parse_kept_name(name: &str) -> Option<(u32, u32)> {
+    let (round, index) = name.split_once('.')?;
+    Some((round.parse().ok()?, index.parse().ok()?))
+}
+
+/// Drops the kept results a stored checkpoint no longer needs: those of the rounds it
+/// closed, or all of them once the job ended.
+fn drop_kept_results(data_dir: &Path, job: &Hash, closed_rounds: u32, ended: bool) {
+    let dir = results_dir(data_dir, job);
+    if ended {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(parse_kept_name)
+            .is_none_or(|(round, _)| round < closed_rounds);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Stores a job's checkpoint (and `standing`) in one go, then drops the kept results it made
+/// unneeded. Blocking.
+pub fn store_checkpoint(
+    store: &StateStore,
+    data_dir: &Path,
+    checkpoint: &JobCheckpoint,
+    saved: Option<&SavedProgression>,
+    standing: &[StoredNode],
+) -> Result<(), CoordinatorError> {
+    store.save_nodes(standing)?;
+    store.save_job(checkpoint, saved)?;
+    let ended = checkpoint.state != JobState::Running;
+    drop_kept_results(data_dir, &checkpoint.id, checkpoint.completed_rounds, ended);
+    Ok(())
 }
 
 /// Stores `nodes`' standing off the async threads; durable when this returns.
@@ -186,11 +268,11 @@ pub fn restore_jobs(
         tracing::info!(job = %id.short(), name = %stored.checkpoint.spec.name, round = stored.checkpoint.completed_rounds, running, "restoring a job");
         let round = stored.checkpoint.completed_rounds;
         if let Some(failed) = engine.restore_job(stored.checkpoint, saved, prepared, now_ms) {
-            store.save_job(&failed, None)?;
+            store_checkpoint(store, data_dir, &failed, None, &[])?;
             continue;
         }
         if running {
-            let kept = store.kept_results(&id, round)?;
+            let kept = kept_results(data_dir, &id, round)?;
             if !kept.is_empty() {
                 tracing::info!(job = %id.short(), round, results = kept.len(), "accepted results restored");
             }

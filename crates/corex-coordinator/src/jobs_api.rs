@@ -223,9 +223,11 @@ async fn cancel_job(
         engine.take_checkpoint(&id, now_ms)?
     };
     let store = shared.clone();
-    tokio::task::spawn_blocking(move || store.store.save_job(&checkpoint, None))
-        .await
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
+    tokio::task::spawn_blocking(move || {
+        crate::durability::store_checkpoint(&store.store, &store.data_dir, &checkpoint, None, &[])
+    })
+    .await
+    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     tracing::info!(job = %id.short(), by = %key.short(), "job cancelled");
     shared.work_available.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())

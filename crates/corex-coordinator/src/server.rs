@@ -269,14 +269,20 @@ async fn store_checkpoint(
     if let Some(round) = recorded_round {
         durability::wait_for_ledger(&shared, &job, round).await;
     }
+    let history_stored = checkpoint.history_from + checkpoint.history.len();
     let worker = shared.clone();
     let stored = tokio::task::spawn_blocking(move || {
-        worker.store.save_nodes(&standing)?;
-        worker.store.save_job(&checkpoint, saved.as_ref())
+        durability::store_checkpoint(
+            &worker.store,
+            &worker.data_dir,
+            &checkpoint,
+            saved.as_ref(),
+            &standing,
+        )
     })
     .await;
     match stored {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => shared.engine().history_stored(&job, history_stored),
         Ok(Err(error)) => {
             tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored")
         }

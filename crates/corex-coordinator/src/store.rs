@@ -1,10 +1,11 @@
 //! The coordinator's own durable state, in `DATA_DIR/coordinator.redb` beside the ledger's
 //! `ledger.redb`: the job submission sequence, so that a job id (the hash of the spec, the owner
 //! and this sequence) never repeats across restarts and never collides with a finished job's
-//! files; and every job's latest checkpoint (`job_run::checkpoint`), JSON, with its tensors
-//! beside it as named byte strings. Every write is one redb transaction, committed (and so
+//! files; every job's latest checkpoint (`job_run::checkpoint`), JSON, with its tensors
+//! beside it as named byte strings; and every node's standing. Every write is one redb transaction, committed (and so
 //! fsynced) before the caller acknowledges anything that depends on it. Files beside it
-//! (finished jobs' reports, weights and outputs, uploaded datasets) are written atomically:
+//! (finished jobs' reports, weights and outputs, kept datasets, the open rounds' accepted
+//! results) are written atomically:
 //! [`write_atomically`].
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use corex_core::messages::NodeInfo;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::CoordinatorError;
-use crate::job_run::{JobCheckpoint, KeptMeta, KeptResult, SavedProgression};
+use crate::job_run::{JobCheckpoint, SavedProgression};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Job id → its latest checkpoint (JSON).
@@ -24,13 +25,12 @@ const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
 /// (job id, tensor name) → the bytes of its progression (`SavedProgression::to_tensors`).
 const JOB_TENSORS: TableDefinition<(&[u8], &str), &[u8]> = TableDefinition::new("job_tensors");
 
+/// (job id, position in its history) → a closed round's record (JSON).
+const JOB_ROUNDS: TableDefinition<(&[u8], u32), &[u8]> = TableDefinition::new("job_rounds");
+
 /// Job id → how far its stored checkpoint is (`completed_rounds × 2 + ended`): a checkpoint
 /// taken earlier never replaces one taken later, whatever order their writes come in.
 const JOB_MARKS: TableDefinition<&[u8], u64> = TableDefinition::new("job_marks");
-
-/// (job id, round, fragment index) → an accepted result of the open round
-/// (`KeptResult::encode`), until the checkpoint after its round's close drops it.
-const RESULTS: TableDefinition<(&[u8], u32, u32), &[u8]> = TableDefinition::new("results");
 
 /// Node id → its standing (`StoredNode`, JSON).
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
@@ -112,24 +112,19 @@ impl StateStore {
             marks.insert(id, mark).map_err(storage)?;
             let mut jobs = txn.open_table(JOBS).map_err(storage)?;
             jobs.insert(id, json.as_slice()).map_err(storage)?;
+            let mut rounds = txn.open_table(JOB_ROUNDS).map_err(storage)?;
+            for (offset, record) in checkpoint.history.iter().enumerate() {
+                let position = u32::try_from(checkpoint.history_from + offset)
+                    .map_err(|_| storage("a job's history is too long"))?;
+                let json = serde_json::to_vec(record).map_err(storage)?;
+                rounds
+                    .insert((id, position), json.as_slice())
+                    .map_err(storage)?;
+            }
             let mut tensors = txn.open_table(JOB_TENSORS).map_err(storage)?;
             if ended || saved.is_some() {
                 tensors
                     .extract_from_if((id, "")..=(id, "\u{10FFFF}"), |_, _| true)
-                    .map_err(storage)?
-                    .for_each(drop);
-            }
-            // Results of the rounds the checkpoint has closed are no longer needed.
-            let mut results = txn.open_table(RESULTS).map_err(storage)?;
-            results
-                .extract_from_if((id, 0, 0)..(id, checkpoint.completed_rounds, 0), |_, _| {
-                    true
-                })
-                .map_err(storage)?
-                .for_each(drop);
-            if ended {
-                results
-                    .extract_from_if((id, 0, 0)..=(id, u32::MAX, u32::MAX), |_, _| true)
                     .map_err(storage)?
                     .for_each(drop);
             }
@@ -142,47 +137,6 @@ impl StateStore {
             }
         }
         txn.commit().map_err(storage)
-    }
-
-    /// Keeps an accepted result; durable when this returns.
-    pub fn keep_result(&self, kept: &KeptResult) -> Result<(), CoordinatorError> {
-        let bytes = kept.encode()?;
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
-            let mut results = txn.open_table(RESULTS).map_err(storage)?;
-            results
-                .insert(
-                    (kept.job.as_bytes().as_slice(), kept.round, kept.index),
-                    bytes.as_slice(),
-                )
-                .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)
-    }
-
-    /// The results kept for round `round` of `job`: (fragment index, what was accepted).
-    pub fn kept_results(
-        &self,
-        job: &corex_core::Hash,
-        round: u32,
-    ) -> Result<Vec<(u32, KeptMeta, Vec<f32>)>, CoordinatorError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let results = match txn.open_table(RESULTS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(error) => return Err(storage(error)),
-        };
-        let id = job.as_bytes().as_slice();
-        let mut kept = Vec::new();
-        for entry in results
-            .range((id, round, 0)..=(id, round, u32::MAX))
-            .map_err(storage)?
-        {
-            let (key, value) = entry.map_err(storage)?;
-            let (meta, tensor) = KeptResult::decode(value.value())?;
-            kept.push((key.value().2, meta, tensor));
-        }
-        Ok(kept)
     }
 
     /// Stores `nodes`' standing in one transaction; durable when this returns.
@@ -236,6 +190,7 @@ impl StateStore {
             Err(error) => return Err(storage(error)),
         };
         let tensors = txn.open_table(JOB_TENSORS).ok();
+        let rounds = txn.open_table(JOB_ROUNDS).ok();
         let mut stored = Vec::new();
         for entry in jobs.iter().map_err(storage)? {
             let (key, value) = entry.map_err(storage)?;
@@ -256,6 +211,15 @@ impl StateStore {
                 {
                     let (key, value) = entry.map_err(storage)?;
                     named.insert(key.value().1.to_owned(), value.value().to_vec());
+                }
+            }
+            let mut checkpoint = checkpoint;
+            if let Some(rounds) = &rounds {
+                for entry in rounds.range((id, 0)..=(id, u32::MAX)).map_err(storage)? {
+                    let (_, value) = entry.map_err(storage)?;
+                    let record = serde_json::from_slice(value.value())
+                        .map_err(|error| storage(format!("a round record: {error}")))?;
+                    checkpoint.history.push(record);
                 }
             }
             stored.push(StoredJob {

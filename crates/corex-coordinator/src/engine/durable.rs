@@ -75,6 +75,13 @@ impl Coordinator {
         failed
     }
 
+    /// Notes that `job`'s history is stored up to `stored` records.
+    pub fn history_stored(&mut self, job: &Hash, stored: usize) {
+        if let Some(run) = self.jobs.get_mut(job) {
+            run.history_stored(stored);
+        }
+    }
+
     /// Puts back the kept results of `job`'s open round (see `JobRun::restore_results`).
     pub fn restore_results(
         &mut self,

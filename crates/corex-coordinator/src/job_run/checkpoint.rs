@@ -31,7 +31,13 @@ pub struct JobCheckpoint {
     pub open_fragments: Vec<Fragment>,
     pub shards: BTreeMap<NodeId, Hash>,
     pub declined: BTreeSet<NodeId>,
+    /// The round records from position `history_from` of the job's history on: those not
+    /// known stored yet (stored apart, one entry per round, so a close costs the same at round
+    /// 10 and at round 10,000); on restore, the whole history.
+    #[serde(skip)]
     pub history: Vec<RoundRecord>,
+    #[serde(skip)]
+    pub history_from: usize,
     pub contributions: BTreeMap<NodeId, NodeContribution>,
     pub reissued: u64,
     pub state: JobState,
@@ -205,7 +211,8 @@ impl JobRun {
                 .unwrap_or_default(),
             shards: self.shards.clone(),
             declined: self.declined.clone(),
-            history: self.history.clone(),
+            history: self.history[self.history_stored.min(self.history.len())..].to_vec(),
+            history_from: self.history_stored,
             contributions: self.contributions.clone(),
             reissued: self.reissued,
             state: self.state.clone(),
@@ -213,6 +220,11 @@ impl JobRun {
             outputs: self.outputs.clone(),
             ran_ms: end_ms.saturating_sub(self.started_ms),
         }
+    }
+
+    /// Notes that the history up to `stored` records is stored.
+    pub fn history_stored(&mut self, stored: usize) {
+        self.history_stored = self.history_stored.max(stored.min(self.history.len()));
     }
 
     /// The progression as the last close (or the start) saved it, once: `None` when taken
@@ -246,6 +258,7 @@ impl JobRun {
             shards,
             declined,
             history,
+            history_from: _,
             contributions,
             reissued,
             state,
@@ -254,6 +267,13 @@ impl JobRun {
             ran_ms,
         } = checkpoint;
         let running = state == JobState::Running;
+        if history.len() != completed_rounds as usize {
+            return Err(CoordinatorError::Storage(format!(
+                "job {} has {} round records for {completed_rounds} rounds",
+                id.short(),
+                history.len()
+            )));
+        }
         let (progression, data, dataset_blob) = match (running, saved, prepared) {
             (false, _, _) => (None, None, None),
             (true, Some(saved), Some(prepared)) => {
@@ -328,6 +348,7 @@ impl JobRun {
             round: None,
             completed_rounds,
             closed_fragments,
+            history_stored: history.len(),
             shards,
             declined,
             history,

@@ -255,6 +255,8 @@ pub struct JobRun {
     /// Data holders that declined this federated job: no round leases to them again.
     declined: BTreeSet<NodeId>,
     history: Vec<RoundRecord>,
+    /// How many of `history`'s records are known stored (see `checkpoint`).
+    history_stored: usize,
     contributions: BTreeMap<NodeId, NodeContribution>,
     reissued: u64,
     state: JobState,
@@ -338,6 +340,7 @@ impl JobRun {
             shards: BTreeMap::new(),
             declined: BTreeSet::new(),
             history: Vec::new(),
+            history_stored: 0,
             contributions: BTreeMap::new(),
             reissued: 0,
             state: JobState::Running,
