@@ -137,20 +137,93 @@ fn drop_kept_results(data_dir: &Path, job: &Hash, closed_rounds: u32, ended: boo
     }
 }
 
-/// Stores a job's checkpoint (and `standing`) in one go, then drops the kept results it made
-/// unneeded. Blocking.
+/// The file a running job's progression is kept in, named by the rounds it has done.
+fn progression_name(completed_rounds: u32) -> String {
+    format!("progression-{completed_rounds}.bin")
+}
+
+/// Drops the progression files of `job` but `keep` (all of them when none is kept).
+fn drop_progressions(data_dir: &Path, job: &Hash, keep: Option<&str>) {
+    let Ok(entries) = std::fs::read_dir(job_dir(data_dir, job)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("progression-") && Some(name) != keep {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Stores a job's checkpoint: `standing`, then a running job's progression as a file beside
+/// its report (model and optimizer state are megabytes; redb costs a good deal of CPU per
+/// large value), then the checkpoint naming that file and its hash; then drops the files the
+/// stored checkpoint no longer needs. Durable when this returns. Blocking.
 pub fn store_checkpoint(
     store: &StateStore,
     data_dir: &Path,
-    checkpoint: &JobCheckpoint,
+    mut checkpoint: JobCheckpoint,
     saved: Option<&SavedProgression>,
     standing: &[StoredNode],
 ) -> Result<(), CoordinatorError> {
     store.save_nodes(standing)?;
-    store.save_job(checkpoint, saved)?;
     let ended = checkpoint.state != JobState::Running;
-    drop_kept_results(data_dir, &checkpoint.id, checkpoint.completed_rounds, ended);
+    let id = checkpoint.id;
+    if !ended {
+        let saved = saved.ok_or_else(|| {
+            storage(format!(
+                "running job {}'s checkpoint has no progression",
+                id.short()
+            ))
+        })?;
+        let bytes = saved.to_bytes();
+        let name = progression_name(checkpoint.completed_rounds);
+        let dir = job_dir(data_dir, &id);
+        std::fs::create_dir_all(&dir).map_err(storage)?;
+        write_atomically(&dir, &name, &bytes).map_err(storage)?;
+        checkpoint.progression_file = Some((name, Hash::of(&bytes)));
+    }
+    let stored = store.save_job(&checkpoint)?;
+    if stored {
+        let kept = checkpoint
+            .progression_file
+            .as_ref()
+            .map(|(name, _)| name.as_str());
+        drop_progressions(data_dir, &id, kept);
+        drop_kept_results(data_dir, &id, checkpoint.completed_rounds, ended);
+    }
     Ok(())
+}
+
+/// A running job's progression, read back from the file its checkpoint names.
+fn read_progression(
+    data_dir: &Path,
+    stored: &StoredJob,
+) -> Result<SavedProgression, CoordinatorError> {
+    let checkpoint = &stored.checkpoint;
+    let (name, hash) = checkpoint.progression_file.as_ref().ok_or_else(|| {
+        storage(format!(
+            "running job {} has no stored progression",
+            checkpoint.id.short()
+        ))
+    })?;
+    if name != &progression_name(checkpoint.completed_rounds) {
+        return Err(storage(format!(
+            "job {}'s progression file is {name}",
+            checkpoint.id.short()
+        )));
+    }
+    let path = job_dir(data_dir, &checkpoint.id).join(name);
+    let bytes =
+        std::fs::read(&path).map_err(|error| storage(format!("{}: {error}", path.display())))?;
+    if Hash::of(&bytes) != *hash {
+        return Err(storage(format!(
+            "{} is not the progression its checkpoint names",
+            path.display()
+        )));
+    }
+    SavedProgression::from_bytes(&checkpoint.spec, &bytes)
 }
 
 /// Stores `nodes`' standing off the async threads; durable when this returns.
@@ -256,7 +329,7 @@ pub fn restore_jobs(
         let id = stored.checkpoint.id;
         let running = stored.checkpoint.state == JobState::Running;
         let ready = if running {
-            SavedProgression::from_tensors(&stored.checkpoint.spec, stored.tensors.clone())
+            read_progression(data_dir, &stored)
                 .and_then(|saved| Ok((Some(saved), Some(prepare_again(data_dir, &stored)?))))
         } else {
             publish_results(engine, data_dir, &stored).map(|()| (None, None))
@@ -268,7 +341,7 @@ pub fn restore_jobs(
         tracing::info!(job = %id.short(), name = %stored.checkpoint.spec.name, round = stored.checkpoint.completed_rounds, running, "restoring a job");
         let round = stored.checkpoint.completed_rounds;
         if let Some(failed) = engine.restore_job(stored.checkpoint, saved, prepared, now_ms) {
-            store_checkpoint(store, data_dir, &failed, None, &[])?;
+            store_checkpoint(store, data_dir, failed, None, &[])?;
             continue;
         }
         if running {

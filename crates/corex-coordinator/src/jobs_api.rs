@@ -200,9 +200,17 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     };
     // Durable before acknowledged: a job answered 201 survives a crash.
     let store = shared.clone();
-    tokio::task::spawn_blocking(move || store.store.save_job(&checkpoint, saved.as_ref()))
-        .await
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
+    tokio::task::spawn_blocking(move || {
+        crate::durability::store_checkpoint(
+            &store.store,
+            &store.data_dir,
+            checkpoint,
+            saved.as_ref(),
+            &[],
+        )
+    })
+    .await
+    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
     shared.work_available.notify_waiters();
     Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
@@ -224,7 +232,7 @@ async fn cancel_job(
     };
     let store = shared.clone();
     tokio::task::spawn_blocking(move || {
-        crate::durability::store_checkpoint(&store.store, &store.data_dir, &checkpoint, None, &[])
+        crate::durability::store_checkpoint(&store.store, &store.data_dir, checkpoint, None, &[])
     })
     .await
     .map_err(|error| CoordinatorError::Storage(error.to_string()))??;

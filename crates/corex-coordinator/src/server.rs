@@ -275,7 +275,7 @@ async fn store_checkpoint(
         durability::store_checkpoint(
             &worker.store,
             &worker.data_dir,
-            &checkpoint,
+            checkpoint,
             saved.as_ref(),
             &standing,
         )

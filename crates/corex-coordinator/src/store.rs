@@ -1,14 +1,13 @@
 //! The coordinator's own durable state, in `DATA_DIR/coordinator.redb` beside the ledger's
 //! `ledger.redb`: the job submission sequence, so that a job id (the hash of the spec, the owner
 //! and this sequence) never repeats across restarts and never collides with a finished job's
-//! files; every job's latest checkpoint (`job_run::checkpoint`), JSON, with its tensors
-//! beside it as named byte strings; and every node's standing. Every write is one redb transaction, committed (and so
+//! files; every job's latest checkpoint (`job_run::checkpoint`), JSON, one record per closed
+//! round beside it; and every node's standing. Every write is one redb transaction, committed (and so
 //! fsynced) before the caller acknowledges anything that depends on it. Files beside it
-//! (finished jobs' reports, weights and outputs, kept datasets, the open rounds' accepted
-//! results) are written atomically:
+//! (finished jobs' reports, weights and outputs, kept datasets, running jobs' model and
+//! optimizer state, the open rounds' accepted results) are written atomically:
 //! [`write_atomically`].
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -17,13 +16,11 @@ use corex_core::messages::NodeInfo;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::CoordinatorError;
-use crate::job_run::{JobCheckpoint, SavedProgression};
+use crate::job_run::JobCheckpoint;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Job id → its latest checkpoint (JSON).
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
-/// (job id, tensor name) → the bytes of its progression (`SavedProgression::to_tensors`).
-const JOB_TENSORS: TableDefinition<(&[u8], &str), &[u8]> = TableDefinition::new("job_tensors");
 
 /// (job id, position in its history) → a closed round's record (JSON).
 const JOB_ROUNDS: TableDefinition<(&[u8], u32), &[u8]> = TableDefinition::new("job_rounds");
@@ -45,10 +42,9 @@ pub struct StoredNode {
     pub audits_failed: u64,
 }
 
-/// A job as stored: its checkpoint, and its progression's tensors while it runs.
+/// A job as stored: its checkpoint, with its whole history.
 pub struct StoredJob {
     pub checkpoint: JobCheckpoint,
-    pub tensors: BTreeMap<String, Vec<u8>>,
 }
 const NEXT_JOB_SEQUENCE: &str = "next_job_sequence";
 
@@ -90,14 +86,10 @@ impl StateStore {
         Ok(sequence)
     }
 
-    /// Replaces `checkpoint`'s job in one transaction: its checkpoint, and its tensors with
-    /// `saved`'s (when given; an ended job's are dropped, a running job without new ones keeps
-    /// its last). Durable when this returns. A checkpoint behind the stored one is ignored.
-    pub fn save_job(
-        &self,
-        checkpoint: &JobCheckpoint,
-        saved: Option<&SavedProgression>,
-    ) -> Result<(), CoordinatorError> {
+    /// Replaces `checkpoint`'s job in one transaction: its checkpoint, and the round records
+    /// it brings. Durable when this returns. A checkpoint behind the stored one is ignored:
+    /// returns whether this one was stored.
+    pub fn save_job(&self, checkpoint: &JobCheckpoint) -> Result<bool, CoordinatorError> {
         let json = serde_json::to_vec(checkpoint).map_err(storage)?;
         let id = checkpoint.id.as_bytes().as_slice();
         let ended = checkpoint.state != corex_core::messages::JobState::Running;
@@ -107,7 +99,7 @@ impl StateStore {
             let mut marks = txn.open_table(JOB_MARKS).map_err(storage)?;
             let stored = marks.get(id).map_err(storage)?.map(|value| value.value());
             if stored.is_some_and(|stored| stored > mark) {
-                return Ok(());
+                return Ok(false);
             }
             marks.insert(id, mark).map_err(storage)?;
             let mut jobs = txn.open_table(JOBS).map_err(storage)?;
@@ -121,22 +113,9 @@ impl StateStore {
                     .insert((id, position), json.as_slice())
                     .map_err(storage)?;
             }
-            let mut tensors = txn.open_table(JOB_TENSORS).map_err(storage)?;
-            if ended || saved.is_some() {
-                tensors
-                    .extract_from_if((id, "")..=(id, "\u{10FFFF}"), |_, _| true)
-                    .map_err(storage)?
-                    .for_each(drop);
-            }
-            if let Some(saved) = saved.filter(|_| !ended) {
-                for (name, bytes) in saved.to_tensors() {
-                    tensors
-                        .insert((id, name), bytes.as_slice())
-                        .map_err(storage)?;
-                }
-            }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        Ok(true)
     }
 
     /// Stores `nodes`' standing in one transaction; durable when this returns.
@@ -189,7 +168,6 @@ impl StateStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(error) => return Err(storage(error)),
         };
-        let tensors = txn.open_table(JOB_TENSORS).ok();
         let rounds = txn.open_table(JOB_ROUNDS).ok();
         let mut stored = Vec::new();
         for entry in jobs.iter().map_err(storage)? {
@@ -203,16 +181,6 @@ impl StateStore {
                     checkpoint.id
                 )));
             }
-            let mut named = BTreeMap::new();
-            if let Some(tensors) = &tensors {
-                for entry in tensors
-                    .range((id, "")..=(id, "\u{10FFFF}"))
-                    .map_err(storage)?
-                {
-                    let (key, value) = entry.map_err(storage)?;
-                    named.insert(key.value().1.to_owned(), value.value().to_vec());
-                }
-            }
             let mut checkpoint = checkpoint;
             if let Some(rounds) = &rounds {
                 for entry in rounds.range((id, 0)..=(id, u32::MAX)).map_err(storage)? {
@@ -222,10 +190,7 @@ impl StateStore {
                     checkpoint.history.push(record);
                 }
             }
-            stored.push(StoredJob {
-                checkpoint,
-                tensors: named,
-            });
+            stored.push(StoredJob { checkpoint });
         }
         stored.sort_by_key(|job| job.checkpoint.sequence);
         Ok(stored)

@@ -45,6 +45,10 @@ pub struct JobCheckpoint {
     pub outputs: Option<JobOutputs>,
     /// Milliseconds the job had run (to its end, once it ended).
     pub ran_ms: u64,
+    /// The file beside the job's report that holds its progression (a running job's), and
+    /// the hash of its bytes.
+    #[serde(default)]
+    pub progression_file: Option<(String, Hash)>,
 }
 
 /// What a running job's rounds move forward, as bytes.
@@ -92,8 +96,39 @@ fn bytes_to<const N: usize, T>(bytes: &[u8], from: fn([u8; N]) -> T) -> Option<V
 }
 
 impl SavedProgression {
-    /// The named byte strings stored beside the checkpoint.
-    pub fn to_tensors(&self) -> Vec<(&'static str, Vec<u8>)> {
+    /// The stored form: for each named tensor, the name's length (u16 LE), the name, the
+    /// bytes' length (u64 LE), the bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (name, tensor) in self.to_tensors() {
+            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(&(tensor.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&tensor);
+        }
+        bytes
+    }
+
+    /// Reads back what [`to_bytes`](Self::to_bytes) wrote for a job of `spec`.
+    pub fn from_bytes(spec: &JobSpec, mut bytes: &[u8]) -> Result<Self, CoordinatorError> {
+        let torn = || CoordinatorError::Storage("a job's stored progression is torn".into());
+        let mut tensors = BTreeMap::new();
+        while !bytes.is_empty() {
+            let (length, rest) = bytes.split_first_chunk::<2>().ok_or_else(torn)?;
+            let length = usize::from(u16::from_le_bytes(*length));
+            let (name, rest) = rest.split_at_checked(length).ok_or_else(torn)?;
+            let name = std::str::from_utf8(name).map_err(|_| torn())?;
+            let (length, rest) = rest.split_first_chunk::<8>().ok_or_else(torn)?;
+            let length = usize::try_from(u64::from_le_bytes(*length)).map_err(|_| torn())?;
+            let (tensor, rest) = rest.split_at_checked(length).ok_or_else(torn)?;
+            tensors.insert(name.to_owned(), tensor.to_vec());
+            bytes = rest;
+        }
+        Self::from_tensors(spec, tensors)
+    }
+
+    /// The named byte strings it is stored as.
+    fn to_tensors(&self) -> Vec<(&'static str, Vec<u8>)> {
         match self {
             Self::Training(state) => vec![
                 (PARAMETERS, f32s_to_bytes(&state.parameters)),
@@ -113,8 +148,8 @@ impl SavedProgression {
         }
     }
 
-    /// Reads back what [`to_tensors`](Self::to_tensors) wrote for a job of `spec`.
-    pub fn from_tensors(
+    /// Reads back what [`to_tensors`](Self::to_tensors) gave for a job of `spec`.
+    fn from_tensors(
         spec: &JobSpec,
         mut tensors: BTreeMap<String, Vec<u8>>,
     ) -> Result<Self, CoordinatorError> {
@@ -219,6 +254,7 @@ impl JobRun {
             weights: self.weights,
             outputs: self.outputs.clone(),
             ran_ms: end_ms.saturating_sub(self.started_ms),
+            progression_file: None,
         }
     }
 
@@ -265,6 +301,7 @@ impl JobRun {
             weights,
             outputs,
             ran_ms,
+            progression_file: _,
         } = checkpoint;
         let running = state == JobState::Running;
         if history.len() != completed_rounds as usize {
