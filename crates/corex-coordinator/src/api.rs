@@ -224,9 +224,13 @@ async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -
         .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
     let worker = shared.clone();
     let (capability, standing) = tokio::task::spawn_blocking(move || {
-        let now_ms = worker.clock.millis();
+        let check = worker
+            .engine()
+            .take_challenge(node, worker.clock.millis())?;
+        // The check regenerates the matrices: off the engine lock.
+        let capability = check.verify(&product);
         let mut engine = worker.engine();
-        let capability = engine.answer_challenge(node, &product, now_ms)?;
+        engine.record_capability(&node, capability.clone());
         Ok::<_, CoordinatorError>((capability, engine.standing_of([node])))
     })
     .await

@@ -9,10 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use corex_core::hash::Hashed;
-use corex_core::messages::{
-    Capability, ChallengeIssued, ChallengeVector, ChunkedResult, DeviceReport, LeaseResponse,
-    NodeInfo, ResultHeader,
-};
+use corex_core::messages::{ChunkedResult, DeviceReport, LeaseResponse, NodeInfo, ResultHeader};
 use corex_core::result_frame::DigestedResult;
 use corex_core::{Hash, Keypair, NodeId};
 use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
@@ -28,6 +25,9 @@ use crate::job_run::{
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
 
+mod challenges;
+use challenges::PendingChallenge;
+pub use challenges::{CHALLENGE_SIZE, ChallengeCheck};
 mod closing;
 mod durable;
 mod owners;
@@ -84,19 +84,6 @@ const IDLE_RETRY_MS: u64 = 500;
 /// Nodes heard from within this window count against the per-fingerprint and per-endpoint
 /// limits; a node gone longer frees its place (a restarted machine can rejoin).
 const SYBIL_WINDOW_MS: u64 = 120_000;
-
-/// Size of the capability challenge product: 2·768³ ≈ 906 MFLOP, a 2.4 MB answer: large enough
-/// that the compute, not the round trip or the matrix generation, sets the time on a CPU.
-pub const CHALLENGE_SIZE: usize = 768;
-
-#[derive(Debug, Clone)]
-struct PendingChallenge {
-    seed: u64,
-    n: usize,
-    issued_ms: u64,
-    /// The commitment, when it arrived, and the check vector's seed.
-    committed: Option<(Hash, u64, u64)>,
-}
 
 impl Coordinator {
     pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
@@ -167,104 +154,17 @@ impl Coordinator {
         Ok(())
     }
 
-    fn registered(&mut self, node: &NodeId, now_ms: u64) -> Result<(), CoordinatorError> {
+    pub(crate) fn registered(
+        &mut self,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
         let record = self
             .nodes
             .get_mut(node)
             .ok_or_else(|| CoordinatorError::UnregisteredNode(node.short()))?;
         record.last_seen_ms = now_ms;
         Ok(())
-    }
-
-    /// Issues a capability challenge to `node` (`seed` comes from the OS at the edge).
-    pub fn issue_challenge(
-        &mut self,
-        node: NodeId,
-        seed: u64,
-        now_ms: u64,
-    ) -> Result<ChallengeIssued, CoordinatorError> {
-        self.registered(&node, now_ms)?;
-        self.challenges.insert(
-            node,
-            PendingChallenge {
-                seed,
-                n: CHALLENGE_SIZE,
-                issued_ms: now_ms,
-                committed: None,
-            },
-        );
-        Ok(ChallengeIssued {
-            seed,
-            n: CHALLENGE_SIZE as u32,
-        })
-    }
-
-    /// Takes the node's commitment; the time since the challenge bounds its speed.
-    pub fn commit_challenge(
-        &mut self,
-        node: NodeId,
-        commitment: Hash,
-        vector_seed: u64,
-        now_ms: u64,
-    ) -> Result<ChallengeVector, CoordinatorError> {
-        self.registered(&node, now_ms)?;
-        let pending = self
-            .challenges
-            .get_mut(&node)
-            .ok_or(CoordinatorError::NoChallenge)?;
-        if pending.committed.is_some() {
-            return Err(CoordinatorError::NoChallenge);
-        }
-        pending.committed = Some((commitment, now_ms, vector_seed));
-        Ok(ChallengeVector { vector_seed })
-    }
-
-    /// Checks the product against the commitment and by Freivalds' method, and records what
-    /// the node showed.
-    pub fn answer_challenge(
-        &mut self,
-        node: NodeId,
-        product: &[f32],
-        now_ms: u64,
-    ) -> Result<Capability, CoordinatorError> {
-        self.registered(&node, now_ms)?;
-        let Some(PendingChallenge {
-            seed,
-            n,
-            issued_ms,
-            committed: Some((commitment, committed_ms, vector_seed)),
-        }) = self.challenges.get(&node).cloned()
-        else {
-            return Err(CoordinatorError::NoChallenge);
-        };
-        self.challenges.remove(&node);
-        let (a, b) = corex_verify::challenge_matrices(seed, n);
-        let vector = corex_verify::check_vector(vector_seed, n);
-        let correct = corex_verify::commit_product(product) == commitment
-            && corex_verify::freivalds(&a, &b, product, &vector, n).unwrap_or(false);
-        let seconds = (committed_ms.saturating_sub(issued_ms)).max(1) as f64 / 1_000.0;
-        let demonstrated_mflops = if correct {
-            (corex_verify::demonstrated_gflops(n, seconds) * 1_000.0) as u64
-        } else {
-            0
-        };
-        let claimed_gflops = self
-            .nodes
-            .get(&node)
-            .and_then(|info| info.device.claimed_gflops);
-        let believed = correct
-            && claimed_gflops
-                .is_none_or(|claim| claim.saturating_mul(1_000) <= 4 * demonstrated_mflops);
-        let capability = Capability {
-            n: n as u32,
-            demonstrated_mflops,
-            claimed_gflops,
-            believed,
-        };
-        if let Some(info) = self.nodes.get_mut(&node) {
-            info.capability = Some(capability.clone());
-        }
-        Ok(capability)
     }
 
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
