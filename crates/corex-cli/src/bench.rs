@@ -97,6 +97,15 @@ pub enum Which {
         #[arg(long, default_value = "./corex-bench-stall")]
         data_dir: PathBuf,
     },
+    /// A coordinator restart with a job mid-run and a long ledger: the ledger opened from its
+    /// newest state snapshot against the replay from genesis every open did before, and the
+    /// whole restart until the job's status answers, in one run.
+    Restart {
+        #[arg(long, default_value_t = 100_000)]
+        blocks: u64,
+        #[arg(long, default_value = "./corex-bench-restart")]
+        data_dir: PathBuf,
+    },
     /// Epoch settlement at 100,000 nodes and signed-transaction throughput, with baselines.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -167,6 +176,12 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             heavy_rounds: heavy_rounds.max(1),
             data_dir,
         }),
+        Which::Restart { blocks, data_dir } => {
+            crate::bench_restart::run(&crate::bench_restart::RestartBenchOptions {
+                blocks: blocks.max(1),
+                data_dir,
+            })
+        }
         Which::Ledger {
             nodes,
             records,

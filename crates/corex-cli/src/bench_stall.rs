@@ -218,7 +218,7 @@ async fn wait_for_end(owner: &CoordinatorClient, job: &Hash) -> anyhow::Result<(
 /// One machine's coordinator, with per-key request rates lifted: the light job's nodes send
 /// hundreds of requests a second, and a 429 answered after the default 200 per second would
 /// show up here as the client's 200 ms backoff, not as waiting on the coordinator.
-fn bench_config() -> CoordinatorConfig {
+pub(crate) fn bench_config() -> CoordinatorConfig {
     let mut config = CoordinatorConfig::one_machine();
     config.transport.requests_per_key_per_s = 100_000;
     config.transport.request_burst_per_key = 100_000;

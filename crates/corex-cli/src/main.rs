@@ -5,6 +5,7 @@ mod admission_args;
 mod bench;
 mod bench_ledger;
 mod bench_privacy;
+mod bench_restart;
 mod bench_scheduler;
 mod bench_single;
 mod bench_stall;

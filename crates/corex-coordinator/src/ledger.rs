@@ -401,7 +401,9 @@ impl LedgerService {
 
     /// Stores the proposed block durably, then makes its chain the current one.
     fn adopt(&mut self, proposal: Proposal) -> Result<Block, CoordinatorError> {
-        self.store.append(&proposal.block).map_err(storage)?;
+        self.store
+            .append(&proposal.block, &proposal.next)
+            .map_err(storage)?;
         self.chain = proposal.next;
         Ok(proposal.block)
     }

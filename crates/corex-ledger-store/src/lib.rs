@@ -1,11 +1,14 @@
 //! The ledger on disk: the genesis record and every block, in redb, each block committed with
 //! immediate durability before it is acknowledged, so an acknowledged block survives kill -9.
-//! Opening replays the whole chain from genesis through `corex_ledger::Chain`, which checks
-//! every signature, link, nonce and state root; the audit is that same replay, reported.
+//! Every [`SNAPSHOT_EVERY`] blocks the state after the block is stored beside it, in the same
+//! transaction (a snapshot). Opening resumes from the newest snapshot (its state must hash to
+//! its block's state root) and replays the blocks after it through `corex_ledger::Chain`,
+//! which checks every signature, link, nonce and state root: a restart costs the blocks since
+//! the last snapshot, not the whole chain. The audit replays the whole chain from genesis.
 
 use std::path::Path;
 
-use corex_ledger::{Block, Chain, Genesis, LedgerError, Supply};
+use corex_ledger::{Block, Chain, Genesis, LedgerError, State, Supply};
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 
@@ -14,6 +17,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Blocks by height, from 1.
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const GENESIS_KEY: &str = "genesis";
+/// The state after the block at a height (JSON), every [`SNAPSHOT_EVERY`] blocks; only the
+/// newest is kept.
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+
+/// Blocks between two state snapshots.
+pub const SNAPSHOT_EVERY: u64 = 1_000;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -77,19 +86,56 @@ impl LedgerStore {
                 txn.commit().map_err(database)?;
             }
         }
-        let chain = replay(&db, genesis.clone(), |_| {})?;
+        let (chain, snapshot) = resume(&db, genesis.clone())?;
+        let from = snapshot.map_or(1, |height| height + 1);
+        let chain = replay_from(&db, chain, from, |_| {})?;
         Ok((Self { db }, chain))
     }
 
-    /// Stores `block` durably; when this returns, the block survives a crash.
-    pub fn append(&self, block: &Block) -> Result<(), StoreError> {
+    /// Stores `block` durably; when this returns, the block survives a crash. `after` is the
+    /// chain with the block applied: at a snapshot height its state is stored with the block.
+    pub fn append(&self, block: &Block, after: &Chain) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(block).map_err(database)?;
+        let height = block.header.height;
+        let snapshot = (height % SNAPSHOT_EVERY == 0 && after.height() == height)
+            .then(|| serde_json::to_vec(after.state()))
+            .transpose()
+            .map_err(database)?;
         let txn = self.db.begin_write().map_err(database)?;
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(database)?;
-            blocks
-                .insert(block.header.height, bytes.as_slice())
-                .map_err(database)?;
+            blocks.insert(height, bytes.as_slice()).map_err(database)?;
+            if let Some(snapshot) = snapshot {
+                store_snapshot(&txn, height, &snapshot)?;
+            }
+        }
+        txn.commit().map_err(database)
+    }
+
+    /// Stores consecutive `blocks` in one transaction, durably (a catch-up, a bulk import).
+    /// `after` is the chain with all of them applied: its state is stored as a snapshot when
+    /// the last block's height is a snapshot height.
+    pub fn append_batch(&self, blocks: &[Block], after: &Chain) -> Result<(), StoreError> {
+        let Some(last) = blocks.last() else {
+            return Ok(());
+        };
+        let height = last.header.height;
+        let snapshot = (height % SNAPSHOT_EVERY == 0 && after.height() == height)
+            .then(|| serde_json::to_vec(after.state()))
+            .transpose()
+            .map_err(database)?;
+        let txn = self.db.begin_write().map_err(database)?;
+        {
+            let mut table = txn.open_table(BLOCKS).map_err(database)?;
+            for block in blocks {
+                let bytes = serde_json::to_vec(block).map_err(database)?;
+                table
+                    .insert(block.header.height, bytes.as_slice())
+                    .map_err(database)?;
+            }
+            if let Some(snapshot) = snapshot {
+                store_snapshot(&txn, height, &snapshot)?;
+            }
         }
         txn.commit().map_err(database)
     }
@@ -103,6 +149,21 @@ impl LedgerStore {
         };
         decode_block(height, bytes.value()).map(Some)
     }
+}
+
+/// Stores the snapshot at `height`, dropping older ones.
+fn store_snapshot(
+    txn: &redb::WriteTransaction,
+    height: u64,
+    snapshot: &[u8],
+) -> Result<(), StoreError> {
+    let mut snapshots = txn.open_table(SNAPSHOTS).map_err(database)?;
+    snapshots
+        .extract_from_if(..height, |_, _| true)
+        .map_err(database)?
+        .for_each(drop);
+    snapshots.insert(height, snapshot).map_err(database)?;
+    Ok(())
 }
 
 fn read_genesis(db: &impl ReadableDatabase) -> Result<Option<Genesis>, StoreError> {
@@ -130,16 +191,56 @@ fn decode_block(height: u64, bytes: &[u8]) -> Result<Block, StoreError> {
     })
 }
 
+/// The chain at the newest stored snapshot and its height, or at genesis (`None`) when there
+/// is none. A snapshot that does not match its block is an error, never skipped.
+fn resume(
+    db: &impl ReadableDatabase,
+    genesis: Genesis,
+) -> Result<(Chain, Option<u64>), StoreError> {
+    let txn = db.begin_read().map_err(database)?;
+    let snapshots = match txn.open_table(SNAPSHOTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Chain::new(genesis)?, None)),
+        Err(error) => return Err(database(error)),
+    };
+    let Some(entry) = snapshots.last().map_err(database)? else {
+        return Ok((Chain::new(genesis)?, None));
+    };
+    let height = entry.0.value();
+    let corrupt = |reason: String| StoreError::Corrupt {
+        what: format!("the snapshot at height {height}"),
+        reason,
+    };
+    let state: State =
+        serde_json::from_slice(entry.1.value()).map_err(|error| corrupt(error.to_string()))?;
+    let blocks = txn.open_table(BLOCKS).map_err(database)?;
+    let block = blocks
+        .get(height)
+        .map_err(database)?
+        .ok_or_else(|| corrupt("its block is missing".into()))?;
+    let block = decode_block(height, block.value())?;
+    Ok((Chain::resume(genesis, state, &block.header)?, Some(height)))
+}
+
 /// Replays every stored block on a fresh chain from `genesis`, calling `visit` after each.
 fn replay(
     db: &impl ReadableDatabase,
     genesis: Genesis,
+    visit: impl FnMut(&Block),
+) -> Result<Chain, StoreError> {
+    replay_from(db, Chain::new(genesis)?, 1, visit)
+}
+
+/// Applies the stored blocks from height `from` on to `chain`, calling `visit` after each.
+fn replay_from(
+    db: &impl ReadableDatabase,
+    mut chain: Chain,
+    from: u64,
     mut visit: impl FnMut(&Block),
 ) -> Result<Chain, StoreError> {
-    let mut chain = Chain::new(genesis)?;
     let txn = db.begin_read().map_err(database)?;
     let blocks = txn.open_table(BLOCKS).map_err(database)?;
-    for entry in blocks.iter().map_err(database)? {
+    for entry in blocks.range(from..).map_err(database)? {
         let (height, bytes) = entry.map_err(database)?;
         let block = decode_block(height.value(), bytes.value())?;
         if block.header.height != height.value() {

@@ -36,7 +36,7 @@ fn grow(
             .propose(coordinator, vec![tx], 1_000 + u64::from(seed))
             .unwrap()
             .unwrap();
-        store.append(&proposal.block).unwrap();
+        store.append(&proposal.block, &proposal.next).unwrap();
         chain = proposal.next;
     }
     chain
@@ -96,11 +96,83 @@ fn a_block_that_does_not_follow_is_caught_by_the_audit() {
         .block;
     block.header.state_root = Hash::of(b"not the state");
     block.signature = coordinator.sign(block.header.hash().as_bytes());
-    store.append(&block).unwrap();
+    store.append(&block, &chain).unwrap();
     drop(store);
     let error = audit(&path).unwrap_err().to_string();
     assert!(
         error.contains("block 4") && error.contains("state root"),
         "{error}"
     );
+}
+
+/// Appends `count` blocks of one coordinator record each, in batches that end at heights
+/// divisible by 100; returns the final chain.
+fn grow_records(store: &LedgerStore, mut chain: Chain, coordinator: &Keypair, count: u64) -> Chain {
+    let mut batch = Vec::new();
+    for index in 0..count {
+        let body = TxBody::CommitAuditChain {
+            anchor: Hash::of(&index.to_le_bytes()),
+        };
+        let (proposal, left_out) = chain
+            .propose_records(coordinator, vec![body], 10_000 + index)
+            .unwrap();
+        assert!(left_out.is_empty());
+        let proposal = proposal.unwrap();
+        batch.push(proposal.block);
+        chain = proposal.next;
+        if chain.height() % 100 == 0 || index + 1 == count {
+            store.append_batch(&batch, &chain).unwrap();
+            batch.clear();
+        }
+    }
+    chain
+}
+
+#[test]
+fn reopening_resumes_from_the_newest_snapshot_and_a_false_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let coordinator = Keypair::from_secret([1; 32]);
+    let (store, chain) = LedgerStore::open(&path, &genesis(&coordinator)).unwrap();
+    let chain = grow(&store, chain, &coordinator, 2..12);
+    let count = corex_ledger_store::SNAPSHOT_EVERY + 40 - chain.height();
+    let chain = grow_records(&store, chain, &coordinator, count);
+    drop(store);
+
+    // Resumed at the snapshot and replayed after it: the same chain as a replay from genesis.
+    let (store, reopened) = LedgerStore::open(&path, &genesis(&coordinator)).unwrap();
+    assert_eq!(reopened.height(), corex_ledger_store::SNAPSHOT_EVERY + 40);
+    assert_eq!(
+        (reopened.head(), reopened.state().root()),
+        (chain.head(), chain.state().root())
+    );
+    drop(store);
+    let audited = audit(&path).unwrap();
+    assert_eq!(audited.state_root, reopened.state().root());
+    // It goes on from there.
+    let (store, reopened) = LedgerStore::open(&path, &genesis(&coordinator)).unwrap();
+    let reopened = grow(&store, reopened, &coordinator, 12..14);
+    drop(store);
+    assert_eq!(audit(&path).unwrap().height, reopened.height());
+
+    // A snapshot whose state is not its block's is refused, not used.
+    use redb::ReadableTable;
+    let db = redb::Database::open(&path).unwrap();
+    let snapshots: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("snapshots");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(snapshots).unwrap();
+        let height = corex_ledger_store::SNAPSHOT_EVERY;
+        let stored = table.get(height).unwrap().unwrap().value().to_vec();
+        let mut state: corex_ledger::State = serde_json::from_slice(&stored).unwrap();
+        state.pool += 1;
+        let forged = serde_json::to_vec(&state).unwrap();
+        table.insert(height, forged.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    let refused = LedgerStore::open(&path, &genesis(&coordinator))
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("state root"), "{refused}");
 }

@@ -54,6 +54,33 @@ impl Chain {
         })
     }
 
+    /// The chain as it stood after the block `header` heads, resumed from that block's stored
+    /// state (a snapshot): `state` must hash to the header's state root, so a resumed chain is
+    /// the replayed one. The blocks up to it are not checked again (a full audit replays them).
+    pub fn resume(
+        genesis: Genesis,
+        state: State,
+        header: &BlockHeader,
+    ) -> Result<Self, LedgerError> {
+        genesis.params.validate()?;
+        let replayed = state.root();
+        if replayed != header.state_root {
+            return Err(LedgerError::BadStateRoot {
+                height: header.height,
+                claimed: header.state_root,
+                replayed,
+            });
+        }
+        Ok(Self {
+            genesis_hash: genesis.hash(),
+            genesis,
+            state,
+            head: header.hash(),
+            height: header.height,
+            timestamp_ms: header.timestamp_ms,
+        })
+    }
+
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
     }
