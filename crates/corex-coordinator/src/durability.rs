@@ -74,8 +74,17 @@ pub async fn keep_result(shared: &Arc<Shared>, kept: KeptResult) -> Result<(), C
     let dir = results_dir(&shared.data_dir, &kept.job);
     tokio::task::spawn_blocking(move || {
         let bytes = kept.encode()?;
+        let name = format!("{}.{}", kept.round, kept.index);
         std::fs::create_dir_all(&dir).map_err(storage)?;
-        write_atomically(&dir, &format!("{}.{}", kept.round, kept.index), &bytes).map_err(storage)
+        match write_atomically(&dir, &name, &bytes) {
+            // The job's last checkpoint dropped the folder meanwhile: the result is no longer
+            // needed, but the node is owed a durable answer.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir).map_err(storage)?;
+                write_atomically(&dir, &name, &bytes).map_err(storage)
+            }
+            written => written.map_err(storage),
+        }
     })
     .await
     .map_err(storage)?
@@ -127,10 +136,11 @@ fn drop_kept_results(data_dir: &Path, job: &Hash, closed_rounds: u32, ended: boo
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // Only finished results: a write in progress (`.<name>.partial`) is left to its writer.
         let stale = name
             .to_str()
             .and_then(parse_kept_name)
-            .is_none_or(|(round, _)| round < closed_rounds);
+            .is_some_and(|(round, _)| round < closed_rounds);
         if stale {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -340,6 +350,8 @@ pub fn restore_jobs(
         };
         tracing::info!(job = %id.short(), name = %stored.checkpoint.spec.name, round = stored.checkpoint.completed_rounds, running, "restoring a job");
         let round = stored.checkpoint.completed_rounds;
+        // Left by a crash: an ended job's late results, a running one's older rounds'.
+        drop_kept_results(data_dir, &id, round, !running);
         if let Some(failed) = engine.restore_job(stored.checkpoint, saved, prepared, now_ms) {
             store_checkpoint(store, data_dir, failed, None, &[])?;
             continue;
@@ -359,4 +371,35 @@ pub fn restore_jobs(
         }
     }
     Ok(progressed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_closed_rounds_results_leaves_the_open_round_and_writes_in_progress() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let job = Hash::of(b"job");
+        let results = results_dir(dir.path(), &job);
+        std::fs::create_dir_all(&results).expect("the results folder");
+        for name in ["3.1", "4.0", "5.0", "5.2", ".6.1.partial"] {
+            std::fs::write(results.join(name), b"x").expect("a file");
+        }
+        drop_kept_results(dir.path(), &job, 5, false);
+        let mut left: Vec<String> = std::fs::read_dir(&results)
+            .expect("listed")
+            .map(|entry| {
+                entry
+                    .expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        left.sort();
+        assert_eq!(left, [".6.1.partial", "5.0", "5.2"]);
+        drop_kept_results(dir.path(), &job, 5, true);
+        assert!(!results.exists());
+    }
 }
