@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::{JobState, ResultVerdict};
 use corex_core::{
@@ -91,6 +91,10 @@ async fn run(mut spec: JobSpec, adversary: Adversary, text: &Dataset) -> (u64, u
         net.spawn_node_with(seed, config(Some(adversary)));
     }
     let owner = net.client(250);
+    // Every node proven before the job comes, so that the cheaters get work: a short job can
+    // end before a late node is admitted.
+    let nodes = usize::from(HONEST) + CHEATERS.len();
+    wait_for_proven_nodes(&owner, nodes, Duration::from_secs(60)).await;
     let uploaded = owner.upload_dataset(&text.to_bytes()).await.unwrap();
     spec.dataset.source = DatasetSource::Uploaded {
         dataset: uploaded.dataset,
