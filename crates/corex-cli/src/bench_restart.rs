@@ -212,7 +212,7 @@ fn grow_ledger(path: &std::path::Path, target: u64) -> anyhow::Result<(u64, u64)
         let proposal = proposal.context("a coordinator record did not apply")?;
         batch.push(proposal.block);
         chain = proposal.next;
-        if chain.height() % SNAPSHOT_EVERY == 0 || chain.height() == target {
+        if chain.height().is_multiple_of(SNAPSHOT_EVERY) || chain.height() == target {
             store.append_batch(&batch, &chain)?;
             bar.inc(batch.len() as u64);
             batch.clear();

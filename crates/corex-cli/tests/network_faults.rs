@@ -234,7 +234,7 @@ fn pump(
             Ok(read) => read,
         };
         let mut delay_ms = 150 + draw(&mut state) % 101;
-        if draw(&mut state) % 40 == 0 {
+        if draw(&mut state).is_multiple_of(40) {
             delay_ms += 1_500;
         }
         // In order: a chunk never overtakes the one before it.

@@ -97,7 +97,7 @@ impl LedgerStore {
     pub fn append(&self, block: &Block, after: &Chain) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(block).map_err(database)?;
         let height = block.header.height;
-        let snapshot = (height % SNAPSHOT_EVERY == 0 && after.height() == height)
+        let snapshot = (height.is_multiple_of(SNAPSHOT_EVERY) && after.height() == height)
             .then(|| serde_json::to_vec(after.state()))
             .transpose()
             .map_err(database)?;
@@ -120,7 +120,7 @@ impl LedgerStore {
             return Ok(());
         };
         let height = last.header.height;
-        let snapshot = (height % SNAPSHOT_EVERY == 0 && after.height() == height)
+        let snapshot = (height.is_multiple_of(SNAPSHOT_EVERY) && after.height() == height)
             .then(|| serde_json::to_vec(after.state()))
             .transpose()
             .map_err(database)?;

@@ -120,7 +120,7 @@ fn grow_records(store: &LedgerStore, mut chain: Chain, coordinator: &Keypair, co
         let proposal = proposal.unwrap();
         batch.push(proposal.block);
         chain = proposal.next;
-        if chain.height() % 100 == 0 || index + 1 == count {
+        if chain.height().is_multiple_of(100) || index + 1 == count {
             store.append_batch(&batch, &chain).unwrap();
             batch.clear();
         }
