@@ -17,7 +17,6 @@ use corex_core::{Hash, JobSpec, Keypair};
 use corex_ledger::TxBody;
 use corex_ledger_store::{LedgerStore, SNAPSHOT_EVERY};
 use corex_net::{CoordinatorClient, TlsIdentity};
-use corex_node::{NodeAgent, NodeConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -101,19 +100,7 @@ async fn bench(options: &RestartBenchOptions) -> anyhow::Result<()> {
         Keypair::from_secret([OWNER_SEED; 32]),
     )?;
     let (stop_nodes, stopped) = watch::channel(false);
-    let mut agents = Vec::new();
-    for seed in 1..=2u8 {
-        let key = Keypair::from_secret([seed; 32]);
-        let client = CoordinatorClient::new(&served.url, &served.pin, key.clone())?;
-        let config = NodeConfig {
-            compute_threads: 1,
-            lease_wait_ms: 1_000,
-            ..NodeConfig::default()
-        };
-        agents.push(tokio::spawn(
-            NodeAgent::new(client, key, config).run(stopped.clone()),
-        ));
-    }
+    let agents = crate::bench_stall::spawn_agents(&served.url, &served.pin, 2, &stopped)?;
     let job = owner.submit_job(&spec).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while owner.job_status(&job).await?.round < ROUNDS_BEFORE_STOP {

@@ -136,19 +136,7 @@ async fn phase(
 ) -> anyhow::Result<Phase> {
     let started = Instant::now();
     let (stop, stopped) = watch::channel(false);
-    let mut agents = Vec::new();
-    for seed in 1..=nodes {
-        let key = Keypair::from_secret([seed as u8; 32]);
-        let client = CoordinatorClient::new(url, pin, key.clone())?;
-        let config = NodeConfig {
-            compute_threads: 1,
-            lease_wait_ms: 1_000,
-            ..NodeConfig::default()
-        };
-        agents.push(tokio::spawn(
-            NodeAgent::new(client, key, config).run(stopped.clone()),
-        ));
-    }
+    let agents = spawn_agents(url, pin, nodes, &stopped)?;
     let heavy_job = match heavy {
         Some(spec) => Some(owner.submit_job(spec).await?),
         None => None,
@@ -183,6 +171,33 @@ async fn phase(
         wall_s: started.elapsed().as_secs_f64(),
     })
 }
+
+/// Node agents for the keys of seeds `1..=nodes`, one compute thread each, in this process;
+/// they stop when `stopped` turns true.
+pub(crate) fn spawn_agents(
+    url: &str,
+    pin: &str,
+    nodes: u32,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<AgentTask>> {
+    (1..=nodes)
+        .map(|seed| {
+            let key = Keypair::from_secret([seed as u8; 32]);
+            let client = CoordinatorClient::new(url, pin, key.clone())?;
+            let config = NodeConfig {
+                compute_threads: 1,
+                lease_wait_ms: 1_000,
+                ..NodeConfig::default()
+            };
+            Ok(tokio::spawn(
+                NodeAgent::new(client, key, config).run(stopped.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// An in-process node agent's task.
+pub(crate) type AgentTask = tokio::task::JoinHandle<Result<NodeRunSummary, corex_node::NodeError>>;
 
 /// Times the owner's status request for `job` every 25 ms.
 async fn probe_status(owner: CoordinatorClient, job: Hash, into: Arc<Mutex<Vec<u32>>>) {

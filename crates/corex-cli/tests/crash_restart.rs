@@ -13,7 +13,7 @@ use corex_core::Hash;
 
 mod processes;
 
-use processes::{CORE, Process, corex, corex_unchecked, spawn, wait_until};
+use processes::{CORE, Process, corex, corex_unchecked, node_args, spawn, wait_until};
 
 /// The seed the kill moments are drawn from (printed, so a failure can be replayed).
 const KILL_SEED: u64 = 18;
@@ -96,22 +96,9 @@ fn run(root: &Path, owner_key: &Path, kills: &[(u32, u64)]) -> (serde_json::Valu
     let pin = endpoint["fingerprint"].as_str().unwrap().to_owned();
     let _nodes: Vec<Process> = (0..2)
         .map(|index| {
-            let dir = root.join(format!("node-{index}"));
-            spawn(
-                &[
-                    "node",
-                    "--coordinator",
-                    &url,
-                    "--pin",
-                    &pin,
-                    "--threads",
-                    "1",
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                ],
-                &root.join(format!("node-{index}.log")),
-                "info",
-            )
+            let args = node_args(&url, &pin, &root.join(format!("node-{index}")));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn(&args, &root.join(format!("node-{index}.log")), "info")
         })
         .collect();
     let spec_path = root.join("job.toml");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod processes;
 
-use processes::{CORE, Process, wait_until};
+use processes::{CORE, Process, node_args, wait_until};
 
 const SUBNET: &str = "10.77.0";
 const COORDINATOR_ADDRESS: &str = "10.77.0.1";
@@ -332,22 +332,9 @@ fn run_job(network: &Network, root: &Path, faults: bool) -> RunFigures {
                 (Some(proxy), "n3") => format!("https://{}", proxy.address),
                 _ => url.clone(),
             };
-            let dir = root.join(host);
-            network.spawn(
-                host,
-                &[
-                    "node",
-                    "--coordinator",
-                    &coordinator,
-                    "--pin",
-                    &pin,
-                    "--threads",
-                    "1",
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                ],
-                &root.join(format!("{host}.log")),
-            )
+            let args = node_args(&coordinator, &pin, &root.join(host));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            network.spawn(host, &args, &root.join(format!("{host}.log")))
         })
         .collect();
 

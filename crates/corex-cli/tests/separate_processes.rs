@@ -11,7 +11,9 @@ use std::time::Duration;
 
 mod processes;
 
-use processes::{CORE, corex, corex_unchecked, signal, spawn, status, stdout, wait_until};
+use processes::{
+    CORE, corex, corex_unchecked, node_args, signal, spawn, status, stdout, wait_until,
+};
 
 /// True when the node's log shows a fragment leased and no result sent after it: it is in the
 /// middle of the fragment, and the coordinator still counts the lease as its.
@@ -58,21 +60,9 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
     let url = endpoint["url"].as_str().unwrap().to_owned();
     let pin = endpoint["fingerprint"].as_str().unwrap().to_owned();
     let node = |name: &str, filter: &str| {
-        spawn(
-            &[
-                "node",
-                "--coordinator",
-                &url,
-                "--pin",
-                &pin,
-                "--threads",
-                "1",
-                "--data-dir",
-                root.join(name).to_str().unwrap(),
-            ],
-            &root.join(format!("{name}.log")),
-            filter,
-        )
+        let args = node_args(&url, &pin, &root.join(name));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        spawn(&args, &root.join(format!("{name}.log")), filter)
     };
     let mut doomed = node("node-doomed", "corex_node=debug");
     let _survivor = node("node-survivor", "info");

@@ -81,3 +81,21 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The arguments of `corex node` against `coordinator` (pinned to `pin`), one compute thread,
+/// its files in `dir`.
+pub fn node_args(coordinator: &str, pin: &str, dir: &Path) -> Vec<String> {
+    [
+        "node",
+        "--coordinator",
+        coordinator,
+        "--pin",
+        pin,
+        "--threads",
+        "1",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
