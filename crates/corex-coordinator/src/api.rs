@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::{CHALLENGE_SIZE, Coordinator, Intake};
 use crate::error::CoordinatorError;
+use crate::job_run::SignedTensor;
 use crate::lease_order::priority_of;
 use crate::ledger::Suspicion;
 use crate::server::{Shared, lock};
@@ -339,8 +340,18 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
         (digested, digest)
     })
     .await?;
+    // Decoded, hashed against its header and its signature checked before the lock.
+    let (header, signed) = tokio::task::spawn_blocking(move || {
+        let (header, tensor) = body
+            .decode()
+            .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
+        let signed = SignedTensor::verify(node, &header, &tensor)?;
+        Ok::<_, CoordinatorError>((header, signed))
+    })
+    .await
+    .map_err(|error| CoordinatorError::Training(error.to_string()))??;
     judge_result(shared, node, move |engine, now_ms| {
-        engine.submit_result(node, &body, now_ms)
+        engine.submit_result(node, &header, signed, now_ms)
     })
     .await
 }

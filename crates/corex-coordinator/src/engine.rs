@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use corex_core::hash::Hashed;
 use corex_core::messages::{ChunkedResult, DeviceReport, LeaseResponse, NodeInfo, ResultHeader};
-use corex_core::result_frame::DigestedResult;
 use corex_core::{Hash, Keypair, NodeId};
 use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
 
@@ -20,7 +19,7 @@ use crate::config::CoordinatorConfig;
 use crate::datasets::DatasetRegistry;
 use crate::error::CoordinatorError;
 use crate::job_run::{
-    DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, KeptResult, Progress,
+    DEFERRED_RETRY_MS, Engine, FragmentTiming, JobLease, JobRun, KeptResult, Progress, SignedTensor,
 };
 use crate::uploads::{UploadLimits, UploadStore};
 use crate::verification::Verifier;
@@ -273,17 +272,17 @@ impl Coordinator {
 
     /// Takes a framed result body from `node`. On success, says which job progressed how, and
     /// the behaviour flag if this result's timing just raised one.
-    pub fn submit_result<B: AsRef<[u8]>>(
+    /// Takes an inline result whose signed tensor the shell checked off the lock
+    /// ([`SignedTensor::verify`]).
+    pub fn submit_result(
         &mut self,
         node: NodeId,
-        body: &DigestedResult<B>,
+        header: &ResultHeader,
+        tensor: SignedTensor,
         now_ms: u64,
     ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
-        let (header, tensor) = body
-            .decode()
-            .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
-        self.take_result(node, &header, &tensor, now_ms)
+        self.take_result(node, header, tensor, now_ms)
     }
 
     /// Stages a chunk `node` uploaded: part of a result from a registered node, or of a dataset
@@ -328,12 +327,8 @@ impl Coordinator {
     ) -> Result<Intake, CoordinatorError> {
         self.registered(&node, now_ms)?;
         let tensor = self.uploads.assemble(node, &result.tensor)?;
-        let judged = self.take_result(
-            node,
-            &result.header,
-            &Hashed::new(tensor.as_slice()),
-            now_ms,
-        );
+        let judged = SignedTensor::verify(node, &result.header, &Hashed::new(tensor.as_slice()))
+            .and_then(|signed| self.take_result(node, &result.header, signed, now_ms));
         if judged
             .as_ref()
             .err()
@@ -396,7 +391,7 @@ impl Coordinator {
         &mut self,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
         now_ms: u64,
     ) -> Result<Intake, CoordinatorError> {
         let (job, submitted) = self.with_job_of(&header.fragment, now_ms, |job, engine| {

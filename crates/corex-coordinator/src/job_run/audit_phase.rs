@@ -87,7 +87,7 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
@@ -112,8 +112,7 @@ impl JobRun {
             }
             None => return Err(LeaseError::NotLeased(index).into()),
         }
-        let (gradient, commitment) =
-            self.check_tensor_result(node, &pending.fragment, header, tensor)?;
+        let (gradient, commitment) = self.check_tensor_result(&pending.fragment, header, tensor)?;
         let all_in = {
             let auditing = self
                 .round

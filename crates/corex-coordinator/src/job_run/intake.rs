@@ -31,7 +31,7 @@ impl JobRun {
         &mut self,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Submitted, CoordinatorError> {
@@ -88,7 +88,7 @@ impl JobRun {
         &self,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
     ) -> Result<(usize, Accepted), CoordinatorError> {
         if self.closed_fragments.contains(&header.fragment) {
             return Err(CoordinatorError::FragmentClosed(header.fragment));
@@ -115,7 +115,7 @@ impl JobRun {
                 });
             }
         }
-        let (gradient, commitment) = self.check_tensor_result(node, fragment, header, tensor)?;
+        let (gradient, commitment) = self.check_tensor_result(fragment, header, tensor)?;
         Ok((
             index,
             Accepted {
@@ -132,17 +132,20 @@ impl JobRun {
         ))
     }
 
-    /// The checks every result and audit replay passes: model version, sample count, the
-    /// tensor's hash, a step trace's shape and loss, the signed commitment over `fragment`'s
-    /// id (and the trace), shape (the parameter count for training, `samples × width` for
+    /// The checks every result and audit replay passes besides its signed tensor's (see
+    /// [`SignedTensor::verify`], which the shell ran): the fragment the sender signed for,
+    /// model version, sample count, a step trace's shape and loss, shape (the parameter count for training, `samples × width` for
     /// output work) and finiteness.
     pub(super) fn check_tensor_result(
         &self,
-        node: NodeId,
         fragment: &Fragment,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
     ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
+        // The sender signed the header's fragment id: it must be this one's.
+        if header.fragment != fragment.id {
+            return Err(CoordinatorError::UnknownFragment(header.fragment));
+        }
         // A segment audit task starts from a revealed checkpoint instead of the version.
         if header.model != fragment.model {
             return Err(CoordinatorError::StaleModel {
@@ -165,7 +168,10 @@ impl JobRun {
             }
             self.check_trace(fragment, header, trace)?;
         }
-        let (gradient, commitment) = signed_tensor(node, &fragment.id, header, tensor)?;
+        let SignedTensor {
+            values: gradient,
+            commitment,
+        } = tensor;
         corex_ml::check_result(
             &self.spec.work,
             &self.spec.model,
@@ -235,25 +241,36 @@ impl JobRun {
     }
 }
 
-/// The values of a signed tensor sent for `id`: the bytes hash to the header's `result_hash`,
-/// the node signed the commitment over node, `id`, model and that hash (bound to the header's
-/// step trace when there is one), and they decode as f32. Returns them with the commitment.
-pub(super) fn signed_tensor(
-    node: NodeId,
-    id: &Hash,
-    header: &ResultHeader,
-    tensor: &Hashed<&[u8]>,
-) -> Result<(Vec<f32>, Hash), CoordinatorError> {
-    if tensor.hash() != header.result_hash {
-        return Err(CoordinatorError::ResultHashMismatch);
+/// A result's tensor as its sender signed it, checked: its bytes hash to the header's
+/// `result_hash`, the node signed the commitment over node, the header's fragment, model and
+/// that hash (bound to the header's step trace when there is one), and they decode as f32.
+#[derive(Debug, Clone)]
+pub struct SignedTensor {
+    pub values: Vec<f32>,
+    pub commitment: Hash,
+}
+
+impl SignedTensor {
+    /// Checks `tensor` against `header` for `node`. Pure and linear in the tensor's size (a
+    /// hash comparison, a signature, a decode): the shell runs it before it takes the engine
+    /// lock.
+    pub fn verify(
+        node: NodeId,
+        header: &ResultHeader,
+        tensor: &Hashed<&[u8]>,
+    ) -> Result<Self, CoordinatorError> {
+        if tensor.hash() != header.result_hash {
+            return Err(CoordinatorError::ResultHashMismatch);
+        }
+        let mut commitment =
+            result_commitment(&node, &header.fragment, &header.model, &header.result_hash);
+        if let Some(trace) = &header.trace {
+            commitment = traced_commitment(&commitment, trace);
+        }
+        node.verify(commitment.as_bytes(), &header.commitment_signature)
+            .map_err(|_| CoordinatorError::BadCommitment)?;
+        let values = bytes_to_f32s(tensor.as_slice())
+            .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
+        Ok(Self { values, commitment })
     }
-    let mut commitment = result_commitment(&node, id, &header.model, &header.result_hash);
-    if let Some(trace) = &header.trace {
-        commitment = traced_commitment(&commitment, trace);
-    }
-    node.verify(commitment.as_bytes(), &header.commitment_signature)
-        .map_err(|_| CoordinatorError::BadCommitment)?;
-    let values = bytes_to_f32s(tensor.as_slice())
-        .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
-    Ok((values, commitment))
 }

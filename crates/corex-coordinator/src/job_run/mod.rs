@@ -62,7 +62,7 @@ mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
 mod declines;
 mod intake;
-pub use intake::Submitted;
+pub use intake::{SignedTensor, Submitted};
 mod kept;
 pub use kept::{KeptMeta, KeptResult};
 mod leasing;

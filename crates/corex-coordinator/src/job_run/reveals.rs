@@ -107,7 +107,7 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
@@ -240,7 +240,7 @@ impl JobRun {
         task: usize,
         node: NodeId,
         header: &ResultHeader,
-        tensor: &Hashed<&[u8]>,
+        tensor: SignedTensor,
     ) -> Result<Vec<Vec<f32>>, CoordinatorError> {
         let closed = || CoordinatorError::FragmentClosed(header.fragment);
         let round = self.round.as_ref().ok_or_else(closed)?;
@@ -262,7 +262,10 @@ impl JobRun {
                 "a reveal of checkpoints carries no trace".into(),
             ));
         }
-        let (values, _) = intake::signed_tensor(node, &reveal.reveal_id, header, tensor)?;
+        if header.fragment != reveal.reveal_id {
+            return Err(CoordinatorError::UnknownFragment(header.fragment));
+        }
+        let values = tensor.values;
         let parameters = self.spec.model.parameter_count();
         if values.len() != parameters * reveal.asked.len() {
             return Err(CoordinatorError::WrongShape(format!(
@@ -287,12 +290,13 @@ impl JobRun {
             .asked
             .iter()
             .zip(values.chunks_exact(parameters.max(1)))
-            .zip(tensor.as_slice().chunks_exact(parameters.max(1) * 4))
-            .map(|((step, checkpoint), bytes)| {
+            .map(|(step, checkpoint)| {
+                // The bytes the node hashed: f32 little-endian (finite, so exactly these).
+                let bytes = f32s_to_bytes(checkpoint);
                 // The trace's checkpoints are the interior bounds in order.
                 let position = bounds[1..].iter().position(|bound| bound == step);
                 let committed = position.and_then(|position| trace.checkpoints.get(position));
-                if committed == Some(&Hash::of(bytes)) {
+                if committed == Some(&Hash::of(&bytes)) {
                     Ok(checkpoint.to_vec())
                 } else {
                     Err(CoordinatorError::CheckpointMismatch { step: *step })
