@@ -373,6 +373,63 @@ pub fn restore_jobs(
     Ok(progressed)
 }
 
+/// What a job's progress leaves to store: its checkpoint and the standing of the nodes that
+/// worked in the round that closed.
+pub struct Checkpoint {
+    pub job: JobCheckpoint,
+    pub saved: Option<SavedProgression>,
+    pub standing: Vec<StoredNode>,
+}
+
+/// Stores a job's checkpoint once it is safe to: an ended job's report and results are on
+/// disk first (a restored job serves them from there), a closed round is on the ledger first
+/// (see the top of this file). Failures are logged; the job goes on, one checkpoint behind.
+pub async fn store_progress(
+    shared: Arc<Shared>,
+    checkpoint: Checkpoint,
+    recorded_round: Option<u32>,
+) {
+    let Checkpoint {
+        job: checkpoint,
+        saved,
+        standing,
+    } = checkpoint;
+    let job = checkpoint.id;
+    if checkpoint.state != JobState::Running
+        && checkpoint.state != JobState::Cancelled
+        && let Err(error) = shared.persist_finished_job(&job).await
+    {
+        tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
+        return;
+    }
+    if let Some(round) = recorded_round {
+        wait_for_ledger(&shared, &job, round).await;
+    }
+    let history_stored = checkpoint.history_from + checkpoint.history.len();
+    let worker = shared.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        store_checkpoint(
+            &worker.store,
+            &worker.data_dir,
+            checkpoint,
+            saved.as_ref(),
+            &standing,
+        )
+    })
+    .await;
+    match stored {
+        Ok(Ok(())) => shared.engine().history_stored(&job, history_stored),
+        Ok(Err(error)) => {
+            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored")
+        }
+        Err(error) => tracing::error!(
+            job = %job.short(),
+            error = %crate::server::join_failure(error),
+            "storing a job's checkpoint failed"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

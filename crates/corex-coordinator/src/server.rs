@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use corex_core::messages::JobState;
 use corex_core::{Hash, Keypair, NodeId};
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
@@ -18,12 +17,12 @@ use crate::config::CoordinatorConfig;
 use crate::durability;
 use crate::engine::{CHALLENGE_SIZE, Coordinator};
 use crate::error::CoordinatorError;
-use crate::job_run::{JobCheckpoint, Progress, SavedProgression};
+use crate::job_run::Progress;
 use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
 use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
 use crate::nonce::NonceCache;
-use crate::store::{StateStore, StoredNode, write_atomically};
+use crate::store::{StateStore, write_atomically};
 use crate::transport::{ConnectionLimiter, KeyRateLimiter};
 use crate::verification::Verifier;
 
@@ -133,9 +132,9 @@ impl Shared {
             Progress::RoundClosed | Progress::JobFinished | Progress::JobFailed
         ) {
             let (checkpoint, saved) = engine.take_checkpoint(job, self.clock.millis())?;
-            tokio::spawn(store_checkpoint(
+            tokio::spawn(durability::store_progress(
                 self.clone(),
-                Checkpoint {
+                durability::Checkpoint {
                     job: checkpoint,
                     saved,
                     standing,
@@ -237,65 +236,8 @@ async fn close_round(shared: Arc<Shared>, job: Hash) {
     }
 }
 
-/// What a job's progress leaves to store: its checkpoint and the standing of the nodes that
-/// worked in the round that closed.
-struct Checkpoint {
-    job: JobCheckpoint,
-    saved: Option<SavedProgression>,
-    standing: Vec<StoredNode>,
-}
-
-/// Stores a job's checkpoint once it is safe to: an ended job's report and results are on
-/// disk first (a restored job serves them from there), a closed round is on the ledger first
-/// (see `durability`). Failures are logged; the job goes on, one checkpoint behind.
-async fn store_checkpoint(
-    shared: Arc<Shared>,
-    checkpoint: Checkpoint,
-    recorded_round: Option<u32>,
-) {
-    let Checkpoint {
-        job: checkpoint,
-        saved,
-        standing,
-    } = checkpoint;
-    let job = checkpoint.id;
-    if checkpoint.state != JobState::Running
-        && checkpoint.state != JobState::Cancelled
-        && let Err(error) = shared.persist_finished_job(&job).await
-    {
-        tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
-        return;
-    }
-    if let Some(round) = recorded_round {
-        durability::wait_for_ledger(&shared, &job, round).await;
-    }
-    let history_stored = checkpoint.history_from + checkpoint.history.len();
-    let worker = shared.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        durability::store_checkpoint(
-            &worker.store,
-            &worker.data_dir,
-            checkpoint,
-            saved.as_ref(),
-            &standing,
-        )
-    })
-    .await;
-    match stored {
-        Ok(Ok(())) => shared.engine().history_stored(&job, history_stored),
-        Ok(Err(error)) => {
-            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored")
-        }
-        Err(error) => tracing::error!(
-            job = %job.short(),
-            error = %join_failure(error),
-            "storing a job's checkpoint failed"
-        ),
-    }
-}
-
 /// What a background task that did not finish says: its panic message, or that it was cancelled.
-fn join_failure(error: tokio::task::JoinError) -> String {
+pub(crate) fn join_failure(error: tokio::task::JoinError) -> String {
     if !error.is_panic() {
         return error.to_string();
     }
