@@ -20,8 +20,6 @@ use corex_net::{CoordinatorClient, TlsIdentity};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::serve::configure_threads;
-
 pub struct RestartBenchOptions {
     /// Ledger height to grow the chain to.
     pub blocks: u64,
@@ -35,12 +33,7 @@ const OWNER_SEED: u8 = 250;
 const ROUNDS_BEFORE_STOP: u32 = 5;
 
 pub fn run(options: &RestartBenchOptions) -> anyhow::Result<()> {
-    configure_threads(1)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(bench(options))
+    crate::bench_stall::block_on_two_workers(bench(options))
 }
 
 /// A coordinator served from `dir` in this process; stop it with the sender.

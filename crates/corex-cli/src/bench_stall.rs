@@ -42,12 +42,20 @@ struct Phase {
 }
 
 pub fn run(options: &StallBenchOptions) -> anyhow::Result<()> {
+    block_on_two_workers(bench(options))
+}
+
+/// Runs `bench` on a two-worker runtime, ML at one thread per computation: the in-process
+/// coordinator-and-nodes benches' setting.
+pub(crate) fn block_on_two_workers<T>(
+    bench: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     configure_threads(1)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(bench(options))
+    runtime.block_on(bench)
 }
 
 async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
@@ -244,10 +252,7 @@ pub(crate) fn bench_config() -> CoordinatorConfig {
 fn percentile(values: &[u32], percent: usize) -> u32 {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
-    match sorted.len() {
-        0 => 0,
-        len => sorted[(len * percent).div_ceil(100).clamp(1, len) - 1],
-    }
+    corex_node::nearest_rank(&sorted, percent)
 }
 
 /// The light job: the digits MLP, 1,500 rounds of 4 fragments.

@@ -370,6 +370,20 @@ impl Coordinator {
         Ok(Intake::only(job, progress))
     }
 
+    /// Runs `act` on job `job`, with the engine's view for it.
+    pub(crate) fn with_job<T>(
+        &mut self,
+        job: &Hash,
+        now_ms: u64,
+        act: impl FnOnce(&mut JobRun, Engine<'_>) -> Result<T, CoordinatorError>,
+    ) -> Result<T, CoordinatorError> {
+        let (jobs, engine) = self.jobs_and_engine(now_ms);
+        let run = jobs
+            .get_mut(job)
+            .ok_or(CoordinatorError::UnknownJob(*job))?;
+        act(run, engine)
+    }
+
     /// Runs `act` on the job that owns `fragment`, with the engine's view for it; returns the
     /// job's id with what `act` returned.
     fn with_job_of<T>(

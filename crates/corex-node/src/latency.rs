@@ -24,6 +24,14 @@ pub struct LatencySummary {
     pub max_us: u32,
 }
 
+/// The nearest-rank `percent`-th percentile of `sorted` (ascending); 0 when empty.
+pub fn nearest_rank(sorted: &[u32], percent: usize) -> u32 {
+    match sorted.len() {
+        0 => 0,
+        len => sorted[(len * percent).div_ceil(100).clamp(1, len) - 1],
+    }
+}
+
 impl LatencyRing {
     pub(crate) fn record(&mut self, elapsed: Duration) {
         let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
@@ -39,12 +47,7 @@ impl LatencyRing {
     pub(crate) fn summary(&self) -> LatencySummary {
         let mut sorted = self.micros.clone();
         sorted.sort_unstable();
-        let rank = |percent: usize| -> u32 {
-            match sorted.len() {
-                0 => 0,
-                len => sorted[(len * percent).div_ceil(100).clamp(1, len) - 1],
-            }
-        };
+        let rank = |percent: usize| nearest_rank(&sorted, percent);
         LatencySummary {
             count: self.count,
             p50_us: rank(50),

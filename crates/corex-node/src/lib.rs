@@ -17,4 +17,4 @@ pub use adversary::Adversary;
 pub use agent::{DatasetTraffic, NodeAgent, NodeConfig, NodeRunSummary};
 pub use error::NodeError;
 pub use holder::HolderPolicy;
-pub use latency::LatencySummary;
+pub use latency::{LatencySummary, nearest_rank};

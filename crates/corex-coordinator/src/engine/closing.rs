@@ -21,11 +21,9 @@ impl Coordinator {
         closed: Result<ClosedWork, String>,
         now_ms: u64,
     ) -> Result<Progress, CoordinatorError> {
-        let (jobs, engine) = self.jobs_and_engine(now_ms);
-        let run = jobs
-            .get_mut(job)
-            .ok_or(CoordinatorError::UnknownJob(*job))?;
-        Ok(run.finish_close(closed, now_ms, engine))
+        self.with_job(job, now_ms, |run, engine| {
+            Ok(run.finish_close(closed, now_ms, engine))
+        })
     }
 }
 

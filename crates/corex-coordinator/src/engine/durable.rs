@@ -89,11 +89,9 @@ impl Coordinator {
         kept: Vec<(u32, KeptMeta, Vec<f32>)>,
         now_ms: u64,
     ) -> Result<Progress, CoordinatorError> {
-        let (jobs, engine) = self.jobs_and_engine(now_ms);
-        let run = jobs
-            .get_mut(job)
-            .ok_or(CoordinatorError::UnknownJob(*job))?;
-        run.restore_results(kept, now_ms, engine)
+        self.with_job(job, now_ms, |run, engine| {
+            run.restore_results(kept, now_ms, engine)
+        })
     }
 
     /// The standing of those of `nodes` that are registered, to store.
