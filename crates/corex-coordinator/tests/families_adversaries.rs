@@ -51,7 +51,7 @@ fn gradient_job() -> JobSpec {
 fn traced_job() -> JobSpec {
     JobSpec {
         name: "lm-segments".into(),
-        rounds: 8,
+        rounds: 24,
         global_batch: 512 * 6,
         fragment_samples: 512,
         work: WorkSpec::LocalSteps {
