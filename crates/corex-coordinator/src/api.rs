@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use corex_core::hash::Hashed;
 use corex_core::messages::{
     ApiError, ChallengeCommit, DeclineJobRequest, DeclineRevealRequest, LeaseRequest,
-    LeaseResponse, RegisterRequest, RegisterResponse,
+    LeaseResponse, RegisterRequest,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, RequestSignatureError, SIGNATURE, SIGNATURE_INPUT, verify_request_headers,
@@ -28,11 +28,11 @@ use corex_core::{Hash, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::{CHALLENGE_SIZE, Coordinator, Intake};
+use crate::core::{Answer, Event};
+use crate::engine::CHALLENGE_SIZE;
 use crate::error::CoordinatorError;
 use crate::job_run::SignedTensor;
 use crate::lease_order::priority_of;
-use crate::ledger::Suspicion;
 use crate::server::{Shared, lock};
 
 impl IntoResponse for CoordinatorError {
@@ -138,7 +138,7 @@ pub(crate) async fn authenticate_digested<D>(
     shared.key_rates.check(&signer)?;
     lock(&shared.nonces).admit(
         &signed.request,
-        shared.clock.unix_seconds(),
+        shared.clock().unix_seconds(),
         shared.config.clock_skew_s,
     )?;
     let (body, body_hash) = digest(read_body(body, limit).await?);
@@ -174,19 +174,30 @@ async fn register(
 ) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let RegisterRequest { device } = parse_json(&body)?;
-    let (coordinator, standing) = {
-        let mut engine = shared.engine();
-        engine.register(
-            node,
-            device.clone(),
-            peer.ip().to_string(),
-            shared.clock.millis(),
-        )?;
-        (engine.identity.id(), engine.standing_of([node]))
+    let endpoint = peer.ip().to_string();
+    let registered = shared.core.ask(|request| Event::NodeRegistered {
+        request,
+        node,
+        device,
+        endpoint,
+    });
+    let Answer::Registered(response) = registered.await? else {
+        return Err(mismatched());
     };
-    crate::durability::save_standing(&shared, standing).await?;
-    tracing::info!(node = %node.short(), cpu = %device.cpu_model, threads = device.compute_threads, "node registered");
-    json(&RegisterResponse { node, coordinator })
+    json(&response)
+}
+
+/// The core answered a request with an answer of another kind (a bug, said as a 500).
+pub(crate) fn mismatched() -> CoordinatorError {
+    CoordinatorError::CoreFailed("the core answered with an answer of another kind".into())
+}
+
+/// A change the core took, answered 204.
+pub(crate) fn done(answer: Answer) -> ApiResult {
+    match answer {
+        Answer::Done => Ok(StatusCode::NO_CONTENT.into_response()),
+        _ => Err(mismatched()),
+    }
 }
 
 fn random_seed() -> Result<u64, CoordinatorError> {
@@ -197,76 +208,56 @@ fn random_seed() -> Result<u64, CoordinatorError> {
 
 async fn issue_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, _) = authenticate(&shared, request).await?;
-    let issued = shared
-        .engine()
-        .issue_challenge(node, random_seed()?, shared.clock.millis())?;
+    let seed = random_seed()?;
+    let asked = shared.core.ask(|request| Event::ChallengeAsked {
+        request,
+        node,
+        seed,
+    });
+    let Answer::Challenge(issued) = asked.await? else {
+        return Err(mismatched());
+    };
     json(&issued)
 }
 
 async fn commit_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let ChallengeCommit { commitment } = parse_json(&body)?;
-    let vector = shared.engine().commit_challenge(
+    let vector_seed = random_seed()?;
+    let committed = shared.core.ask(|request| Event::ChallengeCommitted {
+        request,
         node,
         commitment,
-        random_seed()?,
-        shared.clock.millis(),
-    )?;
+        vector_seed,
+    });
+    let Answer::ChallengeVector(vector) = committed.await? else {
+        return Err(mismatched());
+    };
     json(&vector)
 }
 
-/// The product, as raw f32 little-endian bytes. A claim the challenge does not bear out goes
-/// to the ledger as a suspicious soft reject; the speed shown is what the coordinator believes.
+/// The product, as raw f32 little-endian bytes, checked on the compute pool. A claim the
+/// challenge does not bear out goes to the ledger as a suspicious soft reject; the speed
+/// shown is what the coordinator believes.
 async fn answer_challenge(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let limit = CHALLENGE_SIZE * CHALLENGE_SIZE * std::mem::size_of::<f32>();
     let (node, body) = authenticate_within(&shared, request, limit).await?;
     let body = body.into_bytes();
     let product = corex_core::tensor::bytes_to_f32s(&body)
         .map_err(|error| CoordinatorError::MalformedBody(error.to_string()))?;
-    let worker = shared.clone();
-    let (capability, standing) = tokio::task::spawn_blocking(move || {
-        let check = worker
-            .engine()
-            .take_challenge(node, worker.clock.millis())?;
-        // The check regenerates the matrices: off the engine lock.
-        let capability = check.verify(&product);
-        let mut engine = worker.engine();
-        engine.record_capability(&node, capability.clone());
-        Ok::<_, CoordinatorError>((capability, engine.standing_of([node])))
-    })
-    .await
-    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
-    crate::durability::save_standing(&shared, standing).await?;
-    tracing::info!(node = %node.short(), mflops = capability.demonstrated_mflops, claimed_gflops = ?capability.claimed_gflops, believed = capability.believed, "capability challenge answered");
-    if !capability.believed {
-        record_suspicion(&shared, node, Suspicion::RefutedClaim).await?;
-    }
+    let answered = shared.core.ask(|request| Event::ChallengeAnswered {
+        request,
+        node,
+        product,
+    });
+    let Answer::Capability(capability) = answered.await? else {
+        return Err(mismatched());
+    };
     json(&capability)
 }
 
 /// Largest download `corex node bench` may ask for.
 const MAX_BENCH_DOWNLOAD: usize = 16 * 1024 * 1024;
-
-/// Records a suspicious event about `node` on the ledger, off the async threads; a ledger
-/// refusal is logged, since the request that revealed it has been answered already.
-async fn record_suspicion(
-    shared: &Arc<Shared>,
-    node: NodeId,
-    suspicion: Suspicion,
-) -> Result<(), CoordinatorError> {
-    let worker = shared.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
-        worker
-            .ledger()
-            .record_suspicious(node, suspicion, worker.clock.unix_millis())
-    })
-    .await
-    .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-    if let Err(error) = recorded {
-        tracing::warn!(%error, ?suspicion, "a suspicious event could not be recorded on the ledger");
-    }
-    Ok(())
-}
 
 /// `bytes` zero bytes (TLS encrypts them like any payload): a node's throughput measure.
 async fn bench_download(
@@ -294,8 +285,10 @@ async fn bench_download(
 /// The node registry; network addresses and host names only for the operators.
 async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (reader, _) = authenticate(&shared, request).await?;
-    let nodes = shared.engine().nodes_for(&reader);
-    json(&nodes)
+    let nodes = shared
+        .core
+        .read(move |engine| Ok(engine.nodes_for(&reader)));
+    json(&nodes.await?)
 }
 
 async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
@@ -303,17 +296,25 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
     let LeaseRequest { wait_ms } = parse_json(&body)?;
     let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
     let deadline = tokio::time::Instant::now() + wait;
-    let priority = {
-        let info = shared.engine().nodes().get(&node).cloned();
-        priority_of(&node, info.as_ref(), &shared.ledger())
-    };
+    let info = shared
+        .core
+        .read(move |engine| Ok(engine.nodes().get(&node).cloned()))
+        .await?;
+    let priority = priority_of(&node, info.as_ref(), &shared.ledger());
     let place = shared.lease_queue.enter(node, priority);
     loop {
-        let notified = shared.work_available.notified();
+        let notified = shared.services.work_available.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let ahead = place.ahead();
-        let response = shared.engine().lease(node, shared.clock.millis(), ahead)?;
+        let asked = shared.core.ask(|request| Event::LeaseAsked {
+            request,
+            node,
+            ahead,
+        });
+        let Answer::Lease(response) = asked.await? else {
+            return Err(mismatched());
+        };
         let retry = match response {
             LeaseResponse::Idle { retry_ms } => Duration::from_millis(retry_ms),
             LeaseResponse::Work { .. } | LeaseResponse::Reveal { .. } => return json(&response),
@@ -340,7 +341,7 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
         (digested, digest)
     })
     .await?;
-    // Decoded, hashed against its header and its signature checked before the lock.
+    // Decoded, hashed against its header and its signature checked before the core.
     let (header, signed) = tokio::task::spawn_blocking(move || {
         let (header, tensor) = body
             .decode()
@@ -350,10 +351,14 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
     })
     .await
     .map_err(|error| CoordinatorError::Training(error.to_string()))??;
-    judge_result(shared, node, move |engine, now_ms| {
-        engine.submit_result(node, &header, signed, now_ms)
-    })
-    .await
+    let header = Box::new(header);
+    let taken = shared.core.ask(|request| Event::ResultArrived {
+        request,
+        node,
+        header,
+        signed,
+    });
+    done(taken.await?)
 }
 
 /// A node that cannot reveal the checkpoints an audit asked of it says so: the coordinator
@@ -361,10 +366,12 @@ async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> A
 async fn decline_reveal(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (node, body) = authenticate(&shared, request).await?;
     let DeclineRevealRequest { fragment } = parse_json(&body)?;
-    judge_result(shared, node, move |engine, now_ms| {
-        engine.decline_reveal(node, &fragment, now_ms)
-    })
-    .await
+    let declined = shared.core.ask(|request| Event::RevealDeclined {
+        request,
+        node,
+        fragment,
+    });
+    done(declined.await?)
 }
 
 /// A data holder will not compute a federated job (its own policy): its fragment leaves the
@@ -374,40 +381,12 @@ async fn decline_job(State(shared): State<Arc<Shared>>, request: Request) -> Api
     let DeclineJobRequest { fragment, reason } = parse_json(&body)?;
     let reason: String = reason.chars().take(256).collect();
     tracing::info!(node = %node.short(), fragment = %fragment.short(), %reason, "a data holder declines a job");
-    judge_result(shared, node, move |engine, now_ms| {
-        engine.decline_job(node, &fragment, now_ms)
-    })
-    .await
-}
-
-/// Runs `submit` (which hands `node`'s result to the engine) off the async threads, queues a
-/// round it closed for the ledger, records a behaviour flag it raised, and announces progress.
-pub(crate) async fn judge_result(
-    shared: Arc<Shared>,
-    node: NodeId,
-    submit: impl FnOnce(&mut Coordinator, u64) -> Result<Intake, CoordinatorError> + Send + 'static,
-) -> ApiResult {
-    let worker = shared.clone();
-    let intake = tokio::task::spawn_blocking(move || {
-        let now_ms = worker.clock.millis();
-        let mut engine = worker.engine();
-        let intake = submit(&mut engine, now_ms)?;
-        // Still under the engine lock: rounds reach the ledger in the order they closed.
-        worker.record_progress(&mut engine, &intake.job, intake.progress)?;
-        Ok::<_, CoordinatorError>(intake)
-    })
-    .await
-    .map_err(|error| CoordinatorError::Training(error.to_string()))??;
-    // Durable before acknowledged: a result the node hears was taken survives a crash.
-    if let Some(kept) = intake.kept {
-        crate::durability::keep_result(&shared, kept).await?;
-    }
-    if let Some(flag) = intake.flagged {
-        tracing::warn!(node = %node.short(), %flag, "behaviour analysis flagged a node");
-        record_suspicion(&shared, node, Suspicion::ContradictedBenchmark).await?;
-    }
-    shared.announce_progress(intake.progress);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let declined = shared.core.ask(|request| Event::JobDeclined {
+        request,
+        node,
+        fragment,
+    });
+    done(declined.await?)
 }
 
 async fn blob_manifest(
@@ -417,12 +396,11 @@ async fn blob_manifest(
 ) -> ApiResult {
     let (reader, _) = authenticate(&shared, request).await?;
     let hash = parse_hash(&hash)?;
-    let manifest = {
-        let engine = shared.engine();
+    let manifest = shared.core.read(move |engine| {
         engine.check_blob_reader(&reader, &hash)?;
-        engine.blobs.manifest(&hash)?
-    };
-    json(manifest.as_ref())
+        engine.blobs.manifest(&hash)
+    });
+    json(manifest.await?.as_ref())
 }
 
 async fn blob_chunk(
@@ -436,10 +414,12 @@ async fn blob_chunk(
         blob: hash,
         index: usize::MAX,
     })?;
-    let chunk = {
-        let engine = shared.engine();
-        engine.check_blob_reader(&reader, &hash)?;
-        engine.blobs.chunk(&hash, index)?
-    };
+    let chunk = shared
+        .core
+        .read(move |engine| {
+            engine.check_blob_reader(&reader, &hash)?;
+            engine.blobs.chunk(&hash, index)
+        })
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
 }

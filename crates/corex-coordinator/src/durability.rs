@@ -11,15 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corex_core::messages::JobState;
+use bytes::Bytes;
+use corex_core::messages::{JobReport, JobState};
 use corex_core::{DatasetSource, Hash, JobSpec};
 use corex_ml::Dataset;
 
+use crate::core::Persist;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::{JobCheckpoint, KeptMeta, KeptResult, Progress, SavedProgression};
 use crate::prepared::{PreparedData, prepare};
-use crate::server::Shared;
+use crate::runtime::Services;
 use crate::store::{StateStore, StoredJob, StoredNode, write_atomically};
 
 /// The file a job's raw dataset is kept in (beside its report), when no other copy lasts:
@@ -69,10 +71,10 @@ fn results_dir(data_dir: &Path, job: &Hash) -> std::path::PathBuf {
     data_dir.join("results").join(job.to_hex())
 }
 
-/// Keeps an accepted result off the async threads; durable when this returns.
-pub async fn keep_result(shared: &Arc<Shared>, kept: KeptResult) -> Result<(), CoordinatorError> {
-    let dir = results_dir(&shared.data_dir, &kept.job);
-    tokio::task::spawn_blocking(move || {
+/// Keeps an accepted result; durable when this returns. Blocking.
+fn keep_result(data_dir: &Path, kept: &KeptResult) -> Result<(), CoordinatorError> {
+    let dir = results_dir(data_dir, &kept.job);
+    {
         let bytes = kept.encode()?;
         let name = format!("{}.{}", kept.round, kept.index);
         std::fs::create_dir_all(&dir).map_err(storage)?;
@@ -85,6 +87,22 @@ pub async fn keep_result(shared: &Arc<Shared>, kept: KeptResult) -> Result<(), C
             }
             written => written.map_err(storage),
         }
+    }
+}
+
+/// Makes what a request changed durable, off the async threads (see `core::Persist`).
+pub async fn persist(services: &Arc<Services>, persist: Persist) -> Result<(), CoordinatorError> {
+    let worker = services.clone();
+    tokio::task::spawn_blocking(move || match persist {
+        Persist::Standing(nodes) => worker.store.save_nodes(&nodes),
+        Persist::Result(kept) => keep_result(&worker.data_dir, &kept),
+        Persist::Job(checkpoint, saved) => store_checkpoint(
+            &worker.store,
+            &worker.data_dir,
+            *checkpoint,
+            saved.as_deref(),
+            &[],
+        ),
     })
     .await
     .map_err(storage)?
@@ -236,22 +254,11 @@ fn read_progression(
     SavedProgression::from_bytes(&checkpoint.spec, &bytes)
 }
 
-/// Stores `nodes`' standing off the async threads; durable when this returns.
-pub async fn save_standing(
-    shared: &Arc<Shared>,
-    nodes: Vec<StoredNode>,
-) -> Result<(), CoordinatorError> {
-    let worker = shared.clone();
-    tokio::task::spawn_blocking(move || worker.store.save_nodes(&nodes))
-        .await
-        .map_err(storage)?
-}
-
 /// Waits until the ledger has recorded round `round` of `job` (or [`LEDGER_WAIT`] passed).
-pub async fn wait_for_ledger(shared: &Shared, job: &Hash, round: u32) {
+async fn wait_for_ledger(services: &Services, job: &Hash, round: u32) {
     let deadline = tokio::time::Instant::now() + LEDGER_WAIT;
     loop {
-        let recorded = crate::server::lock(&shared.ledger)
+        let recorded = crate::server::lock(&services.ledger)
             .chain()
             .state()
             .rounds
@@ -373,40 +380,90 @@ pub fn restore_jobs(
     Ok(progressed)
 }
 
-/// What a job's progress leaves to store: its checkpoint and the standing of the nodes that
-/// worked in the round that closed.
+/// What a job's progress leaves to store: its checkpoint, the standing of the nodes that
+/// worked in the round that closed, and an ended job's files.
 pub struct Checkpoint {
     pub job: JobCheckpoint,
     pub saved: Option<SavedProgression>,
     pub standing: Vec<StoredNode>,
+    pub finished: Option<FinishedFiles>,
+}
+
+/// An ended job's report and its weights or outputs, as written to `jobs/<id>/`.
+pub struct FinishedFiles {
+    report: JobReport,
+    files: Vec<(&'static str, Bytes)>,
+}
+
+impl FinishedFiles {
+    /// `job`'s report, and its weights (`weights.safetensors`), or for a job of output work
+    /// its outputs (`outputs.f32`, `outputs.indices.u32`).
+    pub fn of(engine: &Coordinator, job: &Hash) -> Result<Self, CoordinatorError> {
+        let report = engine.report(job)?;
+        let blob = |hash: Hash| engine.blobs.get(&hash).ok().map(|blob| blob.bytes.clone());
+        let mut files = Vec::new();
+        if let Some(weights) = engine.job(job)?.weights.and_then(blob) {
+            files.push(("weights.safetensors", weights));
+        }
+        if let Some(outputs) = &report.outputs {
+            files.extend(blob(outputs.values).map(|bytes| ("outputs.f32", bytes)));
+            files.extend(blob(outputs.indices).map(|bytes| ("outputs.indices.u32", bytes)));
+        }
+        Ok(Self { report, files })
+    }
+
+    /// Writes them, the results first and the report last: a report on disk means its files
+    /// are whole. Blocking.
+    fn write(self, data_dir: &Path, job: &Hash) -> Result<(), CoordinatorError> {
+        let dir = job_dir(data_dir, job);
+        let report = serde_json::to_vec_pretty(&self.report).map_err(storage)?;
+        std::fs::create_dir_all(&dir).map_err(storage)?;
+        if let Some(jobs) = dir.parent() {
+            std::fs::File::open(jobs)
+                .and_then(|jobs| jobs.sync_all())
+                .map_err(storage)?;
+        }
+        for (name, bytes) in self.files {
+            write_atomically(&dir, name, &bytes).map_err(storage)?;
+        }
+        write_atomically(&dir, "report.json", &report).map_err(storage)?;
+        tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and results written");
+        Ok(())
+    }
 }
 
 /// Stores a job's checkpoint once it is safe to: an ended job's report and results are on
 /// disk first (a restored job serves them from there), a closed round is on the ledger first
 /// (see the top of this file). Failures are logged; the job goes on, one checkpoint behind.
+/// Returns how many rounds of history the stored checkpoint holds.
 pub async fn store_progress(
-    shared: Arc<Shared>,
+    services: &Arc<Services>,
     checkpoint: Checkpoint,
     recorded_round: Option<u32>,
-) {
+) -> Option<usize> {
     let Checkpoint {
         job: checkpoint,
         saved,
         standing,
+        finished,
     } = checkpoint;
     let job = checkpoint.id;
-    if checkpoint.state != JobState::Running
-        && checkpoint.state != JobState::Cancelled
-        && let Err(error) = shared.persist_finished_job(&job).await
-    {
-        tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
-        return;
+    if let Some(finished) = finished {
+        let worker = services.clone();
+        let written = tokio::task::spawn_blocking(move || finished.write(&worker.data_dir, &job))
+            .await
+            .map_err(storage)
+            .and_then(|written| written);
+        if let Err(error) = written {
+            tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
+            return None;
+        }
     }
     if let Some(round) = recorded_round {
-        wait_for_ledger(&shared, &job, round).await;
+        wait_for_ledger(services, &job, round).await;
     }
     let history_stored = checkpoint.history_from + checkpoint.history.len();
-    let worker = shared.clone();
+    let worker = services.clone();
     let stored = tokio::task::spawn_blocking(move || {
         store_checkpoint(
             &worker.store,
@@ -418,15 +475,19 @@ pub async fn store_progress(
     })
     .await;
     match stored {
-        Ok(Ok(())) => shared.engine().history_stored(&job, history_stored),
+        Ok(Ok(())) => Some(history_stored),
         Ok(Err(error)) => {
-            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored")
+            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored");
+            None
         }
-        Err(error) => tracing::error!(
-            job = %job.short(),
-            error = %crate::server::join_failure(error),
-            "storing a job's checkpoint failed"
-        ),
+        Err(error) => {
+            tracing::error!(
+                job = %job.short(),
+                error = %crate::runtime::join_failure(error),
+                "storing a job's checkpoint failed"
+            );
+            None
+        }
     }
 }
 

@@ -107,6 +107,8 @@ pub enum CoordinatorError {
     Training(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("the coordinator's core could not answer: {0}")]
+    CoreFailed(String),
     #[error("ledger refused the transaction: {0}")]
     Ledger(#[from] LedgerError),
     #[error("unknown ledger account {0}")]
@@ -173,7 +175,7 @@ impl CoordinatorError {
             | Self::ShardChanged { .. }
             | Self::InvalidSpec(_)
             | Self::Dataset(_) => 422,
-            Self::Training(_) | Self::Storage(_) => 500,
+            Self::Training(_) | Self::Storage(_) | Self::CoreFailed(_) => 500,
             Self::UnknownLedgerAccount(_) | Self::UnknownBlock(_) => 404,
             Self::NotAdmitted(_) | Self::NotJobOwner(_) => 403,
             Self::UnknownDataset(_) => 404,
@@ -246,6 +248,7 @@ impl CoordinatorError {
             Self::Dataset(_) => "dataset",
             Self::Training(_) => "training",
             Self::Storage(_) => "storage",
+            Self::CoreFailed(_) => "core_failed",
             Self::UnknownLedgerAccount(_) => "unknown_account",
             Self::UnknownBlock(_) => "unknown_block",
             Self::NotAdmitted(_) => "not_admitted",

@@ -22,7 +22,10 @@ use corex_core::{DatasetSource, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::Dataset;
 use corex_net::JobDescriptor;
 
-use crate::api::{ApiResult, authenticate, authenticate_within, json, parse_hash, parse_json};
+use crate::api::{
+    ApiResult, authenticate, authenticate_within, done, json, mismatched, parse_hash, parse_json,
+};
+use crate::core::{Answer, Event};
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::job_run::JobRun;
@@ -71,18 +74,19 @@ async fn upload_dataset(State(shared): State<Arc<Shared>>, request: Request) -> 
         )));
     }
     let quota = shared.config.max_stored_bytes_per_owner;
-    let bytes = {
-        let engine = shared.engine();
+    let wanted = manifest.clone();
+    let bytes = shared.core.read(move |engine| {
         let stored = engine.stored_bytes(&owner);
-        if stored.saturating_add(manifest.total_bytes) > quota {
+        if stored.saturating_add(wanted.total_bytes) > quota {
             return Err(CoordinatorError::OwnerQuota(format!(
                 "{} keeps {stored} bytes here; {} more is above the limit of {quota}",
                 owner.short(),
-                manifest.total_bytes
+                wanted.total_bytes
             )));
         }
-        engine.uploads.assemble(owner, &manifest)?
-    };
+        engine.uploads.assemble(owner, &wanted)
+    });
+    let bytes = bytes.await?;
     let total = bytes.len() as u64;
     let dataset = tokio::task::spawn_blocking(move || crate::datasets::decode_upload(&bytes))
         .await
@@ -93,12 +97,15 @@ async fn upload_dataset(State(shared): State<Arc<Shared>>, request: Request) -> 
         features: dataset.feature_count() as u64,
         classes: dataset.class_count() as u64,
     };
-    {
-        let mut engine = shared.engine();
-        engine.datasets.register(owner, Arc::new(dataset), total);
-        engine.uploads.release(owner, &manifest.chunks);
-    }
-    tracing::info!(owner = %owner.short(), dataset = %response.dataset.short(), samples = response.samples, "dataset uploaded");
+    let chunks = manifest.chunks;
+    let registered = shared.core.ask(|request| Event::DatasetUploaded {
+        request,
+        owner,
+        dataset: Arc::new(dataset),
+        bytes: total,
+        chunks,
+    });
+    done(registered.await?)?;
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
 }
 
@@ -112,7 +119,10 @@ async fn resolve_dataset(
     let dataset_error = |error: corex_ml::MlError| CoordinatorError::Dataset(error.to_string());
     let load = match spec.dataset.source.clone() {
         DatasetSource::Uploaded { dataset } => {
-            return shared.engine().datasets.uploaded_by(&owner, &dataset);
+            let uploaded = shared
+                .core
+                .read(move |engine| engine.datasets.uploaded_by(&owner, &dataset));
+            return uploaded.await;
         }
         DatasetSource::Digits => Box::new(move || Dataset::digits().map_err(dataset_error))
             as Box<dyn FnOnce() -> _ + Send>,
@@ -150,22 +160,27 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     let weights = match &spec.work {
         WorkSpec::Inference {
             weights: Some(weights),
-        } => shared
-            .engine()
-            .blobs
-            .get(weights)
-            .ok()
-            .map(|blob| (*weights, blob.bytes.clone())),
+        } => {
+            let weights = *weights;
+            let blob = shared.core.read(move |engine| {
+                Ok(engine
+                    .blobs
+                    .get(&weights)
+                    .ok()
+                    .map(|blob| blob.bytes.clone()))
+            });
+            blob.await?.map(|bytes| (weights, bytes))
+        }
         _ => None,
     };
-    let store = shared.clone();
-    let sequence = tokio::task::spawn_blocking(move || store.store.take_job_sequence())
+    let services = shared.services.clone();
+    let sequence = tokio::task::spawn_blocking(move || services.store.take_job_sequence())
         .await
         .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     let id = job_id(&spec, &owner, sequence);
     let prepared = {
         let spec = spec.clone();
-        let data_dir = shared.data_dir.clone();
+        let data_dir = shared.services.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             // Kept before the job is acknowledged: a restart must find its data.
             crate::durability::keep_dataset(&data_dir, &id, &spec, &dataset)?;
@@ -185,34 +200,27 @@ async fn submit_job(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
     // Adaptive granularity weighs nodes' speeds against the coordinator's own for audits:
     // measured once, when the first such job comes.
     let adaptive = matches!(spec.granularity, Granularity::Adaptive { .. });
-    if adaptive && shared.engine().config.replay_mflops.is_none() {
+    let unmeasured = shared
+        .core
+        .read(|engine| Ok(engine.config.replay_mflops.is_none()));
+    let replay_mflops = if adaptive && unmeasured.await? {
         let mflops = measure_replay_speed().await?;
         tracing::info!(mflops, "replay speed measured");
-        shared.engine().config.replay_mflops.get_or_insert(mflops);
-    }
-    let name = spec.name.clone();
-    let (job, checkpoint, saved) = {
-        let mut engine = shared.engine();
-        let now_ms = shared.clock.millis();
-        let job = engine.submit_job(owner, spec, prepared, sequence, now_ms)?;
-        let (checkpoint, saved) = engine.take_checkpoint(&job, now_ms)?;
-        (job, checkpoint, saved)
+        Some(mflops)
+    } else {
+        None
     };
-    // Durable before acknowledged: a job answered 201 survives a crash.
-    let store = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        crate::durability::store_checkpoint(
-            &store.store,
-            &store.data_dir,
-            checkpoint,
-            saved.as_ref(),
-            &[],
-        )
-    })
-    .await
-    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
-    tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
-    shared.work_available.notify_waiters();
+    let submitted = shared.core.ask(|request| Event::JobSubmitted {
+        request,
+        owner,
+        spec: Box::new(spec),
+        prepared,
+        sequence,
+        replay_mflops,
+    });
+    let Answer::JobSubmitted(job) = submitted.await? else {
+        return Err(mismatched());
+    };
     Ok((StatusCode::CREATED, axum::Json(SubmitJobResponse { job })).into_response())
 }
 
@@ -222,51 +230,40 @@ async fn cancel_job(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult {
-    let (key, _) = authenticate(&shared, request).await?;
-    let id = parse_hash(&id)?;
-    let (checkpoint, _) = {
-        let mut engine = shared.engine();
-        let now_ms = shared.clock.millis();
-        engine.cancel_job(&key, &id, now_ms)?;
-        engine.take_checkpoint(&id, now_ms)?
-    };
-    let store = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        crate::durability::store_checkpoint(&store.store, &store.data_dir, checkpoint, None, &[])
-    })
-    .await
-    .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
-    tracing::info!(job = %id.short(), by = %key.short(), "job cancelled");
-    shared.work_available.notify_waiters();
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let (by, _) = authenticate(&shared, request).await?;
+    let job = parse_hash(&id)?;
+    let cancelled = shared
+        .core
+        .ask(|request| Event::JobCancelled { request, by, job });
+    done(cancelled.await?)
 }
 
 /// The statuses of the jobs the caller may read.
 async fn list_jobs(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let (reader, _) = authenticate(&shared, request).await?;
-    let statuses: Vec<_> = shared
-        .engine()
-        .jobs_for(&reader)
-        .map(|job| job.status())
-        .collect();
-    json(&statuses)
+    let statuses = shared.core.read(move |engine| {
+        Ok(engine
+            .jobs_for(&reader)
+            .map(|job| job.status())
+            .collect::<Vec<_>>())
+    });
+    json(&statuses.await?)
 }
 
 /// Answers a read of job `id` with what `read` takes from it, if the caller may read it.
-async fn read_job<T: serde::Serialize>(
+async fn read_job<T: serde::Serialize + Send + 'static>(
     shared: &Shared,
     id: &str,
     request: Request,
-    read: impl FnOnce(&Coordinator, &JobRun) -> Result<T, CoordinatorError>,
+    read: impl FnOnce(&Coordinator, &JobRun) -> Result<T, CoordinatorError> + Send + 'static,
 ) -> ApiResult {
     let (reader, _) = authenticate(shared, request).await?;
     let id = parse_hash(id)?;
-    let answer = {
-        let engine = shared.engine();
+    let answer = shared.core.read(move |engine| {
         let job = engine.job_for(&reader, &id)?;
-        read(&engine, job)?
-    };
-    json(&answer)
+        read(engine, job)
+    });
+    json(&answer.await?)
 }
 
 async fn job_status(
@@ -286,22 +283,21 @@ async fn job_spec(
 ) -> ApiResult {
     let (reader, _) = authenticate(&shared, request).await?;
     let id = parse_hash(&id)?;
-    let descriptor = {
-        let engine = shared.engine();
+    let descriptor = shared.core.read(move |engine| {
         let job = match engine.job_for(&reader, &id) {
             Err(CoordinatorError::NotJobOwner(_)) if engine.nodes().contains_key(&reader) => {
                 engine.job(&id)?
             }
             other => other?,
         };
-        JobDescriptor {
+        Ok(JobDescriptor {
             spec: job.spec.clone(),
             owner: job.owner,
             dataset_hash: job.dataset_hash,
             dataset_blob: job.dataset_blob,
-        }
-    };
-    json(&descriptor)
+        })
+    });
+    json(&descriptor.await?)
 }
 
 async fn job_report(

@@ -15,7 +15,6 @@ use corex_ledger::{
     TxBody, TxReceipt, Verdict, merkle_root,
 };
 use corex_ledger_store::LedgerStore;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::CoordinatorError;
 use crate::verification::{AuditEvent, Verifier};
@@ -90,42 +89,35 @@ pub enum LedgerRecord {
     Round(ClosedRound),
 }
 
-/// The engine's end of the recorder's channel. Used under the engine lock, it hands over the
-/// verifier's audit events before every round, so a round's reveal reaches the ledger before
-/// the round, and reveals reach it in chain order.
-pub struct LedgerFeed {
-    sender: UnboundedSender<LedgerRecord>,
-    /// Number of the first audit event not sent yet.
+/// Which of the verifier's audit events the ledger has been handed. The core hands them over
+/// before every round, so a round's reveal reaches the ledger before the round, and reveals
+/// reach it in chain order.
+#[derive(Debug, Default)]
+pub struct LedgerCursor {
+    /// Number of the first audit event not handed over yet.
     audit_sent: u64,
 }
 
-impl LedgerFeed {
-    pub fn new(sender: UnboundedSender<LedgerRecord>) -> Self {
-        Self {
-            sender,
-            audit_sent: 0,
-        }
-    }
-
-    /// Sends the verifier's audit events not sent yet; false if the recorder has stopped.
-    pub fn send_audit_events(&mut self, verifier: &Verifier) -> bool {
+impl LedgerCursor {
+    /// The verifier's audit events not handed over yet, as ledger records.
+    pub fn audit_records(&mut self, verifier: &Verifier) -> Vec<LedgerRecord> {
         let (events, end) = verifier.seeds.events_from(self.audit_sent);
         self.audit_sent = end;
-        events
-            .iter()
-            .all(|event| self.sender.send(LedgerRecord::Audit(event.clone())).is_ok())
+        events.iter().cloned().map(LedgerRecord::Audit).collect()
     }
 
-    /// Sends the audit events not sent yet, then `closed`; false if the recorder has stopped.
-    pub fn send_round(&mut self, verifier: &Verifier, closed: ClosedRound) -> bool {
-        self.send_audit_events(verifier) && self.sender.send(LedgerRecord::Round(closed)).is_ok()
+    /// The audit events not handed over yet, then `closed`.
+    pub fn round_records(&mut self, verifier: &Verifier, closed: ClosedRound) -> Vec<LedgerRecord> {
+        let mut records = self.audit_records(verifier);
+        records.push(LedgerRecord::Round(closed));
+        records
     }
 
-    /// Sends the audit events not sent yet and lets the verifier forget them.
-    pub fn flush_audit_events(&mut self, verifier: &mut Verifier) -> bool {
-        let sent = self.send_audit_events(verifier);
+    /// The audit events not handed over yet; the verifier forgets them.
+    pub fn flush_audit_records(&mut self, verifier: &mut Verifier) -> Vec<LedgerRecord> {
+        let records = self.audit_records(verifier);
         verifier.seeds.forget_events_before(self.audit_sent);
-        sent
+        records
     }
 }
 

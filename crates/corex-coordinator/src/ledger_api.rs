@@ -66,7 +66,7 @@ async fn submit_tx(State(shared): State<Arc<Shared>>, request: Request) -> ApiRe
     let tx: SignedTx = parse_json(&body)?;
     let worker = shared.clone();
     let receipt = tokio::task::spawn_blocking(move || {
-        let now_ms = worker.clock.unix_millis();
+        let now_ms = worker.clock().unix_millis();
         worker.ledger().submit(tx, now_ms)
     })
     .await

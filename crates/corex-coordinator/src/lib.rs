@@ -3,14 +3,16 @@
 //! model versions published by hash, the outputs of inference and transform jobs, and the
 //! HTTPS API that serves all of it.
 //!
-//! `engine` and `job_run` hold the state and take time as an argument; `api` and `server` are
-//! the I/O shell around them.
+//! `core` is the coordinator as a sans-I/O state machine (event in, commands out) over the
+//! state in `engine` and `job_run`; `runtime` runs it on its own thread and carries out its
+//! commands; `api` and `server` are the HTTPS shell around them.
 
 pub mod admission;
 pub mod api;
 pub mod auditors;
 pub mod blobs;
 pub mod config;
+pub mod core;
 pub mod datasets;
 pub mod durability;
 pub mod engine;
@@ -25,6 +27,7 @@ pub mod ledger_api;
 pub mod nonce;
 pub mod outputs;
 pub mod prepared;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod transport;

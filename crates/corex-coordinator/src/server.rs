@@ -1,28 +1,29 @@
-//! The coordinator process shell: the TLS listener, the shared state behind a lock, the lease
-//! sweeper, the ledger recorder, and persistence of finished jobs (report, and weights or
-//! outputs) into the data directory.
+//! The coordinator process: opens the ledger and the stored state, restores them into the
+//! core and starts its thread (`runtime`), then serves the API over TLS with the sweep timer
+//! and the ledger recorder beside it, until shutdown.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use corex_core::{Hash, Keypair, NodeId};
+use corex_core::Keypair;
 use corex_net::TlsIdentity;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::api::router;
 use crate::config::CoordinatorConfig;
+use crate::core::{CoordinatorCore, Event};
 use crate::durability;
 use crate::engine::{CHALLENGE_SIZE, Coordinator};
 use crate::error::CoordinatorError;
-use crate::job_run::Progress;
 use crate::journal::{Journal, record};
 use crate::lease_order::LeaseQueue;
-use crate::ledger::{ClosedRound, LedgerFeed, LedgerRecord, LedgerService};
+use crate::ledger::{LedgerRecord, LedgerService};
 use crate::nonce::NonceCache;
-use crate::store::{StateStore, write_atomically};
+use crate::runtime::{self, CoreHandle, Services, join_failure};
+use crate::store::StateStore;
 use crate::transport::{ConnectionLimiter, KeyRateLimiter};
 use crate::verification::Verifier;
 
@@ -54,200 +55,36 @@ fn unix_millis() -> u64 {
 }
 
 pub struct Shared {
-    engine: Mutex<Coordinator>,
-    /// Nonces of admitted requests: checked on every request, apart from the engine so that
+    /// The way into the core, which owns the coordinator's state (see `crate::core`).
+    pub core: CoreHandle,
+    /// Nonces of admitted requests: checked on every request, apart from the core so that
     /// authentication never waits on it.
     pub nonces: Mutex<NonceCache>,
     /// Requests per signing key over time.
     pub key_rates: KeyRateLimiter,
     pub config: CoordinatorConfig,
-    /// Woken when fragments may have become available (new job, new round, expired lease).
-    pub work_available: Notify,
     /// The lease requests waiting for work now, in priority order.
     pub lease_queue: LeaseQueue,
-    pub clock: Clock,
-    /// Where finished jobs' reports and weights or outputs are written.
-    pub data_dir: PathBuf,
-    /// The coordinator's own durable state (`coordinator.redb`).
-    pub store: StateStore,
-    pub ledger: Arc<Mutex<LedgerService>>,
-    /// Closed rounds and audit seed events on their way to the ledger, in the order they
-    /// happened.
-    closed_rounds: Mutex<Option<LedgerFeed>>,
+    pub services: Arc<Services>,
 }
 
 impl Shared {
-    /// The engine, even if a handler panicked while holding it (its state is checked-before-
-    /// write, so a poisoned lock holds consistent data).
-    /// Queues a closed round for the ledger, after the audit seed events not queued yet. Call
-    /// it while holding the engine lock (`engine` is that guard), so that rounds reach the
-    /// ledger in the order they closed and reveals in the order they were made.
-    pub fn send_closed_round(&self, engine: &Coordinator, closed: ClosedRound) {
-        let mut feed = lock(&self.closed_rounds);
-        if let Some(feed) = feed.as_mut()
-            && !feed.send_round(&engine.verifier, closed)
-        {
-            tracing::warn!("the ledger recorder has stopped; a round was not recorded");
-        }
-    }
-
-    /// Sends a round that `progress` closed to the ledger recorder, or starts the close of a
-    /// complete round off the lock ([`close_round`]); a job that moved (a round closed, the
-    /// job ended) has its checkpoint taken here and stored behind the ledger
-    /// ([`store_checkpoint`]). Call it under the engine lock (`engine` is that guard), right
-    /// after the step that made the progress: whatever happens to the request that caused it,
-    /// the close runs and the checkpoint is stored.
-    pub fn record_progress(
-        self: &Arc<Self>,
-        engine: &mut Coordinator,
-        job: &Hash,
-        progress: Progress,
-    ) -> Result<(), CoordinatorError> {
-        if progress == Progress::Closing {
-            tokio::spawn(close_round(self.clone(), *job));
-            return Ok(());
-        }
-        let mut recorded_round = None;
-        let mut standing = Vec::new();
-        if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
-            && let Some(record) = engine.job(job)?.history().last()
-        {
-            recorded_round = Some(record.round);
-            // The audit records of the round's nodes moved with its verdicts.
-            let nodes: std::collections::BTreeSet<NodeId> = record
-                .results
-                .iter()
-                .map(|result| result.node)
-                .chain(record.audits.iter().map(|audit| audit.auditor))
-                .collect();
-            standing = engine.standing_of(nodes);
-            let closed = ClosedRound {
-                job: *job,
-                record: record.clone(),
-            };
-            self.send_closed_round(engine, closed);
-        }
-        if matches!(
-            progress,
-            Progress::RoundClosed | Progress::JobFinished | Progress::JobFailed
-        ) {
-            let (checkpoint, saved) = engine.take_checkpoint(job, self.clock.millis())?;
-            tokio::spawn(durability::store_progress(
-                self.clone(),
-                durability::Checkpoint {
-                    job: checkpoint,
-                    saved,
-                    standing,
-                },
-                recorded_round,
-            ));
-        }
-        Ok(())
-    }
-
-    /// After the engine lock is released: wakes lease requests when new work (a round, audit
-    /// tasks) appeared.
-    pub fn announce_progress(&self, progress: Progress) {
-        if progress != Progress::Accepted {
-            self.work_available.notify_waiters();
-        }
-    }
-
     pub fn ledger(&self) -> MutexGuard<'_, LedgerService> {
-        lock(&self.ledger)
+        lock(&self.services.ledger)
     }
 
-    pub fn engine(&self) -> MutexGuard<'_, Coordinator> {
-        lock(&self.engine)
-    }
-
-    /// Writes `jobs/<id>/report.json` and `jobs/<id>/weights.safetensors`, or for a job of
-    /// output work `jobs/<id>/outputs.f32` and `jobs/<id>/outputs.indices.u32`.
-    pub async fn persist_finished_job(&self, job: &Hash) -> Result<(), CoordinatorError> {
-        let (report, files) = {
-            let engine = self.engine();
-            let report = engine.report(job)?;
-            let blob = |hash: Hash| engine.blobs.get(&hash).ok().map(|blob| blob.bytes.clone());
-            let mut files = Vec::new();
-            if let Some(weights) = engine.job(job)?.weights.and_then(blob) {
-                files.push(("weights.safetensors", weights));
-            }
-            if let Some(outputs) = &report.outputs {
-                files.extend(blob(outputs.values).map(|bytes| ("outputs.f32", bytes)));
-                files.extend(blob(outputs.indices).map(|bytes| ("outputs.indices.u32", bytes)));
-            }
-            (report, files)
-        };
-        let dir = self.data_dir.join("jobs").join(job.to_hex());
-        let storage = |error: std::io::Error| CoordinatorError::Storage(error.to_string());
-        let report_json = serde_json::to_vec_pretty(&report)
-            .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-        let target = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&target)?;
-            if let Some(jobs) = target.parent() {
-                std::fs::File::open(jobs)?.sync_all()?;
-            }
-            // The results first, the report last: a report on disk means its files are whole.
-            for (name, bytes) in files {
-                write_atomically(&target, name, &bytes)?;
-            }
-            write_atomically(&target, "report.json", &report_json)
-        })
-        .await
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))?
-        .map_err(storage)?;
-        tracing::info!(job = %job.short(), dir = %dir.display(), "job finished; report and results written");
-        Ok(())
+    pub fn clock(&self) -> &Clock {
+        &self.services.clock
     }
 }
 
-/// Computes the close of `job`'s complete round on a blocking thread, with no lock held, then
-/// applies it under the engine lock: the next round opens (or the job ends), the round goes to
-/// the ledger, waiting lease requests wake. A computation that fails or panics fails the job
-/// with the reason in its status; nothing is dropped without a log line.
-async fn close_round(shared: Arc<Shared>, job: Hash) {
-    let Some(work) = shared.engine().take_close_work(&job) else {
-        return;
-    };
-    let closed = match tokio::task::spawn_blocking(move || work.compute()).await {
-        Ok(Ok(closed)) => Ok(closed),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(error) => Err(format!("the computation failed: {}", join_failure(error))),
-    };
-    let worker = shared.clone();
-    let applied = tokio::task::spawn_blocking(move || {
-        let mut engine = worker.engine();
-        let progress = engine.finish_close(&job, closed, worker.clock.millis())?;
-        worker.record_progress(&mut engine, &job, progress)?;
-        Ok::<_, CoordinatorError>(progress)
-    })
-    .await;
-    match applied {
-        Ok(Ok(progress)) => shared.announce_progress(progress),
-        Ok(Err(error)) => {
-            tracing::error!(job = %job.short(), %error, "a round's close could not be applied")
-        }
-        Err(error) => tracing::error!(
-            job = %job.short(),
-            error = %join_failure(error),
-            "applying a round's close failed"
-        ),
-    }
-}
-
-/// What a background task that did not finish says: its panic message, or that it was cancelled.
-pub(crate) fn join_failure(error: tokio::task::JoinError) -> String {
-    if !error.is_panic() {
-        return error.to_string();
-    }
-    let panic = error.into_panic();
-    let message = panic
+/// What a panic's payload says.
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into());
-    format!("panicked: {message}")
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// The coordinator's speed at a challenge-sized matrix product (MFLOP/s), the better of two
@@ -331,26 +168,26 @@ pub async fn run(
     .map_err(|error| CoordinatorError::Storage(error.to_string()))??;
     let (round_sender, round_receiver) = unbounded_channel();
     let recorder = tokio::spawn(record_rounds(ledger.clone(), round_receiver));
+    let services = Arc::new(Services {
+        store,
+        data_dir,
+        ledger,
+        clock,
+        work_available: Notify::new(),
+    });
+    let (core, core_thread) =
+        runtime::start(CoordinatorCore::new(engine), services.clone(), round_sender)
+            .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+    // A round the restored results completed closes as any other.
+    core.tell(Event::Restored { progressed });
     let shared = Arc::new(Shared {
-        engine: Mutex::new(engine),
+        core: core.clone(),
         nonces: Mutex::new(NonceCache::default()),
         key_rates: KeyRateLimiter::new(&config.transport),
         config,
-        work_available: Notify::new(),
         lease_queue: LeaseQueue::default(),
-        clock,
-        data_dir,
-        store,
-        ledger,
-        closed_rounds: Mutex::new(Some(LedgerFeed::new(round_sender))),
+        services: services.clone(),
     });
-    // A round the restored results completed closes as any other.
-    for (job, progress) in progressed {
-        let mut engine = shared.engine();
-        if let Err(error) = shared.record_progress(&mut engine, &job, progress) {
-            tracing::error!(job = %job.short(), %error, "a restored round could not go on");
-        }
-    }
     let tls_config = RustlsConfig::from_config(Arc::new(
         tls.server_config()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
@@ -361,7 +198,7 @@ pub async fn run(
     let mut app = router(shared.clone());
     if shared.config.journal {
         let journal = Arc::new(Journal::open(
-            &shared.data_dir,
+            &shared.services.data_dir,
             shared.config.max_body_bytes,
         )?);
         app = app.layer(axum::middleware::from_fn_with_state(journal, record));
@@ -399,19 +236,28 @@ pub async fn run(
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     sweeper.abort();
-    // Close the channel and let the recorder write every round that closed.
-    drop(lock(&shared.closed_rounds).take());
+    // Work still running off the async threads (a handler's blocking part, a checkpoint being
+    // stored) holds the services, and so the ledger's database: wait for it, so that a
+    // coordinator started on this data directory right after this one returns can open it.
+    let _ = sweeper.await;
+    drop(shared);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&services) > 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The core stops after the events sent before; its end closes the recorder's channel,
+    // and the recorder writes every round that closed.
+    core.stop();
+    if tokio::task::spawn_blocking(move || core_thread.join())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the core's thread failed while stopping");
+    }
     if recorder.await.is_err() {
         tracing::warn!("the ledger recorder failed while stopping");
     }
-    // Work still running off the async threads (a sweep, a handler's blocking part) holds the
-    // shared state, and so the ledger's database: wait for it, so that a coordinator started
-    // on this data directory right after this one returns can open the ledger.
-    let _ = sweeper.await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while Arc::strong_count(&shared) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    drop(services);
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
 }
 
@@ -471,88 +317,29 @@ async fn record_rounds(
     }
 }
 
-/// Returns overdue leases to the pool and wakes waiting lease requests; closes rounds whose
-/// audit deadline passed (the coordinator replays what no node returned); drops idle nodes'
-/// staged uploads; hands the ledger new audit seed events and mixes fresh OS randomness into
-/// the seeds; closes the ledger epochs whose time has passed.
-/// A sweep that panics is logged and the next one runs on time.
+/// The sweep timer: hands the core a timer event (overdue leases and audit deadlines, idle
+/// uploads, audit seed events for the ledger, fresh OS randomness for the seeds), forgets idle
+/// signing keys, and closes the ledger epochs whose time has passed.
 async fn sweep_leases(shared: Arc<Shared>) {
     let mut interval =
         tokio::time::interval(Duration::from_millis(shared.config.sweep_interval_ms));
     loop {
         interval.tick().await;
-        if let Err(error) = tokio::spawn(sweep_once(shared.clone())).await {
-            tracing::error!(error = %join_failure(error), "a lease sweep failed");
-        }
-    }
-}
-
-async fn sweep_once(shared: Arc<Shared>) {
-    let worker = shared.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        let mut engine = worker.engine();
-        let closed = engine.close_overdue_rounds(worker.clock.millis());
-        closed
-            .into_iter()
-            .filter_map(|(job, progress)| match progress {
-                Ok(progress) => match worker.record_progress(&mut engine, &job, progress) {
-                    Ok(()) => Some((job, progress)),
-                    Err(error) => {
-                        tracing::warn!(%error, "a closed round could not be queued for the ledger");
-                        None
-                    }
-                },
-                Err(error) => {
-                    tracing::warn!(job = %job.short(), %error, "closing an audited round failed");
-                    None
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_else(|error| {
-        tracing::error!(error = %join_failure(error), "closing overdue rounds failed");
-        Vec::new()
-    });
-    for (_, progress) in closed {
-        shared.announce_progress(progress);
-    }
-    let expired = {
-        let mut engine = shared.engine();
-        let now_ms = shared.clock.millis();
-        engine.uploads.expire(now_ms);
+        let entropy = corex_net::random_bytes::<32>().ok();
+        shared.core.tell(Event::TimerFired { entropy });
         // Keys seen once (an attacker can mint any number) cost no memory for long.
         shared.key_rates.forget_idle();
-        if let Some(feed) = lock(&shared.closed_rounds).as_mut() {
-            feed.flush_audit_events(&mut engine.verifier);
+        let services = shared.services.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            lock(&services.ledger).close_epochs(services.clock.unix_millis())
+        })
+        .await;
+        match closed {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the ledger could not close an epoch"),
+            Err(error) => {
+                tracing::error!(error = %join_failure(error), "closing ledger epochs failed")
+            }
         }
-        if let Ok(fresh) = corex_net::random_bytes::<32>() {
-            engine.verifier.seeds.mix_entropy(fresh);
-        }
-        engine.expire(now_ms)
-    };
-    let worker = shared.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        worker.ledger().close_epochs(worker.clock.unix_millis())
-    })
-    .await;
-    if let Ok(Err(error)) = closed {
-        tracing::warn!(%error, "the ledger could not close an epoch");
-    }
-    if expired.is_empty() {
-        return;
-    }
-    tracing::info!(freed = expired.len(), "leases expired; fragments re-issued");
-    shared.work_available.notify_waiters();
-    // A timeout is a soft reject: the work is dropped, nothing is slashed.
-    let worker = shared.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
-        worker
-            .ledger()
-            .record_timeouts(&expired, worker.clock.unix_millis())
-    })
-    .await;
-    if let Ok(Err(error)) = recorded {
-        tracing::warn!(%error, "timeouts could not be recorded on the ledger");
     }
 }

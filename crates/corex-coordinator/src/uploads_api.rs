@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{post, put};
 use corex_core::NodeId;
 use corex_core::messages::{ChunkedResult, MissingChunksRequest, MissingChunksResponse};
 
-use crate::api::{ApiResult, authenticate_within, json, judge_result, parse_hash, parse_json};
+use crate::api::{ApiResult, authenticate_within, done, json, mismatched, parse_hash, parse_json};
+use crate::core::{Answer, Event};
 use crate::error::CoordinatorError;
 use crate::server::Shared;
 
@@ -27,8 +26,12 @@ pub fn routes() -> Router<Arc<Shared>> {
 
 /// Whether `key` uploads as a job owner (a dataset) rather than as a registered node (a
 /// result); a key that is neither is refused.
-fn uploads_as_owner(shared: &Shared, key: &NodeId) -> Result<bool, CoordinatorError> {
-    if shared.engine().nodes().contains_key(key) {
+async fn uploads_as_owner(shared: &Shared, key: &NodeId) -> Result<bool, CoordinatorError> {
+    let node = *key;
+    let registered = shared
+        .core
+        .read(move |engine| Ok(engine.nodes().contains_key(&node)));
+    if registered.await? {
         return Ok(false);
     }
     crate::jobs_api::admit_owner(shared, key).map_err(|refusal| {
@@ -48,31 +51,42 @@ async fn upload_chunk(
     let limit = shared.config.max_upload_chunk_bytes;
     let (node, body) = authenticate_within(&shared, request, limit).await?;
     let hash = parse_hash(&hash)?;
-    let owner_upload = uploads_as_owner(&shared, &node)?;
-    shared
-        .engine()
-        .stage_chunk(node, hash, body, shared.clock.millis(), owner_upload)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let owner_upload = uploads_as_owner(&shared, &node).await?;
+    let staged = shared.core.ask(|request| Event::ChunkStaged {
+        request,
+        node,
+        chunk: hash,
+        bytes: body,
+        owner_upload,
+    });
+    done(staged.await?)
 }
 
 async fn missing_chunks(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let limit = shared.config.max_manifest_body_bytes();
     let (node, body) = authenticate_within(&shared, request, limit).await?;
     let MissingChunksRequest { chunks } = parse_json(&body.into_bytes())?;
-    let owner_upload = uploads_as_owner(&shared, &node)?;
-    let missing =
-        shared
-            .engine()
-            .missing_chunks(node, &chunks, shared.clock.millis(), owner_upload)?;
+    let owner_upload = uploads_as_owner(&shared, &node).await?;
+    let asked = shared.core.ask(|request| Event::MissingChunksAsked {
+        request,
+        node,
+        chunks,
+        owner_upload,
+    });
+    let Answer::MissingChunks(missing) = asked.await? else {
+        return Err(mismatched());
+    };
     json(&MissingChunksResponse { missing })
 }
 
 async fn submit_chunked_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
     let limit = shared.config.max_manifest_body_bytes();
     let (node, body) = authenticate_within(&shared, request, limit).await?;
-    let result: ChunkedResult = parse_json(&body.into_bytes())?;
-    judge_result(shared, node, move |engine, now_ms| {
-        engine.submit_chunked_result(node, &result, now_ms)
-    })
-    .await
+    let result: Box<ChunkedResult> = Box::new(parse_json(&body.into_bytes())?);
+    let taken = shared.core.ask(|request| Event::ChunkedResultArrived {
+        request,
+        node,
+        result,
+    });
+    done(taken.await?)
 }
