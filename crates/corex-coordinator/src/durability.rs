@@ -90,22 +90,27 @@ fn keep_result(data_dir: &Path, kept: &KeptResult) -> Result<(), CoordinatorErro
     }
 }
 
-/// Makes what a request changed durable, off the async threads (see `core::Persist`).
+/// Makes what a request changed durable (see `core::Persist`). Blocking.
+pub fn persist_now(
+    store: &StateStore,
+    data_dir: &Path,
+    persist: Persist,
+) -> Result<(), CoordinatorError> {
+    match persist {
+        Persist::Standing(nodes) => store.save_nodes(&nodes),
+        Persist::Result(kept) => keep_result(data_dir, &kept),
+        Persist::Job(checkpoint, saved) => {
+            store_checkpoint(store, data_dir, *checkpoint, saved.as_deref(), &[])
+        }
+    }
+}
+
+/// [`persist_now`] off the async threads.
 pub async fn persist(services: &Arc<Services>, persist: Persist) -> Result<(), CoordinatorError> {
     let worker = services.clone();
-    tokio::task::spawn_blocking(move || match persist {
-        Persist::Standing(nodes) => worker.store.save_nodes(&nodes),
-        Persist::Result(kept) => keep_result(&worker.data_dir, &kept),
-        Persist::Job(checkpoint, saved) => store_checkpoint(
-            &worker.store,
-            &worker.data_dir,
-            *checkpoint,
-            saved.as_deref(),
-            &[],
-        ),
-    })
-    .await
-    .map_err(storage)?
+    tokio::task::spawn_blocking(move || persist_now(&worker.store, &worker.data_dir, persist))
+        .await
+        .map_err(storage)?
 }
 
 /// The results kept for round `round` of `job`: (fragment index, what was accepted).
@@ -329,12 +334,36 @@ fn publish_results(
     Ok(())
 }
 
+/// Puts back what an earlier run stored, before anything is served: the nodes' standing
+/// (registration, proven capability, audit record), then the nodes the ledger `removed` are
+/// banned whatever their stored record says, then the jobs ([`restore_jobs`]). Returns the jobs
+/// whose round the kept results completed. Blocking.
+pub fn restore(
+    engine: &mut Coordinator,
+    store: &StateStore,
+    data_dir: &Path,
+    removed: Vec<corex_core::NodeId>,
+) -> Result<Vec<(Hash, Progress)>, CoordinatorError> {
+    let nodes = store.load_nodes()?;
+    if !nodes.is_empty() {
+        tracing::info!(nodes = nodes.len(), "node standing restored");
+    }
+    engine.restore_standing(nodes, 0);
+    if !removed.is_empty() {
+        tracing::info!(nodes = removed.len(), "nodes the ledger removed are banned");
+    }
+    for node in removed {
+        engine.verifier.ban(node);
+    }
+    restore_jobs(engine, store, data_dir, 0)
+}
+
 /// Puts back every job `store` holds, in submission order: running jobs resume at the round
 /// their checkpoint opened, with the results kept for it; ended ones are served again. A job
 /// that cannot be restored is put back failed with the reason, and that is stored. Returns
 /// the jobs whose round the kept results completed, with how they progressed (the shell
 /// starts their close once it serves). Blocking; at start, before serving.
-pub fn restore_jobs(
+fn restore_jobs(
     engine: &mut Coordinator,
     store: &StateStore,
     data_dir: &Path,
@@ -432,59 +461,57 @@ impl FinishedFiles {
     }
 }
 
-/// Stores a job's checkpoint once it is safe to: an ended job's report and results are on
-/// disk first (a restored job serves them from there), a closed round is on the ledger first
-/// (see the top of this file). Failures are logged; the job goes on, one checkpoint behind.
-/// Returns how many rounds of history the stored checkpoint holds.
-pub async fn store_progress(
-    services: &Arc<Services>,
+/// Stores a job's progress: an ended job's report and results first (a restored job serves
+/// them from there), then its checkpoint with the standing of its round's nodes. Call it once
+/// the ledger holds the round the checkpoint closed. Returns how many rounds of history the
+/// stored checkpoint holds. Blocking.
+pub fn store_progress_now(
+    store: &StateStore,
+    data_dir: &Path,
     checkpoint: Checkpoint,
-    recorded_round: Option<u32>,
-) -> Option<usize> {
+) -> Result<usize, CoordinatorError> {
     let Checkpoint {
         job: checkpoint,
         saved,
         standing,
         finished,
     } = checkpoint;
-    let job = checkpoint.id;
     if let Some(finished) = finished {
-        let worker = services.clone();
-        let written = tokio::task::spawn_blocking(move || finished.write(&worker.data_dir, &job))
-            .await
-            .map_err(storage)
-            .and_then(|written| written);
-        if let Err(error) = written {
-            tracing::error!(job = %job.short(), %error, "an ended job's report and results could not be written");
-            return None;
-        }
+        finished.write(data_dir, &checkpoint.id)?;
     }
+    let history_stored = checkpoint.history_from + checkpoint.history.len();
+    store_checkpoint(store, data_dir, checkpoint, saved.as_ref(), &standing)?;
+    Ok(history_stored)
+}
+
+/// Stores a job's progress ([`store_progress_now`]) once it is safe to: after the ledger
+/// recorded `recorded_round` (see the top of this file). Failures are logged; the job goes
+/// on, one checkpoint behind.
+pub async fn store_progress(
+    services: &Arc<Services>,
+    checkpoint: Checkpoint,
+    recorded_round: Option<u32>,
+) -> Option<usize> {
+    let job = checkpoint.job.id;
     if let Some(round) = recorded_round {
         wait_for_ledger(services, &job, round).await;
     }
-    let history_stored = checkpoint.history_from + checkpoint.history.len();
     let worker = services.clone();
     let stored = tokio::task::spawn_blocking(move || {
-        store_checkpoint(
-            &worker.store,
-            &worker.data_dir,
-            checkpoint,
-            saved.as_ref(),
-            &standing,
-        )
+        store_progress_now(&worker.store, &worker.data_dir, checkpoint)
     })
     .await;
     match stored {
-        Ok(Ok(())) => Some(history_stored),
+        Ok(Ok(history_stored)) => Some(history_stored),
         Ok(Err(error)) => {
-            tracing::error!(job = %job.short(), %error, "a job's checkpoint could not be stored");
+            tracing::error!(job = %job.short(), %error, "a job's progress could not be stored");
             None
         }
         Err(error) => {
             tracing::error!(
                 job = %job.short(),
                 error = %crate::runtime::join_failure(error),
-                "storing a job's checkpoint failed"
+                "storing a job's progress failed"
             );
             None
         }

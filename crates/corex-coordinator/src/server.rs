@@ -141,27 +141,13 @@ pub async fn run(
         let summary = lock(&ledger).chain().summary();
         tracing::info!(chain = %summary.chain_id, height = summary.height, epoch = summary.epoch, "ledger opened");
     }
-    // What an earlier run stored comes back before anything is served: the nodes' standing
-    // (registration, proven capability, audit record), then the jobs: running ones resume at
-    // the round their checkpoint opened, ended ones are served again. The nodes the ledger
-    // removed stay out whatever their stored record says.
+    // What an earlier run stored comes back before anything is served.
     let removed = lock(&ledger).removed_nodes();
     let mut engine = Coordinator::new(identity.clone(), config.clone(), verifier);
     let restore_dir = data_dir.clone();
     let (engine, store, progressed) = tokio::task::spawn_blocking(move || {
         let store = StateStore::open(&restore_dir)?;
-        let nodes = store.load_nodes()?;
-        if !nodes.is_empty() {
-            tracing::info!(nodes = nodes.len(), "node standing restored");
-        }
-        engine.restore_standing(nodes, 0);
-        if !removed.is_empty() {
-            tracing::info!(nodes = removed.len(), "nodes the ledger removed are banned");
-        }
-        for node in removed {
-            engine.verifier.ban(node);
-        }
-        let progressed = durability::restore_jobs(&mut engine, &store, &restore_dir, 0)?;
+        let progressed = durability::restore(&mut engine, &store, &restore_dir, removed)?;
         Ok::<_, CoordinatorError>((engine, store, progressed))
     })
     .await

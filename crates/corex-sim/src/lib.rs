@@ -8,6 +8,7 @@
 //! - `run`: the discrete-event loop and its [`SimReport`] (assignments, makespan against the
 //!   ideal, fairness of each node's share of the work against its share of the capacity).
 
+pub mod core_sim;
 mod policy;
 mod population;
 mod run;

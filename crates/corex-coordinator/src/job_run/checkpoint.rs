@@ -259,6 +259,11 @@ impl JobRun {
     }
 
     /// Notes that the history up to `stored` records is stored.
+    /// Whether every round of the job's history is in a stored checkpoint.
+    pub fn history_is_stored(&self) -> bool {
+        self.history_stored >= self.history.len()
+    }
+
     pub fn history_stored(&mut self, stored: usize) {
         self.history_stored = self.history_stored.max(stored.min(self.history.len()));
     }
