@@ -68,6 +68,34 @@ pub enum Which {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// The real coordinator core simulated (corex-sim `core_sim`): each seed fault-free and
+    /// with seeded faults (node crashes, delays, liars, lying auditors, coordinator kill -9s),
+    /// invariants after every step, the two final models identical.
+    Core {
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100)]
+        rounds: u32,
+        #[arg(long, default_value_t = 8)]
+        fragments: u32,
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Chance per fragment that its node crashes before returning it, in percent.
+        #[arg(long, default_value_t = 2.0)]
+        node_crash_percent: f64,
+        /// One-way network delay range, milliseconds.
+        #[arg(long, value_delimiter = ',', default_value = "5,80")]
+        delay_ms: Vec<u64>,
+        #[arg(long, default_value_t = 2)]
+        liars: usize,
+        #[arg(long, default_value_t = 2)]
+        lying_auditors: usize,
+        /// Coordinator kill -9s (and restarts) a run.
+        #[arg(long, default_value_t = 3)]
+        restarts: u32,
+    },
     /// Differential privacy's price: federated devnets without privacy and at each noise
     /// multiplier, test accuracy against the accountant's ε.
     Privacy {
@@ -150,6 +178,45 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                     ..corex_sim::SimConfig::default()
                 },
                 target_ms: target_ms.max(1),
+            })
+        }
+        Which::Core {
+            nodes,
+            rounds,
+            fragments,
+            seeds,
+            seed,
+            node_crash_percent,
+            delay_ms,
+            liars,
+            lying_auditors,
+            restarts,
+        } => {
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&node_crash_percent),
+                "--node-crash-percent must be within 0..=100"
+            );
+            let [low, high] = delay_ms[..] else {
+                anyhow::bail!("--delay-ms takes two numbers: low,high");
+            };
+            anyhow::ensure!(low <= high, "--delay-ms: low must not exceed high");
+            anyhow::ensure!(
+                liars + lying_auditors < nodes,
+                "--liars and --lying-auditors must leave honest nodes"
+            );
+            crate::bench_core::run(&crate::bench_core::CoreBenchOptions {
+                nodes,
+                rounds: rounds.max(1),
+                fragments_per_round: fragments.clamp(1, 1_024),
+                seeds: seeds.max(1),
+                first_seed: seed,
+                faults: corex_sim::core_sim::FaultPlan {
+                    node_crash_ppm: (node_crash_percent * 1e4).round() as u32,
+                    delay_ms: [low, high],
+                    liars,
+                    lying_auditors,
+                    coordinator_restarts: restarts,
+                },
             })
         }
         Which::Privacy {

@@ -3,6 +3,7 @@
 
 mod admission_args;
 mod bench;
+mod bench_core;
 mod bench_ledger;
 mod bench_privacy;
 mod bench_restart;

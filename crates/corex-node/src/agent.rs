@@ -137,6 +137,9 @@ pub struct NodeRunSummary {
     pub dataset_traffic: DatasetTraffic,
     /// How long the coordinator took to take this node's results.
     pub result_latency: LatencySummary,
+    /// How long it took to answer this node's lease requests, when they do not wait for work
+    /// (`lease_wait_ms` 0; else none is timed).
+    pub lease_latency: LatencySummary,
 }
 
 pub struct NodeAgent {
@@ -156,6 +159,7 @@ pub struct NodeAgent {
     /// Step checkpoints of traced results, for audits that ask for a segment.
     checkpoints: CheckpointStore,
     result_latency: LatencyRing,
+    lease_latency: LatencyRing,
 }
 
 impl NodeAgent {
@@ -182,6 +186,7 @@ impl NodeAgent {
             adversary_state,
             checkpoints,
             result_latency: LatencyRing::default(),
+            lease_latency: LatencyRing::default(),
         }
     }
 
@@ -246,10 +251,14 @@ impl NodeAgent {
     async fn work(&mut self, stop: &mut watch::Receiver<bool>) -> WorkEnd {
         let mut backoff = Backoff::default();
         while !*stop.borrow() {
+            let asked = std::time::Instant::now();
             let lease = tokio::select! {
                 lease = self.client.lease(self.config.lease_wait_ms) => lease,
                 _ = stop.changed() => break,
             };
+            if self.config.lease_wait_ms == 0 && lease.is_ok() {
+                self.lease_latency.record(asked.elapsed());
+            }
             match lease {
                 Ok(LeaseResponse::Work {
                     fragment, model, ..

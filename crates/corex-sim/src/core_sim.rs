@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corex_coordinator::CoordinatorConfig;
+use corex_core::messages::RoundRecord;
 use corex_core::{Hash, JobSpec, Keypair, ModelSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -107,7 +108,11 @@ pub struct CoreSimReport {
     pub duplicate_rounds_refused: u64,
     /// Liars and lying auditors the coordinator banned.
     pub cheaters_banned: usize,
+    /// The liars and lying auditors.
+    pub cheaters: Vec<(corex_core::NodeId, Behaviour)>,
     pub final_model: Hash,
+    /// The job's rounds as recorded: the model each started from, every result's verdict.
+    pub history: Vec<RoundRecord>,
     pub virtual_ms: u64,
     pub wall: Duration,
 }
@@ -142,8 +147,24 @@ pub fn simulated_job(rounds: u32, fragments_per_round: u32) -> JobSpec {
     }
 }
 
+/// Where a run is, each time a round closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimProgress {
+    pub rounds_closed: u32,
+    pub steps: u64,
+    pub virtual_ms: u64,
+}
+
 /// Runs one simulation (see the module header).
 pub fn simulate_core(config: &CoreSimConfig) -> Result<CoreSimReport, SimFailure> {
+    simulate_core_observed(config, &mut |_| {})
+}
+
+/// [`simulate_core`], telling `on_progress` each time a round closes.
+pub fn simulate_core_observed(
+    config: &CoreSimConfig,
+    on_progress: &mut dyn FnMut(SimProgress),
+) -> Result<CoreSimReport, SimFailure> {
     let started = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let fail = |step: u64, virtual_ms: u64, what: String| SimFailure {
@@ -168,23 +189,30 @@ pub fn simulate_core(config: &CoreSimConfig) -> Result<CoreSimReport, SimFailure
             } else {
                 Behaviour::Honest
             };
-            SimNode::new(Keypair::from_secret(secret), behaviour, rng.random_range(500..5_000))
+            SimNode::new(
+                Keypair::from_secret(secret),
+                behaviour,
+                rng.random_range(500..5_000),
+            )
         })
         .collect();
     let identity = Keypair::from_secret(rng.random());
     let process = Process::new(dir.path(), identity, CoordinatorConfig::one_machine());
-    // Restarts fall within the time the job should take (about 40 virtual ms a round).
-    let span = 1_000 + 40 * u64::from(config.rounds);
-    let crash_times: Vec<u64> = (0..config.faults.coordinator_restarts)
-        .map(|_| rng.random_range(1_000..span.max(1_001)))
+    // Each kill -9 comes a drawn time (up to 60 virtual ms: within the next round, often in
+    // the middle of its leases, results, audits or close) after a drawn round closed.
+    let last_round = config.rounds.saturating_sub(1).max(1);
+    let crashes: Vec<(u32, u64)> = (0..config.faults.coordinator_restarts)
+        .map(|_| (rng.random_range(0..last_round), rng.random_range(0..60)))
         .collect();
     let spec = simulated_job(config.rounds, config.fragments_per_round);
     let limit_ms = 60_000 + 2_000 * u64::from(config.rounds);
     let mut sim = Sim::new(config, rng, process, nodes, spec, dataset);
     let final_model = sim
-        .run(&crash_times, limit_ms)
+        .run(&crashes, limit_ms, on_progress)
         .map_err(|what| fail(sim.steps, sim.now, what))?;
     let cheaters_banned = sim.cheaters_banned();
+    let history = sim.history();
+    let cheaters = sim.cheaters();
     Ok(CoreSimReport {
         seed: config.seed,
         nodes: config.nodes,
@@ -196,7 +224,9 @@ pub fn simulate_core(config: &CoreSimConfig) -> Result<CoreSimReport, SimFailure
         fragments_paid: sim.invariants.paid(),
         duplicate_rounds_refused: sim.duplicate_rounds_refused,
         cheaters_banned,
+        cheaters,
         final_model,
+        history,
         virtual_ms: sim.now,
         wall: started.elapsed(),
     })
@@ -207,7 +237,9 @@ pub fn simulate_core(config: &CoreSimConfig) -> Result<CoreSimReport, SimFailure
 fn scratch_dir() -> Result<tempfile::TempDir, String> {
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
-        tempfile::Builder::new().prefix("corex-sim-").tempdir_in(shm)
+        tempfile::Builder::new()
+            .prefix("corex-sim-")
+            .tempdir_in(shm)
     } else {
         tempfile::tempdir()
     };

@@ -322,6 +322,7 @@ impl NodeAgent {
             fragments: self.fragments_done,
             dataset_traffic: total,
             result_latency: self.result_latency.summary(),
+            lease_latency: self.lease_latency.summary(),
         }
     }
 }

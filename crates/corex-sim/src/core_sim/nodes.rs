@@ -3,15 +3,18 @@
 //!
 //! Honest nodes compute every fragment and audit task as given. A liar returns every result of
 //! its own scaled by 1.01 (caught by its probation audits, so its lies never reach the model).
-//! A lying auditor is honest with its own fragments and returns audit tasks scaled by 1.01
-//! (the coordinator arbitrates the disagreement and keeps the honest result).
+//! A lying auditor is honest with its own fragments and returns audit tasks scaled by 0.98
+//! (the coordinator arbitrates the disagreement and keeps the honest result). The two lie
+//! differently on purpose: a lying auditor that replays a liar's fragment into the liar's
+//! very bytes is a colluding pair, which an audit by one proven node cannot tell from two
+//! honest ones (seed 18 of the first version of this simulation found exactly that).
 
+use corex_coordinator::job_run::SignedTensor;
 use corex_core::fragment::result_commitment;
 use corex_core::hash::Hashed;
 use corex_core::messages::ResultHeader;
 use corex_core::tensor::f32s_to_bytes;
 use corex_core::{Fragment, Hash, JobSpec, Keypair, NodeId};
-use corex_coordinator::job_run::SignedTensor;
 use corex_ml::Dataset;
 
 /// How a virtual node behaves.
@@ -73,7 +76,9 @@ impl SimNode {
 
     /// Virtual milliseconds `fragment` takes this node.
     pub(super) fn compute_ms(&self, fragment: &Fragment) -> u64 {
-        (fragment.cost_flops / 1_000).div_ceil(self.mflops.max(1)).max(1)
+        (fragment.cost_flops / 1_000)
+            .div_ceil(self.mflops.max(1))
+            .max(1)
     }
 
     /// Computes `fragment` of `spec` at `parameters` as this node would, and signs it.
@@ -84,11 +89,20 @@ impl SimNode {
         dataset: &Dataset,
         fragment: &Fragment,
     ) -> Result<Computed, corex_ml::MlError> {
-        let output =
-            corex_ml::run_fragment(&spec.work, &spec.model, parameters, dataset, &fragment.indices)?;
+        let output = corex_ml::run_fragment(
+            &spec.work,
+            &spec.model,
+            parameters,
+            dataset,
+            &fragment.indices,
+        )?;
         let mut values = output.values;
         if self.lies_about(fragment) {
-            values.iter_mut().for_each(|value| *value *= 1.01);
+            let factor = match self.behaviour {
+                Behaviour::LyingAuditor => 0.98,
+                _ => 1.01,
+            };
+            values.iter_mut().for_each(|value| *value *= factor);
         }
         let tensor = f32s_to_bytes(&values);
         let result_hash = Hash::of(&tensor);
@@ -128,5 +142,9 @@ pub(super) fn checked_at_edge(
     node: NodeId,
     computed: &Computed,
 ) -> Result<SignedTensor, corex_coordinator::CoordinatorError> {
-    SignedTensor::verify(node, &computed.header, &Hashed::new(computed.tensor.as_slice()))
+    SignedTensor::verify(
+        node,
+        &computed.header,
+        &Hashed::new(computed.tensor.as_slice()),
+    )
 }

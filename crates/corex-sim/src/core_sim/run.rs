@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use corex_coordinator::CoordinatorError;
 use corex_coordinator::core::{Answer, Event, RequestId};
 use corex_coordinator::job_run::ClosedWork;
-use corex_coordinator::CoordinatorError;
 use corex_core::messages::{DeviceReport, JobState};
 use corex_core::{Hash, JobSpec, NodeId};
 use corex_ledger::{DeviceClass, SignedTx, TxBody};
@@ -20,7 +20,7 @@ use super::agenda::Agenda;
 use super::invariants::Invariants;
 use super::nodes::{Behaviour, Computed, Doing, SimNode, checked_at_edge};
 use super::process::{GENESIS_UNIX_MS, Process};
-use super::{CoreSimConfig, FaultCounts};
+use super::{CoreSimConfig, FaultCounts, SimProgress};
 
 /// The coordinator's sweep timer, in virtual milliseconds.
 const TIMER_MS: u64 = 250;
@@ -46,9 +46,18 @@ enum Heard {
 }
 
 enum Happening {
-    Arrive { node: usize, message: Message },
-    Hear { node: usize, heard: Heard },
-    Wake { node: usize, generation: u64 },
+    Arrive {
+        node: usize,
+        message: Message,
+    },
+    Hear {
+        node: usize,
+        heard: Heard,
+    },
+    Wake {
+        node: usize,
+        generation: u64,
+    },
     CloseDone {
         incarnation: u32,
         job: Hash,
@@ -82,6 +91,8 @@ pub(super) struct Sim<'a> {
     /// Set when a crash is due: the next batch of commands is cut at a drawn point.
     crash_due: bool,
     pub duplicate_rounds_refused: u64,
+    /// The most rounds seen closed (a restart may close a round again).
+    closed_seen: u32,
 }
 
 impl<'a> Sim<'a> {
@@ -117,6 +128,7 @@ impl<'a> Sim<'a> {
             steps: 0,
             crash_due: false,
             duplicate_rounds_refused: 0,
+            closed_seen: 0,
         }
     }
 
@@ -141,28 +153,47 @@ impl<'a> Sim<'a> {
     }
 
     /// Runs until the job has ended and its last progress is stored, or `limit_ms` of virtual
-    /// time passed. Returns the final model's hash.
-    pub(super) fn run(&mut self, crash_times: &[u64], limit_ms: u64) -> Result<Hash, String> {
+    /// time passed; each of `crashes`, `(round, offset)`, kills the coordinator `offset` ms
+    /// after that round closed. Returns the final model's hash.
+    pub(super) fn run(
+        &mut self,
+        crashes: &[(u32, u64)],
+        limit_ms: u64,
+        on_progress: &mut dyn FnMut(SimProgress),
+    ) -> Result<Hash, String> {
         self.start_coordinator()?;
         for node in 0..self.nodes.len() {
             self.register_on_ledger(node)?;
             let at = self.rng.random_range(0..500);
-            self.agenda.at(at, Happening::Arrive {
-                node,
-                message: Message::Register,
-            });
+            self.agenda.at(
+                at,
+                Happening::Arrive {
+                    node,
+                    message: Message::Register,
+                },
+            );
         }
         self.agenda.at(1_000, Happening::SubmitJob);
         self.agenda.at(TIMER_MS, Happening::Timer);
-        for at in crash_times {
-            self.agenda.at(*at, Happening::Crash);
-        }
         while let Some((at, happening)) = self.agenda.next() {
             self.now = at;
             if self.now > limit_ms {
                 return Err(format!("the job did not end within {limit_ms} virtual ms"));
             }
+            let closed = matches!(happening, Happening::CloseDone { .. });
             self.happen(happening)?;
+            if closed {
+                let progress = self.progress();
+                for (round, offset) in crashes {
+                    if *round + 1 == progress.rounds_closed
+                        && self.closed_seen < progress.rounds_closed
+                    {
+                        self.agenda.at(self.now + offset, Happening::Crash);
+                    }
+                }
+                self.closed_seen = self.closed_seen.max(progress.rounds_closed);
+                on_progress(progress);
+            }
             if let Some(ended) = self.ended() {
                 return ended;
             }
@@ -175,14 +206,48 @@ impl<'a> Sim<'a> {
     fn ended(&self) -> Option<Result<Hash, String>> {
         let engine = self.process.running.as_ref()?.core.engine();
         let job = engine.job(&self.job?).ok()?;
-        let status = job.status();
-        if status.state == JobState::Running || !job.history_is_stored() {
+        if job.is_running() || !job.history_is_stored() {
             return None;
         }
+        let status = job.status();
         Some(match status.state {
             JobState::Finished => Ok(status.model),
             state => Err(format!("the job ended {state:?}")),
         })
+    }
+
+    /// The liars and lying auditors.
+    pub(super) fn cheaters(&self) -> Vec<(NodeId, Behaviour)> {
+        self.nodes
+            .iter()
+            .filter(|node| node.behaviour != Behaviour::Honest)
+            .map(|node| (node.id, node.behaviour))
+            .collect()
+    }
+
+    /// The job's recorded rounds.
+    pub(super) fn history(&self) -> Vec<corex_core::messages::RoundRecord> {
+        self.process
+            .running
+            .as_ref()
+            .zip(self.job)
+            .and_then(|(running, job)| running.core.engine().job(&job).ok())
+            .map_or_else(Vec::new, |job| job.history().to_vec())
+    }
+
+    fn progress(&self) -> SimProgress {
+        let rounds_closed = self
+            .process
+            .running
+            .as_ref()
+            .zip(self.job)
+            .and_then(|(running, job)| running.core.engine().job(&job).ok())
+            .map_or(0, |job| job.history().len() as u32);
+        SimProgress {
+            rounds_closed,
+            steps: self.steps,
+            virtual_ms: self.now,
+        }
     }
 
     fn start_coordinator(&mut self) -> Result<(), String> {
@@ -221,10 +286,13 @@ impl<'a> Sim<'a> {
                 {
                     sim_node.doing = Doing::Asking;
                     let at = self.now + self.delay();
-                    self.agenda.at(at, Happening::Arrive {
-                        node,
-                        message: Message::Lease,
-                    });
+                    self.agenda.at(
+                        at,
+                        Happening::Arrive {
+                            node,
+                            message: Message::Lease,
+                        },
+                    );
                 }
                 Ok(())
             }
@@ -245,7 +313,12 @@ impl<'a> Sim<'a> {
                 }
                 let mut entropy = [0u8; 32];
                 self.rng.fill_bytes(&mut entropy);
-                self.step(Event::TimerFired { entropy: Some(entropy) }, None)?;
+                self.step(
+                    Event::TimerFired {
+                        entropy: Some(entropy),
+                    },
+                    None,
+                )?;
                 if let Some(running) = self.process.running.as_mut() {
                     running
                         .ledger
@@ -271,7 +344,10 @@ impl<'a> Sim<'a> {
             self.agenda.at(self.now + RETRY_MS, Happening::SubmitJob);
             return Ok(());
         };
-        let sequence = running.store.take_job_sequence().map_err(|e| e.to_string())?;
+        let sequence = running
+            .store
+            .take_job_sequence()
+            .map_err(|e| e.to_string())?;
         let prepared = corex_coordinator::prepared::prepare(&self.spec, self.dataset.clone(), None)
             .map_err(|error| error.to_string())?;
         let owner = self.process.identity.id();
@@ -304,10 +380,13 @@ impl<'a> Sim<'a> {
                 self.results.insert(node, computed);
             }
             let at = self.now + self.delay();
-            self.agenda.at(at, Happening::Hear {
-                node,
-                heard: Heard::Refused,
-            });
+            self.agenda.at(
+                at,
+                Happening::Hear {
+                    node,
+                    heard: Heard::Refused,
+                },
+            );
             return Ok(());
         }
         let id = self.nodes[node].id;
@@ -338,10 +417,13 @@ impl<'a> Sim<'a> {
                 Err(error) => {
                     self.asking.remove(&request);
                     let at = self.now + self.delay();
-                    self.agenda.at(at, Happening::Hear {
-                        node,
-                        heard: Heard::Answer(Err(error)),
-                    });
+                    self.agenda.at(
+                        at,
+                        Happening::Hear {
+                            node,
+                            heard: Heard::Answer(Err(error)),
+                        },
+                    );
                     return Ok(());
                 }
             },
@@ -396,14 +478,18 @@ impl<'a> Sim<'a> {
         for (_, node) in std::mem::take(&mut self.asking) {
             if node == usize::MAX {
                 // The job's submission was not acknowledged: the owner sends it again.
-                self.agenda.at(self.now + DOWNTIME_MS + RETRY_MS, Happening::SubmitJob);
+                self.agenda
+                    .at(self.now + DOWNTIME_MS + RETRY_MS, Happening::SubmitJob);
                 continue;
             }
             let at = self.now + self.delay();
-            self.agenda.at(at, Happening::Hear {
-                node,
-                heard: Heard::Refused,
-            });
+            self.agenda.at(
+                at,
+                Happening::Hear {
+                    node,
+                    heard: Heard::Refused,
+                },
+            );
         }
         self.agenda.at(self.now + DOWNTIME_MS, Happening::Restart);
     }

@@ -28,15 +28,18 @@ impl Sim<'_> {
                     return Ok(());
                 };
                 if node == usize::MAX {
-                    return answer.map(|_| ()).map_err(|error| {
-                        format!("the job was refused: {error}")
-                    });
+                    return answer
+                        .map(|_| ())
+                        .map_err(|error| format!("the job was refused: {error}"));
                 }
                 let at = self.now + self.delay();
-                self.agenda.at(at, Happening::Hear {
-                    node,
-                    heard: Heard::Answer(answer),
-                });
+                self.agenda.at(
+                    at,
+                    Happening::Hear {
+                        node,
+                        heard: Heard::Answer(answer),
+                    },
+                );
             }
             Command::Persist(persist) => {
                 let running = self.process.running.as_mut().ok_or(STOPPED)?;
@@ -46,8 +49,9 @@ impl Sim<'_> {
             Command::StoreProgress { checkpoint, .. } => {
                 let running = self.process.running.as_mut().ok_or(STOPPED)?;
                 let job = checkpoint.job.id;
-                let history_stored = durability::store_progress_now(&running.store, &dir, *checkpoint)
-                    .map_err(|error| format!("storing a job's progress failed: {error}"))?;
+                let history_stored =
+                    durability::store_progress_now(&running.store, &dir, *checkpoint)
+                        .map_err(|error| format!("storing a job's progress failed: {error}"))?;
                 follow_ups.push(Event::CheckpointStored {
                     job,
                     history_stored,
@@ -93,13 +97,19 @@ impl Sim<'_> {
                     .map_err(|error| format!("timeouts were refused: {error}"))?;
             }
             Command::CloseRound { job, work } => {
-                let closed = work.compute().map(Box::new).map_err(|error| error.to_string());
+                let closed = work
+                    .compute()
+                    .map(Box::new)
+                    .map_err(|error| error.to_string());
                 let incarnation = self.process.incarnation;
-                self.agenda.at(self.now + CLOSE_MS, Happening::CloseDone {
-                    incarnation,
-                    job,
-                    closed,
-                });
+                self.agenda.at(
+                    self.now + CLOSE_MS,
+                    Happening::CloseDone {
+                        incarnation,
+                        job,
+                        closed,
+                    },
+                );
             }
             Command::CheckChallenge {
                 request,

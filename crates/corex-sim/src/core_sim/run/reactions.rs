@@ -3,14 +3,14 @@
 //! time, unless it crashes first; told to wait, it long-polls until woken or its retry time;
 //! refused by a coordinator that is down, it tries again; banned, it stops.
 
-use corex_coordinator::core::Answer;
 use corex_coordinator::CoordinatorError;
+use corex_coordinator::core::Answer;
+use corex_core::Fragment;
 use corex_core::messages::LeaseResponse;
 use corex_core::tensor::bytes_to_f32s;
-use corex_core::Fragment;
 use rand::Rng;
 
-use super::{Doing, Happening, Heard, Message, RETRY_MS, NODE_DOWNTIME_MS, Sim};
+use super::{Doing, Happening, Heard, Message, NODE_DOWNTIME_MS, RETRY_MS, Sim};
 
 impl Sim<'_> {
     pub(super) fn hear(&mut self, node: usize, heard: Heard) -> Result<(), String> {
@@ -33,8 +33,10 @@ impl Sim<'_> {
                 sim_node.doing = Doing::Waiting;
                 sim_node.generation += 1;
                 let generation = sim_node.generation;
-                self.agenda
-                    .at(self.now + retry_ms.max(1), Happening::Wake { node, generation });
+                self.agenda.at(
+                    self.now + retry_ms.max(1),
+                    Happening::Wake { node, generation },
+                );
             }
             (Doing::Working, Ok(Answer::Done)) => {
                 self.results.remove(&node);
@@ -93,8 +95,10 @@ impl Sim<'_> {
             sim_node.doing = Doing::Down;
             sim_node.generation += 1;
             let generation = sim_node.generation;
-            self.agenda
-                .at(self.now + NODE_DOWNTIME_MS, Happening::Wake { node, generation });
+            self.agenda.at(
+                self.now + NODE_DOWNTIME_MS,
+                Happening::Wake { node, generation },
+            );
             return Ok(());
         }
         // The model is fetched from the coordinator: one that went down (or no longer
