@@ -93,7 +93,7 @@ async fn bench(options: &RestartBenchOptions) -> anyhow::Result<()> {
         Keypair::from_secret([OWNER_SEED; 32]),
     )?;
     let (stop_nodes, stopped) = watch::channel(false);
-    let agents = crate::bench_stall::spawn_agents(&served.url, &served.pin, 2, &stopped)?;
+    let agents = crate::bench_stall::spawn_agents(&served.url, &served.pin, 2, 1_000, &stopped)?;
     let job = owner.submit_job(&spec).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while owner.job_status(&job).await?.round < ROUNDS_BEFORE_STOP {

@@ -1,10 +1,13 @@
 //! `corex bench stall`: does a heavy round close stall everyone else?
 //!
 //! One coordinator and node agents in this process, over real TLS. Idle: a light job (the
-//! digits MLP) runs alone. Loaded: a heavy job whose every close evaluates a CNN on 10,000
-//! held-out images (seconds of compute) runs first, and the same light job beside it; nodes
+//! digits MLP) runs alone. Loaded: a heavy job runs first, and the same light job beside it:
+//! every heavy close replays audited CNN fragments of 2,048 samples × 16 local steps (the
+//! coordinator replays every audit here: its nodes share one machine, so none may audit
+//! another) and evaluates the CNN on 10,000 held-out images, seconds of compute each; nodes
 //! work on the light job while the heavy one closes. Measured in both: how long the
-//! coordinator takes to take the nodes' results (each node times its submissions) and to
+//! coordinator takes to answer the nodes' lease requests (they ask without waiting for work,
+//! so each answer is immediate) and to take their results (each node times both), and to
 //! answer the owner's status requests (a probe every 25 ms). The target: p99 under load
 //! within 2× of idle, since no request waits on ML work it did not ask for.
 
@@ -33,6 +36,9 @@ pub struct StallBenchOptions {
 
 /// Latencies of one phase, in microseconds.
 struct Phase {
+    leases: u64,
+    lease_p50: u32,
+    lease_p99: u32,
     results: u64,
     result_p50: u32,
     result_p99: u32,
@@ -73,7 +79,7 @@ async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
         listener,
         Keypair::from_secret([200; 32]),
         tls,
-        bench_config(),
+        coordinator_replays(),
         dir.clone(),
         async move {
             let _ = stopped.await;
@@ -87,12 +93,14 @@ async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
         .context("uploading the heavy job's images")?;
     let heavy = heavy_job(uploaded.dataset, images.class_count(), options.heavy_rounds);
     println!(
-        "bench stall: {} nodes in this process; light job '{}' ({} rounds); heavy job: a CNN evaluated on 10,000 held-out images at each of its {} closes",
+        "bench stall: {} nodes in this process; light job '{}' ({} rounds); heavy job: at each of its {} closes the coordinator replays audited CNN fragments (2,048 samples × 16 local steps) and evaluates the CNN on 10,000 held-out images",
         options.nodes,
         light_job("light").name,
         light_job("light").rounds,
         heavy.rounds
     );
+    let heavy_replay = heavy_replay_seconds(&heavy, &images)?;
+    println!("  one heavy fragment's replay takes {heavy_replay:.2} s on this machine");
 
     let idle = phase(&url, &pin, &owner, options.nodes, None).await?;
     let loaded = phase(&url, &pin, &owner, options.nodes, Some(&heavy)).await?;
@@ -100,8 +108,11 @@ async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
     let _ = server.await;
 
     println!(
-        "  {:<8} {:>8} {:>11} {:>11} {:>11} {:>13} {:>13} {:>9}",
+        "  {:<8} {:>7} {:>10} {:>10} {:>8} {:>11} {:>11} {:>11} {:>11} {:>11} {:>8}",
         "phase",
+        "leases",
+        "lease p50",
+        "lease p99",
         "results",
         "result p50",
         "result p99",
@@ -113,8 +124,11 @@ async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
     let ms = |micros: u32| f64::from(micros) / 1_000.0;
     for (name, phase) in [("idle", &idle), ("loaded", &loaded)] {
         println!(
-            "  {:<8} {:>8} {:>8.1} ms {:>8.1} ms {:>8.1} ms {:>10.1} ms {:>10.1} ms {:>7.1} s",
+            "  {:<8} {:>7} {:>7.1} ms {:>7.1} ms {:>8} {:>8.1} ms {:>8.1} ms {:>8.1} ms {:>8.1} ms {:>8.1} ms {:>6.1} s",
             name,
+            phase.leases,
+            ms(phase.lease_p50),
+            ms(phase.lease_p99),
             phase.results,
             ms(phase.result_p50),
             ms(phase.result_p99),
@@ -126,7 +140,8 @@ async fn bench(options: &StallBenchOptions) -> anyhow::Result<()> {
     }
     let ratio = |loaded: u32, idle: u32| f64::from(loaded) / f64::from(idle.max(1));
     println!(
-        "  p99 loaded / idle: results {:.2}×, status {:.2}× (target ≤ 2×)",
+        "  p99 loaded / idle: leases {:.2}×, results {:.2}×, status {:.2}× (target ≤ 2×)",
+        ratio(loaded.lease_p99, idle.lease_p99),
         ratio(loaded.result_p99, idle.result_p99),
         ratio(percentile(&loaded.status, 99), percentile(&idle.status, 99))
     );
@@ -144,7 +159,7 @@ async fn phase(
 ) -> anyhow::Result<Phase> {
     let started = Instant::now();
     let (stop, stopped) = watch::channel(false);
-    let agents = spawn_agents(url, pin, nodes, &stopped)?;
+    let agents = spawn_agents(url, pin, nodes, 0, &stopped)?;
     let heavy_job = match heavy {
         Some(spec) => Some(owner.submit_job(spec).await?),
         None => None,
@@ -167,9 +182,13 @@ async fn phase(
         summaries.push(agent.await??);
     }
     let results = summaries.iter().map(|s| s.result_latency.count).sum();
+    let leases = summaries.iter().map(|s| s.lease_latency.count).sum();
     let worst = |pick: fn(&NodeRunSummary) -> u32| summaries.iter().map(pick).max().unwrap_or(0);
     let status = std::mem::take(&mut *status.lock().map_err(|_| anyhow::anyhow!("probe"))?);
     Ok(Phase {
+        leases,
+        lease_p50: worst(|s| s.lease_latency.p50_us),
+        lease_p99: worst(|s| s.lease_latency.p99_us),
         results,
         // Per node percentiles; the worst node's are reported.
         result_p50: worst(|s| s.result_latency.p50_us),
@@ -180,12 +199,14 @@ async fn phase(
     })
 }
 
-/// Node agents for the keys of seeds `1..=nodes`, one compute thread each, in this process;
-/// they stop when `stopped` turns true.
+/// Node agents for the keys of seeds `1..=nodes`, one compute thread each, in this process,
+/// their lease requests waiting up to `lease_wait_ms` for work; they stop when `stopped` turns
+/// true.
 pub(crate) fn spawn_agents(
     url: &str,
     pin: &str,
     nodes: u32,
+    lease_wait_ms: u64,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<AgentTask>> {
     (1..=nodes)
@@ -194,7 +215,7 @@ pub(crate) fn spawn_agents(
             let client = CoordinatorClient::new(url, pin, key.clone())?;
             let config = NodeConfig {
                 compute_threads: 1,
-                lease_wait_ms: 1_000,
+                lease_wait_ms,
                 ..NodeConfig::default()
             };
             Ok(tokio::spawn(
@@ -248,6 +269,25 @@ pub(crate) fn bench_config() -> CoordinatorConfig {
     config
 }
 
+/// [`bench_config`] with production's audit rule: no node audits another on the same machine,
+/// so the coordinator replays every audit itself.
+fn coordinator_replays() -> CoordinatorConfig {
+    CoordinatorConfig {
+        shared_hardware: false,
+        ..bench_config()
+    }
+}
+
+/// Wall seconds one of `heavy`'s fragments takes to replay here (what each of its audits
+/// costs the coordinator).
+fn heavy_replay_seconds(heavy: &JobSpec, images: &corex_ml::Dataset) -> anyhow::Result<f64> {
+    let parameters = corex_ml::init_parameters(&heavy.model, heavy.seed);
+    let indices: Vec<u32> = (0..heavy.fragment_samples).collect();
+    let started = Instant::now();
+    corex_ml::run_fragment(&heavy.work, &heavy.model, &parameters, images, &indices)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Nearest-rank percentile of `values` (0 when empty).
 fn percentile(values: &[u32], percent: usize) -> u32 {
     let mut sorted = values.to_vec();
@@ -268,8 +308,8 @@ fn light_job(name: &str) -> JobSpec {
     }
 }
 
-/// The heavy job: a small CNN on 20,000 synthetic images, half of them held out, evaluated
-/// at every close.
+/// The heavy job: a small CNN on 20,000 synthetic images, half of them held out, two
+/// fragments of 2,048 samples × 16 local steps a round, evaluated at every close.
 fn heavy_job(dataset: Hash, classes: usize, rounds: u32) -> JobSpec {
     JobSpec {
         name: "heavy-close".into(),
@@ -289,8 +329,8 @@ fn heavy_job(dataset: Hash, classes: usize, rounds: u32) -> JobSpec {
             scaling: FeatureScaling::None,
         },
         rounds,
-        global_batch: 64,
-        fragment_samples: 32,
+        global_batch: 4_096,
+        fragment_samples: 2_048,
         eval_every: 1,
         ..JobSpec::default_digits()
     }

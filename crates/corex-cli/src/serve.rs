@@ -215,8 +215,10 @@ pub fn configure_threads(threads: u32) -> anyhow::Result<u32> {
     } else {
         threads
     };
+    // ML runs at the lowest priority, under whatever serves requests on the same machine.
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads as usize)
+        .start_handler(|_| corex_coordinator::compute_pool::lower_current_thread_priority())
         .build_global()
         .context("sizing the compute thread pool")?;
     Ok(threads)

@@ -298,7 +298,7 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
     let deadline = tokio::time::Instant::now() + wait;
     let info = shared
         .core
-        .read(move |engine| Ok(engine.nodes().get(&node).cloned()))
+        .read(move |engine| Ok(engine.node(&node).cloned()))
         .await?;
     let priority = priority_of(&node, info.as_ref(), &shared.ledger());
     let place = shared.lease_queue.enter(node, priority);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use corex_core::messages::NodeInfo;
 use corex_core::{Fragment, Granularity, NodeId};
 
+use crate::engine::Registered;
 use crate::verification::Verifier;
 
 /// A node not heard from for this long is not handed audit work.
@@ -16,13 +17,12 @@ const LIVE_WINDOW_MS: u64 = 30_000;
 
 /// The registry view the audit rule needs, borrowed from the engine.
 pub struct Auditors<'a> {
-    pub nodes: &'a BTreeMap<NodeId, NodeInfo>,
+    /// The node registry (with when each node is expected free for new work).
+    pub nodes: &'a BTreeMap<NodeId, Registered>,
     pub now_ms: u64,
     pub shared_hardware: bool,
     /// The coordinator's own replay speed (MFLOP/s), when it has measured it.
     pub coordinator_mflops: Option<u64>,
-    /// When each node is expected free for new work (see `Coordinator::lease`).
-    pub available: &'a BTreeMap<NodeId, u64>,
 }
 
 impl Auditors<'_> {
@@ -31,8 +31,7 @@ impl Auditors<'_> {
         if auditor == submitter || !verifier.may_audit(auditor) || verifier.is_banned(auditor) {
             return false;
         }
-        let (Some(auditor), Some(submitter)) = (self.nodes.get(auditor), self.nodes.get(submitter))
-        else {
+        let (Some(auditor), Some(submitter)) = (self.info(auditor), self.info(submitter)) else {
             return false;
         };
         let live = self.now_ms.saturating_sub(auditor.last_seen_ms) <= LIVE_WINDOW_MS;
@@ -42,7 +41,19 @@ impl Auditors<'_> {
     /// The speed `node` is credited with (MFLOP/s): what its fragments show, or before they
     /// show anything, what its capability challenge showed.
     pub fn speed_of(&self, node: &NodeId) -> Option<u64> {
-        credited_speed(self.nodes.get(node)?)
+        credited_speed(self.info(node)?)
+    }
+
+    fn info(&self, node: &NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(node).map(|registered| &registered.info)
+    }
+
+    /// The nodes that have been given work or delivered some, with when each is expected
+    /// free for more.
+    pub fn free_times(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+        self.nodes
+            .iter()
+            .filter_map(|(node, registered)| Some((node, registered.free_at_ms?)))
     }
 
     /// Whether `auditor` may take `fragment` as an audit task. With adaptive granularity only
@@ -73,7 +84,9 @@ impl Auditors<'_> {
     pub fn live_speeds(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .filter(|(_, info)| self.now_ms.saturating_sub(info.last_seen_ms) <= LIVE_WINDOW_MS)
+            .filter(|(_, registered)| {
+                self.now_ms.saturating_sub(registered.info.last_seen_ms) <= LIVE_WINDOW_MS
+            })
             .filter_map(|(node, _)| self.speed_of(node))
             .collect()
     }
@@ -133,9 +146,9 @@ mod tests {
     fn an_audit_goes_to_a_node_in_time_and_at_least_half_as_fast_as_the_coordinator() {
         let (slow, medium, fast) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
         let nodes = BTreeMap::from([
-            (slow, node_of(4_000)),
-            (medium, node_of(20_000)),
-            (fast, node_of(60_000)),
+            (slow, Registered::new(node_of(4_000))),
+            (medium, Registered::new(node_of(20_000))),
+            (fast, Registered::new(node_of(60_000))),
         ]);
         let fragment = Fragment {
             id: Hash::default(),
@@ -151,13 +164,11 @@ mod tests {
             steps: None,
         };
         let adaptive = Granularity::Adaptive { target_ms: 150 };
-        let available = BTreeMap::new();
         let mut auditors = Auditors {
             nodes: &nodes,
             now_ms: 0,
             shared_hardware: true,
             coordinator_mflops: None,
-            available: &available,
         };
         let fits = |auditors: &Auditors<'_>, node: &NodeId| {
             auditors.replays_in_time(adaptive, &fragment, node)

@@ -5,7 +5,7 @@
 //! touches sockets, files or clocks, so tests can drive it directly. Results are routed to the
 //! job that owns the fragment; a job that finishes is reported back so the shell can persist it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use corex_core::hash::Hashed;
@@ -30,11 +30,14 @@ pub use challenges::{CHALLENGE_SIZE, ChallengeCheck};
 mod closing;
 mod durable;
 mod owners;
+mod registry;
+pub use registry::Registered;
 
 pub struct Coordinator {
     pub identity: Keypair,
     pub config: CoordinatorConfig,
-    nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Every registered node's standing (see `registry`).
+    nodes: BTreeMap<NodeId, Registered>,
     jobs: BTreeMap<Hash, JobRun>,
     /// Jobs in submission order: leases go to the oldest running job first.
     job_order: Vec<Hash>,
@@ -46,11 +49,6 @@ pub struct Coordinator {
     /// Audits, consistency and duplicate detection across all jobs.
     pub verifier: Verifier,
     challenges: BTreeMap<NodeId, PendingChallenge>,
-    /// Each node's latest timed fragments, `(cost MFLOP, ms from lease to result)`.
-    timings: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
-    /// When each node is expected free for new work: when it was last left without work or
-    /// delivered a result, or when the work it was last given is expected done.
-    available: BTreeMap<NodeId, u64>,
 }
 
 /// What a result (or a decline) did: the job it went to and how that progressed, a flag the
@@ -73,9 +71,6 @@ impl Intake {
     }
 }
 
-/// Timed fragments kept per node for the behaviour analysis.
-const TIMED_FRAGMENTS_KEPT: usize = 16;
-
 /// A node with nothing to do asks again after at most this long (sooner when a straggler's
 /// fragment falls due for a copy).
 const IDLE_RETRY_MS: u64 = 500;
@@ -89,8 +84,6 @@ impl Coordinator {
         Self {
             verifier,
             challenges: BTreeMap::new(),
-            timings: BTreeMap::new(),
-            available: BTreeMap::new(),
             identity,
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -114,9 +107,12 @@ impl Coordinator {
     ) -> Result<(), CoordinatorError> {
         {
             let live_others = || {
-                self.nodes.iter().filter(move |(id, info)| {
-                    **id != node && now_ms.saturating_sub(info.last_seen_ms) <= SYBIL_WINDOW_MS
-                })
+                self.nodes
+                    .iter()
+                    .map(|(id, registered)| (id, &registered.info))
+                    .filter(move |(id, info)| {
+                        **id != node && now_ms.saturating_sub(info.last_seen_ms) <= SYBIL_WINDOW_MS
+                    })
             };
             let same_device = live_others()
                 .filter(|(_, info)| info.device.fingerprint == device.fingerprint)
@@ -138,15 +134,21 @@ impl Coordinator {
                 )));
             }
         }
-        let record = self.nodes.entry(node).or_insert_with(|| NodeInfo {
-            device: device.clone(),
-            registered_ms: now_ms,
-            last_seen_ms: now_ms,
-            capability: None,
-            endpoint: endpoint.clone(),
-            observed_mflops: None,
-            behaviour_flag: None,
-        });
+        let record = &mut self
+            .nodes
+            .entry(node)
+            .or_insert_with(|| {
+                Registered::new(NodeInfo {
+                    device: device.clone(),
+                    registered_ms: now_ms,
+                    last_seen_ms: now_ms,
+                    capability: None,
+                    endpoint: endpoint.clone(),
+                    observed_mflops: None,
+                    behaviour_flag: None,
+                })
+            })
+            .info;
         record.device = device;
         record.endpoint = endpoint;
         record.last_seen_ms = now_ms;
@@ -162,12 +164,28 @@ impl Coordinator {
             .nodes
             .get_mut(node)
             .ok_or_else(|| CoordinatorError::UnregisteredNode(node.short()))?;
-        record.last_seen_ms = now_ms;
+        record.info.last_seen_ms = now_ms;
         Ok(())
     }
 
-    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
-        &self.nodes
+    /// What `node` registered with and showed, if it is registered.
+    pub fn node(&self, node: &NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(node).map(|registered| &registered.info)
+    }
+
+    pub fn is_registered(&self, node: &NodeId) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Notes when `node` is expected free for new work.
+    fn free_at(&mut self, node: &NodeId, free_at_ms: u64) {
+        if let Some(registered) = self.nodes.get_mut(node) {
+            registered.free_at_ms = Some(free_at_ms);
+        }
     }
 
     /// Work for `node` (see [`work_for`](Self::work_for)), given the `ahead` nodes of higher
@@ -186,7 +204,7 @@ impl Coordinator {
         let response = self.work_for(node, now_ms, ahead)?;
         let free_at_ms = match &response {
             LeaseResponse::Work { fragment, .. } => {
-                let speed = self.nodes.get(&node).and_then(credited_speed);
+                let speed = self.node(&node).and_then(credited_speed);
                 now_ms
                     + speed.map_or(0, |mflops| {
                         duration_ms(fragment.cost_flops / 1_000_000, mflops)
@@ -194,7 +212,7 @@ impl Coordinator {
             }
             LeaseResponse::Idle { .. } | LeaseResponse::Reveal { .. } => now_ms,
         };
-        self.available.insert(node, free_at_ms);
+        self.free_at(&node, free_at_ms);
         Ok(response)
     }
 
@@ -211,7 +229,6 @@ impl Coordinator {
             now_ms,
             shared_hardware: self.config.shared_hardware,
             coordinator_mflops: self.config.replay_mflops,
-            available: &self.available,
         };
         // An audit's request for checkpoints comes first: its round waits on nothing else.
         if let Some((fragment, model, steps)) = self
@@ -366,7 +383,7 @@ impl Coordinator {
         let (job, progress) = self.with_job_of(fragment, now_ms, |job, engine| {
             job.decline_holder(node, fragment, now_ms, engine)
         })?;
-        self.available.insert(node, now_ms);
+        self.free_at(&node, now_ms);
         Ok(Intake::only(job, progress))
     }
 
@@ -412,7 +429,7 @@ impl Coordinator {
             job.submit(node, header, tensor, now_ms, engine)
         })?;
         // Its work delivered, the node is about to ask for more.
-        self.available.insert(node, now_ms);
+        self.free_at(&node, now_ms);
         let flagged = submitted
             .timing
             .and_then(|timing| self.observe(node, timing));
@@ -427,13 +444,9 @@ impl Coordinator {
     /// Records how long a fragment took `node` and runs the behaviour analysis; returns the
     /// flag the first time its fragment times contradict its capability challenge.
     fn observe(&mut self, node: NodeId, timing: FragmentTiming) -> Option<String> {
-        let timings = self.timings.entry(node).or_default();
-        if timings.len() == TIMED_FRAGMENTS_KEPT {
-            timings.pop_front();
-        }
-        timings.push_back((timing.cost_flops / 1_000_000, timing.elapsed_ms));
-        let timed: Vec<(u64, u64)> = timings.iter().copied().collect();
-        let info = self.nodes.get_mut(&node)?;
+        let registered = self.nodes.get_mut(&node)?;
+        let timed = registered.time_fragment(timing.cost_flops / 1_000_000, timing.elapsed_ms);
+        let info = &mut registered.info;
         let verified = info.capability.as_ref()?.demonstrated_mflops;
         let policy = TierPolicy::default();
         let observed = match policy.behaviour(verified, &timed) {
@@ -491,7 +504,6 @@ impl Coordinator {
                 now_ms,
                 shared_hardware: self.config.shared_hardware,
                 coordinator_mflops: self.config.replay_mflops,
-                available: &self.available,
             },
         };
         (&mut self.jobs, engine)

@@ -285,7 +285,7 @@ async fn job_spec(
     let id = parse_hash(&id)?;
     let descriptor = shared.core.read(move |engine| {
         let job = match engine.job_for(&reader, &id) {
-            Err(CoordinatorError::NotJobOwner(_)) if engine.nodes().contains_key(&reader) => {
+            Err(CoordinatorError::NotJobOwner(_)) if engine.is_registered(&reader) => {
                 engine.job(&id)?
             }
             other => other?,

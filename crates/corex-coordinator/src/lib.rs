@@ -11,6 +11,7 @@ pub mod admission;
 pub mod api;
 pub mod auditors;
 pub mod blobs;
+pub mod compute_pool;
 pub mod config;
 pub mod core;
 pub mod datasets;

@@ -2,8 +2,8 @@
 //! events, and the executor that carries out the commands it gives.
 //!
 //! Requests reach the core through a [`CoreHandle`] (an event with a request id, answered
-//! through a oneshot channel); computations finished on the compute pool (tokio's blocking
-//! threads) come back the same way, as events. The executor, on the core's thread, does what
+//! through a oneshot channel); computations finished on the compute pool (`compute_pool`:
+//! threads of its own at the lowest priority) come back the same way, as events. The executor, on the core's thread, does what
 //! is quick and must keep its order there (records handed to the ledger recorder, waking
 //! lease requests, starting computations) and hands what waits on the disk to a task: each
 //! batch's `Persist` steps run in order before the answers that follow them, so a request is
@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
+use crate::compute_pool::ComputePool;
 use crate::core::{Answer, Command, CoordinatorCore, Event, Persist, RequestId};
 use crate::durability;
 use crate::engine::Coordinator;
@@ -132,8 +133,10 @@ pub fn start(
         sender,
         next_request: Arc::new(AtomicU64::new(0)),
     };
+    let threads = std::thread::available_parallelism().map_or(1, |threads| threads.get());
     let executor = Executor {
         services,
+        compute: ComputePool::start(threads)?,
         ledger,
         core: handle.clone(),
         waiting: HashMap::new(),
@@ -176,6 +179,7 @@ fn run_core(mut core: CoordinatorCore, receiver: Receiver<Envelope>, mut executo
 /// Carries out the core's commands (see the module header).
 struct Executor {
     services: Arc<Services>,
+    compute: ComputePool,
     ledger: UnboundedSender<LedgerRecord>,
     /// For computations to hand their results back.
     core: CoreHandle,
@@ -240,14 +244,13 @@ impl Executor {
                 }
                 Command::CloseRound { job, work } => {
                     let core = self.core.clone();
-                    let computing = self.runtime.spawn_blocking(move || work.compute());
+                    let computing = self.compute.run(move || work.compute());
                     self.runtime.spawn(async move {
                         let closed = match computing.await {
-                            Ok(Ok(closed)) => Ok(Box::new(closed)),
-                            Ok(Err(error)) => Err(error.to_string()),
-                            Err(error) => {
-                                Err(format!("the computation failed: {}", join_failure(error)))
-                            }
+                            Ok(Ok(Ok(closed))) => Ok(Box::new(closed)),
+                            Ok(Ok(Err(error))) => Err(error.to_string()),
+                            Ok(Err(panic)) => Err(format!("the computation {panic}")),
+                            Err(_) => Err("the compute pool stopped".into()),
                         };
                         core.tell(Event::CloseComputed { job, closed });
                     });
@@ -260,9 +263,12 @@ impl Executor {
                 } => {
                     // The request stays waiting: the check's event answers it.
                     let core = self.core.clone();
-                    let checking = self.runtime.spawn_blocking(move || check.verify(&product));
+                    let checking = self.compute.run(move || check.verify(&product));
                     self.runtime.spawn(async move {
-                        let capability = checking.await.map_err(join_failure);
+                        let capability = match checking.await {
+                            Ok(checked) => checked,
+                            Err(_) => Err("the compute pool stopped".into()),
+                        };
                         core.tell(Event::ChallengeChecked {
                             request,
                             node,

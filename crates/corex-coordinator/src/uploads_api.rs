@@ -30,7 +30,7 @@ async fn uploads_as_owner(shared: &Shared, key: &NodeId) -> Result<bool, Coordin
     let node = *key;
     let registered = shared
         .core
-        .read(move |engine| Ok(engine.nodes().contains_key(&node)));
+        .read(move |engine| Ok(engine.is_registered(&node)));
     if registered.await? {
         return Ok(false);
     }

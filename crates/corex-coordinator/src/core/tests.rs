@@ -232,7 +232,7 @@ fn a_refused_registration_is_answered_and_changes_nothing() {
         register(&mut core, key(6).id(), 11),
         [Shape::Answer(0, Err("sybil_limit".into()))]
     );
-    assert_eq!(core.engine().nodes().len(), 1);
+    assert_eq!(core.engine().node_count(), 1);
 }
 
 #[test]
@@ -513,7 +513,7 @@ fn a_read_is_answered_and_changes_nothing() {
     let read = core.handle(
         Event::Read {
             request: 3,
-            read: Box::new(|engine| Ok(Box::new(engine.nodes().len()))),
+            read: Box::new(|engine| Ok(Box::new(engine.node_count()))),
         },
         1,
     );

@@ -132,17 +132,14 @@ impl Coordinator {
             commitment,
             committed_ms,
             vector_seed,
-            claimed_gflops: self
-                .nodes
-                .get(&node)
-                .and_then(|info| info.device.claimed_gflops),
+            claimed_gflops: self.node(&node).and_then(|info| info.device.claimed_gflops),
         })
     }
 
     /// Records what `node`'s answer showed (see [`ChallengeCheck::verify`]).
     pub fn record_capability(&mut self, node: &NodeId, capability: Capability) {
-        if let Some(info) = self.nodes.get_mut(node) {
-            info.capability = Some(capability);
+        if let Some(registered) = self.nodes.get_mut(node) {
+            registered.info.capability = Some(capability);
         }
     }
 }

@@ -99,7 +99,7 @@ impl Coordinator {
         nodes
             .into_iter()
             .filter_map(|node| {
-                let info = self.nodes.get(&node)?;
+                let info = self.node(&node)?;
                 let record = self.verifier.record(&node);
                 Some(StoredNode {
                     node,
@@ -127,7 +127,7 @@ impl Coordinator {
                 last_seen_ms: now_ms,
                 ..info
             };
-            self.nodes.insert(node, info);
+            self.nodes.insert(node, super::Registered::new(info));
             self.verifier.restore_record(
                 node,
                 AuditRecord {

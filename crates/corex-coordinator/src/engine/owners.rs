@@ -186,15 +186,15 @@ impl Coordinator {
     /// The node registry as `reader` may see it: an operator sees everything; anyone else
     /// sees no network address and no host name.
     pub fn nodes_for(&self, reader: &NodeId) -> BTreeMap<NodeId, NodeInfo> {
-        if self.config.admission.is_operator(reader) {
-            return self.nodes.clone();
-        }
+        let operator = self.config.admission.is_operator(reader);
         self.nodes
             .iter()
-            .map(|(id, info)| {
-                let mut shown = info.clone();
-                shown.endpoint.clear();
-                shown.device.hostname.clear();
+            .map(|(id, registered)| {
+                let mut shown = registered.info.clone();
+                if !operator {
+                    shown.endpoint.clear();
+                    shown.device.hostname.clear();
+                }
                 (*id, shown)
             })
             .collect()

@@ -254,7 +254,7 @@ fn lease_audit_task(
 }
 
 /// The other nodes as the earliest-finish rule sees them, each with a known speed and not
-/// banned, free when [`Auditors::available`] says: when it was last left without work or
+/// banned, free when [`Auditors::free_times`] says: when it was last left without work or
 /// delivered a result, or when the work it was last given (a piece of this round, or work
 /// elsewhere) is expected done; a node expected free now that is late counts as free now
 /// (most are only a little late, and [`PATIENCE_TARGETS`] bounds the wait on one that is
@@ -267,14 +267,13 @@ fn competitors(
 ) -> Vec<(NodeId, Worker)> {
     let now_ms = auditors.now_ms;
     auditors
-        .available
-        .iter()
+        .free_times()
         .filter(|(other, available_ms)| {
             *other != node
-                && **available_ms + COMPETING_WINDOW_MS >= now_ms
+                && available_ms + COMPETING_WINDOW_MS >= now_ms
                 && !verifier.is_banned(other)
         })
-        .filter_map(|(other, &available_ms)| {
+        .filter_map(|(other, available_ms)| {
             let worker = Worker {
                 mflops: auditors.speed_of(other)?,
                 free_at_ms: available_ms.max(now_ms),

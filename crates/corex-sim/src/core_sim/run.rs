@@ -373,20 +373,19 @@ impl<'a> Sim<'a> {
         request
     }
 
+    /// What `node` hears, after a network delay.
+    fn answer(&mut self, node: usize, heard: Heard) {
+        let at = self.now + self.delay();
+        self.agenda.at(at, Happening::Hear { node, heard });
+    }
+
     /// A node's message reaches the coordinator.
     fn arrive(&mut self, node: usize, message: Message) -> Result<(), String> {
         if self.process.running.is_none() {
             if let Message::Result(computed) = message {
                 self.results.insert(node, computed);
             }
-            let at = self.now + self.delay();
-            self.agenda.at(
-                at,
-                Happening::Hear {
-                    node,
-                    heard: Heard::Refused,
-                },
-            );
+            self.answer(node, Heard::Refused);
             return Ok(());
         }
         let id = self.nodes[node].id;
@@ -416,14 +415,7 @@ impl<'a> Sim<'a> {
                 }
                 Err(error) => {
                     self.asking.remove(&request);
-                    let at = self.now + self.delay();
-                    self.agenda.at(
-                        at,
-                        Happening::Hear {
-                            node,
-                            heard: Heard::Answer(Err(error)),
-                        },
-                    );
+                    self.answer(node, Heard::Answer(Err(error)));
                     return Ok(());
                 }
             },
@@ -482,14 +474,7 @@ impl<'a> Sim<'a> {
                     .at(self.now + DOWNTIME_MS + RETRY_MS, Happening::SubmitJob);
                 continue;
             }
-            let at = self.now + self.delay();
-            self.agenda.at(
-                at,
-                Happening::Hear {
-                    node,
-                    heard: Heard::Refused,
-                },
-            );
+            self.answer(node, Heard::Refused);
         }
         self.agenda.at(self.now + DOWNTIME_MS, Happening::Restart);
     }

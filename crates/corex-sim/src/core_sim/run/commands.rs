@@ -32,14 +32,7 @@ impl Sim<'_> {
                         .map(|_| ())
                         .map_err(|error| format!("the job was refused: {error}"));
                 }
-                let at = self.now + self.delay();
-                self.agenda.at(
-                    at,
-                    Happening::Hear {
-                        node,
-                        heard: Heard::Answer(answer),
-                    },
-                );
+                self.answer(node, Heard::Answer(answer));
             }
             Command::Persist(persist) => {
                 let running = self.process.running.as_mut().ok_or(STOPPED)?;

@@ -1,0 +1,76 @@
+//! The compute pool: where the coordinator's ML work runs (a round's close: replays,
+//! held-out checks, aggregation, the step, evaluation, export; a capability check), on
+//! threads of its own at the lowest scheduling priority, so that on a busy machine request
+//! handling, the core and the stores' writes come first and no request waits on ML work it did
+//! not ask for. A panic in the work is caught and comes back as its message.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub struct ComputePool {
+    jobs: Mutex<Sender<Job>>,
+}
+
+impl ComputePool {
+    /// Starts `threads` workers (at least one).
+    pub fn start(threads: usize) -> std::io::Result<Self> {
+        let (sender, receiver) = channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("corex-compute-{index}"))
+                .spawn(move || work(&receiver))?;
+        }
+        Ok(Self {
+            jobs: Mutex::new(sender),
+        })
+    }
+
+    /// Runs `work` on the pool; its result, or the message of its panic.
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<Result<T, String>> {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let done = std::panic::catch_unwind(AssertUnwindSafe(work))
+                .map_err(|panic| format!("panicked: {}", crate::server::panic_message(panic)));
+            let _ = answer.send(done);
+        });
+        let sent = crate::server::lock(&self.jobs).send(job);
+        if sent.is_err() {
+            tracing::error!("the compute pool has stopped; work was dropped");
+        }
+        answered
+    }
+}
+
+/// A worker: lowers its own priority, then runs jobs until the pool is dropped.
+fn work(jobs: &Mutex<Receiver<Job>>) {
+    lower_current_thread_priority();
+    loop {
+        let job = match crate::server::lock(jobs).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job();
+    }
+}
+
+/// Gives the calling thread the lowest scheduling priority (on Linux only it: the nice value
+/// is per thread). ML threads call it (the pool's, and the ML thread pools' of every Corex
+/// process, as BOINC runs its work); a failure leaves the thread as it was, which is only
+/// slower for others.
+pub fn lower_current_thread_priority() {
+    if let Err(error) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::debug!(?error, "a compute thread keeps its priority");
+    }
+}
