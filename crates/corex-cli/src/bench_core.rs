@@ -21,14 +21,14 @@ pub struct CoreBenchOptions {
 pub fn run(options: &CoreBenchOptions) -> anyhow::Result<()> {
     let faults = &options.faults;
     println!(
-        "bench core: the real coordinator core, {} virtual nodes ({} liars, {} lying auditors), {} rounds × {} fragments, seeds {}..{}; faults: node crash {:.2} % of fragments, delay {}–{} ms, {} coordinator kill -9s a run",
+        "bench core: the real coordinator core, {} virtual nodes ({} liars, {} lying auditors), {} rounds × {} fragments, seeds {} to {}; faults: node crash {:.2} % of fragments, delay {}–{} ms, {} coordinator kill -9s a run",
         options.nodes,
         faults.liars,
         faults.lying_auditors,
         options.rounds,
         options.fragments_per_round,
         options.first_seed,
-        options.first_seed + options.seeds,
+        options.first_seed + options.seeds - 1,
         f64::from(faults.node_crash_ppm) / 1e4,
         faults.delay_ms[0],
         faults.delay_ms[1],
@@ -74,12 +74,13 @@ pub fn run(options: &CoreBenchOptions) -> anyhow::Result<()> {
         totals.add(&faulty);
     }
     println!(
-        "  {} seeds, {} runs: {} steps, invariants checked after each ({} ledger-wide scans), {} faults injected, every model identical to its fault-free run, every invariant held; {:.1} s",
+        "  {} seeds, {} runs: {} steps, invariants checked after each ({} ledger-wide scans); {} crashes, lies and restarts injected, {} messages delayed; every model identical to its fault-free run, every invariant held; {:.1} s",
         options.seeds,
         options.seeds * 2,
         totals.steps,
         totals.ledger_scans,
         totals.faults,
+        totals.delays,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -90,6 +91,7 @@ struct Totals {
     steps: u64,
     ledger_scans: u64,
     faults: u64,
+    delays: u64,
 }
 
 impl Totals {
@@ -97,11 +99,9 @@ impl Totals {
         self.steps += report.steps;
         self.ledger_scans += report.ledger_scans;
         let faults = &report.faults;
-        self.faults += faults.node_crashes
-            + faults.lies
-            + faults.auditor_lies
-            + faults.coordinator_restarts
-            + faults.delayed_messages;
+        self.faults +=
+            faults.node_crashes + faults.lies + faults.auditor_lies + faults.coordinator_restarts;
+        self.delays += faults.delayed_messages;
     }
 }
 

@@ -219,13 +219,14 @@ impl CoordinatorCore {
                 match submitted {
                     Ok((job, (checkpoint, saved))) => {
                         tracing::info!(job = %job.short(), %name, owner = %owner.short(), "job submitted");
-                        // Durable before acknowledged: a job answered 201 survives a crash.
+                        // Durable before acknowledged: a job answered 201 survives a crash. It
+                        // leases work once stored (`JobStored`), so no result for it is taken
+                        // before the job itself would survive one.
                         out.push(Command::Persist(Persist::Job(
                             Box::new(checkpoint),
                             saved.map(Box::new),
                         )));
                         out.push(Command::answer(request, Ok(Answer::JobSubmitted(job))));
-                        out.push(Command::WakeLeaseWaiters);
                     }
                     Err(error) => out.push(Command::answer(request, Err(error))),
                 }
@@ -254,6 +255,16 @@ impl CoordinatorCore {
                     Err(error) => {
                         tracing::error!(job = %job.short(), %error, "a round's close could not be applied")
                     }
+                }
+            }
+            Event::JobStored { job, stored } => {
+                let opened = stored.is_ok();
+                if let Err(reason) = &stored {
+                    tracing::error!(job = %job.short(), %reason, "a submitted job could not be stored; it fails");
+                }
+                self.engine.job_stored(&job, stored, now_ms);
+                if opened {
+                    out.push(Command::WakeLeaseWaiters);
                 }
             }
             Event::CheckpointStored {
@@ -330,7 +341,7 @@ impl CoordinatorCore {
         let mut recorded_round = None;
         let mut standing = Vec::new();
         if matches!(progress, Progress::RoundClosed | Progress::JobFinished)
-            && let Some(record) = self.engine.job(&job)?.history().last()
+            && let Some(record) = self.engine.job(&job)?.history().last().cloned()
         {
             recorded_round = Some(record.round);
             // The audit records of the round's nodes moved with its verdicts.
@@ -341,10 +352,7 @@ impl CoordinatorCore {
                 .chain(record.audits.iter().map(|audit| audit.auditor))
                 .collect();
             standing = self.engine.standing_of(nodes);
-            let closed = ClosedRound {
-                job,
-                record: record.clone(),
-            };
+            let closed = ClosedRound { job, record };
             let records = self.ledger.round_records(&self.engine.verifier, closed);
             out.push(Command::AppendLedger(records));
         }

@@ -29,8 +29,7 @@ use crate::store::{StateStore, StoredJob, StoredNode, write_atomically};
 /// are read again from where they came from, and checked against the job's dataset hash).
 const KEPT_DATASET: &str = "dataset.bin";
 
-/// How long a close waits for the ledger to record its round before storing the checkpoint
-/// anyway (a ledger that stopped recording is logged; the checkpoint must still move on).
+/// How often a checkpoint still waiting for the ledger to record its round says so.
 const LEDGER_WAIT: Duration = Duration::from_secs(30);
 
 fn job_dir(data_dir: &Path, job: &Hash) -> std::path::PathBuf {
@@ -259,9 +258,11 @@ fn read_progression(
     SavedProgression::from_bytes(&checkpoint.spec, &bytes)
 }
 
-/// Waits until the ledger has recorded round `round` of `job` (or [`LEDGER_WAIT`] passed).
+/// Waits until the ledger has recorded round `round` of `job`, however long that takes (a
+/// checkpoint past a round the ledger does not hold would, after a crash, skip that round's
+/// payment): an error is logged every [`LEDGER_WAIT`].
 async fn wait_for_ledger(services: &Services, job: &Hash, round: u32) {
-    let deadline = tokio::time::Instant::now() + LEDGER_WAIT;
+    let mut deadline = tokio::time::Instant::now() + LEDGER_WAIT;
     loop {
         let recorded = crate::server::lock(&services.ledger)
             .chain()
@@ -273,8 +274,8 @@ async fn wait_for_ledger(services: &Services, job: &Hash, round: u32) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::error!(job = %job.short(), round, "the ledger has not recorded a closed round; the job's checkpoint moves on without it");
-            return;
+            tracing::error!(job = %job.short(), round, "the ledger has not recorded a closed round; the job's checkpoint waits for it");
+            deadline += LEDGER_WAIT;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

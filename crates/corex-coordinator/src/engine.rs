@@ -49,6 +49,8 @@ pub struct Coordinator {
     /// Audits, consistency and duplicate detection across all jobs.
     pub verifier: Verifier,
     challenges: BTreeMap<NodeId, PendingChallenge>,
+    /// Snapshots of node standing taken so far (see `standing_of`).
+    standing_taken: u64,
 }
 
 /// What a result (or a decline) did: the job it went to and how that progressed, a flag the
@@ -84,6 +86,7 @@ impl Coordinator {
         Self {
             verifier,
             challenges: BTreeMap::new(),
+            standing_taken: 0,
             identity,
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -233,7 +236,7 @@ impl Coordinator {
         // An audit's request for checkpoints comes first: its round waits on nothing else.
         if let Some((fragment, model, steps)) = self
             .jobs()
-            .filter(|job| job.is_running())
+            .filter(|job| job.takes_work())
             .find_map(|job| job.reveal_for(&node))
         {
             return Ok(LeaseResponse::Reveal {
@@ -244,7 +247,7 @@ impl Coordinator {
         }
         let mut deferred = false;
         for id in &self.job_order {
-            let Some(job) = self.jobs.get_mut(id).filter(|job| job.is_running()) else {
+            let Some(job) = self.jobs.get_mut(id).filter(|job| job.takes_work()) else {
                 continue;
             };
             match job.lease(node, now_ms, ahead, &self.verifier, &auditors) {
@@ -266,7 +269,7 @@ impl Coordinator {
             .job_order
             .iter()
             .filter_map(|id| self.jobs.get(id))
-            .filter(|job| job.is_running())
+            .filter(|job| job.takes_work())
             .filter_map(|job| job.next_copy_ms(&node, &auditors))
             .min()
             .map(|due_ms| due_ms.saturating_sub(now_ms).max(1));

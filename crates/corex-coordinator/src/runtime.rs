@@ -121,6 +121,15 @@ impl CoreHandle {
     }
 }
 
+/// Stops the core's thread when dropped.
+pub struct StopOnDrop(pub CoreHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// Starts the core's thread. `ledger` is the recorder's channel: it closes when the thread
 /// ends.
 pub fn start(
@@ -150,26 +159,47 @@ pub fn start(
 
 fn run_core(mut core: CoordinatorCore, receiver: Receiver<Envelope>, mut executor: Executor) {
     while let Ok(envelope) = receiver.recv() {
-        let (event, request) = match envelope {
+        let event = match envelope {
             Envelope::Request {
                 request,
                 event,
                 reply,
             } => {
                 executor.waiting.insert(request, reply);
-                (event, Some(request))
+                event
             }
-            Envelope::Event(event) => (event, None),
+            Envelope::Event(event) => event,
             Envelope::Stop => break,
         };
+        let request = event.request();
+        let closing = match &event {
+            Event::CloseComputed { job, .. } => Some(*job),
+            _ => None,
+        };
         let now_ms = executor.services.clock.millis();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| core.handle(event, now_ms))) {
-            Ok(commands) => executor.execute(commands),
-            Err(panic) => {
-                let message = panic_message(panic);
-                tracing::error!(%message, "the coordinator's core panicked on an event");
-                if let Some(reply) = request.and_then(|request| executor.waiting.remove(&request)) {
-                    let _ = reply.send(Err(CoordinatorError::CoreFailed(message)));
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| core.handle(event, now_ms)));
+        let message = match handled {
+            Ok(commands) => {
+                executor.execute(commands);
+                continue;
+            }
+            Err(panic) => panic_message(panic),
+        };
+        tracing::error!(%message, "the coordinator's core panicked on an event");
+        if let Some(reply) = request.and_then(|request| executor.waiting.remove(&request)) {
+            let _ = reply.send(Err(CoordinatorError::CoreFailed(message.clone())));
+        }
+        // A close that could not be applied fails its job, visibly, rather than leave it
+        // without a round.
+        if let Some(job) = closing {
+            let failed = Event::CloseComputed {
+                job,
+                closed: Err(format!("applying it panicked: {message}")),
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(|| core.handle(failed, now_ms))) {
+                Ok(commands) => executor.execute(commands),
+                Err(_) => {
+                    tracing::error!(job = %job.short(), "a job's failed close could not be recorded")
                 }
             }
         }
@@ -292,19 +322,31 @@ impl Executor {
             return;
         }
         let services = self.services.clone();
-        self.runtime.spawn(run_steps(services, steps));
+        self.runtime
+            .spawn(run_steps(services, self.core.clone(), steps));
     }
 }
 
-/// Runs a batch's steps in order; answers after a step that failed carry its error.
-async fn run_steps(services: Arc<Services>, steps: Vec<Step>) {
+/// Runs a batch's steps in order; answers after a step that failed carry its error. A
+/// submitted job's checkpoint, stored or not, goes back to the core (`Event::JobStored`).
+async fn run_steps(services: Arc<Services>, core: CoreHandle, steps: Vec<Step>) {
     let mut failed = None;
     for step in steps {
         match step {
             Step::Persist(persist) => {
-                if failed.is_none()
-                    && let Err(error) = durability::persist(&services, persist).await
-                {
+                if failed.is_some() {
+                    continue;
+                }
+                let submitted = match &persist {
+                    Persist::Job(checkpoint, _) => Some(checkpoint.id),
+                    _ => None,
+                };
+                let persisted = durability::persist(&services, persist).await;
+                if let Some(job) = submitted {
+                    let stored = persisted.as_ref().map(|_| ()).map_err(ToString::to_string);
+                    core.tell(Event::JobStored { job, stored });
+                }
+                if let Err(error) = persisted {
                     tracing::error!(%error, "what a request changed could not be stored");
                     failed = Some(error);
                 }

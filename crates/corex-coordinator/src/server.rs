@@ -164,6 +164,8 @@ pub async fn run(
     let (core, core_thread) =
         runtime::start(CoordinatorCore::new(engine), services.clone(), round_sender)
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
+    // Whatever ends this function from here, the core's thread stops.
+    let stop_core = runtime::StopOnDrop(core.clone());
     // A round the restored results completed closes as any other.
     core.tell(Event::Restored { progressed });
     let shared = Arc::new(Shared {
@@ -222,18 +224,15 @@ pub async fn run(
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     sweeper.abort();
-    // Work still running off the async threads (a handler's blocking part, a checkpoint being
-    // stored) holds the services, and so the ledger's database: wait for it, so that a
-    // coordinator started on this data directory right after this one returns can open it.
     let _ = sweeper.await;
+    // In this order, so that a coordinator started on this data directory right after this
+    // one returns can open its databases: the handlers still running finish; then the core
+    // stops after the events sent before, which closes the recorder's channel, and the
+    // recorder writes every round that closed; then the work still holding the stores (a
+    // checkpoint being stored, a ledger write) finishes.
+    wait_for_last(&shared).await;
     drop(shared);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while Arc::strong_count(&services) > 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The core stops after the events sent before; its end closes the recorder's channel,
-    // and the recorder writes every round that closed.
-    core.stop();
+    drop(stop_core);
     if tokio::task::spawn_blocking(move || core_thread.join())
         .await
         .is_err()
@@ -243,8 +242,20 @@ pub async fn run(
     if recorder.await.is_err() {
         tracing::warn!("the ledger recorder failed while stopping");
     }
+    wait_for_last(&services).await;
     drop(services);
     served.map_err(|error| CoordinatorError::Storage(error.to_string()))
+}
+
+/// Waits (up to 40 s) until `shared` is the last reference to what it points at.
+async fn wait_for_last<T>(shared: &Arc<T>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while Arc::strong_count(shared) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(shared) > 1 {
+        tracing::warn!("work still holds the coordinator's state at shutdown");
+    }
 }
 
 /// HTTP/2 streams one connection may have open at once.

@@ -40,6 +40,10 @@ pub struct StoredNode {
     pub info: NodeInfo,
     pub audits_passed: u64,
     pub audits_failed: u64,
+    /// When the core took this snapshot (its counter of snapshots, which a restart carries
+    /// on): a snapshot never replaces a later one, whatever order their writes come in.
+    #[serde(default)]
+    pub taken: u64,
 }
 
 /// A job as stored: its checkpoint, with its whole history.
@@ -118,7 +122,8 @@ impl StateStore {
         Ok(true)
     }
 
-    /// Stores `nodes`' standing in one transaction; durable when this returns.
+    /// Stores `nodes`' standing in one transaction, each unless a later snapshot of it is
+    /// stored already; durable when this returns.
     pub fn save_nodes(&self, nodes: &[StoredNode]) -> Result<(), CoordinatorError> {
         if nodes.is_empty() {
             return Ok(());
@@ -127,6 +132,14 @@ impl StateStore {
         {
             let mut table = txn.open_table(NODES).map_err(storage)?;
             for node in nodes {
+                let stored_later = table
+                    .get(node.node.0.as_slice())
+                    .map_err(storage)?
+                    .and_then(|stored| serde_json::from_slice::<StoredNode>(stored.value()).ok())
+                    .is_some_and(|stored| stored.taken > node.taken);
+                if stored_later {
+                    continue;
+                }
                 let json = serde_json::to_vec(node).map_err(storage)?;
                 table
                     .insert(node.node.0.as_slice(), json.as_slice())
@@ -242,5 +255,48 @@ mod tests {
             .map(|entry| entry.expect("an entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("report.json")]);
+    }
+
+    #[test]
+    fn an_earlier_standing_snapshot_never_replaces_a_later_one() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = StateStore::open(dir.path()).expect("opened");
+        let node = NodeId([7; 32]);
+        let snapshot = |taken: u64, audits_failed: u64| StoredNode {
+            node,
+            info: NodeInfo {
+                device: a_device(),
+                registered_ms: 0,
+                last_seen_ms: 0,
+                capability: None,
+                endpoint: String::new(),
+                observed_mflops: None,
+                behaviour_flag: None,
+            },
+            audits_passed: 0,
+            audits_failed,
+            taken,
+        };
+        store.save_nodes(&[snapshot(5, 3)]).expect("stored");
+        store.save_nodes(&[snapshot(4, 0)]).expect("answered");
+        assert_eq!(store.load_nodes().expect("loaded"), [snapshot(5, 3)]);
+        store.save_nodes(&[snapshot(6, 4)]).expect("stored");
+        assert_eq!(store.load_nodes().expect("loaded"), [snapshot(6, 4)]);
+    }
+
+    fn a_device() -> corex_core::messages::DeviceReport {
+        corex_core::messages::DeviceReport {
+            hostname: String::new(),
+            os: String::new(),
+            cpu_model: String::new(),
+            logical_cores: 1,
+            memory_bytes: 0,
+            gpus: Vec::new(),
+            compute_threads: 1,
+            agent_version: String::new(),
+            claimed_gflops: None,
+            fingerprint: corex_core::Hash::default(),
+            benchmark: None,
+        }
     }
 }

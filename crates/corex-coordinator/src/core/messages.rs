@@ -145,6 +145,12 @@ pub enum Event {
         job: Hash,
         closed: Result<Box<ClosedWork>, String>,
     },
+    /// A submitted job's first checkpoint is stored (`Err`: why it could not be); the job
+    /// leases work only from then on.
+    JobStored {
+        job: Hash,
+        stored: Result<(), String>,
+    },
     /// A job's checkpoint is stored, with its history up to `history_stored` rounds.
     CheckpointStored { job: Hash, history_stored: usize },
     /// Restored at start: jobs whose kept results completed their round.
@@ -154,6 +160,35 @@ pub enum Event {
     TimerFired { entropy: Option<[u8; 32]> },
     /// A read of the state.
     Read { request: RequestId, read: Read },
+}
+
+impl Event {
+    /// The request this event is for, if it is for one.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            Self::NodeRegistered { request, .. }
+            | Self::ChallengeAsked { request, .. }
+            | Self::ChallengeCommitted { request, .. }
+            | Self::ChallengeAnswered { request, .. }
+            | Self::ChallengeChecked { request, .. }
+            | Self::LeaseAsked { request, .. }
+            | Self::ResultArrived { request, .. }
+            | Self::ChunkedResultArrived { request, .. }
+            | Self::RevealDeclined { request, .. }
+            | Self::JobDeclined { request, .. }
+            | Self::ChunkStaged { request, .. }
+            | Self::MissingChunksAsked { request, .. }
+            | Self::DatasetUploaded { request, .. }
+            | Self::JobSubmitted { request, .. }
+            | Self::JobCancelled { request, .. }
+            | Self::Read { request, .. } => Some(*request),
+            Self::CloseComputed { .. }
+            | Self::JobStored { .. }
+            | Self::CheckpointStored { .. }
+            | Self::Restored { .. }
+            | Self::TimerFired { .. } => None,
+        }
+    }
 }
 
 /// What an answered request gets.

@@ -147,21 +147,36 @@ fn register(core: &mut CoordinatorCore, node: NodeId, now_ms: u64) -> Vec<Shape>
     ))
 }
 
-fn submit(core: &mut CoordinatorCore, spec: JobSpec, now_ms: u64) -> (Hash, Vec<Shape>) {
+/// The owner's submission of `spec` on the digits, as request 7.
+fn submission(spec: JobSpec) -> Event {
     let digits = Arc::new(corex_ml::Dataset::digits().expect("the digits load"));
     let prepared = crate::prepared::prepare(&spec, digits, None).expect("prepared");
-    let commands = core.handle(
-        Event::JobSubmitted {
-            request: 7,
-            owner: key(3).id(),
-            spec: Box::new(spec),
-            prepared,
-            sequence: 0,
-            replay_mflops: None,
+    Event::JobSubmitted {
+        request: 7,
+        owner: key(3).id(),
+        spec: Box::new(spec),
+        prepared,
+        sequence: 0,
+        replay_mflops: None,
+    }
+}
+
+/// Submits `spec` and stores it: the job leases work.
+fn submit(core: &mut CoordinatorCore, spec: JobSpec, now_ms: u64) -> (Hash, Vec<Shape>) {
+    let commands = core.handle(submission(spec), now_ms);
+    let job = core.engine().jobs().next().expect("a job").id;
+    let stored = core.handle(
+        Event::JobStored {
+            job,
+            stored: Ok(()),
         },
         now_ms,
     );
-    let job = core.engine().jobs().next().expect("a job").id;
+    assert_eq!(
+        shapes(&stored),
+        [Shape::Wake],
+        "a stored job opens for leases"
+    );
     (job, shapes(&commands))
 }
 
@@ -236,17 +251,49 @@ fn a_refused_registration_is_answered_and_changes_nothing() {
 }
 
 #[test]
-fn a_job_is_stored_before_it_is_acknowledged_and_wakes_lease_requests() {
+fn a_job_is_stored_before_it_is_acknowledged_and_leases_nothing_until_then() {
     let mut core = core();
-    let (job, commands) = submit(&mut core, JobSpec::default_digits(), 0);
+    let node = key(5).id();
+    register(&mut core, node, 0);
+    let submitted = core.handle(submission(JobSpec::default_digits()), 1);
+    let job = core.engine().jobs().next().expect("a job").id;
     assert_eq!(
-        commands,
+        shapes(&submitted),
         [
             Shape::PersistJob(job, "running"),
-            Shape::Answer(7, Ok("job")),
-            Shape::Wake,
+            Shape::Answer(7, Ok("job"))
         ]
     );
+    assert!(lease(&mut core, node, 2).is_none(), "not stored yet");
+    let stored = core.handle(
+        Event::JobStored {
+            job,
+            stored: Ok(()),
+        },
+        3,
+    );
+    assert_eq!(shapes(&stored), [Shape::Wake]);
+    assert!(lease(&mut core, node, 4).is_some());
+}
+
+#[test]
+fn a_job_that_could_not_be_stored_fails_having_leased_nothing() {
+    let mut core = core();
+    let node = key(5).id();
+    register(&mut core, node, 0);
+    core.handle(submission(JobSpec::default_digits()), 1);
+    let job = core.engine().jobs().next().expect("a job").id;
+    let refused = core.handle(
+        Event::JobStored {
+            job,
+            stored: Err("disk full".into()),
+        },
+        2,
+    );
+    assert_eq!(shapes(&refused), []);
+    assert!(lease(&mut core, node, 3).is_none());
+    let state = core.engine().status(&job).expect("a status").state;
+    assert!(matches!(state, JobState::Failed { reason } if reason.contains("disk full")));
 }
 
 #[test]

@@ -94,8 +94,11 @@ impl Coordinator {
         })
     }
 
-    /// The standing of those of `nodes` that are registered, to store.
-    pub fn standing_of(&self, nodes: impl IntoIterator<Item = NodeId>) -> Vec<StoredNode> {
+    /// The standing of those of `nodes` that are registered, to store: a snapshot taken now,
+    /// later than any taken before.
+    pub fn standing_of(&mut self, nodes: impl IntoIterator<Item = NodeId>) -> Vec<StoredNode> {
+        self.standing_taken += 1;
+        let taken = self.standing_taken;
         nodes
             .into_iter()
             .filter_map(|node| {
@@ -106,6 +109,7 @@ impl Coordinator {
                     info: info.clone(),
                     audits_passed: record.passed,
                     audits_failed: record.failed,
+                    taken,
                 })
             })
             .collect()
@@ -120,8 +124,10 @@ impl Coordinator {
             info,
             audits_passed,
             audits_failed,
+            taken,
         } in stored
         {
+            self.standing_taken = self.standing_taken.max(taken);
             let info = NodeInfo {
                 registered_ms: now_ms,
                 last_seen_ms: now_ms,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use corex_core::job::job_id;
-use corex_core::messages::{JobReport, JobStatus, NodeInfo};
+use corex_core::messages::{JobReport, JobState, JobStatus, NodeInfo};
 use corex_core::{Hash, JobSpec, NodeId};
 
 use super::Coordinator;
@@ -61,6 +61,24 @@ impl Coordinator {
         jobs.insert(id, run);
         self.job_order.push(id);
         Ok(id)
+    }
+
+    /// `job`'s submission is stored (`Ok`): it leases work from now on; or it could not be
+    /// (`Err`, why): it fails with that reason, having leased nothing.
+    pub fn job_stored(&mut self, job: &Hash, stored: Result<(), String>, now_ms: u64) {
+        let Some(run) = self.jobs.get_mut(job) else {
+            return;
+        };
+        match stored {
+            Ok(()) => run.stored = true,
+            Err(reason) if !run.stored && run.is_running() => run.end(
+                JobState::Failed {
+                    reason: format!("the submission could not be stored: {reason}"),
+                },
+                now_ms,
+            ),
+            Err(_) => {}
+        }
     }
 
     /// Cancels a running job at `key`'s request (its owner or an operator): its open round

@@ -401,6 +401,7 @@ impl JobRun {
             outputs,
             started_ms: now_ms.saturating_sub(ran_ms),
             finished_ms: (!running).then_some(now_ms),
+            stored: true,
         };
         if running {
             if open_fragments

@@ -266,6 +266,9 @@ pub struct JobRun {
     pub outputs: Option<JobOutputs>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
+    /// Whether the job's submission is stored: until then it leases nothing, so that no
+    /// result for it is acknowledged before the job itself would survive a crash.
+    pub stored: bool,
 }
 
 impl JobRun {
@@ -348,6 +351,7 @@ impl JobRun {
             outputs: None,
             started_ms: now_ms,
             finished_ms: None,
+            stored: false,
         };
         let speeds = match run.spec.granularity {
             Granularity::Adaptive { .. } => auditors.live_speeds(),
@@ -403,6 +407,11 @@ impl JobRun {
         self.round = Some(RoundState::open(fragments, now_ms));
     }
 
+    /// Whether the job leases work: it runs and its submission is stored.
+    pub fn takes_work(&self) -> bool {
+        self.stored && self.is_running()
+    }
+
     pub fn is_running(&self) -> bool {
         self.state == JobState::Running
     }
@@ -415,7 +424,7 @@ impl JobRun {
     }
 
     /// Ends the job in `state` at `now_ms`; its data goes (only a running job computes).
-    fn end(&mut self, state: JobState, now_ms: u64) {
+    pub(crate) fn end(&mut self, state: JobState, now_ms: u64) {
         self.state = state;
         self.finished_ms = Some(now_ms);
         self.data = None;

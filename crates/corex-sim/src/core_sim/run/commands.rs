@@ -4,7 +4,7 @@
 //! round's close is computed (for real) and its result comes back `CLOSE_MS` later; waiting
 //! lease requests are woken.
 
-use corex_coordinator::core::{Command, Event};
+use corex_coordinator::core::{Command, Event, Persist};
 use corex_coordinator::durability;
 use corex_coordinator::ledger::LedgerRecord;
 
@@ -36,8 +36,18 @@ impl Sim<'_> {
             }
             Command::Persist(persist) => {
                 let running = self.process.running.as_mut().ok_or(STOPPED)?;
+                let submitted = match &persist {
+                    Persist::Job(checkpoint, _) => Some(checkpoint.id),
+                    _ => None,
+                };
                 durability::persist_now(&running.store, &dir, persist)
                     .map_err(|error| format!("persisting failed: {error}"))?;
+                if let Some(job) = submitted {
+                    follow_ups.push(Event::JobStored {
+                        job,
+                        stored: Ok(()),
+                    });
+                }
             }
             Command::StoreProgress { checkpoint, .. } => {
                 let running = self.process.running.as_mut().ok_or(STOPPED)?;
