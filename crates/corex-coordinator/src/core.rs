@@ -162,7 +162,18 @@ impl CoordinatorCore {
                 node,
                 fragment,
             } => {
-                let intake = self.engine.decline_job(node, &fragment, now_ms);
+                // The holder's refusal changes the job for good (no round names it again):
+                // stored with the job before it is acknowledged.
+                let intake = self
+                    .engine
+                    .decline_job(node, &fragment, now_ms)
+                    .and_then(|intake| {
+                        let (checkpoint, saved) =
+                            self.engine.take_checkpoint(&intake.job, now_ms)?;
+                        let (checkpoint, saved) = (Box::new(checkpoint), saved.map(Box::new));
+                        out.push(Command::Persist(Persist::Job(checkpoint, saved)));
+                        Ok(intake)
+                    });
                 self.take_intake(request, node, intake, now_ms, &mut out);
             }
             Event::ChunkStaged {

@@ -70,7 +70,8 @@ impl Coordinator {
             return;
         };
         match stored {
-            Ok(()) => run.stored = true,
+            Ok(()) if !run.stored => run.open_for_work(now_ms),
+            Ok(()) => {}
             Err(reason) if !run.stored && run.is_running() => run.end(
                 JobState::Failed {
                     reason: format!("the submission could not be stored: {reason}"),

@@ -407,6 +407,15 @@ impl JobRun {
         self.round = Some(RoundState::open(fragments, now_ms));
     }
 
+    /// The job's submission is stored: it leases work from `now_ms`, when its first round's
+    /// clock (patience, a federated round's wait for absent holders) starts.
+    pub fn open_for_work(&mut self, now_ms: u64) {
+        self.stored = true;
+        if let Some(round) = self.round.as_mut() {
+            round.opened_ms = now_ms;
+        }
+    }
+
     /// Whether the job leases work: it runs and its submission is stored.
     pub fn takes_work(&self) -> bool {
         self.stored && self.is_running()
