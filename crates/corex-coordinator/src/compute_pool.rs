@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 type Job = Box<dyn FnOnce() + Send>;
 
 pub struct ComputePool {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 impl ComputePool {
@@ -27,9 +27,7 @@ impl ComputePool {
                 .name(format!("corex-compute-{index}"))
                 .spawn(move || work(&receiver))?;
         }
-        Ok(Self {
-            jobs: Mutex::new(sender),
-        })
+        Ok(Self { jobs: sender })
     }
 
     /// Runs `work` on the pool; its result, or the message of its panic.
@@ -43,8 +41,7 @@ impl ComputePool {
                 .map_err(|panic| format!("panicked: {}", crate::server::panic_message(panic)));
             let _ = answer.send(done);
         });
-        let sent = crate::server::lock(&self.jobs).send(job);
-        if sent.is_err() {
+        if self.jobs.send(job).is_err() {
             tracing::error!("the compute pool has stopped; work was dropped");
         }
         answered

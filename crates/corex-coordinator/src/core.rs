@@ -269,12 +269,7 @@ impl CoordinatorCore {
                 }
             }
             Event::JobStored { job, stored } => {
-                let opened = stored.is_ok();
-                if let Err(reason) = &stored {
-                    tracing::error!(job = %job.short(), %reason, "a submitted job could not be stored; it fails");
-                }
-                self.engine.job_stored(&job, stored, now_ms);
-                if opened {
+                if self.engine.job_stored(&job, stored, now_ms) {
                     out.push(Command::WakeLeaseWaiters);
                 }
             }

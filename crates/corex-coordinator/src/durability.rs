@@ -73,19 +73,17 @@ fn results_dir(data_dir: &Path, job: &Hash) -> std::path::PathBuf {
 /// Keeps an accepted result; durable when this returns. Blocking.
 fn keep_result(data_dir: &Path, kept: &KeptResult) -> Result<(), CoordinatorError> {
     let dir = results_dir(data_dir, &kept.job);
-    {
-        let bytes = kept.encode()?;
-        let name = format!("{}.{}", kept.round, kept.index);
-        std::fs::create_dir_all(&dir).map_err(storage)?;
-        match write_atomically(&dir, &name, &bytes) {
-            // The job's last checkpoint dropped the folder meanwhile: the result is no longer
-            // needed, but the node is owed a durable answer.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&dir).map_err(storage)?;
-                write_atomically(&dir, &name, &bytes).map_err(storage)
-            }
-            written => written.map_err(storage),
+    let bytes = kept.encode()?;
+    let name = format!("{}.{}", kept.round, kept.index);
+    std::fs::create_dir_all(&dir).map_err(storage)?;
+    match write_atomically(&dir, &name, &bytes) {
+        // The job's last checkpoint dropped the folder meanwhile: the result is no longer
+        // needed, but the node is owed a durable answer.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir).map_err(storage)?;
+            write_atomically(&dir, &name, &bytes).map_err(storage)
         }
+        written => written.map_err(storage),
     }
 }
 

@@ -180,10 +180,6 @@ impl Coordinator {
         self.nodes.contains_key(node)
     }
 
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Notes when `node` is expected free for new work.
     fn free_at(&mut self, node: &NodeId, free_at_ms: u64) {
         if let Some(registered) = self.nodes.get_mut(node) {

@@ -3,12 +3,13 @@
 //!
 //! Requests reach the core through a [`CoreHandle`] (an event with a request id, answered
 //! through a oneshot channel); computations finished on the compute pool (`compute_pool`:
-//! threads of its own at the lowest priority) come back the same way, as events. The executor, on the core's thread, does what
-//! is quick and must keep its order there (records handed to the ledger recorder, waking
-//! lease requests, starting computations) and hands what waits on the disk to a task: each
-//! batch's `Persist` steps run in order before the answers that follow them, so a request is
-//! acknowledged only once what it changed is durable. A panic in the core is logged and the
-//! request that caused it is answered 500; the next event is taken as usual.
+//! threads of its own at the lowest priority) come back the same way, as events. The
+//! executor, on the core's thread, does what is quick and must keep its order there (records
+//! handed to the ledger recorder, waking lease requests, starting computations) and hands what
+//! waits on the disk to a task: each batch's `Persist` steps run in order before the answers
+//! that follow them, so a request is acknowledged only once what it changed is durable. A
+//! panic in the core is logged and the request its event was for is answered 500; the next
+//! event is taken as usual.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -45,8 +46,8 @@ pub struct Services {
 type Reply = oneshot::Sender<Result<Answer, CoordinatorError>>;
 
 enum Envelope {
+    /// An event for a request (`Event::request`), and where its answer goes.
     Request {
-        request: RequestId,
         event: Event,
         reply: Reply,
     },
@@ -75,11 +76,7 @@ impl CoreHandle {
         let (reply, answer) = oneshot::channel();
         let event = event(request);
         self.sender
-            .send(Envelope::Request {
-                request,
-                event,
-                reply,
-            })
+            .send(Envelope::Request { event, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -160,12 +157,10 @@ pub fn start(
 fn run_core(mut core: CoordinatorCore, receiver: Receiver<Envelope>, mut executor: Executor) {
     while let Ok(envelope) = receiver.recv() {
         let event = match envelope {
-            Envelope::Request {
-                request,
-                event,
-                reply,
-            } => {
-                executor.waiting.insert(request, reply);
+            Envelope::Request { event, reply } => {
+                if let Some(request) = event.request() {
+                    executor.waiting.insert(request, reply);
+                }
                 event
             }
             Envelope::Event(event) => event,

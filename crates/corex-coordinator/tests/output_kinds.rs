@@ -14,8 +14,9 @@ use std::time::Duration;
 use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::{CHUNK_SIZE, Manifest};
-use corex_core::fragment::result_commitment;
-use corex_core::messages::{ApiError, JobOutputs, JobState, LeaseResponse, ResultHeader};
+use corex_core::messages::{
+    ApiError, JobOutputs, JobState, LeaseResponse, ResultHeader, ResultReport,
+};
 use corex_core::result_frame::encode_result;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Hash, JobSpec, Keypair, TransformSpec, WorkSpec};
@@ -271,19 +272,12 @@ async fn cheating_nodes_are_caught_and_the_outputs_stay_the_clean_runs() {
 /// A result for `fragment` signed by `key`, framed.
 fn result_body(key: &Keypair, fragment: &corex_core::Fragment, values: &[f32]) -> Vec<u8> {
     let tensor = f32s_to_bytes(values);
-    let result_hash = Hash::of(&tensor);
-    let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
-    let header = ResultHeader {
-        fragment: fragment.id,
-        model: fragment.model,
+    let report = ResultReport {
         loss: 0.0,
         samples: fragment.indices.len() as u32,
         compute_ms: 1,
-        result_hash,
-        commitment_signature: key.sign(commitment.as_bytes()),
-        data_commitment: None,
-        trace: None,
     };
+    let header = ResultHeader::signed(key, fragment.id, fragment.model, Hash::of(&tensor), report);
     encode_result(&header, tensor)
 }
 

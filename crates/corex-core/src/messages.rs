@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::Manifest;
 use crate::fragment::Fragment;
 use crate::hash::Hash;
-use crate::identity::{NodeId, Signature};
+use crate::identity::{Keypair, NodeId, Signature};
 use crate::job::JobSpec;
 use crate::trace::StepTrace;
 
@@ -198,6 +198,41 @@ pub struct ResultHeader {
     /// then covers it too. Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<StepTrace>,
+}
+
+/// What an untraced result reports besides its tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResultReport {
+    pub loss: f32,
+    pub samples: u32,
+    pub compute_ms: u64,
+}
+
+impl ResultHeader {
+    /// The header `key` sends with an untraced, non-federated result of `fragment` at model
+    /// version `model` whose tensor bytes hash to `result_hash`: `key`'s signature over the
+    /// commitment `H(node ‖ fragment ‖ model ‖ result)`.
+    pub fn signed(
+        key: &Keypair,
+        fragment: Hash,
+        model: Hash,
+        result_hash: Hash,
+        report: ResultReport,
+    ) -> Self {
+        let commitment =
+            crate::fragment::result_commitment(&key.id(), &fragment, &model, &result_hash);
+        Self {
+            fragment,
+            model,
+            loss: report.loss,
+            samples: report.samples,
+            compute_ms: report.compute_ms,
+            result_hash,
+            commitment_signature: key.sign(commitment.as_bytes()),
+            data_commitment: None,
+            trace: None,
+        }
+    }
 }
 
 /// What a data holder commits to about the local data behind a federated result, without

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use corex_core::chunk::Manifest;
 use corex_core::fragment::result_commitment;
-use corex_core::messages::{DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader};
+use corex_core::messages::{
+    DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, ResultReport,
+};
 use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
 use corex_core::trace::{StepTrace, traced_commitment};
@@ -519,19 +521,12 @@ impl NodeAgent {
         };
         let reveal = Fragment::derive_reveal_id(fragment);
         let tensor = ResultTensor::from_bytes(tensor);
-        let result_hash = tensor.hash();
-        let commitment = result_commitment(&self.key.id(), &reveal, model, &result_hash);
-        let header = ResultHeader {
-            fragment: reveal,
-            model: *model,
+        let report = ResultReport {
             loss: 0.0,
             samples: 0,
             compute_ms: 0,
-            result_hash,
-            commitment_signature: self.key.sign(commitment.as_bytes()),
-            data_commitment: None,
-            trace: None,
         };
+        let header = ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report);
         self.client.submit_result(&header, tensor).await?;
         tracing::debug!(fragment = %fragment.short(), ?steps, "checkpoints revealed");
         Ok(())

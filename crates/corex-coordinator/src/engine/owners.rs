@@ -63,22 +63,29 @@ impl Coordinator {
         Ok(id)
     }
 
-    /// `job`'s submission is stored (`Ok`): it leases work from now on; or it could not be
-    /// (`Err`, why): it fails with that reason, having leased nothing.
-    pub fn job_stored(&mut self, job: &Hash, stored: Result<(), String>, now_ms: u64) {
-        let Some(run) = self.jobs.get_mut(job) else {
-            return;
+    /// A checkpoint of `job` was stored (`Ok`) or could not be (`Err`, why). For a submission
+    /// not stored before: stored, the job leases work from now on; not stored, it fails with
+    /// that reason, having leased nothing. Returns whether the job opened for work.
+    pub fn job_stored(&mut self, job: &Hash, stored: Result<(), String>, now_ms: u64) -> bool {
+        let Some(run) = self.jobs.get_mut(job).filter(|run| !run.stored) else {
+            return false;
         };
         match stored {
-            Ok(()) if !run.stored => run.open_for_work(now_ms),
-            Ok(()) => {}
-            Err(reason) if !run.stored && run.is_running() => run.end(
-                JobState::Failed {
-                    reason: format!("the submission could not be stored: {reason}"),
-                },
-                now_ms,
-            ),
-            Err(_) => {}
+            Ok(()) => {
+                run.open_for_work(now_ms);
+                true
+            }
+            Err(_) if !run.is_running() => false,
+            Err(reason) => {
+                tracing::error!(job = %job.short(), %reason, "a submitted job could not be stored; it fails");
+                run.end(
+                    JobState::Failed {
+                        reason: format!("the submission could not be stored: {reason}"),
+                    },
+                    now_ms,
+                );
+                false
+            }
         }
     }
 

@@ -17,9 +17,11 @@ pub(super) struct Invariants {
     paid: BTreeSet<(Hash, Hash)>,
     /// The ledger height at the last ledger-wide check.
     checked_height: Option<u64>,
-    /// Steps after which the invariants were checked.
+    /// Steps after which the invariants were checked: by a scan when the ledger moved, else
+    /// by its height alone (the supply, the honest nodes' profiles and bans change only in
+    /// steps that write a block: a close hands its verdicts to the ledger in the same step).
     pub steps_checked: u64,
-    /// Ledger-wide checks (supply, every honest node's profile) after a new block.
+    /// Scans of the supply and of every honest node's standing, one per new ledger height.
     pub ledger_scans: u64,
 }
 

@@ -10,9 +10,8 @@
 //! honest ones (seed 18 of the first version of this simulation found exactly that).
 
 use corex_coordinator::job_run::SignedTensor;
-use corex_core::fragment::result_commitment;
 use corex_core::hash::Hashed;
-use corex_core::messages::ResultHeader;
+use corex_core::messages::{ResultHeader, ResultReport};
 use corex_core::tensor::f32s_to_bytes;
 use corex_core::{Fragment, Hash, JobSpec, Keypair, NodeId};
 use corex_ml::Dataset;
@@ -105,19 +104,18 @@ impl SimNode {
             values.iter_mut().for_each(|value| *value *= factor);
         }
         let tensor = f32s_to_bytes(&values);
-        let result_hash = Hash::of(&tensor);
-        let commitment = result_commitment(&self.id, &fragment.id, &fragment.model, &result_hash);
-        let header = ResultHeader {
-            fragment: fragment.id,
-            model: fragment.model,
+        let report = ResultReport {
             loss: output.loss,
             samples: output.samples,
             compute_ms: self.compute_ms(fragment),
-            result_hash,
-            commitment_signature: self.key.sign(commitment.as_bytes()),
-            data_commitment: None,
-            trace: None,
         };
+        let header = ResultHeader::signed(
+            &self.key,
+            fragment.id,
+            fragment.model,
+            Hash::of(&tensor),
+            report,
+        );
         Ok(Computed { header, tensor })
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use corex_coordinator::CoordinatorError;
 use corex_coordinator::core::{Answer, Event, RequestId};
 use corex_coordinator::job_run::ClosedWork;
+use corex_coordinator::job_run::JobRun;
 use corex_core::messages::{DeviceReport, JobState};
 use corex_core::{Hash, JobSpec, NodeId};
 use corex_ledger::{DeviceClass, SignedTx, TxBody};
@@ -30,6 +31,9 @@ const CLOSE_MS: u64 = 5;
 const RETRY_MS: u64 = 500;
 /// How long the coordinator stays down after a crash.
 const DOWNTIME_MS: u64 = 400;
+/// Who waits for the job's submission among the requests the core holds: the owner, not a
+/// node.
+const OWNER: usize = usize::MAX;
 /// How long a crashed node stays down.
 const NODE_DOWNTIME_MS: u64 = 3_000;
 
@@ -204,8 +208,7 @@ impl<'a> Sim<'a> {
     /// Once the job has ended and its whole history is stored: its final model, or how it
     /// did not finish.
     fn ended(&self) -> Option<Result<Hash, String>> {
-        let engine = self.process.running.as_ref()?.core.engine();
-        let job = engine.job(&self.job?).ok()?;
+        let job = self.job_run()?;
         if job.is_running() || !job.history_is_stored() {
             return None;
         }
@@ -227,22 +230,18 @@ impl<'a> Sim<'a> {
 
     /// The job's recorded rounds.
     pub(super) fn history(&self) -> Vec<corex_core::messages::RoundRecord> {
-        self.process
-            .running
-            .as_ref()
-            .zip(self.job)
-            .and_then(|(running, job)| running.core.engine().job(&job).ok())
+        self.job_run()
             .map_or_else(Vec::new, |job| job.history().to_vec())
     }
 
+    /// The simulated job as the running coordinator holds it.
+    fn job_run(&self) -> Option<&JobRun> {
+        let engine = self.process.running.as_ref()?.core.engine();
+        engine.job(&self.job?).ok()
+    }
+
     fn progress(&self) -> SimProgress {
-        let rounds_closed = self
-            .process
-            .running
-            .as_ref()
-            .zip(self.job)
-            .and_then(|(running, job)| running.core.engine().job(&job).ok())
-            .map_or(0, |job| job.history().len() as u32);
+        let rounds_closed = self.job_run().map_or(0, |job| job.history().len() as u32);
         SimProgress {
             rounds_closed,
             steps: self.steps,
@@ -257,7 +256,7 @@ impl<'a> Sim<'a> {
             .process
             .start(seed, self.now)
             .map_err(|error| format!("the coordinator could not start: {error}"))?;
-        self.step(Event::Restored { progressed }, None)
+        self.step(Event::Restored { progressed })
     }
 
     fn register_on_ledger(&mut self, node: usize) -> Result<(), String> {
@@ -302,7 +301,7 @@ impl<'a> Sim<'a> {
                 closed,
             } => {
                 if incarnation == self.process.incarnation && self.process.running.is_some() {
-                    self.step(Event::CloseComputed { job, closed }, None)?;
+                    self.step(Event::CloseComputed { job, closed })?;
                 }
                 Ok(())
             }
@@ -313,12 +312,9 @@ impl<'a> Sim<'a> {
                 }
                 let mut entropy = [0u8; 32];
                 self.rng.fill_bytes(&mut entropy);
-                self.step(
-                    Event::TimerFired {
-                        entropy: Some(entropy),
-                    },
-                    None,
-                )?;
+                self.step(Event::TimerFired {
+                    entropy: Some(entropy),
+                })?;
                 if let Some(running) = self.process.running.as_mut() {
                     running
                         .ledger
@@ -352,14 +348,14 @@ impl<'a> Sim<'a> {
             .map_err(|error| error.to_string())?;
         let owner = self.process.identity.id();
         let event = Event::JobSubmitted {
-            request: self.new_request(usize::MAX),
+            request: self.new_request(OWNER),
             owner,
             spec: Box::new(self.spec.clone()),
             prepared,
             sequence,
             replay_mflops: None,
         };
-        self.step(event, None)?;
+        self.step(event)?;
         if let Some(running) = self.process.running.as_ref() {
             self.job = running.core.engine().jobs().last().map(|job| job.id);
         }
@@ -420,11 +416,11 @@ impl<'a> Sim<'a> {
                 }
             },
         };
-        self.step(event, Some(request))
+        self.step(event)
     }
 
     /// Hands the core `event`, carries out its commands, checks the invariants.
-    fn step(&mut self, event: Event, _request: Option<RequestId>) -> Result<(), String> {
+    fn step(&mut self, event: Event) -> Result<(), String> {
         let Some(running) = self.process.running.as_mut() else {
             return Ok(());
         };
@@ -450,7 +446,7 @@ impl<'a> Sim<'a> {
         }
         self.check()?;
         for event in follow_ups {
-            self.step(event, None)?;
+            self.step(event)?;
         }
         Ok(())
     }
@@ -468,7 +464,7 @@ impl<'a> Sim<'a> {
         self.faults.coordinator_restarts += 1;
         self.process.crash();
         for (_, node) in std::mem::take(&mut self.asking) {
-            if node == usize::MAX {
+            if node == OWNER {
                 // The job's submission was not acknowledged: the owner sends it again.
                 self.agenda
                     .at(self.now + DOWNTIME_MS + RETRY_MS, Happening::SubmitJob);

@@ -9,7 +9,7 @@ use corex_coordinator::durability;
 use corex_coordinator::ledger::LedgerRecord;
 
 use super::super::process::GENESIS_UNIX_MS;
-use super::{CLOSE_MS, Doing, Happening, Heard, Sim};
+use super::{CLOSE_MS, Doing, Happening, Heard, OWNER, Sim};
 
 const STOPPED: &str = "a command after the coordinator stopped";
 
@@ -27,7 +27,7 @@ impl Sim<'_> {
                 let Some(node) = self.asking.remove(&request) else {
                     return Ok(());
                 };
-                if node == usize::MAX {
+                if node == OWNER {
                     return answer
                         .map(|_| ())
                         .map_err(|error| format!("the job was refused: {error}"));
