@@ -48,7 +48,14 @@ pub fn single_process(spec: &JobSpec) -> anyhow::Result<(Measurement, Option<f64
         let fragments: Vec<FragmentOutput> = batch
             .chunks(spec.fragment_samples as usize)
             .map(|indices| {
-                corex_ml::run_fragment(&spec.work, &spec.model, &parameters, &dataset, indices)
+                corex_ml::run_fragment(
+                    &corex_ml::Backend::cpu(),
+                    &spec.work,
+                    &spec.model,
+                    &parameters,
+                    &dataset,
+                    indices,
+                )
             })
             .collect::<Result<_, _>>()?;
         let parts: Vec<(&[f32], u32)> = fragments

@@ -284,7 +284,14 @@ fn heavy_replay_seconds(heavy: &JobSpec, images: &corex_ml::Dataset) -> anyhow::
     let parameters = corex_ml::init_parameters(&heavy.model, heavy.seed);
     let indices: Vec<u32> = (0..heavy.fragment_samples).collect();
     let started = Instant::now();
-    corex_ml::run_fragment(&heavy.work, &heavy.model, &parameters, images, &indices)?;
+    corex_ml::run_fragment(
+        &corex_ml::Backend::cpu(),
+        &heavy.work,
+        &heavy.model,
+        &parameters,
+        images,
+        &indices,
+    )?;
     Ok(started.elapsed().as_secs_f64())
 }
 

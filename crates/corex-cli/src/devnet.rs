@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corex_core::messages::{JobReport, JobState, NodeInfo};
-use corex_core::{DataHolder, Hash, JobSpec, NodeId, PrivacySpec};
+use corex_core::{ComputeBackend, DataHolder, Hash, JobSpec, NodeId, PrivacySpec};
 use corex_net::{CoordinatorClient, load_or_create_keypair};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -51,17 +51,28 @@ pub struct FederatedDevnet {
     pub privacy: Option<PrivacySpec>,
 }
 
-/// A device profile a devnet node stands for, by slowing its work down.
+/// A device profile a devnet node stands for: a speed (its work slowed down to stand for
+/// weaker hardware) and the backend it computes on. Written `SPEED`, `BACKEND` or
+/// `SPEED+BACKEND` (`edge`, `wgpu`, `medium+wgpu`); the default is `fast+cpu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub speed: Speed,
+    pub backend: ComputeBackend,
+}
+
+/// How fast a devnet node works, against this machine's speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Profile {
+pub enum Speed {
     Fast,
     Medium,
     Edge,
 }
 
-impl Profile {
-    /// How many times slower than this machine the profile works.
+impl Speed {
+    const ALL: [Speed; 3] = [Self::Fast, Self::Medium, Self::Edge];
+
+    /// How many times slower than this machine the node works.
     pub fn slowdown(self) -> u32 {
         match self {
             Self::Fast => 1,
@@ -79,14 +90,40 @@ impl Profile {
     }
 }
 
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            speed: Speed::Fast,
+            backend: ComputeBackend::Cpu,
+        }
+    }
+}
+
+impl Profile {
+    /// `speed+backend`, as written on the command line.
+    pub fn name(self) -> String {
+        format!("{}+{}", self.speed.name(), self.backend)
+    }
+}
+
 impl std::str::FromStr for Profile {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [Self::Fast, Self::Medium, Self::Edge]
-            .into_iter()
-            .find(|profile| profile.name() == text)
-            .ok_or_else(|| format!("unknown profile '{text}'; one of: fast, medium, edge"))
+        let mut profile = Profile::default();
+        for part in text.split('+') {
+            if let Some(speed) = Speed::ALL.into_iter().find(|speed| speed.name() == part) {
+                profile.speed = speed;
+            } else if let Ok(backend) = part.parse::<ComputeBackend>() {
+                profile.backend = backend;
+            } else {
+                return Err(format!(
+                    "unknown profile part '{part}' in '{text}': a speed (fast, medium, edge) \
+                     and/or a backend (cpu, wgpu, cuda), joined by '+'"
+                ));
+            }
+        }
+        Ok(profile)
     }
 }
 
@@ -217,7 +254,9 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             "--threads".into(),
             options.threads.to_string(),
             "--slowdown".into(),
-            profile(options, index).slowdown().to_string(),
+            profile(options, index).speed.slowdown().to_string(),
+            "--backend".into(),
+            profile(options, index).backend.to_string(),
         ];
         if !options.adversaries.is_empty() {
             // Every node leaks its results where copying adversaries can find them.
@@ -353,7 +392,7 @@ fn profile(options: &DevnetOptions, index: u32) -> Profile {
         .profiles
         .get(index as usize - 1)
         .copied()
-        .unwrap_or(Profile::Fast)
+        .unwrap_or_default()
 }
 
 async fn wait_for_endpoint(dir: &Path, children: &mut Children) -> anyhow::Result<Endpoint> {

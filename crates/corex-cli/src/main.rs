@@ -16,6 +16,7 @@ mod emission;
 mod endpoint;
 mod job;
 mod ledger;
+mod node_bench;
 mod processes;
 mod quality;
 mod serve;
@@ -79,9 +80,10 @@ enum Command {
         /// share this machine) replay each other's results.
         #[arg(long)]
         coordinator_audits: bool,
-        /// Device profiles of the first nodes, one each: fast (full speed), medium (3× slower)
-        /// or edge (8× slower), comma-separated; the rest are fast. More profiles than
-        /// --nodes start more nodes.
+        /// Device profiles of the first nodes, one each, comma-separated: a speed, fast (full
+        /// speed), medium (3× slower) or edge (8× slower), and/or a backend, cpu or wgpu,
+        /// joined by '+' (`edge`, `wgpu`, `medium+wgpu`); the rest are fast CPU nodes. More
+        /// profiles than --nodes start more nodes.
         #[arg(long, value_delimiter = ',')]
         profiles: Vec<devnet::Profile>,
         /// A federated job: the digits training split is dealt out by class (each node holds
@@ -145,6 +147,11 @@ enum Command {
         /// Compute threads (0: all cores).
         #[arg(long, default_value_t = 0, global = true)]
         threads: u32,
+        /// Where to compute: auto (the fastest backend present, after a short matrix-product
+        /// measurement), cpu, wgpu (Vulkan, Metal or DirectX; Mesa's lavapipe on a machine
+        /// without a GPU) or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: serve::BackendChoice,
         /// Work this many times slower than the hardware can (stands for a weaker device).
         #[arg(long, default_value_t = 1)]
         slowdown: u32,
@@ -294,6 +301,7 @@ fn main() -> anyhow::Result<()> {
             pin,
             data_dir,
             threads,
+            backend,
             slowdown,
             adversary,
             collusion_dir,
@@ -302,19 +310,19 @@ fn main() -> anyhow::Result<()> {
             holder,
         } => {
             use anyhow::Context;
-            let coordinator =
-                coordinator.context("give --coordinator URL (or COREX_COORDINATOR)")?;
-            let pin = pin.context("give --pin FINGERPRINT (or COREX_PIN)")?;
             let threads = serve::configure_threads(threads)?;
             if let Some(NodeAction::Bench { repeats }) = action {
+                let coordinator = coordinator.map(|url| (url, pin));
                 return runtime()?.block_on(serve::node_bench(
-                    &coordinator,
-                    &pin,
+                    coordinator,
                     &data_dir,
                     threads,
                     repeats,
                 ));
             }
+            let coordinator =
+                coordinator.context("give --coordinator URL (or COREX_COORDINATOR)")?;
+            let pin = pin.context("give --pin FINGERPRINT (or COREX_PIN)")?;
             // A node is one sequential loop; a single-threaded runtime spares it cross-thread
             // wake-ups. Its compute runs on the blocking pool and the rayon pool.
             tokio::runtime::Builder::new_current_thread()
@@ -326,6 +334,7 @@ fn main() -> anyhow::Result<()> {
                     &data_dir,
                     serve::NodeOptions {
                         threads,
+                        backend,
                         slowdown,
                         adversary,
                         collusion_dir,
@@ -361,9 +370,10 @@ fn main() -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 enum NodeAction {
-    /// Measure this device (matrix products per backend and thread count, memory bandwidth,
-    /// round trip and throughput to the coordinator, repeated), print a table, and send the
-    /// result in the node's signed device report.
+    /// Measure this device (matrix products per backend and thread count, host and device
+    /// memory bandwidth, and with --coordinator the round trip and throughput to it, repeated)
+    /// and print a table; with --coordinator, also send the result in the node's signed
+    /// device report.
     Bench {
         #[arg(long, default_value_t = 5)]
         repeats: u32,

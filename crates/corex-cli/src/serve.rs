@@ -9,6 +9,7 @@ use corex_net::{CoordinatorClient, TlsIdentity, load_or_create_keypair};
 use corex_node::{NodeAgent, NodeConfig};
 
 use crate::endpoint::Endpoint;
+pub use crate::node_bench::{BackendChoice, node_bench};
 
 /// Under a node's data directory: the verified chunks of downloads in progress.
 const DOWNLOADS_DIR: &str = "downloads";
@@ -51,6 +52,7 @@ pub async fn coordinator(
 /// How `corex node` runs its agent, from its command line.
 pub struct NodeOptions {
     pub threads: u32,
+    pub backend: BackendChoice,
     pub slowdown: u32,
     pub adversary: Option<corex_node::Adversary>,
     pub collusion_dir: Option<PathBuf>,
@@ -66,6 +68,7 @@ pub async fn node(
     data_dir: &Path,
     NodeOptions {
         threads,
+        backend,
         slowdown,
         adversary,
         collusion_dir,
@@ -104,8 +107,10 @@ pub async fn node(
             "this node CHEATS (adversary kit)"
         );
     }
+    let backend = backend.open(threads)?;
     let config = NodeConfig {
         compute_threads: threads,
+        backend,
         slowdown: slowdown.max(1),
         adversary,
         collusion_dir,
@@ -124,84 +129,6 @@ pub async fn node(
         traffic.network_bytes as f64 / 1e6,
         traffic.network_chunks,
         traffic.cached_chunks
-    );
-    Ok(())
-}
-
-/// `corex node bench`: measures the device with a progress bar, prints the table, and sends
-/// the measurement in the node's signed device report.
-pub async fn node_bench(
-    coordinator: &str,
-    pin: &str,
-    data_dir: &Path,
-    threads: u32,
-    repeats: u32,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let key = load_or_create_keypair(&data_dir.join("node.key"))?;
-    let client = CoordinatorClient::new(coordinator, pin, key.clone())?;
-    let mut report = corex_node::device::detect(threads);
-    let plan = corex_node::bench::BenchPlan {
-        repeats: repeats.max(1),
-        ..corex_node::bench::BenchPlan::for_cores(report.logical_cores)
-    };
-    println!(
-        "node {} on {} ({} cores, {:.1} GiB), {} repeats of each measurement",
-        key.id().short(),
-        report.cpu_model,
-        report.logical_cores,
-        report.memory_bytes as f64 / f64::from(1u32 << 30),
-        plan.repeats
-    );
-    let bar = indicatif::ProgressBar::new(plan.steps());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("  {bar:30} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let benchmark = corex_node::bench::measure(&client, &plan, |step| {
-        bar.set_message(step.to_owned());
-        bar.inc(1);
-    })
-    .await?;
-    bar.finish_and_clear();
-    println!("  {:<34} {:>14}", "measurement", "median");
-    for speed in &benchmark.matmul {
-        println!(
-            "  {:<34} {:>9.1} GFLOP/s",
-            format!(
-                "matrix product {}, {} thread(s)",
-                speed.backend, speed.threads
-            ),
-            speed.mflops as f64 / 1e3
-        );
-    }
-    if !report.gpus.is_empty() {
-        println!(
-            "  GPUs found ({}), but this build has no GPU backend: not measured",
-            report.gpus.join(", ")
-        );
-    }
-    println!("  {:<34} {:>9} MB/s", "memory copy", benchmark.memory_mbps);
-    println!(
-        "  {:<34} {:>9.2} ms",
-        "round trip to the coordinator",
-        benchmark.round_trip_us as f64 / 1e3
-    );
-    println!(
-        "  {:<34} {:>9} MB/s",
-        "download from the coordinator", benchmark.download_mbps
-    );
-    println!(
-        "  {:<34} {:>9.1} %",
-        "spread of the repeats (max − min)",
-        f64::from(benchmark.spread_ppm) / 1e4
-    );
-    report.benchmark = Some(benchmark);
-    let registered = client.register(report).await?;
-    println!(
-        "signed device report sent to coordinator {}",
-        registered.coordinator.short()
     );
     Ok(())
 }

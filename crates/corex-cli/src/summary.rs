@@ -81,11 +81,13 @@ pub fn print(outcome: &DevnetOutcome) {
         println!("  audits: replayed by the coordinator (--coordinator-audits)");
     }
     println!(
-        "  {:<10} {:<26} {:>7} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7}",
+        "  {:<10} {:<28} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7}",
         "node",
         "role",
+        "backend",
         "threads",
         "tier",
+        "proven",
         "GFLOP/s",
         "accepted",
         "audited",
@@ -100,12 +102,20 @@ pub fn print(outcome: &DevnetOutcome) {
         let tier = info.map_or("-".into(), |info| {
             format!("{:?}", tier_of(outcome, node, info, speed)).to_lowercase()
         });
+        let backend = info.map_or("-".into(), |info| info.device.backend.to_string());
+        let proven = info
+            .and_then(|info| info.capability.as_ref())
+            .map_or("-".into(), |capability| {
+                format!("{:.1}", capability.demonstrated_mflops as f64 / 1e3)
+            });
         println!(
-            "  {:<10} {:<26} {:>7} {:>5} {:>9} {:>9} {:>8} {:>8} {:>6.1}% {:>7}",
+            "  {:<10} {:<28} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>6.1}% {:>7}",
             node.short(),
             outcome.roles.get(node).map_or("-", String::as_str),
+            backend,
             threads,
             tier,
+            proven,
             speed.map_or("-".into(), |mflops| format!("{:.1}", mflops as f64 / 1e3)),
             contribution.fragments,
             contribution.audited,
@@ -113,6 +123,9 @@ pub fn print(outcome: &DevnetOutcome) {
             100.0 * contribution.flops as f64 / total as f64,
             contribution.audits_done
         );
+        if let Some(adapter) = info.and_then(|info| info.device.adapter.as_ref()) {
+            println!("  {:<10} adapter: {}", "", adapter.describe());
+        }
         if let Some(flag) = info.and_then(|info| info.behaviour_flag.as_ref()) {
             println!("  {:<10} flagged: {flag}", "");
         }

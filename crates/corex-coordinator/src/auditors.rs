@@ -132,6 +132,8 @@ mod tests {
                 claimed_gflops: None,
                 fingerprint: Hash::default(),
                 benchmark: None,
+                backend: corex_core::ComputeBackend::Cpu,
+                adapter: None,
             },
             registered_ms: 0,
             last_seen_ms: 0,

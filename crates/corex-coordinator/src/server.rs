@@ -96,7 +96,7 @@ pub(crate) async fn measure_replay_speed() -> Result<u64, CoordinatorError> {
         let mut best = Duration::MAX;
         for _ in 0..2 {
             let started = Instant::now();
-            corex_ml::matmul(&a, &b, n)
+            corex_ml::matmul(&corex_ml::Backend::cpu(), &a, &b, n)
                 .map_err(|error| CoordinatorError::Training(error.to_string()))?;
             best = best.min(started.elapsed());
         }

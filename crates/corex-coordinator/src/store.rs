@@ -297,6 +297,8 @@ mod tests {
             claimed_gflops: None,
             fingerprint: corex_core::Hash::default(),
             benchmark: None,
+            backend: corex_core::ComputeBackend::Cpu,
+            adapter: None,
         }
     }
 }

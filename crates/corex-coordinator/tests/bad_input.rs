@@ -118,7 +118,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     let other_key = Keypair::from_secret([2; 32]);
     let other = net.client(2);
     let stranger = net.client(3);
-    let device = corex_node::device::detect(1);
+    let device = corex_node::device::detect(1, &corex_ml::Backend::cpu());
     holder.register(device.clone()).await.unwrap();
     other.register(device).await.unwrap();
 
@@ -140,8 +140,14 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     let model = fragment.model;
     let parameters = bytes_to_f32s(&holder.fetch_blob(&model).await.unwrap()).unwrap();
     let dataset = Dataset::digits().unwrap();
-    let honest =
-        corex_ml::compute_gradient(&spec.model, &parameters, &dataset, &fragment.indices).unwrap();
+    let honest = corex_ml::compute_gradient(
+        &corex_ml::Backend::cpu(),
+        &spec.model,
+        &parameters,
+        &dataset,
+        &fragment.indices,
+    )
+    .unwrap();
     let samples = honest.samples;
 
     // Malformed bodies.

@@ -287,6 +287,7 @@ async fn honest_update(
         panic!("federated work is local steps");
     };
     corex_ml::compute_local_steps(
+        &corex_ml::Backend::cpu(),
         &spec.model,
         &parameters,
         local,
@@ -331,7 +332,7 @@ async fn federated_intake_refuses_what_a_holder_may_not_send() {
     let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
     let owner = net.client(90);
     let job = owner.submit_job(&spec).await.unwrap();
-    let device = corex_node::device::detect(1);
+    let device = corex_node::device::detect(1, &corex_ml::Backend::cpu());
     let holder_key = Keypair::from_secret([HOLDER_SEEDS[0]; 32]);
     let holder = net.client(HOLDER_SEEDS[0]);
     let outsider = net.client(99);

@@ -34,7 +34,7 @@ async fn with_a_stalled_holder(spec: &JobSpec) -> (TestNet, CoordinatorClient, H
     let job = owner.submit_job(spec).await.unwrap();
     let stalled = net.client(9);
     stalled
-        .register(corex_node::device::detect(1))
+        .register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
         .await
         .unwrap();
     let LeaseResponse::Work { fragment, .. } = stalled.lease(0).await.unwrap() else {

@@ -25,12 +25,12 @@ async fn a_waiting_node_of_higher_priority_takes_the_scarce_fragment() {
         let high = net.client(21 + 2 * trial);
         for client in [&low, &high] {
             client
-                .register(corex_node::device::detect(1))
+                .register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
                 .await
                 .unwrap();
         }
         // Only the high node joins the ledger: it has a reputation, the low one none.
-        let device = corex_node::device::detect(1);
+        let device = corex_node::device::detect(1, &corex_ml::Backend::cpu());
         high.submit_tx(TxBody::RegisterNode {
             device_fingerprint: device.fingerprint,
             device_class: DeviceClass::Cpu,

@@ -122,7 +122,14 @@ async fn inference_and_transforms_over_the_network_are_the_single_process_result
     });
     let (outputs, logits, indices) = outputs_of(&owner, &inference).await;
     let digits = Dataset::digits().unwrap();
-    let expected = corex_ml::predict(&model, &parameters, &digits, &indices).unwrap();
+    let expected = corex_ml::predict(
+        &corex_ml::Backend::cpu(),
+        &model,
+        &parameters,
+        &digits,
+        &indices,
+    )
+    .unwrap();
     assert_eq!(outputs.width, 10);
     assert_eq!(bits(&logits), bits(&expected), "the forward pass's logits");
     let labels: Vec<u32> = indices
@@ -197,7 +204,14 @@ async fn cheating_nodes_are_caught_and_the_outputs_stay_the_clean_runs() {
     let clean = [
         (
             inference.clone(),
-            corex_ml::predict(&inference.model, &parameters, &digits, &all).unwrap(),
+            corex_ml::predict(
+                &corex_ml::Backend::cpu(),
+                &inference.model,
+                &parameters,
+                &digits,
+                &all,
+            )
+            .unwrap(),
         ),
         (output_job(projection()), transformed_digits(&projection())),
     ];
@@ -289,13 +303,22 @@ async fn output_results_of_the_wrong_length_or_with_nan_are_refused() {
     let job = owner.submit_job(&spec).await.unwrap();
     let key = Keypair::from_secret([1; 32]);
     let node = net.client(1);
-    node.register(corex_node::device::detect(1)).await.unwrap();
+    node.register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
+        .await
+        .unwrap();
     let LeaseResponse::Work { fragment, .. } = node.lease(0).await.unwrap() else {
         panic!("a fresh job has work");
     };
     let digits = Dataset::digits().unwrap();
-    let honest =
-        corex_ml::run_fragment(&spec.work, &spec.model, &[], &digits, &fragment.indices).unwrap();
+    let honest = corex_ml::run_fragment(
+        &corex_ml::Backend::cpu(),
+        &spec.work,
+        &spec.model,
+        &[],
+        &digits,
+        &fragment.indices,
+    )
+    .unwrap();
     assert_eq!(honest.values.len(), fragment.indices.len() * 12);
     let refused = |body: Vec<u8>| {
         let node = &node;

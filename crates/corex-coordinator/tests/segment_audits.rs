@@ -258,7 +258,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     let job = owner.submit_job(&spec).await.unwrap();
     let (key, other_key) = (Keypair::from_secret([1; 32]), Keypair::from_secret([2; 32]));
     let (node, other) = (net.client(1), net.client(2));
-    let device = corex_node::device::detect(1);
+    let device = corex_node::device::detect(1, &corex_ml::Backend::cpu());
     node.register(device.clone()).await.unwrap();
     other.register(device).await.unwrap();
 
@@ -271,6 +271,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     let bounds = segment_bounds(&spec.work, fragment.indices.len()).unwrap();
     let interior = &bounds[1..bounds.len() - 1];
     let traced = corex_ml::compute_traced_local_steps(
+        &corex_ml::Backend::cpu(),
         &spec.model,
         &parameters,
         &dataset,

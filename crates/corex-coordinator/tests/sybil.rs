@@ -15,7 +15,7 @@ use corex_net::NetError;
 fn device(machine: &[u8]) -> DeviceReport {
     DeviceReport {
         fingerprint: Hash::of(machine),
-        ..corex_node::device::detect(1)
+        ..corex_node::device::detect(1, &corex_ml::Backend::cpu())
     }
 }
 

@@ -169,7 +169,7 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
     let key = Keypair::from_secret([seed; 32]);
     let client = net.client(seed);
     client
-        .register(corex_node::device::detect(1))
+        .register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
         .await
         .unwrap();
     let LeaseResponse::Work { fragment, .. } = client.lease(0).await.unwrap() else {
@@ -177,8 +177,14 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
     };
     let parameters = bytes_to_f32s(&client.fetch_blob(&fragment.model).await.unwrap()).unwrap();
     let dataset = Dataset::digits().unwrap();
-    let computed =
-        corex_ml::compute_gradient(&spec.model, &parameters, &dataset, &fragment.indices).unwrap();
+    let computed = corex_ml::compute_gradient(
+        &corex_ml::Backend::cpu(),
+        &spec.model,
+        &parameters,
+        &dataset,
+        &fragment.indices,
+    )
+    .unwrap();
     let tensor = f32s_to_bytes(&computed.gradient);
     let result_hash = Hash::of(&tensor);
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);

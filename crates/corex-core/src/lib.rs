@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod chunk;
+pub mod device;
 pub mod error;
 pub mod federated;
 pub mod fragment;
@@ -21,6 +22,7 @@ pub mod trace;
 pub mod work;
 
 pub use budget::{ResourceLimits, ResourceUse};
+pub use device::{ComputeBackend, GpuAdapter};
 pub use error::{DecodeError, SpecError};
 pub use federated::{DataHolder, FederatedSpec, PrivacySpec};
 pub use fragment::{Fragment, FragmentKind};

@@ -10,62 +10,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::Manifest;
+pub use crate::device::{DeviceBandwidth, DeviceBenchmark, DeviceReport, MatmulSpeed};
 use crate::fragment::Fragment;
 use crate::hash::Hash;
 use crate::identity::{Keypair, NodeId, Signature};
 use crate::job::JobSpec;
 use crate::trace::StepTrace;
-
-/// What a node reports about its hardware when it registers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceReport {
-    pub hostname: String,
-    pub os: String,
-    pub cpu_model: String,
-    pub logical_cores: u32,
-    pub memory_bytes: u64,
-    /// GPUs found on the host (names); empty when none.
-    pub gpus: Vec<String>,
-    /// Threads the node will use for compute.
-    pub compute_threads: u32,
-    pub agent_version: String,
-    /// Speed the node claims (GFLOP/s), if any; the capability challenge checks it.
-    #[serde(default)]
-    pub claimed_gflops: Option<u64>,
-    /// Hash of the machine's hardware identifiers (machine id, network MAC addresses, CPU,
-    /// memory, GPUs): nodes on one machine share it. Self-reported, so it limits honest
-    /// operators and lazy Sybil farms, not a determined liar.
-    #[serde(default)]
-    pub fingerprint: Hash,
-    /// What `corex node bench` measured, when it has run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub benchmark: Option<DeviceBenchmark>,
-}
-
-/// A device's measured performance (`corex node bench`), medians over repeated runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceBenchmark {
-    /// Matrix-product speed (MFLOP/s) per compute backend and thread count.
-    pub matmul: Vec<MatmulSpeed>,
-    /// Memory copy bandwidth, MB/s.
-    pub memory_mbps: u64,
-    /// Round trip of a signed request to the coordinator, microseconds.
-    pub round_trip_us: u64,
-    /// Download throughput from the coordinator over TLS, MB/s.
-    pub download_mbps: u64,
-    /// Largest spread (max − min over median) of the repeated matrix products, parts per
-    /// million: how steady the device is.
-    pub spread_ppm: u32,
-    pub repeats: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MatmulSpeed {
-    /// `cpu` (burn's flex backend); GPU backends add their own names.
-    pub backend: String,
-    pub threads: u32,
-    pub mflops: u64,
-}
 
 /// What the coordinator knows about a registered node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,16 +82,19 @@ fn device() -> DeviceReport {
         fingerprint: Hash::of(b"machine"),
         benchmark: Some(DeviceBenchmark {
             matmul: vec![MatmulSpeed {
-                backend: "cpu".into(),
+                backend: corex_core::ComputeBackend::Cpu,
                 threads: 8,
                 mflops: 90_000,
             }],
             memory_mbps: 20_000,
+            device_memory: Vec::new(),
             round_trip_us: 350,
             download_mbps: 900,
             spread_ppm: 1_500,
             repeats: 5,
         }),
+        backend: corex_core::ComputeBackend::Cpu,
+        adapter: None,
     }
 }
 

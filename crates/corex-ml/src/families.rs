@@ -5,18 +5,23 @@
 //! from the flat parameter vector by `network::load_flat`; their field order is the layout
 //! order of `ModelSpec::layout`, which a test checks name by name. Dropout is 0 everywhere
 //! (a replay must give the same bits), and nothing here draws from burn's global RNG.
+//!
+//! The transformer's blocks are Corex's own ([`Blocks`]), with the parameters and the forward
+//! pass of burn's pre-norm `TransformerEncoder` but a GELU built from `erf`: burn's GPU
+//! backends differentiate their fused GELU with the tanh approximation's derivative while its
+//! CPU backend uses the exact one, which made honest gradients differ by 2·10⁻⁴ across
+//! devices. Through `erf`, every backend differentiates the same exact function.
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::attention::{
+    MhaInput, MultiHeadAttention, MultiHeadAttentionConfig, generate_autoregressive_mask,
+};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use corex_core::model::BYTE_VOCABULARY;
 use corex_core::{CnnSpec, MlpSpec, TransformerSpec};
 
@@ -106,15 +111,92 @@ impl Cnn {
 }
 
 /// A decoder-only byte-level language model: embeddings, pre-norm causal transformer blocks
-/// (burn's `TransformerEncoder` with `norm_first` and an autoregressive mask), a final norm
-/// and the head over the 256 byte values.
+/// (an autoregressive mask), a final norm and the head over the 256 byte values.
 #[derive(Module, Debug)]
 pub(crate) struct ByteLm {
     pub tokens: Embedding,
     pub positions: Embedding,
-    pub blocks: TransformerEncoder,
+    pub blocks: Blocks,
     pub norm: LayerNorm,
     pub head: Linear,
+}
+
+/// The stack of transformer blocks (module path `blocks.layers.N`, as burn's encoder's).
+#[derive(Module, Debug)]
+pub(crate) struct Blocks {
+    pub layers: Vec<Block>,
+}
+
+/// One pre-norm block: `x + attention(norm_2(x))`, then `x + feed_forward(norm_1(x))`. The
+/// fields, their names and order are those of burn's `TransformerEncoderLayer`.
+#[derive(Module, Debug)]
+pub(crate) struct Block {
+    pub mha: MultiHeadAttention,
+    pub pwff: FeedForward,
+    pub norm_1: LayerNorm,
+    pub norm_2: LayerNorm,
+}
+
+/// `linear_outer(gelu(linear_inner(x)))`.
+#[derive(Module, Debug)]
+pub(crate) struct FeedForward {
+    pub linear_inner: Linear,
+    pub linear_outer: Linear,
+}
+
+impl Blocks {
+    fn skeleton(spec: &TransformerSpec, device: &Device) -> Self {
+        let layers = (0..spec.layers)
+            .map(|_| Block {
+                mha: MultiHeadAttentionConfig::new(spec.width, spec.heads)
+                    .with_dropout(0.0)
+                    .init(device),
+                pwff: FeedForward {
+                    linear_inner: LinearConfig::new(spec.width, spec.ff_width()).init(device),
+                    linear_outer: LinearConfig::new(spec.ff_width(), spec.width).init(device),
+                },
+                norm_1: LayerNormConfig::new(spec.width).init(device),
+                norm_2: LayerNormConfig::new(spec.width).init(device),
+            })
+            .collect();
+        Self { layers }
+    }
+
+    fn forward(&self, input: Tensor<3>, mask: &Tensor<3, Bool>) -> Tensor<3> {
+        self.layers
+            .iter()
+            .fold(input, |x, block| block.forward(x, mask.clone()))
+    }
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
+        let attended = self
+            .mha
+            .forward(MhaInput::self_attn(self.norm_2.forward(x.clone())).mask_attn(mask))
+            .context;
+        let x = x + attended;
+        let fed = self.pwff.forward(self.norm_1.forward(x.clone()));
+        x + fed
+    }
+}
+
+impl FeedForward {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.linear_outer
+            .forward(exact_gelu(self.linear_inner.forward(x)))
+    }
+}
+
+/// `x · (1 + erf(x / √2)) / 2`: the values of burn's GELU, bit for bit on the CPU, and a
+/// derivative that is exact on every backend.
+fn exact_gelu(x: Tensor<3>) -> Tensor<3> {
+    let cdf = x
+        .clone()
+        .div_scalar(std::f32::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0);
+    (x * cdf).div_scalar(2.0)
 }
 
 impl ByteLm {
@@ -122,15 +204,7 @@ impl ByteLm {
         Self {
             tokens: EmbeddingConfig::new(BYTE_VOCABULARY, spec.width).init(device),
             positions: EmbeddingConfig::new(spec.context, spec.width).init(device),
-            blocks: TransformerEncoderConfig::new(
-                spec.width,
-                spec.ff_width(),
-                spec.heads,
-                spec.layers,
-            )
-            .with_dropout(0.0)
-            .with_norm_first(true)
-            .init(device),
+            blocks: Blocks::skeleton(spec, device),
             norm: LayerNormConfig::new(spec.width).init(device),
             head: LinearConfig::new(spec.width, BYTE_VOCABULARY).init(device),
         }
@@ -144,9 +218,7 @@ impl ByteLm {
         let positions = Tensor::<1, Int>::arange(0..length as i64, &device).reshape([1, length]);
         let x = self.tokens.forward(tokens) + self.positions.forward(positions);
         let mask = generate_autoregressive_mask(batch, length, &device);
-        let x = self
-            .blocks
-            .forward(TransformerEncoderInput::new(x).mask_attn(mask));
+        let x = self.blocks.forward(x, &mask);
         let logits = self.head.forward(self.norm.forward(x));
         logits.reshape([batch * length, BYTE_VOCABULARY])
     }

@@ -8,6 +8,7 @@
 
 use corex_core::{ModelSpec, WorkSpec};
 
+use crate::backend::Backend;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::evaluate::score_predictions;
@@ -40,9 +41,10 @@ impl From<GradientOutput> for FragmentOutput {
     }
 }
 
-/// Runs one fragment of a job whose fragments do `work`, at parameters `params` (ignored by a
+/// Runs one fragment of a job whose fragments do `work` on `backend`, at parameters `params` (ignored by a
 /// transform, which has no model).
 pub fn run_fragment(
+    backend: &Backend,
     work: &WorkSpec,
     spec: &ModelSpec,
     params: &[f32],
@@ -51,12 +53,12 @@ pub fn run_fragment(
 ) -> Result<FragmentOutput, MlError> {
     let samples = sample_count(indices)?;
     let output = match work {
-        WorkSpec::Gradient => compute_gradient(spec, params, data, indices)?.into(),
+        WorkSpec::Gradient => compute_gradient(backend, spec, params, data, indices)?.into(),
         WorkSpec::LocalSteps { steps, inner } => {
-            compute_local_steps(spec, params, data, indices, *steps, inner)?.into()
+            compute_local_steps(backend, spec, params, data, indices, *steps, inner)?.into()
         }
         WorkSpec::Inference { .. } => {
-            let logits = predict(spec, params, data, indices)?;
+            let logits = predict(backend, spec, params, data, indices)?;
             let labels = prediction_labels(spec, data, indices);
             let loss = score_predictions(&logits, &labels, spec.classes())?.loss;
             FragmentOutput {

@@ -1,12 +1,13 @@
 //! Fragment execution and aggregation: the gradient of the mean cross-entropy over a list of
-//! samples (burn autodiff on the flex CPU backend, any model family), and the sample-weighted mean of fragment
+//! samples (burn autodiff on the node's backend, any model family), and the sample-weighted mean of fragment
 //! gradients that the coordinator applies.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use corex_core::{AggregationSpec, ModelSpec};
 use corex_verify::VerifyError;
 
+use crate::backend::Backend;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::model::{Batch, Network, read_floats};
@@ -27,6 +28,7 @@ pub struct GradientOutput {
 /// `data`. Inputs are validated first; the computation is deterministic (same inputs, same
 /// bits).
 pub fn compute_gradient(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
@@ -35,7 +37,7 @@ pub fn compute_gradient(
     check_inputs(spec, params, data, indices)?;
     let samples = sample_count(indices)?;
 
-    let device = Device::flex().autodiff();
+    let device = backend.autodiff();
     let model = Network::from_flat(spec, params, &device)?;
     let batch = Batch::gather(spec, data, indices, &device)?;
     let loss: Tensor<1> = CrossEntropyLossConfig::new()

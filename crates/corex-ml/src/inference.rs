@@ -1,10 +1,11 @@
-//! Inference: the logits of a model for a list of samples, a forward pass on the plain flex
-//! device (no autodiff) in fixed-size batches. The work of an inference job's fragments, and
+//! Inference: the logits of a model for a list of samples, a forward pass on the plain device
+//! (no autodiff) in fixed-size batches. The work of an inference job's fragments, and
 //! the first half of [`evaluate`](crate::evaluate).
 
 use burn::tensor::Device;
 use corex_core::ModelSpec;
 
+use crate::backend::Backend;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::model::{Batch, Network, read_floats};
@@ -44,13 +45,14 @@ pub(crate) fn forward_rows(
 /// classes` f32, row-major, in the order of `indices`; for a language model, the next-byte
 /// logits after each whole window's context. Deterministic (same inputs, same bits).
 pub fn predict(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
     indices: &[u32],
 ) -> Result<Vec<f32>, MlError> {
     check_inputs(spec, params, data, indices)?;
-    let device = Device::flex();
+    let device = backend.device();
     let model = Network::from_flat(spec, params, &device)?;
     let classes = spec.classes();
     let per_sample = spec.window().map_or(1, |window| window - 1);

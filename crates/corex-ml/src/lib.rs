@@ -1,5 +1,5 @@
 //! `corex-ml`: the machine-learning room of Corex — three model families (an MLP, a CNN and a
-//! byte-level transformer language model) on burn's flex CPU backend, datasets (tabular,
+//! byte-level transformer language model) on burn's flex CPU backend or its wgpu GPU backend (`backend`, feature `wgpu`), datasets (tabular,
 //! images, text) and their compact encoding, fragment execution (gradients, local steps,
 //! differentially private local steps of the MLP and their privacy accountant, inference, data
 //! transforms), aggregation, the coordinator's optimizer step, evaluation, text generation,
@@ -38,6 +38,8 @@
 //! - `local_steps`: [`compute_local_steps`] (DiLoCo-style pseudo-gradients), with the step
 //!   checkpoints of a traced result and the replay of one segment of its steps.
 //! - `inference`: [`predict`]; `generate`: [`generate_text`].
+//! - `backend`: [`Backend`], the device fragments compute on; `probe`: [`time_matmul`],
+//!   [`time_device_pass`], what `corex node bench` measures.
 //! - `transform`: [`apply_transform`] (quantization, seeded random projection).
 //! - `fragment`: [`run_fragment`], which runs a fragment of any work kind, and
 //!   [`check_result`], the shape and finiteness of an untrusted result.
@@ -52,6 +54,7 @@
 //! - `export`: [`to_safetensors`], [`from_safetensors`].
 //! - `error`: [`MlError`].
 
+mod backend;
 mod baseline;
 mod dataset;
 mod dataset_codec;
@@ -72,12 +75,14 @@ mod partition;
 mod per_example;
 mod privacy;
 mod private_steps;
+mod probe;
 mod reference;
 mod scaling;
 mod synthetic;
 mod trainer;
 mod transform;
 
+pub use backend::Backend;
 pub use baseline::bigram_loss;
 pub use corex_core::{
     DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, TransformSpec, WorkSpec,
@@ -105,6 +110,7 @@ pub use privacy::{PrivacySpent, RDP_ORDERS, epsilon};
 pub use private_steps::{
     PrivateSteps, PrivateStepsSpec, compute_private_local_steps, poisson_sample,
 };
+pub use probe::{time_device_pass, time_matmul};
 pub use reference::train_reference;
 pub use scaling::{fit_standardization, standardize};
 pub use trainer::{Trainer, TrainerState};

@@ -8,10 +8,10 @@ use std::ops::Range;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
 use corex_core::trace::mean_step_loss;
 use corex_core::{ModelSpec, OptimizerSpec};
 
+use crate::backend::Backend;
 use crate::dataset::Dataset;
 use crate::error::MlError;
 use crate::gradient::{GradientOutput, finish, scalar};
@@ -24,6 +24,7 @@ use crate::trainer::build_optimizer;
 /// mean of the micro-batch losses (each at the weights before its step) as the loss.
 /// Deterministic like [`compute_gradient`].
 pub fn compute_local_steps(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
@@ -31,7 +32,7 @@ pub fn compute_local_steps(
     steps: u32,
     inner: &OptimizerSpec,
 ) -> Result<GradientOutput, MlError> {
-    Ok(compute_traced_local_steps(spec, params, data, indices, steps, inner, &[])?.output)
+    Ok(compute_traced_local_steps(backend, spec, params, data, indices, steps, inner, &[])?.output)
 }
 
 /// A local-steps result with what its step trace commits to (see `corex_core::trace`).
@@ -47,7 +48,9 @@ pub struct TracedSteps {
 /// [`compute_local_steps`], keeping the weights at each step boundary in `checkpoints`
 /// (ascending, within `1..steps`) and every step's loss: what a node commits to in a step
 /// trace. The result is the same bits as without checkpoints.
+#[allow(clippy::too_many_arguments)]
 pub fn compute_traced_local_steps(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
@@ -58,6 +61,7 @@ pub fn compute_traced_local_steps(
 ) -> Result<TracedSteps, MlError> {
     let samples = sample_count(indices)?;
     let stepped = run_steps(
+        backend,
         spec,
         params,
         data,
@@ -81,7 +85,9 @@ pub fn compute_traced_local_steps(
 /// Replays steps `steps_range` of a local-steps fragment from `start`, the weights before its
 /// first step (what a segment audit does): the weights after its last step and each step's
 /// loss. Only meaningful for a stateless `inner` optimizer, whose steps need no earlier state.
+#[allow(clippy::too_many_arguments)]
 pub fn replay_local_steps(
+    backend: &Backend,
     spec: &ModelSpec,
     start: &[f32],
     data: &Dataset,
@@ -90,13 +96,25 @@ pub fn replay_local_steps(
     inner: &OptimizerSpec,
     steps_range: Range<u32>,
 ) -> Result<(Vec<f32>, Vec<f32>), MlError> {
-    let stepped = run_steps(spec, start, data, indices, steps, inner, steps_range, &[])?;
+    let stepped = run_steps(
+        backend,
+        spec,
+        start,
+        data,
+        indices,
+        steps,
+        inner,
+        steps_range,
+        &[],
+    )?;
     Ok((stepped.end, stepped.losses))
 }
 
 /// What a segment audit replays (see `corex_core::trace`): steps `steps_range` from `start`,
 /// as the segment's update `start − w_end` and the mean of its step losses.
+#[allow(clippy::too_many_arguments)]
 pub fn replay_segment(
+    backend: &Backend,
     spec: &ModelSpec,
     start: &[f32],
     data: &Dataset,
@@ -106,7 +124,16 @@ pub fn replay_segment(
     steps_range: Range<u32>,
 ) -> Result<GradientOutput, MlError> {
     let samples = sample_count(indices)?;
-    let (end, losses) = replay_local_steps(spec, start, data, indices, steps, inner, steps_range)?;
+    let (end, losses) = replay_local_steps(
+        backend,
+        spec,
+        start,
+        data,
+        indices,
+        steps,
+        inner,
+        steps_range,
+    )?;
     finish(displacement(start, &end), mean_step_loss(&losses), samples)
 }
 
@@ -126,6 +153,7 @@ struct Stepped {
 /// `params`, keeping the weights after each step in `stops`.
 #[allow(clippy::too_many_arguments)]
 fn run_steps(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
@@ -159,7 +187,7 @@ fn run_steps(
     }
     let mut optimizer = build_optimizer(inner)?;
     let learning_rate = inner.learning_rate();
-    let device = Device::flex().autodiff();
+    let device = backend.autodiff();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut model = Network::from_flat(spec, params, &device)?;
     let mut losses = Vec::with_capacity(steps_range.len());

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use corex_core::{Hash, ModelSpec, OptimizerSpec};
-use corex_ml::{Dataset, MlError};
+use corex_core::messages::DeviceReport;
+use corex_core::{ComputeBackend, GpuAdapter, Hash, ModelSpec, OptimizerSpec};
+use corex_ml::{Backend, Dataset, MlError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -26,7 +27,8 @@ pub enum Adversary {
     Old,
     /// Honest, except for 5 % of fragments where it skips the work and sends random values.
     Lazy,
-    /// Claims a fast GPU it does not have; computes honestly.
+    /// Claims a fast GPU it does not have (an H100 behind the wgpu backend, 60 TFLOP/s); computes
+    /// honestly on what it has.
     FakeGpu,
     /// Answers the capability challenge at full speed, then computes every fragment 10×
     /// slower (a strong machine takes the benchmark, a weak one does the work); honest results.
@@ -146,10 +148,27 @@ pub fn tamper(
     submitted
 }
 
+/// What a fake-GPU node reports: an H100 on the wgpu backend and 60 TFLOP/s, whatever it has.
+pub fn claim_a_gpu(report: &mut DeviceReport) {
+    report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
+    report.claimed_gflops = Some(60_000);
+    report.backend = ComputeBackend::Wgpu;
+    report.adapter = Some(GpuAdapter {
+        name: "NVIDIA H100 80GB HBM3".into(),
+        vendor_id: 0x10de,
+        device_id: 0x2330,
+        kind: "discrete".into(),
+        driver: "NVIDIA 550.54.15".into(),
+        api: "vulkan".into(),
+    });
+}
+
 /// A skip-segment adversary's local steps over segment `bounds` (see [`Adversary::SkipSegment`]):
 /// `(result, loss, checkpoints at the interior bounds, step losses)`, a trace consistent
 /// with itself everywhere but the skipped second segment.
+#[allow(clippy::too_many_arguments)]
 pub fn skip_second_segment(
+    backend: &Backend,
     spec: &ModelSpec,
     params: &[f32],
     data: &Dataset,
@@ -167,6 +186,7 @@ pub fn skip_second_segment(
             losses.extend(std::iter::repeat_n(last, (range[1] - range[0]) as usize));
         } else {
             let (end, segment_losses) = corex_ml::replay_local_steps(
+                backend,
                 spec,
                 &weights,
                 data,

@@ -26,7 +26,7 @@ use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
 use corex_core::trace::{StepTrace, traced_commitment};
 use corex_core::{Fragment, Hash, Keypair, WorkSpec};
 use corex_ledger::{DeviceClass, TxBody};
-use corex_ml::{Dataset, PrivateStepsSpec};
+use corex_ml::{Backend, Dataset, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
 use tokio::sync::watch;
 
@@ -46,6 +46,8 @@ use crate::pacing::{Backoff, throttle, wait_or_stop};
 pub struct NodeConfig {
     /// Threads used for compute (reported to the coordinator).
     pub compute_threads: u32,
+    /// Where fragments, audit replays and the capability challenge are computed.
+    pub backend: Backend,
     /// How long each lease request may wait for work on the coordinator.
     pub lease_wait_ms: u64,
     /// Cheat this way (tests and adversarial devnets only).
@@ -70,6 +72,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             compute_threads: 1,
+            backend: Backend::cpu(),
             lease_wait_ms: 5_000,
             adversary: None,
             collusion_dir: None,
@@ -198,10 +201,9 @@ impl NodeAgent {
         mut self,
         mut stop: watch::Receiver<bool>,
     ) -> Result<NodeRunSummary, NodeError> {
-        let mut report = device::detect(self.config.compute_threads);
+        let mut report = device::detect(self.config.compute_threads, &self.config.backend);
         if self.config.adversary == Some(Adversary::FakeGpu) {
-            report.gpus = vec!["NVIDIA H100 80GB HBM3".into()];
-            report.claimed_gflops = Some(60_000);
+            crate::adversary::claim_a_gpu(&mut report);
         }
         while self.register(&report, &mut stop).await? {
             match self.work(&mut stop).await {
@@ -357,9 +359,10 @@ impl NodeAgent {
             let challenge = self.client.challenge().await?;
             let n = challenge.n as usize;
             let started = Instant::now();
+            let backend = self.config.backend.clone();
             let product = tokio::task::spawn_blocking(move || {
                 let (a, b) = corex_verify::challenge_matrices(challenge.seed, n);
-                corex_ml::matmul(&a, &b, n)
+                corex_ml::matmul(&backend, &a, &b, n)
             })
             .await
             .map_err(|error| NodeError::Compute(error.to_string()))?
@@ -430,8 +433,17 @@ impl NodeAgent {
         let (computed, batches, trace) = if skip {
             (None, vec![fragment.indices.clone()], None)
         } else {
+            let backend = self.config.backend.clone();
             let computed = tokio::task::spawn_blocking(move || {
-                compute(&work, &spec, &parameters, &dataset, indices, variant)
+                compute(
+                    &backend,
+                    &work,
+                    &spec,
+                    &parameters,
+                    &dataset,
+                    indices,
+                    variant,
+                )
             })
             .await
             .map_err(|error| NodeError::Compute(error.to_string()))??;

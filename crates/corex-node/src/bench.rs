@@ -1,87 +1,194 @@
 //! `corex node bench`: measures this device for real. Matrix products on every compute
-//! backend this build has (burn's flex CPU backend, at each thread count), memory copy
-//! bandwidth, the round trip and download throughput to the coordinator, each repeated to
-//! show how steady the device is. The result goes into the node's signed device report.
+//! backend this build has and this machine can open (burn's flex CPU backend at each thread
+//! count; the wgpu backend on its adapter), memory bandwidth (a host copy; a pass over device
+//! memory on a GPU backend), and, when a coordinator is given, the round trip and download
+//! throughput to it, each repeated to show how steady the device is. The result goes into the
+//! node's signed device report. [`pick_backend`] is `--backend auto`: the fastest backend
+//! present at a short matrix product.
 
 use std::time::{Duration, Instant};
 
-use corex_core::messages::{DeviceBenchmark, MatmulSpeed};
+use corex_core::ComputeBackend;
+use corex_core::messages::{DeviceBandwidth, DeviceBenchmark, MatmulSpeed};
+use corex_ml::Backend;
 use corex_net::CoordinatorClient;
 
 use crate::error::NodeError;
 
 /// What to measure and how often.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BenchPlan {
     pub repeats: u32,
-    /// Thread counts to run the matrix product on.
+    /// Thread counts to run the CPU backend's matrix product on.
     pub thread_counts: Vec<u32>,
-    /// Size of the square matrix product (2n³ FLOP).
+    /// GPU backends to measure (opened ones only: see [`open_gpu_backends`]).
+    pub gpus: Vec<Backend>,
+    /// Size of the square matrix product on the CPU (2n³ FLOP).
     pub matmul_n: usize,
-    /// Bytes copied per memory measurement.
+    /// Size of the square matrix product on a GPU backend.
+    pub gpu_matmul_n: usize,
+    /// Bytes copied per host memory measurement, and passed over per device measurement.
     pub memory_bytes: usize,
     /// Bytes downloaded per throughput measurement.
     pub download_bytes: usize,
 }
 
 impl BenchPlan {
-    /// Five repeats of each: 512 × 512 products at 1 thread, half the cores and all of them,
-    /// 256 MiB copies, 8 MiB downloads.
-    pub fn for_cores(cores: u32) -> Self {
+    /// Five repeats of each: 512 × 512 products on the CPU at 1 thread, half the cores and all
+    /// of them, 2048 × 2048 on each GPU backend, 256 MiB copies, 8 MiB downloads.
+    pub fn for_cores(cores: u32, gpus: Vec<Backend>) -> Self {
         let mut thread_counts = vec![1, (cores / 2).max(1), cores.max(1)];
         thread_counts.dedup();
         Self {
             repeats: 5,
             thread_counts,
+            gpus,
             matmul_n: 512,
+            gpu_matmul_n: 2048,
             memory_bytes: 256 * 1024 * 1024,
             download_bytes: 8 * 1024 * 1024,
         }
     }
 
-    /// Measurements the plan takes (for a progress bar).
-    pub fn steps(&self) -> u64 {
-        u64::from(self.repeats) * (self.thread_counts.len() as u64 + 3)
+    /// Measurements the plan takes (for a progress bar), with or without a coordinator.
+    pub fn steps(&self, with_coordinator: bool) -> u64 {
+        let network = if with_coordinator { 2 } else { 0 };
+        u64::from(self.repeats)
+            * (self.thread_counts.len() as u64 + 1 + 2 * self.gpus.len() as u64 + network)
     }
 }
 
-/// Runs `plan`, calling `progress` after every measurement.
+/// Every GPU backend this build has that opens on this machine, with why each other did not.
+pub fn open_gpu_backends() -> (Vec<Backend>, Vec<(ComputeBackend, String)>) {
+    let mut opened = Vec::new();
+    let mut missing = Vec::new();
+    for kind in ComputeBackend::ALL.into_iter().filter(|kind| kind.is_gpu()) {
+        match Backend::open(kind) {
+            Ok(backend) => opened.push(backend),
+            Err(error) => missing.push((kind, error.to_string())),
+        }
+    }
+    (opened, missing)
+}
+
+/// Runs `plan`, calling `progress` after every measurement; the network figures are measured
+/// only with a coordinator (0 without).
 pub async fn measure(
-    client: &CoordinatorClient,
+    client: Option<&CoordinatorClient>,
     plan: &BenchPlan,
     mut progress: impl FnMut(&str),
 ) -> Result<DeviceBenchmark, NodeError> {
     let repeats = plan.repeats.max(1);
     let mut matmul = Vec::new();
     let mut spread_ppm = 0u32;
-    for &threads in &plan.thread_counts {
-        let mut speeds = Vec::new();
-        for _ in 0..repeats {
-            let n = plan.matmul_n;
-            let seconds = tokio::task::spawn_blocking(move || time_matmul(n, threads))
-                .await
-                .map_err(|error| NodeError::Compute(error.to_string()))??;
-            speeds.push((2.0 * (n as f64).powi(3) / seconds / 1e6) as u64);
-            progress(&format!("matrix product, {threads} thread(s)"));
-        }
-        let median = median(&mut speeds);
+    let mut record = |backend: ComputeBackend, threads: u32, speeds: &mut Vec<u64>| {
+        let median = median(speeds);
         let spread = speeds.iter().max().unwrap_or(&0) - speeds.iter().min().unwrap_or(&0);
         spread_ppm = spread_ppm.max((spread * 1_000_000 / median.max(1)) as u32);
         matmul.push(MatmulSpeed {
-            backend: "cpu".into(),
+            backend,
             threads,
             mflops: median,
+        });
+    };
+    for &threads in &plan.thread_counts {
+        let mut speeds = Vec::new();
+        for repeat in 0..repeats {
+            let n = plan.matmul_n;
+            let elapsed = blocking(move || cpu_matmul(n, threads, u64::from(repeat))).await?;
+            speeds.push(mflops(n, elapsed));
+            progress(&format!("matrix product on the CPU, {threads} thread(s)"));
+        }
+        record(ComputeBackend::Cpu, threads, &mut speeds);
+    }
+    let mut device_memory = Vec::new();
+    for gpu in &plan.gpus {
+        let n = plan.gpu_matmul_n;
+        let warm = gpu.clone();
+        // The first product compiles the kernels: it is not timed.
+        blocking(move || corex_ml::time_matmul(&warm, n, u64::MAX).map_err(compute_error)).await?;
+        let mut speeds = Vec::new();
+        for repeat in 0..repeats {
+            let on = gpu.clone();
+            let elapsed = blocking(move || {
+                corex_ml::time_matmul(&on, n, u64::from(repeat)).map_err(compute_error)
+            })
+            .await?;
+            speeds.push(mflops(n, elapsed));
+            progress(&format!("matrix product on {}", gpu.kind()));
+        }
+        record(gpu.kind(), 0, &mut speeds);
+        let values = plan.memory_bytes / 4;
+        let mut passes = Vec::new();
+        for repeat in 0..repeats {
+            let on = gpu.clone();
+            let elapsed = blocking(move || {
+                corex_ml::time_device_pass(&on, values, u64::from(repeat)).map_err(compute_error)
+            })
+            .await?;
+            passes.push(megabytes_per_second(8 * values, elapsed));
+            progress(&format!("device memory on {}", gpu.kind()));
+        }
+        device_memory.push(DeviceBandwidth {
+            backend: gpu.kind(),
+            mbps: median(&mut passes),
         });
     }
     let mut memory = Vec::new();
     for _ in 0..repeats {
         let bytes = plan.memory_bytes;
-        let seconds = tokio::task::spawn_blocking(move || time_copy(bytes))
-            .await
-            .map_err(|error| NodeError::Compute(error.to_string()))?;
-        memory.push((bytes as f64 / seconds / 1e6) as u64);
+        let elapsed = blocking(move || Ok(time_copy(bytes))).await?;
+        memory.push(megabytes_per_second(bytes, elapsed));
         progress("memory copy");
     }
+    let (round_trip_us, download_mbps) = match client {
+        Some(client) => network(client, plan, repeats, &mut progress).await?,
+        None => (0, 0),
+    };
+    Ok(DeviceBenchmark {
+        matmul,
+        memory_mbps: median(&mut memory),
+        device_memory,
+        round_trip_us,
+        download_mbps,
+        spread_ppm,
+        repeats,
+    })
+}
+
+/// `--backend auto`: of the CPU (at `threads`) and every GPU backend that opens, the one whose
+/// 1024 × 1024 product is fastest (best of two after a warm-up), with the speeds measured.
+pub fn pick_backend(threads: u32) -> Result<(Backend, Vec<(ComputeBackend, u64)>), NodeError> {
+    let n = 1024;
+    let mut best = (Backend::cpu(), 0u64);
+    let mut speeds = Vec::new();
+    let (gpus, _) = open_gpu_backends();
+    for backend in std::iter::once(Backend::cpu()).chain(gpus) {
+        let mut fastest = Duration::MAX;
+        for seed in 0..3 {
+            let elapsed = match backend.kind() {
+                ComputeBackend::Cpu => cpu_matmul(n, threads, seed)?,
+                _ => corex_ml::time_matmul(&backend, n, seed).map_err(compute_error)?,
+            };
+            if seed > 0 {
+                fastest = fastest.min(elapsed);
+            }
+        }
+        let speed = mflops(n, fastest);
+        speeds.push((backend.kind(), speed));
+        if speed > best.1 {
+            best = (backend, speed);
+        }
+    }
+    Ok((best.0, speeds))
+}
+
+async fn network(
+    client: &CoordinatorClient,
+    plan: &BenchPlan,
+    repeats: u32,
+    progress: &mut impl FnMut(&str),
+) -> Result<(u64, u64), NodeError> {
     let mut round_trips = Vec::new();
     for _ in 0..repeats {
         let started = Instant::now();
@@ -93,47 +200,52 @@ pub async fn measure(
     for _ in 0..repeats {
         let started = Instant::now();
         let got = client.bench_download(plan.download_bytes).await?;
-        let seconds = started
-            .elapsed()
-            .max(Duration::from_micros(1))
-            .as_secs_f64();
-        downloads.push((got as f64 / seconds / 1e6) as u64);
+        downloads.push(megabytes_per_second(got, started.elapsed()));
         progress("download");
     }
-    Ok(DeviceBenchmark {
-        matmul,
-        memory_mbps: median(&mut memory),
-        round_trip_us: median(&mut round_trips),
-        download_mbps: median(&mut downloads),
-        spread_ppm,
-        repeats,
-    })
+    Ok((median(&mut round_trips), median(&mut downloads)))
 }
 
-/// Seconds one `n × n` product takes on a pool of `threads` threads.
-fn time_matmul(n: usize, threads: u32) -> Result<f64, NodeError> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| NodeError::Compute(error.to_string()))?
+}
+
+fn compute_error(error: corex_ml::MlError) -> NodeError {
+    NodeError::Compute(error.to_string())
+}
+
+/// One `n × n` product on the CPU backend, on a pool of `threads` threads.
+fn cpu_matmul(n: usize, threads: u32, seed: u64) -> Result<Duration, NodeError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads as usize)
         .build()
         .map_err(|error| NodeError::Compute(error.to_string()))?;
-    let (a, b) = corex_verify::challenge_matrices(u64::from(threads), n);
-    pool.install(|| {
-        let started = Instant::now();
-        corex_ml::matmul(&a, &b, n).map_err(|error| NodeError::Compute(error.to_string()))?;
-        Ok(started.elapsed().max(Duration::from_nanos(1)).as_secs_f64())
-    })
+    pool.install(|| corex_ml::time_matmul(&Backend::cpu(), n, seed))
+        .map_err(compute_error)
 }
 
-/// Seconds one copy of `bytes` bytes takes, between buffers already in memory (both are
+fn mflops(n: usize, elapsed: Duration) -> u64 {
+    (2.0 * (n as f64).powi(3) / elapsed.max(Duration::from_nanos(1)).as_secs_f64() / 1e6) as u64
+}
+
+fn megabytes_per_second(bytes: usize, elapsed: Duration) -> u64 {
+    (bytes as f64 / elapsed.max(Duration::from_nanos(1)).as_secs_f64() / 1e6) as u64
+}
+
+/// How long one copy of `bytes` bytes takes, between buffers already in memory (both are
 /// written first, so page faults are not timed).
-fn time_copy(bytes: usize) -> f64 {
+fn time_copy(bytes: usize) -> Duration {
     let source = vec![1u8; bytes];
     let mut target = vec![2u8; bytes];
     let started = Instant::now();
     target.copy_from_slice(&source);
-    let seconds = started.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
+    let elapsed = started.elapsed();
     std::hint::black_box(&target);
-    seconds
+    elapsed
 }
 
 fn median(values: &mut [u64]) -> u64 {
@@ -147,16 +259,23 @@ mod tests {
 
     #[test]
     fn the_plan_covers_one_thread_and_all_cores() {
-        assert_eq!(BenchPlan::for_cores(8).thread_counts, vec![1, 4, 8]);
-        assert_eq!(BenchPlan::for_cores(2).thread_counts, vec![1, 2]);
-        assert_eq!(BenchPlan::for_cores(1).thread_counts, vec![1]);
-        assert_eq!(BenchPlan::for_cores(2).steps(), 5 * 5);
+        assert_eq!(
+            BenchPlan::for_cores(8, Vec::new()).thread_counts,
+            vec![1, 4, 8]
+        );
+        assert_eq!(
+            BenchPlan::for_cores(2, Vec::new()).thread_counts,
+            vec![1, 2]
+        );
+        assert_eq!(BenchPlan::for_cores(1, Vec::new()).thread_counts, vec![1]);
+        assert_eq!(BenchPlan::for_cores(2, Vec::new()).steps(true), 5 * 5);
+        assert_eq!(BenchPlan::for_cores(2, Vec::new()).steps(false), 5 * 3);
     }
 
     #[test]
     fn compute_and_memory_are_measured() {
-        assert!(time_matmul(64, 1).unwrap() > 0.0);
-        assert!(time_copy(1 << 20) > 0.0);
+        assert!(cpu_matmul(64, 1, 0).unwrap() > Duration::ZERO);
+        assert!(time_copy(1 << 20) > Duration::ZERO);
         assert_eq!(median(&mut [5, 1, 3]), 3);
     }
 }

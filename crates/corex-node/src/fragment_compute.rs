@@ -9,7 +9,7 @@
 
 use corex_core::trace::segment_bounds;
 use corex_core::{ModelSpec, WorkSpec};
-use corex_ml::{Dataset, FragmentOutput, PrivateStepsSpec};
+use corex_ml::{Backend, Dataset, FragmentOutput, PrivateStepsSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -41,11 +41,12 @@ pub(crate) enum Variant {
     SkipSegment,
 }
 
-/// Computes a fragment: its output and the sample batches it used, with a step trace where the
+/// Computes a fragment on `backend` (differentially private steps: on the CPU): its output and the sample batches it used, with a step trace where the
 /// work is traced (see `corex_core::trace`). Under differential privacy the Poisson samples
 /// and the noise come from a generator seeded by the operating system, which nobody else can
 /// know.
 pub(crate) fn compute(
+    backend: &Backend,
     work: &WorkSpec,
     spec: &ModelSpec,
     parameters: &[f32],
@@ -75,6 +76,7 @@ pub(crate) fn compute(
         }
         (Variant::Segment([first, end]), WorkSpec::LocalSteps { steps, inner }) => {
             let output = corex_ml::replay_segment(
+                backend,
                 spec,
                 parameters,
                 dataset,
@@ -95,13 +97,13 @@ pub(crate) fn compute(
     }
     let bounds = segment_bounds(work, indices.len());
     let (WorkSpec::LocalSteps { steps, inner }, Some(bounds)) = (work, bounds) else {
-        let output = corex_ml::run_fragment(work, spec, parameters, dataset, &indices)
+        let output = corex_ml::run_fragment(backend, work, spec, parameters, dataset, &indices)
             .map_err(compute_error)?;
         return Ok(untraced(output, indices));
     };
     let (output, trace) = if skip_segment {
         let skipped = crate::adversary::skip_second_segment(
-            spec, parameters, dataset, &indices, *steps, inner, &bounds,
+            backend, spec, parameters, dataset, &indices, *steps, inner, &bounds,
         )
         .map_err(compute_error)?;
         let output = FragmentOutput {
@@ -119,7 +121,7 @@ pub(crate) fn compute(
     } else {
         let interior = &bounds[1..bounds.len() - 1];
         let traced = corex_ml::compute_traced_local_steps(
-            spec, parameters, dataset, &indices, *steps, inner, interior,
+            backend, spec, parameters, dataset, &indices, *steps, inner, interior,
         )
         .map_err(compute_error)?;
         let trace = Trace {

@@ -130,7 +130,7 @@ fn key(seed: u8) -> Keypair {
 fn device(fingerprint: &[u8]) -> DeviceReport {
     DeviceReport {
         fingerprint: Hash::of(fingerprint),
-        ..corex_node::device::detect(1)
+        ..corex_node::device::detect(1, &corex_ml::Backend::cpu())
     }
 }
 

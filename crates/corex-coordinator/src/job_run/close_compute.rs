@@ -133,6 +133,7 @@ impl CloseWork {
                     .collect(),
                 |index| {
                     corex_ml::run_fragment(
+                        &corex_ml::Backend::cpu(),
                         &self.spec.work,
                         &self.spec.model,
                         &current,
@@ -377,6 +378,7 @@ impl CloseWork {
                 node_replays.get(&reveal.index).copied(),
                 || {
                     corex_ml::replay_segment(
+                        &corex_ml::Backend::cpu(),
                         &self.spec.model,
                         start,
                         &self.data.dataset,

@@ -3,6 +3,7 @@
 //! every kind and family; a sample outside the dataset or bytes of the wrong length are refused.
 
 use corex_core::{CnnSpec, ModelSpec, TransformerSpec, WorkSpec};
+use corex_ml::Backend;
 use corex_ml::{Dataset, EncodedLayout, MlError, init_parameters, run_fragment};
 
 fn cases() -> Vec<(ModelSpec, Dataset, usize)> {
@@ -52,8 +53,10 @@ fn a_fragment_on_its_subset_equals_it_on_the_whole_dataset() {
         assert_eq!(local.len(), indices.len());
         let params = init_parameters(&spec, 9);
         for work in [WorkSpec::Gradient, WorkSpec::Inference { weights: None }] {
-            let whole = run_fragment(&work, &spec, &params, &data, &indices).unwrap();
-            let sparse = run_fragment(&work, &spec, &params, &subset, &local).unwrap();
+            let whole =
+                run_fragment(&Backend::cpu(), &work, &spec, &params, &data, &indices).unwrap();
+            let sparse =
+                run_fragment(&Backend::cpu(), &work, &spec, &params, &subset, &local).unwrap();
             assert_eq!(whole.values, sparse.values, "{} {work:?}", spec.family());
             assert_eq!(whole.loss.to_bits(), sparse.loss.to_bits());
         }

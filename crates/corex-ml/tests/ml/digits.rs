@@ -1,6 +1,7 @@
 //! End to end on the built-in digits: the gradient job's hyperparameters, trained through the
 //! coordinator path (fragments → weighted mean → `Trainer::step`), reach ≥ 95 % test accuracy.
 
+use corex_ml::Backend;
 use corex_ml::{
     Dataset, ModelSpec, OptimizerSpec, Trainer, compute_gradient, evaluate, init_parameters,
     weighted_mean,
@@ -32,7 +33,9 @@ fn digits_gradient_job_reaches_95_percent() {
         let params = trainer.parameters();
         let outputs: Vec<_> = batch
             .chunks(BATCH.div_ceil(FRAGMENTS))
-            .map(|fragment| compute_gradient(&spec, &params, &data, fragment).unwrap())
+            .map(|fragment| {
+                compute_gradient(&Backend::cpu(), &spec, &params, &data, fragment).unwrap()
+            })
             .collect();
         let parts: Vec<(&[f32], u32)> = outputs
             .iter()

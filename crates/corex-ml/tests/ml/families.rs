@@ -4,6 +4,7 @@
 //! generation is seeded.
 
 use corex_core::{CnnSpec, ModelSpec, OptimizerSpec, TransformerSpec, WorkSpec};
+use corex_ml::Backend;
 use corex_ml::{
     Dataset, compute_gradient, compute_traced_local_steps, evaluate, from_safetensors,
     generate_text, init_parameters, predict, prediction_labels, replay_local_steps, replay_segment,
@@ -55,10 +56,10 @@ fn fragments_mean_gradient_is_the_whole_batch_gradient() {
     for (spec, data) in cases() {
         let params = init_parameters(&spec, 5);
         let batch = indices(24, 3);
-        let whole = compute_gradient(&spec, &params, &data, &batch).unwrap();
+        let whole = compute_gradient(&Backend::cpu(), &spec, &params, &data, &batch).unwrap();
         let parts: Vec<_> = batch
             .chunks(8)
-            .map(|chunk| compute_gradient(&spec, &params, &data, chunk).unwrap())
+            .map(|chunk| compute_gradient(&Backend::cpu(), &spec, &params, &data, chunk).unwrap())
             .collect();
         let weighted: Vec<(&[f32], u32)> = parts
             .iter()
@@ -67,7 +68,7 @@ fn fragments_mean_gradient_is_the_whole_batch_gradient() {
         let mean = weighted_mean(&weighted).unwrap();
         let error = rel_l2(&mean, &whole.gradient);
         assert!(error < 1e-5, "{}: {error:.3e}", spec.family());
-        let again = compute_gradient(&spec, &params, &data, &batch).unwrap();
+        let again = compute_gradient(&Backend::cpu(), &spec, &params, &data, &batch).unwrap();
         assert_eq!(again, whole, "{}: same inputs, same bits", spec.family());
         assert!(whole.loss.is_finite() && whole.loss > 0.0);
     }
@@ -82,9 +83,19 @@ fn local_steps_replay_segment_by_segment_for_every_family() {
     for (spec, data) in cases() {
         let params = init_parameters(&spec, 6);
         let batch = indices(16, 2);
-        let traced =
-            compute_traced_local_steps(&spec, &params, &data, &batch, 4, &inner, &[2]).unwrap();
+        let traced = compute_traced_local_steps(
+            &Backend::cpu(),
+            &spec,
+            &params,
+            &data,
+            &batch,
+            4,
+            &inner,
+            &[2],
+        )
+        .unwrap();
         let (second_end, _) = replay_local_steps(
+            &Backend::cpu(),
             &spec,
             &traced.checkpoints[0],
             &data,
@@ -94,8 +105,17 @@ fn local_steps_replay_segment_by_segment_for_every_family() {
             2..4,
         )
         .unwrap();
-        let (whole_end, losses) =
-            replay_local_steps(&spec, &params, &data, &batch, 4, &inner, 0..4).unwrap();
+        let (whole_end, losses) = replay_local_steps(
+            &Backend::cpu(),
+            &spec,
+            &params,
+            &data,
+            &batch,
+            4,
+            &inner,
+            0..4,
+        )
+        .unwrap();
         assert_eq!(
             second_end,
             whole_end,
@@ -103,13 +123,23 @@ fn local_steps_replay_segment_by_segment_for_every_family() {
             spec.family()
         );
         assert_eq!(losses, traced.losses);
-        let replayed = replay_segment(&spec, &params, &data, &batch, 4, &inner, 0..4).unwrap();
+        let replayed = replay_segment(
+            &Backend::cpu(),
+            &spec,
+            &params,
+            &data,
+            &batch,
+            4,
+            &inner,
+            0..4,
+        )
+        .unwrap();
         assert_eq!(replayed.gradient, traced.output.gradient);
         let work = WorkSpec::LocalSteps {
             steps: 4,
             inner: inner.clone(),
         };
-        let fragment = run_fragment(&work, &spec, &params, &data, &batch).unwrap();
+        let fragment = run_fragment(&Backend::cpu(), &work, &spec, &params, &data, &batch).unwrap();
         assert_eq!(fragment.values, traced.output.gradient);
     }
 }
@@ -119,12 +149,12 @@ fn inference_and_evaluation_score_the_right_rows() {
     for (spec, data) in cases() {
         let params = init_parameters(&spec, 7);
         let batch = indices(10, 5);
-        let logits = predict(&spec, &params, &data, &batch).unwrap();
+        let logits = predict(&Backend::cpu(), &spec, &params, &data, &batch).unwrap();
         assert_eq!(logits.len(), batch.len() * spec.classes());
         let labels = prediction_labels(&spec, &data, &batch);
         assert_eq!(labels.len(), batch.len());
         let work = WorkSpec::Inference { weights: None };
-        let fragment = run_fragment(&work, &spec, &params, &data, &batch).unwrap();
+        let fragment = run_fragment(&Backend::cpu(), &work, &spec, &params, &data, &batch).unwrap();
         assert_eq!(fragment.values, logits);
         let evaluation = evaluate(&spec, &params, &data, &batch).unwrap();
         let rows = spec.window().map_or(1, |window| window - 1) * batch.len();
@@ -141,11 +171,20 @@ fn a_window_that_runs_off_the_text_is_refused() {
     let data = Dataset::synthetic_text(100, 1).unwrap();
     let params = init_parameters(&spec, 1);
     let last_whole = (100 - 13) as u32;
-    assert!(compute_gradient(&spec, &params, &data, &[last_whole]).is_ok());
-    assert!(compute_gradient(&spec, &params, &data, &[last_whole + 1]).is_err());
+    assert!(compute_gradient(&Backend::cpu(), &spec, &params, &data, &[last_whole]).is_ok());
+    assert!(compute_gradient(&Backend::cpu(), &spec, &params, &data, &[last_whole + 1]).is_err());
     let images = Dataset::synthetic_images(10, 8, 1).unwrap();
-    assert!(compute_gradient(&spec, &params, &images, &[0]).is_err());
-    assert!(compute_gradient(&cnn(), &init_parameters(&cnn(), 1), &data, &[0]).is_err());
+    assert!(compute_gradient(&Backend::cpu(), &spec, &params, &images, &[0]).is_err());
+    assert!(
+        compute_gradient(
+            &Backend::cpu(),
+            &cnn(),
+            &init_parameters(&cnn(), 1),
+            &data,
+            &[0]
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Fragment gradients: determinism, aggregation and agreement with finite differences.
 
+use corex_ml::Backend;
 use corex_ml::{ModelSpec, compute_gradient, init_parameters, weighted_mean};
 
 use crate::common::{rel_l2, small_spec, synthetic};
@@ -10,8 +11,8 @@ fn gradient_is_bit_identical_on_repeat() {
     let spec = small_spec(6);
     let params = init_parameters(&spec, 7);
     let indices: Vec<u32> = (0..150).collect();
-    let a = compute_gradient(&spec, &params, &data, &indices).unwrap();
-    let b = compute_gradient(&spec, &params, &data, &indices).unwrap();
+    let a = compute_gradient(&Backend::cpu(), &spec, &params, &data, &indices).unwrap();
+    let b = compute_gradient(&Backend::cpu(), &spec, &params, &data, &indices).unwrap();
     assert_eq!(a.samples, 150);
     assert_eq!(a.gradient.len(), spec.parameter_count());
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -28,9 +29,9 @@ fn union_gradient_is_weighted_mean_of_parts() {
     let first: Vec<u32> = (0..70).collect();
     let second: Vec<u32> = (70..250).rev().collect();
     let union: Vec<u32> = first.iter().chain(&second).copied().collect();
-    let whole = compute_gradient(&spec, &params, &data, &union).unwrap();
-    let a = compute_gradient(&spec, &params, &data, &first).unwrap();
-    let b = compute_gradient(&spec, &params, &data, &second).unwrap();
+    let whole = compute_gradient(&Backend::cpu(), &spec, &params, &data, &union).unwrap();
+    let a = compute_gradient(&Backend::cpu(), &spec, &params, &data, &first).unwrap();
+    let b = compute_gradient(&Backend::cpu(), &spec, &params, &data, &second).unwrap();
     let mean = weighted_mean(&[(&a.gradient, a.samples), (&b.gradient, b.samples)]).unwrap();
     let distance = rel_l2(&mean, &whole.gradient);
     eprintln!("union vs weighted mean of parts: {distance:.3e}");
@@ -89,7 +90,7 @@ fn gradient_matches_finite_differences() {
     let spec = ModelSpec::mlp(4, vec![5], 3);
     let params = init_parameters(&spec, 11);
     let indices: Vec<u32> = (0..40).collect();
-    let output = compute_gradient(&spec, &params, &data, &indices).unwrap();
+    let output = compute_gradient(&Backend::cpu(), &spec, &params, &data, &indices).unwrap();
     let base: Vec<f64> = params.iter().map(|v| f64::from(*v)).collect();
     let loss = host_loss(&spec, &base, &data, &indices);
     assert!(

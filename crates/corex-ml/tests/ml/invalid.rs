@@ -1,5 +1,6 @@
 //! Bad input must produce errors, never panics.
 
+use corex_ml::Backend;
 use corex_ml::{
     Dataset, MlError, ModelSpec, OptimizerSpec, Trainer, check_tensor, compute_gradient, evaluate,
     init_parameters, train_reference, weighted_mean,
@@ -35,37 +36,55 @@ fn compute_gradient_rejects_bad_input() {
     let params = init_parameters(&spec, 0);
     let ok: Vec<u32> = (0..10).collect();
     assert!(matches!(
-        compute_gradient(&spec, &params[..3], &data, &ok),
+        compute_gradient(&Backend::cpu(), &spec, &params[..3], &data, &ok),
         Err(MlError::ParameterCount { .. })
     ));
     let mut nan = params.clone();
     nan[0] = f32::NAN;
     assert_eq!(
-        compute_gradient(&spec, &nan, &data, &ok),
+        compute_gradient(&Backend::cpu(), &spec, &nan, &data, &ok),
         Err(MlError::NonFinite { index: 0 })
     );
     assert_eq!(
-        compute_gradient(&spec, &params, &data, &[1, 50, 2]),
+        compute_gradient(&Backend::cpu(), &spec, &params, &data, &[1, 50, 2]),
         Err(MlError::SampleIndex { index: 50, len: 50 })
     );
     assert!(matches!(
-        compute_gradient(&spec, &params, &data, &[]),
+        compute_gradient(&Backend::cpu(), &spec, &params, &data, &[]),
         Err(MlError::Empty(_))
     ));
     // Dataset/spec mismatch: wrong width, more classes than the model outputs.
     let wide = small_spec(5);
     assert!(matches!(
-        compute_gradient(&wide, &init_parameters(&wide, 0), &data, &ok),
+        compute_gradient(
+            &Backend::cpu(),
+            &wide,
+            &init_parameters(&wide, 0),
+            &data,
+            &ok
+        ),
         Err(MlError::Dataset(_))
     ));
     let binary = ModelSpec::mlp(4, vec![3], 2);
     assert!(matches!(
-        compute_gradient(&binary, &init_parameters(&binary, 0), &data, &ok),
+        compute_gradient(
+            &Backend::cpu(),
+            &binary,
+            &init_parameters(&binary, 0),
+            &data,
+            &ok
+        ),
         Err(MlError::Dataset(_))
     ));
     let degenerate = ModelSpec::mlp(4, vec![0], 3);
     assert!(matches!(
-        compute_gradient(&degenerate, &init_parameters(&degenerate, 0), &data, &ok),
+        compute_gradient(
+            &Backend::cpu(),
+            &degenerate,
+            &init_parameters(&degenerate, 0),
+            &data,
+            &ok
+        ),
         Err(MlError::Spec(_))
     ));
 }
@@ -79,7 +98,7 @@ fn csv_label_beyond_model_classes_is_an_error() {
     let spec = ModelSpec::mlp(2, vec![4], 3);
     let params = init_parameters(&spec, 0);
     assert!(matches!(
-        compute_gradient(&spec, &params, &data, &[0, 1]),
+        compute_gradient(&Backend::cpu(), &spec, &params, &data, &[0, 1]),
         Err(MlError::Dataset(_))
     ));
     assert!(evaluate(&spec, &params, &data, &[0, 1]).is_err());

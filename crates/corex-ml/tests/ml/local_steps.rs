@@ -1,5 +1,6 @@
 //! Local-steps fragments: determinism, agreement with the reference trainer, refusals.
 
+use corex_ml::Backend;
 use corex_ml::{
     OptimizerSpec, WorkSpec, compute_gradient, compute_local_steps, compute_traced_local_steps,
     init_parameters, replay_local_steps, run_fragment, train_reference,
@@ -20,8 +21,26 @@ fn local_steps_are_bit_identical_on_repeat() {
     let spec = small_spec(6);
     let params = init_parameters(&spec, 7);
     let indices: Vec<u32> = (0..160).collect();
-    let a = compute_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1)).unwrap();
-    let b = compute_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1)).unwrap();
+    let a = compute_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &indices,
+        4,
+        &sgd(0.1),
+    )
+    .unwrap();
+    let b = compute_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &indices,
+        4,
+        &sgd(0.1),
+    )
+    .unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.gradient), bits(&b.gradient));
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());
@@ -34,8 +53,17 @@ fn one_sgd_step_is_the_learning_rate_times_the_gradient() {
     let spec = small_spec(6);
     let params = init_parameters(&spec, 3);
     let indices: Vec<u32> = (10..90).collect();
-    let step = compute_local_steps(&spec, &params, &data, &indices, 1, &sgd(0.5)).unwrap();
-    let gradient = compute_gradient(&spec, &params, &data, &indices).unwrap();
+    let step = compute_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &indices,
+        1,
+        &sgd(0.5),
+    )
+    .unwrap();
+    let gradient = compute_gradient(&Backend::cpu(), &spec, &params, &data, &indices).unwrap();
     let scaled: Vec<f32> = gradient.gradient.iter().map(|g| g * 0.5).collect();
     let distance = rel_l2(&step.gradient, &scaled);
     assert!(distance < 1e-4, "relative L2 {distance}");
@@ -57,7 +85,7 @@ fn the_pseudo_gradient_is_the_reference_trainers_displacement() {
             epsilon: 1e-8,
         },
     };
-    let output = run_fragment(&work, &spec, &params, &data, &indices).unwrap();
+    let output = run_fragment(&Backend::cpu(), &work, &spec, &params, &data, &indices).unwrap();
     let WorkSpec::LocalSteps { inner, .. } = &work else {
         unreachable!()
     };
@@ -72,7 +100,16 @@ fn more_steps_than_samples_are_refused() {
     let data = synthetic(50, 6, 1);
     let spec = small_spec(6);
     let params = init_parameters(&spec, 1);
-    let error = compute_local_steps(&spec, &params, &data, &[1, 2, 3], 4, &sgd(0.1)).unwrap_err();
+    let error = compute_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &[1, 2, 3],
+        4,
+        &sgd(0.1),
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("at least one sample"), "{error}");
 }
 
@@ -83,10 +120,27 @@ fn each_traced_segment_replays_from_its_checkpoint_to_the_next() {
     let params = init_parameters(&spec, 9);
     let indices: Vec<u32> = (0..240).collect();
     let bounds = [0, 2, 4, 6, 8];
-    let plain = compute_local_steps(&spec, &params, &data, &indices, 8, &sgd(0.1)).unwrap();
-    let traced =
-        compute_traced_local_steps(&spec, &params, &data, &indices, 8, &sgd(0.1), &bounds[1..4])
-            .unwrap();
+    let plain = compute_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &indices,
+        8,
+        &sgd(0.1),
+    )
+    .unwrap();
+    let traced = compute_traced_local_steps(
+        &Backend::cpu(),
+        &spec,
+        &params,
+        &data,
+        &indices,
+        8,
+        &sgd(0.1),
+        &bounds[1..4],
+    )
+    .unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&traced.output.gradient), bits(&plain.gradient));
     assert_eq!(traced.output.loss.to_bits(), plain.loss.to_bits());
@@ -105,6 +159,7 @@ fn each_traced_segment_replays_from_its_checkpoint_to_the_next() {
     for segment in 0..4 {
         let (from, to) = (bounds[segment], bounds[segment + 1]);
         let (replayed, losses) = replay_local_steps(
+            &Backend::cpu(),
             &spec,
             &chain[segment],
             &data,
@@ -133,12 +188,32 @@ fn checkpoints_and_ranges_outside_the_steps_are_refused() {
     let params = init_parameters(&spec, 1);
     let indices: Vec<u32> = (0..80).collect();
     let traced = |stops: &[u32]| {
-        compute_traced_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1), stops)
+        compute_traced_local_steps(
+            &Backend::cpu(),
+            &spec,
+            &params,
+            &data,
+            &indices,
+            4,
+            &sgd(0.1),
+            stops,
+        )
     };
     assert!(traced(&[4]).is_err());
     assert!(traced(&[0]).is_err());
     assert!(traced(&[3, 1]).is_err());
-    let replay = |range| replay_local_steps(&spec, &params, &data, &indices, 4, &sgd(0.1), range);
+    let replay = |range| {
+        replay_local_steps(
+            &Backend::cpu(),
+            &spec,
+            &params,
+            &data,
+            &indices,
+            4,
+            &sgd(0.1),
+            range,
+        )
+    };
     assert!(replay(2..5).is_err());
     assert!(replay(3..3).is_err());
 }

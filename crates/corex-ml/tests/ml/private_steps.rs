@@ -1,6 +1,7 @@
 //! DP-SGD local steps: agreement with plain SGD when clipping and noise are off, the clipping
 //! bound, the noise, reproducibility and refusals.
 
+use corex_ml::Backend;
 use corex_ml::{
     Dataset, MlError, ModelSpec, OptimizerSpec, PrivacySpec, PrivateStepsSpec, compute_gradient,
     compute_private_local_steps, epsilon, init_parameters, poisson_sample,
@@ -77,7 +78,7 @@ fn without_clipping_or_noise_a_step_is_sgd_on_the_sampled_examples() {
     .output;
     // The noisy sum is divided by the expected batch 20, not by the |S| samples drawn.
     let scale = 0.5 * sampled.len() as f32 / 20.0;
-    let sgd = compute_gradient(&spec, &params, &data, &sampled).unwrap();
+    let sgd = compute_gradient(&Backend::cpu(), &spec, &params, &data, &sampled).unwrap();
     let expected: Vec<f32> = sgd.gradient.iter().map(|g| g * scale).collect();
     let distance = rel_l2(&output.gradient, &expected);
     assert!(distance < 1e-5, "relative L2 {distance}");
@@ -94,7 +95,7 @@ fn clipping_matches_per_example_autodiff_gradients() {
     let gradients: Vec<Vec<f32>> = pool
         .iter()
         .map(|&index| {
-            compute_gradient(&spec, &params, &data, &[index])
+            compute_gradient(&Backend::cpu(), &spec, &params, &data, &[index])
                 .unwrap()
                 .gradient
         })

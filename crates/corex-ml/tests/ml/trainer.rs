@@ -1,6 +1,7 @@
 //! The coordinator path (fragments → weighted mean → `Trainer::step`) against the
 //! single-process reference loop.
 
+use corex_ml::Backend;
 use corex_ml::{
     Dataset, ModelSpec, OptimizerSpec, Trainer, compute_gradient, init_parameters, train_reference,
     weighted_mean,
@@ -24,7 +25,14 @@ fn train_fragmented(
         let outputs: Vec<_> = cuts
             .windows(2)
             .map(|w| {
-                compute_gradient(spec, &trainer.parameters(), data, &batch[w[0]..w[1]]).unwrap()
+                compute_gradient(
+                    &Backend::cpu(),
+                    spec,
+                    &trainer.parameters(),
+                    data,
+                    &batch[w[0]..w[1]],
+                )
+                .unwrap()
             })
             .collect();
         let parts: Vec<(&[f32], u32)> = outputs

@@ -3,6 +3,7 @@
 //! refused.
 
 use corex_core::TransformSpec;
+use corex_ml::Backend;
 use corex_ml::{MlError, WorkSpec, apply_transform, check_result, run_fragment};
 
 use crate::common::{small_spec, synthetic};
@@ -56,7 +57,7 @@ fn the_projection_keeps_distances_on_average() {
     let work = WorkSpec::Transform {
         transform: projection(24, 1),
     };
-    let output = run_fragment(&work, &spec, &[], &data, &indices).unwrap();
+    let output = run_fragment(&Backend::cpu(), &work, &spec, &[], &data, &indices).unwrap();
     assert_eq!(output.values.len(), 200 * 24);
     assert_eq!(output.loss, 0.0);
     assert_eq!(check_result(&work, &spec, 200, &output.values), Ok(()));

@@ -89,6 +89,7 @@ impl SimNode {
         fragment: &Fragment,
     ) -> Result<Computed, corex_ml::MlError> {
         let output = corex_ml::run_fragment(
+            &corex_ml::Backend::cpu(),
             &spec.work,
             &spec.model,
             parameters,

@@ -490,6 +490,8 @@ fn device(node: NodeId) -> DeviceReport {
         claimed_gflops: None,
         fingerprint: Hash::of(&node.0),
         benchmark: None,
+        backend: corex_core::ComputeBackend::Cpu,
+        adapter: None,
     }
 }
 
