@@ -201,6 +201,7 @@ impl NodeAgent {
         mut self,
         mut stop: watch::Receiver<bool>,
     ) -> Result<NodeRunSummary, NodeError> {
+        self.warm_up().await;
         let mut report = device::detect(self.config.compute_threads, &self.config.backend);
         if self.config.adversary == Some(Adversary::FakeGpu) {
             crate::adversary::claim_a_gpu(&mut report);
@@ -222,6 +223,22 @@ impl NodeAgent {
             "node stopped"
         );
         Ok(summary)
+    }
+
+    /// On a GPU backend, compiles the matrix-product kernels before anything is timed: the
+    /// capability challenge measures the device, not its shader compiler.
+    async fn warm_up(&self) {
+        let backend = self.config.backend.clone();
+        if !backend.kind().is_gpu() {
+            return;
+        }
+        let warmed = tokio::task::spawn_blocking(move || {
+            corex_ml::time_matmul(&backend, corex_verify::CHALLENGE_SIZE, 0)
+        })
+        .await;
+        if let Ok(Err(error)) = warmed {
+            tracing::warn!(%error, "warming the GPU backend up failed");
+        }
     }
 
     /// Registers (retrying while the coordinator is unreachable), joins the ledger and answers

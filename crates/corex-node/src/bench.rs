@@ -27,15 +27,18 @@ pub struct BenchPlan {
     pub matmul_n: usize,
     /// Size of the square matrix product on a GPU backend.
     pub gpu_matmul_n: usize,
-    /// Bytes copied per host memory measurement, and passed over per device measurement.
+    /// Bytes copied per host memory measurement.
     pub memory_bytes: usize,
+    /// Bytes passed over per device memory measurement (within a GPU's largest buffer).
+    pub device_memory_bytes: usize,
     /// Bytes downloaded per throughput measurement.
     pub download_bytes: usize,
 }
 
 impl BenchPlan {
     /// Five repeats of each: 512 × 512 products on the CPU at 1 thread, half the cores and all
-    /// of them, 2048 × 2048 on each GPU backend, 256 MiB copies, 8 MiB downloads.
+    /// of them, 2048 × 2048 on each GPU backend, 256 MiB host copies, 64 MiB device passes,
+    /// 8 MiB downloads.
     pub fn for_cores(cores: u32, gpus: Vec<Backend>) -> Self {
         let mut thread_counts = vec![1, (cores / 2).max(1), cores.max(1)];
         thread_counts.dedup();
@@ -46,6 +49,7 @@ impl BenchPlan {
             matmul_n: 512,
             gpu_matmul_n: 2048,
             memory_bytes: 256 * 1024 * 1024,
+            device_memory_bytes: 64 * 1024 * 1024,
             download_bytes: 8 * 1024 * 1024,
         }
     }
@@ -118,7 +122,7 @@ pub async fn measure(
             progress(&format!("matrix product on {}", gpu.kind()));
         }
         record(gpu.kind(), 0, &mut speeds);
-        let values = plan.memory_bytes / 4;
+        let values = plan.device_memory_bytes / 4;
         let mut passes = Vec::new();
         for repeat in 0..repeats {
             let on = gpu.clone();

@@ -8,6 +8,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::VerifyError;
 
+/// Size of the capability challenge product: 2·768³ ≈ 906 MFLOP, a 2.4 MB answer: large enough
+/// that the compute, not the round trip or the matrix generation, sets the time on a CPU.
+pub const CHALLENGE_SIZE: usize = 768;
+
 /// The two seeded factors `A`, `B` (row-major, values in [−1, 1)).
 pub fn challenge_matrices(seed: u64, n: usize) -> (Vec<f32>, Vec<f32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -20,7 +20,8 @@ mod error;
 pub use aggregate::aggregate;
 pub use audit::{AuditPolicy, SeedChain, audited_segment, follows, is_audited};
 pub use capability::{
-    challenge_matrices, check_vector, commit_product, demonstrated_gflops, freivalds,
+    CHALLENGE_SIZE, challenge_matrices, check_vector, commit_product, demonstrated_gflops,
+    freivalds,
 };
 pub use compare::{Comparison, Tolerance, compare};
 pub use consistency::{

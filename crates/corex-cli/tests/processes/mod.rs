@@ -82,8 +82,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
-/// The arguments of `corex node` against `coordinator` (pinned to `pin`), one compute thread,
-/// its files in `dir`.
+/// The arguments of `corex node` against `coordinator` (pinned to `pin`), one compute thread
+/// on the CPU backend, its files in `dir`.
 pub fn node_args(coordinator: &str, pin: &str, dir: &Path) -> Vec<String> {
     [
         "node",
@@ -93,6 +93,8 @@ pub fn node_args(coordinator: &str, pin: &str, dir: &Path) -> Vec<String> {
         pin,
         "--threads",
         "1",
+        "--backend",
+        "cpu",
         "--data-dir",
         dir.to_str().unwrap(),
     ]

@@ -10,9 +10,7 @@ use corex_core::{Hash, NodeId};
 use super::Coordinator;
 use crate::error::CoordinatorError;
 
-/// Size of the capability challenge product: 2·768³ ≈ 906 MFLOP, a 2.4 MB answer: large enough
-/// that the compute, not the round trip or the matrix generation, sets the time on a CPU.
-pub const CHALLENGE_SIZE: usize = 768;
+pub use corex_verify::CHALLENGE_SIZE;
 
 #[derive(Debug, Clone)]
 pub(super) struct PendingChallenge {
