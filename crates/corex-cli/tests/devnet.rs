@@ -76,6 +76,62 @@ fn the_default_devnet_job_reaches_95_percent_with_4_nodes() {
     assert!(stdout.contains("test accuracy"));
 }
 
+/// Two nodes on the wgpu backend (Mesa's lavapipe where the machine has no GPU) beside two on
+/// the CPU: the default job reaches the CPU-only devnet's bar, every node works, audits cross
+/// backends, nothing honest is rejected, and the summary shows each node's backend and adapter.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_devnet_of_wgpu_and_cpu_nodes_trains_the_default_job_as_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("devnet");
+    let output = Command::new(env!("CARGO_BIN_EXE_corex"))
+        .args(["devnet", "--profiles", "wgpu,wgpu", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "devnet failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("report.json")).unwrap()).unwrap();
+    let status = &report["report"]["status"];
+    let accuracy = status["last_test_accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.95, "accuracy {accuracy} is below 95%");
+    assert_eq!(
+        status["nodes"].as_object().unwrap().len(),
+        4,
+        "every node works"
+    );
+    let backend = |node: &serde_json::Value| {
+        report["nodes"][node.as_str().unwrap()]["device"]["backend"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (mut across, mut results) = (0, 0);
+    for result in report["report"]["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|round| round["results"].as_array().unwrap())
+    {
+        results += 1;
+        assert_eq!(result["verdict"]["verdict"], "accepted", "{result}");
+        if !result["audited_by"].is_null()
+            && backend(&result["audited_by"]) != backend(&result["node"])
+        {
+            across += 1;
+        }
+    }
+    println!("{results} results, {across} audited by a node on the other backend");
+    assert!(across > 0, "no audit crossed backends");
+    assert!(stdout.contains("wgpu") && stdout.contains("software driver"));
+}
+
 /// Heterogeneous nodes (one fast, one 3× slower, one 8× slower) on a job with adaptive
 /// granularity: each node's share of the work follows its measured speed.
 #[test]

@@ -81,6 +81,10 @@ const IDLE_RETRY_MS: u64 = 500;
 /// limits; a node gone longer frees its place (a restarted machine can rejoin).
 const SYBIL_WINDOW_MS: u64 = 120_000;
 
+/// Behaviour analysis compares a node's efficiency with at most this many peers' (the median
+/// moves little beyond, and the scan stays cheap on large networks).
+const BEHAVIOUR_PEERS: usize = 64;
+
 impl Coordinator {
     pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
         Self {
@@ -445,10 +449,17 @@ impl Coordinator {
     fn observe(&mut self, node: NodeId, timing: FragmentTiming) -> Option<String> {
         let registered = self.nodes.get_mut(&node)?;
         let timed = registered.time_fragment(timing.cost_flops / 1_000_000, timing.elapsed_ms);
-        let info = &mut registered.info;
-        let verified = info.capability.as_ref()?.demonstrated_mflops;
+        let verified = registered.info.capability.as_ref()?.demonstrated_mflops;
         let policy = TierPolicy::default();
-        let observed = match policy.behaviour(verified, &timed) {
+        // Peers are consulted only when the verified speed alone would flag the node.
+        let behaviour = match policy.behaviour(verified, &timed, None) {
+            Behaviour::Contradicts { .. } => {
+                policy.behaviour(verified, &timed, self.peer_efficiency_ppm(&node))
+            }
+            other => other,
+        };
+        let info = &mut self.nodes.get_mut(&node)?.info;
+        let observed = match behaviour {
             Behaviour::Unknown => return None,
             Behaviour::Consistent { observed_mflops } => {
                 info.observed_mflops = Some(observed_mflops);
@@ -466,6 +477,26 @@ impl Coordinator {
         );
         info.behaviour_flag = Some(flag.clone());
         Some(flag)
+    }
+
+    /// The median efficiency (observed over verified speed, ppm) of up to
+    /// [`BEHAVIOUR_PEERS`] other observed nodes on `node`'s backend, in id order; `None`
+    /// without any.
+    fn peer_efficiency_ppm(&self, node: &NodeId) -> Option<u64> {
+        let backend = self.nodes.get(node)?.info.device.backend;
+        let mut efficiencies: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(peer, registered)| *peer != node && registered.info.device.backend == backend)
+            .filter_map(|(_, registered)| {
+                let observed = registered.info.observed_mflops?;
+                let verified = registered.info.capability.as_ref()?.demonstrated_mflops;
+                Some(corex_scheduler::efficiency_ppm(observed, verified))
+            })
+            .take(BEHAVIOUR_PEERS)
+            .collect();
+        efficiencies.sort_unstable();
+        efficiencies.get(efficiencies.len() / 2).copied()
     }
 
     /// Closes every round whose audit deadline has passed (the coordinator replays what no

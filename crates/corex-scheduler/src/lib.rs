@@ -21,4 +21,4 @@ pub use granularity::plan_sizes;
 pub use lease_order::WaitingNodes;
 pub use leases::{Lease, LeaseBook, LeaseError, speculative_copy_due_ms, straggler_due_ms};
 pub use slicer::{epoch_order, pass_batch, round_batch, slice_round};
-pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, verified_speed};
+pub use tiers::{Behaviour, DeviceTier, Standing, TierPolicy, efficiency_ppm, verified_speed};

@@ -115,7 +115,19 @@ impl TierPolicy {
     /// to result)` each, with the speed its capability challenge verified. Fragments too
     /// light to time (under `min_judged_ms` at the verified speed) are left out; the observed
     /// speed is the median of the rest, so one slow network moment does not flag a node.
-    pub fn behaviour(&self, verified_mflops: u64, timed: &[(u64, u64)]) -> Behaviour {
+    ///
+    /// How much of its matrix-product speed a node reaches on real work depends on the work
+    /// and the device (a convolution net on a CPU, small kernels on a GPU: a few percent), so
+    /// where peers on the same backend have been observed, `peer_efficiency_ppm` (the median of
+    /// their observed over verified speeds, parts per million) sets the expectation: a node
+    /// contradicts its challenge only if it is the factor below its verified speed *and* the
+    /// factor below its peers' efficiency. Without peers the verified speed alone decides.
+    pub fn behaviour(
+        &self,
+        verified_mflops: u64,
+        timed: &[(u64, u64)],
+        peer_efficiency_ppm: Option<u64>,
+    ) -> Behaviour {
         let judged_from = u128::from(verified_mflops) * u128::from(self.min_judged_ms) / 1_000;
         let mut speeds: Vec<u64> = timed
             .iter()
@@ -127,12 +139,21 @@ impl TierPolicy {
         }
         speeds.sort_unstable();
         let observed_mflops = speeds[speeds.len() / 2];
-        if observed_mflops.saturating_mul(self.contradiction_factor.max(1)) < verified_mflops {
+        let factor = self.contradiction_factor.max(1);
+        let below_peers = peer_efficiency_ppm.is_none_or(|peers| {
+            efficiency_ppm(observed_mflops, verified_mflops).saturating_mul(factor) < peers
+        });
+        if observed_mflops.saturating_mul(factor) < verified_mflops && below_peers {
             Behaviour::Contradicts { observed_mflops }
         } else {
             Behaviour::Consistent { observed_mflops }
         }
     }
+}
+
+/// Observed over verified speed, parts per million.
+pub fn efficiency_ppm(observed_mflops: u64, verified_mflops: u64) -> u64 {
+    (u128::from(observed_mflops) * 1_000_000 / u128::from(verified_mflops.max(1))) as u64
 }
 
 /// The speed a node is credited with: what its verified fragments show once they show
@@ -184,28 +205,42 @@ mod tests {
         // Verified 10 GFLOP/s; 1,000 MFLOP fragments taking ~100 ms agree, and faster is fine.
         let honest: Vec<(u64, u64)> = [95, 100, 104, 99, 2_000].map(|ms| (1_000, ms)).to_vec();
         assert_eq!(
-            policy.behaviour(10_000, &honest),
+            policy.behaviour(10_000, &honest, None),
             Behaviour::Consistent {
                 observed_mflops: 10_000
             }
         );
         let quick: Vec<(u64, u64)> = [10; 5].map(|ms| (1_000, ms)).to_vec();
         assert!(matches!(
-            policy.behaviour(10_000, &quick),
+            policy.behaviour(10_000, &quick, None),
             Behaviour::Consistent { .. }
         ));
         // Fragments too light to time (10 MFLOP: 1 ms at the verified speed) are not judged.
         let light: Vec<(u64, u64)> = [50; 8].map(|ms| (10, ms)).to_vec();
-        assert_eq!(policy.behaviour(10_000, &light), Behaviour::Unknown);
+        assert_eq!(policy.behaviour(10_000, &light, None), Behaviour::Unknown);
         // The same fragments taking 2 s each: the challenge was answered by faster hardware.
         let slow: Vec<(u64, u64)> = [2_000; 6].map(|ms| (1_000, ms)).to_vec();
         assert!(matches!(
-            policy.behaviour(10_000, &slow),
+            policy.behaviour(10_000, &slow, None),
             Behaviour::Contradicts {
                 observed_mflops: 500
             }
         ));
-        assert_eq!(policy.behaviour(10_000, &slow[..3]), Behaviour::Unknown);
+        // Peers reach 5 % of their challenges' speed on this work too: no contradiction; peers
+        // at 40 % (this node at 5 %, 8× lower) make it one.
+        assert!(matches!(
+            policy.behaviour(10_000, &slow, Some(50_000)),
+            Behaviour::Consistent { .. }
+        ));
+        assert!(matches!(
+            policy.behaviour(10_000, &slow, Some(400_000)),
+            Behaviour::Contradicts { .. }
+        ));
+        assert_eq!(efficiency_ppm(500, 10_000), 50_000);
+        assert_eq!(
+            policy.behaviour(10_000, &slow[..3], None),
+            Behaviour::Unknown
+        );
         assert_eq!(verified_speed(10_000, Some(500)), 500);
         assert_eq!(verified_speed(10_000, None), 10_000);
     }
