@@ -85,6 +85,16 @@ const SYBIL_WINDOW_MS: u64 = 120_000;
 /// moves little beyond, and the scan stays cheap on large networks).
 const BEHAVIOUR_PEERS: usize = 64;
 
+/// What a node's peers on its backend say about the efficiency to expect of it.
+enum Peers {
+    /// No other proven node computes on its backend: its challenge alone is the measure.
+    Alone,
+    /// Others do, but none has been observed yet.
+    NotObservedYet,
+    /// The median efficiency (observed over verified speed, ppm) of the observed ones.
+    Efficiency(u64),
+}
+
 impl Coordinator {
     pub fn new(identity: Keypair, config: CoordinatorConfig, verifier: Verifier) -> Self {
         Self {
@@ -451,11 +461,15 @@ impl Coordinator {
         let timed = registered.time_fragment(timing.cost_flops / 1_000_000, timing.elapsed_ms);
         let verified = registered.info.capability.as_ref()?.demonstrated_mflops;
         let policy = TierPolicy::default();
-        // Peers are consulted only when the verified speed alone would flag the node.
+        // Peers are consulted only when the verified speed alone would flag the node. While
+        // its backend's other nodes have not been observed yet, it is not judged (it will be
+        // at its next fragment): the first node observed would otherwise have no peers.
         let behaviour = match policy.behaviour(verified, &timed, None) {
-            Behaviour::Contradicts { .. } => {
-                policy.behaviour(verified, &timed, self.peer_efficiency_ppm(&node))
-            }
+            Behaviour::Contradicts { observed_mflops } => match self.peers_of(&node) {
+                Peers::Alone => Behaviour::Contradicts { observed_mflops },
+                Peers::NotObservedYet => Behaviour::Consistent { observed_mflops },
+                Peers::Efficiency(ppm) => policy.behaviour(verified, &timed, Some(ppm)),
+            },
             other => other,
         };
         let info = &mut self.nodes.get_mut(&node)?.info;
@@ -479,15 +493,19 @@ impl Coordinator {
         Some(flag)
     }
 
-    /// The median efficiency (observed over verified speed, ppm) of up to
-    /// [`BEHAVIOUR_PEERS`] other observed nodes on `node`'s backend, in id order; `None`
-    /// without any.
-    fn peer_efficiency_ppm(&self, node: &NodeId) -> Option<u64> {
-        let backend = self.nodes.get(node)?.info.device.backend;
-        let mut efficiencies: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(peer, registered)| *peer != node && registered.info.device.backend == backend)
+    /// What `node`'s peers on its backend (other nodes with a proven capability, at most
+    /// [`BEHAVIOUR_PEERS`] of the observed ones, in id order) say its efficiency should be.
+    fn peers_of(&self, node: &NodeId) -> Peers {
+        let Some(backend) = self.nodes.get(node).map(|n| n.info.device.backend) else {
+            return Peers::Alone;
+        };
+        let peers = self.nodes.iter().filter(|(peer, registered)| {
+            *peer != node
+                && registered.info.device.backend == backend
+                && registered.info.capability.is_some()
+        });
+        let mut efficiencies: Vec<u64> = peers
+            .clone()
             .filter_map(|(_, registered)| {
                 let observed = registered.info.observed_mflops?;
                 let verified = registered.info.capability.as_ref()?.demonstrated_mflops;
@@ -496,7 +514,11 @@ impl Coordinator {
             .take(BEHAVIOUR_PEERS)
             .collect();
         efficiencies.sort_unstable();
-        efficiencies.get(efficiencies.len() / 2).copied()
+        match efficiencies.get(efficiencies.len() / 2) {
+            Some(median) => Peers::Efficiency(*median),
+            None if peers.count() > 0 => Peers::NotObservedYet,
+            None => Peers::Alone,
+        }
     }
 
     /// Closes every round whose audit deadline has passed (the coordinator replays what no

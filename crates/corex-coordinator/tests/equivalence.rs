@@ -7,12 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, relative_l2, small_job, wait_for_end};
+use common::{TestNet, adam, relative_l2, single_process_training, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::JobState;
 use corex_core::{JobSpec, OptimizerSpec};
 use corex_ml::Dataset;
-use corex_scheduler::round_batch;
 
 async fn network_matches_single_process(spec: JobSpec) {
     let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
@@ -28,15 +27,7 @@ async fn network_matches_single_process(spec: JobSpec) {
     assert_eq!(model, spec.model);
     net.shutdown().await;
 
-    let dataset = Dataset::digits().unwrap();
-    let split = dataset.split(spec.dataset.test_fraction, spec.dataset.split_seed);
-    let batches: Vec<Vec<u32>> = (0..spec.rounds)
-        .map(|round| round_batch(&split.train, spec.global_batch, spec.seed, round))
-        .collect();
-    let initial = corex_ml::init_parameters(&spec.model, spec.seed);
-    let reference =
-        corex_ml::train_reference(&spec.model, &initial, &spec.optimizer, &dataset, &batches)
-            .unwrap();
+    let (initial, reference) = single_process_training(&spec, &Dataset::digits().unwrap());
     let error = relative_l2(&trained, &reference);
     println!("relative L2 between network and single-process training: {error:.3e}");
     assert!(

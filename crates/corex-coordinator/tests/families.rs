@@ -10,14 +10,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, relative_l2, small_job, wait_for_end};
+use common::{TestNet, adam, relative_l2, single_process_training, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::JobState;
 use corex_core::{
     CnnSpec, DatasetSource, DatasetSpec, FeatureScaling, JobSpec, ModelSpec, TransformerSpec,
 };
 use corex_ml::Dataset;
-use corex_scheduler::round_batch;
 
 /// A small job of `model` on an uploaded dataset (the source is filled in after the upload).
 fn job_of(model: ModelSpec, rounds: u32, global_batch: u32, fragment_samples: u32) -> JobSpec {
@@ -61,17 +60,7 @@ async fn train_through_the_network(
 /// `bound` relative L2.
 async fn network_matches_single_process(spec: JobSpec, data: Dataset, bound: f64) {
     let (trained, _) = train_through_the_network(spec.clone(), &data).await;
-    let split = data.split_for(
-        &spec.model,
-        spec.dataset.test_fraction,
-        spec.dataset.split_seed,
-    );
-    let batches: Vec<Vec<u32>> = (0..spec.rounds)
-        .map(|round| round_batch(&split.train, spec.global_batch, spec.seed, round))
-        .collect();
-    let initial = corex_ml::init_parameters(&spec.model, spec.seed);
-    let reference =
-        corex_ml::train_reference(&spec.model, &initial, &spec.optimizer, &data, &batches).unwrap();
+    let (initial, reference) = single_process_training(&spec, &data);
     let error = relative_l2(&trained, &reference);
     println!(
         "{}: relative L2 between network and single-process training: {error:.3e}",

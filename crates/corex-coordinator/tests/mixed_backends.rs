@@ -15,7 +15,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{TestNet, relative_l2, small_job, wait_for_end, wait_for_proven_nodes};
+use common::{
+    TestNet, relative_l2, single_process_training, small_job, wait_for_end, wait_for_proven_nodes,
+};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::{JobState, ResultVerdict};
 use corex_core::{
@@ -24,7 +26,6 @@ use corex_core::{
 };
 use corex_ml::{Backend, Dataset};
 use corex_node::NodeConfig;
-use corex_scheduler::round_batch;
 
 const RUNS: u64 = 20;
 
@@ -239,15 +240,7 @@ async fn run(seed: u64, gpu: &Backend, tally: &mut Tally) {
     let (_, trained) =
         corex_ml::from_safetensors(&owner.download_weights(&job).await.unwrap()).unwrap();
     net.shutdown().await;
-    let split = dataset.split_for(
-        &spec.model,
-        spec.dataset.test_fraction,
-        spec.dataset.split_seed,
-    );
-    let batches: Vec<Vec<u32>> = (0..spec.rounds)
-        .map(|round| round_batch(&split.train, spec.global_batch, spec.seed, round))
-        .collect();
-    let initial = corex_ml::init_parameters(&spec.model, spec.seed);
+    let (initial, reference) = single_process_training(&spec, &dataset);
     let family = spec.model.family();
     if let WorkSpec::LocalSteps { .. } = spec.work {
         // The reference would be the mean of the fragments' pseudo-gradients, which
@@ -257,9 +250,6 @@ async fn run(seed: u64, gpu: &Backend, tally: &mut Tally) {
         println!("seed {seed} ({family}, local steps): finished, every result accepted");
         return;
     }
-    let reference =
-        corex_ml::train_reference(&spec.model, &initial, &spec.optimizer, &dataset, &batches)
-            .unwrap();
     let drift = relative_l2(&trained, &reference);
     println!(
         "seed {seed} ({family}, gradients): finished, every result accepted; relative L2 to single-process CPU training {drift:.2e}"

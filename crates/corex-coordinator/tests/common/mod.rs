@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::{ApiError, JobState, JobStatus};
 use corex_core::{DatasetSource, DatasetSpec, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec};
+use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, TlsIdentity};
 use corex_node::{NodeAgent, NodeConfig};
 use tokio::sync::{oneshot, watch};
@@ -218,6 +219,25 @@ pub fn adam() -> OptimizerSpec {
         beta_2: 0.999,
         epsilon: 1e-8,
     }
+}
+
+/// Single-process training of `spec` on `data` on the CPU, over the batches the coordinator
+/// draws for it: `(initial weights, trained weights)`.
+pub fn single_process_training(spec: &JobSpec, data: &Dataset) -> (Vec<f32>, Vec<f32>) {
+    let split = data.split_for(
+        &spec.model,
+        spec.dataset.test_fraction,
+        spec.dataset.split_seed,
+    );
+    let batches: Vec<Vec<u32>> = (0..spec.rounds)
+        .map(|round| {
+            corex_scheduler::round_batch(&split.train, spec.global_batch, spec.seed, round)
+        })
+        .collect();
+    let initial = corex_ml::init_parameters(&spec.model, spec.seed);
+    let trained =
+        corex_ml::train_reference(&spec.model, &initial, &spec.optimizer, data, &batches).unwrap();
+    (initial, trained)
 }
 
 pub fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
