@@ -36,7 +36,10 @@ impl Backend {
             ComputeBackend::Cpu => Ok(Self::cpu()),
             ComputeBackend::Wgpu => open_wgpu(),
             ComputeBackend::Cuda => Err(MlError::Backend(
-                "this build has no CUDA backend (it is not built: see docs/operations.md)".into(),
+                "this build has no CUDA backend: burn's downloads an LLVM bundle while it builds, \
+                 which an offline build cannot (docs/operations.md); NVIDIA GPUs work through \
+                 --backend wgpu (Vulkan)"
+                    .into(),
             )),
         }
     }
