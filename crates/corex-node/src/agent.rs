@@ -10,6 +10,7 @@
 //! with a salted commitment to the data and the samples it used.
 
 mod data;
+mod joining;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,10 +23,9 @@ use corex_core::messages::{
     DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, ResultReport,
 };
 use corex_core::result_frame::ResultTensor;
-use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
+use corex_core::tensor::{bytes_to_f32s, hash_f32s};
 use corex_core::trace::{StepTrace, traced_commitment};
 use corex_core::{Fragment, Hash, Keypair, WorkSpec};
-use corex_ledger::{DeviceClass, TxBody};
 use corex_ml::{Backend, Dataset, PrivateStepsSpec};
 use corex_net::{CoordinatorClient, JobDescriptor};
 use tokio::sync::watch;
@@ -225,22 +225,6 @@ impl NodeAgent {
         Ok(summary)
     }
 
-    /// On a GPU backend, compiles the matrix-product kernels before anything is timed: the
-    /// capability challenge measures the device, not its shader compiler.
-    async fn warm_up(&self) {
-        let backend = self.config.backend.clone();
-        if !backend.kind().is_gpu() {
-            return;
-        }
-        let warmed = tokio::task::spawn_blocking(move || {
-            corex_ml::time_matmul(&backend, corex_verify::CHALLENGE_SIZE, 0)
-        })
-        .await;
-        if let Ok(Err(error)) = warmed {
-            tracing::warn!(%error, "warming the GPU backend up failed");
-        }
-    }
-
     /// Registers (retrying while the coordinator is unreachable), joins the ledger and answers
     /// the capability challenge; false when stopped first.
     async fn register(
@@ -341,70 +325,6 @@ impl NodeAgent {
             }
         }
         WorkEnd::Stopped
-    }
-
-    /// Registers this node on the coordinator's ledger (once; a restart finds it there), so
-    /// that its verified work is recorded and paid. Failure is logged: the node still works.
-    async fn join_ledger(&self, report: &DeviceReport) {
-        let registration = async {
-            if let Some(view) = self.client.ledger_account(&self.key.id()).await?
-                && view.node.is_some()
-            {
-                return Ok(None);
-            }
-            let body = TxBody::RegisterNode {
-                device_fingerprint: report.fingerprint,
-                device_class: device_class(report),
-            };
-            self.client.submit_tx(body).await.map(Some)
-        };
-        match registration.await {
-            Ok(Some(receipt)) => {
-                tracing::info!(height = receipt.height, "registered on the ledger")
-            }
-            Ok(None) => tracing::info!("already registered on the ledger"),
-            Err(error) => {
-                tracing::warn!(%error, "could not register on the ledger; work will not be paid")
-            }
-        }
-    }
-
-    /// Answers the coordinator's capability challenge: computes the seeded product, commits to
-    /// it, then sends it for the check. Failure is logged: the node can still work.
-    async fn prove_capability(&self) {
-        let proof = async {
-            let challenge = self.client.challenge().await?;
-            let n = challenge.n as usize;
-            let started = Instant::now();
-            let backend = self.config.backend.clone();
-            let product = tokio::task::spawn_blocking(move || {
-                let (a, b) = corex_verify::challenge_matrices(challenge.seed, n);
-                corex_ml::matmul(&backend, &a, &b, n)
-            })
-            .await
-            .map_err(|error| NodeError::Compute(error.to_string()))?
-            .map_err(|error| NodeError::Compute(error.to_string()))?;
-            // A bait-and-switch node takes the benchmark at full speed.
-            if self.config.adversary != Some(Adversary::BaitAndSwitch) {
-                throttle(started.elapsed(), self.config.slowdown).await;
-            }
-            self.client
-                .commit_challenge(corex_verify::commit_product(&product))
-                .await?;
-            Ok::<_, NodeError>(
-                self.client
-                    .answer_challenge(f32s_to_bytes(&product))
-                    .await?,
-            )
-        };
-        match proof.await {
-            Ok(capability) => tracing::info!(
-                mflops = capability.demonstrated_mflops,
-                believed = capability.believed,
-                "capability challenge answered"
-            ),
-            Err(error) => tracing::warn!(%error, "capability challenge failed"),
-        }
     }
 
     async fn work_on(&mut self, fragment: &Fragment, model: &Manifest) -> Result<(), NodeError> {
@@ -606,17 +526,5 @@ fn private_plan(job: &JobContext, fragment: &Fragment) -> Option<PrivateStepsSpe
             privacy,
         }),
         _ => None,
-    }
-}
-
-/// The class a node declares; tiers from measured performance come with benchmarking.
-fn device_class(report: &DeviceReport) -> DeviceClass {
-    const EDGE_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
-    if !report.gpus.is_empty() {
-        DeviceClass::Gpu
-    } else if report.logical_cores <= 2 && report.memory_bytes < EDGE_MEMORY {
-        DeviceClass::Edge
-    } else {
-        DeviceClass::Cpu
     }
 }
