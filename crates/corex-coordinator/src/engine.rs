@@ -493,31 +493,36 @@ impl Coordinator {
         Some(flag)
     }
 
-    /// What `node`'s peers on its backend (other nodes with a proven capability, at most
-    /// [`BEHAVIOUR_PEERS`] of the observed ones, in id order) say its efficiency should be.
+    /// What `node`'s peers on its backend (the first [`BEHAVIOUR_PEERS`] other nodes with a
+    /// proven capability there, in id order) say its efficiency should be.
     fn peers_of(&self, node: &NodeId) -> Peers {
         let Some(backend) = self.nodes.get(node).map(|n| n.info.device.backend) else {
             return Peers::Alone;
         };
-        let peers = self.nodes.iter().filter(|(peer, registered)| {
-            *peer != node
-                && registered.info.device.backend == backend
-                && registered.info.capability.is_some()
-        });
+        let peers: Vec<&Registered> = self
+            .nodes
+            .iter()
+            .filter(|(peer, registered)| {
+                *peer != node
+                    && registered.info.device.backend == backend
+                    && registered.info.capability.is_some()
+            })
+            .map(|(_, registered)| registered)
+            .take(BEHAVIOUR_PEERS)
+            .collect();
         let mut efficiencies: Vec<u64> = peers
-            .clone()
-            .filter_map(|(_, registered)| {
+            .iter()
+            .filter_map(|registered| {
                 let observed = registered.info.observed_mflops?;
                 let verified = registered.info.capability.as_ref()?.demonstrated_mflops;
                 Some(corex_scheduler::efficiency_ppm(observed, verified))
             })
-            .take(BEHAVIOUR_PEERS)
             .collect();
         efficiencies.sort_unstable();
         match efficiencies.get(efficiencies.len() / 2) {
             Some(median) => Peers::Efficiency(*median),
-            None if peers.count() > 0 => Peers::NotObservedYet,
-            None => Peers::Alone,
+            None if peers.is_empty() => Peers::Alone,
+            None => Peers::NotObservedYet,
         }
     }
 
