@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::{JobReport, JobStatus, ResultVerdict};
 use corex_core::{AggregationSpec, JobSpec, OptimizerSpec, WorkSpec};
@@ -69,6 +69,9 @@ async fn run_with(
         net.spawn_node_with(seed, config(adversary));
     }
     let owner = net.client(250);
+    // Every cheater is ready before the job starts, or a short job could finish without it.
+    let nodes = usize::from(HONEST + CHEATS);
+    wait_for_proven_nodes(&owner, nodes, Duration::from_secs(60)).await;
     let id = owner.submit_job(spec).await.unwrap();
     let status = wait_for_end(&owner, &id, Duration::from_secs(300)).await;
     let report = owner.job_report(&id).await.unwrap();
@@ -203,6 +206,8 @@ async fn robust_aggregation_policies_train_under_attack() {
             aggregation: rule,
             ..job()
         };
+        let nodes = usize::from(HONEST + CHEATS);
+        wait_for_proven_nodes(&owner, nodes, Duration::from_secs(60)).await;
         let id = owner.submit_job(&spec).await.unwrap();
         let status = wait_for_end(&owner, &id, Duration::from_secs(300)).await;
         net.shutdown().await;

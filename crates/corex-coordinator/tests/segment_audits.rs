@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNet, small_job, wait_for_end};
+use common::{TestNet, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{ApiError, JobState, LeaseResponse, ResultHeader, ResultVerdict};
@@ -74,11 +74,14 @@ async fn run_with_skippers(config: CoordinatorConfig) -> SegmentRun {
         );
     }
     let owner = net.client(250);
+    // The job takes about a second: a skipper that joined late would get no work at all.
+    wait_for_proven_nodes(&owner, usize::from(HONEST) + 2, Duration::from_secs(60)).await;
     let job = owner.submit_job(&traced_job(60, 6)).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(300)).await;
     assert_eq!(status.state, JobState::Finished);
     let report = owner.job_report(&job).await.unwrap();
     let cheaters = [net.client(101).id(), net.client(102).id()];
+    let mut cheater_results = 0;
     let mut run = SegmentRun {
         honest_audited: 0,
         by_segment: 0,
@@ -87,6 +90,7 @@ async fn run_with_skippers(config: CoordinatorConfig) -> SegmentRun {
     };
     for result in report.rounds.iter().flat_map(|round| &round.results) {
         let cheater = cheaters.contains(&result.node);
+        cheater_results += usize::from(cheater);
         match &result.verdict {
             ResultVerdict::Rejected { reason, .. } | ResultVerdict::Discarded { reason, .. } => {
                 assert!(cheater, "an honest result was rejected: {reason}");
@@ -113,7 +117,7 @@ async fn run_with_skippers(config: CoordinatorConfig) -> SegmentRun {
     }
     net.shutdown().await;
     println!(
-        "honest audits {}, {} settled by a segment ({} replayed by nodes); skipped segments caught {} times",
+        "honest audits {}, {} settled by a segment ({} replayed by nodes); {cheater_results} skippers' results, skipped segments caught {} times",
         run.honest_audited, run.by_segment, run.by_node, run.caught
     );
     run
