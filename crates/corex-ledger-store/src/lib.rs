@@ -5,10 +5,15 @@
 //! its block's state root) and replays the blocks after it through `corex_ledger::Chain`,
 //! which checks every signature, link, nonce and state root: a restart costs the blocks since
 //! the last snapshot, not the whole chain. The audit replays the whole chain from genesis.
+//! Beside the blocks, in the same transactions, the explorer's index (`index`).
+
+mod index;
+
+pub use index::{IndexedSettlement, NodeEvent, NodeEventKind};
 
 use std::path::Path;
 
-use corex_ledger::{Block, Chain, Genesis, LedgerError, State, Supply};
+use corex_ledger::{Block, Chain, Genesis, LedgerError, Settlement, State, Supply};
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 
@@ -45,6 +50,9 @@ fn database(error: impl std::fmt::Display) -> StoreError {
 pub struct LedgerStore {
     db: Database,
 }
+
+/// Blocks indexed per transaction when an older ledger is indexed at opening.
+const INDEX_BATCH: usize = 1_000;
 
 impl LedgerStore {
     /// Opens the ledger at `path`, creating it with `genesis` if it does not exist, and
@@ -88,7 +96,10 @@ impl LedgerStore {
         }
         let (chain, snapshot) = resume(&db, genesis.clone())?;
         let from = snapshot.map_or(1, |height| height + 1);
-        let chain = replay_from(&db, chain, from, |_| {})?;
+        let chain = replay_from(&db, chain, from, |_, _| Ok(()))?;
+        if index::indexed_height(&db)? < chain.height() {
+            catch_up_index(&db, genesis.clone())?;
+        }
         Ok((Self { db }, chain))
     }
 
@@ -109,12 +120,15 @@ impl LedgerStore {
                 store_snapshot(&txn, height, &snapshot)?;
             }
         }
+        index::index_block(&txn, block, settled_on(after), lock_epochs(after))?;
         txn.commit().map_err(database)
     }
 
     /// Stores consecutive `blocks` in one transaction, durably (a catch-up, a bulk import).
     /// `after` is the chain with all of them applied: its state is stored as a snapshot when
-    /// the last block's height is a snapshot height.
+    /// the last block's height is a snapshot height. The index takes every block's events,
+    /// and `after`'s settlement with the last block (of a batch that settled several epochs,
+    /// only the last one is indexed).
     pub fn append_batch(&self, blocks: &[Block], after: &Chain) -> Result<(), StoreError> {
         let Some(last) = blocks.last() else {
             return Ok(());
@@ -137,7 +151,38 @@ impl LedgerStore {
                 store_snapshot(&txn, height, &snapshot)?;
             }
         }
+        for block in blocks {
+            let settled = (block.header.height == height).then(|| settled_on(after));
+            index::index_block(&txn, block, settled.flatten(), lock_epochs(after))?;
+        }
         txn.commit().map_err(database)
+    }
+
+    /// At most `limit` of `node`'s indexed events, newest first, below height `before`.
+    pub fn node_events(
+        &self,
+        node: &corex_core::NodeId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<NodeEvent>, StoreError> {
+        index::node_events(&self.db, node, before, limit)
+    }
+
+    /// At most `limit` indexed settlements, newest first.
+    pub fn settlements(&self, limit: usize) -> Result<Vec<IndexedSettlement>, StoreError> {
+        index::settlements(&self.db, limit)
+    }
+
+    /// At most `limit` stored blocks at or below `height`, highest first.
+    pub fn blocks_down_from(&self, height: u64, limit: usize) -> Result<Vec<Block>, StoreError> {
+        let txn = self.db.begin_read().map_err(database)?;
+        let blocks = txn.open_table(BLOCKS).map_err(database)?;
+        let mut found = Vec::new();
+        for entry in blocks.range(1..=height).map_err(database)?.rev().take(limit) {
+            let (height, bytes) = entry.map_err(database)?;
+            found.push(decode_block(height.value(), bytes.value())?);
+        }
+        Ok(found)
     }
 
     /// The stored block at `height` (from 1).
@@ -222,11 +267,12 @@ fn resume(
     Ok((Chain::resume(genesis, state, &block.header)?, Some(height)))
 }
 
-/// Replays every stored block on a fresh chain from `genesis`, calling `visit` after each.
+/// Replays every stored block on a fresh chain from `genesis`, calling `visit` after each
+/// with the chain that applied it.
 fn replay(
     db: &impl ReadableDatabase,
     genesis: Genesis,
-    visit: impl FnMut(&Block),
+    visit: impl FnMut(&Block, &Chain) -> Result<(), StoreError>,
 ) -> Result<Chain, StoreError> {
     replay_from(db, Chain::new(genesis)?, 1, visit)
 }
@@ -236,7 +282,7 @@ fn replay_from(
     db: &impl ReadableDatabase,
     mut chain: Chain,
     from: u64,
-    mut visit: impl FnMut(&Block),
+    mut visit: impl FnMut(&Block, &Chain) -> Result<(), StoreError>,
 ) -> Result<Chain, StoreError> {
     let txn = db.begin_read().map_err(database)?;
     let blocks = txn.open_table(BLOCKS).map_err(database)?;
@@ -250,9 +296,42 @@ fn replay_from(
             });
         }
         chain.apply_block(&block)?;
-        visit(&block);
+        visit(&block, &chain)?;
     }
     Ok(chain)
+}
+
+fn settled_on(chain: &Chain) -> Option<&Settlement> {
+    chain.state().last_settlement.as_ref()
+}
+
+fn lock_epochs(chain: &Chain) -> u64 {
+    chain.genesis().params.lock_epochs
+}
+
+/// Indexes the stored blocks above the index's height (a ledger stored before the index
+/// existed), replaying the chain from genesis for the settlements each block made.
+fn catch_up_index(db: &Database, genesis: Genesis) -> Result<(), StoreError> {
+    let indexed = index::indexed_height(db)?;
+    let lock = genesis.params.lock_epochs;
+    let mut pending: Vec<(Block, Option<Settlement>)> = Vec::new();
+    let flush = |pending: &mut Vec<(Block, Option<Settlement>)>| -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(database)?;
+        for (block, settled) in pending.drain(..) {
+            index::index_block(&txn, &block, settled.as_ref(), lock)?;
+        }
+        txn.commit().map_err(database)
+    };
+    replay(db, genesis, |block, chain| {
+        if block.header.height > indexed {
+            pending.push((block.clone(), settled_on(chain).cloned()));
+            if pending.len() >= INDEX_BATCH {
+                flush(&mut pending)?;
+            }
+        }
+        Ok(())
+    })?;
+    flush(&mut pending)
 }
 
 /// What an audit found: the replayed chain's head and the supply breakdown.
@@ -291,8 +370,9 @@ pub fn audit(path: &Path) -> Result<Audit, StoreError> {
 fn audit_db(db: &impl ReadableDatabase, repaired: bool) -> Result<Audit, StoreError> {
     let genesis = read_genesis(db)?.ok_or(StoreError::NoGenesis)?;
     let mut transactions = 0u64;
-    let chain = replay(db, genesis.clone(), |block| {
+    let chain = replay(db, genesis.clone(), |block, _| {
         transactions += block.txs.len() as u64;
+        Ok(())
     })?;
     let state = chain.state();
     state.check_supply()?;

@@ -176,3 +176,77 @@ fn reopening_resumes_from_the_newest_snapshot_and_a_false_one_is_refused() {
         .unwrap();
     assert!(refused.to_string().contains("state root"), "{refused}");
 }
+
+/// The explorer's index: each node's verdicts (with the evidence of a hard reject), its work
+/// and its payout when the epoch is settled, newest first; kept across reopening.
+#[test]
+fn the_index_shows_each_nodes_verdicts_work_and_payouts() {
+    use corex_ledger::{ContributionEntry, Verdict};
+    use corex_ledger_store::NodeEventKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let coordinator = Keypair::from_secret([42; 32]);
+    let genesis = Genesis::new("index-test", coordinator.id(), 0);
+    let epoch_ms = genesis.params.epoch_ms;
+    let (store, chain) = LedgerStore::open(&path, &genesis).unwrap();
+    let chain = grow(&store, chain, &coordinator, 1..3);
+    let honest = Keypair::from_secret([1; 32]).id();
+    let cheater = Keypair::from_secret([2; 32]).id();
+    let evidence = Hash::of(b"replay");
+    let bodies = vec![
+        TxBody::RecordContributions {
+            entries: vec![ContributionEntry::compute(honest, 5_000)],
+            task_demand: 6_000,
+        },
+        TxBody::RecordVerdict {
+            node: honest,
+            fragment: Hash::of(b"f1"),
+            verdict: Verdict::Accept,
+        },
+        TxBody::RecordVerdict {
+            node: cheater,
+            fragment: Hash::of(b"f2"),
+            verdict: Verdict::HardReject { evidence },
+        },
+    ];
+    let (proposal, _) = chain.propose_records(&coordinator, bodies, 2_000).unwrap();
+    let proposal = proposal.unwrap();
+    store.append(&proposal.block, &proposal.next).unwrap();
+    // A block in the next epoch settles the first.
+    let settle = vec![TxBody::SettleEpoch { epoch: 0 }];
+    let (proposal, _) = proposal
+        .next
+        .propose_records(&coordinator, settle, epoch_ms + 1)
+        .unwrap();
+    let proposal = proposal.unwrap();
+    store.append(&proposal.block, &proposal.next).unwrap();
+    drop(store);
+
+    let (store, _) = LedgerStore::open(&path, &genesis).unwrap();
+    let events = store.node_events(&honest, None, 10).unwrap();
+    let kinds: Vec<_> = events.iter().map(|event| &event.kind).collect();
+    assert!(
+        matches!(kinds[0], NodeEventKind::Payout { epoch: 0, amount, .. } if *amount > 0),
+        "{kinds:?}"
+    );
+    assert!(matches!(kinds[1], NodeEventKind::Verdict { verdict: Verdict::Accept, .. }));
+    assert!(matches!(kinds[2], NodeEventKind::Work { compute_units: 5_000, .. }));
+    assert!(matches!(kinds[3], NodeEventKind::Registered));
+    assert_eq!(events.len(), 4);
+    assert_eq!(store.node_events(&honest, None, 2).unwrap().len(), 2);
+    assert_eq!(store.node_events(&honest, Some(4), 10).unwrap().len(), 3);
+    let cheater_events = store.node_events(&cheater, None, 10).unwrap();
+    assert!(matches!(
+        &cheater_events[0].kind,
+        NodeEventKind::Verdict { verdict: Verdict::HardReject { evidence: e }, .. } if *e == evidence
+    ));
+    let settled = store.settlements(10).unwrap();
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].settlement.epoch, 0);
+    assert_eq!(settled[0].height, 4);
+    assert!(settled[0].paid() > 0);
+    let blocks = store.blocks_down_from(4, 3).unwrap();
+    let heights: Vec<u64> = blocks.iter().map(|block| block.header.height).collect();
+    assert_eq!(heights, [4, 3, 2]);
+}
