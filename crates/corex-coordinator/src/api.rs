@@ -65,6 +65,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::jobs_api::routes())
         .merge(crate::ledger_api::routes())
         .merge(crate::uploads_api::routes())
+        .merge(crate::explorer::routes())
         .fallback(|request: Request| async move {
             CoordinatorError::NoSuchEndpoint(format!(
                 "{} {}",
@@ -292,7 +293,26 @@ async fn list_nodes(State(shared): State<Arc<Shared>>, request: Request) -> ApiR
 }
 
 async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
-    let (node, body) = authenticate(&shared, request).await?;
+    let started = std::time::Instant::now();
+    let answer = lease_answer(&shared, request).await;
+    let outcome = match &answer {
+        Ok(LeaseResponse::Work { .. }) => "work",
+        Ok(LeaseResponse::Reveal { .. }) => "reveal",
+        Ok(LeaseResponse::Idle { .. }) => "idle",
+        Err(_) => "refused",
+    };
+    shared
+        .services
+        .metrics
+        .lease_answered(outcome, started.elapsed());
+    json(&answer?)
+}
+
+async fn lease_answer(
+    shared: &Shared,
+    request: Request,
+) -> Result<LeaseResponse, CoordinatorError> {
+    let (node, body) = authenticate(shared, request).await?;
     let LeaseRequest { wait_ms } = parse_json(&body)?;
     let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
     let deadline = tokio::time::Instant::now() + wait;
@@ -317,10 +337,10 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
         };
         let retry = match response {
             LeaseResponse::Idle { retry_ms } => Duration::from_millis(retry_ms),
-            LeaseResponse::Work { .. } | LeaseResponse::Reveal { .. } => return json(&response),
+            LeaseResponse::Work { .. } | LeaseResponse::Reveal { .. } => return Ok(response),
         };
         if tokio::time::Instant::now() >= deadline {
-            return json(&response);
+            return Ok(response);
         }
         // Asks again on new work, when a straggler copy falls due, or at the deadline.
         let again = deadline.min(tokio::time::Instant::now() + retry);
@@ -334,13 +354,23 @@ async fn lease(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult
 /// A framed result: its tensor is hashed once, for both the content digest and the header's
 /// `result_hash` (see `corex_core::result_frame`).
 async fn submit_result(State(shared): State<Arc<Shared>>, request: Request) -> ApiResult {
+    let started = std::time::Instant::now();
+    let answer = take_result(&shared, request).await;
+    let outcome = if answer.is_ok() { "taken" } else { "refused" };
+    let metrics = &shared.services.metrics;
+    metrics.result_answered(outcome, started.elapsed());
+    answer
+}
+
+async fn take_result(shared: &Shared, request: Request) -> ApiResult {
     let limit = shared.config.max_body_bytes;
-    let (node, body) = authenticate_digested(&shared, request, limit, |body| {
+    let (node, body) = authenticate_digested(shared, request, limit, |body| {
         let digested = DigestedResult::new(body);
         let digest = digested.digest();
         (digested, digest)
     })
     .await?;
+    shared.services.metrics.moved("received", body.len() as u64);
     // Decoded, hashed against its header and its signature checked before the core.
     let (header, signed) = tokio::task::spawn_blocking(move || {
         let (header, tensor) = body
@@ -421,5 +451,6 @@ async fn blob_chunk(
             engine.blobs.chunk(&hash, index)
         })
         .await?;
+    shared.services.metrics.moved("sent", chunk.len() as u64);
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk).into_response())
 }

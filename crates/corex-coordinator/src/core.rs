@@ -358,7 +358,8 @@ impl CoordinatorCore {
                 .chain(record.audits.iter().map(|audit| audit.auditor))
                 .collect();
             standing = self.engine.standing_of(nodes);
-            let closed = ClosedRound { job, record };
+            let kind = self.engine.job(&job)?.spec.work.fragment_kind();
+            let closed = ClosedRound { job, kind, record };
             let records = self.ledger.round_records(&self.engine.verifier, closed);
             out.push(Command::AppendLedger(records));
         }

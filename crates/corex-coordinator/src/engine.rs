@@ -186,6 +186,14 @@ impl Coordinator {
     }
 
     /// What `node` registered with and showed, if it is registered.
+    /// Every registered node with what it reported and showed (with its address: callers
+    /// that show it to others must leave that out).
+    pub fn registry(&self) -> impl Iterator<Item = (&NodeId, &NodeInfo)> {
+        self.nodes
+            .iter()
+            .map(|(id, registered)| (id, &registered.info))
+    }
+
     pub fn node(&self, node: &NodeId) -> Option<&NodeInfo> {
         self.nodes.get(node).map(|registered| &registered.info)
     }

@@ -38,6 +38,13 @@ impl LeaseQueue {
     }
 }
 
+impl LeaseQueue {
+    /// Lease requests waiting for work now.
+    pub fn requests(&self) -> usize {
+        lock(&self.waiting).requests()
+    }
+}
+
 impl InQueue<'_> {
     /// How many nodes of higher priority wait now.
     pub fn ahead(&self) -> usize {

@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use corex_core::messages::{ResultVerdict, RoundRecord};
-use corex_core::{Fragment, Hash, Keypair, NodeId};
+use corex_core::{Fragment, FragmentKind, Hash, Keypair, NodeId};
 use corex_ledger::{
     Block, Chain, ContributionEntry, Genesis, NodeStatus, Params, Proposal, SignedTx, SoftReason,
     TxBody, TxReceipt, Verdict, merkle_root,
@@ -70,7 +71,9 @@ pub enum Suspicion {
 }
 
 pub struct LedgerService {
-    store: LedgerStore,
+    /// Shared with readers (`reader`), which read stored blocks and the explorer's index
+    /// without holding the service.
+    store: Arc<LedgerStore>,
     chain: Chain,
     key: Keypair,
 }
@@ -79,6 +82,7 @@ pub struct LedgerService {
 #[derive(Debug, Clone)]
 pub struct ClosedRound {
     pub job: Hash,
+    pub kind: FragmentKind,
     pub record: RoundRecord,
 }
 
@@ -148,7 +152,11 @@ impl LedgerService {
                 id.short()
             )));
         }
-        Ok(Self { store, chain, key })
+        Ok(Self {
+            store: Arc::new(store),
+            chain,
+            key,
+        })
     }
 
     pub fn chain(&self) -> &Chain {
@@ -165,6 +173,11 @@ impl LedgerService {
             .filter(|(_, profile)| profile.status == NodeStatus::Removed)
             .map(|(node, _)| *node)
             .collect()
+    }
+
+    /// The stored ledger, to read blocks and the index from after letting go of the service.
+    pub fn reader(&self) -> Arc<LedgerStore> {
+        self.store.clone()
     }
 
     pub fn block(&self, height: u64) -> Result<Option<Block>, CoordinatorError> {

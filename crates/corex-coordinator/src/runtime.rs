@@ -29,6 +29,7 @@ use crate::durability;
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::ledger::{LedgerRecord, LedgerService, Suspicion};
+use crate::metrics::CoordinatorMetrics;
 use crate::server::{Clock, lock, panic_message};
 use crate::store::StateStore;
 
@@ -41,6 +42,7 @@ pub struct Services {
     pub clock: Clock,
     /// Woken when fragments may have become available (new job, new round, expired lease).
     pub work_available: Notify,
+    pub metrics: CoordinatorMetrics,
 }
 
 type Reply = oneshot::Sender<Result<Answer, CoordinatorError>>;
@@ -253,6 +255,9 @@ impl Executor {
                 }
                 Command::AppendLedger(records) => {
                     for record in records {
+                        if let LedgerRecord::Round(closed) = &record {
+                            self.services.metrics.round_closed(closed.kind, closed);
+                        }
                         if self.ledger.send(record).is_err() {
                             tracing::warn!("the ledger recorder has stopped; a record was lost");
                         }

@@ -160,6 +160,7 @@ pub async fn run(
         ledger,
         clock,
         work_available: Notify::new(),
+        metrics: crate::metrics::CoordinatorMetrics::new(),
     });
     let (core, core_thread) =
         runtime::start(CoordinatorCore::new(engine), services.clone(), round_sender)

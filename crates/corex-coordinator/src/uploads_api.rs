@@ -50,6 +50,10 @@ async fn upload_chunk(
 ) -> ApiResult {
     let limit = shared.config.max_upload_chunk_bytes;
     let (node, body) = authenticate_within(&shared, request, limit).await?;
+    shared
+        .services
+        .metrics
+        .moved("received", body.as_slice().len() as u64);
     let hash = parse_hash(&hash)?;
     let owner_upload = uploads_as_owner(&shared, &node).await?;
     let staged = shared.core.ask(|request| Event::ChunkStaged {

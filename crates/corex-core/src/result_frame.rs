@@ -142,6 +142,15 @@ impl<B: AsRef<[u8]>> DigestedResult<B> {
         }
     }
 
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.body.as_ref().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.as_ref().is_empty()
+    }
+
     /// BLAKE3 of the whole body: what its content-digest header must say.
     pub fn digest(&self) -> Hash {
         self.digest

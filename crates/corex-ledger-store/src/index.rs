@@ -66,7 +66,11 @@ pub struct IndexedSettlement {
 
 impl IndexedSettlement {
     pub fn paid(&self) -> u128 {
-        self.settlement.payouts.iter().map(|(_, amount)| amount).sum()
+        self.settlement
+            .payouts
+            .iter()
+            .map(|(_, amount)| amount)
+            .sum()
     }
 }
 
@@ -137,7 +141,10 @@ pub(crate) fn index_block(
         }
     }
     let mut meta = txn.open_table(INDEX_META).map_err(database)?;
-    let last_indexed = meta.get(LAST_SETTLEMENT).map_err(database)?.map(|v| v.value());
+    let last_indexed = meta
+        .get(LAST_SETTLEMENT)
+        .map_err(database)?
+        .map(|v| v.value());
     let settled =
         settled.filter(|settlement| last_indexed.is_none_or(|epoch| settlement.epoch > epoch));
     if let Some(settlement) = settled {

@@ -178,7 +178,12 @@ impl LedgerStore {
         let txn = self.db.begin_read().map_err(database)?;
         let blocks = txn.open_table(BLOCKS).map_err(database)?;
         let mut found = Vec::new();
-        for entry in blocks.range(1..=height).map_err(database)?.rev().take(limit) {
+        for entry in blocks
+            .range(1..=height)
+            .map_err(database)?
+            .rev()
+            .take(limit)
+        {
             let (height, bytes) = entry.map_err(database)?;
             found.push(decode_block(height.value(), bytes.value())?);
         }

@@ -230,8 +230,20 @@ fn the_index_shows_each_nodes_verdicts_work_and_payouts() {
         matches!(kinds[0], NodeEventKind::Payout { epoch: 0, amount, .. } if *amount > 0),
         "{kinds:?}"
     );
-    assert!(matches!(kinds[1], NodeEventKind::Verdict { verdict: Verdict::Accept, .. }));
-    assert!(matches!(kinds[2], NodeEventKind::Work { compute_units: 5_000, .. }));
+    assert!(matches!(
+        kinds[1],
+        NodeEventKind::Verdict {
+            verdict: Verdict::Accept,
+            ..
+        }
+    ));
+    assert!(matches!(
+        kinds[2],
+        NodeEventKind::Work {
+            compute_units: 5_000,
+            ..
+        }
+    ));
     assert!(matches!(kinds[3], NodeEventKind::Registered));
     assert_eq!(events.len(), 4);
     assert_eq!(store.node_events(&honest, None, 2).unwrap().len(), 2);

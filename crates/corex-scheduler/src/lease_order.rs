@@ -24,6 +24,11 @@ impl WaitingNodes {
         *entry = (priority, entry.1 + 1);
     }
 
+    /// Lease requests waiting now, over every node.
+    pub fn requests(&self) -> usize {
+        self.nodes.values().map(|(_, requests)| requests).sum()
+    }
+
     /// One of `node`'s requests stops waiting.
     pub fn leave(&mut self, node: &NodeId) {
         if let Some(entry) = self.nodes.get_mut(node) {

@@ -495,6 +495,17 @@ impl JobRun {
         }
     }
 
+    /// Fragments of the open round not leased yet (none between rounds).
+    pub fn pending_fragments(&self) -> usize {
+        self.round
+            .as_ref()
+            .map_or(0, |round| round.leases.pending())
+    }
+
+    pub fn state(&self) -> &JobState {
+        &self.state
+    }
+
     pub fn history(&self) -> &[RoundRecord] {
         &self.history
     }
