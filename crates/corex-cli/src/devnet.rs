@@ -281,7 +281,18 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
 
     let client = CoordinatorClient::new(&endpoint.url, &endpoint.fingerprint, owner)?;
     wait_for_nodes(&client, options.nodes, children).await?;
+    // A devnet's job is public, so that its explorer shows it (a federated job's stays private).
+    let spec = JobSpec {
+        public: spec.public || spec.federated.is_none(),
+        ..spec
+    };
     let job = client.submit_job(&spec).await?;
+    println!(
+        "explorer: {}/explorer/jobs/{} · metrics: {}/metrics",
+        endpoint.url,
+        job.to_hex(),
+        endpoint.url
+    );
     let report = follow(&client, &job, &spec, options, children).await?;
     wait_for_settlement(&client).await?;
 

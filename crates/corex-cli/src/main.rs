@@ -20,6 +20,7 @@ mod node_bench;
 mod processes;
 mod quality;
 mod serve;
+mod status;
 mod summary;
 mod wallet;
 
@@ -171,6 +172,18 @@ enum Command {
         label_column: Option<String>,
         #[command(flatten)]
         holder: admission_args::HolderArgs,
+        /// Serve this node's Prometheus metrics at http://ADDR/metrics (plain HTTP: keep it on
+        /// a loopback or private address), e.g. 127.0.0.1:9101.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
+    /// The network at a glance: the ledger, the nodes by backend, the jobs this key may read.
+    Status {
+        #[command(flatten)]
+        coordinator: Connection,
+        /// A job owner's key, to see its private jobs too (a throwaway key when absent).
+        #[arg(long, env = "COREX_KEY", default_value = "./corex-owner.key")]
+        key: PathBuf,
     },
     /// Submit and follow jobs on a running coordinator.
     Job {
@@ -308,6 +321,7 @@ fn main() -> anyhow::Result<()> {
             local_data,
             label_column,
             holder,
+            metrics_listen,
         } => {
             use anyhow::Context;
             let threads = serve::configure_threads(threads)?;
@@ -340,9 +354,15 @@ fn main() -> anyhow::Result<()> {
                         collusion_dir,
                         local_data: local_data.map(|path| (path, label_column)),
                         holder: holder.policy()?,
+                        metrics_listen,
                     },
                 ))
         }
+        Command::Status { coordinator, key } => runtime()?.block_on(status::run(
+            &coordinator.coordinator,
+            &coordinator.pin,
+            &key,
+        )),
         Command::Job {
             action,
             coordinator,

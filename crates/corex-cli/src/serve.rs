@@ -60,6 +60,8 @@ pub struct NodeOptions {
     pub local_data: Option<(PathBuf, Option<String>)>,
     /// Which federated jobs it agrees to compute as a data holder.
     pub holder: corex_node::HolderPolicy,
+    /// Where to serve the node's Prometheus metrics (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub async fn node(
@@ -74,6 +76,7 @@ pub async fn node(
         collusion_dir,
         local_data,
         holder,
+        metrics_listen,
     }: NodeOptions,
 ) -> anyhow::Result<()> {
     let key = load_or_create_keypair(&data_dir.join("node.key"))?;
@@ -108,7 +111,23 @@ pub async fn node(
         );
     }
     let backend = backend.open(threads)?;
+    let telemetry = std::sync::Arc::new(corex_node::NodeTelemetry::new());
+    if let Some(listen) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the metrics address {listen}"))?;
+        println!("metrics at http://{}/metrics", listener.local_addr()?);
+        let serving =
+            corex_node::telemetry::serve_metrics(listener, telemetry.clone(), stopped.clone());
+        tokio::spawn(async move {
+            if let Err(error) = serving.await {
+                tracing::error!(%error, %listen, "node metrics could not be served");
+            }
+        });
+    }
+    let status = tokio::spawn(show_status(telemetry.clone(), stopped.clone()));
     let config = NodeConfig {
+        telemetry,
         compute_threads: threads,
         backend,
         slowdown: slowdown.max(1),
@@ -119,6 +138,7 @@ pub async fn node(
         ..NodeConfig::default()
     };
     let summary = NodeAgent::new(client, key, config).run(stopped).await?;
+    let _ = status.await;
     let traffic = summary.dataset_traffic;
     let latency = summary.result_latency;
     println!(
@@ -131,6 +151,24 @@ pub async fn node(
         traffic.cached_chunks
     );
     Ok(())
+}
+
+/// The node's live status line (on a terminal; hidden otherwise), redrawn twice a second
+/// until `stop` turns true.
+async fn show_status(
+    telemetry: std::sync::Arc<corex_node::NodeTelemetry>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let line = indicatif::ProgressBar::new_spinner();
+    loop {
+        line.set_message(telemetry.status_line().render());
+        line.tick();
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+    line.finish_and_clear();
 }
 
 /// Sizes the global compute pool; 0 means one thread per core. Returns the count in use.

@@ -52,10 +52,28 @@ fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &s
         .sum()
 }
 
-/// Fetches and parses the coordinator's metrics, checking the OpenMetrics framing.
+/// A plain-HTTP GET of `path` from `address`: the body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
+}
+
+/// Fetches and parses the coordinator's metrics.
 async fn scrape(client: &CoordinatorClient) -> prometheus_parse::Scrape {
     let (status, text) = get(client, "/metrics").await;
     assert_eq!(status, 200, "{text}");
+    parse_metrics(&text)
+}
+
+/// Parses an exposition, checking the OpenMetrics framing.
+fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
     assert!(
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
@@ -118,7 +136,21 @@ async fn the_explorer_and_the_metrics_show_a_job_with_a_cheater_and_nothing_priv
         ..CoordinatorConfig::one_machine()
     })
     .await;
-    for seed in 1..=3 {
+    // Node 1 serves its metrics on a local port.
+    let telemetry = std::sync::Arc::new(corex_node::NodeTelemetry::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_metrics = listener.local_addr().unwrap();
+    let (_stop_metrics, stop) = tokio::sync::watch::channel(false);
+    let serving = corex_node::telemetry::serve_metrics(listener, telemetry.clone(), stop);
+    tokio::spawn(serving);
+    net.spawn_node_with(
+        1,
+        NodeConfig {
+            telemetry: telemetry.clone(),
+            ..NodeConfig::default()
+        },
+    );
+    for seed in 2..=3 {
         net.spawn_node(seed);
     }
     let cheater_config = NodeConfig {
@@ -129,6 +161,7 @@ async fn the_explorer_and_the_metrics_show_a_job_with_a_cheater_and_nothing_priv
     let owner = net.client(250);
     wait_for_proven_nodes(&owner, 4, Duration::from_secs(60)).await;
     let before = scrape(&owner).await;
+    let node_before = parse_metrics(&http_get(node_metrics, "/metrics").await);
 
     // The public job first (the cheater is caught and banned in it), then a private job:
     // the explorer counts it and shows nothing of it.
@@ -144,7 +177,26 @@ async fn the_explorer_and_the_metrics_show_a_job_with_a_cheater_and_nothing_priv
     // Let the ledger recorder write the last rounds.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
+    // The node reads its ledger figures every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let after = scrape(&owner).await;
+    let node_after = parse_metrics(&http_get(node_metrics, "/metrics").await);
+    let computed = |scrape| sample_sum(scrape, "corex_node_fragments_computed_total", &[]);
+    let accepted = |scrape| {
+        let labels = [("verdict", "accepted")];
+        sample_sum(scrape, "corex_node_results_judged_total", &labels)
+    };
+    println!(
+        "node metrics: computed {} → {}, accepted on the ledger {} → {}; {}",
+        computed(&node_before),
+        computed(&node_after),
+        accepted(&node_before),
+        accepted(&node_after),
+        telemetry.status_line().render()
+    );
+    assert!(computed(&node_after) > computed(&node_before));
+    assert!(accepted(&node_after) > accepted(&node_before));
+    assert!(sample_sum(&node_after, "corex_node_compute_speed_gflops", &[]) > 0.0);
     let results = |scrape| sample_sum(scrape, "corex_fragment_results_total", &[]);
     let rounds = |scrape| sample_sum(scrape, "corex_rounds_closed_total", &[]);
     let leases = |scrape| sample_sum(scrape, "corex_lease_request_duration_seconds_count", &[]);

@@ -311,6 +311,11 @@ impl CoordinatorClient {
             .map(drop)
     }
 
+    /// The jobs this key may read: its own, public ones (every job, for an operator).
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>, NetError> {
+        self.call_json("GET", "/v1/jobs", Vec::new()).await
+    }
+
     pub async fn job_status(&self, job: &Hash) -> Result<JobStatus, NetError> {
         self.call_json("GET", &format!("/v1/jobs/{job}"), Vec::new())
             .await

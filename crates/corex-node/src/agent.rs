@@ -40,6 +40,7 @@ use crate::fragment_compute::{Trace, Variant, compute};
 use crate::holder::HolderPolicy;
 use crate::latency::{LatencyRing, LatencySummary};
 use crate::pacing::{Backoff, throttle, wait_or_stop};
+use crate::telemetry::NodeTelemetry;
 
 /// Settings of one node agent.
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct NodeConfig {
     /// Memory the step checkpoints of recent traced results may take (for segment audits;
     /// a checkpoint dropped to stay within it is declined when asked for, see `reveal`).
     pub checkpoint_budget_bytes: usize,
+    /// Where the agent reports what it does, for metrics and the operator's status line.
+    pub telemetry: Arc<NodeTelemetry>,
 }
 
 impl Default for NodeConfig {
@@ -80,6 +83,7 @@ impl Default for NodeConfig {
             local_data: None,
             holder: HolderPolicy::default(),
             checkpoint_budget_bytes: DEFAULT_CHECKPOINT_BUDGET_BYTES,
+            telemetry: Arc::default(),
         }
     }
 }
@@ -206,6 +210,12 @@ impl NodeAgent {
         if self.config.adversary == Some(Adversary::FakeGpu) {
             crate::adversary::claim_a_gpu(&mut report);
         }
+        let ledger = tokio::spawn(crate::telemetry::follow_ledger(
+            self.client.clone(),
+            self.key.id(),
+            self.config.telemetry.clone(),
+            stop.clone(),
+        ));
         while self.register(&report, &mut stop).await? {
             match self.work(&mut stop).await {
                 WorkEnd::Stopped => break,
@@ -214,6 +224,7 @@ impl NodeAgent {
                 ),
             }
         }
+        ledger.abort();
         let summary = self.summary();
         tracing::info!(
             fragments = summary.fragments,
@@ -343,6 +354,10 @@ impl NodeAgent {
             }
         }
         let parameters = self.model_version(&fragment.model, model).await?;
+        let job_name = &job.descriptor.spec.name;
+        self.config
+            .telemetry
+            .fragment_leased(job_name, fragment.round);
         let started = Instant::now();
         let work = job.descriptor.spec.work.clone();
         if fragment.kind != work.fragment_kind() {
@@ -399,6 +414,8 @@ impl NodeAgent {
         };
         throttle(started.elapsed(), slowdown).await;
         let compute_ms = started.elapsed().as_millis() as u64;
+        let telemetry = &self.config.telemetry;
+        telemetry.fragment_computed(fragment.kind, fragment.cost_flops, compute_ms);
         let (loss, samples) = computed
             .as_ref()
             .map_or((self.last_loss, fragment.indices.len() as u32), |output| {
@@ -454,6 +471,7 @@ impl NodeAgent {
         let submitted = Instant::now();
         let upload = self.client.submit_result(&header, tensor).await?;
         self.result_latency.record(submitted.elapsed());
+        self.config.telemetry.result_submitted();
         self.fragments_done += 1;
         tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
         Ok(())

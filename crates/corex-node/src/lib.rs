@@ -12,9 +12,11 @@ mod fragment_compute;
 pub mod holder;
 mod latency;
 mod pacing;
+pub mod telemetry;
 
 pub use adversary::Adversary;
 pub use agent::{DatasetTraffic, NodeAgent, NodeConfig, NodeRunSummary};
 pub use error::NodeError;
 pub use holder::HolderPolicy;
 pub use latency::{LatencySummary, nearest_rank};
+pub use telemetry::{NodeStatusLine, NodeTelemetry};
