@@ -36,6 +36,10 @@ pub enum Which {
         /// production rules would have the coordinator replay them, which is the default here).
         #[arg(long)]
         node_audits: bool,
+        /// Also run each devnet with a reader loading the explorer's pages every second, and
+        /// compare its cost with the devnet nobody watches.
+        #[arg(long)]
+        explorer: bool,
     },
     /// Audit economics: probability of catching a node that fakes 5 % of 1,000 fragments,
     /// against the share of compute spent on audits, over seeded trials.
@@ -268,6 +272,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             job,
             repeat,
             node_audits,
+            explorer,
         } => {
             let spec = match job {
                 Some(path) => JobSpec::from_toml(&std::fs::read_to_string(&path)?)?,
@@ -277,7 +282,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                 spec.work.trains(),
                 "bench overhead compares training with single-process training; give a training job"
             );
-            overhead(&spec, nodes, data_dir, repeat, node_audits)
+            let options = OverheadOptions {
+                nodes,
+                data_dir,
+                repeat,
+                node_audits,
+                explorer,
+            };
+            overhead(&spec, options)
         }
     }
 }
@@ -289,13 +301,23 @@ struct DevnetMeasurement {
     outcome: devnet::DevnetOutcome,
 }
 
-fn overhead(
-    spec: &JobSpec,
+/// How `corex bench overhead` runs.
+struct OverheadOptions {
     nodes: u32,
     data_dir: PathBuf,
     repeat: u32,
     node_audits: bool,
-) -> anyhow::Result<()> {
+    explorer: bool,
+}
+
+fn overhead(spec: &JobSpec, options: OverheadOptions) -> anyhow::Result<()> {
+    let OverheadOptions {
+        nodes,
+        data_dir,
+        repeat,
+        node_audits,
+        explorer,
+    } = options;
     configure_threads(1)?;
     println!(
         "bench overhead: job '{}', {} rounds × {} samples, {} fragments/round, {} nodes, 1 thread per process, audits replayed by {}, {} runs each",
@@ -316,14 +338,36 @@ fn overhead(
         .enable_all()
         .build()?;
     let mut runs = Vec::new();
+    let mut watched = Vec::new();
     let mut bigram = None;
     for run in 1..=repeat.max(1) {
         // Alternate the two so that both see the same machine conditions.
         let (baseline, baseline_bigram) = single_process(spec)?;
         bigram = baseline_bigram;
         print_line(&format!("single process #{run}"), &baseline, spec);
-        let network = devnet_once(&runtime, spec, nodes, data_dir.clone(), node_audits)?;
+        let network = devnet_once(&runtime, spec, nodes, data_dir.clone(), node_audits, false)?;
         print_line(&format!("devnet #{run}"), &network.total, spec);
+        if explorer {
+            let polled = devnet_once(&runtime, spec, nodes, data_dir.clone(), node_audits, true)?;
+            let label = format!("devnet #{run}, explorer read every second");
+            print_line(&label, &polled.total, spec);
+            // The reader's own CPU is the driver's: what counts is the network's.
+            let network_cpu = |m: &DevnetMeasurement| m.total.cpu_s - m.driver_cpu_s;
+            let coordinator_cpu = |m: &DevnetMeasurement| {
+                let processes = &m.outcome.process_cpu_s;
+                let coordinator = processes.iter().find(|(name, _)| name == "coordinator");
+                coordinator.map_or(0.0, |(_, cpu)| *cpu)
+            };
+            let pages = polled.outcome.explorer_pages;
+            let per_page_ms =
+                (coordinator_cpu(&polled) - coordinator_cpu(&network)) * 1e3 / pages.max(1) as f64;
+            watched.push((
+                network_cpu(&polled) / network_cpu(&network),
+                polled.total.wall_s / network.total.wall_s,
+                pages,
+                per_page_ms,
+            ));
+        }
         runs.push((network.total.cpu_s / baseline.cpu_s, baseline, network));
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -378,6 +422,15 @@ fn overhead(
         "    (of which replayed by audits: {audited} of {fragments} fragments, {:.1} %)",
         100.0 * audited as f64 / fragments.max(1) as f64
     );
+    if !watched.is_empty() {
+        watched.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (cpu, wall, pages, per_page_ms) = watched[watched.len() / 2];
+        let all: Vec<String> = watched.iter().map(|(r, ..)| format!("{r:.3}")).collect();
+        println!(
+            "  explorer read every second ({pages} pages loaded) / nobody watching: {cpu:.3} CPU-s of the coordinator and nodes, {wall:.3} wall, median of [{}]; the coordinator's CPU per page loaded: {per_page_ms:+.1} ms",
+            all.join(", ")
+        );
+    }
     let all: Vec<String> = runs.iter().map(|(r, _, _)| format!("{r:.2}")).collect();
     println!(
         "  ratio devnet / single process: {ratio:.2} CPU-s, median of [{}] (target ≤ 1.5)",
@@ -402,6 +455,7 @@ fn devnet_once(
     nodes: u32,
     data_dir: PathBuf,
     node_audits: bool,
+    explorer_poll: bool,
 ) -> anyhow::Result<DevnetMeasurement> {
     let (own_before, children_before) = cpu_seconds()?;
     let outcome = runtime.block_on(devnet::run(DevnetOptions {
@@ -415,6 +469,7 @@ fn devnet_once(
         node_audits,
         profiles: Vec::new(),
         federated: None,
+        explorer_poll,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

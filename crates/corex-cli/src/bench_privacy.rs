@@ -62,6 +62,7 @@ pub fn run(options: &PrivacyBenchOptions) -> anyhow::Result<()> {
                 node_audits: false,
                 profiles: Vec::new(),
                 federated: Some(FederatedDevnet { privacy }),
+                explorer_poll: false,
             }))?;
             anyhow::ensure!(outcome.succeeded(), "a federated devnet job failed");
             row.epsilon = outcome.report.privacy.as_ref().map(|p| p.epsilon);

@@ -43,6 +43,8 @@ pub struct DevnetOptions {
     pub profiles: Vec<Profile>,
     /// Run the federated digits job instead of `spec`, every node a data holder.
     pub federated: Option<FederatedDevnet>,
+    /// Load the explorer's pages every second while the job runs (`bench overhead --explorer`).
+    pub explorer_poll: bool,
 }
 
 /// A federated devnet: [`JobSpec::digits_federated`] with this privacy.
@@ -150,6 +152,9 @@ pub struct DevnetOutcome {
     pub node_audits: bool,
     /// The coordinator's ledger, audited after every process stopped.
     pub ledger: Option<crate::ledger::LedgerAudit>,
+    /// Explorer pages loaded while the job ran (with [`DevnetOptions::explorer_poll`]).
+    #[serde(default)]
+    pub explorer_pages: u64,
 }
 
 impl DevnetOutcome {
@@ -287,13 +292,24 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         ..spec
     };
     let job = client.submit_job(&spec).await?;
-    println!(
-        "explorer: {}/explorer/jobs/{} · metrics: {}/metrics",
-        endpoint.url,
-        job.to_hex(),
-        endpoint.url
-    );
-    let report = follow(&client, &job, &spec, options, children).await?;
+    if options.show_progress {
+        println!(
+            "explorer: {}/explorer/jobs/{} · metrics: {}/metrics",
+            endpoint.url,
+            job.to_hex(),
+            endpoint.url
+        );
+    }
+    let polled = std::sync::Arc::new(crate::explorer_poll::Polled::default());
+    let poller = options.explorer_poll.then(|| {
+        let poll = crate::explorer_poll::poll_explorer(client.clone(), job, polled.clone());
+        tokio::spawn(poll)
+    });
+    let followed = follow(&client, &job, &spec, options, children).await;
+    if let Some(poller) = poller {
+        poller.abort();
+    }
+    let report = followed?;
     wait_for_settlement(&client).await?;
 
     let weights_path = dir.join("weights.safetensors");
@@ -334,6 +350,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         process_cpu_s: children.cpu_seconds(),
         node_audits: options.node_audits,
         ledger: None,
+        explorer_pages: polled.pages.load(std::sync::atomic::Ordering::Relaxed),
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)

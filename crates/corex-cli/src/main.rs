@@ -14,6 +14,7 @@ mod cpu_time;
 mod devnet;
 mod emission;
 mod endpoint;
+mod explorer_poll;
 mod job;
 mod ledger;
 mod node_bench;
@@ -265,6 +266,7 @@ fn main() -> anyhow::Result<()> {
                 adversaries,
                 node_audits: !coordinator_audits,
                 federated,
+                explorer_poll: false,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {
