@@ -17,6 +17,17 @@ use processes::{
 
 /// True when the node's log shows a fragment leased and no result sent after it: it is in the
 /// middle of the fragment, and the coordinator still counts the lease as its.
+/// A plain-HTTP GET: the body.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    body.to_owned()
+}
+
 fn holds_a_fragment(log: &Path) -> bool {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     match (
@@ -59,13 +70,15 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
         serde_json::from_slice(&std::fs::read(&endpoint_file).unwrap()).unwrap();
     let url = endpoint["url"].as_str().unwrap().to_owned();
     let pin = endpoint["fingerprint"].as_str().unwrap().to_owned();
-    let node = |name: &str, filter: &str| {
-        let args = node_args(&url, &pin, &root.join(name));
+    let node = |name: &str, filter: &str, extra: &[&str]| {
+        let mut args = node_args(&url, &pin, &root.join(name));
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         spawn(&args, &root.join(format!("{name}.log")), filter)
     };
-    let mut doomed = node("node-doomed", "corex_node=debug");
-    let _survivor = node("node-survivor", "info");
+    let mut doomed = node("node-doomed", "corex_node=debug", &[]);
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let _survivor = node("node-survivor", "info", &metrics);
 
     // A small job with short leases, so that the killed node's lease expires quickly.
     let mut spec = corex_core::JobSpec::digits_gradient();
@@ -130,6 +143,24 @@ fn job_commands_against_separate_processes_survive_a_node_killed_mid_job() {
         finished["re_issued_fragments"].as_u64().unwrap() >= 1,
         "the killed node's fragment should have been re-issued: {finished}"
     );
+
+    // The network at a glance, and the surviving node's own metrics.
+    let glance = stdout(&corex(&["status"], &endpoint, &key));
+    println!("{glance}");
+    assert!(glance.contains("2 nodes registered") && glance.contains("separate-processes"));
+    let log = std::fs::read_to_string(root.join("node-survivor.log")).unwrap();
+    let address = log
+        .lines()
+        .find_map(|line| line.strip_prefix("metrics at http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("the node printed its metrics address");
+    let exposition = http_get(address, "/metrics");
+    let computed = exposition
+        .lines()
+        .filter(|line| line.starts_with("corex_node_fragments_computed_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(computed >= 1.0, "{exposition}");
 
     let out = root.join("download");
     corex(

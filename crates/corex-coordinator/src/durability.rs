@@ -172,15 +172,24 @@ fn progression_name(completed_rounds: u32) -> String {
     format!("progression-{completed_rounds}.bin")
 }
 
-/// Drops the progression files of `job` but `keep` (all of them when none is kept).
-fn drop_progressions(data_dir: &Path, job: &Hash, keep: Option<&str>) {
+/// Drops the progression files of `job` of fewer than `below` completed rounds (all of them
+/// when `below` is none: the job ended). Never a later one: checkpoints of one job are stored
+/// by tasks that may overlap, and an older one's clean-up must not take the file of a newer
+/// checkpoint stored meanwhile.
+fn drop_progressions(data_dir: &Path, job: &Hash, below: Option<u32>) {
     let Ok(entries) = std::fs::read_dir(job_dir(data_dir, job)) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("progression-") && Some(name) != keep {
+        let Some(rounds) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("progression-")?.strip_suffix(".bin"))
+            .and_then(|rounds| rounds.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if below.is_none_or(|below| rounds < below) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -216,11 +225,8 @@ pub fn store_checkpoint(
     }
     let stored = store.save_job(&checkpoint)?;
     if stored {
-        let kept = checkpoint
-            .progression_file
-            .as_ref()
-            .map(|(name, _)| name.as_str());
-        drop_progressions(data_dir, &id, kept);
+        let below = (!ended).then_some(checkpoint.completed_rounds);
+        drop_progressions(data_dir, &id, below);
         drop_kept_results(data_dir, &id, checkpoint.completed_rounds, ended);
     }
     Ok(())
@@ -545,5 +551,30 @@ mod tests {
         assert_eq!(left, [".6.1.partial", "5.0", "5.2"]);
         drop_kept_results(dir.path(), &job, 5, true);
         assert!(!results.exists());
+    }
+
+    #[test]
+    fn an_older_checkpoints_clean_up_leaves_a_newer_progression() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let job = Hash::of(b"job");
+        let folder = job_dir(dir.path(), &job);
+        std::fs::create_dir_all(&folder).expect("the job's folder");
+        for name in [
+            "progression-4.bin",
+            "progression-5.bin",
+            "progression-6.bin",
+        ] {
+            std::fs::write(folder.join(name), b"x").expect("a file");
+        }
+        // The checkpoint of round 5 was stored, then the one of round 6 wrote its file.
+        drop_progressions(dir.path(), &job, Some(5));
+        assert!(!folder.join("progression-4.bin").exists());
+        assert!(folder.join("progression-5.bin").exists());
+        assert!(
+            folder.join("progression-6.bin").exists(),
+            "a newer file survives"
+        );
+        drop_progressions(dir.path(), &job, None);
+        assert!(!folder.join("progression-6.bin").exists());
     }
 }

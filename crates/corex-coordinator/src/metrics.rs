@@ -114,15 +114,6 @@ pub struct CoordinatorMetrics {
     scheduled_release: FloatGauge,
 }
 
-fn kind_name(kind: FragmentKind) -> &'static str {
-    match kind {
-        FragmentKind::Gradient => "gradient",
-        FragmentKind::LocalSteps => "local_steps",
-        FragmentKind::Inference => "inference",
-        FragmentKind::Transform => "transform",
-    }
-}
-
 fn verdict_name(verdict: &ResultVerdict) -> &'static str {
     match verdict {
         ResultVerdict::Accepted { .. } => "accepted",
@@ -249,7 +240,7 @@ impl CoordinatorMetrics {
     /// Counts a closed round of `kind` handed to the ledger: the round, its results by
     /// verdict, its audits by who replayed them.
     pub fn round_closed(&self, kind: FragmentKind, closed: &ClosedRound) {
-        let kind = kind_name(kind);
+        let kind = kind.name();
         self.rounds.get_or_create(&KindLabels { kind }).inc();
         for result in &closed.record.results {
             let verdict = verdict_name(&result.verdict);

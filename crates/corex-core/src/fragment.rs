@@ -22,6 +22,18 @@ pub enum FragmentKind {
     Transform,
 }
 
+impl FragmentKind {
+    /// The kind's name in snake case, as it is serialized (a metric's label, a page's text).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gradient => "gradient",
+            Self::LocalSteps => "local_steps",
+            Self::Inference => "inference",
+            Self::Transform => "transform",
+        }
+    }
+}
+
 /// A leased unit of work. Everything a node needs to compute it, and nothing it could choose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fragment {

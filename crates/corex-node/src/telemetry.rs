@@ -88,15 +88,6 @@ impl std::fmt::Debug for NodeTelemetry {
     }
 }
 
-fn kind_name(kind: FragmentKind) -> &'static str {
-    match kind {
-        FragmentKind::Gradient => "gradient",
-        FragmentKind::LocalSteps => "local_steps",
-        FragmentKind::Inference => "inference",
-        FragmentKind::Transform => "transform",
-    }
-}
-
 impl NodeTelemetry {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("corex_node");
@@ -158,9 +149,7 @@ impl NodeTelemetry {
     /// A fragment of `kind` costing `flops` was computed in `compute_ms`.
     pub fn fragment_computed(&self, kind: FragmentKind, flops: u64, compute_ms: u64) {
         self.computed
-            .get_or_create(&KindLabels {
-                kind: kind_name(kind),
-            })
+            .get_or_create(&KindLabels { kind: kind.name() })
             .inc();
         let gflops = flops as f64 / (compute_ms.max(1) as f64 * 1e6);
         self.gflops.set(gflops);

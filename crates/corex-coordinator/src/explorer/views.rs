@@ -245,7 +245,7 @@ pub fn job_page(engine: &Coordinator, id: &Hash) -> Option<JobPage> {
     let status = job.status();
     let mut page = JobPage {
         row: job_row(job),
-        work: format!("{:?}", job.spec.work.fragment_kind()),
+        work: job.spec.work.fragment_kind().name().replace('_', " "),
         failure: match job.state() {
             JobState::Failed { reason } => Some(reason.chars().take(300).collect()),
             _ => None,
