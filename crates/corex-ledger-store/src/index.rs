@@ -125,16 +125,21 @@ pub(crate) fn index_block(
                 },
             )?,
             TxBody::RecordContributions { entries, .. } => {
+                // A node may have several entries (compute, useful, auditing): one event each.
+                let mut work = std::collections::BTreeMap::<NodeId, [u128; 3]>::new();
                 for entry in entries {
-                    put(
-                        &entry.node,
-                        position,
-                        NodeEventKind::Work {
-                            compute_units: entry.compute_units,
-                            pot_units: entry.pot_units,
-                            verification_units: entry.verification_units,
-                        },
-                    )?;
+                    let units = work.entry(entry.node).or_default();
+                    units[0] = units[0].saturating_add(entry.compute_units);
+                    units[1] = units[1].saturating_add(entry.pot_units);
+                    units[2] = units[2].saturating_add(entry.verification_units);
+                }
+                for (node, [compute_units, pot_units, verification_units]) in work {
+                    let kind = NodeEventKind::Work {
+                        compute_units,
+                        pot_units,
+                        verification_units,
+                    };
+                    put(&node, position, kind)?;
                 }
             }
             _ => {}

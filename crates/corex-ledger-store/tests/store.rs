@@ -196,7 +196,13 @@ fn the_index_shows_each_nodes_verdicts_work_and_payouts() {
     let evidence = Hash::of(b"replay");
     let bodies = vec![
         TxBody::RecordContributions {
-            entries: vec![ContributionEntry::compute(honest, 5_000)],
+            entries: vec![
+                ContributionEntry::compute(honest, 5_000),
+                ContributionEntry {
+                    pot_units: 4_000,
+                    ..ContributionEntry::compute(honest, 0)
+                },
+            ],
             task_demand: 6_000,
         },
         TxBody::RecordVerdict {

@@ -224,9 +224,13 @@ fn event_row(event: &NodeEvent, activity: &NodeActivity) -> Markup {
             compute_units,
             pot_units,
             verification_units,
-        } => html! {
-            "work recorded: " (compute_units) " FLOP compute, " (pot_units) " useful, " (verification_units) " auditing"
-        },
+        } => {
+            let units = |units: &u128| flops(u64::try_from(*units).unwrap_or(u64::MAX));
+            html! {
+                "work recorded: " (units(compute_units)) " verified, " (units(pot_units))
+                " useful to the model, " (units(verification_units)) " of audits for others"
+            }
+        }
         NodeEventKind::Payout {
             epoch,
             amount,
@@ -258,8 +262,12 @@ fn rewards_chart(events: &[NodeEvent], epoch: u64) -> Option<String> {
         .collect();
     payouts.sort_unstable();
     let (mut earned, mut vested) = (0u128, 0u128);
-    let mut earned_line = Vec::new();
-    let mut vested_line = Vec::new();
+    // Both lines start from nothing the epoch before the first payout.
+    let start = payouts
+        .first()
+        .map(|(at, ..)| (*at as f64 - 1.0, 0.0));
+    let mut earned_line: Vec<(f64, f64)> = start.into_iter().collect();
+    let mut vested_line = earned_line.clone();
     for (at, amount, unlock) in &payouts {
         earned += amount;
         earned_line.push((*at as f64, cxt(earned)));
