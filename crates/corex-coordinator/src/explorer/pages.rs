@@ -263,9 +263,7 @@ fn rewards_chart(events: &[NodeEvent], epoch: u64) -> Option<String> {
     payouts.sort_unstable();
     let (mut earned, mut vested) = (0u128, 0u128);
     // Both lines start from nothing the epoch before the first payout.
-    let start = payouts
-        .first()
-        .map(|(at, ..)| (*at as f64 - 1.0, 0.0));
+    let start = payouts.first().map(|(at, ..)| (*at as f64 - 1.0, 0.0));
     let mut earned_line: Vec<(f64, f64)> = start.into_iter().collect();
     let mut vested_line = earned_line.clone();
     for (at, amount, unlock) in &payouts {
