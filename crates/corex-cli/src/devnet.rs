@@ -300,9 +300,9 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             endpoint.url
         );
     }
-    let polled = std::sync::Arc::new(crate::explorer_poll::Polled::default());
+    let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let poller = options.explorer_poll.then(|| {
-        let poll = crate::explorer_poll::poll_explorer(client.clone(), job, polled.clone());
+        let poll = crate::explorer_poll::poll_explorer(client.clone(), job, loaded.clone());
         tokio::spawn(poll)
     });
     let followed = follow(&client, &job, &spec, options, children).await;
@@ -350,7 +350,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         process_cpu_s: children.cpu_seconds(),
         node_audits: options.node_audits,
         ledger: None,
-        explorer_pages: polled.pages.load(std::sync::atomic::Ordering::Relaxed),
+        explorer_pages: loaded.load(std::sync::atomic::Ordering::Relaxed),
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)

@@ -10,14 +10,9 @@ use bytes::Bytes;
 use corex_core::Hash;
 use corex_net::CoordinatorClient;
 
-/// Pages loaded so far.
-#[derive(Debug, Default)]
-pub struct Polled {
-    pub pages: AtomicU64,
-}
-
-/// Loads the explorer's pages about `job` every second until aborted.
-pub async fn poll_explorer(client: CoordinatorClient, job: Hash, polled: Arc<Polled>) {
+/// Loads the explorer's pages about `job` every second until aborted, counting in `loaded` the
+/// pages that came back.
+pub async fn poll_explorer(client: CoordinatorClient, job: Hash, loaded: Arc<AtomicU64>) {
     let pages = [
         "/explorer".to_owned(),
         format!("/explorer/jobs/{}", job.to_hex()),
@@ -30,7 +25,7 @@ pub async fn poll_explorer(client: CoordinatorClient, job: Hash, polled: Arc<Pol
         for page in &pages {
             match client.send_raw("GET", page, Bytes::new(), None).await {
                 Ok((200, _)) => {
-                    polled.pages.fetch_add(1, Ordering::Relaxed);
+                    loaded.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok((status, _)) => tracing::warn!(page, status, "an explorer page failed"),
                 Err(error) => tracing::warn!(page, %error, "an explorer page failed"),

@@ -114,11 +114,22 @@ pub struct CoordinatorMetrics {
     scheduled_release: FloatGauge,
 }
 
-fn verdict_name(verdict: &ResultVerdict) -> &'static str {
+/// A verdict's name: `accepted`, `rejected` or `discarded`.
+pub(crate) fn verdict_name(verdict: &ResultVerdict) -> &'static str {
     match verdict {
         ResultVerdict::Accepted { .. } => "accepted",
         ResultVerdict::Rejected { .. } => "rejected",
         ResultVerdict::Discarded { .. } => "discarded",
+    }
+}
+
+/// Whether a replay judged the result (a rejected one always was; a discarded federated result
+/// is judged by held-out validation, not a replay).
+pub(crate) fn was_audited(verdict: &ResultVerdict) -> bool {
+    match verdict {
+        ResultVerdict::Accepted { audited, .. } => *audited,
+        ResultVerdict::Rejected { .. } => true,
+        ResultVerdict::Discarded { .. } => false,
     }
 }
 
@@ -247,12 +258,7 @@ impl CoordinatorMetrics {
             self.results
                 .get_or_create(&ResultLabels { kind, verdict })
                 .inc();
-            let audited = match result.verdict {
-                ResultVerdict::Accepted { audited, .. } => audited,
-                ResultVerdict::Rejected { .. } => true,
-                ResultVerdict::Discarded { .. } => false,
-            };
-            if audited {
+            if was_audited(&result.verdict) {
                 let by = match (result.audited_steps, result.audited_by) {
                     (Some(_), _) => "segment",
                     (None, Some(_)) => "node",

@@ -284,7 +284,18 @@ async fn the_explorer_and_the_metrics_show_a_job_with_a_cheater_and_nothing_priv
     assert!(job.contains("<polyline"), "the job's curve is drawn");
     assert!(job.contains("Fragments per node") && job.contains("Audits"));
     assert!(ledger.contains("sums to 100,000,000 CXT"), "{ledger}");
-    assert!(block.contains("transactions"));
+    let first: corex_ledger::Block = serde_json::from_slice(
+        &owner
+            .call("GET", "/v1/ledger/blocks/1", Vec::new())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let hash = first.header.hash().to_hex();
+    assert!(
+        block.contains(&hash),
+        "block 1's page shows its hash {hash}"
+    );
 
     // What the explorer refuses.
     let refused = [

@@ -178,17 +178,26 @@ pub(crate) fn index_block(
     Ok(())
 }
 
+/// `definition`'s table in `txn`, or none when nothing was ever written to it.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(database(error)),
+    }
+}
+
 /// The height up to which the index holds the chain (0: nothing indexed).
 pub(crate) fn indexed_height(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
     let txn = db.begin_read().map_err(database)?;
-    match txn.open_table(INDEX_META) {
-        Ok(meta) => Ok(meta
-            .get(INDEXED_HEIGHT)
-            .map_err(database)?
-            .map_or(0, |height| height.value())),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(error) => Err(database(error)),
-    }
+    let Some(meta) = read_table(&txn, INDEX_META)? else {
+        return Ok(0);
+    };
+    let height = meta.get(INDEXED_HEIGHT).map_err(database)?;
+    Ok(height.map_or(0, |height| height.value()))
 }
 
 /// At most `limit` of `node`'s events, newest first, from below height `before` (all: `None`).
@@ -199,10 +208,8 @@ pub(crate) fn node_events(
     limit: usize,
 ) -> Result<Vec<NodeEvent>, StoreError> {
     let txn = db.begin_read().map_err(database)?;
-    let table = match txn.open_table(NODE_EVENTS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(error) => return Err(database(error)),
+    let Some(table) = read_table(&txn, NODE_EVENTS)? else {
+        return Ok(Vec::new());
     };
     let end = before.unwrap_or(u64::MAX);
     let mut events = Vec::new();
@@ -224,10 +231,8 @@ pub(crate) fn settlements(
     limit: usize,
 ) -> Result<Vec<IndexedSettlement>, StoreError> {
     let txn = db.begin_read().map_err(database)?;
-    let table = match txn.open_table(SETTLEMENTS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(error) => return Err(database(error)),
+    let Some(table) = read_table(&txn, SETTLEMENTS)? else {
+        return Ok(Vec::new());
     };
     let mut settled = Vec::new();
     for entry in table.iter().map_err(database)?.rev().take(limit) {

@@ -80,11 +80,13 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Response {
         .core
         .read(move |engine| Ok(views::network(engine, now)))
         .await;
-    let figures = views::ledger_figures(shared.ledger().chain());
-    match network {
-        Ok(network) => page(pages::overview(&network, &figures)),
-        Err(error) => failed(error),
-    }
+    let network = match network {
+        Ok(network) => network,
+        Err(error) => return failed(error),
+    };
+    let shown: Vec<NodeId> = network.nodes.iter().map(|row| row.id).collect();
+    let figures = views::ledger_figures(shared.ledger().chain(), &shown);
+    page(pages::overview(&network, &figures))
 }
 
 #[derive(Deserialize)]
@@ -110,7 +112,7 @@ async fn node(
         let chain = ledger.chain();
         (
             chain.account_view(&id),
-            views::ledger_figures(chain),
+            views::ledger_figures(chain, &[]),
             ledger.reader(),
         )
     };
@@ -201,15 +203,21 @@ async fn ledger(
 ) -> Response {
     let (figures, store) = {
         let ledger = shared.ledger();
-        (views::ledger_figures(ledger.chain()), ledger.reader())
+        (views::ledger_figures(ledger.chain(), &[]), ledger.reader())
     };
-    let top = below.map_or(figures.height, |below| below.saturating_sub(1));
+    let height = figures.height;
+    let top = below.map_or(height, |below| below.saturating_sub(1));
     let read = from_store(store, move |store| {
-        Ok((store.blocks_down_from(top, PAGE)?, store.settlements(PAGE)?))
+        let head = store.block(height)?;
+        let blocks = store.blocks_down_from(top, PAGE)?;
+        Ok((head, blocks, store.settlements(PAGE)?))
     })
     .await;
     match read {
-        Ok((blocks, settlements)) => page(pages::ledger(&figures, &blocks, &settlements)),
+        Ok((head, blocks, settlements)) => {
+            let state_root = head.map(|block| block.header.state_root);
+            page(pages::ledger(&figures, state_root, &blocks, &settlements))
+        }
         Err(error) => failed(error),
     }
 }
@@ -247,7 +255,8 @@ async fn gauges(shared: &Shared) -> Result<Gauges, CoordinatorError> {
             Ok((nodes, jobs, pending))
         })
         .await?;
-    let figures = views::ledger_figures(shared.ledger().chain());
+    let online: Vec<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
+    let figures = views::ledger_figures(shared.ledger().chain(), &online);
     let mut by_tier = std::collections::BTreeMap::<(String, String), i64>::new();
     for (id, backend) in nodes {
         let tier = figures

@@ -473,6 +473,7 @@ fn tx_summary(body: &TxBody) -> Markup {
 
 pub fn ledger(
     figures: &LedgerFigures,
+    state_root: Option<Hash>,
     blocks: &[Block],
     settlements: &[IndexedSettlement],
 ) -> Markup {
@@ -481,7 +482,7 @@ pub fn ledger(
             tr { th { "chain" } td { (figures.chain_id) } }
             tr { th { "height" } td { (figures.height) } }
             tr { th { "head" } td { code { (figures.head.to_hex()) } } }
-            tr { th { "state root" } td { code { (figures.state_root.to_hex()) } } }
+            @if let Some(root) = state_root { tr { th { "state root (head block)" } td { code { (root.to_hex()) } } } }
             tr { th { "open epoch" } td { (figures.epoch) } }
         }
         h2 { "Supply" }

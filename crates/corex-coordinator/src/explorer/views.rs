@@ -12,6 +12,7 @@ use corex_ledger::{BASE_UNITS_PER_CXT, Chain, Supply, TOTAL_SUPPLY};
 
 use crate::engine::Coordinator;
 use crate::job_run::JobRun;
+use crate::metrics::{verdict_name, was_audited};
 
 /// A node counts as online when it was heard from within this long.
 pub const ONLINE_MS: u64 = 60_000;
@@ -263,16 +264,18 @@ pub fn job_page(engine: &Coordinator, id: &Hash) -> Option<JobPage> {
     };
     for record in history.iter().rev() {
         for result in &record.results {
-            let (audited, verdict, reason) = match &result.verdict {
-                ResultVerdict::Accepted { audited, .. } => (*audited, "accepted", None),
-                ResultVerdict::Rejected { reason, .. } => (true, "rejected", Some(reason)),
-                ResultVerdict::Discarded { reason, .. } => (false, "discarded", Some(reason)),
+            let verdict = verdict_name(&result.verdict);
+            let reason = match &result.verdict {
+                ResultVerdict::Accepted { .. } => None,
+                ResultVerdict::Rejected { reason, .. }
+                | ResultVerdict::Discarded { reason, .. } => Some(reason),
             };
-            page.results_rejected += u64::from(verdict != "accepted");
-            if !audited {
+            let accepted = reason.is_none();
+            page.results_rejected += u64::from(!accepted);
+            if !was_audited(&result.verdict) {
                 continue;
             }
-            if verdict == "accepted" {
+            if accepted {
                 page.audits_accepted += 1;
             } else {
                 page.audits_rejected += 1;
@@ -302,43 +305,39 @@ pub struct LedgerFigures {
     pub chain_id: String,
     pub height: u64,
     pub head: Hash,
-    pub state_root: Hash,
     pub epoch: u64,
     pub supply: Supply,
     /// Ledger time since genesis, and the pool's half-life, in ms.
     pub elapsed_ms: u64,
     pub half_life_ms: u64,
     pub epoch_ms: u64,
-    /// Tier name by node (`removed` for a node the ledger removed).
+    /// Tier name of the nodes asked for (`removed` for a node the ledger removed).
     pub tiers: BTreeMap<NodeId, String>,
 }
 
-pub fn ledger_figures(chain: &Chain) -> LedgerFigures {
+/// The ledger's figures, with the tiers of `nodes` only (an O(log n) look-up each): the
+/// state root is not recomputed here (it hashes the whole state, under the ledger's lock); the
+/// ledger page shows the head block's.
+pub fn ledger_figures(chain: &Chain, nodes: &[NodeId]) -> LedgerFigures {
     let genesis = chain.genesis();
     let params = &genesis.params;
+    let state = chain.state();
+    let tier = |profile: &corex_ledger::NodeProfile| match profile.status {
+        corex_ledger::NodeStatus::Removed => "removed".to_owned(),
+        corex_ledger::NodeStatus::Active => format!("{:?}", profile.tier(params)).to_lowercase(),
+    };
     LedgerFigures {
         chain_id: genesis.chain_id.clone(),
         height: chain.height(),
         head: chain.head(),
-        state_root: chain.state().root(),
-        epoch: chain.state().epoch,
-        supply: chain.state().supply(),
+        epoch: state.epoch,
+        supply: state.supply(),
         elapsed_ms: chain.timestamp_ms().saturating_sub(genesis.timestamp_ms),
         half_life_ms: params.half_life_ms,
         epoch_ms: params.epoch_ms,
-        tiers: chain
-            .state()
-            .nodes
+        tiers: nodes
             .iter()
-            .map(|(id, profile)| {
-                let tier = match profile.status {
-                    corex_ledger::NodeStatus::Removed => "removed".to_owned(),
-                    corex_ledger::NodeStatus::Active => {
-                        format!("{:?}", profile.tier(params)).to_lowercase()
-                    }
-                };
-                (*id, tier)
-            })
+            .filter_map(|id| Some((*id, tier(state.nodes.get(id)?))))
             .collect(),
     }
 }
