@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use corex_core::ResourceLimits;
 use corex_core::chunk::{CHUNK_SIZE, MIN_UPLOAD_CHUNK_SIZE};
+use corex_verify::AuditPolicy;
 
 use crate::admission::{Admission, AdmissionPolicy};
 use crate::error::CoordinatorError;
@@ -26,6 +27,9 @@ pub struct CoordinatorConfig {
     pub genesis: corex_ledger::Params,
     /// Reveals in one audit seed chain; the next chain's anchor is committed at the first.
     pub audit_chain_length: usize,
+    /// How often a node's results are audited from its record (probation, then a rate falling
+    /// to a floor as audits pass). Default: the rates tuned in docs/verification.md.
+    pub audit_policy: AuditPolicy,
     /// Let nodes with the same device fingerprint audit each other. Off in production (an
     /// audit must come from other hardware); a devnet, whose nodes share one machine, turns
     /// it on and says so.
@@ -80,6 +84,7 @@ impl Default for CoordinatorConfig {
             sweep_interval_ms: 100,
             genesis: corex_ledger::Params::default(),
             audit_chain_length: crate::verification::CHAIN_LENGTH,
+            audit_policy: AuditPolicy::default(),
             shared_hardware: false,
             max_nodes_per_fingerprint: 1,
             max_nodes_per_endpoint: 4,

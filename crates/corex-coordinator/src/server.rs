@@ -128,6 +128,7 @@ pub async fn run(
         corex_net::random_bytes::<32>()
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?,
         config.audit_chain_length,
+        config.audit_policy,
     );
     let mut ledger = LedgerService::open(
         &data_dir,

@@ -112,11 +112,11 @@ pub struct Verifier {
 
 impl Verifier {
     /// `secret` comes from the OS at the edge; the first chain's anchor is public from the
-    /// start. Chains hold `chain_length` reveals each.
-    pub fn new(secret: [u8; 32], chain_length: usize) -> Self {
+    /// start. Chains hold `chain_length` reveals each; `policy` sets the audit rates.
+    pub fn new(secret: [u8; 32], chain_length: usize, policy: AuditPolicy) -> Self {
         Self {
             seeds: SeedSource::new(secret, chain_length),
-            policy: AuditPolicy::default(),
+            policy,
             tolerance: Tolerance::default(),
             consistency: ConsistencyPolicy::default(),
             records: BTreeMap::new(),

@@ -12,6 +12,7 @@ use crate::config::CoordinatorConfig;
 use crate::job_run::SignedTensor;
 use crate::ledger::LedgerRecord;
 use crate::verification::Verifier;
+use corex_verify::AuditPolicy;
 
 /// A command, reduced to what a test compares.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,7 +115,7 @@ fn core_with(config: CoordinatorConfig) -> CoordinatorCore {
     let engine = Coordinator::new(
         Keypair::from_secret([1; 32]),
         config,
-        Verifier::new([2; 32], 8),
+        Verifier::new([2; 32], 8, AuditPolicy::default()),
     );
     CoordinatorCore::new(engine)
 }

@@ -37,13 +37,14 @@ mod tests {
     use super::*;
     use crate::config::CoordinatorConfig;
     use crate::verification::Verifier;
+    use corex_verify::AuditPolicy;
 
     #[test]
     fn a_close_that_failed_fails_the_job_with_its_reason_and_a_second_answer_changes_nothing() {
         let mut engine = Coordinator::new(
             Keypair::from_secret([1; 32]),
             CoordinatorConfig::one_machine(),
-            Verifier::new([2; 32], 8),
+            Verifier::new([2; 32], 8, AuditPolicy::default()),
         );
         let spec = JobSpec::default_digits();
         let digits = Arc::new(corex_ml::Dataset::digits().expect("the digits load"));

@@ -63,7 +63,11 @@ impl Process {
         now_ms: u64,
     ) -> Result<Vec<(Hash, Progress)>, CoordinatorError> {
         let unix_ms = GENESIS_UNIX_MS + now_ms;
-        let verifier = Verifier::new(anchor_seed, self.config.audit_chain_length);
+        let verifier = Verifier::new(
+            anchor_seed,
+            self.config.audit_chain_length,
+            self.config.audit_policy,
+        );
         let mut ledger = LedgerService::open(
             &self.dir,
             self.identity.clone(),

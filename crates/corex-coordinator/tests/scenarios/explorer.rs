@@ -6,9 +6,7 @@
 //! private on any page; screenshots go to `target/explorer-screenshots/`. The explorer needs no
 //! signature, and it refuses what it should.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

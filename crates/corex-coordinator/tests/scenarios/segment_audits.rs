@@ -3,9 +3,7 @@
 //! is caught when an audit picks that segment (and then replayed whole and hard-rejected); and
 //! revealed checkpoints are checked like any result before they count.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,9 +2,7 @@
 //! fragment per round arrives, and the one with a ledger reputation takes it, even though the
 //! other began waiting first. The other finds nothing left.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

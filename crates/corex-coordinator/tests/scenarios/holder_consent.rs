@@ -4,9 +4,7 @@
 //! training sample), is declined: its fragments leave the job, nothing is recorded against the
 //! holder, and the allowed owner's private job beside it finishes.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,9 +3,7 @@
 //! (slowloris) connections neither stop a node from leasing and submitting nor outlive the
 //! header timeout. The honest job beside the attack ends with the same model as a clean run.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

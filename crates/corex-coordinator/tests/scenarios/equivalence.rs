@@ -1,9 +1,7 @@
 //! Training through the network (gradient fragments, mean aggregation, real TLS sockets)
 //! ends where single-process training on the same batches and seed ends.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,9 +4,7 @@
 //! is stored) and go on working; a running job resumes from its last checkpoint and each of
 //! its rounds is on the ledger once; ended jobs are served as before; job ids never repeat.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,7 @@
 //! seed ends; and CSV features spanning many orders of magnitude, standardized on the training
 //! split, train as well as the same data standardized beforehand.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,9 +5,7 @@
 //! try sends only the chunks the coordinator lacks. Nodes that upload every result as chunks
 //! train exactly the model of nodes that send them inline.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -5,9 +5,7 @@
 //! for the same wall time, and no more than the schedule allows for the ledger time that
 //! passed.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! reads of another owner's private job, and quota abuse. Each gets a clear 4xx and leaves no
 //! job, dataset or allocation behind; owners can cancel their own jobs and no one else's.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

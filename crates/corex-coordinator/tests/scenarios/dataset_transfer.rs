@@ -4,9 +4,7 @@
 //! and each node fetches only the chunks its fragments touch, checks each, and keeps them on
 //! disk by hash for later jobs. Nobody reads a path a job names.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,13 +5,11 @@
 //! audits and the outputs stay the clean run's; results of the wrong length or with NaN are
 //! refused; specs naming weights that are missing or of another model are refused.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end};
+use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::{CHUNK_SIZE, Manifest};
 use corex_core::messages::{
@@ -232,6 +230,8 @@ async fn cheating_nodes_are_caught_and_the_outputs_stay_the_clean_runs() {
             );
         }
         let owner = net.client(250);
+        // Every node proven first: a short job can end before a late cheater gets work.
+        wait_for_proven_nodes(&owner, 5, Duration::from_secs(60)).await;
         let job = owner.submit_job(&spec).await.unwrap();
         let status = wait_for_end(&owner, &job, Duration::from_secs(180)).await;
         assert_eq!(status.state, JobState::Finished);

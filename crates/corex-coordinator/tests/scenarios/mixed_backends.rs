@@ -4,13 +4,11 @@
 //! generated text, a CNN on generated images), gradient and local-steps fragments. Every result
 //! must be accepted (no honest node rejected), every node audit replayed by a node on the other
 //! backend must agree, and the trained weights must end where single-process training on the
-//! CPU ends (SGD with momentum, so that rounding is not amplified: see tests/families.rs).
+//! CPU ends (SGD with momentum, so that rounding is not amplified: see tests/scenarios/families.rs).
 //!
 //! A build without the wgpu backend has nothing to mix and says so.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

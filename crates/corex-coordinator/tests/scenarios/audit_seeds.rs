@@ -3,9 +3,7 @@
 //! round whose seed it did not know, would leave rounds out). Each new chain's anchor was on
 //! the ledger before its first reveal, and none is derivable from what was revealed.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,9 +2,7 @@
 //! per network endpoint by default. A refused registration is a 403 `sybil_limit` that names
 //! the limit, and changes nothing; a registered node may register again.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use common::TestNet;
 use corex_coordinator::CoordinatorConfig;

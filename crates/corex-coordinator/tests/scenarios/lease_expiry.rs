@@ -2,9 +2,7 @@
 //! copy of the straggler's fragment, and the job completes with the same model as if nothing
 //! had happened.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,7 @@
 //! learns from class-skewed shards, and a holder sending garbage is caught by the held-out
 //! validation check although nobody can replay its work.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

@@ -3,9 +3,7 @@
 //! uploads included: chunks that do not match their hash, oversized or unsigned chunks, and
 //! results naming chunks never uploaded.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -12,9 +12,7 @@
 //! and every honest result, off by a relative 10⁻³ in a seeded random direction or scaled by
 //! 1 + 10⁻³, must fail the tolerance of its device pair.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +25,7 @@ use corex_core::messages::ResultVerdict;
 use corex_core::{CnnSpec, ComputeBackend, Hash, JobSpec, ModelSpec, TransformerSpec, WorkSpec};
 use corex_ml::{Backend, Dataset, Trainer};
 use corex_scheduler::slice_round;
-use corex_verify::{Tolerance, compare};
+use corex_verify::{AuditPolicy, Tolerance, compare};
 use rand::{Rng, SeedableRng};
 
 fn pool(threads: usize) -> rayon::ThreadPool {
@@ -217,7 +215,7 @@ fn calibrate(
         );
         let mut parameters = corex_ml::init_parameters(&spec.model, seed);
         let mut trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer).unwrap();
-        let mut verifier = Verifier::new([seed as u8; 32], CHAIN_LENGTH);
+        let mut verifier = Verifier::new([seed as u8; 32], CHAIN_LENGTH, AuditPolicy::default());
         let job = Hash::of(&seed.to_le_bytes());
         for round in 0..3 {
             let fragments = slice_round(&job, &spec, &split.train, round, Hash::of(b"model"), &[]);

@@ -4,9 +4,7 @@
 //! accuracy (each rejected result is replaced by its replay; only cheats that slipped past
 //! before the cheater's first failed audit reach the model).
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -100,8 +98,8 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         clean.model.short()
     );
     // Bait-and-switch results are honest, only slow; its fragments here are too light to
-    // time, so the behaviour test (tests/behaviour.rs) covers it. Skipping a segment needs
-    // traced local steps, which tests/segment_audits.rs runs.
+    // time, so the behaviour test (tests/scenarios/behaviour.rs) covers it. Skipping a segment needs
+    // traced local steps, which tests/scenarios/segment_audits.rs runs.
     for adversary in corex_node::adversary::ALL
         .into_iter()
         .filter(|adversary| !matches!(adversary, Adversary::BaitAndSwitch | Adversary::SkipSegment))

@@ -3,9 +3,7 @@
 //! the work) is flagged, on the node list and as a suspicious event on its ledger profile; an
 //! honest node doing the same job is not.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,5 @@
 //! A coordinator served on 127.0.0.1 over real TLS, with node agents as tasks, for tests.
 
-#![allow(dead_code, clippy::unwrap_used)]
-
 use std::time::{Duration, Instant};
 
 use corex_coordinator::CoordinatorConfig;

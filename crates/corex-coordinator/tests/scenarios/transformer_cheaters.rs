@@ -1,11 +1,9 @@
-//! The adversary kit against a byte-level transformer job, as tests/adversaries.rs runs it
+//! The adversary kit against a byte-level transformer job, as tests/scenarios/adversaries.rs runs it
 //! against the MLP: 4 honest nodes and 2 cheating in one way, on an uploaded text. Each kind
 //! that fakes results is caught and hard-rejected on the ledger and no honest result is ever
 //! rejected; a node that skips a segment of traced local steps is caught by segment audits.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -17,6 +15,7 @@ use corex_core::{
 };
 use corex_ml::Dataset;
 use corex_node::{Adversary, NodeConfig};
+use corex_verify::AuditPolicy;
 
 const HONEST: u8 = 4;
 const CHEATERS: [u8; 2] = [101, 102];
@@ -71,9 +70,15 @@ fn traced_job() -> JobSpec {
 
 /// Runs `spec` with the two cheaters playing `adversary`; returns (results rejected from
 /// cheaters, hard rejects of cheaters on the ledger).
-async fn run(mut spec: JobSpec, adversary: Adversary, text: &Dataset) -> (u64, u64) {
+async fn run(
+    mut spec: JobSpec,
+    adversary: Adversary,
+    text: &Dataset,
+    audit_policy: AuditPolicy,
+) -> (u64, u64) {
     let mut net = TestNet::start(CoordinatorConfig {
         shared_hardware: false,
+        audit_policy,
         ..CoordinatorConfig::one_machine()
     })
     .await;
@@ -137,7 +142,7 @@ async fn run(mut spec: JobSpec, adversary: Adversary, text: &Dataset) -> (u64, u
 async fn every_result_faking_kind_is_caught_on_a_language_model() {
     let text = Dataset::synthetic_text(40_000, 9).unwrap();
     // The kinds that fake results (the capability and speed kinds are not about a family:
-    // tests/adversaries.rs and tests/behaviour.rs; skip-segment needs traced steps, below).
+    // tests/scenarios/adversaries.rs and tests/scenarios/behaviour.rs; skip-segment needs traced steps, below).
     for adversary in corex_node::adversary::ALL.into_iter().filter(|adversary| {
         !matches!(
             adversary,
@@ -151,7 +156,7 @@ async fn every_result_faking_kind_is_caught_on_a_language_model() {
             eval_every: rounds,
             ..gradient_job()
         };
-        let (rejected, hard_rejects) = run(spec, adversary, &text).await;
+        let (rejected, hard_rejects) = run(spec, adversary, &text, AuditPolicy::default()).await;
         println!(
             "{:<13} {rejected} results rejected, {hard_rejects} hard rejects on the ledger",
             adversary.name()
@@ -164,7 +169,22 @@ async fn every_result_faking_kind_is_caught_on_a_language_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skipped_segment_of_a_language_model_is_caught() {
     let text = Dataset::synthetic_text(40_000, 10).unwrap();
-    let (rejected, hard_rejects) = run(traced_job(), Adversary::SkipSegment, &text).await;
+    // Every result audited: a segment audit picks the skipped one of four segments, so each
+    // audit catches a skipper with probability 1/4. At the default rates a skipper with ~24
+    // results here escapes ~16 % of the time (both: ~3 %, a flaky test); auditing all, both
+    // escape with probability (3/4)^48 < 1e-5. The default rates' power is measured by
+    // `corex bench verify`, not here.
+    let audit_everything = AuditPolicy {
+        probation_audits: u32::MAX,
+        ..AuditPolicy::default()
+    };
+    let (rejected, hard_rejects) = run(
+        traced_job(),
+        Adversary::SkipSegment,
+        &text,
+        audit_everything,
+    )
+    .await;
     println!("skip-segment {rejected} results rejected, {hard_rejects} hard rejects on the ledger");
     assert!(rejected >= 1 && hard_rejects >= 1);
 }
