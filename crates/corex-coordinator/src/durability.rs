@@ -115,7 +115,7 @@ fn kept_results(
     data_dir: &Path,
     job: &Hash,
     round: u32,
-) -> Result<Vec<(u32, KeptMeta, Vec<f32>)>, CoordinatorError> {
+) -> Result<Vec<(u32, KeptMeta, Vec<u8>)>, CoordinatorError> {
     let dir = results_dir(data_dir, job);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());

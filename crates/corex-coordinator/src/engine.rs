@@ -252,7 +252,7 @@ impl Coordinator {
             coordinator_mflops: self.config.replay_mflops,
         };
         // An audit's request for checkpoints comes first: its round waits on nothing else.
-        if let Some((fragment, model, steps)) = self
+        if let Some((fragment, model, steps, feedback)) = self
             .jobs()
             .filter(|job| job.takes_work())
             .find_map(|job| job.reveal_for(&node))
@@ -261,6 +261,7 @@ impl Coordinator {
                 fragment,
                 model,
                 steps,
+                feedback,
             });
         }
         let mut deferred = false;
@@ -271,10 +272,12 @@ impl Coordinator {
             match job.lease(node, now_ms, ahead, &self.verifier, &auditors) {
                 JobLease::Granted(fragment, deadline_ms) => {
                     let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
+                    let audit = job.is_audit_task(&fragment.id);
                     return Ok(LeaseResponse::Work {
                         fragment: Box::new(fragment),
                         model,
                         deadline_ms,
+                        audit,
                     });
                 }
                 JobLease::Deferred => deferred = true,

@@ -87,6 +87,18 @@ pub enum CoordinatorError {
         "revealed parameters after step {step} do not hash to the checkpoint committed with the result"
     )]
     CheckpointMismatch { step: u32 },
+    /// A compressed result's error-feedback chain does not continue: it must start from the
+    /// node's last accepted state, or from zeros.
+    #[error("feedback state {got} is neither this node's last accepted state nor zeros")]
+    FeedbackChainBroken { got: Hash },
+    /// A compressed job's result sent whole, or an uncompressed job's (or an audit's, or a
+    /// reveal's) sent compressed.
+    #[error("{0}")]
+    CompressionMismatch(String),
+    #[error(
+        "revealed error-feedback state `{which}` does not hash to the one committed with the result"
+    )]
+    FeedbackMismatch { which: &'static str },
     #[error("a federated result must carry a data_commitment to the local data it used")]
     MissingDataCommitment,
     #[error(
@@ -163,7 +175,8 @@ impl CoordinatorError {
             | Self::StaleModel { .. }
             | Self::Lease(_)
             | Self::JobNotFinished(_)
-            | Self::NoChallenge => 409,
+            | Self::NoChallenge
+            | Self::FeedbackChainBroken { .. } => 409,
             Self::WrongSampleCount { .. }
             | Self::ResultHashMismatch
             | Self::WrongShape(_)
@@ -171,6 +184,8 @@ impl CoordinatorError {
             | Self::NonFiniteLoss(_)
             | Self::BadTrace(_)
             | Self::CheckpointMismatch { .. }
+            | Self::CompressionMismatch(_)
+            | Self::FeedbackMismatch { .. }
             | Self::MissingDataCommitment
             | Self::ShardChanged { .. }
             | Self::InvalidSpec(_)
@@ -239,6 +254,9 @@ impl CoordinatorError {
             Self::BadTrace(_) => "bad_trace",
             Self::RevealNotAsked(_) => "reveal_not_asked",
             Self::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            Self::FeedbackChainBroken { .. } => "feedback_chain_broken",
+            Self::CompressionMismatch(_) => "compression_mismatch",
+            Self::FeedbackMismatch { .. } => "feedback_mismatch",
             Self::MissingDataCommitment => "missing_data_commitment",
             Self::ShardChanged { .. } => "shard_changed",
             Self::InvalidSpec(_) => "invalid_spec",

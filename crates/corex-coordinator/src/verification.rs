@@ -74,6 +74,16 @@ impl ResultKind {
 }
 
 /// A result waiting for its verdict.
+/// What a round's updates are screened for before the audit draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// Repeated bytes and the gradient-consistency statistics (dense updates).
+    Consistency,
+    /// Repeated bytes only: compressed updates keep different coordinates per node, so their
+    /// statistics say nothing about honesty; every audited one is judged by replay.
+    RepeatsOnly,
+}
+
 pub struct Candidate<'a> {
     pub node: NodeId,
     pub fragment: Hash,
@@ -83,6 +93,9 @@ pub struct Candidate<'a> {
     pub gradient: &'a [f32],
     /// The mean loss the node reported for its samples.
     pub loss: f32,
+    /// Why the result fails its audit whatever a replay says (a compressed result whose bytes
+    /// are not a faithful compression of what it claims), if it does.
+    pub defect: Option<&'a str>,
 }
 
 /// What an audit recomputes: the result tensor and the mean loss.
@@ -177,10 +190,11 @@ impl Verifier {
         job: &Hash,
         candidates: &[Candidate<'_>],
         kind: ResultKind,
+        screen: Screen,
     ) -> Result<AuditPlan, CoordinatorError> {
         let seed = self.seeds.reveal(job);
         let flags = match kind {
-            ResultKind::Update => self.update_flags(&seed, candidates)?,
+            ResultKind::Update => self.update_flags(&seed, candidates, screen)?,
             ResultKind::Prediction | ResultKind::TransformedRows => vec![None; candidates.len()],
         };
         // Rates come from each node's record before this round: a new node's results are all
@@ -198,18 +212,32 @@ impl Verifier {
         Ok(AuditPlan { seed, kind, audits })
     }
 
-    /// The flag of each update of a round: repeated bytes, or else a consistency flag.
+    /// The flag of each update of a round: repeated bytes, or else (when `screen` asks for
+    /// it) a consistency flag.
     fn update_flags(
         &mut self,
         seed: &Hash,
         candidates: &[Candidate<'_>],
+        screen: Screen,
     ) -> Result<Vec<Option<String>>, CoordinatorError> {
-        let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
-        let len = parts.first().map_or(0, |part| part.len());
-        let sampled = gather(&parts, &sample_coordinates(seed, len, CONSISTENCY_SAMPLE));
-        let sampled: Vec<&[f32]> = sampled.iter().map(Vec::as_slice).collect();
-        let consistency = round_consistency(&sampled, &self.consistency)
-            .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+        let consistency = match screen {
+            Screen::Consistency => {
+                let parts: Vec<&[f32]> = candidates.iter().map(|c| c.gradient).collect();
+                let len = parts.first().map_or(0, |part| part.len());
+                let sampled = gather(&parts, &sample_coordinates(seed, len, CONSISTENCY_SAMPLE));
+                let sampled: Vec<&[f32]> = sampled.iter().map(Vec::as_slice).collect();
+                round_consistency(&sampled, &self.consistency)
+                    .map_err(|error| CoordinatorError::Training(error.to_string()))?
+                    .into_iter()
+                    .map(|consistency| {
+                        consistency
+                            .flag
+                            .map(|flag| format!("{flag:?}").to_lowercase())
+                    })
+                    .collect()
+            }
+            Screen::RepeatsOnly => vec![None; candidates.len()],
+        };
         // A result is repeated if its bytes were judged in an earlier round or appear more
         // than once in this one; every copy is flagged, whichever came first.
         let mut in_round: BTreeMap<Hash, usize> = BTreeMap::new();
@@ -230,8 +258,6 @@ impl Verifier {
                     Some("repeated_result".to_owned())
                 } else {
                     consistency
-                        .flag
-                        .map(|flag| format!("{flag:?}").to_lowercase())
                 }
             })
             .collect())

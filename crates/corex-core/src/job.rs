@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::CompressionSpec;
 use crate::error::SpecError;
 use crate::federated::{DataHolder, FederatedSpec, PrivacySpec};
 use crate::hash::Hash;
@@ -62,6 +63,11 @@ pub struct JobSpec {
     /// that compute it still see the model versions and data their fragments need.
     #[serde(default)]
     pub public: bool,
+    /// How update results travel from node to coordinator (default: whole f32 vectors). A
+    /// top-k policy sends chunked top-k values at low bit width with error feedback on the
+    /// node (`corex_core::compression`, docs/verification.md).
+    #[serde(default, skip_serializing_if = "CompressionSpec::is_none")]
+    pub compression: CompressionSpec,
 }
 
 impl JobSpec {
@@ -118,6 +124,7 @@ impl JobSpec {
             granularity: Granularity::Fixed,
             federated: None,
             public: false,
+            compression: CompressionSpec::None,
         }
     }
 
@@ -189,6 +196,7 @@ impl JobSpec {
             granularity: Granularity::Fixed,
             federated: None,
             public: false,
+            compression: CompressionSpec::None,
         }
     }
 
@@ -294,6 +302,17 @@ impl JobSpec {
                 "lease_ms {} is outside 100..=3600000",
                 self.lease_ms
             ));
+        }
+        self.compression.validate().map_err(SpecError::Invalid)?;
+        if !self.compression.is_none() {
+            if !matches!(self.work, WorkSpec::Gradient | WorkSpec::LocalSteps { .. }) {
+                return invalid(
+                    "compression applies to update work: gradient or local steps".into(),
+                );
+            }
+            if self.federated.is_some() {
+                return invalid("a federated job's updates are not compressed".into());
+            }
         }
         if let Some(federated) = &self.federated {
             federated.validate()?;

@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod chunk;
+pub mod compression;
 pub mod device;
 pub mod error;
 pub mod federated;

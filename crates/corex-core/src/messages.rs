@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::Manifest;
+use crate::compression::FeedbackCommitment;
 pub use crate::device::{DeviceBandwidth, DeviceBenchmark, DeviceReport, MatmulSpeed};
 use crate::fragment::Fragment;
 use crate::hash::Hash;
@@ -110,20 +111,28 @@ pub enum LeaseResponse {
     /// Compute this fragment before `deadline_ms` from now; after that it may be re-issued.
     /// `model` is the manifest of the fragment's model version, so a node that lacks it can
     /// fetch the chunks at once (it checks the manifest against `fragment.model`).
+    /// With `audit`, the fragment is an audit task: its replay goes back whole, never
+    /// compressed.
     Work {
         fragment: Box<Fragment>,
         model: Manifest,
         deadline_ms: u64,
+        #[serde(default)]
+        audit: bool,
     },
     /// No work right now; ask again after `retry_ms`.
     Idle { retry_ms: u64 },
     /// An audit picked a segment of the node's traced result for `fragment` (at model version
     /// `model`): send the parameters it committed to at the steps `steps`, concatenated in
     /// that order, as a result for [`Fragment::derive_reveal_id`](crate::Fragment::derive_reveal_id).
+    /// With `feedback` (a compressed result), the node's error-feedback states before and
+    /// after the result follow the checkpoints (see [`crate::compression`]).
     Reveal {
         fragment: Hash,
         model: Hash,
         steps: Vec<u32>,
+        #[serde(default)]
+        feedback: bool,
     },
 }
 
@@ -148,6 +157,10 @@ pub struct ResultHeader {
     /// then covers it too. Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<StepTrace>,
+    /// A compressed result's error-feedback states (the tensor is then the compressed bytes,
+    /// and the signed commitment covers the states too). Absent for every other result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackCommitment>,
 }
 
 /// What an untraced result reports besides its tensor.
@@ -181,6 +194,7 @@ impl ResultHeader {
             commitment_signature: key.sign(commitment.as_bytes()),
             data_commitment: None,
             trace: None,
+            feedback: None,
         }
     }
 }

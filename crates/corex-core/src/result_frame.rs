@@ -172,6 +172,7 @@ mod tests {
 
     fn header() -> ResultHeader {
         ResultHeader {
+            feedback: None,
             fragment: Hash::of(b"f"),
             model: Hash::of(b"m"),
             loss: 0.5,

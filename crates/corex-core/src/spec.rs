@@ -75,6 +75,9 @@ impl Granularity {
 pub enum OptimizerSpec {
     /// Stochastic gradient descent with (optional, when `momentum` is 0) heavy-ball momentum.
     Sgd { learning_rate: f64, momentum: f64 },
+    /// SGD with Nesterov momentum (`v ← μ v + g`, step along `g + μ v`): DiLoCo's outer
+    /// optimizer, applied to the round's mean pseudo-gradient. `momentum` in (0, 1).
+    Nesterov { learning_rate: f64, momentum: f64 },
     /// Adam (Kingma & Ba) with the usual moment decay rates.
     Adam {
         learning_rate: f64,
@@ -100,7 +103,9 @@ fn default_epsilon() -> f32 {
 impl OptimizerSpec {
     pub fn learning_rate(&self) -> f64 {
         match self {
-            Self::Sgd { learning_rate, .. } | Self::Adam { learning_rate, .. } => *learning_rate,
+            Self::Sgd { learning_rate, .. }
+            | Self::Nesterov { learning_rate, .. }
+            | Self::Adam { learning_rate, .. } => *learning_rate,
         }
     }
 
@@ -114,6 +119,9 @@ impl OptimizerSpec {
         match self {
             Self::Sgd { momentum, .. } if !(0.0..1.0).contains(momentum) => Err(
                 SpecError::Invalid(format!("momentum {momentum} is outside [0, 1)")),
+            ),
+            Self::Nesterov { momentum, .. } if !(*momentum > 0.0 && *momentum < 1.0) => Err(
+                SpecError::Invalid(format!("Nesterov momentum {momentum} is outside (0, 1)")),
             ),
             Self::Adam {
                 beta_1,

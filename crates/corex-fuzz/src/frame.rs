@@ -85,6 +85,7 @@ pub(crate) fn header(samples: u32, loss: f32) -> ResultHeader {
         commitment_signature: Signature([5; 64]),
         data_commitment: None,
         trace: None,
+        feedback: None,
     }
 }
 
@@ -119,6 +120,22 @@ pub(crate) fn frame_seeds() -> Vec<Vec<u8>> {
         );
     }
     seeds.push(encode_result(&header(0, 0.0), b"\x01\x02\x03".to_vec()));
+    let policy = corex_core::compression::CompressionSpec::TopK {
+        chunk: 64,
+        k: 4,
+        bits: 2,
+    };
+    let compressed = ResultHeader {
+        feedback: Some(corex_core::compression::FeedbackCommitment {
+            before: Hash::of(b"before"),
+            after: Hash::of(b"after"),
+        }),
+        ..header(128, 0.5)
+    };
+    let values: Vec<f32> = (0..200).map(|i| (i as f32 - 90.0) * 0.01).collect();
+    if let Ok(bytes) = corex_core::compression::encode(&values, &policy) {
+        seeds.push(encode_result(&compressed, bytes));
+    }
     seeds
 }
 

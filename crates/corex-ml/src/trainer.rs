@@ -38,7 +38,8 @@ impl std::fmt::Debug for Trainer {
 
 /// Validates an optimizer spec and builds the matching burn optimizer. SGD uses burn's momentum
 /// with dampening 0 and no Nesterov (classic heavy ball, `v ← μ v + g`), and no momentum
-/// state at all when `momentum == 0`; Adam uses the spec's betas and epsilon, no AMSGrad, no
+/// state at all when `momentum == 0`; Nesterov the same momentum with burn's Nesterov step
+/// (`g + μ v`, as PyTorch's); Adam uses the spec's betas and epsilon, no AMSGrad, no
 /// weight decay.
 pub(crate) fn build_optimizer(spec: &OptimizerSpec) -> Result<ModuleOptimizer, MlError> {
     spec.validate()
@@ -53,6 +54,14 @@ pub(crate) fn build_optimizer(spec: &OptimizerSpec) -> Result<ModuleOptimizer, M
             });
             SgdConfig::new().with_momentum(momentum).init()
         }
+        OptimizerSpec::Nesterov { momentum, .. } => SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(true),
+            ))
+            .init(),
         OptimizerSpec::Adam {
             beta_1,
             beta_2,

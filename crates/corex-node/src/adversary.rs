@@ -39,12 +39,17 @@ pub enum Adversary {
     /// to the honest one, and a trace that agrees everywhere but the skipped segment. Honest
     /// on any other work.
     SkipSegment,
+    /// On jobs with compressed updates (see `corex_core::compression`), sends a faithful
+    /// compression of its update plus error feedback but commits to an empty state after it
+    /// (zeros), as if it had kept nothing back: what it claims no longer adds up to its work.
+    /// Honest on any other work.
+    FalseFeedback,
 }
 
 /// How much slower than its challenge a bait-and-switch node computes its fragments.
 pub const BAIT_AND_SWITCH_SLOWDOWN: u32 = 10;
 
-pub const ALL: [Adversary; 10] = [
+pub const ALL: [Adversary; 11] = [
     Adversary::Random,
     Adversary::Zeros,
     Adversary::Scaled,
@@ -55,6 +60,7 @@ pub const ALL: [Adversary; 10] = [
     Adversary::FakeGpu,
     Adversary::BaitAndSwitch,
     Adversary::SkipSegment,
+    Adversary::FalseFeedback,
 ];
 
 impl Adversary {
@@ -70,6 +76,7 @@ impl Adversary {
             Self::FakeGpu => "fake-gpu",
             Self::BaitAndSwitch => "bait-and-switch",
             Self::SkipSegment => "skip-segment",
+            Self::FalseFeedback => "false-feedback",
         }
     }
 
@@ -83,7 +90,8 @@ impl Adversary {
             | Self::SignFlipped
             | Self::FakeGpu
             | Self::BaitAndSwitch
-            | Self::SkipSegment => false,
+            | Self::SkipSegment
+            | Self::FalseFeedback => false,
         }
     }
 }
@@ -132,7 +140,8 @@ pub fn tamper(
             Adversary::FakeGpu
             | Adversary::Lazy
             | Adversary::BaitAndSwitch
-            | Adversary::SkipSegment,
+            | Adversary::SkipSegment
+            | Adversary::FalseFeedback,
             Some(g),
         ) => g,
         (Adversary::Zeros, _) => vec![0.0; len],

@@ -11,6 +11,7 @@
 
 mod data;
 mod joining;
+mod submit;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,10 +33,12 @@ use tokio::sync::watch;
 
 use self::data::ChunkedDataset;
 pub use self::data::DatasetTraffic;
+use self::submit::Outcome;
 use crate::adversary::{Adversary, AdversaryState, share, tamper};
 use crate::checkpoints::{CheckpointStore, DEFAULT_CHECKPOINT_BUDGET_BYTES};
 use crate::device;
 use crate::error::NodeError;
+use crate::feedback::FeedbackStore;
 use crate::fragment_compute::{Trace, Variant, compute};
 use crate::holder::HolderPolicy;
 use crate::latency::{LatencyRing, LatencySummary};
@@ -167,6 +170,8 @@ pub struct NodeAgent {
     adversary_state: AdversaryState,
     /// Step checkpoints of traced results, for audits that ask for a segment.
     checkpoints: CheckpointStore,
+    /// Error-feedback states of jobs with compressed updates.
+    feedback: FeedbackStore,
     result_latency: LatencyRing,
     lease_latency: LatencyRing,
 }
@@ -194,6 +199,7 @@ impl NodeAgent {
             last_loss: 2.3,
             adversary_state,
             checkpoints,
+            feedback: FeedbackStore::default(),
             result_latency: LatencyRing::default(),
             lease_latency: LatencyRing::default(),
         }
@@ -277,14 +283,17 @@ impl NodeAgent {
             }
             match lease {
                 Ok(LeaseResponse::Work {
-                    fragment, model, ..
+                    fragment,
+                    model,
+                    audit,
+                    ..
                 }) => {
                     backoff = Backoff::default();
                     tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, "fragment leased");
                     // A stop lands even mid-fragment (say, while an upload retries against a
                     // coordinator that has shut down).
                     let outcome = tokio::select! {
-                        outcome = self.work_on(&fragment, &model) => outcome,
+                        outcome = self.work_on(&fragment, &model, audit) => outcome,
                         _ = stop.changed() => break,
                     };
                     match outcome {
@@ -301,9 +310,10 @@ impl NodeAgent {
                     fragment,
                     model,
                     steps,
+                    feedback,
                 }) => {
                     let outcome = tokio::select! {
-                        outcome = self.reveal(&fragment, &model, &steps) => outcome,
+                        outcome = self.reveal(&fragment, &model, &steps, feedback) => outcome,
                         _ = stop.changed() => break,
                     };
                     // The coordinator asks again until its audit deadline, when it replays the
@@ -338,7 +348,14 @@ impl NodeAgent {
         WorkEnd::Stopped
     }
 
-    async fn work_on(&mut self, fragment: &Fragment, model: &Manifest) -> Result<(), NodeError> {
+    /// Computes `fragment` and submits its result (an `audit` task's replay whole, never
+    /// compressed).
+    async fn work_on(
+        &mut self,
+        fragment: &Fragment,
+        model: &Manifest,
+        audit: bool,
+    ) -> Result<(), NodeError> {
         let job = self.job_context(&fragment.job).await?;
         if fragment.holder.is_some() {
             let samples = self.local.as_ref().map_or(0, |local| local.dataset.len());
@@ -436,10 +453,6 @@ impl NodeAgent {
         share(&self.adversary_state, &gradient);
 
         tracing::debug!(fragment = %fragment.id.short(), compute_ms, "fragment computed; submitting the result");
-        let tensor = ResultTensor::from_values(&gradient);
-        let result_hash = tensor.hash();
-        let mut commitment =
-            result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
         let trace = trace.map(
             |Trace {
                  checkpoints,
@@ -452,51 +465,25 @@ impl NodeAgent {
                         .collect(),
                     losses,
                 };
-                commitment = traced_commitment(&commitment, &trace);
                 self.checkpoints.keep(fragment, checkpoints);
                 trace
             },
         );
-        let header = ResultHeader {
-            fragment: fragment.id,
-            model: fragment.model,
-            loss,
-            samples,
-            compute_ms,
-            result_hash,
-            commitment_signature: self.key.sign(commitment.as_bytes()),
+        let outcome = Outcome {
+            values: gradient,
+            report: ResultReport {
+                loss,
+                samples,
+                compute_ms,
+            },
             data_commitment,
             trace,
         };
-        let submitted = Instant::now();
-        let upload = self.client.submit_result(&header, tensor).await?;
-        self.result_latency.record(submitted.elapsed());
-        self.config.telemetry.result_submitted();
-        self.fragments_done += 1;
-        tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms, loss, chunks = upload.chunks, retries = upload.retries, "result accepted");
-        Ok(())
-    }
-
-    /// Sends the checkpoints an audit asked of this node's traced result for `fragment`, as a
-    /// result for the fragment's reveal id; declines when they are no longer kept, so that the
-    /// coordinator replays the whole fragment at once.
-    async fn reveal(&self, fragment: &Hash, model: &Hash, steps: &[u32]) -> Result<(), NodeError> {
-        let Some(tensor) = self.checkpoints.reveal(fragment, model, steps) else {
-            self.client.decline_reveal(fragment).await?;
-            tracing::info!(fragment = %fragment.short(), ?steps, "checkpoints no longer kept; reveal declined");
-            return Ok(());
+        let compression = match audit {
+            true => corex_core::compression::CompressionSpec::None,
+            false => job.descriptor.spec.compression,
         };
-        let reveal = Fragment::derive_reveal_id(fragment);
-        let tensor = ResultTensor::from_bytes(tensor);
-        let report = ResultReport {
-            loss: 0.0,
-            samples: 0,
-            compute_ms: 0,
-        };
-        let header = ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report);
-        self.client.submit_result(&header, tensor).await?;
-        tracing::debug!(fragment = %fragment.short(), ?steps, "checkpoints revealed");
-        Ok(())
+        self.submit(fragment, &compression, outcome).await
     }
 
     async fn model_version(

@@ -8,6 +8,7 @@ pub mod bench;
 mod checkpoints;
 pub mod device;
 pub mod error;
+mod feedback;
 mod fragment_compute;
 pub mod holder;
 mod latency;

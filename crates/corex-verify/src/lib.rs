@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `audit` | the revealed seed chain, audit draws, adaptive audit rates |
 //! | `compare` | replay comparison with calibrated tolerances (relative L2, cosine) |
+//! | `compressed` | a compressed pseudo-gradient's claimed update and whether its bytes are faithful |
 //! | `capability` | the Freivalds capability challenge |
 //! | `consistency` | Model-PoT gradient consistency and the quality figure |
 //! | `aggregate` | the aggregation rules: the mean and the robust ones (trimmed mean, median, centred clipping) |
@@ -13,6 +14,7 @@ mod aggregate;
 mod audit;
 mod capability;
 mod compare;
+mod compressed;
 mod consistency;
 mod detection;
 mod error;
@@ -24,6 +26,7 @@ pub use capability::{
     freivalds,
 };
 pub use compare::{Comparison, Tolerance, compare};
+pub use compressed::{check_compression, claimed_update};
 pub use consistency::{
     Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
 };

@@ -86,7 +86,7 @@ impl Coordinator {
     pub fn restore_results(
         &mut self,
         job: &Hash,
-        kept: Vec<(u32, KeptMeta, Vec<f32>)>,
+        kept: Vec<(u32, KeptMeta, Vec<u8>)>,
         now_ms: u64,
     ) -> Result<Progress, CoordinatorError> {
         self.with_job(job, now_ms, |run, engine| {

@@ -20,19 +20,27 @@ impl JobRun {
         };
         let accepted: Vec<&Accepted> = round.results.iter().flatten().collect();
         let candidates = candidates(&accepted, &round.fragments);
-        let plan =
-            engine
-                .verifier
-                .plan_round(&self.id, &candidates, ResultKind::of(&self.spec.work))?;
-        // Unflagged audits of traced results check one segment; the rest replay it all.
+        let screen = match self.feedback {
+            Some(_) => Screen::RepeatsOnly,
+            None => Screen::Consistency,
+        };
+        let plan = engine.verifier.plan_round(
+            &self.id,
+            &candidates,
+            ResultKind::of(&self.spec.work),
+            screen,
+        )?;
+        // Unflagged audits of traced results check one segment; the rest replay it all. An
+        // audited compressed result's node reveals its feedback states either way.
         let reveals: Vec<RevealTask> = plan
             .audits
             .iter()
             .zip(accepted.iter().zip(&round.fragments))
             .enumerate()
-            .filter(|(_, (planned, _))| planned.audited && planned.flag.is_none())
-            .filter_map(|(index, (_, (result, fragment)))| {
-                self.plan_reveal(index, result, fragment, &plan.seed)
+            .filter(|(_, (planned, _))| planned.audited)
+            .filter_map(|(index, (planned, (result, fragment)))| {
+                let segment = planned.flag.is_none();
+                self.plan_reveal(index, result, fragment, &plan.seed, segment)
             })
             .collect();
         let tasks: Vec<AuditTask> = plan
@@ -48,7 +56,9 @@ impl JobRun {
                 };
                 planned.audited
                     && fragment.holder.is_none()
-                    && !reveals.iter().any(|reveal| reveal.index == *index)
+                    && !reveals
+                        .iter()
+                        .any(|reveal| reveal.index == *index && reveal.steps.is_some())
                     && engine.auditors.any_for(engine.verifier, &result.node, fits)
             })
             .map(|(index, (_, (result, fragment)))| AuditTask {
@@ -112,7 +122,9 @@ impl JobRun {
             }
             None => return Err(LeaseError::NotLeased(index).into()),
         }
-        let (gradient, commitment) = self.check_tensor_result(&pending.fragment, header, tensor)?;
+        compressed::dense_only(header, &tensor)?;
+        let commitment = tensor.commitment;
+        let gradient = self.check_tensor_result(&pending.fragment, header, tensor.values)?;
         let all_in = {
             let auditing = self
                 .round

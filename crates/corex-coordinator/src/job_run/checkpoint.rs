@@ -373,6 +373,9 @@ impl JobRun {
             .iter()
             .flat_map(|record| record.results.iter().map(|result| result.fragment))
             .collect();
+        // Chains start again from zeros: a node's next result restarts its own (see
+        // `compressed`), or continues from a kept result of the open round.
+        let feedback = FeedbackChains::for_spec(&spec);
         let mut run = Self {
             id,
             owner,
@@ -393,6 +396,7 @@ impl JobRun {
             history_stored: history.len(),
             shards,
             declined,
+            feedback,
             history,
             contributions,
             reissued,

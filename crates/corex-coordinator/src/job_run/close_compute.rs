@@ -109,7 +109,20 @@ impl CloseWork {
         // Verify before anything counts: replays start from the round's model version.
         let current = self.progression.parameters();
         let accepted: Vec<&Accepted> = self.round.results.iter().flatten().collect();
-        let candidates = candidates(&accepted, &self.round.fragments);
+        let mut candidates = candidates(&accepted, &self.round.fragments);
+        // An audited compressed result is judged on what it claims with its revealed states.
+        for reveal in &self.auditing.reveals {
+            if let (
+                RevealAnswer::Revealed {
+                    claim: Some(claim), ..
+                },
+                Some(candidate),
+            ) = (&reveal.answer, candidates.get_mut(reveal.index))
+            {
+                candidate.gradient = &claim.update;
+                candidate.defect = claim.defect.as_deref();
+            }
+        }
         let segments = self.judge_segments(&segment_replays, &current, &mut records)?;
         let held_out = self
             .spec
@@ -338,11 +351,25 @@ impl CloseWork {
             return Ok(judged);
         };
         for reveal in &self.auditing.reveals {
-            let (RevealAnswer::Revealed(answer), Some(result)) =
-                (&reveal.answer, &self.round.results[reveal.index])
+            let (
+                RevealAnswer::Revealed {
+                    checkpoints: answer,
+                    claim,
+                },
+                Some(result),
+                Some(steps_audited),
+            ) = (
+                &reveal.answer,
+                &self.round.results[reveal.index],
+                reveal.steps.clone(),
+            )
             else {
                 continue;
             };
+            // A compressed result's update is what it claims with its states.
+            let update = claim
+                .as_ref()
+                .map_or(result.gradient.as_slice(), |claim| claim.update.as_slice());
             let revealed = |step: u32| {
                 reveal
                     .asked
@@ -350,7 +377,7 @@ impl CloseWork {
                     .position(|asked| *asked == step)
                     .and_then(|position| answer.get(position))
             };
-            let start = match reveal.steps.start {
+            let start = match steps_audited.start {
                 0 => current,
                 step => match revealed(step) {
                     Some(checkpoint) => checkpoint.as_slice(),
@@ -358,11 +385,11 @@ impl CloseWork {
                 },
             };
             // The chain ends at `w_start − result`.
-            let claimed_update = match revealed(reveal.steps.end) {
+            let claimed_update = match revealed(steps_audited.end) {
                 Some(checkpoint) => displacement(start, checkpoint),
-                None => displacement(start, &displacement(current, &result.gradient)),
+                None => displacement(start, &displacement(current, update)),
             };
-            let range = reveal.steps.start as usize..reveal.steps.end as usize;
+            let range = steps_audited.start as usize..steps_audited.end as usize;
             let claimed = Replay {
                 gradient: claimed_update,
                 loss: result
@@ -385,7 +412,7 @@ impl CloseWork {
                         &fragment.indices,
                         *steps,
                         inner,
-                        reveal.steps.clone(),
+                        steps_audited.clone(),
                     )
                     .map(|segment| Replay {
                         gradient: segment.gradient,
@@ -403,7 +430,7 @@ impl CloseWork {
                     judged.passed.insert(
                         reveal.index,
                         PassedSegment {
-                            steps: [reveal.steps.start, reveal.steps.end],
+                            steps: [steps_audited.start, steps_audited.end],
                             audited_by: judgement.audited_by,
                         },
                     );
@@ -411,7 +438,7 @@ impl CloseWork {
                 Some(reason) => tracing::warn!(
                     node = %result.node.short(),
                     fragment = %fragment.id.short(),
-                    steps = ?reveal.steps,
+                    steps = ?steps_audited,
                     %reason,
                     "segment audit disagrees; replaying the whole fragment"
                 ),

@@ -2,6 +2,7 @@
 //! version, sample count, hash, signed commitment, shape, finiteness, a federated result's
 //! data commitment) before anything is recorded; on any error nothing has changed.
 
+use corex_core::compression::feedback_commitment;
 use corex_core::trace::{segment_bounds, traced_commitment};
 
 use super::*;
@@ -70,6 +71,9 @@ impl JobRun {
         if let Some(data) = &accepted.data_commitment {
             self.shards.entry(node).or_insert(data.shard);
         }
+        if let (Some(chains), Some(feedback)) = (self.feedback.as_mut(), &accepted.feedback) {
+            chains.advance(node, feedback);
+        }
         round.results[index] = Some(accepted);
         let complete = round.leases.is_complete();
         let kept = self.kept_result(index);
@@ -115,12 +119,15 @@ impl JobRun {
                 });
             }
         }
-        let (gradient, commitment) = self.check_tensor_result(fragment, header, tensor)?;
+        let (values, commitment, sent) = self.result_values(&node, header, tensor)?;
+        let gradient = self.check_tensor_result(fragment, header, values)?;
         Ok((
             index,
             Accepted {
                 node,
                 gradient: Arc::new(gradient),
+                sent,
+                feedback: header.feedback,
                 loss: header.loss,
                 samples: header.samples,
                 commitment,
@@ -140,8 +147,8 @@ impl JobRun {
         &self,
         fragment: &Fragment,
         header: &ResultHeader,
-        tensor: SignedTensor,
-    ) -> Result<(Vec<f32>, Hash), CoordinatorError> {
+        gradient: Vec<f32>,
+    ) -> Result<Vec<f32>, CoordinatorError> {
         // The sender signed the header's fragment id: it must be this one's.
         if header.fragment != fragment.id {
             return Err(CoordinatorError::UnknownFragment(header.fragment));
@@ -168,10 +175,6 @@ impl JobRun {
             }
             self.check_trace(fragment, header, trace)?;
         }
-        let SignedTensor {
-            values: gradient,
-            commitment,
-        } = tensor;
         corex_ml::check_result(
             &self.spec.work,
             &self.spec.model,
@@ -196,7 +199,7 @@ impl JobRun {
         if !header.loss.is_finite() {
             return Err(CoordinatorError::NonFiniteLoss(header.loss));
         }
-        Ok((gradient, commitment))
+        Ok(gradient)
     }
 
     /// A step trace must be one this work and fragment size call for (a checkpoint per
@@ -243,10 +246,15 @@ impl JobRun {
 
 /// A result's tensor as its sender signed it, checked: its bytes hash to the header's
 /// `result_hash`, the node signed the commitment over node, the header's fragment, model and
-/// that hash (bound to the header's step trace when there is one), and they decode as f32.
+/// that hash (bound to the header's step trace and feedback states when it has them), and
+/// they decode as f32 (a compressed result's bytes are decoded at intake, under its job's
+/// policy).
 #[derive(Debug, Clone)]
 pub struct SignedTensor {
+    /// The f32 values (empty for a compressed tensor).
     pub values: Vec<f32>,
+    /// A compressed result's bytes, decoded under its job's policy at intake.
+    pub compressed: Option<Vec<u8>>,
     pub commitment: Hash,
 }
 
@@ -267,10 +275,24 @@ impl SignedTensor {
         if let Some(trace) = &header.trace {
             commitment = traced_commitment(&commitment, trace);
         }
+        if let Some(feedback) = &header.feedback {
+            commitment = feedback_commitment(&commitment, feedback);
+        }
         node.verify(commitment.as_bytes(), &header.commitment_signature)
             .map_err(|_| CoordinatorError::BadCommitment)?;
+        if header.feedback.is_some() {
+            return Ok(Self {
+                values: Vec::new(),
+                compressed: Some(tensor.as_slice().to_vec()),
+                commitment,
+            });
+        }
         let values = bytes_to_f32s(tensor.as_slice())
             .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
-        Ok(Self { values, commitment })
+        Ok(Self {
+            values,
+            compressed: None,
+            commitment,
+        })
     }
 }

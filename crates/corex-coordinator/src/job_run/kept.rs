@@ -6,6 +6,7 @@
 //! and what the round's close reads beside it. A kept result goes back into its round as it
 //! was taken; the round then goes on as if the coordinator had never stopped.
 
+use corex_core::compression::decode;
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -23,6 +24,9 @@ pub struct KeptMeta {
     pub elapsed_ms: u64,
     pub data_commitment: Option<LocalDataCommitment>,
     pub trace: Option<StepTrace>,
+    /// A compressed result's feedback states: its kept tensor is then the bytes it was sent as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackCommitment>,
 }
 
 /// An accepted result of fragment `index` of round `round` of `job`, to keep.
@@ -33,10 +37,13 @@ pub struct KeptResult {
     pub index: u32,
     pub meta: KeptMeta,
     pub tensor: Arc<Vec<f32>>,
+    /// A compressed result's bytes, kept instead of `tensor`.
+    pub sent: Option<Arc<Vec<u8>>>,
 }
 
 impl KeptResult {
-    /// The stored form: the metadata's JSON length (u32 LE), the JSON, the tensor's bytes.
+    /// The stored form: the metadata's JSON length (u32 LE), the JSON, the tensor's bytes (a
+    /// compressed result's bytes as sent).
     pub fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
         let meta = serde_json::to_vec(&self.meta)
             .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
@@ -45,12 +52,15 @@ impl KeptResult {
         })?;
         let mut bytes = length.to_le_bytes().to_vec();
         bytes.extend_from_slice(&meta);
-        bytes.extend_from_slice(&f32s_to_bytes(&self.tensor));
+        match &self.sent {
+            Some(sent) => bytes.extend_from_slice(sent),
+            None => bytes.extend_from_slice(&f32s_to_bytes(&self.tensor)),
+        }
         Ok(bytes)
     }
 
-    /// Reads back what [`encode`](Self::encode) wrote.
-    pub fn decode(bytes: &[u8]) -> Result<(KeptMeta, Vec<f32>), CoordinatorError> {
+    /// Reads back what [`encode`](Self::encode) wrote: the metadata and the tensor's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<(KeptMeta, Vec<u8>), CoordinatorError> {
         let torn = || CoordinatorError::Storage("a kept result is torn".into());
         let (length, rest) = bytes.split_first_chunk::<4>().ok_or_else(torn)?;
         let length = u32::from_le_bytes(*length) as usize;
@@ -59,8 +69,7 @@ impl KeptResult {
         }
         let (meta, tensor) = rest.split_at(length);
         let meta = serde_json::from_slice(meta).map_err(|_| torn())?;
-        let tensor = bytes_to_f32s(tensor).map_err(|_| torn())?;
-        Ok((meta, tensor))
+        Ok((meta, tensor.to_vec()))
     }
 }
 
@@ -83,8 +92,10 @@ impl JobRun {
                 elapsed_ms: accepted.elapsed_ms,
                 data_commitment: accepted.data_commitment,
                 trace: accepted.trace.clone(),
+                feedback: accepted.feedback,
             },
             tensor: accepted.gradient.clone(),
+            sent: accepted.sent.clone(),
         })
     }
 
@@ -92,7 +103,7 @@ impl JobRun {
     /// fragment already in, are left out); a round they complete goes to its audits.
     pub fn restore_results(
         &mut self,
-        kept: Vec<(u32, KeptMeta, Vec<f32>)>,
+        kept: Vec<(u32, KeptMeta, Vec<u8>)>,
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
@@ -102,7 +113,8 @@ impl JobRun {
         if round.auditing.is_some() {
             return Ok(Progress::Accepted);
         }
-        for (index, meta, tensor) in kept {
+        let torn = || CoordinatorError::Storage("a kept result's tensor does not decode".into());
+        for (index, meta, bytes) in kept {
             let slot = index as usize;
             let fits = round
                 .fragments
@@ -111,13 +123,30 @@ impl JobRun {
             if !fits || round.results.get(slot).is_none_or(Option::is_some) {
                 continue;
             }
+            let (tensor, sent) = match &meta.feedback {
+                None => (bytes_to_f32s(&bytes).map_err(|_| torn())?, None),
+                Some(_) => (
+                    decode(
+                        &bytes,
+                        self.spec.model.parameter_count(),
+                        &self.spec.compression,
+                    )
+                    .map_err(|_| torn())?,
+                    Some(Arc::new(bytes)),
+                ),
+            };
             round.leases.restore_done(index, meta.node);
             if let Some(data) = &meta.data_commitment {
                 self.shards.entry(meta.node).or_insert(data.shard);
             }
+            if let (Some(chains), Some(feedback)) = (self.feedback.as_mut(), &meta.feedback) {
+                chains.advance(meta.node, feedback);
+            }
             round.results[slot] = Some(Accepted {
                 node: meta.node,
                 gradient: Arc::new(tensor),
+                sent,
+                feedback: meta.feedback,
                 loss: meta.loss,
                 samples: meta.samples,
                 commitment: meta.commitment,

@@ -27,11 +27,13 @@
 //! tasks, reveal requests and straggler copies, `intake` checks results, `audit_phase` runs a
 //! complete round's audits and closes overdue rounds, `reveals` runs segment audits, `close`
 //! takes a complete round out and applies its close, which `close_compute` computes off the
-//! engine lock (judges, aggregates, steps, evaluates), and opens the next round.
+//! engine lock (judges, aggregates, steps, evaluates), and opens the next round; `compressed`
+//! keeps compressed results' error-feedback chains and claims.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
+use corex_core::compression::FeedbackCommitment;
 use corex_core::fragment::result_commitment;
 use corex_core::hash::Hashed;
 use corex_core::messages::{
@@ -51,7 +53,7 @@ use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
 use crate::outputs::{Outputs, fixed_parameters, pass_samples};
 use crate::prepared::PreparedData;
 use crate::verification::{
-    AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Verifier,
+    AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Screen, Verifier,
 };
 
 mod audit_phase;
@@ -60,6 +62,8 @@ pub use checkpoint::{JobCheckpoint, SavedProgression};
 mod close;
 mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
+mod compressed;
+use compressed::{Claim, FeedbackChains};
 mod declines;
 mod intake;
 pub use intake::{SignedTensor, Submitted};
@@ -91,6 +95,10 @@ struct Accepted {
     data_commitment: Option<LocalDataCommitment>,
     /// A traced local-steps result's step trace, which segment audits check.
     trace: Option<StepTrace>,
+    /// A compressed result's bytes as sent (`gradient` holds them decoded).
+    sent: Option<Arc<Vec<u8>>>,
+    /// A compressed result's error-feedback states.
+    feedback: Option<FeedbackCommitment>,
 }
 
 struct RoundState {
@@ -254,6 +262,8 @@ pub struct JobRun {
     shards: BTreeMap<NodeId, Hash>,
     /// Data holders that declined this federated job: no round leases to them again.
     declined: BTreeSet<NodeId>,
+    /// Each node's error-feedback chain, in a job whose updates are compressed.
+    feedback: Option<FeedbackChains>,
     history: Vec<RoundRecord>,
     /// How many of `history`'s records are known stored (see `checkpoint`).
     history_stored: usize,
@@ -319,6 +329,7 @@ impl JobRun {
         let saved = progression.saved()?;
         // Nodes load the built-in digits themselves; any other shared dataset goes to them.
         let dataset_blob = encoded.map(|(bytes, manifest)| blobs.publish_cut(bytes, manifest).0);
+        let feedback = FeedbackChains::for_spec(&spec);
         let mut run = Self {
             id,
             owner,
@@ -342,6 +353,7 @@ impl JobRun {
             closed_fragments: HashSet::new(),
             shards: BTreeMap::new(),
             declined: BTreeSet::new(),
+            feedback,
             history: Vec::new(),
             history_stored: 0,
             contributions: BTreeMap::new(),
@@ -459,6 +471,11 @@ impl JobRun {
             || self.reveal_task(fragment).is_some()
     }
 
+    /// Whether `id` is one of the open round's audit tasks (its replay goes back whole).
+    pub fn is_audit_task(&self, id: &Hash) -> bool {
+        self.audit_task(id).is_some()
+    }
+
     fn audit_task(&self, id: &Hash) -> Option<usize> {
         self.round
             .as_ref()?
@@ -523,6 +540,7 @@ fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Cand
             result_hash: result.result_hash,
             gradient: &result.gradient,
             loss: result.loss,
+            defect: None,
         })
         .collect()
 }

@@ -22,19 +22,26 @@ pub(super) struct RevealTask {
     pub submitter: NodeId,
     /// The id the reveal comes under (`Fragment::derive_reveal_id`).
     pub reveal_id: Hash,
-    /// The audited segment's steps.
-    pub steps: std::ops::Range<u32>,
+    /// The audited segment's steps (none: the result is replayed whole, and only its
+    /// feedback states are asked for).
+    pub steps: Option<std::ops::Range<u32>>,
     /// The checkpoints asked for: the segment's interior ends, ascending.
     pub asked: Vec<u32>,
+    /// Whether the result's error-feedback states are asked for too (a compressed result).
+    pub feedback: bool,
     pub answer: RevealAnswer,
 }
 
 /// Where a reveal request stands.
 pub(super) enum RevealAnswer {
     Awaited,
-    /// The revealed parameters, one per asked step.
-    Revealed(Vec<Vec<f32>>),
-    /// The submitter cannot reveal them: its result is replayed whole.
+    /// The revealed parameters, one per asked step, and a compressed result's claim.
+    Revealed {
+        checkpoints: Vec<Vec<f32>>,
+        claim: Option<Claim>,
+    },
+    /// The submitter cannot reveal them: its result is replayed whole (a compressed result's
+    /// states then count as zeros).
     Declined,
 }
 
@@ -45,18 +52,52 @@ impl RevealAnswer {
 }
 
 impl JobRun {
-    /// The segment audit of `result` (at position `index`, under `seed`), when it is traced.
+    /// The reveal an audit of `result` (at position `index`, under `seed`) asks for: the
+    /// checkpoints around one segment when `segment` and the result is traced, and a
+    /// compressed result's feedback states always; `None` when there is nothing to ask.
     pub(super) fn plan_reveal(
         &self,
         index: usize,
         result: &Accepted,
         fragment: &Fragment,
         seed: &Hash,
+        segment: bool,
     ) -> Option<RevealTask> {
+        let feedback = result.feedback.is_some();
+        let planned = if segment && fragment.holder.is_none() {
+            self.plan_segment(result, fragment, seed)
+        } else {
+            None
+        };
+        if planned.is_none() && !feedback {
+            return None;
+        }
+        let (steps, asked) = match planned {
+            Some((steps, asked)) => (Some(steps), asked),
+            None => (None, Vec::new()),
+        };
+        Some(RevealTask {
+            index,
+            submitter: result.node,
+            reveal_id: Fragment::derive_reveal_id(&fragment.id),
+            steps,
+            asked,
+            feedback,
+            answer: RevealAnswer::Awaited,
+        })
+    }
+
+    /// The segment a traced result's audit replays and the checkpoints to ask for.
+    fn plan_segment(
+        &self,
+        result: &Accepted,
+        fragment: &Fragment,
+        seed: &Hash,
+    ) -> Option<(std::ops::Range<u32>, Vec<u32>)> {
         let trace = result.trace.as_ref()?;
         let bounds = segment_bounds(&self.spec.work, fragment.indices.len())?;
         let segments = bounds.len() as u32 - 1;
-        if fragment.holder.is_some() || trace.checkpoints.len() + 2 != bounds.len() {
+        if trace.checkpoints.len() + 2 != bounds.len() {
             return None;
         }
         let segment = audited_segment(seed, &result.commitment, segments) as usize;
@@ -66,18 +107,11 @@ impl JobRun {
             .into_iter()
             .filter(|step| *step != 0 && *step != last)
             .collect();
-        Some(RevealTask {
-            index,
-            submitter: result.node,
-            reveal_id: Fragment::derive_reveal_id(&fragment.id),
-            steps,
-            asked,
-            answer: RevealAnswer::Awaited,
-        })
+        Some((steps, asked))
     }
 
-    /// The checkpoints `node` is asked to reveal now, if any: `(fragment, model, steps)`.
-    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>)> {
+    /// What `node` is asked to reveal now, if anything: `(fragment, model, steps, feedback)`.
+    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>, bool)> {
         let round = self.round.as_ref()?;
         let reveal = round
             .auditing
@@ -86,7 +120,12 @@ impl JobRun {
             .iter()
             .find(|reveal| reveal.submitter == *node && reveal.answer.is_awaited())?;
         let fragment = round.fragments.get(reveal.index)?;
-        Some((fragment.id, self.model, reveal.asked.clone()))
+        Some((
+            fragment.id,
+            self.model,
+            reveal.asked.clone(),
+            reveal.feedback,
+        ))
     }
 
     pub(super) fn reveal_task(&self, id: &Hash) -> Option<usize> {
@@ -111,7 +150,7 @@ impl JobRun {
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Progress, CoordinatorError> {
-        let revealed = self.check_reveal(task, node, header, tensor)?;
+        let (revealed, claim) = self.check_reveal(task, node, header, tensor)?;
         let segment_task = self.segment_task(task, &revealed, &engine);
         let round = self
             .round
@@ -138,7 +177,10 @@ impl JobRun {
             replayed_by_node = auditing.tasks.len(),
             "checkpoints revealed"
         );
-        auditing.reveals[task].answer = RevealAnswer::Revealed(revealed);
+        auditing.reveals[task].answer = RevealAnswer::Revealed {
+            checkpoints: revealed,
+            claim,
+        };
         if auditing.is_complete() {
             return self.close_round(now_ms, engine);
         }
@@ -198,11 +240,12 @@ impl JobRun {
         };
         let round = self.round.as_ref()?;
         let reveal = round.auditing.as_ref()?.reveals.get(task)?;
+        let segment = reveal.steps.clone()?;
         let audited = round.fragments.get(reveal.index)?;
-        let span = u64::from(reveal.steps.end - reveal.steps.start);
+        let span = u64::from(segment.end - segment.start);
         let fragment = Fragment {
             id: Fragment::derive_audit_id(&audited.id),
-            steps: Some([reveal.steps.start, reveal.steps.end]),
+            steps: Some([segment.start, segment.end]),
             cost_flops: audited.cost_flops * span / u64::from((*steps).max(1)),
             ..audited.clone()
         };
@@ -217,7 +260,7 @@ impl JobRun {
         {
             return None;
         }
-        let start = match reveal.steps.start {
+        let start = match segment.start {
             0 => None,
             step => {
                 let position = reveal.asked.iter().position(|asked| *asked == step)?;
@@ -241,8 +284,9 @@ impl JobRun {
         node: NodeId,
         header: &ResultHeader,
         tensor: SignedTensor,
-    ) -> Result<Vec<Vec<f32>>, CoordinatorError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<Claim>), CoordinatorError> {
         let closed = || CoordinatorError::FragmentClosed(header.fragment);
+        compressed::dense_only(header, &tensor)?;
         let round = self.round.as_ref().ok_or_else(closed)?;
         let reveal = &round.auditing.as_ref().ok_or_else(closed)?.reveals[task];
         if reveal.submitter != node {
@@ -267,9 +311,10 @@ impl JobRun {
         }
         let values = tensor.values;
         let parameters = self.spec.model.parameter_count();
-        if values.len() != parameters * reveal.asked.len() {
+        let states = if reveal.feedback { 2 } else { 0 };
+        if values.len() != parameters * (reveal.asked.len() + states) {
             return Err(CoordinatorError::WrongShape(format!(
-                "revealed {} values; {} checkpoints of {parameters} parameters were asked for",
+                "revealed {} values; {} checkpoints and {states} feedback states of {parameters} parameters were asked for",
                 values.len(),
                 reveal.asked.len()
             )));
@@ -278,6 +323,14 @@ impl JobRun {
             return Err(CoordinatorError::NonFinite { index });
         }
         let result = round.results[reveal.index].as_ref().ok_or_else(closed)?;
+        let (values, states) = values.split_at(parameters * reveal.asked.len());
+        let claim = match states.split_at_checked(parameters) {
+            Some((before, after)) if reveal.feedback => Some(self.claim(result, before, after)?),
+            _ => None,
+        };
+        if reveal.asked.is_empty() {
+            return Ok((Vec::new(), claim));
+        }
         let (trace, bounds) = result
             .trace
             .as_ref()
@@ -302,6 +355,7 @@ impl JobRun {
                     Err(CoordinatorError::CheckpointMismatch { step: *step })
                 }
             })
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(|checkpoints| (checkpoints, claim))
     }
 }

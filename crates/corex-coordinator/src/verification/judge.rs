@@ -79,6 +79,7 @@ impl Comparator {
             // the auditor too.
             let from_node = node_replays.get(&index).copied();
             let settled_by_node = match from_node {
+                Some(_) if candidate.defect.is_some() => false,
                 Some(node_replay) => self
                     .mismatch(
                         plan.kind,
@@ -89,7 +90,10 @@ impl Comparator {
                     .is_none(),
                 None => false,
             };
-            let (mismatch, truth, audited_by) = if let Some(auditor) = passed_segments.get(&index) {
+            let segment_passed = passed_segments
+                .get(&index)
+                .filter(|_| candidate.defect.is_none());
+            let (mismatch, truth, audited_by) = if let Some(auditor) = segment_passed {
                 (None, None, *auditor)
             } else if settled_by_node {
                 judgement.audits.push((index, accepted_audit(false)));
@@ -107,8 +111,10 @@ impl Comparator {
                     )?;
                     judgement.audits.push((index, verdict));
                 }
-                let mismatch =
-                    self.mismatch(plan.kind, candidate.gradient, candidate.loss, &truth)?;
+                let mismatch = match candidate.defect {
+                    Some(defect) => Some(defect.to_owned()),
+                    None => self.mismatch(plan.kind, candidate.gradient, candidate.loss, &truth)?,
+                };
                 (mismatch, Some(truth), None)
             };
             let Some(reason) = mismatch else {

@@ -98,12 +98,15 @@ async fn every_adversary_is_caught_and_the_job_ends_as_a_clean_run() {
         clean.model.short()
     );
     // Bait-and-switch results are honest, only slow; its fragments here are too light to
-    // time, so the behaviour test (tests/scenarios/behaviour.rs) covers it. Skipping a segment needs
-    // traced local steps, which tests/scenarios/segment_audits.rs runs.
-    for adversary in corex_node::adversary::ALL
-        .into_iter()
-        .filter(|adversary| !matches!(adversary, Adversary::BaitAndSwitch | Adversary::SkipSegment))
-    {
+    // time, so the behaviour test (tests/scenarios/behaviour.rs) covers it. Skipping a segment
+    // needs traced local steps, which tests/scenarios/segment_audits.rs runs; false feedback
+    // needs compressed updates (tests/scenarios/compressed_updates.rs).
+    for adversary in corex_node::adversary::ALL.into_iter().filter(|adversary| {
+        !matches!(
+            adversary,
+            Adversary::BaitAndSwitch | Adversary::SkipSegment | Adversary::FalseFeedback
+        )
+    }) {
         let (status, ledger, believed) = run(&job(), Some(adversary)).await;
         let accuracy = status.last_test_accuracy.unwrap();
         let caught: u64 = ledger

@@ -63,6 +63,7 @@ fn result_parts(
     let result_hash = Hash::of(&tensor);
     let commitment = result_commitment(&key.id(), &fragment.id, &model, &result_hash);
     let header = ResultHeader {
+        feedback: None,
         fragment: fragment.id,
         model,
         loss: 1.0,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use common::{adam, small_job};
 use corex_coordinator::verification::{
-    CHAIN_LENGTH, Candidate, NodeReplay, Replay, ResultKind, Verifier,
+    CHAIN_LENGTH, Candidate, NodeReplay, Replay, ResultKind, Screen, Verifier,
 };
 use corex_core::messages::ResultVerdict;
 use corex_core::{CnnSpec, ComputeBackend, Hash, JobSpec, ModelSpec, TransformerSpec, WorkSpec};
@@ -270,13 +270,14 @@ fn calibrate(
                     ),
                     gradient: &s.values,
                     loss: s.loss,
+                    defect: None,
                 })
                 .collect();
             // Then the real verifier judges the round: its own audit draws and consistency
             // flags; odd fragments are replayed by an auditor node on 4 threads, the others by
             // the coordinator on 1.
             let plan = verifier
-                .plan_round(&job, &candidates, ResultKind::Update)
+                .plan_round(&job, &candidates, ResultKind::Update, Screen::Consistency)
                 .unwrap();
             // Odd fragments' auditor is on the GPU (their submitters are on the CPU).
             let auditor = corex_core::Keypair::from_secret([200; 32]).id();

@@ -207,6 +207,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         granularity: corex_core::Granularity::Fixed,
         federated: None,
         public: false,
+        compression: corex_core::compression::CompressionSpec::None,
     }
 }
 

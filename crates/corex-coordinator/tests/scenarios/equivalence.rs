@@ -51,3 +51,13 @@ async fn sgd_momentum_through_the_network_equals_single_process() {
     }))
     .await;
 }
+
+/// DiLoCo's outer optimizer: Nesterov momentum on the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nesterov_through_the_network_equals_single_process() {
+    network_matches_single_process(small_job(OptimizerSpec::Nesterov {
+        learning_rate: 0.1,
+        momentum: 0.9,
+    }))
+    .await;
+}

@@ -310,6 +310,7 @@ async fn submit(
     let result_hash = tensor.hash();
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
     let header = ResultHeader {
+        feedback: None,
         fragment: fragment.id,
         model: fragment.model,
         loss: 1.0,

@@ -11,6 +11,7 @@ mod bad_input;
 mod behaviour;
 mod calibration;
 mod common;
+mod compressed_updates;
 mod dataset_transfer;
 mod emission_attack;
 mod equivalence;

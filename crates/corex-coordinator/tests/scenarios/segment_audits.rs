@@ -221,6 +221,7 @@ fn framed(
         commitment = traced_commitment(&commitment, trace);
     }
     let header = ResultHeader {
+        feedback: None,
         fragment: id,
         model,
         loss,
@@ -329,6 +330,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
         fragment: asked_for,
         model: asked_model,
         steps: asked,
+        feedback: false,
     } = node.lease(0).await.unwrap()
     else {
         panic!("the audited submitter is asked for checkpoints");

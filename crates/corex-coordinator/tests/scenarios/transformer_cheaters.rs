@@ -142,11 +142,15 @@ async fn run(
 async fn every_result_faking_kind_is_caught_on_a_language_model() {
     let text = Dataset::synthetic_text(40_000, 9).unwrap();
     // The kinds that fake results (the capability and speed kinds are not about a family:
-    // tests/scenarios/adversaries.rs and tests/scenarios/behaviour.rs; skip-segment needs traced steps, below).
+    // tests/scenarios/adversaries.rs and tests/scenarios/behaviour.rs; skip-segment needs traced steps, below;
+    // false feedback needs compressed updates: tests/scenarios/compressed_updates.rs).
     for adversary in corex_node::adversary::ALL.into_iter().filter(|adversary| {
         !matches!(
             adversary,
-            Adversary::FakeGpu | Adversary::BaitAndSwitch | Adversary::SkipSegment
+            Adversary::FakeGpu
+                | Adversary::BaitAndSwitch
+                | Adversary::SkipSegment
+                | Adversary::FalseFeedback
         )
     }) {
         // A lazy node fakes 5 % of its fragments: it needs a longer job to be drawn.

@@ -187,6 +187,7 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
     let result_hash = Hash::of(&tensor);
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
     let header = ResultHeader {
+        feedback: None,
         fragment: fragment.id,
         model: fragment.model,
         loss: computed.loss,

@@ -107,6 +107,31 @@ fn plain_sgd_step_is_textbook() {
     assert!(rel_l2(&trainer.parameters(), &expected) < 1e-7);
 }
 
+/// Nesterov momentum (DiLoCo's outer optimizer) with a constant gradient `g`: the first step
+/// moves `lr (1 + μ) g`, the second `lr (1 + μ + μ²) g` (heavy ball: `lr g`, then
+/// `lr (1 + μ) g`); each fragment path matches the reference loop.
+#[test]
+fn nesterov_steps_are_textbook_and_match_the_reference() {
+    let spec = small_spec(4);
+    let params = init_parameters(&spec, 1);
+    let gradient: Vec<f32> = (0..params.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+    let (rate, momentum) = (0.25f32, 0.9f32);
+    let optimizer = OptimizerSpec::Nesterov {
+        learning_rate: f64::from(rate),
+        momentum: f64::from(momentum),
+    };
+    let mut trainer = Trainer::new(&spec, &params, &optimizer).unwrap();
+    let mut expected = params.clone();
+    for factor in [1.0 + momentum, 1.0 + momentum + momentum * momentum] {
+        trainer.step(&gradient).unwrap();
+        for (w, g) in expected.iter_mut().zip(&gradient) {
+            *w -= rate * factor * g;
+        }
+        assert!(rel_l2(&trainer.parameters(), &expected) < 1e-6);
+    }
+    check_equivalence(optimizer);
+}
+
 #[test]
 fn rejected_gradient_leaves_trainer_untouched() {
     let spec = small_spec(4);

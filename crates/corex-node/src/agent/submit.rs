@@ -1,0 +1,127 @@
+//! Sending a computed fragment's result, compressed with error feedback where the job asks
+//! for it (see `feedback`), and answering an audit's reveal request.
+
+use corex_core::compression::{CompressionSpec, feedback_commitment};
+
+use super::*;
+
+/// A computed fragment, ready to send.
+pub(super) struct Outcome {
+    pub(super) values: Vec<f32>,
+    pub(super) report: ResultReport,
+    pub(super) data_commitment: Option<LocalDataCommitment>,
+    pub(super) trace: Option<StepTrace>,
+}
+
+impl NodeAgent {
+    /// Signs and submits `outcome` for `fragment`; under a compression policy, sends the
+    /// compressed update and moves this node's error feedback on once the coordinator took it.
+    /// A broken feedback chain (the coordinator restarted) is sent again from zeros, once.
+    pub(super) async fn submit(
+        &mut self,
+        fragment: &Fragment,
+        compression: &CompressionSpec,
+        outcome: Outcome,
+    ) -> Result<(), NodeError> {
+        let claim_empty = self.config.adversary == Some(Adversary::FalseFeedback);
+        let mut restarted = false;
+        loop {
+            let compressed = match compression.is_none() {
+                true => None,
+                false => Some(self.feedback.compress(
+                    &fragment.job,
+                    &outcome.values,
+                    compression,
+                    claim_empty,
+                )?),
+            };
+            let tensor = match &compressed {
+                Some(update) => ResultTensor::from_bytes(update.bytes.clone()),
+                None => ResultTensor::from_values(&outcome.values),
+            };
+            let result_hash = tensor.hash();
+            let mut commitment =
+                result_commitment(&self.key.id(), &fragment.id, &fragment.model, &result_hash);
+            if let Some(trace) = &outcome.trace {
+                commitment = traced_commitment(&commitment, trace);
+            }
+            if let Some(update) = &compressed {
+                commitment = feedback_commitment(&commitment, &update.feedback);
+            }
+            let header = ResultHeader {
+                fragment: fragment.id,
+                model: fragment.model,
+                loss: outcome.report.loss,
+                samples: outcome.report.samples,
+                compute_ms: outcome.report.compute_ms,
+                result_hash,
+                commitment_signature: self.key.sign(commitment.as_bytes()),
+                data_commitment: outcome.data_commitment,
+                trace: outcome.trace.clone(),
+                feedback: compressed.as_ref().map(|update| update.feedback),
+            };
+            let submitted = Instant::now();
+            let upload = match self.client.submit_result(&header, tensor).await {
+                Ok(upload) => upload,
+                Err(error) if !restarted && error.api_code() == Some("feedback_chain_broken") => {
+                    tracing::info!(job = %fragment.job.short(), "the coordinator knows no feedback state of this node; starting again from zeros");
+                    self.feedback.restart(&fragment.job);
+                    restarted = true;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(update) = &compressed {
+                self.feedback.taken(fragment.job, fragment.id, update);
+            }
+            self.result_latency.record(submitted.elapsed());
+            self.config.telemetry.result_submitted();
+            self.fragments_done += 1;
+            tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms = outcome.report.compute_ms, loss = outcome.report.loss, bytes = header_bytes(compressed.as_ref().map(|update| update.bytes.len()), outcome.values.len()), chunks = upload.chunks, retries = upload.retries, "result accepted");
+            return Ok(());
+        }
+    }
+
+    /// Sends what an audit asked of this node's result for `fragment` (the checkpoints at
+    /// `steps`, then with `feedback` the error-feedback states before and after it) as a
+    /// result for the fragment's reveal id; declines when they are no longer kept, so that the
+    /// coordinator replays the whole fragment at once.
+    pub(super) async fn reveal(
+        &self,
+        fragment: &Hash,
+        model: &Hash,
+        steps: &[u32],
+        feedback: bool,
+    ) -> Result<(), NodeError> {
+        let checkpoints = match steps.is_empty() {
+            true => Some(Vec::new()),
+            false => self.checkpoints.reveal(fragment, model, steps),
+        };
+        let states = match feedback {
+            true => self.feedback.reveal(fragment),
+            false => Some(Vec::new()),
+        };
+        let (Some(mut tensor), Some(states)) = (checkpoints, states) else {
+            self.client.decline_reveal(fragment).await?;
+            tracing::info!(fragment = %fragment.short(), ?steps, feedback, "checkpoints or feedback states no longer kept; reveal declined");
+            return Ok(());
+        };
+        tensor.extend_from_slice(&states);
+        let reveal = Fragment::derive_reveal_id(fragment);
+        let tensor = ResultTensor::from_bytes(tensor);
+        let report = ResultReport {
+            loss: 0.0,
+            samples: 0,
+            compute_ms: 0,
+        };
+        let header = ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report);
+        self.client.submit_result(&header, tensor).await?;
+        tracing::debug!(fragment = %fragment.short(), ?steps, feedback, "checkpoints revealed");
+        Ok(())
+    }
+}
+
+/// Bytes a result moved up: compressed, or 4 per value.
+fn header_bytes(compressed: Option<usize>, values: usize) -> usize {
+    compressed.unwrap_or(values * 4)
+}

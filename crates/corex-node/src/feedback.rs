@@ -1,0 +1,146 @@
+//! A node's error feedback in jobs whose updates are compressed (see
+//! `corex_core::compression`): the state it carries from one result to the next, per job, and
+//! the states of its recent results, which an audit may ask it to reveal.
+//!
+//! A result sends `C(v)` for `v = Δ + e` and commits to `H(e)` and `H(e')`, `e' = v − D(C(v))`.
+//! The node moves on to `e'` only once the coordinator has taken the result; a result refused
+//! leaves the state as it was. When the coordinator says the chain is broken (it restarted and
+//! knows no state of this node), the node starts again from zeros, losing only what it had not
+//! sent yet.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use corex_core::Hash;
+use corex_core::compression::{
+    CompressionSpec, FeedbackCommitment, compress_with_feedback, state_hash,
+};
+use corex_core::tensor::f32s_to_bytes;
+
+use crate::error::NodeError;
+
+/// Results whose states are kept for reveals: an audit asks right after its round completes,
+/// so a few rounds' worth is plenty.
+const REVEALABLE_RESULTS: usize = 8;
+
+/// A compressed result ready to go: its bytes and commitment, and the states behind them.
+pub(crate) struct CompressedUpdate {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) feedback: FeedbackCommitment,
+    before: Arc<Vec<f32>>,
+    after: Arc<Vec<f32>>,
+}
+
+/// A result's fragment and its states before and after.
+type Revealable = (Hash, Arc<Vec<f32>>, Arc<Vec<f32>>);
+
+/// Each job's current state and the states of recent results.
+#[derive(Default)]
+pub(crate) struct FeedbackStore {
+    /// The state the next result of each job starts from (absent: zeros).
+    current: HashMap<Hash, Arc<Vec<f32>>>,
+    /// The latest results taken, oldest first.
+    revealable: VecDeque<Revealable>,
+}
+
+impl FeedbackStore {
+    /// Compresses `update` for `job` under `spec` from the job's current state. With
+    /// `claim_empty` (the false-feedback adversary) the state after is claimed to be zeros.
+    pub(crate) fn compress(
+        &self,
+        job: &Hash,
+        update: &[f32],
+        spec: &CompressionSpec,
+        claim_empty: bool,
+    ) -> Result<CompressedUpdate, NodeError> {
+        let before = self
+            .current
+            .get(job)
+            .filter(|state| state.len() == update.len())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(vec![0.0; update.len()]));
+        let (bytes, after) = compress_with_feedback(update, &before, spec)
+            .map_err(|error| NodeError::Compute(error.to_string()))?;
+        let after = match claim_empty {
+            true => vec![0.0; after.len()],
+            false => after,
+        };
+        let feedback = FeedbackCommitment {
+            before: state_hash(&before),
+            after: state_hash(&after),
+        };
+        Ok(CompressedUpdate {
+            bytes,
+            feedback,
+            before,
+            after: Arc::new(after),
+        })
+    }
+
+    /// The coordinator took `update` for `fragment` of `job`: its state after becomes the job's
+    /// current state, and both stay revealable for a while.
+    pub(crate) fn taken(&mut self, job: Hash, fragment: Hash, update: &CompressedUpdate) {
+        self.current.insert(job, update.after.clone());
+        if self.revealable.len() == REVEALABLE_RESULTS {
+            self.revealable.pop_front();
+        }
+        self.revealable
+            .push_back((fragment, update.before.clone(), update.after.clone()));
+    }
+
+    /// The coordinator knows no state of this node in `job`: start again from zeros.
+    pub(crate) fn restart(&mut self, job: &Hash) {
+        self.current.remove(job);
+    }
+
+    /// The states before and after this node's result for `fragment`, as revealed: f32
+    /// little-endian, `before ‖ after`; `None` once they are no longer kept.
+    pub(crate) fn reveal(&self, fragment: &Hash) -> Option<Vec<u8>> {
+        let (_, before, after) = self
+            .revealable
+            .iter()
+            .find(|(kept, _, _)| kept == fragment)?;
+        let mut bytes = f32s_to_bytes(before);
+        bytes.extend_from_slice(&f32s_to_bytes(after));
+        Some(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corex_core::compression::decode;
+
+    use super::*;
+
+    const POLICY: CompressionSpec = CompressionSpec::TopK {
+        chunk: 64,
+        k: 4,
+        bits: 2,
+    };
+
+    #[test]
+    fn a_state_moves_on_only_once_taken_and_restarts_from_zeros() {
+        let mut store = FeedbackStore::default();
+        let job = Hash::of(b"job");
+        let update: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) / 100.0).collect();
+        let first = store.compress(&job, &update, &POLICY, false).unwrap();
+        assert_eq!(first.feedback.before, state_hash(&[0.0; 128]));
+        // Not taken: the next result starts from zeros again.
+        let again = store.compress(&job, &update, &POLICY, false).unwrap();
+        assert_eq!(again.feedback, first.feedback);
+        store.taken(job, Hash::of(b"f1"), &first);
+        let second = store.compress(&job, &update, &POLICY, false).unwrap();
+        assert_eq!(second.feedback.before, first.feedback.after);
+        // The revealed states: the update is what was sent plus what was kept.
+        let revealed = store.reveal(&Hash::of(b"f1")).unwrap();
+        let states = corex_core::tensor::bytes_to_f32s(&revealed).unwrap();
+        let sent = decode(&first.bytes, 128, &POLICY).unwrap();
+        for i in 0..128 {
+            assert!((sent[i] + states[128 + i] - states[i] - update[i]).abs() < 1e-6);
+        }
+        store.restart(&job);
+        let fresh = store.compress(&job, &update, &POLICY, false).unwrap();
+        assert_eq!(fresh.feedback, first.feedback);
+        assert!(store.reveal(&Hash::of(b"unknown")).is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! Auditing a compressed pseudo-gradient (see `corex_core::compression`): what a node's result
+//! claims once it reveals its error-feedback states, and whether its bytes really are the
+//! compression of what it claims.
+//!
+//! A node with error feedback `e` (before) sends `C(v)` for `v = Δ + e` and keeps
+//! `e' = v − D(C(v))` (after). Revealing `e` and `e'` (each bound by the hash its result
+//! committed to) turns the sent bytes back into a dense claim, `Δ = D(C) + e' − e`, which the
+//! audit compares with its own replay of the fragment like any update. Only if the bytes are a
+//! faithful compression of `v = D(C) + e'` (the kept values are the chunk's largest, the
+//! scales are the kept magnitudes' extremes, each code the nearest level with the right sign)
+//! does the claim bind what was sent: otherwise a node could send any values and book the
+//! difference in `e'`.
+
+use corex_core::compression::{CompressionSpec, levels, parse};
+
+/// Relative slack, in units of a chunk's largest magnitude, for the rounding between the
+/// node's `v` and the audit's `D(C) + e'` (one f32 subtraction and one addition).
+const SLACK_EPSILONS: f32 = 8.0;
+
+/// The dense update a compressed result claims: `sent + after − before`, elementwise in f32.
+/// `before` is empty for a node's first result of a job (all zeros).
+pub fn claimed_update(sent: &[f32], before: &[f32], after: &[f32]) -> Result<Vec<f32>, String> {
+    if after.len() != sent.len() || !(before.is_empty() || before.len() == sent.len()) {
+        return Err(format!(
+            "feedback states of {} and {} values for an update of {}",
+            before.len(),
+            after.len(),
+            sent.len()
+        ));
+    }
+    Ok(sent
+        .iter()
+        .zip(after)
+        .enumerate()
+        .map(|(i, (s, a))| s + a - before.get(i).copied().unwrap_or(0.0))
+        .collect())
+}
+
+/// Checks that `bytes` is a faithful compression under `spec` of `corrected` (the node's
+/// `v = D(C) + e'`), up to the rounding of forming `corrected`. The reason names the first
+/// chunk and value that disagree.
+pub fn check_compression(
+    bytes: &[u8],
+    corrected: &[f32],
+    spec: &CompressionSpec,
+) -> Result<(), String> {
+    let chunks = parse(bytes, corrected.len(), spec).map_err(|error| error.to_string())?;
+    let levels = levels(spec).ok_or("no compression policy")?;
+    for chunk in &chunks {
+        let values = &corrected[chunk.start..chunk.start + chunk.len];
+        let largest = values.iter().fold(0.0_f32, |max, v| max.max(v.abs()));
+        let slack = SLACK_EPSILONS * f32::EPSILON * largest;
+        let at = |what: String| format!("chunk at value {}: {what}", chunk.start);
+        let mut kept = vec![false; values.len()];
+        let (mut lo, mut hi) = (f32::INFINITY, 0.0_f32);
+        for entry in &chunk.entries {
+            kept[entry.index as usize] = true;
+            let magnitude = values[entry.index as usize].abs();
+            lo = lo.min(magnitude);
+            hi = hi.max(magnitude);
+        }
+        if (lo - chunk.lo).abs() > slack || (hi - chunk.hi).abs() > slack {
+            return Err(at(format!(
+                "scales {}, {} but the kept magnitudes span {lo}, {hi}",
+                chunk.lo, chunk.hi
+            )));
+        }
+        if let Some((index, value)) = values
+            .iter()
+            .enumerate()
+            .find(|(index, value)| !kept[*index] && value.abs() > lo + slack)
+        {
+            return Err(at(format!(
+                "value {index} ({value}) is larger than a kept one ({lo}) and was not sent"
+            )));
+        }
+        let range = chunk.hi - chunk.lo;
+        for entry in &chunk.entries {
+            let value = values[entry.index as usize];
+            let sign_wrong =
+                (value > slack && entry.value < 0.0) || (value < -slack && entry.value > 0.0);
+            if sign_wrong {
+                return Err(at(format!(
+                    "value {} ({value}) sent as {}",
+                    entry.index, entry.value
+                )));
+            }
+            if range > slack {
+                let position = (value.abs() - chunk.lo) / range * (levels - 1) as f32;
+                let level_slack = slack / range * (levels - 1) as f32 + 1e-3;
+                if (entry.level as f32 - position).abs() > 0.5 + level_slack {
+                    return Err(at(format!(
+                        "value {} ({value}) sent at level {}, nearest {}",
+                        entry.index,
+                        entry.level,
+                        position.round()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use corex_core::compression::{compress_with_feedback, decode, encode};
+
+    use super::*;
+
+    const POLICY: CompressionSpec = CompressionSpec::TopK {
+        chunk: 256,
+        k: 8,
+        bits: 3,
+    };
+
+    fn update(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.01
+            })
+            .collect()
+    }
+
+    /// An honest node's results over rounds (200 seeded runs of 4): the revealed states give
+    /// back each round's update, and every result is a faithful compression of `D(C) + e'`.
+    #[test]
+    fn an_honest_nodes_claims_are_its_updates_and_its_bytes_are_faithful() {
+        for run in 0..200 {
+            honest_rounds(run);
+        }
+    }
+
+    fn honest_rounds(run: u64) {
+        let mut before: Vec<f32> = Vec::new();
+        for round in 0..4 {
+            let delta = update(1000, run * 16 + round + 1);
+            let (bytes, after) = compress_with_feedback(&delta, &before, &POLICY).unwrap();
+            let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
+            let claimed = claimed_update(&sent, &before, &after).unwrap();
+            let worst = claimed
+                .iter()
+                .zip(&delta)
+                .map(|(c, d)| (c - d).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-8, "run {run} round {round}: {worst}");
+            let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
+            check_compression(&bytes, &corrected, &POLICY).unwrap();
+            before = after;
+        }
+    }
+
+    /// Sending other values and booking the difference in `e'` keeps the claim right but is
+    /// caught: the bytes are not the compression of `D(C) + e'`.
+    #[test]
+    fn bytes_that_are_not_the_compression_of_the_claim_are_caught() {
+        let delta = update(1000, 7);
+        let honest = encode(&delta, &POLICY).unwrap();
+        // A poisoner sends ten times the values and keeps the difference as feedback.
+        let poisoned: Vec<f32> = decode(&honest, delta.len(), &POLICY)
+            .unwrap()
+            .iter()
+            .map(|v| v * 10.0)
+            .collect();
+        let bytes = encode(&poisoned, &POLICY).unwrap();
+        let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
+        let after: Vec<f32> = delta.iter().zip(&sent).map(|(d, s)| d - s).collect();
+        let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
+        let claimed = claimed_update(&sent, &[], &after).unwrap();
+        assert!(
+            claimed
+                .iter()
+                .zip(&delta)
+                .all(|(c, d)| (c - d).abs() < 1e-6)
+        );
+        let why = check_compression(&bytes, &corrected, &POLICY).unwrap_err();
+        assert!(why.contains("scales"), "{why}");
+        // Sending nothing of a chunk's largest values: the kept set is wrong.
+        let mut shifted = delta.clone();
+        for value in shifted.iter_mut().take(256) {
+            *value = if value.abs() > 0.004 { 0.0 } else { *value };
+        }
+        let bytes = encode(&shifted, &POLICY).unwrap();
+        let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
+        let after: Vec<f32> = delta.iter().zip(&sent).map(|(d, s)| d - s).collect();
+        let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
+        let why = check_compression(&bytes, &corrected, &POLICY).unwrap_err();
+        assert!(why.contains("not sent"), "{why}");
+    }
+
+    #[test]
+    fn a_flipped_sign_or_a_wrong_level_is_caught() {
+        let delta = update(256, 9);
+        let bytes = encode(&delta, &POLICY).unwrap();
+        let chunks = parse(&bytes, 256, &POLICY).unwrap();
+        let entry = chunks[0].entries[0];
+        let mut flipped = delta.clone();
+        flipped[entry.index as usize] = -flipped[entry.index as usize];
+        assert!(check_compression(&bytes, &flipped, &POLICY).is_err());
+        // The corrected values claim a magnitude two levels away from the one sent.
+        let mut moved = delta.clone();
+        let range = chunks[0].hi - chunks[0].lo;
+        let target = if entry.level >= 2 {
+            entry.level - 2
+        } else {
+            entry.level + 2
+        };
+        let magnitude = chunks[0].lo + range * target as f32 / 3.0;
+        moved[entry.index as usize] = magnitude.copysign(delta[entry.index as usize]);
+        assert!(check_compression(&bytes, &moved, &POLICY).is_err());
+        assert!(check_compression(&bytes, &delta, &POLICY).is_ok());
+    }
+}
