@@ -41,6 +41,17 @@ pub enum Which {
         #[arg(long)]
         explorer: bool,
     },
+    /// Bytes up and down per fragment and per round, a job with its compression policy
+    /// against the same job with whole f32 updates, and the held-out loss of each.
+    Traffic {
+        /// A job spec (TOML) with a `compression` policy.
+        #[arg(long, default_value = "jobs/digits-compressed.toml")]
+        job: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        nodes: u32,
+        #[arg(long, default_value = "./corex-bench-devnet")]
+        data_dir: PathBuf,
+    },
     /// Audit economics: probability of catching a node that fakes 5 % of 1,000 fragments,
     /// against the share of compute spent on audits, over seeded trials.
     Verify {
@@ -266,6 +277,15 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             transfers,
             block_size: block_size.max(1),
         }),
+        Which::Traffic {
+            job,
+            nodes,
+            data_dir,
+        } => {
+            configure_threads(1)?;
+            let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
+            crate::bench_traffic::run(spec, nodes, data_dir)
+        }
         Which::Overhead {
             nodes,
             data_dir,

@@ -155,6 +155,34 @@ pub struct DevnetOutcome {
     /// Explorer pages loaded while the job ran (with [`DevnetOptions::explorer_poll`]).
     #[serde(default)]
     pub explorer_pages: u64,
+    /// Bytes the coordinator moved over the whole run, from its `/metrics` at the end.
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
+}
+
+/// The coordinator's `corex_transfer_bytes_total`: chunks served (models, datasets,
+/// checkpoints) and bodies taken (results, reveals, audit replays, uploaded chunks).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Transfer {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Transfer {
+    /// Reads the counters out of an OpenMetrics exposition; `None` if either is missing.
+    pub fn from_metrics(text: &str) -> Option<Self> {
+        let counter = |what: &str| {
+            let prefix = format!("corex_transfer_bytes_total{{what=\"{what}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .map(|value| value as u64)
+        };
+        Some(Self {
+            sent: counter("sent")?,
+            received: counter("received")?,
+        })
+    }
 }
 
 impl DevnetOutcome {
@@ -311,6 +339,10 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     }
     let report = followed?;
     wait_for_settlement(&client).await?;
+    let transfer = match client.send_raw("GET", "/metrics", Vec::new(), None).await {
+        Ok((200, body)) => Transfer::from_metrics(&String::from_utf8_lossy(&body)),
+        _ => None,
+    };
 
     let weights_path = dir.join("weights.safetensors");
     let report_path = dir.join("report.json");
@@ -351,6 +383,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         node_audits: options.node_audits,
         ledger: None,
         explorer_pages: loaded.load(std::sync::atomic::Ordering::Relaxed),
+        transfer,
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)

@@ -10,6 +10,7 @@ mod bench_restart;
 mod bench_scheduler;
 mod bench_single;
 mod bench_stall;
+mod bench_traffic;
 mod cpu_time;
 mod devnet;
 mod emission;

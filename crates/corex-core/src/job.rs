@@ -373,6 +373,39 @@ mod tests {
     }
 
     #[test]
+    fn compression_is_for_update_work_and_its_job_file_is_valid() {
+        let compressed = JobSpec::from_toml(include_str!("../../../jobs/digits-compressed.toml"))
+            .expect("a valid job file");
+        compressed.validate().expect("valid");
+        assert!(!compressed.compression.is_none());
+        assert_eq!(
+            JobSpec::from_toml(&compressed.to_toml()).unwrap(),
+            compressed
+        );
+        let inference = JobSpec {
+            work: WorkSpec::Inference { weights: None },
+            ..compressed.clone()
+        };
+        assert!(inference.validate().is_err());
+        let too_many = JobSpec {
+            compression: CompressionSpec::TopK {
+                chunk: 4096,
+                k: 5000,
+                bits: 2,
+            },
+            ..compressed
+        };
+        assert!(too_many.validate().is_err());
+        // A spec without the field is the uncompressed spec, and serializes as before.
+        let plain = JobSpec::default_digits();
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("compression")
+        );
+    }
+
+    #[test]
     fn private_training_is_refused_for_families_it_cannot_clip() {
         let holders: Vec<DataHolder> = (1..=2u8)
             .map(|byte| DataHolder {

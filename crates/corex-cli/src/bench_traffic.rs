@@ -1,0 +1,162 @@
+//! `corex bench traffic`: what compressed updates save on the wire, in one run. The same job
+//! runs as a devnet twice, with whole f32 updates and with its compression policy, and the
+//! coordinator's byte counters of each (`corex_transfer_bytes_total`) are set side by side, per
+//! fragment and per round, beside the held-out loss both reached at the same number of rounds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corex_core::JobSpec;
+use corex_core::compression::CompressionSpec;
+
+use crate::devnet::{self, DevnetOptions, DevnetOutcome};
+
+/// One devnet's figures.
+struct Measured {
+    fragments: u64,
+    up: u64,
+    down: u64,
+    loss: Option<f32>,
+    accuracy: Option<f32>,
+    wall_s: f64,
+    audited: u64,
+}
+
+impl Measured {
+    fn of(outcome: &DevnetOutcome) -> anyhow::Result<Self> {
+        let transfer = outcome
+            .transfer
+            .ok_or_else(|| anyhow::anyhow!("the coordinator's byte counters were not read"))?;
+        let status = &outcome.report.status;
+        let (fragments, audited) = status.nodes.values().fold((0, 0), |(f, a), node| {
+            (f + node.fragments, a + node.audited)
+        });
+        Ok(Self {
+            fragments,
+            up: transfer.received,
+            down: transfer.sent,
+            loss: status.last_test_loss,
+            accuracy: status.last_test_accuracy,
+            wall_s: outcome.wall_s,
+            audited,
+        })
+    }
+}
+
+pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !spec.compression.is_none(),
+        "bench traffic compares a job's compression policy with whole updates; give a job with `compression`"
+    );
+    let whole = JobSpec {
+        compression: CompressionSpec::None,
+        ..spec.clone()
+    };
+    let parameters = spec.model.parameter_count();
+    println!(
+        "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression {:?}",
+        spec.name,
+        spec.rounds,
+        spec.fragments_per_round(),
+        spec.compression
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut measured = Vec::new();
+    for (label, job) in [("whole f32", &whole), ("compressed", &spec)] {
+        let outcome = runtime.block_on(devnet::run(DevnetOptions {
+            nodes,
+            data_dir: data_dir.clone(),
+            spec: job.clone(),
+            threads: 1,
+            timeout: Duration::from_secs(3600),
+            show_progress: false,
+            adversaries: Vec::new(),
+            node_audits: false,
+            profiles: Vec::new(),
+            federated: None,
+            explorer_poll: false,
+        }))?;
+        anyhow::ensure!(outcome.succeeded(), "the {label} devnet did not finish");
+        let figures = Measured::of(&outcome)?;
+        println!(
+            "  {label:<10} finished in {:.1} s: {} fragments, {} audited",
+            figures.wall_s, figures.fragments, figures.audited
+        );
+        measured.push(figures);
+    }
+    let [whole_run, compressed_run] = &measured[..] else {
+        anyhow::bail!("two runs expected");
+    };
+    let rounds = u64::from(spec.rounds);
+    let per = |bytes: u64, count: u64| bytes as f64 / count.max(1) as f64;
+    let row = |what: &str, whole: f64, compressed: f64| {
+        println!(
+            "  {what:<52} {:>12} {:>12} {:>9.1}×",
+            human(whole),
+            human(compressed),
+            whole / compressed.max(1.0)
+        );
+    };
+    println!(
+        "  {:<52} {:>12} {:>12} {:>10}",
+        "", "whole f32", "compressed", "less"
+    );
+    row(
+        "result tensor per fragment (exact)",
+        CompressionSpec::None.encoded_len(parameters) as f64,
+        spec.compression.encoded_len(parameters) as f64,
+    );
+    row(
+        "up per fragment (results, reveals, audit replays)",
+        per(whole_run.up, whole_run.fragments),
+        per(compressed_run.up, compressed_run.fragments),
+    );
+    row(
+        "down per fragment (models, data, checkpoints)",
+        per(whole_run.down, whole_run.fragments),
+        per(compressed_run.down, compressed_run.fragments),
+    );
+    row(
+        "up per round",
+        per(whole_run.up, rounds),
+        per(compressed_run.up, rounds),
+    );
+    row(
+        "down per round",
+        per(whole_run.down, rounds),
+        per(compressed_run.down, rounds),
+    );
+    if let (Some(whole_loss), Some(compressed_loss)) = (whole_run.loss, compressed_run.loss) {
+        println!(
+            "  held-out loss after {} rounds: whole {whole_loss:.4}, compressed {compressed_loss:.4} ({:+.4} nats)",
+            spec.rounds,
+            compressed_loss - whole_loss
+        );
+    }
+    if let (Some(whole_accuracy), Some(compressed_accuracy)) =
+        (whole_run.accuracy, compressed_run.accuracy)
+    {
+        println!(
+            "  held-out accuracy: whole {:.2} %, compressed {:.2} %",
+            whole_accuracy * 100.0,
+            compressed_accuracy * 100.0
+        );
+    }
+    println!(
+        "  wall time: whole {:.1} s, compressed {:.1} s (loopback: bytes are nearly free here)",
+        whole_run.wall_s, compressed_run.wall_s
+    );
+    Ok(())
+}
+
+/// Bytes in B, KB, MB (decimal).
+fn human(bytes: f64) -> String {
+    match bytes {
+        b if b >= 1e6 => format!("{:.2} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} KB", b / 1e3),
+        b => format!("{b:.0} B"),
+    }
+}
