@@ -51,6 +51,9 @@ pub enum Which {
         nodes: u32,
         #[arg(long, default_value = "./corex-bench-devnet")]
         data_dir: PathBuf,
+        /// Shape each node's link to this rate each way (`50mbit`), as `devnet --link`.
+        #[arg(long)]
+        link: Option<crate::link::LinkRate>,
     },
     /// Audit economics: probability of catching a node that fakes 5 % of 1,000 fragments,
     /// against the share of compute spent on audits, over seeded trials.
@@ -281,10 +284,11 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             job,
             nodes,
             data_dir,
+            link,
         } => {
             configure_threads(1)?;
             let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
-            crate::bench_traffic::run(spec, nodes, data_dir)
+            crate::bench_traffic::run(spec, nodes, data_dir, link)
         }
         Which::Overhead {
             nodes,
@@ -481,6 +485,7 @@ fn devnet_once(
         profiles: Vec::new(),
         federated: None,
         explorer_poll,
+        link: None,
     }))?;
     let (own_after, children_after) = cpu_seconds()?;
     anyhow::ensure!(outcome.succeeded(), "the devnet job did not finish");

@@ -63,6 +63,7 @@ pub fn run(options: &PrivacyBenchOptions) -> anyhow::Result<()> {
                 profiles: Vec::new(),
                 federated: Some(FederatedDevnet { privacy }),
                 explorer_poll: false,
+                link: None,
             }))?;
             anyhow::ensure!(outcome.succeeded(), "a federated devnet job failed");
             row.epsilon = outcome.report.privacy.as_ref().map(|p| p.epsilon);

@@ -1,7 +1,9 @@
 //! `corex bench traffic`: what compressed updates save on the wire, in one run. The same job
-//! runs as a devnet twice, with whole f32 updates and with its compression policy, and the
-//! coordinator's byte counters of each (`corex_transfer_bytes_total`) are set side by side, per
-//! fragment and per round, beside the held-out loss both reached at the same number of rounds.
+//! runs as a devnet twice, with whole f32 updates and with its compression policy (each node's
+//! link shaped with `--link`), and the coordinator's byte counters of each
+//! (`corex_transfer_bytes_total`) are set side by side, per fragment and per round, beside the
+//! held-out loss both reached at the same number of rounds and the wall times, with the same
+//! training in one process.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use corex_core::JobSpec;
 use corex_core::compression::CompressionSpec;
 
 use crate::devnet::{self, DevnetOptions, DevnetOutcome};
+use crate::link::LinkRate;
 
 /// One devnet's figures.
 struct Measured {
@@ -43,7 +46,12 @@ impl Measured {
     }
 }
 
-pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
+pub fn run(
+    spec: JobSpec,
+    nodes: u32,
+    data_dir: PathBuf,
+    link: Option<LinkRate>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         !spec.compression.is_none(),
         "bench traffic compares a job's compression policy with whole updates; give a job with `compression`"
@@ -54,11 +62,14 @@ pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
     };
     let parameters = spec.model.parameter_count();
     println!(
-        "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression {:?}",
+        "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression {:?}, links {}",
         spec.name,
         spec.rounds,
         spec.fragments_per_round(),
-        spec.compression
+        spec.compression,
+        link.map_or("unshaped (loopback)".to_owned(), |rate| format!(
+            "{rate} each way per node"
+        ))
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -78,6 +89,7 @@ pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
             profiles: Vec::new(),
             federated: None,
             explorer_poll: false,
+            link,
         }))?;
         anyhow::ensure!(outcome.succeeded(), "the {label} devnet did not finish");
         let figures = Measured::of(&outcome)?;
@@ -90,6 +102,8 @@ pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
     let [whole_run, compressed_run] = &measured[..] else {
         anyhow::bail!("two runs expected");
     };
+    // The same training in one process (whole updates: it moves no bytes), for the wall time.
+    let (single, _) = crate::bench_single::single_process(&whole)?;
     let rounds = u64::from(spec.rounds);
     let per = |bytes: u64, count: u64| bytes as f64 / count.max(1) as f64;
     let row = |what: &str, whole: f64, compressed: f64| {
@@ -146,8 +160,16 @@ pub fn run(spec: JobSpec, nodes: u32, data_dir: PathBuf) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  wall time: whole {:.1} s, compressed {:.1} s (loopback: bytes are nearly free here)",
-        whole_run.wall_s, compressed_run.wall_s
+        "  wall time: whole {:.1} s, compressed {:.1} s ({:.2}× faster), single process {:.1} s{}",
+        whole_run.wall_s,
+        compressed_run.wall_s,
+        whole_run.wall_s / compressed_run.wall_s,
+        single.wall_s,
+        if link.is_none() {
+            " on loopback, where bytes are nearly free; --link shapes each node's link"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -45,6 +45,8 @@ pub struct DevnetOptions {
     pub federated: Option<FederatedDevnet>,
     /// Load the explorer's pages every second while the job runs (`bench overhead --explorer`).
     pub explorer_poll: bool,
+    /// Shape each node's link to the coordinator to this rate each way (see `link`).
+    pub link: Option<crate::link::LinkRate>,
 }
 
 /// A federated devnet: [`JobSpec::digits_federated`] with this privacy.
@@ -157,32 +159,7 @@ pub struct DevnetOutcome {
     pub explorer_pages: u64,
     /// Bytes the coordinator moved over the whole run, from its `/metrics` at the end.
     #[serde(default)]
-    pub transfer: Option<Transfer>,
-}
-
-/// The coordinator's `corex_transfer_bytes_total`: chunks served (models, datasets,
-/// checkpoints) and bodies taken (results, reveals, audit replays, uploaded chunks).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct Transfer {
-    pub sent: u64,
-    pub received: u64,
-}
-
-impl Transfer {
-    /// Reads the counters out of an OpenMetrics exposition; `None` if either is missing.
-    pub fn from_metrics(text: &str) -> Option<Self> {
-        let counter = |what: &str| {
-            let prefix = format!("corex_transfer_bytes_total{{what=\"{what}\"}} ");
-            text.lines()
-                .find_map(|line| line.strip_prefix(&prefix))
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .map(|value| value as u64)
-        };
-        Some(Self {
-            sent: counter("sent")?,
-            received: counter("received")?,
-        })
-    }
+    pub transfer: Option<crate::transfer::Transfer>,
 }
 
 impl DevnetOutcome {
@@ -274,12 +251,23 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         None => options.spec.clone(),
     };
     let owner = load_or_create_keypair(&dir.join("owner.key"))?;
+    let mut relays = Vec::new();
     for index in 1..=options.nodes {
         let name = format!("node-{index}");
+        // Each node's own shaped link to the coordinator, when asked for.
+        let url = match options.link {
+            Some(rate) => {
+                let upstream = endpoint.url.trim_start_matches("https://").parse()?;
+                let (relay, task) = crate::link::relay(upstream, rate).await?;
+                relays.push(task);
+                format!("https://{relay}")
+            }
+            None => endpoint.url.clone(),
+        };
         let mut args = vec![
             "node".into(),
             "--coordinator".into(),
-            endpoint.url.clone(),
+            url,
             "--pin".into(),
             endpoint.fingerprint.clone(),
             "--data-dir".into(),
@@ -340,7 +328,7 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
     let report = followed?;
     wait_for_settlement(&client).await?;
     let transfer = match client.send_raw("GET", "/metrics", Vec::new(), None).await {
-        Ok((200, body)) => Transfer::from_metrics(&String::from_utf8_lossy(&body)),
+        Ok((200, body)) => crate::transfer::Transfer::from_metrics(&String::from_utf8_lossy(&body)),
         _ => None,
     };
 
@@ -368,6 +356,9 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
             key.id(),
             format!("node-{index} {} {role}", profile(options, index).name()),
         );
+    }
+    for relay in relays {
+        relay.abort();
     }
     let outcome = DevnetOutcome {
         job,

@@ -18,12 +18,14 @@ mod endpoint;
 mod explorer_poll;
 mod job;
 mod ledger;
+mod link;
 mod node_bench;
 mod processes;
 mod quality;
 mod serve;
 mod status;
 mod summary;
+mod transfer;
 mod wallet;
 
 use std::net::SocketAddr;
@@ -76,7 +78,8 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         timeout_s: u64,
         /// Make the first nodes cheat, one kind each: random, zeros, scaled, sign-flipped,
-        /// copy, old, lazy, fake-gpu, bait-and-switch, skip-segment (comma-separated).
+        /// copy, old, lazy, fake-gpu, bait-and-switch, skip-segment, false-feedback
+        /// (comma-separated).
         #[arg(long, value_delimiter = ',')]
         adversaries: Vec<corex_node::Adversary>,
         /// The coordinator replays every audit itself, instead of letting the nodes (which
@@ -103,6 +106,10 @@ enum Command {
         /// Differential privacy: the δ at which ε is reported.
         #[arg(long, default_value_t = 1e-5, requires = "dp_noise")]
         dp_delta: f64,
+        /// Shape each node's link to the coordinator to this rate each way (`50mbit`,
+        /// `512kbit`, `1gbit`): a relay per node paces its bytes, as a home link would.
+        #[arg(long)]
+        link: Option<link::LinkRate>,
     },
     /// Run a coordinator: the HTTPS API, jobs, rounds, leases and aggregation.
     Coordinator {
@@ -247,6 +254,7 @@ fn main() -> anyhow::Result<()> {
             dp_noise,
             dp_clip,
             dp_delta,
+            link,
         } => {
             let spec = job::load_spec(job.as_deref())?;
             let federated = federated.then(|| devnet::FederatedDevnet {
@@ -268,6 +276,7 @@ fn main() -> anyhow::Result<()> {
                 node_audits: !coordinator_audits,
                 federated,
                 explorer_poll: false,
+                link,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {

@@ -19,9 +19,9 @@ use corex_core::tensor::f32s_to_bytes;
 
 use crate::error::NodeError;
 
-/// Results whose states are kept for reveals: an audit asks right after its round completes,
-/// so a few rounds' worth is plenty.
-const REVEALABLE_RESULTS: usize = 8;
+/// Rounds whose results' states are kept for reveals: an audit asks while its round's audits
+/// run, before the next round closes, so the current round and the one before are enough.
+const REVEALABLE_ROUNDS: u32 = 2;
 
 /// A compressed result ready to go: its bytes and commitment, and the states behind them.
 pub(crate) struct CompressedUpdate {
@@ -31,15 +31,21 @@ pub(crate) struct CompressedUpdate {
     after: Arc<Vec<f32>>,
 }
 
-/// A result's fragment and its states before and after.
-type Revealable = (Hash, Arc<Vec<f32>>, Arc<Vec<f32>>);
+/// A result's job, round and fragment, and its states before and after.
+struct Revealable {
+    job: Hash,
+    round: u32,
+    fragment: Hash,
+    before: Arc<Vec<f32>>,
+    after: Arc<Vec<f32>>,
+}
 
 /// Each job's current state and the states of recent results.
 #[derive(Default)]
 pub(crate) struct FeedbackStore {
     /// The state the next result of each job starts from (absent: zeros).
     current: HashMap<Hash, Arc<Vec<f32>>>,
-    /// The latest results taken, oldest first.
+    /// The results taken in the last rounds of each job, oldest first.
     revealable: VecDeque<Revealable>,
 }
 
@@ -77,15 +83,26 @@ impl FeedbackStore {
         })
     }
 
-    /// The coordinator took `update` for `fragment` of `job`: its state after becomes the job's
-    /// current state, and both stay revealable for a while.
-    pub(crate) fn taken(&mut self, job: Hash, fragment: Hash, update: &CompressedUpdate) {
+    /// The coordinator took `update` for `fragment` (of `job`'s round `round`): its state after
+    /// becomes the job's current state, and both stay revealable until the job is
+    /// [`REVEALABLE_ROUNDS`] rounds further on.
+    pub(crate) fn taken(
+        &mut self,
+        job: Hash,
+        round: u32,
+        fragment: Hash,
+        update: &CompressedUpdate,
+    ) {
         self.current.insert(job, update.after.clone());
-        if self.revealable.len() == REVEALABLE_RESULTS {
-            self.revealable.pop_front();
-        }
         self.revealable
-            .push_back((fragment, update.before.clone(), update.after.clone()));
+            .retain(|kept| kept.job != job || kept.round + REVEALABLE_ROUNDS > round);
+        self.revealable.push_back(Revealable {
+            job,
+            round,
+            fragment,
+            before: update.before.clone(),
+            after: update.after.clone(),
+        });
     }
 
     /// The coordinator knows no state of this node in `job`: start again from zeros.
@@ -96,12 +113,12 @@ impl FeedbackStore {
     /// The states before and after this node's result for `fragment`, as revealed: f32
     /// little-endian, `before ‖ after`; `None` once they are no longer kept.
     pub(crate) fn reveal(&self, fragment: &Hash) -> Option<Vec<u8>> {
-        let (_, before, after) = self
+        let kept = self
             .revealable
             .iter()
-            .find(|(kept, _, _)| kept == fragment)?;
-        let mut bytes = f32s_to_bytes(before);
-        bytes.extend_from_slice(&f32s_to_bytes(after));
+            .find(|kept| kept.fragment == *fragment)?;
+        let mut bytes = f32s_to_bytes(&kept.before);
+        bytes.extend_from_slice(&f32s_to_bytes(&kept.after));
         Some(bytes)
     }
 }
@@ -128,7 +145,7 @@ mod tests {
         // Not taken: the next result starts from zeros again.
         let again = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(again.feedback, first.feedback);
-        store.taken(job, Hash::of(b"f1"), &first);
+        store.taken(job, 0, Hash::of(b"f1"), &first);
         let second = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(second.feedback.before, first.feedback.after);
         // The revealed states: the update is what was sent plus what was kept.
@@ -142,5 +159,14 @@ mod tests {
         let fresh = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(fresh.feedback, first.feedback);
         assert!(store.reveal(&Hash::of(b"unknown")).is_none());
+        // Many results in one round all stay revealable; two rounds on, the first goes.
+        for index in 0..20u8 {
+            store.taken(job, 1, Hash::of(&[index]), &second);
+        }
+        assert!(store.reveal(&Hash::of(b"f1")).is_some());
+        assert!(store.reveal(&Hash::of(&[0u8])).is_some());
+        store.taken(job, 2, Hash::of(b"f3"), &second);
+        assert!(store.reveal(&Hash::of(b"f1")).is_none());
+        assert!(store.reveal(&Hash::of(&[0u8])).is_some());
     }
 }

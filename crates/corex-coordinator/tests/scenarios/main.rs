@@ -7,6 +7,7 @@
 
 mod adversaries;
 mod audit_seeds;
+mod audit_share;
 mod bad_input;
 mod behaviour;
 mod calibration;

@@ -72,7 +72,8 @@ impl NodeAgent {
                 Err(error) => return Err(error.into()),
             };
             if let Some(update) = &compressed {
-                self.feedback.taken(fragment.job, fragment.id, update);
+                self.feedback
+                    .taken(fragment.job, fragment.round, fragment.id, update);
             }
             self.result_latency.record(submitted.elapsed());
             self.config.telemetry.result_submitted();
