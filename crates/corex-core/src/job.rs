@@ -396,6 +396,11 @@ mod tests {
             ..compressed
         };
         assert!(too_many.validate().is_err());
+        let language_model =
+            JobSpec::from_toml(include_str!("../../../jobs/jargon-lm-diloco.toml"))
+                .expect("a valid job file");
+        language_model.validate().expect("valid");
+        assert!(!language_model.compression.is_none());
         // A spec without the field is the uncompressed spec, and serializes as before.
         let plain = JobSpec::default_digits();
         assert!(
