@@ -108,6 +108,8 @@ pub async fn relay(
         let mut pumps = tokio::task::JoinSet::new();
         loop {
             let Ok((node, _)) = listener.accept().await else {
+                // Out of descriptors, say: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let Ok(coordinator) = tokio::net::TcpStream::connect(upstream).await else {

@@ -103,6 +103,17 @@ impl Layout {
         }
     }
 
+    /// The encoding's header for a vector of `len` values.
+    fn header(&self, len: usize) -> [u8; HEADER_BYTES] {
+        let mut header = [0u8; HEADER_BYTES];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..12].copy_from_slice(&(len as u64).to_le_bytes());
+        header[12..16].copy_from_slice(&self.chunk.to_le_bytes());
+        header[16..20].copy_from_slice(&self.k.to_le_bytes());
+        header[20] = self.bits;
+        header
+    }
+
     fn index_bits(&self) -> u32 {
         u32::BITS - (self.chunk - 1).leading_zeros()
     }
@@ -147,11 +158,7 @@ pub fn encode(values: &[f32], spec: &CompressionSpec) -> Result<Vec<u8>, DecodeE
         return Err(DecodeError::Body(format!("value {at} is not finite")));
     }
     let mut out = Vec::with_capacity(spec.encoded_len(values.len()));
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-    out.extend_from_slice(&layout.chunk.to_le_bytes());
-    out.extend_from_slice(&layout.k.to_le_bytes());
-    out.push(layout.bits);
+    out.extend_from_slice(&layout.header(values.len()));
     let mut order: Vec<u32> = Vec::with_capacity(layout.chunk as usize);
     for range in chunk_ranges(values.len(), layout.chunk as usize) {
         let chunk = &values[range];
@@ -239,13 +246,7 @@ pub fn parse(
             bytes.len()
         )));
     }
-    let mut header = Vec::with_capacity(HEADER_BYTES);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(len as u64).to_le_bytes());
-    header.extend_from_slice(&layout.chunk.to_le_bytes());
-    header.extend_from_slice(&layout.k.to_le_bytes());
-    header.push(layout.bits);
-    if bytes[..HEADER_BYTES] != header[..] {
+    if bytes[..HEADER_BYTES] != layout.header(len) {
         return Err(DecodeError::Body(
             "compressed tensor header does not match the job's policy and model".into(),
         ));

@@ -92,8 +92,12 @@ impl CheckpointStore {
     }
 
     /// The parameters kept for `fragment` at model version `model` after each of `steps`,
-    /// concatenated in that order as f32 LE bytes; `None` when any of them is not kept.
+    /// concatenated in that order as f32 LE bytes; `None` when any of them is not kept. No
+    /// steps asked is nothing to reveal, whatever is kept.
     pub fn reveal(&self, fragment: &Hash, model: &Hash, steps: &[u32]) -> Option<Vec<u8>> {
+        if steps.is_empty() {
+            return Some(Vec::new());
+        }
         let kept = self
             .kept
             .get(fragment)
@@ -145,6 +149,10 @@ mod tests {
         assert_eq!(f32::from_le_bytes(bytes[16..20].try_into().unwrap()), 2.0);
         assert!(store.reveal(&fragment, &model, &[3]).is_none());
         assert!(store.reveal(&fragment, &Hash::of(b"other"), &[2]).is_none());
+        assert_eq!(
+            store.reveal(&Hash::of(b"never kept"), &model, &[]),
+            Some(Vec::new())
+        );
     }
 
     #[test]

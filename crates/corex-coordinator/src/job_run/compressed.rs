@@ -12,6 +12,7 @@
 //! matches.
 
 use corex_core::compression::{FeedbackCommitment, decode, zero_state_hash};
+use corex_core::error::DecodeError;
 
 use super::*;
 
@@ -48,8 +49,14 @@ impl FeedbackChains {
     }
 }
 
-/// A fragment result's values, signed commitment, and (compressed) bytes as sent.
-type ResultValues = (Vec<f32>, Hash, Option<Arc<Vec<u8>>>);
+/// A compressed result as it was sent: its bytes and the feedback states it committed to.
+pub(super) struct SentCompressed {
+    pub bytes: Arc<Vec<u8>>,
+    pub feedback: FeedbackCommitment,
+}
+
+/// A fragment result's values, signed commitment, and what was sent compressed.
+type ResultValues = (Vec<f32>, Hash, Option<SentCompressed>);
 
 /// What an audited compressed result claims once its states are revealed.
 pub(super) struct Claim {
@@ -77,10 +84,13 @@ impl JobRun {
             (None, None, None) => Ok((values, commitment, None)),
             (Some(chains), Some(feedback), Some(bytes)) => {
                 chains.check(node, &feedback)?;
-                let length = self.spec.model.parameter_count();
-                let values = decode(&bytes, length, &self.spec.compression)
+                let values = decode_sent(&self.spec, &bytes)
                     .map_err(|error| CoordinatorError::WrongShape(error.to_string()))?;
-                Ok((values, commitment, Some(Arc::new(bytes))))
+                let sent = SentCompressed {
+                    bytes: Arc::new(bytes),
+                    feedback,
+                };
+                Ok((values, commitment, Some(sent)))
             }
             (Some(_), _, _) => Err(CoordinatorError::CompressionMismatch(
                 "this job's results are compressed and carry their feedback states".into(),
@@ -99,7 +109,7 @@ impl JobRun {
         before: &[f32],
         after: &[f32],
     ) -> Result<Claim, CoordinatorError> {
-        let (Some(feedback), Some(bytes)) = (&accepted.feedback, &accepted.sent) else {
+        let Some(SentCompressed { bytes, feedback }) = &accepted.compressed else {
             return Err(CoordinatorError::CompressionMismatch(
                 "states were revealed for a result that is not compressed".into(),
             ));
@@ -118,6 +128,11 @@ impl JobRun {
             corex_verify::check_compression(bytes, &corrected, &self.spec.compression).err();
         Ok(Claim { update, defect })
     }
+}
+
+/// A compressed result's bytes decoded under `spec`'s policy, for its model.
+pub(super) fn decode_sent(spec: &JobSpec, bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
+    decode(bytes, spec.model.parameter_count(), &spec.compression)
 }
 
 /// Refuses feedback states or compressed bytes where none belong (an audit replay, a reveal).

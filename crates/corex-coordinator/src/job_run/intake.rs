@@ -71,8 +71,8 @@ impl JobRun {
         if let Some(data) = &accepted.data_commitment {
             self.shards.entry(node).or_insert(data.shard);
         }
-        if let (Some(chains), Some(feedback)) = (self.feedback.as_mut(), &accepted.feedback) {
-            chains.advance(node, feedback);
+        if let (Some(chains), Some(sent)) = (self.feedback.as_mut(), &accepted.compressed) {
+            chains.advance(node, &sent.feedback);
         }
         round.results[index] = Some(accepted);
         let complete = round.leases.is_complete();
@@ -119,15 +119,14 @@ impl JobRun {
                 });
             }
         }
-        let (values, commitment, sent) = self.result_values(&node, header, tensor)?;
+        let (values, commitment, compressed) = self.result_values(&node, header, tensor)?;
         let gradient = self.check_tensor_result(fragment, header, values)?;
         Ok((
             index,
             Accepted {
                 node,
                 gradient: Arc::new(gradient),
-                sent,
-                feedback: header.feedback,
+                compressed,
                 loss: header.loss,
                 samples: header.samples,
                 commitment,

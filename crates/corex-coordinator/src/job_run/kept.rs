@@ -6,7 +6,7 @@
 //! and what the round's close reads beside it. A kept result goes back into its round as it
 //! was taken; the round then goes on as if the coordinator had never stopped.
 
-use corex_core::compression::decode;
+use corex_core::compression::FeedbackCommitment;
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -92,10 +92,10 @@ impl JobRun {
                 elapsed_ms: accepted.elapsed_ms,
                 data_commitment: accepted.data_commitment,
                 trace: accepted.trace.clone(),
-                feedback: accepted.feedback,
+                feedback: accepted.compressed.as_ref().map(|sent| sent.feedback),
             },
             tensor: accepted.gradient.clone(),
-            sent: accepted.sent.clone(),
+            sent: accepted.compressed.as_ref().map(|sent| sent.bytes.clone()),
         })
     }
 
@@ -123,30 +123,25 @@ impl JobRun {
             if !fits || round.results.get(slot).is_none_or(Option::is_some) {
                 continue;
             }
-            let (tensor, sent) = match &meta.feedback {
+            let (tensor, compressed) = match meta.feedback {
                 None => (bytes_to_f32s(&bytes).map_err(|_| torn())?, None),
-                Some(_) => (
-                    decode(
-                        &bytes,
-                        self.spec.model.parameter_count(),
-                        &self.spec.compression,
-                    )
-                    .map_err(|_| torn())?,
-                    Some(Arc::new(bytes)),
-                ),
+                Some(feedback) => {
+                    let tensor = decode_sent(&self.spec, &bytes).map_err(|_| torn())?;
+                    let bytes = Arc::new(bytes);
+                    (tensor, Some(SentCompressed { bytes, feedback }))
+                }
             };
             round.leases.restore_done(index, meta.node);
             if let Some(data) = &meta.data_commitment {
                 self.shards.entry(meta.node).or_insert(data.shard);
             }
-            if let (Some(chains), Some(feedback)) = (self.feedback.as_mut(), &meta.feedback) {
-                chains.advance(meta.node, feedback);
+            if let (Some(chains), Some(sent)) = (self.feedback.as_mut(), &compressed) {
+                chains.advance(meta.node, &sent.feedback);
             }
             round.results[slot] = Some(Accepted {
                 node: meta.node,
                 gradient: Arc::new(tensor),
-                sent,
-                feedback: meta.feedback,
+                compressed,
                 loss: meta.loss,
                 samples: meta.samples,
                 commitment: meta.commitment,

@@ -33,7 +33,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use corex_core::compression::FeedbackCommitment;
 use corex_core::fragment::result_commitment;
 use corex_core::hash::Hashed;
 use corex_core::messages::{
@@ -63,7 +62,7 @@ mod close;
 mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
 mod compressed;
-use compressed::{Claim, FeedbackChains};
+use compressed::{Claim, FeedbackChains, SentCompressed, decode_sent};
 mod declines;
 mod intake;
 pub use intake::{SignedTensor, Submitted};
@@ -95,10 +94,9 @@ struct Accepted {
     data_commitment: Option<LocalDataCommitment>,
     /// A traced local-steps result's step trace, which segment audits check.
     trace: Option<StepTrace>,
-    /// A compressed result's bytes as sent (`gradient` holds them decoded).
-    sent: Option<Arc<Vec<u8>>>,
-    /// A compressed result's error-feedback states.
-    feedback: Option<FeedbackCommitment>,
+    /// A compressed result's bytes as sent (`gradient` holds them decoded) and its feedback
+    /// states.
+    compressed: Option<SentCompressed>,
 }
 
 struct RoundState {

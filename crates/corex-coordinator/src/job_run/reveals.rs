@@ -63,7 +63,7 @@ impl JobRun {
         seed: &Hash,
         segment: bool,
     ) -> Option<RevealTask> {
-        let feedback = result.feedback.is_some();
+        let feedback = result.compressed.is_some();
         let planned = if segment && fragment.holder.is_none() {
             self.plan_segment(result, fragment, seed)
         } else {

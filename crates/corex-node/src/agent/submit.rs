@@ -78,7 +78,7 @@ impl NodeAgent {
             self.result_latency.record(submitted.elapsed());
             self.config.telemetry.result_submitted();
             self.fragments_done += 1;
-            tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms = outcome.report.compute_ms, loss = outcome.report.loss, bytes = header_bytes(compressed.as_ref().map(|update| update.bytes.len()), outcome.values.len()), chunks = upload.chunks, retries = upload.retries, "result accepted");
+            tracing::debug!(fragment = %fragment.id.short(), round = fragment.round, compute_ms = outcome.report.compute_ms, loss = outcome.report.loss, bytes = compression.encoded_len(outcome.values.len()), chunks = upload.chunks, retries = upload.retries, "result accepted");
             return Ok(());
         }
     }
@@ -94,10 +94,7 @@ impl NodeAgent {
         steps: &[u32],
         feedback: bool,
     ) -> Result<(), NodeError> {
-        let checkpoints = match steps.is_empty() {
-            true => Some(Vec::new()),
-            false => self.checkpoints.reveal(fragment, model, steps),
-        };
+        let checkpoints = self.checkpoints.reveal(fragment, model, steps);
         let states = match feedback {
             true => self.feedback.reveal(fragment),
             false => Some(Vec::new()),
@@ -120,9 +117,4 @@ impl NodeAgent {
         tracing::debug!(fragment = %fragment.short(), ?steps, feedback, "checkpoints revealed");
         Ok(())
     }
-}
-
-/// Bytes a result moved up: compressed, or 4 per value.
-fn header_bytes(compressed: Option<usize>, values: usize) -> usize {
-    compressed.unwrap_or(values * 4)
 }
