@@ -53,20 +53,22 @@ pub fn run(
     link: Option<LinkRate>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !spec.compression.is_none(),
-        "bench traffic compares a job's compression policy with whole updates; give a job with `compression`"
+        !spec.compression.is_none() || !spec.download_compression.is_none(),
+        "bench traffic compares a job's compression policies with whole updates; give a job with `compression` or `download_compression`"
     );
     let whole = JobSpec {
         compression: CompressionSpec::None,
+        download_compression: CompressionSpec::None,
         ..spec.clone()
     };
     let parameters = spec.model.parameter_count();
     println!(
-        "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression {:?}, links {}",
+        "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression up {:?}, down {:?}, links {}",
         spec.name,
         spec.rounds,
         spec.fragments_per_round(),
         spec.compression,
+        spec.download_compression,
         link.map_or("unshaped (loopback)".to_owned(), |rate| format!(
             "{rate} each way per node"
         ))
@@ -124,12 +126,17 @@ pub fn run(
         spec.compression.encoded_len(parameters) as f64,
     );
     row(
+        "model update per round (exact)",
+        CompressionSpec::None.encoded_len(parameters) as f64,
+        spec.download_compression.encoded_len(parameters) as f64,
+    );
+    row(
         "up per fragment (results, reveals, audit replays)",
         per(whole_run.up, whole_run.fragments),
         per(compressed_run.up, compressed_run.fragments),
     );
     row(
-        "down per fragment (models, data, checkpoints)",
+        "down per fragment (models or updates, data, checkpoints)",
         per(whole_run.down, whole_run.fragments),
         per(compressed_run.down, compressed_run.fragments),
     );

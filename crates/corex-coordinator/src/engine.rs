@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use corex_core::hash::Hashed;
 use corex_core::messages::{ChunkedResult, DeviceReport, LeaseResponse, NodeInfo, ResultHeader};
+use corex_core::model_update::ModelUpdate;
 use corex_core::{Hash, Keypair, NodeId};
 use corex_scheduler::{Behaviour, TierPolicy, duration_ms};
 
@@ -273,11 +274,21 @@ impl Coordinator {
                 JobLease::Granted(fragment, deadline_ms) => {
                     let model = self.blobs.manifest(&fragment.model)?.as_ref().clone();
                     let audit = job.is_audit_task(&fragment.id);
+                    let updates = job
+                        .updates_to(&fragment.model)
+                        .map(|(from, delta)| {
+                            Ok(ModelUpdate {
+                                from: *from,
+                                delta: self.blobs.manifest(delta)?.as_ref().clone(),
+                            })
+                        })
+                        .collect::<Result<_, CoordinatorError>>()?;
                     return Ok(LeaseResponse::Work {
                         fragment: Box::new(fragment),
                         model,
                         deadline_ms,
                         audit,
+                        updates,
                     });
                 }
                 JobLease::Deferred => deferred = true,

@@ -96,9 +96,14 @@ pub struct Candidate<'a> {
     /// Why the result fails its audit whatever a replay says (a compressed result whose bytes
     /// are not a faithful compression of what it claims), if it does.
     pub defect: Option<&'a str>,
+    /// The values of the update `gradient` holds, one range after the other, when it holds
+    /// only some (a compressed result's claim on the opened chunks of its feedback states):
+    /// replays are compared on those values. `None`: the whole tensor.
+    pub covers: Option<&'a [std::ops::Range<usize>]>,
 }
 
 /// What an audit recomputes: the result tensor and the mean loss.
+#[derive(Clone)]
 pub struct Replay {
     pub gradient: Vec<f32>,
     pub loss: f32,

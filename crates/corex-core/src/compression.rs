@@ -49,6 +49,14 @@ impl CompressionSpec {
         matches!(self, Self::None)
     }
 
+    /// Values per chunk (`None`: no compression).
+    pub fn chunk_len(&self) -> Option<usize> {
+        match *self {
+            Self::None => None,
+            Self::TopK { chunk, .. } => Some(chunk as usize),
+        }
+    }
+
     /// Checks the policy's numbers: `MIN_CHUNK ≤ chunk ≤ MAX_CHUNK`, `1 ≤ k ≤ chunk`,
     /// `2 ≤ bits ≤ 8`.
     pub fn validate(&self) -> Result<(), String> {
@@ -349,31 +357,13 @@ pub fn compress_with_feedback(
 }
 
 /// What a compressed result commits to about its node's error feedback: the state it started
-/// from and the state it kept, each as [`state_hash`]. The first result of a node in a job,
+/// from and the state it kept, each as [`crate::feedback_state::state_root`] over the policy's
+/// chunks. The first result of a node in a job,
 /// and any result after the node lost its state, starts from zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedbackCommitment {
     pub before: Hash,
     pub after: Hash,
-}
-
-/// The hash of an error-feedback state: BLAKE3 of its f32 little-endian bytes.
-pub fn state_hash(state: &[f32]) -> Hash {
-    crate::tensor::hash_f32s(state)
-}
-
-/// [`state_hash`] of `len` zeros (a node's first state in a job), hashed without allocating
-/// them.
-pub fn zero_state_hash(len: usize) -> Hash {
-    static BLOCK: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut hasher = blake3::Hasher::new();
-    let mut left = len * 4;
-    while left > 0 {
-        let take = left.min(BLOCK.len());
-        hasher.update(&BLOCK[..take]);
-        left -= take;
-    }
-    Hash(*hasher.finalize().as_bytes())
 }
 
 /// The commitment a compressed result's node signs: its result commitment bound to its

@@ -242,10 +242,3 @@ proptest! {
         prop_assert_eq!(encode(&decoded, &policy).unwrap(), bytes);
     }
 }
-
-#[test]
-fn the_zero_state_hash_is_the_hash_of_zeros() {
-    for len in [0, 1, 16_384, 16_385, 100_000] {
-        assert_eq!(zero_state_hash(len), state_hash(&vec![0.0; len]), "{len}");
-    }
-}

@@ -68,6 +68,12 @@ pub struct JobSpec {
     /// node (`corex_core::compression`, docs/verification.md).
     #[serde(default, skip_serializing_if = "CompressionSpec::is_none")]
     pub compression: CompressionSpec,
+    /// How each round's model version travels to the nodes that hold the one before it
+    /// (default: whole). A top-k policy publishes the round's compressed update beside the
+    /// model, with error feedback on the coordinator (`corex_core::model_update`); a node
+    /// behind by more than a round fetches the model whole.
+    #[serde(default, skip_serializing_if = "CompressionSpec::is_none")]
+    pub download_compression: CompressionSpec,
 }
 
 impl JobSpec {
@@ -125,6 +131,7 @@ impl JobSpec {
             federated: None,
             public: false,
             compression: CompressionSpec::None,
+            download_compression: CompressionSpec::None,
         }
     }
 
@@ -197,6 +204,7 @@ impl JobSpec {
             federated: None,
             public: false,
             compression: CompressionSpec::None,
+            download_compression: CompressionSpec::None,
         }
     }
 
@@ -313,6 +321,16 @@ impl JobSpec {
             if self.federated.is_some() {
                 return invalid("a federated job's updates are not compressed".into());
             }
+        }
+        self.download_compression
+            .validate()
+            .map_err(SpecError::Invalid)?;
+        if !self.download_compression.is_none()
+            && !matches!(self.work, WorkSpec::Gradient | WorkSpec::LocalSteps { .. })
+        {
+            return invalid(
+                "download compression applies to training work: gradient or local steps".into(),
+            );
         }
         if let Some(federated) = &self.federated {
             federated.validate()?;

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::Manifest;
 use crate::compression::FeedbackCommitment;
 pub use crate::device::{DeviceBandwidth, DeviceBenchmark, DeviceReport, MatmulSpeed};
+use crate::feedback_state::StatePaths;
 use crate::fragment::Fragment;
 use crate::hash::Hash;
 use crate::identity::{Keypair, NodeId, Signature};
 use crate::job::JobSpec;
+use crate::model_update::ModelUpdate;
 use crate::trace::StepTrace;
 
 /// What the coordinator knows about a registered node.
@@ -112,27 +114,34 @@ pub enum LeaseResponse {
     /// `model` is the manifest of the fragment's model version, so a node that lacks it can
     /// fetch the chunks at once (it checks the manifest against `fragment.model`).
     /// With `audit`, the fragment is an audit task: its replay goes back whole, never
-    /// compressed.
+    /// compressed. With `updates` (the last rounds' compressed model updates, oldest first,
+    /// the last one ending at `fragment.model`), a node that holds the version one of them
+    /// starts from applies it and those after it instead of fetching the model whole (see
+    /// [`crate::model_update`]); it checks the result against `fragment.model`.
     Work {
         fragment: Box<Fragment>,
         model: Manifest,
         deadline_ms: u64,
         #[serde(default)]
         audit: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        updates: Vec<ModelUpdate>,
     },
     /// No work right now; ask again after `retry_ms`.
     Idle { retry_ms: u64 },
     /// An audit picked a segment of the node's traced result for `fragment` (at model version
     /// `model`): send the parameters it committed to at the steps `steps`, concatenated in
     /// that order, as a result for [`Fragment::derive_reveal_id`](crate::Fragment::derive_reveal_id).
-    /// With `feedback` (a compressed result), the node's error-feedback states before and
-    /// after the result follow the checkpoints (see [`crate::compression`]).
+    /// With `feedback` (a compressed result: the chunks of its error-feedback states the audit
+    /// opens, ascending), those chunks of the state before the result and then of the state
+    /// after it follow the checkpoints, with their paths in the header's `state_paths` (see
+    /// [`crate::feedback_state`]).
     Reveal {
         fragment: Hash,
         model: Hash,
         steps: Vec<u32>,
-        #[serde(default)]
-        feedback: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        feedback: Vec<u32>,
     },
 }
 
@@ -161,6 +170,10 @@ pub struct ResultHeader {
     /// and the signed commitment covers the states too). Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<FeedbackCommitment>,
+    /// A reveal's paths to the feedback-state chunks it opens (see
+    /// [`crate::feedback_state`]). Absent for every other result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_paths: Option<StatePaths>,
 }
 
 /// What an untraced result reports besides its tensor.
@@ -195,6 +208,7 @@ impl ResultHeader {
             data_commitment: None,
             trace: None,
             feedback: None,
+            state_paths: None,
         }
     }
 }

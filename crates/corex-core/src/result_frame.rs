@@ -173,6 +173,7 @@ mod tests {
     fn header() -> ResultHeader {
         ResultHeader {
             feedback: None,
+            state_paths: None,
             fragment: Hash::of(b"f"),
             model: Hash::of(b"m"),
             loss: 0.5,

@@ -86,6 +86,7 @@ pub(crate) fn header(samples: u32, loss: f32) -> ResultHeader {
         data_commitment: None,
         trace: None,
         feedback: None,
+        state_paths: None,
     }
 }
 

@@ -127,7 +127,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
             fragment: Hash::of(b"fragment"),
             model: Hash::of(b"model"),
             steps: vec![4, 8],
-            feedback: true,
+            feedback: vec![0, 3],
         }),
         encode(&ApiError {
             error: "malformed_body".into(),

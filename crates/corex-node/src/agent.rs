@@ -11,6 +11,7 @@
 
 mod data;
 mod joining;
+mod model;
 mod submit;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use corex_core::fragment::result_commitment;
 use corex_core::messages::{
     DeviceReport, LeaseResponse, LocalDataCommitment, ResultHeader, ResultReport,
 };
+use corex_core::model_update::ModelUpdate;
 use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, hash_f32s};
 use corex_core::trace::{StepTrace, traced_commitment};
@@ -162,8 +164,9 @@ pub struct NodeAgent {
     /// Shared datasets by blob, as far as fetched.
     datasets: HashMap<Hash, ChunkedDataset>,
     local: Option<LocalShard>,
-    /// The newest model version fetched (older ones are never needed again).
-    model: Option<(Hash, Arc<Vec<f32>>)>,
+    /// The model versions used last, newest first (at most `HELD_MODELS`): a segment audit's
+    /// checkpoint does not push out the round's version that the next round's updates apply to.
+    models: Vec<(Hash, Arc<Vec<f32>>)>,
     pub fragments_done: u64,
     /// The last loss computed, which a fragment skipped by an adversary reports.
     last_loss: f32,
@@ -194,7 +197,7 @@ impl NodeAgent {
             jobs: HashMap::new(),
             datasets: HashMap::new(),
             local,
-            model: None,
+            models: Vec::new(),
             fragments_done: 0,
             last_loss: 2.3,
             adversary_state,
@@ -286,6 +289,7 @@ impl NodeAgent {
                     fragment,
                     model,
                     audit,
+                    updates,
                     ..
                 }) => {
                     backoff = Backoff::default();
@@ -293,7 +297,7 @@ impl NodeAgent {
                     // A stop lands even mid-fragment (say, while an upload retries against a
                     // coordinator that has shut down).
                     let outcome = tokio::select! {
-                        outcome = self.work_on(&fragment, &model, audit) => outcome,
+                        outcome = self.work_on(&fragment, &model, &updates, audit) => outcome,
                         _ = stop.changed() => break,
                     };
                     match outcome {
@@ -313,7 +317,7 @@ impl NodeAgent {
                     feedback,
                 }) => {
                     let outcome = tokio::select! {
-                        outcome = self.reveal(&fragment, &model, &steps, feedback) => outcome,
+                        outcome = self.reveal(&fragment, &model, &steps, &feedback) => outcome,
                         _ = stop.changed() => break,
                     };
                     // The coordinator asks again until its audit deadline, when it replays the
@@ -354,6 +358,7 @@ impl NodeAgent {
         &mut self,
         fragment: &Fragment,
         model: &Manifest,
+        updates: &[ModelUpdate],
         audit: bool,
     ) -> Result<(), NodeError> {
         let job = self.job_context(&fragment.job).await?;
@@ -370,7 +375,10 @@ impl NodeAgent {
                 return Ok(self.client.decline_job(&fragment.id, &reason).await?);
             }
         }
-        let parameters = self.model_version(&fragment.model, model).await?;
+        let download = job.descriptor.spec.download_compression;
+        let parameters = self
+            .model_version(&fragment.model, model, updates, &download)
+            .await?;
         let job_name = &job.descriptor.spec.name;
         self.config
             .telemetry
@@ -484,22 +492,6 @@ impl NodeAgent {
             false => job.descriptor.spec.compression,
         };
         self.submit(fragment, &compression, outcome).await
-    }
-
-    async fn model_version(
-        &mut self,
-        hash: &Hash,
-        manifest: &Manifest,
-    ) -> Result<Arc<Vec<f32>>, NodeError> {
-        if let Some((cached, parameters)) = &self.model
-            && cached == hash
-        {
-            return Ok(parameters.clone());
-        }
-        let bytes = self.client.fetch_chunks(hash, manifest).await?;
-        let parameters = Arc::new(bytes_to_f32s(&bytes).map_err(|_| NodeError::BadModel(*hash))?);
-        self.model = Some((*hash, parameters.clone()));
-        Ok(parameters)
     }
 }
 

@@ -22,6 +22,8 @@ pub enum NodeError {
     BadDataset { job: Hash, reason: String },
     #[error("model version {0} is not a whole f32 tensor")]
     BadModel(Hash),
+    #[error("the update to model version {model} is refused: {reason}")]
+    ModelUpdate { model: Hash, reason: String },
     #[error("fragment computation failed: {0}")]
     Compute(String),
     #[error("fragment {fragment} is for data holder {holder}, not this node")]

@@ -2,7 +2,9 @@
 //! `corex_core::compression`): the state it carries from one result to the next, per job, and
 //! the states of its recent results, which an audit may ask it to reveal.
 //!
-//! A result sends `C(v)` for `v = Δ + e` and commits to `H(e)` and `H(e')`, `e' = v − D(C(v))`.
+//! A result sends `C(v)` for `v = Δ + e` and commits to the roots of `e` and `e'`,
+//! `e' = v − D(C(v))` (Merkle trees over the policy's chunks, `corex_core::feedback_state`), so
+//! that an audit can open a sample of chunks.
 //! The node moves on to `e'` only once the coordinator has taken the result; a result refused
 //! leaves the state as it was. When the coordinator says the chain is broken (it restarted and
 //! knows no state of this node), the node starts again from zeros, losing only what it had not
@@ -12,9 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use corex_core::Hash;
-use corex_core::compression::{
-    CompressionSpec, FeedbackCommitment, compress_with_feedback, state_hash,
-};
+use corex_core::compression::{CompressionSpec, FeedbackCommitment, compress_with_feedback};
+use corex_core::feedback_state::{StatePaths, chunk_count, state_paths, state_root};
 use corex_core::tensor::f32s_to_bytes;
 
 use crate::error::NodeError;
@@ -29,6 +30,8 @@ pub(crate) struct CompressedUpdate {
     pub(crate) feedback: FeedbackCommitment,
     before: Arc<Vec<f32>>,
     after: Arc<Vec<f32>>,
+    /// Values per chunk of the policy (and of the states' commitments).
+    chunk: usize,
 }
 
 /// A result's job, round and fragment, and its states before and after.
@@ -38,6 +41,7 @@ struct Revealable {
     fragment: Hash,
     before: Arc<Vec<f32>>,
     after: Arc<Vec<f32>>,
+    chunk: usize,
 }
 
 /// Each job's current state and the states of recent results.
@@ -65,6 +69,9 @@ impl FeedbackStore {
             .filter(|state| state.len() == update.len())
             .cloned()
             .unwrap_or_else(|| Arc::new(vec![0.0; update.len()]));
+        let chunk = spec
+            .chunk_len()
+            .ok_or_else(|| NodeError::Compute("no compression policy".into()))?;
         let (bytes, after) = compress_with_feedback(update, &before, spec)
             .map_err(|error| NodeError::Compute(error.to_string()))?;
         let after = match claim_empty {
@@ -72,14 +79,15 @@ impl FeedbackStore {
             false => after,
         };
         let feedback = FeedbackCommitment {
-            before: state_hash(&before),
-            after: state_hash(&after),
+            before: state_root(&before, chunk),
+            after: state_root(&after, chunk),
         };
         Ok(CompressedUpdate {
             bytes,
             feedback,
             before,
             after: Arc::new(after),
+            chunk,
         })
     }
 
@@ -102,6 +110,7 @@ impl FeedbackStore {
             fragment,
             before: update.before.clone(),
             after: update.after.clone(),
+            chunk: update.chunk,
         });
     }
 
@@ -110,16 +119,31 @@ impl FeedbackStore {
         self.current.remove(job);
     }
 
-    /// The states before and after this node's result for `fragment`, as revealed: f32
-    /// little-endian, `before ‖ after`; `None` once they are no longer kept.
-    pub(crate) fn reveal(&self, fragment: &Hash) -> Option<Vec<u8>> {
+    /// Chunks `chunks` of the states before and after this node's result for `fragment`, as
+    /// revealed: f32 little-endian, those of `before` then those of `after`, with their paths;
+    /// `None` once they are no longer kept (or for chunks the states do not have).
+    pub(crate) fn reveal(&self, fragment: &Hash, chunks: &[u32]) -> Option<(Vec<u8>, StatePaths)> {
         let kept = self
             .revealable
             .iter()
             .find(|kept| kept.fragment == *fragment)?;
-        let mut bytes = f32s_to_bytes(&kept.before);
-        bytes.extend_from_slice(&f32s_to_bytes(&kept.after));
-        Some(bytes)
+        let count = chunk_count(kept.before.len(), kept.chunk);
+        if chunks.iter().any(|index| *index as usize >= count) {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        for state in [&kept.before, &kept.after] {
+            for index in chunks {
+                let start = *index as usize * kept.chunk;
+                let end = (start + kept.chunk).min(state.len());
+                bytes.extend_from_slice(&f32s_to_bytes(&state[start..end]));
+            }
+        }
+        let paths = StatePaths {
+            before: state_paths(&kept.before, kept.chunk, chunks),
+            after: state_paths(&kept.after, kept.chunk, chunks),
+        };
+        Some((bytes, paths))
     }
 }
 
@@ -141,32 +165,43 @@ mod tests {
         let job = Hash::of(b"job");
         let update: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) / 100.0).collect();
         let first = store.compress(&job, &update, &POLICY, false).unwrap();
-        assert_eq!(first.feedback.before, state_hash(&[0.0; 128]));
+        assert_eq!(first.feedback.before, state_root(&[0.0; 128], 64));
         // Not taken: the next result starts from zeros again.
         let again = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(again.feedback, first.feedback);
         store.taken(job, 0, Hash::of(b"f1"), &first);
         let second = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(second.feedback.before, first.feedback.after);
-        // The revealed states: the update is what was sent plus what was kept.
-        let revealed = store.reveal(&Hash::of(b"f1")).unwrap();
+        // The revealed chunk of both states: the update is what was sent plus what was kept,
+        // and each chunk opens against its commitment.
+        let (revealed, paths) = store.reveal(&Hash::of(b"f1"), &[1]).unwrap();
         let states = corex_core::tensor::bytes_to_f32s(&revealed).unwrap();
         let sent = decode(&first.bytes, 128, &POLICY).unwrap();
-        for i in 0..128 {
-            assert!((sent[i] + states[128 + i] - states[i] - update[i]).abs() < 1e-6);
+        for i in 0..64 {
+            assert!((sent[64 + i] + states[64 + i] - states[i] - update[64 + i]).abs() < 1e-6);
         }
+        let opens = |root, values: &[f32], path: &[Hash]| {
+            corex_core::feedback_state::check_chunk(root, 128, 64, 1, values, path)
+        };
+        assert!(opens(
+            &first.feedback.before,
+            &states[..64],
+            &paths.before[0]
+        ));
+        assert!(opens(&first.feedback.after, &states[64..], &paths.after[0]));
+        assert!(store.reveal(&Hash::of(b"f1"), &[2]).is_none(), "no chunk 2");
         store.restart(&job);
         let fresh = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(fresh.feedback, first.feedback);
-        assert!(store.reveal(&Hash::of(b"unknown")).is_none());
+        assert!(store.reveal(&Hash::of(b"unknown"), &[0]).is_none());
         // Many results in one round all stay revealable; two rounds on, the first goes.
         for index in 0..20u8 {
             store.taken(job, 1, Hash::of(&[index]), &second);
         }
-        assert!(store.reveal(&Hash::of(b"f1")).is_some());
-        assert!(store.reveal(&Hash::of(&[0u8])).is_some());
+        assert!(store.reveal(&Hash::of(b"f1"), &[0]).is_some());
+        assert!(store.reveal(&Hash::of(&[0u8]), &[0]).is_some());
         store.taken(job, 2, Hash::of(b"f3"), &second);
-        assert!(store.reveal(&Hash::of(b"f1")).is_none());
-        assert!(store.reveal(&Hash::of(&[0u8])).is_some());
+        assert!(store.reveal(&Hash::of(b"f1"), &[0]).is_none());
+        assert!(store.reveal(&Hash::of(&[0u8]), &[0]).is_some());
     }
 }

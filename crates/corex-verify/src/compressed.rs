@@ -13,6 +13,12 @@
 
 use corex_core::compression::{CompressionSpec, levels, parse};
 
+/// Chunks of a compressed result's feedback states an audit opens (drawn from the audit's
+/// seed, `corex_core::feedback_state::sample_chunks`): every kind of the adversary kit
+/// misstates every chunk; a node that poisons a fraction `f` of the chunks escapes one audit
+/// with probability about `(1 − f)²`.
+pub const OPENED_CHUNKS: usize = 2;
+
 /// Relative slack, in units of a chunk's largest magnitude, for the rounding between the
 /// node's `v` and the audit's `D(C) + e'` (one f32 subtraction and one addition).
 const SLACK_EPSILONS: f32 = 8.0;
@@ -36,18 +42,29 @@ pub fn claimed_update(sent: &[f32], before: &[f32], after: &[f32]) -> Result<Vec
         .collect())
 }
 
-/// Checks that `bytes` is a faithful compression under `spec` of `corrected` (the node's
-/// `v = D(C) + e'`), up to the rounding of forming `corrected`. The reason names the first
-/// chunk and value that disagree.
+/// Checks that `bytes` (a compressed vector of `len` values) is, on each of the `opened`
+/// chunks, a faithful compression under `spec` of the node's `v = D(C) + e'` there, up to the
+/// rounding of forming it. `opened` pairs a chunk's index with its values of `v`. The reason
+/// names the first chunk and value that disagree.
 pub fn check_compression(
     bytes: &[u8],
-    corrected: &[f32],
+    len: usize,
+    opened: &[(usize, Vec<f32>)],
     spec: &CompressionSpec,
 ) -> Result<(), String> {
-    let chunks = parse(bytes, corrected.len(), spec).map_err(|error| error.to_string())?;
+    let chunks = parse(bytes, len, spec).map_err(|error| error.to_string())?;
     let levels = levels(spec).ok_or("no compression policy")?;
-    for chunk in &chunks {
-        let values = &corrected[chunk.start..chunk.start + chunk.len];
+    for (index, values) in opened {
+        let chunk = chunks
+            .get(*index)
+            .ok_or_else(|| format!("no chunk {index} in {} chunks", chunks.len()))?;
+        if values.len() != chunk.len {
+            return Err(format!(
+                "chunk {index} has {} values, {} were opened",
+                chunk.len,
+                values.len()
+            ));
+        }
         let largest = values.iter().fold(0.0_f32, |max, v| max.max(v.abs()));
         let slack = SLACK_EPSILONS * f32::EPSILON * largest;
         let at = |what: String| format!("chunk at value {}: {what}", chunk.start);
@@ -108,6 +125,17 @@ mod tests {
 
     use super::*;
 
+    /// [`check_compression`] with every chunk of `corrected` opened.
+    fn check_whole(bytes: &[u8], corrected: &[f32], spec: &CompressionSpec) -> Result<(), String> {
+        let chunk = spec.chunk_len().unwrap();
+        let opened: Vec<(usize, Vec<f32>)> = corrected
+            .chunks(chunk)
+            .map(<[f32]>::to_vec)
+            .enumerate()
+            .collect();
+        check_compression(bytes, corrected.len(), &opened, spec)
+    }
+
     const POLICY: CompressionSpec = CompressionSpec::TopK {
         chunk: 256,
         k: 8,
@@ -149,7 +177,7 @@ mod tests {
                 .fold(0.0, f32::max);
             assert!(worst < 1e-8, "run {run} round {round}: {worst}");
             let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
-            check_compression(&bytes, &corrected, &POLICY).unwrap();
+            check_whole(&bytes, &corrected, &POLICY).unwrap();
             before = after;
         }
     }
@@ -177,7 +205,7 @@ mod tests {
                 .zip(&delta)
                 .all(|(c, d)| (c - d).abs() < 1e-6)
         );
-        let why = check_compression(&bytes, &corrected, &POLICY).unwrap_err();
+        let why = check_whole(&bytes, &corrected, &POLICY).unwrap_err();
         assert!(why.contains("scales"), "{why}");
         // Sending nothing of a chunk's largest values: the kept set is wrong.
         let mut shifted = delta.clone();
@@ -188,8 +216,32 @@ mod tests {
         let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
         let after: Vec<f32> = delta.iter().zip(&sent).map(|(d, s)| d - s).collect();
         let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
-        let why = check_compression(&bytes, &corrected, &POLICY).unwrap_err();
+        let why = check_whole(&bytes, &corrected, &POLICY).unwrap_err();
         assert!(why.contains("not sent"), "{why}");
+    }
+
+    /// Opening some chunks judges those alone: a poisoned chunk is caught when opened and only
+    /// then, and a chunk opened with the wrong length or index is refused.
+    #[test]
+    fn opened_chunks_are_judged_alone() {
+        let delta = update(1000, 11);
+        let mut poisoned = delta.clone();
+        let chunk = POLICY.chunk_len().unwrap();
+        // Chunk 2 sends values it does not hold: the kept values claim ten times the truth.
+        let bytes = encode(&delta, &POLICY).unwrap();
+        for value in &mut poisoned[2 * chunk..3 * chunk] {
+            *value *= 10.0;
+        }
+        let open = |index: usize, values: &[f32]| {
+            let end = ((index + 1) * chunk).min(values.len());
+            (index, values[index * chunk..end].to_vec())
+        };
+        let honest_chunks = [open(0, &poisoned), open(3, &poisoned)];
+        assert!(check_compression(&bytes, 1000, &honest_chunks, &POLICY).is_ok());
+        let caught = [open(0, &poisoned), open(2, &poisoned)];
+        assert!(check_compression(&bytes, 1000, &caught, &POLICY).is_err());
+        assert!(check_compression(&bytes, 1000, &[(9, vec![0.0; chunk])], &POLICY).is_err());
+        assert!(check_compression(&bytes, 1000, &[(0, vec![0.0; 3])], &POLICY).is_err());
     }
 
     #[test]
@@ -200,7 +252,7 @@ mod tests {
         let entry = chunks[0].entries[0];
         let mut flipped = delta.clone();
         flipped[entry.index as usize] = -flipped[entry.index as usize];
-        assert!(check_compression(&bytes, &flipped, &POLICY).is_err());
+        assert!(check_whole(&bytes, &flipped, &POLICY).is_err());
         // The corrected values claim a magnitude two levels away from the one sent.
         let mut moved = delta.clone();
         let range = chunks[0].hi - chunks[0].lo;
@@ -211,7 +263,7 @@ mod tests {
         };
         let magnitude = chunks[0].lo + range * target as f32 / 3.0;
         moved[entry.index as usize] = magnitude.copysign(delta[entry.index as usize]);
-        assert!(check_compression(&bytes, &moved, &POLICY).is_err());
-        assert!(check_compression(&bytes, &delta, &POLICY).is_ok());
+        assert!(check_whole(&bytes, &moved, &POLICY).is_err());
+        assert!(check_whole(&bytes, &delta, &POLICY).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `audit` | the revealed seed chain, audit draws, adaptive audit rates |
 //! | `compare` | replay comparison with calibrated tolerances (relative L2, cosine) |
-//! | `compressed` | a compressed pseudo-gradient's claimed update and whether its bytes are faithful |
+//! | `compressed` | a compressed pseudo-gradient's claimed update on the opened chunks of its feedback states and whether its bytes are faithful there |
 //! | `capability` | the Freivalds capability challenge |
 //! | `consistency` | Model-PoT gradient consistency and the quality figure |
 //! | `aggregate` | the aggregation rules: the mean and the robust ones (trimmed mean, median, centred clipping) |
@@ -26,7 +26,7 @@ pub use capability::{
     freivalds,
 };
 pub use compare::{Comparison, Tolerance, compare};
-pub use compressed::{check_compression, claimed_update};
+pub use compressed::{OPENED_CHUNKS, check_compression, claimed_update};
 pub use consistency::{
     Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
 };

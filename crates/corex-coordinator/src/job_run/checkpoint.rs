@@ -54,7 +54,11 @@ pub struct JobCheckpoint {
 /// What a running job's rounds move forward, as bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SavedProgression {
-    Training(TrainerState),
+    /// The optimizer's state and, with compressed downloads, the published version.
+    Training {
+        state: TrainerState,
+        published: Option<Vec<f32>>,
+    },
     Outputs {
         parameters: Vec<f32>,
         width: usize,
@@ -66,6 +70,7 @@ pub enum SavedProgression {
 const PARAMETERS: &str = "parameters";
 const PARAM_IDS: &str = "param_ids";
 const OPTIMIZER: &str = "optimizer";
+const PUBLISHED: &str = "published";
 const OUTPUT_VALUES: &str = "output_values";
 const OUTPUT_INDICES: &str = "output_indices";
 
@@ -130,11 +135,17 @@ impl SavedProgression {
     /// The named byte strings it is stored as.
     fn to_tensors(&self) -> Vec<(&'static str, Vec<u8>)> {
         match self {
-            Self::Training(state) => vec![
-                (PARAMETERS, f32s_to_bytes(&state.parameters)),
-                (PARAM_IDS, u64s_to_bytes(&state.param_ids)),
-                (OPTIMIZER, state.optimizer.clone()),
-            ],
+            Self::Training { state, published } => {
+                let mut tensors = vec![
+                    (PARAMETERS, f32s_to_bytes(&state.parameters)),
+                    (PARAM_IDS, u64s_to_bytes(&state.param_ids)),
+                    (OPTIMIZER, state.optimizer.clone()),
+                ];
+                if let Some(published) = published {
+                    tensors.push((PUBLISHED, f32s_to_bytes(published)));
+                }
+                tensors
+            }
             Self::Outputs {
                 parameters,
                 width: _,
@@ -162,12 +173,20 @@ impl SavedProgression {
             |name: &str| CoordinatorError::Storage(format!("a job checkpoint's {name} is torn"));
         let parameters = bytes_to_f32s(&take(PARAMETERS)?).map_err(|_| malformed(PARAMETERS))?;
         Ok(match spec.work.output_width(&spec.model) {
-            None => Self::Training(TrainerState {
-                parameters,
-                param_ids: bytes_to(&take(PARAM_IDS)?, u64::from_le_bytes)
-                    .ok_or_else(|| malformed(PARAM_IDS))?,
-                optimizer: take(OPTIMIZER)?,
-            }),
+            None => Self::Training {
+                state: TrainerState {
+                    parameters,
+                    param_ids: bytes_to(&take(PARAM_IDS)?, u64::from_le_bytes)
+                        .ok_or_else(|| malformed(PARAM_IDS))?,
+                    optimizer: take(OPTIMIZER)?,
+                },
+                published: match spec.download_compression.is_none() {
+                    true => None,
+                    false => {
+                        Some(bytes_to_f32s(&take(PUBLISHED)?).map_err(|_| malformed(PUBLISHED))?)
+                    }
+                },
+            },
             Some(width) => Self::Outputs {
                 parameters,
                 width,
@@ -184,11 +203,12 @@ impl Progression {
     /// This progression as bytes (serializes the optimizer's state: run it off the lock).
     pub(super) fn saved(&self) -> Result<SavedProgression, CoordinatorError> {
         Ok(match self {
-            Self::Training(trainer) => SavedProgression::Training(
-                trainer
+            Self::Training { trainer, published } => SavedProgression::Training {
+                state: trainer
                     .state()
                     .map_err(|error| CoordinatorError::Training(error.to_string()))?,
-            ),
+                published: published.clone(),
+            },
             Self::Outputs {
                 parameters,
                 collected,
@@ -209,9 +229,22 @@ impl Progression {
             CoordinatorError::Storage(format!("a job checkpoint does not fit its job: {error}"))
         };
         Ok(match saved {
-            SavedProgression::Training(state) => Self::Training(Box::new(
-                Trainer::restore(&spec.model, &spec.optimizer, state).map_err(invalid)?,
-            )),
+            SavedProgression::Training { state, published } => {
+                let trainer =
+                    Trainer::restore(&spec.model, &spec.optimizer, state).map_err(invalid)?;
+                if published
+                    .as_ref()
+                    .is_some_and(|published| published.len() != trainer.parameters().len())
+                {
+                    return Err(CoordinatorError::Storage(
+                        "a job checkpoint's published model does not fit its job".into(),
+                    ));
+                }
+                Self::Training {
+                    trainer: Box::new(trainer),
+                    published,
+                }
+            }
             SavedProgression::Outputs {
                 parameters,
                 width,
@@ -390,6 +423,7 @@ impl JobRun {
             closing: None,
             model,
             previous_model: None,
+            updates: VecDeque::new(),
             round: None,
             completed_rounds,
             closed_fragments,

@@ -111,6 +111,7 @@ impl JobRun {
             progression,
             saved,
             parameters,
+            update,
             round,
             plan,
             judged,
@@ -205,11 +206,21 @@ impl JobRun {
 
         // Only training makes a new model version; output work keeps its own to the end.
         let progression = self.progression.insert(progression);
-        if let Progression::Training(_) = progression {
+        if let Progression::Training { .. } = progression {
             if let Some(stale) = self.previous_model.replace(self.model) {
                 blobs.retire(&stale);
             }
+            let from = self.model;
             self.model = blobs.publish(f32s_to_bytes(&parameters));
+            match update {
+                Some(update) => self.updates.push_back((from, blobs.publish(update))),
+                None => self.updates.clear(),
+            }
+            while self.updates.len() > MAX_UPDATE_CHAIN {
+                if let Some((_, stale)) = self.updates.pop_front() {
+                    blobs.retire(&stale);
+                }
+            }
         }
         if last {
             if let Some(weights) = weights {

@@ -33,8 +33,10 @@ pub struct ClosedWork {
     pub(super) progression: Progression,
     /// The progression after this round, as bytes for the job's checkpoint.
     pub(super) saved: Option<SavedProgression>,
-    /// The model after this round (unchanged for output work).
+    /// The model version published after this round (unchanged for output work).
     pub(super) parameters: Vec<f32>,
+    /// With compressed downloads, the update that makes `parameters` from the round's version.
+    pub(super) update: Option<Vec<u8>>,
     pub(super) round: RoundState,
     pub(super) plan: AuditPlan,
     pub(super) judged: Vec<Judged>,
@@ -121,6 +123,7 @@ impl CloseWork {
             {
                 candidate.gradient = &claim.update;
                 candidate.defect = claim.defect.as_deref();
+                candidate.covers = Some(&claim.covers);
             }
         }
         let segments = self.judge_segments(&segment_replays, &current, &mut records)?;
@@ -200,7 +203,7 @@ impl CloseWork {
         match &mut progression {
             // The job's aggregation policy (the mean is exactly single-process training's). A
             // round with nothing left to aggregate leaves the model as it was.
-            Progression::Training(trainer) => {
+            Progression::Training { trainer, .. } => {
                 if !parts.is_empty() {
                     let mean = corex_verify::aggregate(&self.spec.aggregation, &parts)
                         .map_err(|error| CoordinatorError::Training(error.to_string()))?;
@@ -222,12 +225,30 @@ impl CloseWork {
                 }
             }
         }
-        let parameters = progression.parameters();
-        if let Some(index) = parameters.iter().position(|value| !value.is_finite()) {
+        let trained = progression.trained();
+        if let Some(index) = trained.iter().position(|value| !value.is_finite()) {
             return Err(CoordinatorError::Training(format!(
                 "the model diverged: parameter {index} is not finite after the step"
             )));
         }
+        // The next version the nodes get, and the update that makes it from this round's.
+        let update = match &mut progression {
+            Progression::Training {
+                published: Some(published),
+                ..
+            } if !last => {
+                let (update, next) = corex_core::model_update::publish_step(
+                    &trained,
+                    published,
+                    &self.spec.download_compression,
+                )
+                .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                *published = next;
+                Some(update)
+            }
+            _ => None,
+        };
+        let parameters = progression.parameters();
         for judgement in &mut judged {
             judgement.replacement = None;
         }
@@ -246,7 +267,7 @@ impl CloseWork {
             Some(
                 corex_ml::evaluate(
                     &self.spec.model,
-                    &parameters,
+                    &trained,
                     &self.data.dataset,
                     &self.data.split.test,
                 )
@@ -256,10 +277,10 @@ impl CloseWork {
             None
         };
         let weights = match &progression {
-            Progression::Training(_) if last => Some(
+            Progression::Training { .. } if last => Some(
                 corex_ml::to_safetensors_with(
                     &self.spec.model,
-                    &parameters,
+                    &trained,
                     self.standardization.as_ref(),
                 )
                 .map_err(training)?,
@@ -278,6 +299,7 @@ impl CloseWork {
             progression,
             saved,
             parameters,
+            update,
             round: self.round,
             plan,
             judged,
@@ -366,10 +388,6 @@ impl CloseWork {
             else {
                 continue;
             };
-            // A compressed result's update is what it claims with its states.
-            let update = claim
-                .as_ref()
-                .map_or(result.gradient.as_slice(), |claim| claim.update.as_slice());
             let revealed = |step: u32| {
                 reveal
                     .asked
@@ -384,10 +402,24 @@ impl CloseWork {
                     None => continue,
                 },
             };
-            // The chain ends at `w_start − result`.
-            let claimed_update = match revealed(steps_audited.end) {
-                Some(checkpoint) => displacement(start, checkpoint),
-                None => displacement(start, &displacement(current, update)),
+            // The chain ends at `w_start − result`; a compressed result's update is what it
+            // claims on the opened chunks of its states, where the segment is compared.
+            let (claimed_update, covers) = match (revealed(steps_audited.end), claim) {
+                (Some(checkpoint), _) => (displacement(start, checkpoint), None),
+                (None, Some(claim)) => {
+                    let values = claim
+                        .covers
+                        .iter()
+                        .flat_map(|range| range.clone())
+                        .zip(&claim.update)
+                        .map(|(at, update)| start[at] - (current[at] - update))
+                        .collect();
+                    (values, Some(claim.covers.as_slice()))
+                }
+                (None, None) => (
+                    displacement(start, &displacement(current, &result.gradient)),
+                    None,
+                ),
             };
             let range = steps_audited.start as usize..steps_audited.end as usize;
             let claimed = Replay {
@@ -402,6 +434,7 @@ impl CloseWork {
             let judgement = self.comparator.judge_segment(
                 &fragment.id,
                 &claimed,
+                covers,
                 node_replays.get(&reveal.index).copied(),
                 || {
                     corex_ml::replay_segment(

@@ -5,14 +5,18 @@
 //! A compressed result commits to the hashes of the node's error-feedback state before and
 //! after it. Intake takes it only if `before` continues the node's chain (the `after` of its
 //! last accepted result) or restarts it from zeros (a node that lost its state only loses what
-//! it had not sent yet). An audit asks the node for both states; with them the result claims
-//! the dense update `D(C) + after − before`, which the replay judges like any update, and its
-//! bytes must be a faithful compression of `D(C) + after` (`corex_verify::check_compression`).
-//! Unrevealed states count as zeros: the claim is then `D(C)` alone, which no honest update
-//! matches.
+//! it had not sent yet). An audit opens a seeded sample of the states' chunks
+//! (`corex_core::feedback_state`); on those chunks the result claims the update
+//! `D(C) + after − before`, which the replay judges like any update on the same chunks, and its
+//! bytes must be a faithful compression of `D(C) + after` there
+//! (`corex_verify::check_compression`). Unrevealed states count as zeros: the claim is then
+//! `D(C)` alone, which no honest update matches.
 
-use corex_core::compression::{FeedbackCommitment, decode, zero_state_hash};
+use std::ops::Range;
+
+use corex_core::compression::{FeedbackCommitment, decode};
 use corex_core::error::DecodeError;
+use corex_core::feedback_state::{StatePaths, check_chunk, zero_state_root};
 
 use super::*;
 
@@ -27,8 +31,9 @@ pub(super) struct FeedbackChains {
 impl FeedbackChains {
     /// The chains of a job whose updates are compressed; `None` for any other job.
     pub(super) fn for_spec(spec: &JobSpec) -> Option<Self> {
-        (!spec.compression.is_none()).then(|| Self {
-            zero: zero_state_hash(spec.model.parameter_count()),
+        let chunk = spec.compression.chunk_len()?;
+        Some(Self {
+            zero: zero_state_root(spec.model.parameter_count(), chunk),
             heads: BTreeMap::new(),
         })
     }
@@ -58,12 +63,22 @@ pub(super) struct SentCompressed {
 /// A fragment result's values, signed commitment, and what was sent compressed.
 type ResultValues = (Vec<f32>, Hash, Option<SentCompressed>);
 
-/// What an audited compressed result claims once its states are revealed.
+/// What an audited compressed result claims once chunks of its states are revealed.
 pub(super) struct Claim {
-    /// `D(C) + after − before`.
+    /// `D(C) + after − before` on the opened chunks, one after the other.
     pub update: Vec<f32>,
+    /// The values of the update the opened chunks cover, ascending.
+    pub covers: Vec<Range<usize>>,
     /// Why the bytes are not a faithful compression of `D(C) + after`, if they are not.
     pub defect: Option<String>,
+}
+
+/// Chunks `chunks` of a result's two states as a reveal sent them: the values of `before`'s
+/// chunks, then of `after`'s, and their paths.
+pub(super) struct OpenedStates<'a> {
+    pub chunks: &'a [u32],
+    pub values: &'a [f32],
+    pub paths: &'a StatePaths,
 }
 
 impl JobRun {
@@ -101,33 +116,96 @@ impl JobRun {
         }
     }
 
-    /// The claim of compressed result `accepted` given its revealed `before` and `after`
-    /// states, each checked against its commitment first.
+    /// The claim of compressed result `accepted` on the chunks `opened` of its states, each
+    /// chunk first checked against the state's commitment by its path.
     pub(super) fn claim(
         &self,
         accepted: &Accepted,
-        before: &[f32],
-        after: &[f32],
+        opened: OpenedStates<'_>,
     ) -> Result<Claim, CoordinatorError> {
         let Some(SentCompressed { bytes, feedback }) = &accepted.compressed else {
             return Err(CoordinatorError::CompressionMismatch(
                 "states were revealed for a result that is not compressed".into(),
             ));
         };
-        if corex_core::compression::state_hash(before) != feedback.before {
-            return Err(CoordinatorError::FeedbackMismatch { which: "before" });
-        }
-        if corex_core::compression::state_hash(after) != feedback.after {
-            return Err(CoordinatorError::FeedbackMismatch { which: "after" });
-        }
         let sent = accepted.gradient.as_slice();
-        let update = corex_verify::claimed_update(sent, before, after)
-            .map_err(CoordinatorError::WrongShape)?;
-        let corrected: Vec<f32> = sent.iter().zip(after).map(|(s, a)| s + a).collect();
+        let len = sent.len();
+        let chunk = self.spec.compression.chunk_len().unwrap_or(len).max(1);
+        let covers = covered(opened.chunks, chunk, len);
+        let width: usize = covers.iter().map(|range| range.len()).sum();
+        let OpenedStates { values, paths, .. } = opened;
+        if values.len() != 2 * width
+            || paths.before.len() != covers.len()
+            || paths.after.len() != covers.len()
+        {
+            return Err(CoordinatorError::WrongShape(format!(
+                "{} revealed state values and {} + {} paths for {} chunks of {width} values",
+                values.len(),
+                paths.before.len(),
+                paths.after.len(),
+                covers.len()
+            )));
+        }
+        let (before, after) = values.split_at(width);
+        let mut update = Vec::with_capacity(width);
+        let mut corrected = Vec::with_capacity(covers.len());
+        let mut offset = 0;
+        for (position, (range, index)) in covers.iter().zip(opened.chunks).enumerate() {
+            let part = offset..offset + range.len();
+            offset = part.end;
+            let (before, after) = (&before[part.clone()], &after[part]);
+            if !check_chunk(
+                &feedback.before,
+                len,
+                chunk,
+                *index,
+                before,
+                &paths.before[position],
+            ) {
+                return Err(CoordinatorError::FeedbackMismatch { which: "before" });
+            }
+            if !check_chunk(
+                &feedback.after,
+                len,
+                chunk,
+                *index,
+                after,
+                &paths.after[position],
+            ) {
+                return Err(CoordinatorError::FeedbackMismatch { which: "after" });
+            }
+            let sent = &sent[range.clone()];
+            update.extend(
+                corex_verify::claimed_update(sent, before, after)
+                    .map_err(CoordinatorError::WrongShape)?,
+            );
+            corrected.push((
+                *index as usize,
+                sent.iter()
+                    .zip(after)
+                    .map(|(s, a)| s + a)
+                    .collect::<Vec<f32>>(),
+            ));
+        }
         let defect =
-            corex_verify::check_compression(bytes, &corrected, &self.spec.compression).err();
-        Ok(Claim { update, defect })
+            corex_verify::check_compression(bytes, len, &corrected, &self.spec.compression).err();
+        Ok(Claim {
+            update,
+            covers,
+            defect,
+        })
     }
+}
+
+/// The value ranges of chunks `chunks` (of `chunk` values) of a vector of `len`.
+fn covered(chunks: &[u32], chunk: usize, len: usize) -> Vec<Range<usize>> {
+    chunks
+        .iter()
+        .map(|index| {
+            let start = (*index as usize).saturating_mul(chunk).min(len);
+            start..(start + chunk).min(len)
+        })
+        .collect()
 }
 
 /// A compressed result's bytes decoded under `spec`'s policy, for its model.

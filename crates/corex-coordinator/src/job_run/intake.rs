@@ -36,12 +36,17 @@ impl JobRun {
         now_ms: u64,
         engine: Engine<'_>,
     ) -> Result<Submitted, CoordinatorError> {
-        if let Some(task) = self.audit_task(&header.fragment) {
-            let progress = self.submit_audit(task, node, header, tensor, now_ms, engine)?;
-            return Ok(Submitted::only(progress));
-        }
         if let Some(task) = self.reveal_task(&header.fragment) {
             let progress = self.submit_reveal(task, node, header, tensor, now_ms, engine)?;
+            return Ok(Submitted::only(progress));
+        }
+        if header.state_paths.is_some() {
+            return Err(CoordinatorError::WrongShape(
+                "only a reveal carries feedback-state paths".into(),
+            ));
+        }
+        if let Some(task) = self.audit_task(&header.fragment) {
+            let progress = self.submit_audit(task, node, header, tensor, now_ms, engine)?;
             return Ok(Submitted::only(progress));
         }
         let (index, mut accepted) = self.check_result(node, header, tensor)?;

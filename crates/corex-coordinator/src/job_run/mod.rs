@@ -30,7 +30,7 @@
 //! engine lock (judges, aggregates, steps, evaluates), and opens the next round; `compressed`
 //! keeps compressed results' error-feedback chains and claims.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use corex_core::fragment::result_commitment;
@@ -39,6 +39,7 @@ use corex_core::messages::{
     JobOutputs, JobState, JobStatus, LocalDataCommitment, NodeAudit, NodeContribution,
     ResultHeader, ResultRecord, ResultVerdict, RoundRecord,
 };
+use corex_core::model_update::MAX_UPDATE_CHAIN;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::trace::StepTrace;
 use corex_core::{Fragment, Granularity, Hash, JobSpec, NodeId, Standardization, WorkSpec};
@@ -62,7 +63,7 @@ mod close;
 mod close_compute;
 pub use close_compute::{CloseWork, ClosedWork};
 mod compressed;
-use compressed::{Claim, FeedbackChains, SentCompressed, decode_sent};
+use compressed::{Claim, FeedbackChains, OpenedStates, SentCompressed, decode_sent};
 mod declines;
 mod intake;
 pub use intake::{SignedTensor, Submitted};
@@ -207,8 +208,12 @@ pub struct JobData {
 
 /// What the rounds of a job move forward.
 enum Progression {
-    /// The model, which the job's optimizer steps at every round's close.
-    Training(Box<Trainer>),
+    /// The model, which the job's optimizer steps at every round's close, and, in a job with
+    /// compressed downloads, the version published to the nodes (`corex_core::model_update`).
+    Training {
+        trainer: Box<Trainer>,
+        published: Option<Vec<f32>>,
+    },
     /// The rows of a job of output work, collected at parameters fixed for the whole job
     /// (empty for a transform, which has no model).
     Outputs {
@@ -218,10 +223,23 @@ enum Progression {
 }
 
 impl Progression {
-    /// The parameters the current round works at.
+    /// The parameters the current round works at: the published version.
     fn parameters(&self) -> Vec<f32> {
         match self {
-            Self::Training(trainer) => trainer.parameters(),
+            Self::Training {
+                published: Some(published),
+                ..
+            } => published.clone(),
+            Self::Training { trainer, .. } => trainer.parameters(),
+            Self::Outputs { parameters, .. } => parameters.clone(),
+        }
+    }
+
+    /// The parameters the job's owner gets: the optimizer's, which a compressed download
+    /// publishes only in part each round.
+    fn trained(&self) -> Vec<f32> {
+        match self {
+            Self::Training { trainer, .. } => trainer.parameters(),
             Self::Outputs { parameters, .. } => parameters.clone(),
         }
     }
@@ -253,6 +271,10 @@ pub struct JobRun {
     model: Hash,
     /// The version before the current one, kept so late fetches still resolve.
     previous_model: Option<Hash>,
+    /// In a job with compressed downloads, the updates that made the last versions, oldest
+    /// first, the last one making the current version: `(version it starts from, the
+    /// update's blob)`, at most `MAX_UPDATE_CHAIN`.
+    updates: VecDeque<(Hash, Hash)>,
     round: Option<RoundState>,
     completed_rounds: u32,
     closed_fragments: HashSet<Hash>,
@@ -308,8 +330,12 @@ impl JobRun {
                 let parameters = corex_ml::init_parameters(&spec.model, spec.seed);
                 let trainer = Trainer::new(&spec.model, &parameters, &spec.optimizer)
                     .map_err(|error| CoordinatorError::Training(error.to_string()))?;
+                let published = (!spec.download_compression.is_none()).then(|| parameters.clone());
                 (
-                    Progression::Training(Box::new(trainer)),
+                    Progression::Training {
+                        trainer: Box::new(trainer),
+                        published,
+                    },
                     split.train.clone(),
                     parameters,
                 )
@@ -346,6 +372,7 @@ impl JobRun {
             closing: None,
             model,
             previous_model: None,
+            updates: VecDeque::new(),
             round: None,
             completed_rounds: 0,
             closed_fragments: HashSet::new(),
@@ -469,6 +496,13 @@ impl JobRun {
             || self.reveal_task(fragment).is_some()
     }
 
+    /// The updates that lead to model version `model`, oldest first, when the job publishes
+    /// compressed downloads and `model` is its current version: `(version it starts from,
+    /// the update's blob)`.
+    pub fn updates_to(&self, model: &Hash) -> impl Iterator<Item = &(Hash, Hash)> {
+        self.updates.iter().filter(move |_| *model == self.model)
+    }
+
     /// Whether `id` is one of the open round's audit tasks (its replay goes back whole).
     pub fn is_audit_task(&self, id: &Hash) -> bool {
         self.audit_task(id).is_some()
@@ -539,6 +573,7 @@ fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Cand
             gradient: &result.gradient,
             loss: result.loss,
             defect: None,
+            covers: None,
         })
         .collect()
 }

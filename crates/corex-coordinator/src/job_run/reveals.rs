@@ -10,6 +10,7 @@
 //! does not come before the audit deadline, sends the result to the whole-fragment replay, which
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
+use corex_core::feedback_state::{chunk_count, sample_chunks};
 use corex_core::trace::segment_bounds;
 use corex_verify::audited_segment;
 
@@ -27,8 +28,9 @@ pub(super) struct RevealTask {
     pub steps: Option<std::ops::Range<u32>>,
     /// The checkpoints asked for: the segment's interior ends, ascending.
     pub asked: Vec<u32>,
-    /// Whether the result's error-feedback states are asked for too (a compressed result).
-    pub feedback: bool,
+    /// The chunks of the result's error-feedback states asked for too (a compressed result;
+    /// empty otherwise), ascending.
+    pub feedback: Vec<u32>,
     pub answer: RevealAnswer,
 }
 
@@ -53,8 +55,9 @@ impl RevealAnswer {
 
 impl JobRun {
     /// The reveal an audit of `result` (at position `index`, under `seed`) asks for: the
-    /// checkpoints around one segment when `segment` and the result is traced, and a
-    /// compressed result's feedback states always; `None` when there is nothing to ask.
+    /// checkpoints around one segment when `segment` and the result is traced, and a seeded
+    /// sample of a compressed result's feedback-state chunks always; `None` when there is
+    /// nothing to ask.
     pub(super) fn plan_reveal(
         &self,
         index: usize,
@@ -63,13 +66,21 @@ impl JobRun {
         seed: &Hash,
         segment: bool,
     ) -> Option<RevealTask> {
-        let feedback = result.compressed.is_some();
+        let feedback = match (&result.compressed, self.spec.compression.chunk_len()) {
+            (Some(_), Some(chunk)) => sample_chunks(
+                seed,
+                &result.commitment,
+                chunk_count(self.spec.model.parameter_count(), chunk),
+                corex_verify::OPENED_CHUNKS,
+            ),
+            _ => Vec::new(),
+        };
         let planned = if segment && fragment.holder.is_none() {
             self.plan_segment(result, fragment, seed)
         } else {
             None
         };
-        if planned.is_none() && !feedback {
+        if planned.is_none() && feedback.is_empty() {
             return None;
         }
         let (steps, asked) = match planned {
@@ -110,8 +121,9 @@ impl JobRun {
         Some((steps, asked))
     }
 
-    /// What `node` is asked to reveal now, if anything: `(fragment, model, steps, feedback)`.
-    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>, bool)> {
+    /// What `node` is asked to reveal now, if anything: `(fragment, model, steps, feedback
+    /// chunks)`.
+    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>, Vec<u32>)> {
         let round = self.round.as_ref()?;
         let reveal = round
             .auditing
@@ -124,7 +136,7 @@ impl JobRun {
             fragment.id,
             self.model,
             reveal.asked.clone(),
-            reveal.feedback,
+            reveal.feedback.clone(),
         ))
     }
 
@@ -311,12 +323,20 @@ impl JobRun {
         }
         let values = tensor.values;
         let parameters = self.spec.model.parameter_count();
-        let states = if reveal.feedback { 2 } else { 0 };
-        if values.len() != parameters * (reveal.asked.len() + states) {
+        let opened: usize = match self.spec.compression.chunk_len() {
+            Some(chunk) => reveal
+                .feedback
+                .iter()
+                .map(|index| chunk.min(parameters.saturating_sub(*index as usize * chunk)))
+                .sum(),
+            None => 0,
+        };
+        if values.len() != parameters * reveal.asked.len() + 2 * opened {
             return Err(CoordinatorError::WrongShape(format!(
-                "revealed {} values; {} checkpoints and {states} feedback states of {parameters} parameters were asked for",
+                "revealed {} values; {} checkpoints of {parameters} parameters and {} chunks of both feedback states ({opened} values each) were asked for",
                 values.len(),
-                reveal.asked.len()
+                reveal.asked.len(),
+                reveal.feedback.len()
             )));
         }
         if let Some(index) = values.iter().position(|value| !value.is_finite()) {
@@ -324,9 +344,22 @@ impl JobRun {
         }
         let result = round.results[reveal.index].as_ref().ok_or_else(closed)?;
         let (values, states) = values.split_at(parameters * reveal.asked.len());
-        let claim = match states.split_at_checked(parameters) {
-            Some((before, after)) if reveal.feedback => Some(self.claim(result, before, after)?),
-            _ => None,
+        let claim = match (&header.state_paths, reveal.feedback.is_empty()) {
+            (None, true) => None,
+            (Some(paths), false) => Some(self.claim(
+                result,
+                OpenedStates {
+                    chunks: &reveal.feedback,
+                    values: states,
+                    paths,
+                },
+            )?),
+            _ => {
+                return Err(CoordinatorError::WrongShape(
+                    "a reveal carries state paths exactly when feedback states are asked for"
+                        .into(),
+                ));
+            }
         };
         if reveal.asked.is_empty() {
             return Ok((Vec::new(), claim));

@@ -4,7 +4,9 @@
 //! it decides about nodes' audit records comes back as [`RecordDelta`]s that the verifier
 //! applies under the lock.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use corex_core::messages::ResultVerdict;
 use corex_core::{Hash, NodeId};
@@ -85,7 +87,7 @@ impl Comparator {
                         plan.kind,
                         candidate.gradient,
                         candidate.loss,
-                        &node_replay.replay,
+                        &restricted(&node_replay.replay, candidate.covers),
                     )?
                     .is_none(),
                 None => false,
@@ -113,7 +115,12 @@ impl Comparator {
                 }
                 let mismatch = match candidate.defect {
                     Some(defect) => Some(defect.to_owned()),
-                    None => self.mismatch(plan.kind, candidate.gradient, candidate.loss, &truth)?,
+                    None => self.mismatch(
+                        plan.kind,
+                        candidate.gradient,
+                        candidate.loss,
+                        &restricted(&truth, candidate.covers),
+                    )?,
                 };
                 (mismatch, Some(truth), None)
             };
@@ -154,10 +161,13 @@ impl Comparator {
     /// segment (`from_node`), which settles it when they agree; otherwise `replay()` (the
     /// coordinator's own) decides, and judges the node's replay too. A disagreement does not
     /// count against the submitter here: its result then goes to a whole-fragment replay.
+    /// With `covers`, `claimed` holds only those values of the segment's update (a compressed
+    /// result's claim on the opened chunks), and the replays are compared there.
     pub fn judge_segment(
         &self,
         fragment: &Hash,
         claimed: &Replay,
+        covers: Option<&[Range<usize>]>,
         from_node: Option<&NodeReplay>,
         replay: impl FnOnce() -> Result<Replay, CoordinatorError>,
         records: &mut Vec<RecordDelta>,
@@ -165,7 +175,12 @@ impl Comparator {
         let kind = ResultKind::Update;
         if let Some(node_replay) = from_node
             && self
-                .mismatch(kind, &claimed.gradient, claimed.loss, &node_replay.replay)?
+                .mismatch(
+                    kind,
+                    &claimed.gradient,
+                    claimed.loss,
+                    &restricted(&node_replay.replay, covers),
+                )?
                 .is_none()
         {
             return Ok(SegmentJudgement {
@@ -188,7 +203,12 @@ impl Comparator {
             })
             .transpose()?;
         Ok(SegmentJudgement {
-            disagreement: self.mismatch(kind, &claimed.gradient, claimed.loss, &truth)?,
+            disagreement: self.mismatch(
+                kind,
+                &claimed.gradient,
+                claimed.loss,
+                &restricted(&truth, covers),
+            )?,
             audited_by: None,
             auditor_verdict,
         })
@@ -246,6 +266,21 @@ impl Comparator {
                 comparison.relative_l2, comparison.cosine, loss, replay.loss
             )
         }))
+    }
+}
+
+/// `replay` on the values `covers` only (one range after the other), or whole.
+fn restricted<'a>(replay: &'a Replay, covers: Option<&[Range<usize>]>) -> Cow<'a, Replay> {
+    match covers {
+        None => Cow::Borrowed(replay),
+        Some(covers) => Cow::Owned(Replay {
+            gradient: covers
+                .iter()
+                .flat_map(|range| replay.gradient.get(range.clone()).unwrap_or(&[]))
+                .copied()
+                .collect(),
+            loss: replay.loss,
+        }),
     }
 }
 

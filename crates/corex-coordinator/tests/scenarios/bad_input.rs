@@ -64,6 +64,7 @@ fn result_parts(
     let commitment = result_commitment(&key.id(), &fragment.id, &model, &result_hash);
     let header = ResultHeader {
         feedback: None,
+        state_paths: None,
         fragment: fragment.id,
         model,
         loss: 1.0,

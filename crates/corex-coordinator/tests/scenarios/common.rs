@@ -208,6 +208,7 @@ pub fn small_job(optimizer: OptimizerSpec) -> JobSpec {
         federated: None,
         public: false,
         compression: corex_core::compression::CompressionSpec::None,
+        download_compression: corex_core::compression::CompressionSpec::None,
     }
 }
 

@@ -2,6 +2,8 @@
 //! pseudo-gradients sent as chunked top-k at 2 bits with error feedback on the nodes. Honest
 //! nodes are never rejected while every audited result is judged on what it claims with its
 //! revealed feedback states; fakers and a node that lies about its feedback state are caught.
+//! With compressed downloads as well, nodes make each round's model from the one they hold and
+//! the round's published update, and the coordinator serves a fraction of the bytes.
 
 use std::time::Duration;
 
@@ -50,8 +52,19 @@ fn top_k() -> CompressionSpec {
     }
 }
 
+/// The round's model update as the top 1 in 8 of each chunk of 1,024 at 4 bits.
+fn top_k_down() -> CompressionSpec {
+    CompressionSpec::TopK {
+        chunk: 1024,
+        k: 128,
+        bits: 4,
+    }
+}
+
 struct Run {
     accuracy: f32,
+    /// Bytes the coordinator served (models, checkpoints) per fragment computed.
+    sent_per_fragment: f64,
     /// Results rejected, of honest nodes and of cheaters.
     rejected: (u64, u64),
     /// Audited results of honest nodes that were accepted.
@@ -103,8 +116,10 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>, audit_policy: AuditPo
     assert_eq!(status.state, JobState::Finished, "{adversary:?}");
     let report = owner.job_report(&id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let fragments: u64 = status.nodes.values().map(|node| node.fragments).sum();
     let mut run = Run {
         accuracy: status.last_test_accuracy.unwrap_or_default(),
+        sent_per_fragment: sent_bytes(&owner).await as f64 / fragments.max(1) as f64,
         rejected: (0, 0),
         honest_audited: 0,
         cheaters_hard_rejected: 0,
@@ -134,10 +149,47 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>, audit_policy: AuditPo
     run
 }
 
+/// The coordinator's count of bytes it served, from its metrics.
+async fn sent_bytes(client: &corex_net::CoordinatorClient) -> u64 {
+    let (status, body) = client
+        .send_raw("GET", "/metrics", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("corex_transfer_bytes_total{what=\"sent\"} "))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_training_learns_and_no_honest_result_is_rejected() {
     let dense = run(&job(CompressionSpec::None), None, AuditPolicy::default()).await;
     let compressed = run(&job(top_k()), None, AuditPolicy::default()).await;
+    let both_ways = JobSpec {
+        download_compression: top_k_down(),
+        ..job(top_k())
+    };
+    let both_ways = run(&both_ways, None, AuditPolicy::default()).await;
+    println!(
+        "compressed both ways: accuracy {:.2} %, served {:.0} bytes per fragment against {:.0} with whole downloads; {} honest audited results, {} rejected",
+        both_ways.accuracy * 100.0,
+        both_ways.sent_per_fragment,
+        compressed.sent_per_fragment,
+        both_ways.honest_audited,
+        both_ways.rejected.0
+    );
+    assert_eq!(both_ways.rejected.0, 0, "an honest result was rejected");
+    assert!(
+        both_ways.sent_per_fragment * 2.0 < compressed.sent_per_fragment,
+        "nodes applied the published updates"
+    );
+    assert!(
+        both_ways.accuracy >= 0.8 && both_ways.accuracy >= dense.accuracy - 0.05,
+        "compressed both ways {} against whole {}",
+        both_ways.accuracy,
+        dense.accuracy
+    );
     let ratio = CompressionSpec::None.encoded_len(9_610) as f64 / top_k().encoded_len(9_610) as f64;
     println!(
         "accuracy: whole updates {:.2} %, compressed {:.2} % ({ratio:.1}× fewer bytes up); compressed run: {} honest audited results, {} rejected",
@@ -157,6 +209,35 @@ async fn compressed_training_learns_and_no_honest_result_is_rejected() {
         "compressed {} against whole {}",
         compressed.accuracy,
         dense.accuracy
+    );
+}
+
+/// Twenty seeded runs with every result audited (each opening a seeded sample of its feedback
+/// states), compressed both ways: no honest result is ever rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_honest_result_is_rejected_in_twenty_seeded_runs() {
+    let audit_everything = AuditPolicy {
+        probation_audits: u32::MAX,
+        ..AuditPolicy::default()
+    };
+    let (mut audited, mut rejected) = (0, 0);
+    for seed in 1..=20 {
+        let spec = JobSpec {
+            rounds: 4,
+            eval_every: 4,
+            seed,
+            download_compression: top_k_down(),
+            ..job(top_k())
+        };
+        let run = run(&spec, None, audit_everything).await;
+        audited += run.honest_audited;
+        rejected += run.rejected.0;
+    }
+    println!("20 seeded runs: {audited} honest results audited, {rejected} rejected");
+    assert_eq!(rejected, 0, "an honest result was rejected");
+    assert!(
+        audited >= 20 * 4 * 6 / 2,
+        "audits judged the results: {audited}"
     );
 }
 

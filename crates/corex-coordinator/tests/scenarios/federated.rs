@@ -311,6 +311,7 @@ async fn submit(
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
     let header = ResultHeader {
         feedback: None,
+        state_paths: None,
         fragment: fragment.id,
         model: fragment.model,
         loss: 1.0,

@@ -222,6 +222,7 @@ fn framed(
     }
     let header = ResultHeader {
         feedback: None,
+        state_paths: None,
         fragment: id,
         model,
         loss,
@@ -330,12 +331,16 @@ async fn traces_and_reveals_are_checked_before_they_count() {
         fragment: asked_for,
         model: asked_model,
         steps: asked,
-        feedback: false,
+        feedback: asked_chunks,
     } = node.lease(0).await.unwrap()
     else {
         panic!("the audited submitter is asked for checkpoints");
     };
     assert_eq!((asked_for, asked_model), (fragment.id, model));
+    assert!(
+        asked_chunks.is_empty(),
+        "an uncompressed result has no feedback states"
+    );
     assert!(!asked.is_empty() && asked.iter().all(|step| interior.contains(step)));
     let checkpoint = |step: u32| {
         let position = interior.iter().position(|s| *s == step).unwrap();

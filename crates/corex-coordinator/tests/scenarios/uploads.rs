@@ -188,6 +188,7 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
     let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
     let header = ResultHeader {
         feedback: None,
+        state_paths: None,
         fragment: fragment.id,
         model: fragment.model,
         loss: computed.loss,

@@ -59,6 +59,7 @@ impl NodeAgent {
                 data_commitment: outcome.data_commitment,
                 trace: outcome.trace.clone(),
                 feedback: compressed.as_ref().map(|update| update.feedback),
+                state_paths: None,
             };
             let submitted = Instant::now();
             let upload = match self.client.submit_result(&header, tensor).await {
@@ -84,27 +85,30 @@ impl NodeAgent {
     }
 
     /// Sends what an audit asked of this node's result for `fragment` (the checkpoints at
-    /// `steps`, then with `feedback` the error-feedback states before and after it) as a
-    /// result for the fragment's reveal id; declines when they are no longer kept, so that the
-    /// coordinator replays the whole fragment at once.
+    /// `steps`, then the chunks `feedback` of its error-feedback states before and after it,
+    /// with their paths) as a result for the fragment's reveal id; declines when they are no
+    /// longer kept, so that the coordinator replays the whole fragment at once.
     pub(super) async fn reveal(
         &self,
         fragment: &Hash,
         model: &Hash,
         steps: &[u32],
-        feedback: bool,
+        feedback: &[u32],
     ) -> Result<(), NodeError> {
         let checkpoints = self.checkpoints.reveal(fragment, model, steps);
-        let states = match feedback {
-            true => self.feedback.reveal(fragment),
-            false => Some(Vec::new()),
+        let states = match feedback.is_empty() {
+            false => self.feedback.reveal(fragment, feedback).map(Some),
+            true => Some(None),
         };
         let (Some(mut tensor), Some(states)) = (checkpoints, states) else {
             self.client.decline_reveal(fragment).await?;
-            tracing::info!(fragment = %fragment.short(), ?steps, feedback, "checkpoints or feedback states no longer kept; reveal declined");
+            tracing::info!(fragment = %fragment.short(), ?steps, ?feedback, "checkpoints or feedback states no longer kept; reveal declined");
             return Ok(());
         };
-        tensor.extend_from_slice(&states);
+        let state_paths = states.map(|(bytes, paths)| {
+            tensor.extend_from_slice(&bytes);
+            paths
+        });
         let reveal = Fragment::derive_reveal_id(fragment);
         let tensor = ResultTensor::from_bytes(tensor);
         let report = ResultReport {
@@ -112,9 +116,12 @@ impl NodeAgent {
             samples: 0,
             compute_ms: 0,
         };
-        let header = ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report);
+        let header = ResultHeader {
+            state_paths,
+            ..ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report)
+        };
         self.client.submit_result(&header, tensor).await?;
-        tracing::debug!(fragment = %fragment.short(), ?steps, feedback, "checkpoints revealed");
+        tracing::debug!(fragment = %fragment.short(), ?steps, ?feedback, "checkpoints revealed");
         Ok(())
     }
 }
