@@ -15,7 +15,7 @@ use corex_core::messages::{
     ApiError, ChallengeCommit, ChallengeIssued, ChallengeVector, ChunkedResult,
     DeclineRevealRequest, DeviceBenchmark, DeviceReport, JobOutputs, JobReport, JobStatus,
     LeaseRequest, LeaseResponse, MatmulSpeed, MissingChunksRequest, MissingChunksResponse,
-    NodeInfo, RegisterRequest, RegisterResponse, SubmitJobRequest, SubmitJobResponse,
+    NodeInfo, RegisterRequest, RegisterResponse, ResultHeader, SubmitJobRequest, SubmitJobResponse,
     UploadDatasetRequest, UploadDatasetResponse,
 };
 use serde::Serialize;
@@ -117,7 +117,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         }),
         encode(&ChunkedResult {
             header: header(64, 0.75),
-            tensor: manifest,
+            tensor: manifest.clone(),
         }),
         encode(&SubmitJobRequest {
             spec: JobSpec::default_digits(),
@@ -132,6 +132,16 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         encode(&ApiError {
             error: "malformed_body".into(),
             message: "expected value at line 1 column 1".into(),
+        }),
+        encode(&ChunkedResult {
+            header: ResultHeader {
+                state_paths: Some(corex_core::feedback_state::StatePaths {
+                    before: vec![vec![Hash::of(b"sibling")]],
+                    after: vec![vec![Hash::of(b"other sibling")]],
+                }),
+                ..header(0, 0.0)
+            },
+            tensor: manifest,
         }),
     ]
 }
