@@ -57,6 +57,18 @@ pub fn chunk_count(len: usize, chunk: usize) -> usize {
     len.div_ceil(chunk.max(1)).max(1)
 }
 
+/// The level above `level`: each pair's parent, an odd last node carried up.
+fn next_level(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [left, right] => parent(left, right),
+            [carried] => *carried,
+            _ => unreachable!("chunks(2) gives one or two"),
+        })
+        .collect()
+}
+
 /// Every level of the tree over `state`'s chunks, leaves first.
 fn levels(state: &[f32], chunk: usize) -> Vec<Vec<Hash>> {
     let chunk = chunk.max(1);
@@ -70,14 +82,7 @@ fn levels(state: &[f32], chunk: usize) -> Vec<Vec<Hash>> {
     };
     let mut levels = Vec::new();
     while level.len() > 1 {
-        let next = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => parent(left, right),
-                [carried] => *carried,
-                _ => unreachable!("chunks(2) gives one or two"),
-            })
-            .collect();
+        let next = next_level(&level);
         levels.push(std::mem::replace(&mut level, next));
     }
     levels.push(level);
@@ -106,14 +111,7 @@ pub fn zero_state_root(len: usize, chunk: usize) -> Hash {
         })
         .collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => parent(left, right),
-                [carried] => *carried,
-                _ => unreachable!("chunks(2) gives one or two"),
-            })
-            .collect();
+        level = next_level(&level);
     }
     named(len, chunk, &level[0])
 }

@@ -154,25 +154,14 @@ impl JobRun {
             let part = offset..offset + range.len();
             offset = part.end;
             let (before, after) = (&before[part.clone()], &after[part]);
-            if !check_chunk(
-                &feedback.before,
-                len,
-                chunk,
-                *index,
-                before,
-                &paths.before[position],
-            ) {
-                return Err(CoordinatorError::FeedbackMismatch { which: "before" });
-            }
-            if !check_chunk(
-                &feedback.after,
-                len,
-                chunk,
-                *index,
-                after,
-                &paths.after[position],
-            ) {
-                return Err(CoordinatorError::FeedbackMismatch { which: "after" });
+            let states = [
+                ("before", &feedback.before, before, &paths.before[position]),
+                ("after", &feedback.after, after, &paths.after[position]),
+            ];
+            for (which, root, values, path) in states {
+                if !check_chunk(root, len, chunk, *index, values, path) {
+                    return Err(CoordinatorError::FeedbackMismatch { which });
+                }
             }
             let sent = &sent[range.clone()];
             update.extend(
