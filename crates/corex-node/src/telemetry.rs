@@ -23,6 +23,20 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabels {
+    how: &'static str,
+}
+
+/// How a node got a model version it had not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelObtained {
+    /// Made from a held version and the rounds' compressed updates.
+    Updates,
+    /// Fetched whole.
+    Whole,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: &'static str,
 }
@@ -69,6 +83,8 @@ pub struct NodeTelemetry {
     computed: Family<KindLabels, Counter>,
     submitted: Counter,
     verdicts: Family<VerdictLabels, Counter>,
+    models: Family<HowLabels, Counter>,
+    model_bytes: Family<HowLabels, Counter>,
     gflops: FloatGauge,
     earned: FloatGauge,
     status: Mutex<NodeStatusLine>,
@@ -96,6 +112,8 @@ impl NodeTelemetry {
             computed: Family::default(),
             submitted: Counter::default(),
             verdicts: Family::default(),
+            models: Family::default(),
+            model_bytes: Family::default(),
             gflops: FloatGauge::default(),
             earned: FloatGauge::default(),
             status: Mutex::new(NodeStatusLine::default()),
@@ -114,6 +132,16 @@ impl NodeTelemetry {
             "results_judged",
             "Verdicts on this node's results as the ledger records them (accepted, soft_reject, hard_reject)",
             telemetry.verdicts.clone(),
+        );
+        registry.register(
+            "models_obtained",
+            "Model versions obtained that were not held, by how (updates: a held version and the rounds' compressed updates; whole)",
+            telemetry.models.clone(),
+        );
+        registry.register(
+            "model_bytes_fetched",
+            "Bytes fetched to obtain model versions, by how",
+            telemetry.model_bytes.clone(),
         );
         registry.register(
             "compute_speed_gflops",
@@ -156,6 +184,18 @@ impl NodeTelemetry {
         let mut status = self.status();
         status.fragments += 1;
         status.gflops = gflops;
+    }
+
+    /// A model version not held was obtained `how`, fetching `bytes`.
+    pub fn model_obtained(&self, how: ModelObtained, bytes: u64) {
+        let how = match how {
+            ModelObtained::Updates => "updates",
+            ModelObtained::Whole => "whole",
+        };
+        self.models.get_or_create(&HowLabels { how }).inc();
+        self.model_bytes
+            .get_or_create(&HowLabels { how })
+            .inc_by(bytes);
     }
 
     pub fn result_submitted(&self) {
@@ -249,4 +289,26 @@ pub async fn serve_metrics(
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_versions_are_counted_by_how_they_came() {
+        let telemetry = NodeTelemetry::new();
+        telemetry.model_obtained(ModelObtained::Whole, 1_000);
+        telemetry.model_obtained(ModelObtained::Updates, 60);
+        telemetry.model_obtained(ModelObtained::Updates, 40);
+        let text = telemetry.encode();
+        for line in [
+            "corex_node_models_obtained_total{how=\"whole\"} 1",
+            "corex_node_models_obtained_total{how=\"updates\"} 2",
+            "corex_node_model_bytes_fetched_total{how=\"whole\"} 1000",
+            "corex_node_model_bytes_fetched_total{how=\"updates\"} 100",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 }

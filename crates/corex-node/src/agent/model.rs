@@ -7,6 +7,7 @@ use corex_core::model_update::{self, MAX_UPDATE_CHAIN, ModelUpdate};
 use corex_core::tensor::f32s_to_bytes;
 
 use super::*;
+use crate::telemetry::ModelObtained;
 
 /// Model versions a node keeps: the round's and one more (an audit's checkpoint, or the
 /// version before).
@@ -39,6 +40,9 @@ impl NodeAgent {
             {
                 Ok(parameters) => {
                     let bytes: u64 = chain.iter().map(|update| update.delta.total_bytes).sum();
+                    self.config
+                        .telemetry
+                        .model_obtained(ModelObtained::Updates, bytes);
                     tracing::debug!(model = %hash.short(), updates = chain.len(), bytes, "model version made from the held one and the rounds' updates");
                     return Ok(self.hold(*hash, parameters));
                 }
@@ -48,6 +52,9 @@ impl NodeAgent {
             }
         }
         let bytes = self.client.fetch_chunks(hash, manifest).await?;
+        self.config
+            .telemetry
+            .model_obtained(ModelObtained::Whole, bytes.len() as u64);
         let parameters = bytes_to_f32s(&bytes).map_err(|_| NodeError::BadModel(*hash))?;
         Ok(self.hold(*hash, parameters))
     }
