@@ -96,10 +96,21 @@ pub struct Candidate<'a> {
     /// Why the result fails its audit whatever a replay says (a compressed result whose bytes
     /// are not a faithful compression of what it claims), if it does.
     pub defect: Option<&'a str>,
-    /// The values of the update `gradient` holds, one range after the other, when it holds
-    /// only some (a compressed result's claim on the opened chunks of its feedback states):
-    /// replays are compared on those values. `None`: the whole tensor.
-    pub covers: Option<&'a [std::ops::Range<usize>]>,
+    /// The part of the update `gradient` holds, when it holds only some (a compressed
+    /// result's claim on the opened chunks of its feedback states): replays are compared on
+    /// those values. `None`: the whole tensor.
+    pub opened: Option<Opened<'a>>,
+}
+
+/// The part of an update a claim holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened<'a> {
+    /// The values held, one range after the other.
+    pub covers: &'a [std::ops::Range<usize>],
+    /// How far rounding may take the claim from the node's update (L2): where the replay is
+    /// exactly zero on these values, a claim no larger matches it
+    /// (`corex_verify::claim_rounding`).
+    pub rounding: f64,
 }
 
 /// What an audit recomputes: the result tensor and the mean loss.

@@ -83,7 +83,7 @@ pub fn compare(
 }
 
 /// Euclidean norm, in f64.
-pub(crate) fn norm(values: &[f32]) -> f64 {
+pub fn norm(values: &[f32]) -> f64 {
     values
         .iter()
         .map(|v| f64::from(*v) * f64::from(*v))

@@ -42,6 +42,25 @@ pub fn claimed_update(sent: &[f32], before: &[f32], after: &[f32]) -> Result<Vec
         .collect())
 }
 
+/// How far rounding may take [`claimed_update`] from the update the node computed, as an L2
+/// norm: `SLACK_EPSILONS` f32 epsilons of `|sent| + |after| + |before|` per value. Where a
+/// replay is exactly zero (a chunk no sample touched: Adam leaves such values exactly
+/// unchanged), the claim `sent + after − before` of an honest node is zero only up to this
+/// rounding, so a claim within it matches.
+pub fn claim_rounding(sent: &[f32], before: &[f32], after: &[f32]) -> f64 {
+    sent.iter()
+        .zip(after)
+        .enumerate()
+        .map(|(i, (s, a))| {
+            let b = before.get(i).copied().unwrap_or(0.0);
+            let bound = f64::from(SLACK_EPSILONS * f32::EPSILON)
+                * (f64::from(s.abs()) + f64::from(a.abs()) + f64::from(b.abs()));
+            bound * bound
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// Checks that `bytes` (a compressed vector of `len` values) is, on each of the `opened`
 /// chunks, a faithful compression under `spec` of the node's `v = D(C) + e'` there, up to the
 /// rounding of forming it. `opened` pairs a chunk's index with its values of `v`. The reason
@@ -218,6 +237,24 @@ mod tests {
         let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
         let why = check_whole(&bytes, &corrected, &POLICY).unwrap_err();
         assert!(why.contains("not sent"), "{why}");
+    }
+
+    /// Where the node's update is exactly zero (values no sample touched), the claim
+    /// `D(C) + e' − e` is zero only up to rounding, and never beyond `claim_rounding`.
+    #[test]
+    fn a_zero_update_claims_zero_within_its_rounding() {
+        let mut nonzero = 0;
+        for run in 0..200 {
+            let before = update(1000, run + 1);
+            let zero = vec![0.0; 1000];
+            let (bytes, after) = compress_with_feedback(&zero, &before, &POLICY).unwrap();
+            let sent = decode(&bytes, 1000, &POLICY).unwrap();
+            let claimed = claimed_update(&sent, &before, &after).unwrap();
+            let norm = crate::compare::norm(&claimed);
+            nonzero += usize::from(norm > 0.0);
+            assert!(norm <= claim_rounding(&sent, &before, &after), "run {run}: {norm}");
+        }
+        println!("{nonzero} of 200 zero updates claimed a nonzero rounding");
     }
 
     /// Opening some chunks judges those alone: a poisoned chunk is caught when opened and only

@@ -25,8 +25,8 @@ pub use capability::{
     CHALLENGE_SIZE, challenge_matrices, check_vector, commit_product, demonstrated_gflops,
     freivalds,
 };
-pub use compare::{Comparison, Tolerance, compare};
-pub use compressed::{OPENED_CHUNKS, check_compression, claimed_update};
+pub use compare::{Comparison, Tolerance, compare, norm};
+pub use compressed::{OPENED_CHUNKS, check_compression, claim_rounding, claimed_update};
 pub use consistency::{
     Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
 };

@@ -214,7 +214,11 @@ impl JobRun {
             self.model = blobs.publish(f32s_to_bytes(&parameters));
             match update {
                 Some(update) => self.updates.push_back((from, blobs.publish(update))),
-                None => self.updates.clear(),
+                None => {
+                    for (_, stale) in self.updates.drain(..) {
+                        blobs.retire(&stale);
+                    }
+                }
             }
             while self.updates.len() > MAX_UPDATE_CHAIN {
                 if let Some((_, stale)) = self.updates.pop_front() {

@@ -123,7 +123,7 @@ impl CloseWork {
             {
                 candidate.gradient = &claim.update;
                 candidate.defect = claim.defect.as_deref();
-                candidate.covers = Some(&claim.covers);
+                candidate.opened = Some(claim.opened());
             }
         }
         let segments = self.judge_segments(&segment_replays, &current, &mut records)?;
@@ -404,7 +404,7 @@ impl CloseWork {
             };
             // The chain ends at `w_start − result`; a compressed result's update is what it
             // claims on the opened chunks of its states, where the segment is compared.
-            let (claimed_update, covers) = match (revealed(steps_audited.end), claim) {
+            let (claimed_update, opened) = match (revealed(steps_audited.end), claim) {
                 (Some(checkpoint), _) => (displacement(start, checkpoint), None),
                 (None, Some(claim)) => {
                     let values = claim
@@ -414,7 +414,7 @@ impl CloseWork {
                         .zip(&claim.update)
                         .map(|(at, update)| start[at] - (current[at] - update))
                         .collect();
-                    (values, Some(claim.covers.as_slice()))
+                    (values, Some(claim.opened()))
                 }
                 (None, None) => (
                     displacement(start, &displacement(current, &result.gradient)),
@@ -434,7 +434,7 @@ impl CloseWork {
             let judgement = self.comparator.judge_segment(
                 &fragment.id,
                 &claimed,
-                covers,
+                opened,
                 node_replays.get(&reveal.index).copied(),
                 || {
                     corex_ml::replay_segment(

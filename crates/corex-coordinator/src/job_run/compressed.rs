@@ -69,8 +69,20 @@ pub(super) struct Claim {
     pub update: Vec<f32>,
     /// The values of the update the opened chunks cover, ascending.
     pub covers: Vec<Range<usize>>,
+    /// How far rounding may take `update` from the node's (`corex_verify::claim_rounding`).
+    pub rounding: f64,
     /// Why the bytes are not a faithful compression of `D(C) + after`, if they are not.
     pub defect: Option<String>,
+}
+
+impl Claim {
+    /// What the judge compares the claim on.
+    pub(super) fn opened(&self) -> Opened<'_> {
+        Opened {
+            covers: &self.covers,
+            rounding: self.rounding,
+        }
+    }
 }
 
 /// Chunks `chunks` of a result's two states as a reveal sent them: the values of `before`'s
@@ -148,6 +160,7 @@ impl JobRun {
         }
         let (before, after) = values.split_at(width);
         let mut update = Vec::with_capacity(width);
+        let mut rounding = 0.0_f64;
         let mut corrected = Vec::with_capacity(covers.len());
         let mut offset = 0;
         for (position, (range, index)) in covers.iter().zip(opened.chunks).enumerate() {
@@ -164,6 +177,7 @@ impl JobRun {
                 }
             }
             let sent = &sent[range.clone()];
+            rounding += corex_verify::claim_rounding(sent, before, after).powi(2);
             update.extend(
                 corex_verify::claimed_update(sent, before, after)
                     .map_err(CoordinatorError::WrongShape)?,
@@ -181,6 +195,7 @@ impl JobRun {
         Ok(Claim {
             update,
             covers,
+            rounding: rounding.sqrt(),
             defect,
         })
     }

@@ -53,7 +53,7 @@ use crate::federated::{HeldOut, held_out_checks, judge_federated, may_hold};
 use crate::outputs::{Outputs, fixed_parameters, pass_samples};
 use crate::prepared::PreparedData;
 use crate::verification::{
-    AuditPlan, Candidate, NodeReplay, Replay, ResultKind, RoundJudgement, Screen, Verifier,
+    AuditPlan, Candidate, NodeReplay, Opened, Replay, ResultKind, RoundJudgement, Screen, Verifier,
 };
 
 mod audit_phase;
@@ -478,12 +478,16 @@ impl JobRun {
     }
 
     /// Ends the job at its owner's request: the open round is dropped (its results are not
-    /// aggregated, recorded or paid), and the checkpoints its audits published are retired.
+    /// aggregated, recorded or paid), and the checkpoints its audits published and its model
+    /// updates are retired.
     pub fn cancel(&mut self, blobs: &mut BlobStore, now_ms: u64) {
         if let Some(auditing) = self.round.take().and_then(|round| round.auditing) {
             for hash in &auditing.published {
                 blobs.retire(hash);
             }
+        }
+        for (_, update) in self.updates.drain(..) {
+            blobs.retire(&update);
         }
         self.end(JobState::Cancelled, now_ms);
     }
@@ -573,7 +577,7 @@ fn candidates<'a>(accepted: &[&'a Accepted], fragments: &[Fragment]) -> Vec<Cand
             gradient: &result.gradient,
             loss: result.loss,
             defect: None,
-            covers: None,
+            opened: None,
         })
         .collect()
 }

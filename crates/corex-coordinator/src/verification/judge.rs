@@ -13,7 +13,8 @@ use corex_core::{Hash, NodeId};
 use corex_verify::{Tolerance, compare};
 
 use super::{
-    AuditPlan, Candidate, Judged, NodeReplay, Replay, ResultKind, RoundJudgement, SegmentJudgement,
+    AuditPlan, Candidate, Judged, NodeReplay, Opened, Replay, ResultKind, RoundJudgement,
+    SegmentJudgement,
 };
 use crate::error::CoordinatorError;
 
@@ -87,7 +88,8 @@ impl Comparator {
                         plan.kind,
                         candidate.gradient,
                         candidate.loss,
-                        &restricted(&node_replay.replay, candidate.covers),
+                        &node_replay.replay,
+                        candidate.opened,
                     )?
                     .is_none(),
                 None => false,
@@ -119,7 +121,8 @@ impl Comparator {
                         plan.kind,
                         candidate.gradient,
                         candidate.loss,
-                        &restricted(&truth, candidate.covers),
+                        &truth,
+                        candidate.opened,
                     )?,
                 };
                 (mismatch, Some(truth), None)
@@ -161,13 +164,13 @@ impl Comparator {
     /// segment (`from_node`), which settles it when they agree; otherwise `replay()` (the
     /// coordinator's own) decides, and judges the node's replay too. A disagreement does not
     /// count against the submitter here: its result then goes to a whole-fragment replay.
-    /// With `covers`, `claimed` holds only those values of the segment's update (a compressed
-    /// result's claim on the opened chunks), and the replays are compared there.
+    /// With `opened`, `claimed` holds only those values of the segment's update (a
+    /// compressed result's claim on the opened chunks), and the replays are compared there.
     pub fn judge_segment(
         &self,
         fragment: &Hash,
         claimed: &Replay,
-        covers: Option<&[Range<usize>]>,
+        opened: Option<Opened<'_>>,
         from_node: Option<&NodeReplay>,
         replay: impl FnOnce() -> Result<Replay, CoordinatorError>,
         records: &mut Vec<RecordDelta>,
@@ -179,7 +182,8 @@ impl Comparator {
                     kind,
                     &claimed.gradient,
                     claimed.loss,
-                    &restricted(&node_replay.replay, covers),
+                    &node_replay.replay,
+                    opened,
                 )?
                 .is_none()
         {
@@ -203,12 +207,7 @@ impl Comparator {
             })
             .transpose()?;
         Ok(SegmentJudgement {
-            disagreement: self.mismatch(
-                kind,
-                &claimed.gradient,
-                claimed.loss,
-                &restricted(&truth, covers),
-            )?,
+            disagreement: self.mismatch(kind, &claimed.gradient, claimed.loss, &truth, opened)?,
             audited_by: None,
             auditor_verdict,
         })
@@ -231,6 +230,7 @@ impl Comparator {
             &node_replay.replay.gradient,
             node_replay.replay.loss,
             truth,
+            None,
         )?;
         Ok(match mismatch {
             None => accepted_audit(true),
@@ -245,21 +245,38 @@ impl Comparator {
     }
 
     /// `None` when a result (tensor and reported loss) matches a replay: within tolerance,
-    /// or bit for bit for transformed rows; otherwise why not.
+    /// or bit for bit for transformed rows; otherwise why not. With `opened`, the result holds
+    /// those values only and the replay is compared there; where the replay is exactly zero
+    /// there, a result within the claim's rounding matches it.
     fn mismatch(
         &self,
         kind: ResultKind,
         gradient: &[f32],
         loss: f32,
         replay: &Replay,
+        opened: Option<Opened<'_>>,
     ) -> Result<Option<String>, CoordinatorError> {
+        let replay = restricted(replay, opened.map(|opened| opened.covers));
         if kind == ResultKind::TransformedRows {
-            return Ok(exact_mismatch(gradient, loss, replay));
+            return Ok(exact_mismatch(gradient, loss, &replay));
+        }
+        let loss_matches =
+            (loss - replay.loss).abs() <= LOSS_TOLERANCE * replay.loss.abs().max(1e-3);
+        let zero_within_rounding = opened.is_some_and(|opened| {
+            replay.gradient.len() == gradient.len()
+                && replay.gradient.iter().all(|value| *value == 0.0)
+                && corex_verify::norm(gradient) <= opened.rounding
+        });
+        if zero_within_rounding {
+            return Ok((!loss_matches).then(|| {
+                format!(
+                    "reported loss {loss:.6} against the replay's {:.6}",
+                    replay.loss
+                )
+            }));
         }
         let comparison = compare(gradient, &replay.gradient, &self.tolerance)
             .map_err(|error| CoordinatorError::Training(error.to_string()))?;
-        let loss_matches =
-            (loss - replay.loss).abs() <= LOSS_TOLERANCE * replay.loss.abs().max(1e-3);
         Ok((!(comparison.within && loss_matches)).then(|| {
             format!(
                 "replay disagrees: relative L2 {:.3e}, cosine {:.4}, reported loss {:.6} against {:.6}",

@@ -271,7 +271,7 @@ fn calibrate(
                     gradient: &s.values,
                     loss: s.loss,
                     defect: None,
-                    covers: None,
+                    opened: None,
                 })
                 .collect();
             // Then the real verifier judges the round: its own audit draws and consistency
