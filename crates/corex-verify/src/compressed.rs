@@ -252,7 +252,10 @@ mod tests {
             let claimed = claimed_update(&sent, &before, &after).unwrap();
             let norm = crate::compare::norm(&claimed);
             nonzero += usize::from(norm > 0.0);
-            assert!(norm <= claim_rounding(&sent, &before, &after), "run {run}: {norm}");
+            assert!(
+                norm <= claim_rounding(&sent, &before, &after),
+                "run {run}: {norm}"
+            );
         }
         println!("{nonzero} of 200 zero updates claimed a nonzero rounding");
     }
