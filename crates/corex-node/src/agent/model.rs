@@ -32,7 +32,10 @@ impl NodeAgent {
             .iter()
             .enumerate()
             .rev()
-            .find_map(|(start, update)| Some((&updates[start..], self.held(&update.from)?)));
+            .find_map(|(start, update)| {
+                let (_, base) = self.models.iter().find(|(held, _)| *held == update.from)?;
+                Some((&updates[start..], base.clone()))
+            });
         if let Some((chain, base)) = chain.filter(|_| updates.len() <= MAX_UPDATE_CHAIN) {
             match self
                 .apply_updates(hash, manifest, chain, download, base)
