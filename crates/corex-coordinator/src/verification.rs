@@ -97,7 +97,7 @@ pub struct Candidate<'a> {
     /// are not a faithful compression of what it claims), if it does.
     pub defect: Option<&'a str>,
     /// The part of the update `gradient` holds, when it holds only some (a compressed
-    /// result's claim on the opened chunks of its feedback states): replays are compared on
+    /// result's claim on the opened leaves of its feedback states): replays are compared on
     /// those values. `None`: the whole tensor.
     pub opened: Option<Opened<'a>>,
 }

@@ -357,8 +357,8 @@ pub fn compress_with_feedback(
 }
 
 /// What a compressed result commits to about its node's error feedback: the state it started
-/// from and the state it kept, each as [`crate::feedback_state::state_root`] over the policy's
-/// chunks. The first result of a node in a job,
+/// from and the state it kept, each as [`crate::feedback_state::state_root`] over leaves of
+/// [`crate::feedback_state::LEAF_VALUES`] values. The first result of a node in a job,
 /// and any result after the node lost its state, starts from zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedbackCommitment {

@@ -1,16 +1,21 @@
 //! Commitments to a node's error-feedback state that an audit can open in part: a Merkle tree
-//! over the state's compression chunks, so that a reveal sends a seeded sample of chunks with
+//! over runs of [`LEAF_VALUES`] values, so that a reveal sends a seeded sample of leaves with
 //! their paths instead of the whole state (two dense vectors per audited result otherwise).
 //!
-//! A state of `len` values is cut into the compression's chunks of `chunk` values (the last
-//! one shorter). Leaf `i` is `H("corex-state-chunk" ‖ i u64 ‖ f32 bytes of chunk i)`; a parent
-//! is `H("corex-state-node" ‖ left ‖ right)`; a level of odd length carries its last node up
-//! unchanged. The state's root is `H("corex-feedback-state" ‖ len u64 ‖ chunk u32 ‖ tree
+//! A state of `len` values is cut into leaves of `leaf` values (the last one shorter). Leaf `i`
+//! is `H("corex-state-leaf" ‖ i u64 ‖ f32 bytes of leaf i)`; a parent is
+//! `H("corex-state-node" ‖ left ‖ right)`; a level of odd length carries its last node up
+//! unchanged. The state's root is `H("corex-feedback-state" ‖ len u64 ‖ leaf u32 ‖ tree
 //! root)`, so the root names the layout too. A path lists the siblings from the leaf up,
 //! skipping levels where the node was carried.
 //!
-//! Which chunks an audit opens is drawn from the audit's revealed seed and the result's
-//! commitment ([`sample_chunks`]): the node committed to its states before the seed was known.
+//! Leaves are independent of the compression's chunks: a leaf may lie inside a chunk or span
+//! several, and an audit checks each opened value against its chunk's kept entries and scales
+//! (`corex_verify::check_compression`). Smaller leaves make a reveal smaller for the same
+//! number of sampled positions.
+//!
+//! Which leaves an audit opens is drawn from the audit's revealed seed and the result's
+//! commitment ([`sample_leaves`]): the node committed to its states before the seed was known.
 //!
 //! Pure: no I/O.
 
@@ -18,11 +23,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
 
-/// The deepest path a state of at most 2^32 chunks has.
+/// The deepest path a state of at most 2^32 leaves has.
 pub const MAX_PATH: usize = 32;
 
-/// The opened chunks of a result's two feedback states: one path per asked chunk, in the
-/// order asked, for the state before the result and the state after it.
+/// Values per leaf of the protocol's feedback-state commitments: 2 KB of f32, an eighth of a
+/// 4,096-value compression chunk.
+pub const LEAF_VALUES: usize = 512;
+
+/// The opened leaves of a result's two feedback states: one path per asked leaf, in the order
+/// asked, for the state before the result and the state after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatePaths {
     pub before: Vec<Vec<Hash>>,
@@ -31,7 +40,7 @@ pub struct StatePaths {
 
 fn leaf(index: usize, values: &[f32]) -> Hash {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"corex-state-chunk");
+    hasher.update(b"corex-state-leaf");
     hasher.update(&(index as u64).to_le_bytes());
     for value in values {
         hasher.update(&value.to_le_bytes());
@@ -43,18 +52,25 @@ fn parent(left: &Hash, right: &Hash) -> Hash {
     Hash::of_parts(&[b"corex-state-node", left.as_bytes(), right.as_bytes()])
 }
 
-fn named(len: usize, chunk: usize, tree_root: &Hash) -> Hash {
+fn named(len: usize, leaf: usize, tree_root: &Hash) -> Hash {
     Hash::of_parts(&[
         b"corex-feedback-state",
         &(len as u64).to_le_bytes(),
-        &(chunk as u32).to_le_bytes(),
+        &(leaf as u32).to_le_bytes(),
         tree_root.as_bytes(),
     ])
 }
 
-/// The chunks of a state of `len` values, at least one.
-pub fn chunk_count(len: usize, chunk: usize) -> usize {
-    len.div_ceil(chunk.max(1)).max(1)
+/// The leaves of a state of `len` values, at least one.
+pub fn leaf_count(len: usize, leaf: usize) -> usize {
+    len.div_ceil(leaf.max(1)).max(1)
+}
+
+/// The values leaf `index` of a state of `len` values holds (empty past the end).
+pub fn leaf_range(len: usize, leaf: usize, index: u32) -> std::ops::Range<usize> {
+    let leaf = leaf.max(1);
+    let start = (index as usize).saturating_mul(leaf).min(len);
+    start..start.saturating_add(leaf).min(len)
 }
 
 /// The level above `level`: each pair's parent, an odd last node carried up.
@@ -69,13 +85,12 @@ fn next_level(level: &[Hash]) -> Vec<Hash> {
         .collect()
 }
 
-/// Every level of the tree over `state`'s chunks, leaves first.
-fn levels(state: &[f32], chunk: usize) -> Vec<Vec<Hash>> {
-    let chunk = chunk.max(1);
+/// Every level of the tree over `state`'s leaves, leaves first.
+fn levels(state: &[f32], leaf_len: usize) -> Vec<Vec<Hash>> {
     let mut level: Vec<Hash> = match state.is_empty() {
         true => vec![leaf(0, &[])],
         false => state
-            .chunks(chunk)
+            .chunks(leaf_len.max(1))
             .enumerate()
             .map(|(index, values)| leaf(index, values))
             .collect(),
@@ -89,36 +104,34 @@ fn levels(state: &[f32], chunk: usize) -> Vec<Vec<Hash>> {
     levels
 }
 
-/// The commitment to an error-feedback state cut into chunks of `chunk` values.
-pub fn state_root(state: &[f32], chunk: usize) -> Hash {
-    let levels = levels(state, chunk);
-    named(state.len(), chunk, &levels[levels.len() - 1][0])
+/// The commitment to an error-feedback state cut into leaves of `leaf` values.
+pub fn state_root(state: &[f32], leaf: usize) -> Hash {
+    let levels = levels(state, leaf);
+    named(state.len(), leaf, &levels[levels.len() - 1][0])
 }
 
-/// [`state_root`] of `len` zeros (a node's first state in a job), computed from one chunk's
-/// leaf per position without allocating the state.
-pub fn zero_state_root(len: usize, chunk: usize) -> Hash {
-    let chunk = chunk.max(1);
-    let zeros = vec![0.0_f32; chunk.min(len.max(1))];
-    let count = chunk_count(len, chunk);
+/// [`state_root`] of `len` zeros (a node's first state in a job), computed leaf by leaf
+/// without allocating the state.
+pub fn zero_state_root(len: usize, leaf_len: usize) -> Hash {
+    let zeros = vec![0.0_f32; leaf_len.max(1).min(len.max(1))];
+    let count = leaf_count(len, leaf_len);
     let mut level: Vec<Hash> = (0..count)
         .map(|index| {
-            let size = match len {
-                0 => 0,
-                _ => chunk.min(len - index * chunk),
-            };
-            leaf(index, &zeros[..size])
+            leaf(
+                index,
+                &zeros[..leaf_range(len, leaf_len, index as u32).len()],
+            )
         })
         .collect();
     while level.len() > 1 {
         level = next_level(&level);
     }
-    named(len, chunk, &level[0])
+    named(len, leaf_len, &level[0])
 }
 
-/// The paths of chunks `indices` of `state` (each index below the chunk count).
-pub fn state_paths(state: &[f32], chunk: usize, indices: &[u32]) -> Vec<Vec<Hash>> {
-    let levels = levels(state, chunk);
+/// The paths of leaves `indices` of `state` (each index below the leaf count).
+pub fn state_paths(state: &[f32], leaf: usize, indices: &[u32]) -> Vec<Vec<Hash>> {
+    let levels = levels(state, leaf);
     indices
         .iter()
         .map(|&index| {
@@ -136,29 +149,24 @@ pub fn state_paths(state: &[f32], chunk: usize, indices: &[u32]) -> Vec<Vec<Hash
         .collect()
 }
 
-/// Whether `values` are chunk `index` of the state of `len` values (cut into chunks of
-/// `chunk`) that `root` commits to, by `path`. Checks the chunk's length first.
-pub fn check_chunk(
+/// Whether `values` are leaf `index` of the state of `len` values (cut into leaves of `leaf`)
+/// that `root` commits to, by `path`. Checks the leaf's length first.
+pub fn check_leaf(
     root: &Hash,
     len: usize,
-    chunk: usize,
+    leaf_len: usize,
     index: u32,
     values: &[f32],
     path: &[Hash],
 ) -> bool {
-    let chunk = chunk.max(1);
+    let count = leaf_count(len, leaf_len);
+    if index as usize >= count || path.len() > MAX_PATH {
+        return false;
+    }
+    if values.len() != leaf_range(len, leaf_len, index).len() {
+        return false;
+    }
     let index = index as usize;
-    let count = chunk_count(len, chunk);
-    if index >= count || path.len() > MAX_PATH {
-        return false;
-    }
-    let expected = match len {
-        0 => 0,
-        _ => chunk.min(len - index * chunk),
-    };
-    if values.len() != expected {
-        return false;
-    }
     let mut node = leaf(index, values);
     let (mut position, mut width) = (index, count);
     let mut siblings = path.iter();
@@ -176,14 +184,14 @@ pub fn check_chunk(
         position /= 2;
         width = width.div_ceil(2);
     }
-    siblings.next().is_none() && named(len, chunk, &node) == *root
+    siblings.next().is_none() && named(len, leaf_len, &node) == *root
 }
 
-/// The `count` chunks (of `chunks`, ascending, distinct; all of them when `count ≥ chunks`)
+/// The `count` leaves (of `leaves`, ascending, distinct; all of them when `count ≥ leaves`)
 /// an audit drawn with `seed` opens of the result committed as `commitment`.
-pub fn sample_chunks(seed: &Hash, commitment: &Hash, chunks: usize, count: usize) -> Vec<u32> {
-    if count >= chunks {
-        return (0..chunks as u32).collect();
+pub fn sample_leaves(seed: &Hash, commitment: &Hash, leaves: usize, count: usize) -> Vec<u32> {
+    if count >= leaves {
+        return (0..leaves as u32).collect();
     }
     let mut picked = std::collections::BTreeSet::new();
     let mut draw = 0_u64;
@@ -196,7 +204,7 @@ pub fn sample_chunks(seed: &Hash, commitment: &Hash, chunks: usize, count: usize
         ]);
         let mut word = [0; 8];
         word.copy_from_slice(&hash.as_bytes()[..8]);
-        picked.insert((u64::from_le_bytes(word) % chunks as u64) as u32);
+        picked.insert((u64::from_le_bytes(word) % leaves as u64) as u32);
         draw += 1;
     }
     picked.into_iter().collect()
@@ -211,8 +219,8 @@ mod tests {
     }
 
     #[test]
-    fn every_chunk_opens_against_the_root_and_nothing_else_does() {
-        for (len, chunk) in [
+    fn every_leaf_opens_against_the_root_and_nothing_else_does() {
+        for (len, leaf) in [
             (1, 64),
             (64, 64),
             (65, 64),
@@ -221,41 +229,40 @@ mod tests {
             (300, 100),
         ] {
             let state = state(len);
-            let root = state_root(&state, chunk);
-            let count = chunk_count(len, chunk);
+            let root = state_root(&state, leaf);
+            let count = leaf_count(len, leaf);
             let all: Vec<u32> = (0..count as u32).collect();
-            let paths = state_paths(&state, chunk, &all);
+            let paths = state_paths(&state, leaf, &all);
             for (index, path) in all.iter().zip(&paths) {
-                let start = *index as usize * chunk;
-                let values = &state[start..(start + chunk).min(len)];
+                let values = &state[leaf_range(len, leaf, *index)];
                 assert!(
-                    check_chunk(&root, len, chunk, *index, values, path),
-                    "{len} {chunk} {index}"
+                    check_leaf(&root, len, leaf, *index, values, path),
+                    "{len} {leaf} {index}"
                 );
                 let mut altered = values.to_vec();
                 altered[0] += 1.0;
-                assert!(!check_chunk(&root, len, chunk, *index, &altered, path));
+                assert!(!check_leaf(&root, len, leaf, *index, &altered, path));
                 if count > 1 {
                     let other = (*index + 1) % count as u32;
-                    assert!(!check_chunk(&root, len, chunk, other, values, path));
+                    assert!(!check_leaf(&root, len, leaf, other, values, path));
                 }
-                assert!(!check_chunk(&root, len + 1, chunk, *index, values, path));
-                assert!(!check_chunk(&root, len, chunk, *index, &values[1..], path));
+                assert!(!check_leaf(&root, len + 1, leaf, *index, values, path));
+                assert!(!check_leaf(&root, len, leaf, *index, &values[1..], path));
             }
             if count > 1 {
                 let mut short = paths[0].clone();
                 short.pop();
-                assert!(!check_chunk(&root, len, chunk, 0, &state[..chunk], &short));
+                assert!(!check_leaf(&root, len, leaf, 0, &state[..leaf], &short));
             }
         }
     }
 
     #[test]
     fn the_zero_root_is_the_root_of_zeros() {
-        for (len, chunk) in [(0, 64), (1, 64), (64, 64), (1000, 64), (4096 * 3 + 5, 4096)] {
+        for (len, leaf) in [(0, 64), (1, 64), (64, 64), (1000, 64), (4096 * 3 + 5, 4096)] {
             assert_eq!(
-                zero_state_root(len, chunk),
-                state_root(&vec![0.0; len], chunk),
+                zero_state_root(len, leaf),
+                state_root(&vec![0.0; len], leaf),
                 "{len}"
             );
         }
@@ -265,15 +272,15 @@ mod tests {
     #[test]
     fn samples_are_distinct_sorted_and_seeded() {
         let (seed, commitment) = (Hash::of(b"seed"), Hash::of(b"result"));
-        let sample = sample_chunks(&seed, &commitment, 115, 4);
+        let sample = sample_leaves(&seed, &commitment, 115, 4);
         assert_eq!(sample.len(), 4);
         assert!(sample.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(sample.iter().all(|index| *index < 115));
-        assert_eq!(sample, sample_chunks(&seed, &commitment, 115, 4));
+        assert_eq!(sample, sample_leaves(&seed, &commitment, 115, 4));
         assert_ne!(
             sample,
-            sample_chunks(&Hash::of(b"other"), &commitment, 115, 4)
+            sample_leaves(&Hash::of(b"other"), &commitment, 115, 4)
         );
-        assert_eq!(sample_chunks(&seed, &commitment, 3, 4), vec![0, 1, 2]);
+        assert_eq!(sample_leaves(&seed, &commitment, 3, 4), vec![0, 1, 2]);
     }
 }

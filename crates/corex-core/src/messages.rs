@@ -132,8 +132,8 @@ pub enum LeaseResponse {
     /// An audit picked a segment of the node's traced result for `fragment` (at model version
     /// `model`): send the parameters it committed to at the steps `steps`, concatenated in
     /// that order, as a result for [`Fragment::derive_reveal_id`](crate::Fragment::derive_reveal_id).
-    /// With `feedback` (a compressed result: the chunks of its error-feedback states the audit
-    /// opens, ascending), those chunks of the state before the result and then of the state
+    /// With `feedback` (a compressed result: the leaves of its error-feedback states the audit
+    /// opens, ascending), those leaves of the state before the result and then of the state
     /// after it follow the checkpoints, with their paths in the header's `state_paths` (see
     /// [`crate::feedback_state`]).
     Reveal {
@@ -170,7 +170,7 @@ pub struct ResultHeader {
     /// and the signed commitment covers the states too). Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<FeedbackCommitment>,
-    /// A reveal's paths to the feedback-state chunks it opens (see
+    /// A reveal's paths to the feedback-state leaves it opens (see
     /// [`crate::feedback_state`]). Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_paths: Option<StatePaths>,

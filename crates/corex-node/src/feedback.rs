@@ -3,8 +3,8 @@
 //! the states of its recent results, which an audit may ask it to reveal.
 //!
 //! A result sends `C(v)` for `v = Δ + e` and commits to the roots of `e` and `e'`,
-//! `e' = v − D(C(v))` (Merkle trees over the policy's chunks, `corex_core::feedback_state`), so
-//! that an audit can open a sample of chunks.
+//! `e' = v − D(C(v))` (Merkle trees over leaves of `corex_core::feedback_state::LEAF_VALUES`
+//! values), so that an audit can open a sample of leaves.
 //! The node moves on to `e'` only once the coordinator has taken the result; a result refused
 //! leaves the state as it was. When the coordinator says the chain is broken (it restarted and
 //! knows no state of this node), the node starts again from zeros, losing only what it had not
@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use corex_core::Hash;
 use corex_core::compression::{CompressionSpec, FeedbackCommitment, compress_with_feedback};
-use corex_core::feedback_state::{StatePaths, chunk_count, state_paths, state_root};
+use corex_core::feedback_state::{
+    LEAF_VALUES, StatePaths, leaf_count, leaf_range, state_paths, state_root,
+};
 use corex_core::tensor::f32s_to_bytes;
 
 use crate::error::NodeError;
@@ -30,8 +32,6 @@ pub(crate) struct CompressedUpdate {
     pub(crate) feedback: FeedbackCommitment,
     before: Arc<Vec<f32>>,
     after: Arc<Vec<f32>>,
-    /// Values per chunk of the policy (and of the states' commitments).
-    chunk: usize,
 }
 
 /// A result's job, round and fragment, and its states before and after.
@@ -41,7 +41,6 @@ struct Revealable {
     fragment: Hash,
     before: Arc<Vec<f32>>,
     after: Arc<Vec<f32>>,
-    chunk: usize,
 }
 
 /// Each job's current state and the states of recent results.
@@ -69,9 +68,6 @@ impl FeedbackStore {
             .filter(|state| state.len() == update.len())
             .cloned()
             .unwrap_or_else(|| Arc::new(vec![0.0; update.len()]));
-        let chunk = spec
-            .chunk_len()
-            .ok_or_else(|| NodeError::Compute("no compression policy".into()))?;
         let (bytes, after) = compress_with_feedback(update, &before, spec)
             .map_err(|error| NodeError::Compute(error.to_string()))?;
         let after = match claim_empty {
@@ -79,15 +75,14 @@ impl FeedbackStore {
             false => after,
         };
         let feedback = FeedbackCommitment {
-            before: state_root(&before, chunk),
-            after: state_root(&after, chunk),
+            before: state_root(&before, LEAF_VALUES),
+            after: state_root(&after, LEAF_VALUES),
         };
         Ok(CompressedUpdate {
             bytes,
             feedback,
             before,
             after: Arc::new(after),
-            chunk,
         })
     }
 
@@ -110,7 +105,6 @@ impl FeedbackStore {
             fragment,
             before: update.before.clone(),
             after: update.after.clone(),
-            chunk: update.chunk,
         });
     }
 
@@ -119,29 +113,31 @@ impl FeedbackStore {
         self.current.remove(job);
     }
 
-    /// Chunks `chunks` of the states before and after this node's result for `fragment`, as
+    /// Leaves `leaves` of the states before and after this node's result for `fragment`, as
     /// revealed: f32 little-endian, those of `before` then those of `after`, with their paths;
-    /// `None` once they are no longer kept (or for chunks the states do not have).
-    pub(crate) fn reveal(&self, fragment: &Hash, chunks: &[u32]) -> Option<(Vec<u8>, StatePaths)> {
+    /// `None` once they are no longer kept (or for leaves the states do not have).
+    pub(crate) fn reveal(&self, fragment: &Hash, leaves: &[u32]) -> Option<(Vec<u8>, StatePaths)> {
         let kept = self
             .revealable
             .iter()
             .find(|kept| kept.fragment == *fragment)?;
-        let count = chunk_count(kept.before.len(), kept.chunk);
-        if chunks.iter().any(|index| *index as usize >= count) {
+        let len = kept.before.len();
+        if leaves
+            .iter()
+            .any(|index| *index as usize >= leaf_count(len, LEAF_VALUES))
+        {
             return None;
         }
         let mut bytes = Vec::new();
         for state in [&kept.before, &kept.after] {
-            for index in chunks {
-                let start = *index as usize * kept.chunk;
-                let end = (start + kept.chunk).min(state.len());
-                bytes.extend_from_slice(&f32s_to_bytes(&state[start..end]));
+            for index in leaves {
+                let range = leaf_range(len, LEAF_VALUES, *index);
+                bytes.extend_from_slice(&f32s_to_bytes(&state[range]));
             }
         }
         let paths = StatePaths {
-            before: state_paths(&kept.before, kept.chunk, chunks),
-            after: state_paths(&kept.after, kept.chunk, chunks),
+            before: state_paths(&kept.before, LEAF_VALUES, leaves),
+            after: state_paths(&kept.after, LEAF_VALUES, leaves),
         };
         Some((bytes, paths))
     }
@@ -163,33 +159,40 @@ mod tests {
     fn a_state_moves_on_only_once_taken_and_restarts_from_zeros() {
         let mut store = FeedbackStore::default();
         let job = Hash::of(b"job");
-        let update: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) / 100.0).collect();
+        // Three leaves, the last one shorter.
+        let len = 2 * LEAF_VALUES + 176;
+        let update: Vec<f32> = (0..len)
+            .map(|i| ((i as f32) * 0.37).sin() / 100.0)
+            .collect();
         let first = store.compress(&job, &update, &POLICY, false).unwrap();
-        assert_eq!(first.feedback.before, state_root(&[0.0; 128], 64));
+        assert_eq!(
+            first.feedback.before,
+            state_root(&vec![0.0; len], LEAF_VALUES)
+        );
         // Not taken: the next result starts from zeros again.
         let again = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(again.feedback, first.feedback);
         store.taken(job, 0, Hash::of(b"f1"), &first);
         let second = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(second.feedback.before, first.feedback.after);
-        // The revealed chunk of both states: the update is what was sent plus what was kept,
-        // and each chunk opens against its commitment.
-        let (revealed, paths) = store.reveal(&Hash::of(b"f1"), &[1]).unwrap();
-        let states = corex_core::tensor::bytes_to_f32s(&revealed).unwrap();
-        let sent = decode(&first.bytes, 128, &POLICY).unwrap();
-        for i in 0..64 {
-            assert!((sent[64 + i] + states[64 + i] - states[i] - update[64 + i]).abs() < 1e-6);
+        // The revealed leaf of both states: the update is what was sent plus what was kept,
+        // and each leaf opens against its commitment.
+        for leaf in [1, 2] {
+            let (revealed, paths) = store.reveal(&Hash::of(b"f1"), &[leaf]).unwrap();
+            let states = corex_core::tensor::bytes_to_f32s(&revealed).unwrap();
+            let range = leaf_range(len, LEAF_VALUES, leaf);
+            let (before, after) = states.split_at(range.len());
+            let sent = decode(&first.bytes, len, &POLICY).unwrap();
+            for (i, at) in range.enumerate() {
+                assert!((sent[at] + after[i] - before[i] - update[at]).abs() < 1e-6);
+            }
+            let opens = |root, values: &[f32], path: &[Hash]| {
+                corex_core::feedback_state::check_leaf(root, len, LEAF_VALUES, leaf, values, path)
+            };
+            assert!(opens(&first.feedback.before, before, &paths.before[0]));
+            assert!(opens(&first.feedback.after, after, &paths.after[0]));
         }
-        let opens = |root, values: &[f32], path: &[Hash]| {
-            corex_core::feedback_state::check_chunk(root, 128, 64, 1, values, path)
-        };
-        assert!(opens(
-            &first.feedback.before,
-            &states[..64],
-            &paths.before[0]
-        ));
-        assert!(opens(&first.feedback.after, &states[64..], &paths.after[0]));
-        assert!(store.reveal(&Hash::of(b"f1"), &[2]).is_none(), "no chunk 2");
+        assert!(store.reveal(&Hash::of(b"f1"), &[3]).is_none(), "no leaf 3");
         store.restart(&job);
         let fresh = store.compress(&job, &update, &POLICY, false).unwrap();
         assert_eq!(fresh.feedback, first.feedback);

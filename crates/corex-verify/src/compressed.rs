@@ -11,13 +11,13 @@
 //! does the claim bind what was sent: otherwise a node could send any values and book the
 //! difference in `e'`.
 
-use corex_core::compression::{CompressionSpec, levels, parse};
+use corex_core::compression::{CompressionSpec, SentChunk, levels, parse};
 
-/// Chunks of a compressed result's feedback states an audit opens (drawn from the audit's
-/// seed, `corex_core::feedback_state::sample_chunks`): every kind of the adversary kit
-/// misstates every chunk; a node that poisons a fraction `f` of the chunks escapes one audit
+/// Leaves of a compressed result's feedback states an audit opens (drawn from the audit's
+/// seed, `corex_core::feedback_state::sample_leaves`): every kind of the adversary kit
+/// misstates every leaf; a node that poisons a fraction `f` of the leaves escapes one audit
 /// with probability about `(1 − f)²`.
-pub const OPENED_CHUNKS: usize = 2;
+pub const OPENED_LEAVES: usize = 2;
 
 /// Relative slack, in units of a chunk's largest magnitude, for the rounding between the
 /// node's `v` and the audit's `D(C) + e'` (one f32 subtraction and one addition).
@@ -61,10 +61,14 @@ pub fn claim_rounding(sent: &[f32], before: &[f32], after: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// Checks that `bytes` (a compressed vector of `len` values) is, on each of the `opened`
-/// chunks, a faithful compression under `spec` of the node's `v = D(C) + e'` there, up to the
-/// rounding of forming it. `opened` pairs a chunk's index with its values of `v`. The reason
-/// names the first chunk and value that disagree.
+/// Checks that `bytes` (a compressed vector of `len` values) is, on each `opened` run of
+/// values, a faithful compression under `spec` of the node's `v = D(C) + e'` there, up to the
+/// rounding of forming it. `opened` pairs a run's first value with its values of `v`; a run may
+/// lie inside a chunk or span several. Each opened value is checked against its chunk: a kept
+/// one has the right sign, the level nearest its magnitude and a magnitude within the chunk's
+/// scales, an unsent one is no larger than the smallest kept. Where a run holds a whole chunk,
+/// its scales must also be exactly the kept magnitudes' extremes. The reason names the first
+/// chunk and value that disagree.
 pub fn check_compression(
     bytes: &[u8],
     len: usize,
@@ -73,67 +77,87 @@ pub fn check_compression(
 ) -> Result<(), String> {
     let chunks = parse(bytes, len, spec).map_err(|error| error.to_string())?;
     let levels = levels(spec).ok_or("no compression policy")?;
-    for (index, values) in opened {
-        let chunk = chunks
-            .get(*index)
-            .ok_or_else(|| format!("no chunk {index} in {} chunks", chunks.len()))?;
-        if values.len() != chunk.len {
-            return Err(format!(
-                "chunk {index} has {} values, {} were opened",
-                chunk.len,
-                values.len()
-            ));
+    let chunk_len = spec.chunk_len().ok_or("no compression policy")?;
+    for (start, values) in opened {
+        let end = start
+            .checked_add(values.len())
+            .filter(|end| *end <= len && !values.is_empty())
+            .ok_or_else(|| format!("{} values opened at {start} of {len}", values.len()))?;
+        let mut position = *start;
+        while position < end {
+            let chunk = &chunks[position / chunk_len];
+            let stop = (chunk.start + chunk.len).min(end);
+            let part = &values[position - start..stop - start];
+            check_part(chunk, position - chunk.start, part, levels)?;
+            position = stop;
         }
-        let largest = values.iter().fold(0.0_f32, |max, v| max.max(v.abs()));
-        let slack = SLACK_EPSILONS * f32::EPSILON * largest;
-        let at = |what: String| format!("chunk at value {}: {what}", chunk.start);
-        let mut kept = vec![false; values.len()];
-        let (mut lo, mut hi) = (f32::INFINITY, 0.0_f32);
-        for entry in &chunk.entries {
-            kept[entry.index as usize] = true;
-            let magnitude = values[entry.index as usize].abs();
-            lo = lo.min(magnitude);
-            hi = hi.max(magnitude);
-        }
-        if (lo - chunk.lo).abs() > slack || (hi - chunk.hi).abs() > slack {
+    }
+    Ok(())
+}
+
+/// [`check_compression`] on the values of `chunk` from its value `offset` on.
+fn check_part(chunk: &SentChunk, offset: usize, values: &[f32], levels: u32) -> Result<(), String> {
+    let largest = values.iter().fold(chunk.hi, |max, v| max.max(v.abs()));
+    let slack = SLACK_EPSILONS * f32::EPSILON * largest;
+    let at = |what: String| format!("chunk at value {}: {what}", chunk.start);
+    let inside = offset..offset + values.len();
+    let mut kept = vec![false; values.len()];
+    let (mut lo, mut hi) = (f32::INFINITY, 0.0_f32);
+    let range = chunk.hi - chunk.lo;
+    for entry in chunk
+        .entries
+        .iter()
+        .filter(|entry| inside.contains(&(entry.index as usize)))
+    {
+        let value = values[entry.index as usize - offset];
+        kept[entry.index as usize - offset] = true;
+        let magnitude = value.abs();
+        lo = lo.min(magnitude);
+        hi = hi.max(magnitude);
+        if magnitude < chunk.lo - slack || magnitude > chunk.hi + slack {
             return Err(at(format!(
-                "scales {}, {} but the kept magnitudes span {lo}, {hi}",
-                chunk.lo, chunk.hi
+                "value {} ({value}) kept outside the scales {}, {}",
+                entry.index, chunk.lo, chunk.hi
             )));
         }
-        if let Some((index, value)) = values
-            .iter()
-            .enumerate()
-            .find(|(index, value)| !kept[*index] && value.abs() > lo + slack)
-        {
+        let sign_wrong =
+            (value > slack && entry.value < 0.0) || (value < -slack && entry.value > 0.0);
+        if sign_wrong {
             return Err(at(format!(
-                "value {index} ({value}) is larger than a kept one ({lo}) and was not sent"
+                "value {} ({value}) sent as {}",
+                entry.index, entry.value
             )));
         }
-        let range = chunk.hi - chunk.lo;
-        for entry in &chunk.entries {
-            let value = values[entry.index as usize];
-            let sign_wrong =
-                (value > slack && entry.value < 0.0) || (value < -slack && entry.value > 0.0);
-            if sign_wrong {
+        if range > slack {
+            let position = (magnitude - chunk.lo) / range * (levels - 1) as f32;
+            let level_slack = slack / range * (levels - 1) as f32 + 1e-3;
+            if (entry.level as f32 - position).abs() > 0.5 + level_slack {
                 return Err(at(format!(
-                    "value {} ({value}) sent as {}",
-                    entry.index, entry.value
+                    "value {} ({value}) sent at level {}, nearest {}",
+                    entry.index,
+                    entry.level,
+                    position.round()
                 )));
             }
-            if range > slack {
-                let position = (value.abs() - chunk.lo) / range * (levels - 1) as f32;
-                let level_slack = slack / range * (levels - 1) as f32 + 1e-3;
-                if (entry.level as f32 - position).abs() > 0.5 + level_slack {
-                    return Err(at(format!(
-                        "value {} ({value}) sent at level {}, nearest {}",
-                        entry.index,
-                        entry.level,
-                        position.round()
-                    )));
-                }
-            }
         }
+    }
+    let whole = offset == 0 && values.len() == chunk.len;
+    if whole && ((lo - chunk.lo).abs() > slack || (hi - chunk.hi).abs() > slack) {
+        return Err(at(format!(
+            "scales {}, {} but the kept magnitudes span {lo}, {hi}",
+            chunk.lo, chunk.hi
+        )));
+    }
+    if let Some((index, value)) = values
+        .iter()
+        .enumerate()
+        .find(|(index, value)| !kept[*index] && value.abs() > chunk.lo + slack)
+    {
+        return Err(at(format!(
+            "value {} ({value}) is larger than a kept one ({}) and was not sent",
+            offset + index,
+            chunk.lo
+        )));
     }
     Ok(())
 }
@@ -149,8 +173,8 @@ mod tests {
         let chunk = spec.chunk_len().unwrap();
         let opened: Vec<(usize, Vec<f32>)> = corrected
             .chunks(chunk)
-            .map(<[f32]>::to_vec)
             .enumerate()
+            .map(|(index, values)| (index * chunk, values.to_vec()))
             .collect();
         check_compression(bytes, corrected.len(), &opened, spec)
     }
@@ -270,10 +294,11 @@ mod tests {
         );
     }
 
-    /// Opening some chunks judges those alone: a poisoned chunk is caught when opened and only
-    /// then, and a chunk opened with the wrong length or index is refused.
+    /// Opening some runs of values judges those alone: a poisoned chunk is caught when a run
+    /// in it is opened and only then, whether the run is the whole chunk, a part of it, or
+    /// spans a chunk boundary; a run past the end is refused.
     #[test]
-    fn opened_chunks_are_judged_alone() {
+    fn opened_runs_are_judged_alone() {
         let delta = update(1000, 11);
         let mut poisoned = delta.clone();
         let chunk = POLICY.chunk_len().unwrap();
@@ -282,16 +307,39 @@ mod tests {
         for value in &mut poisoned[2 * chunk..3 * chunk] {
             *value *= 10.0;
         }
-        let open = |index: usize, values: &[f32]| {
-            let end = ((index + 1) * chunk).min(values.len());
-            (index, values[index * chunk..end].to_vec())
-        };
-        let honest_chunks = [open(0, &poisoned), open(3, &poisoned)];
-        assert!(check_compression(&bytes, 1000, &honest_chunks, &POLICY).is_ok());
-        let caught = [open(0, &poisoned), open(2, &poisoned)];
-        assert!(check_compression(&bytes, 1000, &caught, &POLICY).is_err());
-        assert!(check_compression(&bytes, 1000, &[(9, vec![0.0; chunk])], &POLICY).is_err());
-        assert!(check_compression(&bytes, 1000, &[(0, vec![0.0; 3])], &POLICY).is_err());
+        let open = |start: usize, end: usize| (start, poisoned[start..end].to_vec());
+        let honest = [open(0, chunk), open(3 * chunk, 1000), open(100, 300)];
+        assert!(check_compression(&bytes, 1000, &honest, &POLICY).is_ok());
+        for caught in [
+            open(2 * chunk, 3 * chunk),
+            open(2 * chunk + 64, 2 * chunk + 192),
+            open(2 * chunk - 32, 2 * chunk + 96),
+        ] {
+            let why = check_compression(&bytes, 1000, &[open(0, 64), caught], &POLICY);
+            assert!(why.is_err());
+        }
+        assert!(check_compression(&bytes, 1000, &[(900, vec![0.0; 200])], &POLICY).is_err());
+        assert!(check_compression(&bytes, 1000, &[(10, Vec::new())], &POLICY).is_err());
+    }
+
+    /// A part of a chunk cannot tell whether the scales are the kept magnitudes' extremes, but
+    /// its kept values must lie within them: scales moved past the values opened are caught.
+    #[test]
+    fn kept_values_outside_their_chunks_scales_are_caught() {
+        let delta = update(256, 5);
+        let mut bytes = encode(&delta, &POLICY).unwrap();
+        // Raise the chunk's `lo` (bytes 21..25, after the header) above every kept magnitude.
+        let chunk = &parse(&bytes, 256, &POLICY).unwrap()[0];
+        bytes[21..25].copy_from_slice(&(chunk.hi * 0.999).to_le_bytes());
+        let kept = chunk
+            .entries
+            .iter()
+            .map(|entry| entry.index as usize)
+            .min_by(|a, b| delta[*a].abs().total_cmp(&delta[*b].abs()))
+            .unwrap();
+        let run = (kept, delta[kept..kept + 1].to_vec());
+        let why = check_compression(&bytes, 256, &[run], &POLICY).unwrap_err();
+        assert!(why.contains("outside the scales"), "{why}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use capability::{
     freivalds,
 };
 pub use compare::{Comparison, Tolerance, compare, norm};
-pub use compressed::{OPENED_CHUNKS, check_compression, claim_rounding, claimed_update};
+pub use compressed::{OPENED_LEAVES, check_compression, claim_rounding, claimed_update};
 pub use consistency::{
     Consistency, ConsistencyPolicy, Inconsistency, gather, round_consistency, sample_coordinates,
 };

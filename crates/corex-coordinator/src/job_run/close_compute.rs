@@ -403,7 +403,7 @@ impl CloseWork {
                 },
             };
             // The chain ends at `w_start − result`; a compressed result's update is what it
-            // claims on the opened chunks of its states, where the segment is compared.
+            // claims on the opened leaves of its states, where the segment is compared.
             let (claimed_update, opened) = match (revealed(steps_audited.end), claim) {
                 (Some(checkpoint), _) => (displacement(start, checkpoint), None),
                 (None, Some(claim)) => {

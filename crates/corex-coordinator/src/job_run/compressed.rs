@@ -5,10 +5,10 @@
 //! A compressed result commits to the hashes of the node's error-feedback state before and
 //! after it. Intake takes it only if `before` continues the node's chain (the `after` of its
 //! last accepted result) or restarts it from zeros (a node that lost its state only loses what
-//! it had not sent yet). An audit opens a seeded sample of the states' chunks
-//! (`corex_core::feedback_state`); on those chunks the result claims the update
-//! `D(C) + after − before`, which the replay judges like any update on the same chunks, and its
-//! bytes must be a faithful compression of `D(C) + after` there
+//! it had not sent yet). An audit opens a seeded sample of the states' leaves
+//! (`corex_core::feedback_state`); on those values the result claims the update
+//! `D(C) + after − before`, which the replay judges like any update on the same values, and
+//! its bytes must be a faithful compression of `D(C) + after` there
 //! (`corex_verify::check_compression`). Unrevealed states count as zeros: the claim is then
 //! `D(C)` alone, which no honest update matches.
 
@@ -16,7 +16,9 @@ use std::ops::Range;
 
 use corex_core::compression::{FeedbackCommitment, decode};
 use corex_core::error::DecodeError;
-use corex_core::feedback_state::{StatePaths, check_chunk, zero_state_root};
+use corex_core::feedback_state::{
+    LEAF_VALUES, StatePaths, check_leaf, leaf_range, zero_state_root,
+};
 
 use super::*;
 
@@ -31,9 +33,11 @@ pub(super) struct FeedbackChains {
 impl FeedbackChains {
     /// The chains of a job whose updates are compressed; `None` for any other job.
     pub(super) fn for_spec(spec: &JobSpec) -> Option<Self> {
-        let chunk = spec.compression.chunk_len()?;
+        if spec.compression.is_none() {
+            return None;
+        }
         Some(Self {
-            zero: zero_state_root(spec.model.parameter_count(), chunk),
+            zero: zero_state_root(spec.model.parameter_count(), LEAF_VALUES),
             heads: BTreeMap::new(),
         })
     }
@@ -63,11 +67,11 @@ pub(super) struct SentCompressed {
 /// A fragment result's values, signed commitment, and what was sent compressed.
 type ResultValues = (Vec<f32>, Hash, Option<SentCompressed>);
 
-/// What an audited compressed result claims once chunks of its states are revealed.
+/// What an audited compressed result claims once leaves of its states are revealed.
 pub(super) struct Claim {
-    /// `D(C) + after − before` on the opened chunks, one after the other.
+    /// `D(C) + after − before` on the opened leaves, one after the other.
     pub update: Vec<f32>,
-    /// The values of the update the opened chunks cover, ascending.
+    /// The values of the update the opened leaves cover, ascending.
     pub covers: Vec<Range<usize>>,
     /// How far rounding may take `update` from the node's (`corex_verify::claim_rounding`).
     pub rounding: f64,
@@ -85,10 +89,10 @@ impl Claim {
     }
 }
 
-/// Chunks `chunks` of a result's two states as a reveal sent them: the values of `before`'s
-/// chunks, then of `after`'s, and their paths.
+/// Leaves `leaves` of a result's two states as a reveal sent them: the values of `before`'s
+/// leaves, then of `after`'s, and their paths.
 pub(super) struct OpenedStates<'a> {
-    pub chunks: &'a [u32],
+    pub leaves: &'a [u32],
     pub values: &'a [f32],
     pub paths: &'a StatePaths,
 }
@@ -128,8 +132,8 @@ impl JobRun {
         }
     }
 
-    /// The claim of compressed result `accepted` on the chunks `opened` of its states, each
-    /// chunk first checked against the state's commitment by its path.
+    /// The claim of compressed result `accepted` on the leaves `opened` of its states, each
+    /// leaf first checked against the state's commitment by its path.
     pub(super) fn claim(
         &self,
         accepted: &Accepted,
@@ -142,8 +146,11 @@ impl JobRun {
         };
         let sent = accepted.gradient.as_slice();
         let len = sent.len();
-        let chunk = self.spec.compression.chunk_len().unwrap_or(len).max(1);
-        let covers = covered(opened.chunks, chunk, len);
+        let covers: Vec<Range<usize>> = opened
+            .leaves
+            .iter()
+            .map(|index| leaf_range(len, LEAF_VALUES, *index))
+            .collect();
         let width: usize = covers.iter().map(|range| range.len()).sum();
         let OpenedStates { values, paths, .. } = opened;
         if values.len() != 2 * width
@@ -151,7 +158,7 @@ impl JobRun {
             || paths.after.len() != covers.len()
         {
             return Err(CoordinatorError::WrongShape(format!(
-                "{} revealed state values and {} + {} paths for {} chunks of {width} values",
+                "{} revealed state values and {} + {} paths for {} leaves of {width} values",
                 values.len(),
                 paths.before.len(),
                 paths.after.len(),
@@ -163,7 +170,7 @@ impl JobRun {
         let mut rounding = 0.0_f64;
         let mut corrected = Vec::with_capacity(covers.len());
         let mut offset = 0;
-        for (position, (range, index)) in covers.iter().zip(opened.chunks).enumerate() {
+        for (position, (range, index)) in covers.iter().zip(opened.leaves).enumerate() {
             let part = offset..offset + range.len();
             offset = part.end;
             let (before, after) = (&before[part.clone()], &after[part]);
@@ -172,7 +179,7 @@ impl JobRun {
                 ("after", &feedback.after, after, &paths.after[position]),
             ];
             for (which, root, values, path) in states {
-                if !check_chunk(root, len, chunk, *index, values, path) {
+                if !check_leaf(root, len, LEAF_VALUES, *index, values, path) {
                     return Err(CoordinatorError::FeedbackMismatch { which });
                 }
             }
@@ -183,7 +190,7 @@ impl JobRun {
                     .map_err(CoordinatorError::WrongShape)?,
             );
             corrected.push((
-                *index as usize,
+                range.start,
                 sent.iter()
                     .zip(after)
                     .map(|(s, a)| s + a)
@@ -199,17 +206,6 @@ impl JobRun {
             defect,
         })
     }
-}
-
-/// The value ranges of chunks `chunks` (of `chunk` values) of a vector of `len`.
-fn covered(chunks: &[u32], chunk: usize, len: usize) -> Vec<Range<usize>> {
-    chunks
-        .iter()
-        .map(|index| {
-            let start = (*index as usize).saturating_mul(chunk).min(len);
-            start..(start + chunk).min(len)
-        })
-        .collect()
 }
 
 /// A compressed result's bytes decoded under `spec`'s policy, for its model.

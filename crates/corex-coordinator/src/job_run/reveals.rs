@@ -10,7 +10,7 @@
 //! does not come before the audit deadline, sends the result to the whole-fragment replay, which
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
-use corex_core::feedback_state::{chunk_count, sample_chunks};
+use corex_core::feedback_state::{LEAF_VALUES, leaf_count, leaf_range, sample_leaves};
 use corex_core::trace::segment_bounds;
 use corex_verify::audited_segment;
 
@@ -28,7 +28,7 @@ pub(super) struct RevealTask {
     pub steps: Option<std::ops::Range<u32>>,
     /// The checkpoints asked for: the segment's interior ends, ascending.
     pub asked: Vec<u32>,
-    /// The chunks of the result's error-feedback states asked for too (a compressed result;
+    /// The leaves of the result's error-feedback states asked for too (a compressed result;
     /// empty otherwise), ascending.
     pub feedback: Vec<u32>,
     pub answer: RevealAnswer,
@@ -56,7 +56,7 @@ impl RevealAnswer {
 impl JobRun {
     /// The reveal an audit of `result` (at position `index`, under `seed`) asks for: the
     /// checkpoints around one segment when `segment` and the result is traced, and a seeded
-    /// sample of a compressed result's feedback-state chunks always; `None` when there is
+    /// sample of a compressed result's feedback-state leaves always; `None` when there is
     /// nothing to ask.
     pub(super) fn plan_reveal(
         &self,
@@ -66,14 +66,14 @@ impl JobRun {
         seed: &Hash,
         segment: bool,
     ) -> Option<RevealTask> {
-        let feedback = match (&result.compressed, self.spec.compression.chunk_len()) {
-            (Some(_), Some(chunk)) => sample_chunks(
+        let feedback = match &result.compressed {
+            Some(_) => sample_leaves(
                 seed,
                 &result.commitment,
-                chunk_count(self.spec.model.parameter_count(), chunk),
-                corex_verify::OPENED_CHUNKS,
+                leaf_count(self.spec.model.parameter_count(), LEAF_VALUES),
+                corex_verify::OPENED_LEAVES,
             ),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         let planned = if segment && fragment.holder.is_none() {
             self.plan_segment(result, fragment, seed)
@@ -122,7 +122,7 @@ impl JobRun {
     }
 
     /// What `node` is asked to reveal now, if anything: `(fragment, model, steps, feedback
-    /// chunks)`.
+    /// leaves)`.
     pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>, Vec<u32>)> {
         let round = self.round.as_ref()?;
         let reveal = round
@@ -323,17 +323,14 @@ impl JobRun {
         }
         let values = tensor.values;
         let parameters = self.spec.model.parameter_count();
-        let opened: usize = match self.spec.compression.chunk_len() {
-            Some(chunk) => reveal
-                .feedback
-                .iter()
-                .map(|index| chunk.min(parameters.saturating_sub(*index as usize * chunk)))
-                .sum(),
-            None => 0,
-        };
+        let opened: usize = reveal
+            .feedback
+            .iter()
+            .map(|index| leaf_range(parameters, LEAF_VALUES, *index).len())
+            .sum();
         if values.len() != parameters * reveal.asked.len() + 2 * opened {
             return Err(CoordinatorError::WrongShape(format!(
-                "revealed {} values; {} checkpoints of {parameters} parameters and {} chunks of both feedback states ({opened} values each) were asked for",
+                "revealed {} values; {} checkpoints of {parameters} parameters and {} leaves of both feedback states ({opened} values each) were asked for",
                 values.len(),
                 reveal.asked.len(),
                 reveal.feedback.len()
@@ -349,7 +346,7 @@ impl JobRun {
             (Some(paths), false) => Some(self.claim(
                 result,
                 OpenedStates {
-                    chunks: &reveal.feedback,
+                    leaves: &reveal.feedback,
                     values: states,
                     paths,
                 },

@@ -165,7 +165,7 @@ impl Comparator {
     /// coordinator's own) decides, and judges the node's replay too. A disagreement does not
     /// count against the submitter here: its result then goes to a whole-fragment replay.
     /// With `opened`, `claimed` holds only those values of the segment's update (a
-    /// compressed result's claim on the opened chunks), and the replays are compared there.
+    /// compressed result's claim on the opened leaves), and the replays are compared there.
     pub fn judge_segment(
         &self,
         fragment: &Hash,

@@ -85,7 +85,7 @@ impl NodeAgent {
     }
 
     /// Sends what an audit asked of this node's result for `fragment` (the checkpoints at
-    /// `steps`, then the chunks `feedback` of its error-feedback states before and after it,
+    /// `steps`, then the leaves `feedback` of its error-feedback states before and after it,
     /// with their paths) as a result for the fragment's reveal id; declines when they are no
     /// longer kept, so that the coordinator replays the whole fragment at once.
     pub(super) async fn reveal(
