@@ -16,7 +16,7 @@
 //!
 //! Every step is IEEE single-precision arithmetic in a fixed order (no fused multiply-add), so
 //! the same input gives the same bytes on every machine. Error feedback keeps what a round did
-//! not send: `v = Δ + e`, send `C(v)`, keep `e' = v − D(C(v))` (see docs/verification.md for how
+//! not send: `v = Δ + β·e`, send `C(v)`, keep `e' = v − D(C(v))` (see docs/verification.md for how
 //! a node commits `e` and how an audit checks it).
 
 use serde::{Deserialize, Serialize};
@@ -34,14 +34,33 @@ pub const MAX_CHUNK: u32 = 1 << 16;
 pub const MIN_CHUNK: u32 = 64;
 
 /// How a job's pseudo-gradients travel from node to coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CompressionSpec {
     /// Whole f32 vectors (the default).
     #[default]
     None,
-    /// Chunked top-k with `bits`-bit codes (2 to 8) and error feedback on the node.
-    TopK { chunk: u32, k: u32, bits: u8 },
+    /// Chunked top-k with `bits`-bit codes (2 to 8) and error feedback on the node, which
+    /// keeps `feedback_decay` (`0 < β ≤ 1`, default 1) of what it held back before adding the
+    /// next update: `v = Δ + β·e` (SparseLoCo's decayed accumulator).
+    TopK {
+        chunk: u32,
+        k: u32,
+        bits: u8,
+        #[serde(default = "no_decay", skip_serializing_if = "is_no_decay")]
+        feedback_decay: f32,
+    },
+}
+
+/// Error feedback kept whole from one result to the next.
+pub const NO_DECAY: f32 = 1.0;
+
+fn no_decay() -> f32 {
+    NO_DECAY
+}
+
+fn is_no_decay(decay: &f32) -> bool {
+    *decay == NO_DECAY
 }
 
 impl CompressionSpec {
@@ -57,12 +76,31 @@ impl CompressionSpec {
         }
     }
 
+    /// The share of its held-back error a node keeps from one result to the next (1 without
+    /// compression).
+    pub fn feedback_decay(&self) -> f32 {
+        match *self {
+            Self::None => NO_DECAY,
+            Self::TopK { feedback_decay, .. } => feedback_decay,
+        }
+    }
+
     /// Checks the policy's numbers: `MIN_CHUNK ≤ chunk ≤ MAX_CHUNK`, `1 ≤ k ≤ chunk`,
-    /// `2 ≤ bits ≤ 8`.
+    /// `2 ≤ bits ≤ 8`, `0 < feedback_decay ≤ 1`.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
             Self::None => Ok(()),
-            Self::TopK { chunk, k, bits } => {
+            Self::TopK {
+                chunk,
+                k,
+                bits,
+                feedback_decay,
+            } => {
+                if !(feedback_decay > 0.0 && feedback_decay <= NO_DECAY) {
+                    return Err(format!(
+                        "compression feedback_decay {feedback_decay} outside (0, 1]"
+                    ));
+                }
                 if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk) {
                     return Err(format!(
                         "compression chunk {chunk} outside {MIN_CHUNK}..={MAX_CHUNK}"
@@ -83,7 +121,7 @@ impl CompressionSpec {
     pub fn encoded_len(&self, len: usize) -> usize {
         match *self {
             Self::None => len * 4,
-            Self::TopK { chunk, k, bits } => {
+            Self::TopK { chunk, k, bits, .. } => {
                 let layout = Layout { chunk, k, bits };
                 HEADER_BYTES
                     + chunk_ranges(len, chunk as usize)
@@ -106,7 +144,7 @@ impl Layout {
     fn of(spec: &CompressionSpec) -> Result<Self, DecodeError> {
         spec.validate().map_err(DecodeError::Body)?;
         match *spec {
-            CompressionSpec::TopK { chunk, k, bits } => Ok(Self { chunk, k, bits }),
+            CompressionSpec::TopK { chunk, k, bits, .. } => Ok(Self { chunk, k, bits }),
             CompressionSpec::None => Err(DecodeError::Body("no compression policy".into())),
         }
     }
@@ -330,9 +368,9 @@ pub fn decode(bytes: &[u8], len: usize, spec: &CompressionSpec) -> Result<Vec<f3
     Ok(values)
 }
 
-/// One round of error feedback: `v = Δ + e` (elementwise, f32), its encoding, and the residual
-/// `e' = v − D(C(v))` the node keeps for its next result. `feedback` is empty for a node's
-/// first result of a job (all zeros).
+/// One round of error feedback: `v = Δ + β·e` (elementwise, f32, `β` the policy's
+/// `feedback_decay`), its encoding, and the residual `e' = v − D(C(v))` the node keeps for its
+/// next result. `feedback` is empty for a node's first result of a job (all zeros).
 pub fn compress_with_feedback(
     update: &[f32],
     feedback: &[f32],
@@ -345,10 +383,15 @@ pub fn compress_with_feedback(
             update.len()
         )));
     }
+    let decay = spec.feedback_decay();
     let corrected: Vec<f32> = if feedback.is_empty() {
         update.to_vec()
     } else {
-        update.iter().zip(feedback).map(|(u, e)| u + e).collect()
+        update
+            .iter()
+            .zip(feedback)
+            .map(|(u, e)| u + decay * e)
+            .collect()
     };
     let encoded = encode(&corrected, spec)?;
     let sent = decode(&encoded, corrected.len(), spec)?;

@@ -6,6 +6,7 @@ const POLICY: CompressionSpec = CompressionSpec::TopK {
     chunk: 4096,
     k: 64,
     bits: 2,
+    feedback_decay: 1.0,
 };
 
 /// A deterministic spread of values over several orders of magnitude, both signs.
@@ -81,6 +82,7 @@ fn a_short_last_chunk_keeps_all_it_has_when_under_k() {
         chunk: 64,
         k: 16,
         bits: 4,
+        feedback_decay: 1.0,
     };
     let input = values(64 + 10, 3);
     let output = decode(&encode(&input, &policy).unwrap(), input.len(), &policy).unwrap();
@@ -89,6 +91,36 @@ fn a_short_last_chunk_keeps_all_it_has_when_under_k() {
         output[..64].iter().filter(|&&value| value != 0.0).count(),
         16
     );
+}
+
+/// With `feedback_decay = β`, each round sends and keeps `Δ + β·e` between them, and the
+/// undecayed policy is the same arithmetic as before decay existed (`1·e = e` exactly).
+#[test]
+fn decayed_feedback_keeps_beta_of_what_was_held_back() {
+    let decayed = CompressionSpec::TopK {
+        chunk: 4096,
+        k: 64,
+        bits: 2,
+        feedback_decay: 0.9,
+    };
+    let mut feedback: Vec<f32> = Vec::new();
+    for round in 0..5 {
+        let update = values(8192, round + 1);
+        let (bytes, residual) = compress_with_feedback(&update, &feedback, &decayed).unwrap();
+        let sent = decode(&bytes, update.len(), &decayed).unwrap();
+        for (i, value) in update.iter().enumerate() {
+            let held = feedback.get(i).map_or(0.0, |e| 0.9 * e);
+            let kept = sent[i] + residual[i];
+            assert!((kept - (value + held)).abs() <= 1e-6 * (value + held).abs().max(1e-3));
+        }
+        let (undecayed, _) = compress_with_feedback(&update, &feedback, &POLICY).unwrap();
+        let plain: Vec<f32> = match feedback.is_empty() {
+            true => update.clone(),
+            false => update.iter().zip(&feedback).map(|(u, e)| u + e).collect(),
+        };
+        assert_eq!(undecayed, encode(&plain, &POLICY).unwrap());
+        feedback = residual;
+    }
 }
 
 #[test]
@@ -136,26 +168,49 @@ fn refuses_non_finite_values_and_bad_policies() {
             chunk: 32,
             k: 4,
             bits: 2,
+            feedback_decay: 1.0,
         },
         CompressionSpec::TopK {
             chunk: 4096,
             k: 0,
             bits: 2,
+            feedback_decay: 1.0,
         },
         CompressionSpec::TopK {
             chunk: 4096,
             k: 4097,
             bits: 2,
+            feedback_decay: 1.0,
         },
         CompressionSpec::TopK {
             chunk: 4096,
             k: 64,
             bits: 1,
+            feedback_decay: 1.0,
         },
         CompressionSpec::TopK {
             chunk: 1 << 17,
             k: 64,
             bits: 2,
+            feedback_decay: 1.0,
+        },
+        CompressionSpec::TopK {
+            chunk: 4096,
+            k: 64,
+            bits: 2,
+            feedback_decay: 0.0,
+        },
+        CompressionSpec::TopK {
+            chunk: 4096,
+            k: 64,
+            bits: 2,
+            feedback_decay: 1.01,
+        },
+        CompressionSpec::TopK {
+            chunk: 4096,
+            k: 64,
+            bits: 2,
+            feedback_decay: f32::NAN,
         },
     ] {
         assert!(policy.validate().is_err(), "{policy:?}");
@@ -180,6 +235,7 @@ fn decode_refuses_every_form_encode_never_writes() {
         chunk: 4096,
         k: 64,
         bits: 3,
+        feedback_decay: 1.0,
     };
     assert!(decode(&good, input.len(), &other).is_err(), "other policy");
     let mut magic = good.clone();
@@ -201,6 +257,7 @@ fn decode_refuses_every_form_encode_never_writes() {
         chunk: 64,
         k: 3,
         bits: 3,
+        feedback_decay: 1.0,
     };
     let small = values(64, 6);
     let mut bytes = encode(&small, &padded).unwrap();
@@ -219,7 +276,7 @@ proptest! {
         mutations in proptest::collection::vec((0usize..2000, any::<u8>()), 1..8),
         seed in 0u32..1000,
     ) {
-        let policy = CompressionSpec::TopK { chunk: 256, k: 16, bits: 4 };
+        let policy = CompressionSpec::TopK { chunk: 256, k: 16, bits: 4, feedback_decay: 1.0 };
         let input = values(1000, seed);
         let mut bytes = encode(&input, &policy).unwrap();
         for (at, byte) in mutations {
@@ -234,7 +291,7 @@ proptest! {
 
     #[test]
     fn decode_inverts_encode_on_its_own_output(seed in 0u32..1000, len in 1usize..3000) {
-        let policy = CompressionSpec::TopK { chunk: 128, k: 8, bits: 8 };
+        let policy = CompressionSpec::TopK { chunk: 128, k: 8, bits: 8, feedback_decay: 1.0 };
         let input = values(len, seed);
         let bytes = encode(&input, &policy).unwrap();
         let decoded = decode(&bytes, len, &policy).unwrap();

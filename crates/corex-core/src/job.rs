@@ -325,6 +325,12 @@ impl JobSpec {
         self.download_compression
             .validate()
             .map_err(SpecError::Invalid)?;
+        if self.download_compression.feedback_decay() != crate::compression::NO_DECAY {
+            return invalid(
+                "download compression keeps what a round did not send whole: no feedback_decay"
+                    .into(),
+            );
+        }
         if !self.download_compression.is_none()
             && !matches!(self.work, WorkSpec::Gradient | WorkSpec::LocalSteps { .. })
         {
@@ -410,10 +416,22 @@ mod tests {
                 chunk: 4096,
                 k: 5000,
                 bits: 2,
+                feedback_decay: 1.0,
+            },
+            ..compressed.clone()
+        };
+        assert!(too_many.validate().is_err());
+        // Decay is for a node's feedback; the coordinator's published version keeps it whole.
+        let decayed_download = JobSpec {
+            download_compression: CompressionSpec::TopK {
+                chunk: 4096,
+                k: 256,
+                bits: 4,
+                feedback_decay: 0.9,
             },
             ..compressed
         };
-        assert!(too_many.validate().is_err());
+        assert!(decayed_download.validate().is_err());
         let language_model =
             JobSpec::from_toml(include_str!("../../../jobs/jargon-lm-diloco.toml"))
                 .expect("a valid job file");

@@ -73,6 +73,7 @@ mod tests {
         chunk: 64,
         k: 8,
         bits: 4,
+        feedback_decay: 1.0,
     };
 
     fn wave(len: usize, phase: f32) -> Vec<f32> {
@@ -131,6 +132,7 @@ mod tests {
             chunk: 64,
             k: 8,
             bits: 2,
+            feedback_decay: 1.0,
         };
         assert!(apply(&published, &update, &other).is_err());
         assert!(apply(&published, &update[..update.len() - 1], &SPEC).is_err());

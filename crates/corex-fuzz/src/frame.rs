@@ -125,6 +125,7 @@ pub(crate) fn frame_seeds() -> Vec<Vec<u8>> {
         chunk: 64,
         k: 4,
         bits: 2,
+        feedback_decay: 1.0,
     };
     let compressed = ResultHeader {
         feedback: Some(corex_core::compression::FeedbackCommitment {

@@ -153,6 +153,7 @@ mod tests {
         chunk: 64,
         k: 4,
         bits: 2,
+        feedback_decay: 1.0,
     };
 
     #[test]

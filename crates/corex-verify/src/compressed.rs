@@ -2,9 +2,10 @@
 //! claims once it reveals its error-feedback states, and whether its bytes really are the
 //! compression of what it claims.
 //!
-//! A node with error feedback `e` (before) sends `C(v)` for `v = Δ + e` and keeps
-//! `e' = v − D(C(v))` (after). Revealing `e` and `e'` (each bound by the hash its result
-//! committed to) turns the sent bytes back into a dense claim, `Δ = D(C) + e' − e`, which the
+//! A node with error feedback `e` (before) sends `C(v)` for `v = Δ + β·e` (`β` the policy's
+//! `feedback_decay`, 1 by default) and keeps `e' = v − D(C(v))` (after). Revealing `e` and `e'`
+//! (each bound by the hash its result committed to) turns the sent bytes back into a dense
+//! claim, `Δ = D(C) + e' − β·e`, which the
 //! audit compares with its own replay of the fragment like any update. Only if the bytes are a
 //! faithful compression of `v = D(C) + e'` (the kept values are the chunk's largest, the
 //! scales are the kept magnitudes' extremes, each code the nearest level with the right sign)
@@ -23,9 +24,14 @@ pub const OPENED_LEAVES: usize = 2;
 /// node's `v` and the audit's `D(C) + e'` (one f32 subtraction and one addition).
 const SLACK_EPSILONS: f32 = 8.0;
 
-/// The dense update a compressed result claims: `sent + after − before`, elementwise in f32.
-/// `before` is empty for a node's first result of a job (all zeros).
-pub fn claimed_update(sent: &[f32], before: &[f32], after: &[f32]) -> Result<Vec<f32>, String> {
+/// The dense update a compressed result claims: `sent + after − decay·before`, elementwise in
+/// f32. `before` is empty for a node's first result of a job (all zeros).
+pub fn claimed_update(
+    sent: &[f32],
+    before: &[f32],
+    after: &[f32],
+    decay: f32,
+) -> Result<Vec<f32>, String> {
     if after.len() != sent.len() || !(before.is_empty() || before.len() == sent.len()) {
         return Err(format!(
             "feedback states of {} and {} values for an update of {}",
@@ -38,21 +44,21 @@ pub fn claimed_update(sent: &[f32], before: &[f32], after: &[f32]) -> Result<Vec
         .iter()
         .zip(after)
         .enumerate()
-        .map(|(i, (s, a))| s + a - before.get(i).copied().unwrap_or(0.0))
+        .map(|(i, (s, a))| s + a - decay * before.get(i).copied().unwrap_or(0.0))
         .collect())
 }
 
 /// How far rounding may take [`claimed_update`] from the update the node computed, as an L2
-/// norm: `SLACK_EPSILONS` f32 epsilons of `|sent| + |after| + |before|` per value. Where a
+/// norm: `SLACK_EPSILONS` f32 epsilons of `|sent| + |after| + |decay·before|` per value. Where a
 /// replay is exactly zero (a chunk no sample touched: Adam leaves such values exactly
 /// unchanged), the claim `sent + after − before` of an honest node is zero only up to this
 /// rounding, so a claim within it matches.
-pub fn claim_rounding(sent: &[f32], before: &[f32], after: &[f32]) -> f64 {
+pub fn claim_rounding(sent: &[f32], before: &[f32], after: &[f32], decay: f32) -> f64 {
     sent.iter()
         .zip(after)
         .enumerate()
         .map(|(i, (s, a))| {
-            let b = before.get(i).copied().unwrap_or(0.0);
+            let b = decay * before.get(i).copied().unwrap_or(0.0);
             let bound = f64::from(SLACK_EPSILONS * f32::EPSILON)
                 * (f64::from(s.abs()) + f64::from(a.abs()) + f64::from(b.abs()));
             bound * bound
@@ -183,6 +189,7 @@ mod tests {
         chunk: 256,
         k: 8,
         bits: 3,
+        feedback_decay: 1.0,
     };
 
     fn update(len: usize, seed: u64) -> Vec<f32> {
@@ -197,22 +204,34 @@ mod tests {
             .collect()
     }
 
-    /// An honest node's results over rounds (200 seeded runs of 4): the revealed states give
-    /// back each round's update, and every result is a faithful compression of `D(C) + e'`.
+    /// An honest node's results over rounds (200 seeded runs of 4, with whole and with decayed
+    /// feedback): the revealed states give back each round's update, and every result is a
+    /// faithful compression of `D(C) + e'`.
     #[test]
     fn an_honest_nodes_claims_are_its_updates_and_its_bytes_are_faithful() {
+        let CompressionSpec::TopK { chunk, k, bits, .. } = POLICY else {
+            unreachable!("a top-k policy")
+        };
+        let decayed = CompressionSpec::TopK {
+            chunk,
+            k,
+            bits,
+            feedback_decay: 0.95,
+        };
         for run in 0..200 {
-            honest_rounds(run);
+            honest_rounds(run, &POLICY);
+            honest_rounds(run, &decayed);
         }
     }
 
-    fn honest_rounds(run: u64) {
+    fn honest_rounds(run: u64, policy: &CompressionSpec) {
         let mut before: Vec<f32> = Vec::new();
         for round in 0..4 {
             let delta = update(1000, run * 16 + round + 1);
-            let (bytes, after) = compress_with_feedback(&delta, &before, &POLICY).unwrap();
-            let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
-            let claimed = claimed_update(&sent, &before, &after).unwrap();
+            let (bytes, after) = compress_with_feedback(&delta, &before, policy).unwrap();
+            let sent = decode(&bytes, delta.len(), policy).unwrap();
+            let decay = policy.feedback_decay();
+            let claimed = claimed_update(&sent, &before, &after, decay).unwrap();
             let worst = claimed
                 .iter()
                 .zip(&delta)
@@ -220,7 +239,7 @@ mod tests {
                 .fold(0.0, f32::max);
             assert!(worst < 1e-8, "run {run} round {round}: {worst}");
             let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
-            check_whole(&bytes, &corrected, &POLICY).unwrap();
+            check_whole(&bytes, &corrected, policy).unwrap();
             before = after;
         }
     }
@@ -241,7 +260,7 @@ mod tests {
         let sent = decode(&bytes, delta.len(), &POLICY).unwrap();
         let after: Vec<f32> = delta.iter().zip(&sent).map(|(d, s)| d - s).collect();
         let corrected: Vec<f32> = sent.iter().zip(&after).map(|(s, a)| s + a).collect();
-        let claimed = claimed_update(&sent, &[], &after).unwrap();
+        let claimed = claimed_update(&sent, &[], &after, 1.0).unwrap();
         assert!(
             claimed
                 .iter()
@@ -273,6 +292,7 @@ mod tests {
             chunk: 256,
             k: 250,
             bits: 2,
+            feedback_decay: 1.0,
         };
         let mut nonzero = 0;
         for run in 0..200 {
@@ -280,11 +300,11 @@ mod tests {
             let zero = vec![0.0; 1000];
             let (bytes, after) = compress_with_feedback(&zero, &before, &wide).unwrap();
             let sent = decode(&bytes, 1000, &wide).unwrap();
-            let claimed = claimed_update(&sent, &before, &after).unwrap();
+            let claimed = claimed_update(&sent, &before, &after, 1.0).unwrap();
             let norm = crate::compare::norm(&claimed);
             nonzero += usize::from(norm > 0.0);
             assert!(
-                norm <= claim_rounding(&sent, &before, &after),
+                norm <= claim_rounding(&sent, &before, &after, 1.0),
                 "run {run}: {norm}"
             );
         }

@@ -7,7 +7,7 @@
 //! last accepted result) or restarts it from zeros (a node that lost its state only loses what
 //! it had not sent yet). An audit opens a seeded sample of the states' leaves
 //! (`corex_core::feedback_state`); on those values the result claims the update
-//! `D(C) + after − before`, which the replay judges like any update on the same values, and
+//! `D(C) + after − β·before` (`β` the policy's `feedback_decay`), which the replay judges like any update on the same values, and
 //! its bytes must be a faithful compression of `D(C) + after` there
 //! (`corex_verify::check_compression`). Unrevealed states count as zeros: the claim is then
 //! `D(C)` alone, which no honest update matches.
@@ -69,7 +69,7 @@ type ResultValues = (Vec<f32>, Hash, Option<SentCompressed>);
 
 /// What an audited compressed result claims once leaves of its states are revealed.
 pub(super) struct Claim {
-    /// `D(C) + after − before` on the opened leaves, one after the other.
+    /// `D(C) + after − β·before` on the opened leaves, one after the other.
     pub update: Vec<f32>,
     /// The values of the update the opened leaves cover, ascending.
     pub covers: Vec<Range<usize>>,
@@ -166,6 +166,7 @@ impl JobRun {
             )));
         }
         let (before, after) = values.split_at(width);
+        let decay = self.spec.compression.feedback_decay();
         let mut update = Vec::with_capacity(width);
         let mut rounding = 0.0_f64;
         let mut corrected = Vec::with_capacity(covers.len());
@@ -184,9 +185,9 @@ impl JobRun {
                 }
             }
             let sent = &sent[range.clone()];
-            rounding += corex_verify::claim_rounding(sent, before, after).powi(2);
+            rounding += corex_verify::claim_rounding(sent, before, after, decay).powi(2);
             update.extend(
-                corex_verify::claimed_update(sent, before, after)
+                corex_verify::claimed_update(sent, before, after, decay)
                     .map_err(CoordinatorError::WrongShape)?,
             );
             corrected.push((
