@@ -64,6 +64,7 @@ pub fn run(options: &PrivacyBenchOptions) -> anyhow::Result<()> {
                 federated: Some(FederatedDevnet { privacy }),
                 explorer_poll: false,
                 link: None,
+                warm_up: false,
             }))?;
             anyhow::ensure!(outcome.succeeded(), "a federated devnet job failed");
             row.epsilon = outcome.report.privacy.as_ref().map(|p| p.epsilon);

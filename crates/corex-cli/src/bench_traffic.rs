@@ -92,6 +92,7 @@ pub fn run(
             federated: None,
             explorer_poll: false,
             link,
+            warm_up: false,
         }))?;
         anyhow::ensure!(outcome.succeeded(), "the {label} devnet did not finish");
         let figures = Measured::of(&outcome)?;

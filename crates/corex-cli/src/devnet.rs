@@ -18,9 +18,9 @@ use anyhow::Context;
 use corex_core::messages::{JobReport, JobState, NodeInfo};
 use corex_core::{ComputeBackend, DataHolder, Hash, JobSpec, NodeId, PrivacySpec};
 use corex_net::{CoordinatorClient, load_or_create_keypair};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::devnet_follow::{follow, wait_for_nodes, wait_for_settlement, warm_up};
 use crate::endpoint::Endpoint;
 use crate::processes::Children;
 use crate::serve::shutdown_signal;
@@ -47,6 +47,20 @@ pub struct DevnetOptions {
     pub explorer_poll: bool,
     /// Shape each node's link to the coordinator to this rate each way (see `link`).
     pub link: Option<crate::link::LinkRate>,
+    /// Run the job once with another seed before the one reported, on the same network: its
+    /// nodes then come to the reported job with the audit records the first earned (they
+    /// persist across jobs).
+    pub warm_up: bool,
+}
+
+/// Where a devnet stood when its warm-up job had finished (see [`DevnetOptions::warm_up`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarmUp {
+    pub job: Hash,
+    pub wall_s: f64,
+    /// CPU seconds of this process, and of each devnet process by name, at that moment.
+    pub own_cpu_s: f64,
+    pub process_cpu_s: Vec<(String, f64)>,
 }
 
 /// A federated devnet: [`JobSpec::digits_federated`] with this privacy.
@@ -160,6 +174,9 @@ pub struct DevnetOutcome {
     /// Bytes the coordinator moved over the whole run, from its `/metrics` at the end.
     #[serde(default)]
     pub transfer: Option<crate::transfer::Transfer>,
+    /// The warm-up job run first, if any; `wall_s` then counts from its end.
+    #[serde(default)]
+    pub warm_up: Option<WarmUp>,
 }
 
 impl DevnetOutcome {
@@ -307,6 +324,10 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         public: spec.public || spec.federated.is_none(),
         ..spec
     };
+    let warm_up = match options.warm_up {
+        true => Some(warm_up(&client, &spec, options, children, started).await?),
+        false => None,
+    };
     let job = client.submit_job(&spec).await?;
     if options.show_progress {
         println!(
@@ -369,37 +390,16 @@ async fn drive(options: &DevnetOptions, children: &mut Children) -> anyhow::Resu
         weights_path,
         outputs_path,
         report_path: report_path.clone(),
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s: started.elapsed().as_secs_f64() - warm_up.as_ref().map_or(0.0, |w| w.wall_s),
         process_cpu_s: children.cpu_seconds(),
         node_audits: options.node_audits,
         ledger: None,
         explorer_pages: loaded.load(std::sync::atomic::Ordering::Relaxed),
         transfer,
+        warm_up,
     };
     std::fs::write(&report_path, serde_json::to_vec_pretty(&outcome)?)?;
     Ok(outcome)
-}
-
-/// Waits until the ledger has settled the epoch of the job's last rounds (the coordinator's
-/// timer closes it once ledger time passes its end), so the summary shows all work paid.
-async fn wait_for_settlement(client: &CoordinatorClient) -> anyhow::Result<()> {
-    let summary = client.ledger_summary().await?;
-    let wall_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    let deadline = Instant::now()
-        + Duration::from_millis(summary.epoch_ends_ms.saturating_sub(wall_ms) + 10_000);
-    let mut unsettled = summary.unsettled_nodes;
-    while unsettled > 0 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the ledger did not settle the job's last epoch (it ended at {} ms)",
-            summary.epoch_ends_ms
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        unsettled = client.ledger_summary().await?.unsettled_nodes;
-    }
-    Ok(())
 }
 
 /// Where a federated devnet node keeps its local data, inside its own directory.
@@ -463,94 +463,5 @@ async fn wait_for_endpoint(dir: &Path, children: &mut Children) -> anyhow::Resul
             "the coordinator did not start within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Waits until all `nodes` have registered and answered their capability challenge, so that
-/// the job's first round is already sized to measured speeds; after 60 s it goes on with the
-/// nodes it has, saying so.
-async fn wait_for_nodes(
-    client: &CoordinatorClient,
-    nodes: u32,
-    children: &mut Children,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client
-            .nodes()
-            .await?
-            .values()
-            .filter(|info| info.capability.is_some())
-            .count();
-        if ready >= nodes as usize {
-            return Ok(());
-        }
-        if let Some(name) = children.exited() {
-            anyhow::bail!(
-                "{name} exited during start-up; see its log in the devnet's logs/ folder"
-            );
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                ready,
-                nodes,
-                "not every node proved its capability within 60 s; submitting the job anyway"
-            );
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls the job until it ends, drawing the progress bar; fails on timeout or a dead child.
-async fn follow(
-    client: &CoordinatorClient,
-    job: &Hash,
-    spec: &JobSpec,
-    options: &DevnetOptions,
-    children: &mut Children,
-) -> anyhow::Result<JobReport> {
-    let bar = if options.show_progress {
-        ProgressBar::new(u64::from(spec.rounds))
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let deadline = Instant::now() + options.timeout;
-    loop {
-        let status = client.job_status(job).await?;
-        bar.set_position(u64::from(status.round));
-        bar.set_message(format!(
-            "loss {} · {} · {} nodes",
-            status
-                .last_train_loss
-                .map_or("-".into(), |loss| format!("{loss:.4}")),
-            crate::quality::describe(
-                &spec.model,
-                status.last_test_loss,
-                status.last_test_accuracy
-            ),
-            status.nodes.len()
-        ));
-        if status.state != JobState::Running {
-            bar.finish();
-            return Ok(client.job_report(job).await?);
-        }
-        if let Some(name) = children.exited() {
-            bar.abandon();
-            anyhow::bail!("{name} exited while the job was running; see the devnet's logs/ folder");
-        }
-        if Instant::now() >= deadline {
-            bar.abandon();
-            anyhow::bail!(
-                "the job did not finish within {} s",
-                options.timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

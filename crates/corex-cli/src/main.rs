@@ -13,6 +13,7 @@ mod bench_stall;
 mod bench_traffic;
 mod cpu_time;
 mod devnet;
+mod devnet_follow;
 mod emission;
 mod endpoint;
 mod explorer_poll;
@@ -277,6 +278,7 @@ fn main() -> anyhow::Result<()> {
                 federated,
                 explorer_poll: false,
                 link,
+                warm_up: false,
             }))?;
             summary::print(&outcome);
             if !outcome.succeeded() {
