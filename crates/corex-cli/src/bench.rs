@@ -6,7 +6,7 @@
 //! their ratio, rounds per second, and where the devnet's CPU went.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bench_single::{Measurement, single_process};
 
@@ -58,6 +58,10 @@ pub enum Which {
         /// Shape each node's link to this rate each way (`50mbit`), as `devnet --link`.
         #[arg(long)]
         link: Option<crate::link::LinkRate>,
+        /// The whole-update run's job: the same job without compression, at its own
+        /// optimizer (default: the job with its compression policies removed).
+        #[arg(long)]
+        whole_job: Option<PathBuf>,
     },
     /// Audit economics: probability of catching a node that fakes 5 % of 1,000 fragments,
     /// against the share of compute spent on audits, over seeded trials.
@@ -179,7 +183,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             fake_percent,
             honest_nodes,
             seed,
-        } => verify(trials, fragments, fake_percent, honest_nodes, seed),
+        } => crate::bench_verify::run(trials, fragments, fake_percent, honest_nodes, seed),
         Which::Scheduler {
             nodes,
             fragments,
@@ -289,10 +293,15 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             nodes,
             data_dir,
             link,
+            whole_job,
         } => {
             configure_threads(1)?;
             let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
-            crate::bench_traffic::run(spec, nodes, data_dir, link)
+            let whole = match whole_job {
+                Some(path) => Some(JobSpec::from_toml(&std::fs::read_to_string(&path)?)?),
+                None => None,
+            };
+            crate::bench_traffic::run(spec, whole, nodes, data_dir, link)
         }
         Which::Overhead {
             nodes,
@@ -550,51 +559,4 @@ fn devnet_once(
         process_cpu_s,
         outcome,
     })
-}
-
-fn verify(
-    trials: u32,
-    fragments: u32,
-    fake_percent: f64,
-    honest_nodes: u32,
-    seed: u64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (0.0..=100.0).contains(&fake_percent),
-        "--fake-percent must be within 0..=100"
-    );
-    let policy = corex_verify::AuditPolicy::default();
-    let population = corex_verify::Population {
-        fragments,
-        fake_ppm: (fake_percent * 10_000.0).round() as u32,
-        trials,
-        honest_nodes,
-    };
-    println!(
-        "bench verify: audit policy: all of a node's first results until {} audits pass, then {:.1} % → floor {:.1} % over {} passed audits; seed {seed}",
-        policy.probation_audits,
-        f64::from(policy.new_node_ppm) / 1e4,
-        f64::from(policy.floor_ppm) / 1e4,
-        policy.proving_audits
-    );
-    let started = Instant::now();
-    let study = corex_verify::study_detection(&policy, &population, seed);
-    println!(
-        "  node faking {fake_percent} % of {fragments} fragments, {trials} trials: caught {:.2} % (mean {:.0} fragments to the catch; target ≥ 99 %)",
-        study.caught * 100.0,
-        study.mean_fragments_to_catch
-    );
-    println!(
-        "  audit overhead, {honest_nodes} honest nodes × {fragments} fragments: {:.2} % of compute replayed (target < 10 %)",
-        study.audit_overhead * 100.0
-    );
-    let escape =
-        (1.0 - f64::from(policy.floor_ppm) / 1e6).powf(f64::from(fragments) * fake_percent / 100.0);
-    println!(
-        "  baseline: closed form at the floor rate alone, (1 − p)^(fN) = {:.3} % escape; simulated {:.3} % ({:.1} s)",
-        escape * 100.0,
-        (1.0 - study.caught) * 100.0,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

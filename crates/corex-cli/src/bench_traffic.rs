@@ -3,7 +3,9 @@
 //! link shaped with `--link`), and the coordinator's byte counters of each
 //! (`corex_transfer_bytes_total`) are set side by side, per fragment and per round, beside the
 //! held-out loss both reached at the same number of rounds and the wall times, with the same
-//! training in one process.
+//! training in one process. The whole run may be another job file (`--whole-job`), the same
+//! training at its own best settings (compressed DiLoCo wants a larger outer step than whole
+//! updates do), checked to differ from the job only in its optimizer.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,8 +48,32 @@ impl Measured {
     }
 }
 
+/// The job run with whole updates: `whole_job` when given (the same job but for its
+/// optimizer, and uncompressed), else `spec` without its compression policies.
+fn whole_baseline(spec: &JobSpec, whole_job: Option<JobSpec>) -> anyhow::Result<JobSpec> {
+    let stripped = JobSpec {
+        compression: CompressionSpec::None,
+        download_compression: CompressionSpec::None,
+        ..spec.clone()
+    };
+    let Some(whole) = whole_job else {
+        return Ok(stripped);
+    };
+    let same_but_optimizer = JobSpec {
+        optimizer: whole.optimizer.clone(),
+        name: whole.name.clone(),
+        ..stripped
+    };
+    anyhow::ensure!(
+        whole == same_but_optimizer,
+        "--whole-job must be the job without compression, differing only in its name and optimizer"
+    );
+    Ok(whole)
+}
+
 pub fn run(
     spec: JobSpec,
+    whole_job: Option<JobSpec>,
     nodes: u32,
     data_dir: PathBuf,
     link: Option<LinkRate>,
@@ -56,11 +82,7 @@ pub fn run(
         !spec.compression.is_none() || !spec.download_compression.is_none(),
         "bench traffic compares a job's compression policies with whole updates; give a job with `compression` or `download_compression`"
     );
-    let whole = JobSpec {
-        compression: CompressionSpec::None,
-        download_compression: CompressionSpec::None,
-        ..spec.clone()
-    };
+    let whole = whole_baseline(&spec, whole_job)?;
     let parameters = spec.model.parameter_count();
     println!(
         "bench traffic: job '{}', {} rounds × {} fragments, {nodes} nodes, {parameters} parameters, compression up {:?}, down {:?}, links {}",
@@ -72,6 +94,10 @@ pub fn run(
         link.map_or("unshaped (loopback)".to_owned(), |rate| format!(
             "{rate} each way per node"
         ))
+    );
+    println!(
+        "  outer optimizer: whole {:?}, compressed {:?}",
+        whole.optimizer, spec.optimizer
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -188,5 +214,39 @@ fn human(bytes: f64) -> String {
         b if b >= 1e6 => format!("{:.2} MB", b / 1e6),
         b if b >= 1e3 => format!("{:.1} KB", b / 1e3),
         b => format!("{b:.0} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(text: &str) -> JobSpec {
+        JobSpec::from_toml(text).expect("a valid job file")
+    }
+
+    #[test]
+    fn the_whole_baseline_is_the_job_uncompressed_at_its_own_optimizer() {
+        let compressed = job(include_str!("../../../jobs/jargon-lm-diloco.toml"));
+        let whole = job(include_str!("../../../jobs/jargon-lm-diloco-whole.toml"));
+        whole.validate().expect("valid");
+        let baseline = whole_baseline(&compressed, Some(whole.clone())).unwrap();
+        assert!(baseline.compression.is_none() && baseline.download_compression.is_none());
+        assert_eq!(baseline.optimizer, whole.optimizer);
+        // Without a whole job: the job itself, stripped of its policies.
+        let stripped = whole_baseline(&compressed, None).unwrap();
+        assert_eq!(stripped.optimizer, compressed.optimizer);
+        assert!(stripped.compression.is_none());
+        // Anything else that differs is refused: it would not be the same training.
+        let other_rounds = JobSpec {
+            rounds: whole.rounds + 1,
+            ..whole.clone()
+        };
+        assert!(whole_baseline(&compressed, Some(other_rounds)).is_err());
+        let still_compressed = JobSpec {
+            compression: compressed.compression,
+            ..whole
+        };
+        assert!(whole_baseline(&compressed, Some(still_compressed)).is_err());
     }
 }

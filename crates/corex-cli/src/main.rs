@@ -11,6 +11,7 @@ mod bench_scheduler;
 mod bench_single;
 mod bench_stall;
 mod bench_traffic;
+mod bench_verify;
 mod cpu_time;
 mod devnet;
 mod devnet_follow;
