@@ -45,6 +45,19 @@ pub enum Which {
         #[arg(long)]
         proven: bool,
     },
+    /// What a job's compression policies do to its training, without a network: the job
+    /// trained in this process as the network would train it, beside the same job whole.
+    Policy {
+        /// A job spec (TOML) with a `compression` or `download_compression` policy.
+        #[arg(long, default_value = "jobs/jargon-lm-diloco.toml")]
+        job: PathBuf,
+        /// The whole-update job, as `bench traffic --whole-job`.
+        #[arg(long)]
+        whole_job: Option<PathBuf>,
+        /// Simulated nodes, each with its own error feedback.
+        #[arg(long, default_value_t = 4)]
+        nodes: u32,
+    },
     /// Bytes up and down per fragment and per round, a job with its compression policy
     /// against the same job with whole f32 updates, and the held-out loss of each.
     Traffic {
@@ -297,11 +310,19 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         } => {
             configure_threads(1)?;
             let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
-            let whole = match whole_job {
-                Some(path) => Some(JobSpec::from_toml(&std::fs::read_to_string(&path)?)?),
-                None => None,
-            };
+            let whole = read_optional_job(whole_job)?;
             crate::bench_traffic::run(spec, whole, nodes, data_dir, link)
+        }
+        Which::Policy {
+            job,
+            whole_job,
+            nodes,
+        } => {
+            configure_threads(1)?;
+            let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
+            spec.validate()?;
+            let whole = crate::bench_traffic::whole_baseline(&spec, read_optional_job(whole_job)?)?;
+            crate::bench_policy::run(spec, whole, nodes)
         }
         Which::Overhead {
             nodes,
@@ -331,6 +352,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             overhead(&spec, options)
         }
     }
+}
+
+/// The job spec at `path`, if one is named.
+fn read_optional_job(path: Option<PathBuf>) -> anyhow::Result<Option<JobSpec>> {
+    Ok(match path {
+        Some(path) => Some(JobSpec::from_toml(&std::fs::read_to_string(&path)?)?),
+        None => None,
+    })
 }
 
 /// One devnet run, with where its CPU went.

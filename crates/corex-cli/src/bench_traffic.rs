@@ -50,7 +50,10 @@ impl Measured {
 
 /// The job run with whole updates: `whole_job` when given (the same job but for its
 /// optimizer, and uncompressed), else `spec` without its compression policies.
-fn whole_baseline(spec: &JobSpec, whole_job: Option<JobSpec>) -> anyhow::Result<JobSpec> {
+pub(crate) fn whole_baseline(
+    spec: &JobSpec,
+    whole_job: Option<JobSpec>,
+) -> anyhow::Result<JobSpec> {
     let stripped = JobSpec {
         compression: CompressionSpec::None,
         download_compression: CompressionSpec::None,
