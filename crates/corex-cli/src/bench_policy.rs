@@ -113,14 +113,13 @@ fn simulate(spec: &JobSpec, nodes: usize) -> anyhow::Result<Measurement> {
         let done = round + 1;
         if done == spec.rounds || done.is_multiple_of(spec.eval_every) {
             let evaluated = corex_ml::evaluate(&spec.model, &trained, &dataset, &split.test)?;
-            bar.println(format!(
-                "  compressed, round {done}: {}",
-                crate::quality::describe(
-                    &spec.model,
-                    Some(evaluated.loss),
-                    Some(evaluated.accuracy)
-                )
-            ));
+            let quality = crate::quality::describe(
+                &spec.model,
+                Some(evaluated.loss),
+                Some(evaluated.accuracy),
+            );
+            // Printed whether or not the bar shows (a piped run hides it).
+            bar.suspend(|| println!("  compressed, round {done}: {quality}"));
             evaluation = Some(evaluated);
         }
         bar.inc(1);
