@@ -197,6 +197,18 @@ fn magnitude(lo: f32, hi: f32, level: u32, levels: u32) -> f32 {
     }
 }
 
+/// A chunk value's rank for top-k as one integer, larger first: its magnitude's bits (which
+/// order finite non-negative f32 as their values do), then the lower index. A total order, so
+/// the kept set is unique.
+fn selection_key(value: f32, index: u32) -> u64 {
+    (u64::from(value.abs().to_bits()) << 32) | u64::from(u32::MAX - index)
+}
+
+/// The chunk index a [`selection_key`] was made from.
+fn index_of_key(key: u64) -> u32 {
+    u32::MAX - key as u32
+}
+
 /// Compresses `values` under `spec` (a top-k policy). Errors on a non-finite value.
 pub fn encode(values: &[f32], spec: &CompressionSpec) -> Result<Vec<u8>, DecodeError> {
     let layout = Layout::of(spec)?;
@@ -205,23 +217,23 @@ pub fn encode(values: &[f32], spec: &CompressionSpec) -> Result<Vec<u8>, DecodeE
     }
     let mut out = Vec::with_capacity(spec.encoded_len(values.len()));
     out.extend_from_slice(&layout.header(values.len()));
-    let mut order: Vec<u32> = Vec::with_capacity(layout.chunk as usize);
+    let mut order: Vec<u64> = Vec::with_capacity(layout.chunk as usize);
+    let mut selected: Vec<u32> = Vec::with_capacity(layout.chunk as usize);
     for range in chunk_ranges(values.len(), layout.chunk as usize) {
         let chunk = &values[range];
         let kept = layout.kept(chunk.len());
         order.clear();
-        order.extend(0..chunk.len() as u32);
-        // A total order (magnitude down, then index up): the kept set is unique.
-        let by_magnitude = |a: &u32, b: &u32| {
-            chunk[*b as usize]
-                .abs()
-                .total_cmp(&chunk[*a as usize].abs())
-                .then(a.cmp(b))
-        };
+        order.extend(
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(index, value)| selection_key(*value, index as u32)),
+        );
         if kept < order.len() {
-            order.select_nth_unstable_by(kept - 1, by_magnitude);
+            order.select_nth_unstable_by(kept - 1, |a, b| b.cmp(a));
         }
-        let selected = &mut order[..kept];
+        selected.clear();
+        selected.extend(order[..kept].iter().map(|key| index_of_key(*key)));
         selected.sort_unstable();
         let (lo, hi) = selected
             .iter()

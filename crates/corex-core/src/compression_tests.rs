@@ -299,3 +299,27 @@ proptest! {
         prop_assert_eq!(encode(&decoded, &policy).unwrap(), bytes);
     }
 }
+
+#[test]
+fn ties_and_signed_zeros_keep_the_lower_indices() {
+    // Magnitudes 0..=6 repeat, with both signs and -0.0: many ties at every magnitude.
+    let chunk: Vec<f32> = (0..4096)
+        .map(|i| {
+            let magnitude = (i % 7) as f32;
+            if i % 2 == 0 { magnitude } else { -magnitude }
+        })
+        .collect();
+    let output = decode(&encode(&chunk, &POLICY).unwrap(), chunk.len(), &POLICY).unwrap();
+    let nonzero: Vec<usize> = (0..chunk.len()).filter(|&i| output[i] != 0.0).collect();
+    assert_eq!(nonzero, top_k_set(&chunk, 64));
+    let mut keys: Vec<u64> = chunk
+        .iter()
+        .enumerate()
+        .map(|(index, value)| selection_key(*value, index as u32))
+        .collect();
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let by_key: Vec<usize> = keys.iter().map(|key| index_of_key(*key) as usize).collect();
+    let mut reference: Vec<usize> = (0..chunk.len()).collect();
+    reference.sort_by(|&a, &b| chunk[b].abs().total_cmp(&chunk[a].abs()).then(a.cmp(&b)));
+    assert_eq!(by_key, reference);
+}

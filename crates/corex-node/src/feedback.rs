@@ -46,8 +46,8 @@ struct Revealable {
 /// Each job's current state and the states of recent results.
 #[derive(Default)]
 pub(crate) struct FeedbackStore {
-    /// The state the next result of each job starts from (absent: zeros).
-    current: HashMap<Hash, Arc<Vec<f32>>>,
+    /// The state the next result of each job starts from (absent: zeros), with its root.
+    current: HashMap<Hash, (Arc<Vec<f32>>, Hash)>,
     /// The results taken in the last rounds of each job, oldest first.
     revealable: VecDeque<Revealable>,
 }
@@ -62,12 +62,16 @@ impl FeedbackStore {
         spec: &CompressionSpec,
         claim_empty: bool,
     ) -> Result<CompressedUpdate, NodeError> {
-        let before = self
+        let (before, before_root) = self
             .current
             .get(job)
-            .filter(|state| state.len() == update.len())
+            .filter(|(state, _)| state.len() == update.len())
             .cloned()
-            .unwrap_or_else(|| Arc::new(vec![0.0; update.len()]));
+            .unwrap_or_else(|| {
+                let zeros = vec![0.0; update.len()];
+                let root = state_root(&zeros, LEAF_VALUES);
+                (Arc::new(zeros), root)
+            });
         let (bytes, after) = compress_with_feedback(update, &before, spec)
             .map_err(|error| NodeError::Compute(error.to_string()))?;
         let after = match claim_empty {
@@ -75,7 +79,7 @@ impl FeedbackStore {
             false => after,
         };
         let feedback = FeedbackCommitment {
-            before: state_root(&before, LEAF_VALUES),
+            before: before_root,
             after: state_root(&after, LEAF_VALUES),
         };
         Ok(CompressedUpdate {
@@ -96,7 +100,8 @@ impl FeedbackStore {
         fragment: Hash,
         update: &CompressedUpdate,
     ) {
-        self.current.insert(job, update.after.clone());
+        self.current
+            .insert(job, (update.after.clone(), update.feedback.after));
         self.revealable
             .retain(|kept| kept.job != job || kept.round + REVEALABLE_ROUNDS > round);
         self.revealable.push_back(Revealable {
