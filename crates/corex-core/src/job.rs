@@ -394,6 +394,25 @@ mod tests {
             file(include_str!("../../../jobs/fashion-cnn.toml")),
             JobSpec::fashion_cnn()
         );
+        // The long-fragment digits job is the default job with 4× the steps per fragment and
+        // a quarter of the rounds: the same samples, steps and step size.
+        let long = file(include_str!("../../../jobs/digits-diloco-h64.toml"));
+        let default = JobSpec::default_digits();
+        let WorkSpec::LocalSteps { inner, .. } = default.work.clone() else {
+            panic!("the default job takes local steps");
+        };
+        assert_eq!(
+            long,
+            JobSpec {
+                name: long.name.clone(),
+                rounds: default.rounds / 4,
+                global_batch: default.global_batch * 4,
+                fragment_samples: default.fragment_samples * 4,
+                eval_every: default.eval_every / 2,
+                work: WorkSpec::LocalSteps { steps: 64, inner },
+                ..default
+            }
+        );
     }
 
     #[test]

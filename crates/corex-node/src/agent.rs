@@ -478,7 +478,7 @@ impl NodeAgent {
             },
         );
         let outcome = Outcome {
-            values: gradient,
+            values: Arc::new(gradient),
             report: ResultReport {
                 loss,
                 samples,

@@ -34,6 +34,39 @@ pub(crate) struct CompressedUpdate {
     after: Arc<Vec<f32>>,
 }
 
+/// The error-feedback state a result starts from, and its root.
+#[derive(Clone)]
+pub(crate) struct StartingState {
+    state: Arc<Vec<f32>>,
+    root: Hash,
+}
+
+/// Compresses `update` under `spec` from `before` (CPU work: off the async threads). With
+/// `claim_empty` (the false-feedback adversary) the state after is claimed to be zeros.
+pub(crate) fn compress_from(
+    before: StartingState,
+    update: &[f32],
+    spec: &CompressionSpec,
+    claim_empty: bool,
+) -> Result<CompressedUpdate, NodeError> {
+    let (bytes, after) = compress_with_feedback(update, &before.state, spec)
+        .map_err(|error| NodeError::Compute(error.to_string()))?;
+    let after = match claim_empty {
+        true => vec![0.0; after.len()],
+        false => after,
+    };
+    let feedback = FeedbackCommitment {
+        before: before.root,
+        after: state_root(&after, LEAF_VALUES),
+    };
+    Ok(CompressedUpdate {
+        bytes,
+        feedback,
+        before: before.state,
+        after: Arc::new(after),
+    })
+}
+
 /// A result's job, round and fragment, and its states before and after.
 struct Revealable {
     job: Hash,
@@ -53,41 +86,20 @@ pub(crate) struct FeedbackStore {
 }
 
 impl FeedbackStore {
-    /// Compresses `update` for `job` under `spec` from the job's current state. With
-    /// `claim_empty` (the false-feedback adversary) the state after is claimed to be zeros.
-    pub(crate) fn compress(
-        &self,
-        job: &Hash,
-        update: &[f32],
-        spec: &CompressionSpec,
-        claim_empty: bool,
-    ) -> Result<CompressedUpdate, NodeError> {
-        let (before, before_root) = self
+    /// The state `job`'s next result of `len` values starts from, with its root: the state
+    /// the coordinator last took, or zeros.
+    pub(crate) fn starting_state(&self, job: &Hash, len: usize) -> StartingState {
+        let (state, root) = self
             .current
             .get(job)
-            .filter(|(state, _)| state.len() == update.len())
+            .filter(|(state, _)| state.len() == len)
             .cloned()
             .unwrap_or_else(|| {
-                let zeros = vec![0.0; update.len()];
+                let zeros = vec![0.0; len];
                 let root = state_root(&zeros, LEAF_VALUES);
                 (Arc::new(zeros), root)
             });
-        let (bytes, after) = compress_with_feedback(update, &before, spec)
-            .map_err(|error| NodeError::Compute(error.to_string()))?;
-        let after = match claim_empty {
-            true => vec![0.0; after.len()],
-            false => after,
-        };
-        let feedback = FeedbackCommitment {
-            before: before_root,
-            after: state_root(&after, LEAF_VALUES),
-        };
-        Ok(CompressedUpdate {
-            bytes,
-            feedback,
-            before,
-            after: Arc::new(after),
-        })
+        StartingState { state, root }
     }
 
     /// The coordinator took `update` for `fragment` (of `job`'s round `round`): its state after
@@ -170,16 +182,34 @@ mod tests {
         let update: Vec<f32> = (0..len)
             .map(|i| ((i as f32) * 0.37).sin() / 100.0)
             .collect();
-        let first = store.compress(&job, &update, &POLICY, false).unwrap();
+        let first = compress_from(
+            store.starting_state(&job, update.len()),
+            &update,
+            &POLICY,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             first.feedback.before,
             state_root(&vec![0.0; len], LEAF_VALUES)
         );
         // Not taken: the next result starts from zeros again.
-        let again = store.compress(&job, &update, &POLICY, false).unwrap();
+        let again = compress_from(
+            store.starting_state(&job, update.len()),
+            &update,
+            &POLICY,
+            false,
+        )
+        .unwrap();
         assert_eq!(again.feedback, first.feedback);
         store.taken(job, 0, Hash::of(b"f1"), &first);
-        let second = store.compress(&job, &update, &POLICY, false).unwrap();
+        let second = compress_from(
+            store.starting_state(&job, update.len()),
+            &update,
+            &POLICY,
+            false,
+        )
+        .unwrap();
         assert_eq!(second.feedback.before, first.feedback.after);
         // The revealed leaf of both states: the update is what was sent plus what was kept,
         // and each leaf opens against its commitment.
@@ -200,7 +230,13 @@ mod tests {
         }
         assert!(store.reveal(&Hash::of(b"f1"), &[3]).is_none(), "no leaf 3");
         store.restart(&job);
-        let fresh = store.compress(&job, &update, &POLICY, false).unwrap();
+        let fresh = compress_from(
+            store.starting_state(&job, update.len()),
+            &update,
+            &POLICY,
+            false,
+        )
+        .unwrap();
         assert_eq!(fresh.feedback, first.feedback);
         assert!(store.reveal(&Hash::of(b"unknown"), &[0]).is_none());
         // Many results in one round all stay revealable; two rounds on, the first goes.

@@ -1,13 +1,18 @@
 //! Sending a computed fragment's result, compressed with error feedback where the job asks
 //! for it (see `feedback`), and answering an audit's reveal request.
 
+use std::sync::Arc;
+
 use corex_core::compression::{CompressionSpec, feedback_commitment};
+
+use crate::feedback::compress_from;
 
 use super::*;
 
 /// A computed fragment, ready to send.
 pub(super) struct Outcome {
-    pub(super) values: Vec<f32>,
+    /// The result's values (shared with the blocking thread that compresses them).
+    pub(super) values: Arc<Vec<f32>>,
     pub(super) report: ResultReport,
     pub(super) data_commitment: Option<LocalDataCommitment>,
     pub(super) trace: Option<StepTrace>,
@@ -28,12 +33,18 @@ impl NodeAgent {
         loop {
             let compressed = match compression.is_none() {
                 true => None,
-                false => Some(self.feedback.compress(
-                    &fragment.job,
-                    &outcome.values,
-                    compression,
-                    claim_empty,
-                )?),
+                false => {
+                    let before = self
+                        .feedback
+                        .starting_state(&fragment.job, outcome.values.len());
+                    let (values, spec) = (outcome.values.clone(), *compression);
+                    let compressed = tokio::task::spawn_blocking(move || {
+                        compress_from(before, &values, &spec, claim_empty)
+                    })
+                    .await
+                    .map_err(|error| NodeError::Compute(error.to_string()))??;
+                    Some(compressed)
+                }
             };
             let tensor = match &compressed {
                 Some(update) => ResultTensor::from_bytes(update.bytes.clone()),
