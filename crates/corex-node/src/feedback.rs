@@ -173,6 +173,17 @@ mod tests {
         feedback_decay: 1.0,
     };
 
+    /// An honest node's compression of `update` from `job`'s starting state in `store`.
+    fn compress(store: &FeedbackStore, job: &Hash, update: &[f32]) -> CompressedUpdate {
+        compress_from(
+            store.starting_state(job, update.len()),
+            update,
+            &POLICY,
+            false,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_state_moves_on_only_once_taken_and_restarts_from_zeros() {
         let mut store = FeedbackStore::default();
@@ -182,34 +193,16 @@ mod tests {
         let update: Vec<f32> = (0..len)
             .map(|i| ((i as f32) * 0.37).sin() / 100.0)
             .collect();
-        let first = compress_from(
-            store.starting_state(&job, update.len()),
-            &update,
-            &POLICY,
-            false,
-        )
-        .unwrap();
+        let first = compress(&store, &job, &update);
         assert_eq!(
             first.feedback.before,
             state_root(&vec![0.0; len], LEAF_VALUES)
         );
         // Not taken: the next result starts from zeros again.
-        let again = compress_from(
-            store.starting_state(&job, update.len()),
-            &update,
-            &POLICY,
-            false,
-        )
-        .unwrap();
+        let again = compress(&store, &job, &update);
         assert_eq!(again.feedback, first.feedback);
         store.taken(job, 0, Hash::of(b"f1"), &first);
-        let second = compress_from(
-            store.starting_state(&job, update.len()),
-            &update,
-            &POLICY,
-            false,
-        )
-        .unwrap();
+        let second = compress(&store, &job, &update);
         assert_eq!(second.feedback.before, first.feedback.after);
         // The revealed leaf of both states: the update is what was sent plus what was kept,
         // and each leaf opens against its commitment.
@@ -230,13 +223,7 @@ mod tests {
         }
         assert!(store.reveal(&Hash::of(b"f1"), &[3]).is_none(), "no leaf 3");
         store.restart(&job);
-        let fresh = compress_from(
-            store.starting_state(&job, update.len()),
-            &update,
-            &POLICY,
-            false,
-        )
-        .unwrap();
+        let fresh = compress(&store, &job, &update);
         assert_eq!(fresh.feedback, first.feedback);
         assert!(store.reveal(&Hash::of(b"unknown"), &[0]).is_none());
         // Many results in one round all stay revealable; two rounds on, the first goes.
