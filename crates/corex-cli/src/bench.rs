@@ -419,7 +419,7 @@ fn overhead(spec: &JobSpec, options: OverheadOptions) -> anyhow::Result<()> {
     let mut bigram = None;
     for run in 1..=repeat.max(1) {
         // Alternate the two so that both see the same machine conditions.
-        let (baseline, baseline_bigram) = single_process(spec)?;
+        let (baseline, baseline_bigram) = single_process(spec, nodes as usize)?;
         bigram = baseline_bigram;
         print_line(&format!("single process #{run}"), &baseline, spec);
         let devnet = DevnetRun {

@@ -24,7 +24,7 @@ pub fn run(spec: JobSpec, whole: JobSpec, nodes: u32) -> anyhow::Result<()> {
         whole.optimizer
     );
     let (compressed, ..) = train(&spec, nodes as usize, true)?;
-    let (whole_run, _) = single_process(&whole)?;
+    let (whole_run, _) = single_process(&whole, nodes as usize)?;
     let describe = |m: &Measurement| crate::quality::describe(&spec.model, m.loss, m.accuracy);
     println!(
         "  whole      {} ({:.0} CPU-s)",

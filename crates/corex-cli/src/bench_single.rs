@@ -37,10 +37,11 @@ pub fn bench_dataset(spec: &JobSpec) -> anyhow::Result<Dataset> {
     })
 }
 
-/// Trains `spec` in this process; also returns the prepared split's bigram baseline for a
-/// language model (nats per held-out byte).
-pub fn single_process(spec: &JobSpec) -> anyhow::Result<(Measurement, Option<f64>)> {
-    let (measurement, dataset, split) = train(spec, 1, false)?;
+/// Trains `spec` in this process as `nodes` nodes would over the network (which matters only
+/// under compression, where each node keeps its own error feedback); also returns the
+/// prepared split's bigram baseline for a language model (nats per held-out byte).
+pub fn single_process(spec: &JobSpec, nodes: usize) -> anyhow::Result<(Measurement, Option<f64>)> {
+    let (measurement, dataset, split) = train(spec, nodes, false)?;
     let bigram = spec
         .model
         .window()

@@ -62,6 +62,7 @@ pub(crate) fn whole_baseline(
     let Some(whole) = whole_job else {
         return Ok(stripped);
     };
+    whole.validate()?;
     let same_but_optimizer = JobSpec {
         optimizer: whole.optimizer.clone(),
         name: whole.name.clone(),
@@ -135,7 +136,7 @@ pub fn run(
         anyhow::bail!("two runs expected");
     };
     // The same training in one process (whole updates: it moves no bytes), for the wall time.
-    let (single, _) = crate::bench_single::single_process(&whole)?;
+    let (single, _) = crate::bench_single::single_process(&whole, 1)?;
     let rounds = u64::from(spec.rounds);
     let per = |bytes: u64, count: u64| bytes as f64 / count.max(1) as f64;
     let row = |what: &str, whole: f64, compressed: f64| {

@@ -2,9 +2,10 @@
 //! `corex_core::compression`): the state it carries from one result to the next, per job, and
 //! the states of its recent results, which an audit may ask it to reveal.
 //!
-//! A result sends `C(v)` for `v = Δ + e` and commits to the roots of `e` and `e'`,
-//! `e' = v − D(C(v))` (Merkle trees over leaves of `corex_core::feedback_state::LEAF_VALUES`
-//! values), so that an audit can open a sample of leaves.
+//! A result sends `C(v)` for `v = Δ + β·e` (`β` the policy's `feedback_decay`) and commits to
+//! the roots of `e` and `e' = v − D(C(v))` (Merkle trees over leaves of
+//! `corex_core::feedback_state::LEAF_VALUES` values), so that an audit can open a sample of
+//! leaves. Each state is kept with its root, so a result's "before" is not hashed again.
 //! The node moves on to `e'` only once the coordinator has taken the result; a result refused
 //! leaves the state as it was. When the coordinator says the chain is broken (it restarted and
 //! knows no state of this node), the node starts again from zeros, losing only what it had not
@@ -34,11 +35,11 @@ pub(crate) struct CompressedUpdate {
     after: Arc<Vec<f32>>,
 }
 
-/// The error-feedback state a result starts from, and its root.
-#[derive(Clone)]
-pub(crate) struct StartingState {
-    state: Arc<Vec<f32>>,
-    root: Hash,
+/// The error-feedback state a result starts from: zeros (a job's first result, or after a
+/// restart), or the state the coordinator last took, with its root.
+pub(crate) enum StartingState {
+    Zeros(usize),
+    Taken { state: Arc<Vec<f32>>, root: Hash },
 }
 
 /// Compresses `update` under `spec` from `before` (CPU work: off the async threads). With
@@ -49,20 +50,28 @@ pub(crate) fn compress_from(
     spec: &CompressionSpec,
     claim_empty: bool,
 ) -> Result<CompressedUpdate, NodeError> {
-    let (bytes, after) = compress_with_feedback(update, &before.state, spec)
+    let (before, before_root) = match before {
+        StartingState::Taken { state, root } => (state, root),
+        StartingState::Zeros(len) => {
+            let zeros = vec![0.0; len];
+            let root = state_root(&zeros, LEAF_VALUES);
+            (Arc::new(zeros), root)
+        }
+    };
+    let (bytes, after) = compress_with_feedback(update, &before, spec)
         .map_err(|error| NodeError::Compute(error.to_string()))?;
     let after = match claim_empty {
         true => vec![0.0; after.len()],
         false => after,
     };
     let feedback = FeedbackCommitment {
-        before: before.root,
+        before: before_root,
         after: state_root(&after, LEAF_VALUES),
     };
     Ok(CompressedUpdate {
         bytes,
         feedback,
-        before: before.state,
+        before,
         after: Arc::new(after),
     })
 }
@@ -86,20 +95,16 @@ pub(crate) struct FeedbackStore {
 }
 
 impl FeedbackStore {
-    /// The state `job`'s next result of `len` values starts from, with its root: the state
-    /// the coordinator last took, or zeros.
+    /// The state `job`'s next result of `len` values starts from: the state the coordinator
+    /// last took, or zeros (made and hashed by [`compress_from`], off the async threads).
     pub(crate) fn starting_state(&self, job: &Hash, len: usize) -> StartingState {
-        let (state, root) = self
-            .current
-            .get(job)
-            .filter(|(state, _)| state.len() == len)
-            .cloned()
-            .unwrap_or_else(|| {
-                let zeros = vec![0.0; len];
-                let root = state_root(&zeros, LEAF_VALUES);
-                (Arc::new(zeros), root)
-            });
-        StartingState { state, root }
+        match self.current.get(job) {
+            Some((state, root)) if state.len() == len => StartingState::Taken {
+                state: state.clone(),
+                root: *root,
+            },
+            _ => StartingState::Zeros(len),
+        }
     }
 
     /// The coordinator took `update` for `fragment` (of `job`'s round `round`): its state after
