@@ -253,17 +253,12 @@ impl Coordinator {
             coordinator_mflops: self.config.replay_mflops,
         };
         // An audit's request for checkpoints comes first: its round waits on nothing else.
-        if let Some((fragment, model, steps, feedback)) = self
+        if let Some(reveal) = self
             .jobs()
             .filter(|job| job.takes_work())
             .find_map(|job| job.reveal_for(&node))
         {
-            return Ok(LeaseResponse::Reveal {
-                fragment,
-                model,
-                steps,
-                feedback,
-            });
+            return Ok(reveal);
         }
         let mut deferred = false;
         for id in &self.job_order {

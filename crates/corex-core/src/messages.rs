@@ -132,6 +132,9 @@ pub enum LeaseResponse {
     /// An audit picked a segment of the node's traced result for `fragment` (at model version
     /// `model`): send the parameters it committed to at the steps `steps`, concatenated in
     /// that order, as a result for [`Fragment::derive_reveal_id`](crate::Fragment::derive_reveal_id).
+    /// With `leaves` (a prefix audit, see [`crate::trace`]: ascending leaf indices), each
+    /// checkpoint is opened at those leaves only instead of sent whole: their values,
+    /// checkpoint by checkpoint, with their paths in the header's `checkpoint_paths`.
     /// With `feedback` (a compressed result: the leaves of its error-feedback states the audit
     /// opens, ascending), those leaves of the state before the result and then of the state
     /// after it follow the checkpoints, with their paths in the header's `state_paths` (see
@@ -140,6 +143,8 @@ pub enum LeaseResponse {
         fragment: Hash,
         model: Hash,
         steps: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leaves: Vec<u32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         feedback: Vec<u32>,
     },
@@ -174,6 +179,10 @@ pub struct ResultHeader {
     /// [`crate::feedback_state`]). Absent for every other result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_paths: Option<StatePaths>,
+    /// A reveal's paths to the checkpoint leaves a prefix audit opens, checkpoint by
+    /// checkpoint, leaf by leaf (see [`crate::trace`]). Absent for every other result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_paths: Option<Vec<Vec<Hash>>>,
 }
 
 /// What an untraced result reports besides its tensor.
@@ -209,6 +218,7 @@ impl ResultHeader {
             trace: None,
             feedback: None,
             state_paths: None,
+            checkpoint_paths: None,
         }
     }
 }

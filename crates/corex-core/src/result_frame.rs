@@ -174,6 +174,7 @@ mod tests {
         ResultHeader {
             feedback: None,
             state_paths: None,
+            checkpoint_paths: None,
             fragment: Hash::of(b"f"),
             model: Hash::of(b"m"),
             loss: 0.5,

@@ -1,24 +1,41 @@
 //! Step traces of local-steps fragments: what a node commits to beside its result so that an
-//! audit can replay one segment of the fragment's steps instead of all of them.
+//! audit can replay part of the fragment's steps instead of all of them.
 //!
-//! A fragment of `K` local steps of a stateless inner optimizer (SGD without momentum) is cut
-//! into `S = min(K, TRACE_SEGMENTS)` segments at the steps `b_i = ⌊i·K/S⌋`. With its result
-//! the node commits to the BLAKE3 of its parameters at every interior boundary
-//! (`b_1 … b_{S−1}`) and to each step's loss. The parameters at `b_0` are the round's model
-//! version and those at `b_S` are `w_start − result` (in f32, computed by whoever checks), so
-//! the chain is pinned at both ends. An audit reveals the checkpoints around one segment,
-//! replays that segment's steps and compares its end: a segment's compute instead of `K`
-//! steps. Because the steps are stateless, a segment replays from its first checkpoint alone.
+//! A traced fragment of `K` local steps is cut into `S = min(K, TRACE_SEGMENTS)` segments at
+//! the steps `b_i = ⌊i·K/S⌋`. With its result the node commits to its parameters at every
+//! interior boundary (`b_1 … b_{S−1}`), each as the root of a Merkle tree over leaves of
+//! [`LEAF_VALUES`] values ([`checkpoint_root`], the layout of `crate::feedback_state`), and to
+//! each step's loss. The parameters at `b_0` are the round's model version and those at `b_S`
+//! are `w_start − result` (in f32, computed by whoever checks), so the chain is pinned at both
+//! ends. An audit draws one segment `i` after the commitment and replays, by [`TraceAudit`]:
 //!
-//! What this buys and what it does not: a node that skipped work must fake every segment it
-//! skipped, and an audit picks the segment after the commitment, so skipping a fraction `f` of
-//! the steps is caught with probability `f` per audit, as a whole-fragment replay would for a
-//! node skipping `f` of its fragments. A node that does all the work but bends one segment
-//! (poisoning rather than saving effort) is caught with probability `1/S` per audit; its update
-//! also has to pass the consistency screening, which forces a whole-fragment replay.
+//! - **a segment** (stateless inner optimizer: SGD without momentum, fragments of at least
+//!   [`TRACE_MIN_SAMPLES`]): steps `[b_i, b_{i+1})` from the revealed checkpoint at `b_i`,
+//!   compared with the revealed checkpoint at `b_{i+1}`. A stateless step needs nothing but the
+//!   weights, so a segment replays from its first checkpoint alone: `1/S` of the compute, and
+//!   one or two whole checkpoints moved.
+//! - **a prefix** (inner optimizer with state: Adam, momentum): steps `[0, b_{i+1})` from the
+//!   round's model with a fresh inner optimizer, exactly as the node began, so no optimizer
+//!   state is revealed; compared on a seeded sample of leaves of the checkpoint at `b_{i+1}`
+//!   that the node opens with their Merkle paths (the last prefix is the whole fragment,
+//!   compared with the result). `(S+1)/(2S)` of the compute on average (62.5 % at `S = 4`),
+//!   a few kilobytes moved, at any fragment size.
+//!
+//! What this buys and what it does not: a node that skipped work must fake every checkpoint
+//! after the first step it skipped, and an audit picks the segment after the commitment, so
+//! skipping a fraction `f` of the steps is caught with probability at least `f` per audit
+//! (a segment audit: exactly `f`; a prefix audit catches any skip that lies inside the prefix,
+//! `1` for a skip at the start), as a whole-fragment replay would for a node skipping `f` of its
+//! fragments. A node that does all the work but bends the end (poisoning rather than saving
+//! effort) is caught with probability `1/S` per audit; its update also has to pass the
+//! consistency screening, which forces a whole-fragment replay. A prefix audit compares only
+//! the opened leaves of an interior checkpoint: a checkpoint wrong in a few coordinates passes
+//! unless they are opened, but the work after it must then start from the wrong values, and the
+//! result is compared whole when the last prefix is drawn.
 
 use serde::{Deserialize, Serialize};
 
+use crate::feedback_state::{LEAF_VALUES, state_root};
 use crate::hash::Hash;
 use crate::spec::OptimizerSpec;
 use crate::work::WorkSpec;
@@ -26,15 +43,19 @@ use crate::work::WorkSpec;
 /// Segments a traced fragment's steps are cut into (fewer when it has fewer steps).
 pub const TRACE_SEGMENTS: u32 = 4;
 
-/// Fragments with fewer samples are not traced: revealing a checkpoint costs about as much as
-/// replaying 200 samples (both scale with the parameter count), so below this a
-/// whole-fragment replay is cheaper than a segment's.
+/// Fragments of a stateless inner optimizer with fewer samples are not traced: revealing a
+/// checkpoint whole costs about as much as replaying 200 samples (both scale with the
+/// parameter count), so below this a whole-fragment replay is cheaper than a segment's.
+/// Prefix audits reveal a few leaves only and have no such floor.
 pub const TRACE_MIN_SAMPLES: usize = 512;
+
+/// Leaves of an interior checkpoint a prefix audit opens: 4,096 values at [`LEAF_VALUES`].
+pub const PREFIX_OPENED_LEAVES: usize = 8;
 
 /// What a node commits to about the steps behind a local-steps result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTrace {
-    /// BLAKE3 of the parameters (f32 LE) at each interior segment boundary, in step order.
+    /// [`checkpoint_root`] of the parameters at each interior segment boundary, in step order.
     pub checkpoints: Vec<Hash>,
     /// Each step's micro-batch loss, at the weights before that step.
     pub losses: Vec<f32>,
@@ -75,16 +96,55 @@ pub fn traced_commitment(result_commitment: &Hash, trace: &StepTrace) -> Hash {
     ])
 }
 
+/// The commitment to the parameters at a step boundary: the Merkle root over leaves of
+/// [`LEAF_VALUES`] values (`crate::feedback_state`), so that a prefix audit can open a few
+/// leaves instead of the whole checkpoint.
+pub fn checkpoint_root(parameters: &[f32]) -> Hash {
+    state_root(parameters, LEAF_VALUES)
+}
+
+/// How an audit replays part of a traced fragment (see the module header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceAudit {
+    /// One segment, from its revealed first checkpoint: a stateless inner optimizer.
+    Segment,
+    /// The steps up to a segment's end, from the round's model and a fresh inner optimizer:
+    /// an inner optimizer with state.
+    Prefix,
+}
+
+impl TraceAudit {
+    /// How `work`'s traced results are audited (`None`: work other than local steps).
+    pub fn of(work: &WorkSpec) -> Option<Self> {
+        let WorkSpec::LocalSteps { inner, .. } = work else {
+            return None;
+        };
+        Some(
+            match matches!(inner, OptimizerSpec::Sgd { momentum, .. } if *momentum == 0.0) {
+                true => Self::Segment,
+                false => Self::Prefix,
+            },
+        )
+    }
+
+    /// The steps an audit that drew segment `drawn` (below `bounds.len() − 1`) replays.
+    pub fn steps(self, bounds: &[u32], drawn: usize) -> std::ops::Range<u32> {
+        match self {
+            Self::Segment => bounds[drawn]..bounds[drawn + 1],
+            Self::Prefix => 0..bounds[drawn + 1],
+        }
+    }
+}
+
 /// The segment boundaries `b_0 = 0 < b_1 < … < b_S = K` of a fragment of `samples` samples of
-/// `work`, or `None` when its results carry no trace: work other than local steps, an inner
-/// optimizer with state (a segment could not be replayed from its checkpoint alone), a single
-/// step, or a fragment under [`TRACE_MIN_SAMPLES`].
+/// `work`, or `None` when its results carry no trace: work other than local steps, a single
+/// step, or a stateless inner optimizer's fragment under [`TRACE_MIN_SAMPLES`].
 pub fn segment_bounds(work: &WorkSpec, samples: usize) -> Option<Vec<u32>> {
-    let WorkSpec::LocalSteps { steps, inner } = work else {
+    let WorkSpec::LocalSteps { steps, .. } = work else {
         return None;
     };
-    let stateless = matches!(inner, OptimizerSpec::Sgd { momentum, .. } if *momentum == 0.0);
-    if !stateless || *steps < 2 || samples < TRACE_MIN_SAMPLES {
+    let small = TraceAudit::of(work) == Some(TraceAudit::Segment) && samples < TRACE_MIN_SAMPLES;
+    if *steps < 2 || small {
         return None;
     }
     let segments = (*steps).min(TRACE_SEGMENTS);
@@ -98,6 +158,18 @@ pub fn segment_bounds(work: &WorkSpec, samples: usize) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn adam_steps(steps: u32) -> WorkSpec {
+        WorkSpec::LocalSteps {
+            steps,
+            inner: OptimizerSpec::Adam {
+                learning_rate: 0.003,
+                beta_1: 0.9,
+                beta_2: 0.99,
+                epsilon: 1e-8,
+            },
+        }
+    }
 
     fn local_steps(steps: u32, momentum: f64) -> WorkSpec {
         WorkSpec::LocalSteps {
@@ -126,8 +198,27 @@ mod tests {
     }
 
     #[test]
+    fn stateful_inner_optimizers_are_audited_by_prefixes_at_any_size() {
+        for work in [adam_steps(8), local_steps(8, 0.9)] {
+            assert_eq!(TraceAudit::of(&work), Some(TraceAudit::Prefix));
+            let bounds = segment_bounds(&work, 16).unwrap();
+            assert_eq!(bounds, vec![0, 2, 4, 6, 8]);
+            let prefixes: Vec<_> = (0..4)
+                .map(|i| TraceAudit::Prefix.steps(&bounds, i))
+                .collect();
+            assert_eq!(prefixes, vec![0..2, 0..4, 0..6, 0..8]);
+        }
+        assert_eq!(
+            TraceAudit::of(&local_steps(8, 0.0)),
+            Some(TraceAudit::Segment)
+        );
+        assert_eq!(TraceAudit::Segment.steps(&[0, 2, 4, 6, 8], 2), 4..6);
+        assert_eq!(TraceAudit::of(&WorkSpec::Gradient), None);
+    }
+
+    #[test]
     fn untraceable_work_has_no_bounds() {
-        assert_eq!(segment_bounds(&local_steps(16, 0.9), 2048), None);
+        assert_eq!(segment_bounds(&adam_steps(1), 2048), None);
         assert_eq!(segment_bounds(&local_steps(1, 0.0), 2048), None);
         assert_eq!(segment_bounds(&local_steps(16, 0.0), 511), None);
         assert_eq!(segment_bounds(&WorkSpec::Gradient, 2048), None);

@@ -87,6 +87,7 @@ pub(crate) fn header(samples: u32, loss: f32) -> ResultHeader {
         trace: None,
         feedback: None,
         state_paths: None,
+        checkpoint_paths: None,
     }
 }
 

@@ -127,6 +127,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
             fragment: Hash::of(b"fragment"),
             model: Hash::of(b"model"),
             steps: vec![4, 8],
+            leaves: vec![1, 7],
             feedback: vec![0, 3],
         }),
         encode(&ApiError {
@@ -139,6 +140,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
                     before: vec![vec![Hash::of(b"sibling")]],
                     after: vec![vec![Hash::of(b"other sibling")]],
                 }),
+                checkpoint_paths: Some(vec![vec![Hash::of(b"checkpoint sibling")]]),
                 ..header(0, 0.0)
             },
             tensor: manifest,

@@ -26,7 +26,7 @@ use corex_core::messages::{
 };
 use corex_core::model_update::ModelUpdate;
 use corex_core::result_frame::ResultTensor;
-use corex_core::tensor::{bytes_to_f32s, hash_f32s};
+use corex_core::tensor::bytes_to_f32s;
 use corex_core::trace::{StepTrace, traced_commitment};
 use corex_core::{Fragment, Hash, Keypair, WorkSpec};
 use corex_ml::{Backend, Dataset, PrivateStepsSpec};
@@ -314,10 +314,16 @@ impl NodeAgent {
                     fragment,
                     model,
                     steps,
+                    leaves,
                     feedback,
                 }) => {
+                    let asked = submit::Asked {
+                        steps: &steps,
+                        leaves: &leaves,
+                        feedback: &feedback,
+                    };
                     let outcome = tokio::select! {
-                        outcome = self.reveal(&fragment, &model, &steps, &feedback) => outcome,
+                        outcome = self.reveal(&fragment, &model, asked) => outcome,
                         _ = stop.changed() => break,
                     };
                     // The coordinator asks again until its audit deadline, when it replays the
@@ -464,13 +470,11 @@ impl NodeAgent {
         let trace = trace.map(
             |Trace {
                  checkpoints,
+                 roots,
                  losses,
              }| {
                 let trace = StepTrace {
-                    checkpoints: checkpoints
-                        .iter()
-                        .map(|(_, params)| hash_f32s(params))
-                        .collect(),
+                    checkpoints: roots,
                     losses,
                 };
                 self.checkpoints.keep(fragment, checkpoints);

@@ -7,8 +7,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use corex_core::feedback_state::{LEAF_VALUES, leaf_count, leaf_range, state_paths};
 use corex_core::tensor::f32s_to_bytes;
 use corex_core::{Fragment, Hash};
+
+/// Revealed checkpoints: their bytes (f32 LE), and with opened leaves their paths, checkpoint
+/// by checkpoint, leaf by leaf.
+pub type RevealedCheckpoints = (Vec<u8>, Option<Vec<Vec<Hash>>>);
 
 /// Memory the checkpoints of recent fragments may take by default: a few rounds' worth for
 /// models up to tens of millions of parameters.
@@ -92,22 +97,44 @@ impl CheckpointStore {
     }
 
     /// The parameters kept for `fragment` at model version `model` after each of `steps`,
-    /// concatenated in that order as f32 LE bytes; `None` when any of them is not kept. No
-    /// steps asked is nothing to reveal, whatever is kept.
-    pub fn reveal(&self, fragment: &Hash, model: &Hash, steps: &[u32]) -> Option<Vec<u8>> {
+    /// concatenated in that order as f32 LE bytes: whole, or with `leaves` only those leaves
+    /// of each (in the order asked) with their Merkle paths (`corex_core::trace`). `None` when
+    /// any of them is not kept or a leaf is past the end. No steps asked is nothing to reveal,
+    /// whatever is kept.
+    pub fn reveal(
+        &self,
+        fragment: &Hash,
+        model: &Hash,
+        steps: &[u32],
+        leaves: &[u32],
+    ) -> Option<RevealedCheckpoints> {
         if steps.is_empty() {
-            return Some(Vec::new());
+            return Some((Vec::new(), None));
         }
         let kept = self
             .kept
             .get(fragment)
             .filter(|kept| kept.model == *model)?;
         let mut bytes = Vec::new();
+        let mut paths = Vec::new();
         for step in steps {
             let (_, params) = kept.checkpoints.iter().find(|(kept, _)| kept == step)?;
-            bytes.extend_from_slice(&f32s_to_bytes(params));
+            if leaves.is_empty() {
+                bytes.extend_from_slice(&f32s_to_bytes(params));
+                continue;
+            }
+            let count = leaf_count(params.len(), LEAF_VALUES);
+            if leaves.iter().any(|leaf| *leaf as usize >= count) {
+                return None;
+            }
+            for leaf in leaves {
+                bytes.extend_from_slice(&f32s_to_bytes(
+                    &params[leaf_range(params.len(), LEAF_VALUES, *leaf)],
+                ));
+            }
+            paths.extend(state_paths(params, LEAF_VALUES, leaves));
         }
-        Some(bytes)
+        Some((bytes, (!leaves.is_empty()).then_some(paths)))
     }
 }
 
@@ -143,16 +170,49 @@ mod tests {
         let kept = fragment(b"f", 0);
         let (fragment, model) = (kept.id, kept.model);
         store.keep(&kept, checkpoints(&[2, 4, 6], 4));
-        let bytes = store.reveal(&fragment, &model, &[6, 2]).unwrap();
+        let (bytes, paths) = store.reveal(&fragment, &model, &[6, 2], &[]).unwrap();
+        assert_eq!(paths, None);
         assert_eq!(bytes.len(), 32);
         assert_eq!(f32::from_le_bytes(bytes[..4].try_into().unwrap()), 6.0);
         assert_eq!(f32::from_le_bytes(bytes[16..20].try_into().unwrap()), 2.0);
-        assert!(store.reveal(&fragment, &model, &[3]).is_none());
-        assert!(store.reveal(&fragment, &Hash::of(b"other"), &[2]).is_none());
-        assert_eq!(
-            store.reveal(&Hash::of(b"never kept"), &model, &[]),
-            Some(Vec::new())
+        assert!(store.reveal(&fragment, &model, &[3], &[]).is_none());
+        assert!(
+            store
+                .reveal(&fragment, &Hash::of(b"other"), &[2], &[])
+                .is_none()
         );
+        assert_eq!(
+            store.reveal(&Hash::of(b"never kept"), &model, &[], &[]),
+            Some((Vec::new(), None))
+        );
+    }
+
+    #[test]
+    fn opened_leaves_come_with_paths_to_the_committed_root() {
+        let mut store = CheckpointStore::new(1 << 20);
+        let kept = fragment(b"f", 0);
+        let len = 3 * LEAF_VALUES + 7;
+        let parameters: Vec<f32> = (0..len).map(|i| (i as f32 * 0.3).cos()).collect();
+        store.keep(&kept, vec![(4, parameters.clone())]);
+        let root = corex_core::trace::checkpoint_root(&parameters);
+        let leaves = [1, 3];
+        let (bytes, paths) = store.reveal(&kept.id, &kept.model, &[4], &leaves).unwrap();
+        let values = corex_core::tensor::bytes_to_f32s(&bytes).unwrap();
+        let paths = paths.unwrap();
+        assert_eq!(values.len(), LEAF_VALUES + 7);
+        let (first, last) = values.split_at(LEAF_VALUES);
+        for ((leaf, opened), path) in leaves.iter().zip([first, last]).zip(&paths) {
+            assert!(corex_core::feedback_state::check_leaf(
+                &root,
+                len,
+                LEAF_VALUES,
+                *leaf,
+                opened,
+                path
+            ));
+        }
+        // A leaf past the end cannot be opened: the node declines.
+        assert!(store.reveal(&kept.id, &kept.model, &[4], &[4]).is_none());
     }
 
     #[test]
@@ -164,11 +224,11 @@ mod tests {
         for fragment in &kept {
             store.keep(fragment, checkpoints(&[1, 2], 8));
         }
-        assert!(store.reveal(&kept[0].id, &model, &[1]).is_none());
-        assert!(store.reveal(&kept[1].id, &model, &[1]).is_some());
-        assert!(store.reveal(&kept[2].id, &model, &[2]).is_some());
+        assert!(store.reveal(&kept[0].id, &model, &[1], &[]).is_none());
+        assert!(store.reveal(&kept[1].id, &model, &[1], &[]).is_some());
+        assert!(store.reveal(&kept[2].id, &model, &[2], &[]).is_some());
         store.keep(&fragment(b"huge", 0), checkpoints(&[1], 64));
-        assert!(store.reveal(&kept[2].id, &model, &[2]).is_some());
+        assert!(store.reveal(&kept[2].id, &model, &[2], &[]).is_some());
     }
 
     #[test]
@@ -178,7 +238,7 @@ mod tests {
         let (old, new) = (fragment(b"old", 3), fragment(b"new", 4));
         store.keep(&old, checkpoints(&[1], 8));
         store.keep(&new, checkpoints(&[1], 8));
-        assert!(store.reveal(&old.id, &model, &[1]).is_none());
-        assert!(store.reveal(&new.id, &model, &[1]).is_some());
+        assert!(store.reveal(&old.id, &model, &[1], &[]).is_none());
+        assert!(store.reveal(&new.id, &model, &[1], &[]).is_some());
     }
 }

@@ -1,14 +1,14 @@
 //! Computing one fragment off the async threads: the job's work as it is (with a step trace
 //! where `corex_core::trace` asks for one), differentially private local steps on a data
-//! holder's own data, a segment audit task's steps, or an adversary's variant.
+//! holder's own data, a segment or prefix audit task's steps, or an adversary's variant.
 //!
 //! In: the work, the model, its parameters, the data and the fragment's indices. Out: the
 //! output, the sample batches it used and, for a traced result, its checkpoints and step
 //! losses. Deterministic except under differential privacy, whose sampling and noise come
 //! from the operating system's randomness.
 
-use corex_core::trace::segment_bounds;
-use corex_core::{ModelSpec, WorkSpec};
+use corex_core::trace::{checkpoint_root, segment_bounds};
+use corex_core::{Hash, ModelSpec, WorkSpec};
 use corex_ml::{Backend, Dataset, FragmentOutput, PrivateStepsSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -23,10 +23,26 @@ pub(crate) struct Computed {
     pub(crate) trace: Option<Trace>,
 }
 
-/// The checkpoints (`(step, parameters after it)`) and step losses of a traced result.
+/// The checkpoints (`(step, parameters after it)`), their roots (what the trace commits to,
+/// hashed here, off the async threads) and step losses of a traced result.
 pub(crate) struct Trace {
     pub(crate) checkpoints: Vec<(u32, Vec<f32>)>,
+    pub(crate) roots: Vec<Hash>,
     pub(crate) losses: Vec<f32>,
+}
+
+impl Trace {
+    fn new(checkpoints: Vec<(u32, Vec<f32>)>, losses: Vec<f32>) -> Self {
+        let roots = checkpoints
+            .iter()
+            .map(|(_, parameters)| checkpoint_root(parameters))
+            .collect();
+        Self {
+            checkpoints,
+            roots,
+            losses,
+        }
+    }
 }
 
 /// How a fragment is computed, beyond what its work says.
@@ -35,7 +51,8 @@ pub(crate) enum Variant {
     Plain,
     /// Differentially private local steps on this holder's data.
     Private(PrivateStepsSpec),
-    /// A segment audit task: only local steps `[first, end)`.
+    /// A segment or prefix audit task: only local steps `[first, end)` (a prefix's `first`
+    /// is 0, from the round's model with a fresh inner optimizer).
     Segment([u32; 2]),
     /// As the adversary of that name.
     SkipSegment,
@@ -111,23 +128,17 @@ pub(crate) fn compute(
             loss: skipped.loss,
             samples: indices.len() as u32,
         };
-        (
-            output,
-            Trace {
-                checkpoints: skipped.checkpoints,
-                losses: skipped.losses,
-            },
-        )
+        (output, Trace::new(skipped.checkpoints, skipped.losses))
     } else {
         let interior = &bounds[1..bounds.len() - 1];
         let traced = corex_ml::compute_traced_local_steps(
             backend, spec, parameters, dataset, &indices, *steps, inner, interior,
         )
         .map_err(compute_error)?;
-        let trace = Trace {
-            checkpoints: interior.iter().copied().zip(traced.checkpoints).collect(),
-            losses: traced.losses,
-        };
+        let trace = Trace::new(
+            interior.iter().copied().zip(traced.checkpoints).collect(),
+            traced.losses,
+        );
         (traced.output.into(), trace)
     };
     Ok(Computed {

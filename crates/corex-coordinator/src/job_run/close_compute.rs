@@ -7,12 +7,13 @@
 //! [`ClosedWork`] that `close` applies to the job and the verifier under the lock. Pure: it
 //! reads nothing but its input, so the same input gives the same bits on any thread.
 
+use corex_core::feedback_state::{LEAF_VALUES, leaf_range};
 use corex_core::trace::mean_step_loss;
 use corex_ml::{Evaluation, displacement};
 
 use super::reveals::RevealAnswer;
 use super::*;
-use crate::verification::{Comparator, Judged, RecordDelta};
+use crate::verification::{Comparator, Judged, Opened, RecordDelta};
 
 /// Everything a round's close computes with.
 pub struct CloseWork {
@@ -403,8 +404,29 @@ impl CloseWork {
                 },
             };
             // The chain ends at `w_start − result`; a compressed result's update is what it
-            // claims on the opened leaves of its states, where the segment is compared.
+            // claims on the opened leaves of its states, where the segment is compared. A
+            // prefix's end is opened at a few leaves only, where the prefix is compared.
+            let parameters = self.spec.model.parameter_count();
+            let checkpoint_leaves: Vec<std::ops::Range<usize>> = reveal
+                .leaves
+                .iter()
+                .map(|leaf| leaf_range(parameters, LEAF_VALUES, *leaf))
+                .collect();
             let (claimed_update, opened) = match (revealed(steps_audited.end), claim) {
+                (Some(checkpoint), _) if !checkpoint_leaves.is_empty() => {
+                    let values = checkpoint_leaves
+                        .iter()
+                        .flat_map(|range| range.clone())
+                        .zip(checkpoint)
+                        .map(|(at, value)| start[at] - value)
+                        .collect();
+                    // Both sides subtract from the same start: an unmoved value is exactly 0.
+                    let opened = Opened {
+                        covers: &checkpoint_leaves,
+                        rounding: 0.0,
+                    };
+                    (values, Some(opened))
+                }
                 (Some(checkpoint), _) => (displacement(start, checkpoint), None),
                 (None, Some(claim)) => {
                     let values = claim

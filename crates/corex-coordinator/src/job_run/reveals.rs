@@ -10,8 +10,9 @@
 //! does not come before the audit deadline, sends the result to the whole-fragment replay, which
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
-use corex_core::feedback_state::{LEAF_VALUES, leaf_count, leaf_range, sample_leaves};
-use corex_core::trace::segment_bounds;
+use corex_core::feedback_state::{LEAF_VALUES, check_leaf, leaf_count, leaf_range, sample_leaves};
+use corex_core::messages::LeaseResponse;
+use corex_core::trace::{PREFIX_OPENED_LEAVES, TraceAudit, checkpoint_root, segment_bounds};
 use corex_verify::audited_segment;
 
 use super::*;
@@ -23,11 +24,14 @@ pub(super) struct RevealTask {
     pub submitter: NodeId,
     /// The id the reveal comes under (`Fragment::derive_reveal_id`).
     pub reveal_id: Hash,
-    /// The audited segment's steps (none: the result is replayed whole, and only its
-    /// feedback states are asked for).
+    /// The audited segment's or prefix's steps (none: the result is replayed whole, and only
+    /// its feedback states are asked for).
     pub steps: Option<std::ops::Range<u32>>,
     /// The checkpoints asked for: the segment's interior ends, ascending.
     pub asked: Vec<u32>,
+    /// The leaves each asked checkpoint is opened at, ascending (a prefix audit); empty: the
+    /// checkpoints come whole (a segment audit).
+    pub leaves: Vec<u32>,
     /// The leaves of the result's error-feedback states asked for too (a compressed result;
     /// empty otherwise), ascending.
     pub feedback: Vec<u32>,
@@ -37,7 +41,8 @@ pub(super) struct RevealTask {
 /// Where a reveal request stands.
 pub(super) enum RevealAnswer {
     Awaited,
-    /// The revealed parameters, one per asked step, and a compressed result's claim.
+    /// The revealed parameters, one per asked step (whole, or the asked leaves' values one
+    /// after the other), and a compressed result's claim.
     Revealed {
         checkpoints: Vec<Vec<f32>>,
         claim: Option<Claim>,
@@ -83,9 +88,9 @@ impl JobRun {
         if planned.is_none() && feedback.is_empty() {
             return None;
         }
-        let (steps, asked) = match planned {
-            Some((steps, asked)) => (Some(steps), asked),
-            None => (None, Vec::new()),
+        let (steps, asked, leaves) = match planned {
+            Some(planned) => (Some(planned.steps), planned.asked, planned.leaves),
+            None => (None, Vec::new(), Vec::new()),
         };
         Some(RevealTask {
             index,
@@ -93,37 +98,53 @@ impl JobRun {
             reveal_id: Fragment::derive_reveal_id(&fragment.id),
             steps,
             asked,
+            leaves,
             feedback,
             answer: RevealAnswer::Awaited,
         })
     }
 
-    /// The segment a traced result's audit replays and the checkpoints to ask for.
+    /// The segment or prefix a traced result's audit replays and what to ask for; `None`
+    /// when the drawn prefix is the whole fragment (replayed whole).
     fn plan_segment(
         &self,
         result: &Accepted,
         fragment: &Fragment,
         seed: &Hash,
-    ) -> Option<(std::ops::Range<u32>, Vec<u32>)> {
+    ) -> Option<PlannedPart> {
         let trace = result.trace.as_ref()?;
         let bounds = segment_bounds(&self.spec.work, fragment.indices.len())?;
+        let audit = TraceAudit::of(&self.spec.work)?;
         let segments = bounds.len() as u32 - 1;
         if trace.checkpoints.len() + 2 != bounds.len() {
             return None;
         }
-        let segment = audited_segment(seed, &result.commitment, segments) as usize;
-        let steps = bounds[segment]..bounds[segment + 1];
+        let drawn = audited_segment(seed, &result.commitment, segments) as usize;
+        let steps = audit.steps(&bounds, drawn);
         let last = bounds[bounds.len() - 1];
-        let asked = [steps.start, steps.end]
+        let asked: Vec<u32> = [steps.start, steps.end]
             .into_iter()
             .filter(|step| *step != 0 && *step != last)
             .collect();
-        Some((steps, asked))
+        let leaves = match audit {
+            TraceAudit::Segment => Vec::new(),
+            TraceAudit::Prefix if asked.is_empty() => return None,
+            TraceAudit::Prefix => sample_leaves(
+                seed,
+                &Hash::of_parts(&[b"corex-prefix-leaves", result.commitment.as_bytes()]),
+                leaf_count(self.spec.model.parameter_count(), LEAF_VALUES),
+                PREFIX_OPENED_LEAVES,
+            ),
+        };
+        Some(PlannedPart {
+            steps,
+            asked,
+            leaves,
+        })
     }
 
-    /// What `node` is asked to reveal now, if anything: `(fragment, model, steps, feedback
-    /// leaves)`.
-    pub fn reveal_for(&self, node: &NodeId) -> Option<(Hash, Hash, Vec<u32>, Vec<u32>)> {
+    /// What `node` is asked to reveal now, if anything.
+    pub fn reveal_for(&self, node: &NodeId) -> Option<LeaseResponse> {
         let round = self.round.as_ref()?;
         let reveal = round
             .auditing
@@ -132,12 +153,13 @@ impl JobRun {
             .iter()
             .find(|reveal| reveal.submitter == *node && reveal.answer.is_awaited())?;
         let fragment = round.fragments.get(reveal.index)?;
-        Some((
-            fragment.id,
-            self.model,
-            reveal.asked.clone(),
-            reveal.feedback.clone(),
-        ))
+        Some(LeaseResponse::Reveal {
+            fragment: fragment.id,
+            model: self.model,
+            steps: reveal.asked.clone(),
+            leaves: reveal.leaves.clone(),
+            feedback: reveal.feedback.clone(),
+        })
     }
 
     pub(super) fn reveal_task(&self, id: &Hash) -> Option<usize> {
@@ -323,24 +345,39 @@ impl JobRun {
         }
         let values = tensor.values;
         let parameters = self.spec.model.parameter_count();
-        let opened: usize = reveal
-            .feedback
-            .iter()
-            .map(|index| leaf_range(parameters, LEAF_VALUES, *index).len())
-            .sum();
-        if values.len() != parameters * reveal.asked.len() + 2 * opened {
+        let leaf_values = |leaves: &[u32]| -> usize {
+            leaves
+                .iter()
+                .map(|index| leaf_range(parameters, LEAF_VALUES, *index).len())
+                .sum()
+        };
+        let per_checkpoint = match reveal.leaves.is_empty() {
+            true => parameters,
+            false => leaf_values(&reveal.leaves),
+        };
+        let opened = leaf_values(&reveal.feedback);
+        if values.len() != per_checkpoint * reveal.asked.len() + 2 * opened {
             return Err(CoordinatorError::WrongShape(format!(
-                "revealed {} values; {} checkpoints of {parameters} parameters and {} leaves of both feedback states ({opened} values each) were asked for",
+                "revealed {} values; {} checkpoints of {per_checkpoint} values and {} leaves of both feedback states ({opened} values each) were asked for",
                 values.len(),
                 reveal.asked.len(),
                 reveal.feedback.len()
             )));
         }
+        let paths_asked = match reveal.leaves.is_empty() {
+            true => None,
+            false => Some(reveal.asked.len() * reveal.leaves.len()),
+        };
+        if header.checkpoint_paths.as_ref().map(Vec::len) != paths_asked {
+            return Err(CoordinatorError::WrongShape(
+                "a reveal carries one checkpoint path per opened leaf of each asked checkpoint, and none for whole checkpoints".into(),
+            ));
+        }
         if let Some(index) = values.iter().position(|value| !value.is_finite()) {
             return Err(CoordinatorError::NonFinite { index });
         }
         let result = round.results[reveal.index].as_ref().ok_or_else(closed)?;
-        let (values, states) = values.split_at(parameters * reveal.asked.len());
+        let (values, states) = values.split_at(per_checkpoint * reveal.asked.len());
         let claim = match (&header.state_paths, reveal.feedback.is_empty()) {
             (None, true) => None,
             (Some(paths), false) => Some(self.claim(
@@ -369,23 +406,45 @@ impl JobRun {
                 round.fragments[reveal.index].indices.len(),
             ))
             .ok_or_else(closed)?;
+        let no_paths = Vec::new();
+        let paths = header.checkpoint_paths.as_ref().unwrap_or(&no_paths);
         reveal
             .asked
             .iter()
-            .zip(values.chunks_exact(parameters.max(1)))
-            .map(|(step, checkpoint)| {
-                // The bytes the node hashed: f32 little-endian (finite, so exactly these).
-                let bytes = f32s_to_bytes(checkpoint);
+            .zip(values.chunks_exact(per_checkpoint.max(1)))
+            .enumerate()
+            .map(|(position, (step, checkpoint))| {
                 // The trace's checkpoints are the interior bounds in order.
-                let position = bounds[1..].iter().position(|bound| bound == step);
-                let committed = position.and_then(|position| trace.checkpoints.get(position));
-                if committed == Some(&Hash::of(&bytes)) {
-                    Ok(checkpoint.to_vec())
-                } else {
-                    Err(CoordinatorError::CheckpointMismatch { step: *step })
+                let committed = bounds[1..]
+                    .iter()
+                    .position(|bound| bound == step)
+                    .and_then(|at| trace.checkpoints.get(at));
+                let opens = committed.is_some_and(|root| match reveal.leaves.is_empty() {
+                    true => checkpoint_root(checkpoint) == *root,
+                    false => {
+                        let paths = paths.iter().skip(position * reveal.leaves.len());
+                        let mut offset = 0;
+                        reveal.leaves.iter().zip(paths).all(|(leaf, path)| {
+                            let len = leaf_range(parameters, LEAF_VALUES, *leaf).len();
+                            let values = &checkpoint[offset..offset + len];
+                            offset += len;
+                            check_leaf(root, parameters, LEAF_VALUES, *leaf, values, path)
+                        })
+                    }
+                });
+                match opens {
+                    true => Ok(checkpoint.to_vec()),
+                    false => Err(CoordinatorError::CheckpointMismatch { step: *step }),
                 }
             })
             .collect::<Result<_, _>>()
             .map(|checkpoints| (checkpoints, claim))
     }
+}
+
+/// What a segment or prefix audit replays and asks for.
+struct PlannedPart {
+    steps: std::ops::Range<u32>,
+    asked: Vec<u32>,
+    leaves: Vec<u32>,
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{TestNet, adam, assert_refused, expect_error, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::Manifest;
-use corex_core::fragment::result_commitment;
 use corex_core::messages::{ChunkedResult, JobState, LeaseResponse, ResultHeader};
 use corex_core::request_signature::sign_request;
 use corex_core::result_frame::{ResultTensor, decode_result, encode_result};
@@ -61,20 +60,7 @@ fn result_parts(
 ) -> (ResultHeader, Vec<u8>) {
     let tensor = f32s_to_bytes(gradient);
     let result_hash = Hash::of(&tensor);
-    let commitment = result_commitment(&key.id(), &fragment.id, &model, &result_hash);
-    let header = ResultHeader {
-        feedback: None,
-        state_paths: None,
-        fragment: fragment.id,
-        model,
-        loss: 1.0,
-        samples,
-        compute_ms: 1,
-        result_hash,
-        commitment_signature: key.sign(commitment.as_bytes()),
-        data_commitment: None,
-        trace: None,
-    };
+    let header = common::signed_header(key, fragment.id, model, result_hash, 1.0, samples, None);
     (header, tensor)
 }
 

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use corex_coordinator::CoordinatorConfig;
-use corex_core::messages::{ApiError, JobState, JobStatus};
+use corex_core::fragment::result_commitment;
+use corex_core::messages::{ApiError, JobState, JobStatus, ResultHeader};
+use corex_core::trace::{StepTrace, traced_commitment};
 use corex_core::{DatasetSource, DatasetSpec, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec};
 use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, TlsIdentity};
@@ -279,4 +281,35 @@ pub fn assert_refused(got: u16, bytes: &[u8], status: u16, code: &str) -> String
     );
     assert!(!error.message.is_empty());
     error.message
+}
+
+/// The header `key` signs for a result of `id` at `model` whose tensor bytes hash to
+/// `result_hash`, with `trace` bound into the commitment when there is one.
+pub fn signed_header(
+    key: &Keypair,
+    id: Hash,
+    model: Hash,
+    result_hash: Hash,
+    loss: f32,
+    samples: u32,
+    trace: Option<StepTrace>,
+) -> ResultHeader {
+    let mut commitment = result_commitment(&key.id(), &id, &model, &result_hash);
+    if let Some(trace) = &trace {
+        commitment = traced_commitment(&commitment, trace);
+    }
+    ResultHeader {
+        feedback: None,
+        state_paths: None,
+        checkpoint_paths: None,
+        fragment: id,
+        model,
+        loss,
+        samples,
+        compute_ms: 1,
+        result_hash,
+        commitment_signature: key.sign(commitment.as_bytes()),
+        data_commitment: None,
+        trace,
+    }
 }

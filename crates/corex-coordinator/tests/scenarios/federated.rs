@@ -312,6 +312,7 @@ async fn submit(
     let header = ResultHeader {
         feedback: None,
         state_paths: None,
+        checkpoint_paths: None,
         fragment: fragment.id,
         model: fragment.model,
         loss: 1.0,

@@ -25,6 +25,7 @@ mod lease_order;
 mod mixed_backends;
 mod output_kinds;
 mod owner_attacks;
+mod prefix_audits;
 mod restart;
 mod segment_audits;
 mod sybil;

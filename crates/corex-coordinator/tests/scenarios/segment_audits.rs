@@ -7,13 +7,14 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{TestNet, small_job, wait_for_end, wait_for_proven_nodes};
+use common::{
+    TestNet, expect_error, signed_header, small_job, wait_for_end, wait_for_proven_nodes,
+};
 use corex_coordinator::CoordinatorConfig;
-use corex_core::fragment::result_commitment;
-use corex_core::messages::{ApiError, JobState, LeaseResponse, ResultHeader, ResultVerdict};
+use corex_core::messages::{JobState, LeaseResponse, ResultVerdict};
 use corex_core::result_frame::encode_result;
-use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes, hash_f32s};
-use corex_core::trace::{StepTrace, segment_bounds, traced_commitment};
+use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
+use corex_core::trace::{StepTrace, checkpoint_root, segment_bounds};
 use corex_core::{Fragment, Hash, JobSpec, Keypair, OptimizerSpec, WorkSpec};
 use corex_ml::Dataset;
 use corex_net::CoordinatorClient;
@@ -215,40 +216,20 @@ fn framed(
     samples: u32,
     trace: Option<StepTrace>,
 ) -> Vec<u8> {
-    let result_hash = Hash::of(&values_bytes);
-    let mut commitment = result_commitment(&key.id(), &id, &model, &result_hash);
-    if let Some(trace) = &trace {
-        commitment = traced_commitment(&commitment, trace);
-    }
-    let header = ResultHeader {
-        feedback: None,
-        state_paths: None,
-        fragment: id,
+    let header = signed_header(
+        key,
+        id,
         model,
+        Hash::of(&values_bytes),
         loss,
         samples,
-        compute_ms: 1,
-        result_hash,
-        commitment_signature: key.sign(commitment.as_bytes()),
-        data_commitment: None,
         trace,
-    };
+    );
     encode_result(&header, values_bytes)
 }
 
 async fn expect_refused(client: &CoordinatorClient, body: Vec<u8>, status: u16, code: &str) {
-    let headers = client.signed_headers("POST", "/v1/results", &body).unwrap();
-    let (got, bytes) = client
-        .send_raw("POST", "/v1/results", body, Some(&headers))
-        .await
-        .unwrap();
-    let error: ApiError = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(
-        (got, error.error.as_str()),
-        (status, code),
-        "{}",
-        error.message
-    );
+    expect_error(client, "POST", "/v1/results", body, status, code).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +267,11 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     )
     .unwrap();
     let trace = StepTrace {
-        checkpoints: traced.checkpoints.iter().map(|c| hash_f32s(c)).collect(),
+        checkpoints: traced
+            .checkpoints
+            .iter()
+            .map(|c| checkpoint_root(c))
+            .collect(),
         losses: traced.losses.clone(),
     };
     let result = |trace: StepTrace, loss: f32| {
@@ -331,6 +316,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
         fragment: asked_for,
         model: asked_model,
         steps: asked,
+        leaves: asked_leaves,
         feedback: asked_chunks,
     } = node.lease(0).await.unwrap()
     else {
@@ -340,6 +326,10 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     assert!(
         asked_chunks.is_empty(),
         "an uncompressed result has no feedback states"
+    );
+    assert!(
+        asked_leaves.is_empty(),
+        "a segment's checkpoints come whole"
     );
     assert!(!asked.is_empty() && asked.iter().all(|step| interior.contains(step)));
     let checkpoint = |step: u32| {

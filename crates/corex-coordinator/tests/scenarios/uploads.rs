@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::Manifest;
-use corex_core::fragment::result_commitment;
 use corex_core::messages::{JobState, LeaseResponse, ResultHeader};
 use corex_core::result_frame::ResultTensor;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
@@ -185,20 +184,15 @@ async fn honest_result(net: &TestNet, spec: &JobSpec, seed: u8) -> (ResultHeader
     .unwrap();
     let tensor = f32s_to_bytes(&computed.gradient);
     let result_hash = Hash::of(&tensor);
-    let commitment = result_commitment(&key.id(), &fragment.id, &fragment.model, &result_hash);
-    let header = ResultHeader {
-        feedback: None,
-        state_paths: None,
-        fragment: fragment.id,
-        model: fragment.model,
-        loss: computed.loss,
-        samples: computed.samples,
-        compute_ms: 1,
+    let header = common::signed_header(
+        &key,
+        fragment.id,
+        fragment.model,
         result_hash,
-        commitment_signature: key.sign(commitment.as_bytes()),
-        data_commitment: None,
-        trace: None,
-    };
+        computed.loss,
+        computed.samples,
+        None,
+    );
     (header, tensor)
 }
 

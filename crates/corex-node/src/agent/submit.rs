@@ -71,6 +71,7 @@ impl NodeAgent {
                 trace: outcome.trace.clone(),
                 feedback: compressed.as_ref().map(|update| update.feedback),
                 state_paths: None,
+                checkpoint_paths: None,
             };
             let submitted = Instant::now();
             let upload = match self.client.submit_result(&header, tensor).await {
@@ -96,22 +97,26 @@ impl NodeAgent {
     }
 
     /// Sends what an audit asked of this node's result for `fragment` (the checkpoints at
-    /// `steps`, then the leaves `feedback` of its error-feedback states before and after it,
-    /// with their paths) as a result for the fragment's reveal id; declines when they are no
-    /// longer kept, so that the coordinator replays the whole fragment at once.
+    /// `asked.steps`, whole or at `asked.leaves` with their paths, then the leaves
+    /// `asked.feedback` of its error-feedback states before and after it, with their paths) as
+    /// a result for the fragment's reveal id; declines when they are no longer kept.
     pub(super) async fn reveal(
         &self,
         fragment: &Hash,
         model: &Hash,
-        steps: &[u32],
-        feedback: &[u32],
+        asked: Asked<'_>,
     ) -> Result<(), NodeError> {
-        let checkpoints = self.checkpoints.reveal(fragment, model, steps);
+        let Asked {
+            steps,
+            leaves,
+            feedback,
+        } = asked;
+        let checkpoints = self.checkpoints.reveal(fragment, model, steps, leaves);
         let states = match feedback.is_empty() {
             false => self.feedback.reveal(fragment, feedback).map(Some),
             true => Some(None),
         };
-        let (Some(mut tensor), Some(states)) = (checkpoints, states) else {
+        let (Some((mut tensor, checkpoint_paths)), Some(states)) = (checkpoints, states) else {
             self.client.decline_reveal(fragment).await?;
             tracing::info!(fragment = %fragment.short(), ?steps, ?feedback, "checkpoints or feedback states no longer kept; reveal declined");
             return Ok(());
@@ -129,10 +134,18 @@ impl NodeAgent {
         };
         let header = ResultHeader {
             state_paths,
+            checkpoint_paths,
             ..ResultHeader::signed(&self.key, reveal, *model, tensor.hash(), report)
         };
         self.client.submit_result(&header, tensor).await?;
-        tracing::debug!(fragment = %fragment.short(), ?steps, ?feedback, "checkpoints revealed");
+        tracing::debug!(fragment = %fragment.short(), ?steps, leaves = leaves.len(), ?feedback, "checkpoints revealed");
         Ok(())
     }
+}
+
+/// What a reveal request asks for (see `LeaseResponse::Reveal`).
+pub(super) struct Asked<'a> {
+    pub(super) steps: &'a [u32],
+    pub(super) leaves: &'a [u32],
+    pub(super) feedback: &'a [u32],
 }
