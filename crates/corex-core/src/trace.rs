@@ -9,12 +9,13 @@
 //! are `w_start − result` (in f32, computed by whoever checks), so the chain is pinned at both
 //! ends. An audit draws one segment `i` after the commitment and replays, by [`TraceAudit`]:
 //!
-//! - **a segment** (stateless inner optimizer: SGD without momentum, fragments of at least
-//!   [`TRACE_MIN_SAMPLES`]): steps `[b_i, b_{i+1})` from the revealed checkpoint at `b_i`,
+//! - **a segment** (stateless inner optimizer: SGD without momentum, updates sent whole,
+//!   fragments of at least [`TRACE_MIN_SAMPLES`]): steps `[b_i, b_{i+1})` from the revealed checkpoint at `b_i`,
 //!   compared with the revealed checkpoint at `b_{i+1}`. A stateless step needs nothing but the
 //!   weights, so a segment replays from its first checkpoint alone: `1/S` of the compute, and
 //!   one or two whole checkpoints moved.
-//! - **a prefix** (inner optimizer with state: Adam, momentum): steps `[0, b_{i+1})` from the
+//! - **a prefix** (inner optimizer with state: Adam, momentum; or compressed updates, whose
+//!   point is bytes): steps `[0, b_{i+1})` from the
 //!   round's model with a fresh inner optimizer, exactly as the node began, so no optimizer
 //!   state is revealed; compared on a seeded sample of leaves of the checkpoint at `b_{i+1}`
 //!   that the node opens with their Merkle paths (the last prefix is the whole fragment,
@@ -35,6 +36,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::CompressionSpec;
 use crate::feedback_state::{LEAF_VALUES, state_root};
 use crate::hash::Hash;
 use crate::spec::OptimizerSpec;
@@ -49,8 +51,11 @@ pub const TRACE_SEGMENTS: u32 = 4;
 /// Prefix audits reveal a few leaves only and have no such floor.
 pub const TRACE_MIN_SAMPLES: usize = 512;
 
-/// Leaves of an interior checkpoint a prefix audit opens: 4,096 values at [`LEAF_VALUES`].
-pub const PREFIX_OPENED_LEAVES: usize = 8;
+/// Leaves of an interior checkpoint a prefix audit opens: 2,048 values (8 KB) at
+/// [`LEAF_VALUES`]. A node that skipped steps fakes a checkpoint that is wrong almost
+/// everywhere, which any leaf shows; more leaves would cost the compressed job's upload ratio
+/// more than they add (a reveal is about half a compressed result at 4 leaves).
+pub const PREFIX_OPENED_LEAVES: usize = 4;
 
 /// What a node commits to about the steps behind a local-steps result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,17 +119,19 @@ pub enum TraceAudit {
 }
 
 impl TraceAudit {
-    /// How `work`'s traced results are audited (`None`: work other than local steps).
-    pub fn of(work: &WorkSpec) -> Option<Self> {
+    /// How the traced results of a job doing `work`, its updates sent under `compression`,
+    /// are audited (`None`: work other than local steps). Segments need no more than the
+    /// weights but reveal whole checkpoints; a job that compresses its updates to save bytes
+    /// is audited by prefixes, which reveal a few kilobytes, whatever its inner optimizer.
+    pub fn of(work: &WorkSpec, compression: &CompressionSpec) -> Option<Self> {
         let WorkSpec::LocalSteps { inner, .. } = work else {
             return None;
         };
-        Some(
-            match matches!(inner, OptimizerSpec::Sgd { momentum, .. } if *momentum == 0.0) {
-                true => Self::Segment,
-                false => Self::Prefix,
-            },
-        )
+        let stateless = matches!(inner, OptimizerSpec::Sgd { momentum, .. } if *momentum == 0.0);
+        Some(match stateless && compression.is_none() {
+            true => Self::Segment,
+            false => Self::Prefix,
+        })
     }
 
     /// The steps an audit that drew segment `drawn` (below `bounds.len() − 1`) replays.
@@ -137,13 +144,19 @@ impl TraceAudit {
 }
 
 /// The segment boundaries `b_0 = 0 < b_1 < … < b_S = K` of a fragment of `samples` samples of
-/// `work`, or `None` when its results carry no trace: work other than local steps, a single
-/// step, or a stateless inner optimizer's fragment under [`TRACE_MIN_SAMPLES`].
-pub fn segment_bounds(work: &WorkSpec, samples: usize) -> Option<Vec<u32>> {
+/// `work` (its updates sent under `compression`), or `None` when its results carry no trace:
+/// work other than local steps, a single step, or a fragment under [`TRACE_MIN_SAMPLES`]
+/// audited by segments.
+pub fn segment_bounds(
+    work: &WorkSpec,
+    compression: &CompressionSpec,
+    samples: usize,
+) -> Option<Vec<u32>> {
     let WorkSpec::LocalSteps { steps, .. } = work else {
         return None;
     };
-    let small = TraceAudit::of(work) == Some(TraceAudit::Segment) && samples < TRACE_MIN_SAMPLES;
+    let small = TraceAudit::of(work, compression) == Some(TraceAudit::Segment)
+        && samples < TRACE_MIN_SAMPLES;
     if *steps < 2 || small {
         return None;
     }
@@ -158,6 +171,8 @@ pub fn segment_bounds(work: &WorkSpec, samples: usize) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WHOLE: CompressionSpec = CompressionSpec::None;
 
     fn adam_steps(steps: u32) -> WorkSpec {
         WorkSpec::LocalSteps {
@@ -184,15 +199,15 @@ mod tests {
     #[test]
     fn bounds_cut_the_steps_into_segments() {
         assert_eq!(
-            segment_bounds(&local_steps(16, 0.0), 2048),
+            segment_bounds(&local_steps(16, 0.0), &WHOLE, 2048),
             Some(vec![0, 4, 8, 12, 16])
         );
         assert_eq!(
-            segment_bounds(&local_steps(6, 0.0), 2048),
+            segment_bounds(&local_steps(6, 0.0), &WHOLE, 2048),
             Some(vec![0, 1, 3, 4, 6])
         );
         assert_eq!(
-            segment_bounds(&local_steps(3, 0.0), 2048),
+            segment_bounds(&local_steps(3, 0.0), &WHOLE, 2048),
             Some(vec![0, 1, 2, 3])
         );
     }
@@ -200,8 +215,8 @@ mod tests {
     #[test]
     fn stateful_inner_optimizers_are_audited_by_prefixes_at_any_size() {
         for work in [adam_steps(8), local_steps(8, 0.9)] {
-            assert_eq!(TraceAudit::of(&work), Some(TraceAudit::Prefix));
-            let bounds = segment_bounds(&work, 16).unwrap();
+            assert_eq!(TraceAudit::of(&work, &WHOLE), Some(TraceAudit::Prefix));
+            let bounds = segment_bounds(&work, &WHOLE, 16).unwrap();
             assert_eq!(bounds, vec![0, 2, 4, 6, 8]);
             let prefixes: Vec<_> = (0..4)
                 .map(|i| TraceAudit::Prefix.steps(&bounds, i))
@@ -209,19 +224,31 @@ mod tests {
             assert_eq!(prefixes, vec![0..2, 0..4, 0..6, 0..8]);
         }
         assert_eq!(
-            TraceAudit::of(&local_steps(8, 0.0)),
+            TraceAudit::of(&local_steps(8, 0.0), &WHOLE),
             Some(TraceAudit::Segment)
         );
+        // Compressed updates are audited by prefixes: no whole checkpoint goes up.
+        let compressed = CompressionSpec::TopK {
+            chunk: 4096,
+            k: 64,
+            bits: 2,
+            feedback_decay: 1.0,
+        };
+        assert_eq!(
+            TraceAudit::of(&local_steps(8, 0.0), &compressed),
+            Some(TraceAudit::Prefix)
+        );
+        assert!(segment_bounds(&local_steps(8, 0.0), &compressed, 16).is_some());
         assert_eq!(TraceAudit::Segment.steps(&[0, 2, 4, 6, 8], 2), 4..6);
-        assert_eq!(TraceAudit::of(&WorkSpec::Gradient), None);
+        assert_eq!(TraceAudit::of(&WorkSpec::Gradient, &WHOLE), None);
     }
 
     #[test]
     fn untraceable_work_has_no_bounds() {
-        assert_eq!(segment_bounds(&adam_steps(1), 2048), None);
-        assert_eq!(segment_bounds(&local_steps(1, 0.0), 2048), None);
-        assert_eq!(segment_bounds(&local_steps(16, 0.0), 511), None);
-        assert_eq!(segment_bounds(&WorkSpec::Gradient, 2048), None);
+        assert_eq!(segment_bounds(&adam_steps(1), &WHOLE, 2048), None);
+        assert_eq!(segment_bounds(&local_steps(1, 0.0), &WHOLE, 2048), None);
+        assert_eq!(segment_bounds(&local_steps(16, 0.0), &WHOLE, 511), None);
+        assert_eq!(segment_bounds(&WorkSpec::Gradient, &WHOLE, 2048), None);
     }
 
     #[test]

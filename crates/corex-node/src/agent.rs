@@ -417,16 +417,9 @@ impl NodeAgent {
             (None, vec![fragment.indices.clone()], None)
         } else {
             let backend = self.config.backend.clone();
+            let job_spec = job.descriptor.spec.clone();
             let computed = tokio::task::spawn_blocking(move || {
-                compute(
-                    &backend,
-                    &work,
-                    &spec,
-                    &parameters,
-                    &dataset,
-                    indices,
-                    variant,
-                )
+                compute(&backend, &job_spec, &parameters, &dataset, indices, variant)
             })
             .await
             .map_err(|error| NodeError::Compute(error.to_string()))??;

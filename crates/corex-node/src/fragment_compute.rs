@@ -2,13 +2,13 @@
 //! where `corex_core::trace` asks for one), differentially private local steps on a data
 //! holder's own data, a segment or prefix audit task's steps, or an adversary's variant.
 //!
-//! In: the work, the model, its parameters, the data and the fragment's indices. Out: the
-//! output, the sample batches it used and, for a traced result, its checkpoints and step
-//! losses. Deterministic except under differential privacy, whose sampling and noise come
-//! from the operating system's randomness.
+//! In: the job (its work, model and compression), the parameters, the data and the fragment's
+//! indices. Out: the output, the sample batches it used and, for a traced result, its
+//! checkpoints, their roots and step losses. Deterministic except under differential privacy,
+//! whose sampling and noise come from the operating system's randomness.
 
 use corex_core::trace::{checkpoint_root, segment_bounds};
-use corex_core::{Hash, ModelSpec, WorkSpec};
+use corex_core::{Hash, JobSpec, WorkSpec};
 use corex_ml::{Backend, Dataset, FragmentOutput, PrivateStepsSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -58,19 +58,20 @@ pub(crate) enum Variant {
     SkipSegment,
 }
 
-/// Computes a fragment on `backend` (differentially private steps: on the CPU): its output and the sample batches it used, with a step trace where the
-/// work is traced (see `corex_core::trace`). Under differential privacy the Poisson samples
+/// Computes a fragment of `job` on `backend` (differentially private steps: on the CPU): its
+/// output and the sample batches it used, with a step trace where the job's fragments are
+/// traced (see `corex_core::trace`). Under differential privacy the Poisson samples
 /// and the noise come from a generator seeded by the operating system, which nobody else can
 /// know.
 pub(crate) fn compute(
     backend: &Backend,
-    work: &WorkSpec,
-    spec: &ModelSpec,
+    job: &JobSpec,
     parameters: &[f32],
     dataset: &Dataset,
     indices: Vec<u32>,
     variant: Variant,
 ) -> Result<Computed, NodeError> {
+    let (work, spec) = (&job.work, &job.model);
     let compute_error = |error: corex_ml::MlError| NodeError::Compute(error.to_string());
     let untraced = |output: FragmentOutput, indices: Vec<u32>| Computed {
         output,
@@ -112,7 +113,7 @@ pub(crate) fn compute(
         }
         (Variant::Plain | Variant::SkipSegment, _) => {}
     }
-    let bounds = segment_bounds(work, indices.len());
+    let bounds = segment_bounds(work, &job.compression, indices.len());
     let (WorkSpec::LocalSteps { steps, inner }, Some(bounds)) = (work, bounds) else {
         let output = corex_ml::run_fragment(backend, work, spec, parameters, dataset, &indices)
             .map_err(compute_error)?;

@@ -358,8 +358,9 @@ impl CloseWork {
         )
     }
 
-    /// Judges the revealed segments of the round at `current` (the round's model version):
-    /// each segment's update as the submitter's checkpoints say (start minus end), against
+    /// Judges the revealed segments and prefixes of the round at `current` (the round's model
+    /// version): each part's update as the submitter's checkpoints say (start minus end; a
+    /// prefix's on the opened leaves of its end), against
     /// the replay a node returned for it when one did, else (or where they disagree) against
     /// the coordinator's own replay, which also judges the node's. Returns the positions of
     /// the results whose segment agrees, and a verdict per node replay.
@@ -403,9 +404,8 @@ impl CloseWork {
                     None => continue,
                 },
             };
-            // The chain ends at `w_start − result`; a compressed result's update is what it
-            // claims on the opened leaves of its states, where the segment is compared. A
-            // prefix's end is opened at a few leaves only, where the prefix is compared.
+            // The chain ends at `w_start − result`. A prefix's end is opened at a few leaves
+            // only, where the prefix is compared.
             let parameters = self.spec.model.parameter_count();
             let checkpoint_leaves: Vec<std::ops::Range<usize>> = reveal
                 .leaves
@@ -428,16 +428,10 @@ impl CloseWork {
                     (values, Some(opened))
                 }
                 (Some(checkpoint), _) => (displacement(start, checkpoint), None),
-                (None, Some(claim)) => {
-                    let values = claim
-                        .covers
-                        .iter()
-                        .flat_map(|range| range.clone())
-                        .zip(&claim.update)
-                        .map(|(at, update)| start[at] - (current[at] - update))
-                        .collect();
-                    (values, Some(claim.opened()))
-                }
+                // Compressed results are audited by prefixes, which end inside the fragment
+                // (`corex_core::trace::TraceAudit`): their decoded update is not what they
+                // claim, so such a part is left to the whole replay.
+                (None, Some(_)) => continue,
                 (None, None) => (
                     displacement(start, &displacement(current, &result.gradient)),
                     None,

@@ -219,7 +219,12 @@ impl JobRun {
                 "only local-steps results carry a step trace".into(),
             ));
         };
-        let bounds = segment_bounds(&self.spec.work, fragment.indices.len()).ok_or_else(|| {
+        let bounds = segment_bounds(
+            &self.spec.work,
+            &self.spec.compression,
+            fragment.indices.len(),
+        )
+        .ok_or_else(|| {
             CoordinatorError::BadTrace(
                 "this job's fragments of this size are not traced (see corex_core::trace)".into(),
             )

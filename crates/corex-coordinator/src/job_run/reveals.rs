@@ -113,8 +113,12 @@ impl JobRun {
         seed: &Hash,
     ) -> Option<PlannedPart> {
         let trace = result.trace.as_ref()?;
-        let bounds = segment_bounds(&self.spec.work, fragment.indices.len())?;
-        let audit = TraceAudit::of(&self.spec.work)?;
+        let bounds = segment_bounds(
+            &self.spec.work,
+            &self.spec.compression,
+            fragment.indices.len(),
+        )?;
+        let audit = TraceAudit::of(&self.spec.work, &self.spec.compression)?;
         let segments = bounds.len() as u32 - 1;
         if trace.checkpoints.len() + 2 != bounds.len() {
             return None;
@@ -403,6 +407,7 @@ impl JobRun {
             .as_ref()
             .zip(segment_bounds(
                 &self.spec.work,
+                &self.spec.compression,
                 round.fragments[reveal.index].indices.len(),
             ))
             .ok_or_else(closed)?;

@@ -76,6 +76,9 @@ struct Run {
     rejected: (u64, u64),
     /// Audited results of honest nodes that were accepted.
     honest_audited: u64,
+    /// Of those, settled by a prefix of their steps (a compressed job reveals no whole
+    /// checkpoint: `corex_core::trace::TraceAudit`).
+    honest_by_prefix: u64,
     cheaters_hard_rejected: u64,
 }
 
@@ -129,6 +132,7 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>, audit_policy: AuditPo
         sent_per_fragment: sent_bytes(&owner).await as f64 / fragments.max(1) as f64,
         rejected: (0, 0),
         honest_audited: 0,
+        honest_by_prefix: 0,
         cheaters_hard_rejected: 0,
     };
     for result in report.rounds.iter().flat_map(|round| &round.results) {
@@ -142,8 +146,17 @@ async fn run(spec: &JobSpec, adversary: Option<Adversary>, audit_policy: AuditPo
                     run.rejected.0 += 1;
                 }
             }
-            ResultVerdict::Accepted { audited: true, .. } if !cheater => run.honest_audited += 1,
+            ResultVerdict::Accepted { audited: true, .. } if !cheater => {
+                run.honest_audited += 1;
+                run.honest_by_prefix += u64::from(result.audited_steps.is_some());
+            }
             _ => {}
+        }
+        if let (Some([first, _]), false) = (result.audited_steps, spec.compression.is_none()) {
+            assert_eq!(
+                first, 0,
+                "a compressed job's results are audited by prefixes"
+            );
         }
     }
     for cheater in &cheaters {
@@ -199,16 +212,17 @@ async fn compressed_training_learns_and_no_honest_result_is_rejected() {
     );
     let ratio = CompressionSpec::None.encoded_len(9_610) as f64 / top_k().encoded_len(9_610) as f64;
     println!(
-        "accuracy: whole updates {:.2} %, compressed {:.2} % ({ratio:.1}× fewer bytes up); compressed run: {} honest audited results, {} rejected",
+        "accuracy: whole updates {:.2} %, compressed {:.2} % ({ratio:.1}× fewer bytes up); compressed run: {} honest audited results ({} settled by a prefix), {} rejected",
         dense.accuracy * 100.0,
         compressed.accuracy * 100.0,
         compressed.honest_audited,
+        compressed.honest_by_prefix,
         compressed.rejected.0
     );
     assert_eq!(compressed.rejected.0, 0, "an honest result was rejected");
     assert!(
-        compressed.honest_audited >= 6,
-        "audits judged compressed results"
+        compressed.honest_audited >= 6 && compressed.honest_by_prefix >= 1,
+        "audits judged compressed results, some by a prefix"
     );
     assert!(ratio > 20.0, "{ratio}");
     assert!(

@@ -186,7 +186,7 @@ async fn opened_checkpoint_leaves_must_match_the_commitment() {
             }
         };
         let parameters = bytes_to_f32s(&node.fetch_blob(&fragment.model).await.unwrap()).unwrap();
-        let bounds = segment_bounds(&spec.work, fragment.indices.len()).unwrap();
+        let bounds = segment_bounds(&spec.work, &spec.compression, fragment.indices.len()).unwrap();
         let interior = bounds[1..bounds.len() - 1].to_vec();
         let traced = corex_ml::compute_traced_local_steps(
             &corex_ml::Backend::cpu(),

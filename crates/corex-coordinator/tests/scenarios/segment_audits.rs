@@ -253,7 +253,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     let model = fragment.model;
     let parameters = bytes_to_f32s(&node.fetch_blob(&model).await.unwrap()).unwrap();
     let dataset = Dataset::digits().unwrap();
-    let bounds = segment_bounds(&spec.work, fragment.indices.len()).unwrap();
+    let bounds = segment_bounds(&spec.work, &spec.compression, fragment.indices.len()).unwrap();
     let interior = &bounds[1..bounds.len() - 1];
     let traced = corex_ml::compute_traced_local_steps(
         &corex_ml::Backend::cpu(),
