@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::fragment::result_commitment;
 use corex_core::messages::{ApiError, JobState, JobStatus, ResultHeader};
-use corex_core::trace::{StepTrace, traced_commitment};
+use corex_core::trace::{StepTrace, checkpoint_root, segment_bounds, traced_commitment};
 use corex_core::{DatasetSource, DatasetSpec, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec};
 use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, TlsIdentity};
-use corex_node::{NodeAgent, NodeConfig};
+use corex_node::{Adversary, NodeAgent, NodeConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -312,4 +312,75 @@ pub fn signed_header(
         data_commitment: None,
         trace,
     }
+}
+
+/// A net of `honest` honest nodes (seeds 1, 2, …) and the `cheaters` (seed, adversary), all
+/// proven before anything is submitted (a short job can end before a late node is admitted),
+/// with the job owner's client (seed 250).
+pub async fn start_with_cheaters(
+    config: CoordinatorConfig,
+    honest: u8,
+    cheaters: &[(u8, Adversary)],
+) -> (TestNet, CoordinatorClient) {
+    let mut net = TestNet::start(config).await;
+    for seed in 1..=honest {
+        net.spawn_node(seed);
+    }
+    for &(seed, adversary) in cheaters {
+        net.spawn_node_with(
+            seed,
+            NodeConfig {
+                adversary: Some(adversary),
+                ..NodeConfig::default()
+            },
+        );
+    }
+    let owner = net.client(250);
+    let nodes = usize::from(honest) + cheaters.len();
+    wait_for_proven_nodes(&owner, nodes, Duration::from_secs(60)).await;
+    (net, owner)
+}
+
+/// The key and client of a node driven by hand (seed `seed`), registered on the CPU.
+pub async fn hand_driven_node(net: &TestNet, seed: u8) -> (Keypair, CoordinatorClient) {
+    let node = net.client(seed);
+    node.register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
+        .await
+        .unwrap();
+    (Keypair::from_secret([seed; 32]), node)
+}
+
+/// A traced fragment of `spec` (local steps) computed honestly on the CPU from `parameters`:
+/// its steps, the trace a node commits to, and the interior segment bounds it is cut at.
+pub fn traced_fragment(
+    spec: &JobSpec,
+    parameters: &[f32],
+    dataset: &Dataset,
+    indices: &[u32],
+) -> (corex_ml::TracedSteps, StepTrace, Vec<u32>) {
+    let corex_core::WorkSpec::LocalSteps { steps, inner } = &spec.work else {
+        panic!("only local steps are traced")
+    };
+    let bounds = segment_bounds(&spec.work, &spec.compression, indices.len()).unwrap();
+    let interior = bounds[1..bounds.len() - 1].to_vec();
+    let traced = corex_ml::compute_traced_local_steps(
+        &corex_ml::Backend::cpu(),
+        &spec.model,
+        parameters,
+        dataset,
+        indices,
+        *steps,
+        inner,
+        &interior,
+    )
+    .unwrap();
+    let trace = StepTrace {
+        checkpoints: traced
+            .checkpoints
+            .iter()
+            .map(|c| checkpoint_root(c))
+            .collect(),
+        losses: traced.losses.clone(),
+    };
+    (traced, trace, interior)
 }

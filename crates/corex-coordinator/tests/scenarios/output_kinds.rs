@@ -9,7 +9,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{TestNet, adam, small_job, wait_for_end, wait_for_proven_nodes};
+use common::{TestNet, adam, small_job, wait_for_end};
 use corex_coordinator::CoordinatorConfig;
 use corex_core::chunk::{CHUNK_SIZE, Manifest};
 use corex_core::messages::{
@@ -20,7 +20,7 @@ use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
 use corex_core::{Hash, JobSpec, Keypair, TransformSpec, WorkSpec};
 use corex_ml::Dataset;
 use corex_net::{CoordinatorClient, NetError};
-use corex_node::{Adversary, NodeConfig};
+use corex_node::Adversary;
 
 const DIGITS: u32 = 1797;
 
@@ -216,22 +216,10 @@ async fn cheating_nodes_are_caught_and_the_outputs_stay_the_clean_runs() {
     let cheaters = [101u8, 102].map(|seed| Keypair::from_secret([seed; 32]).id());
     for (spec, expected) in clean {
         // A fresh network each time: cheaters are banned after 3 failed audits.
-        let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
-        for seed in 1..=3 {
-            net.spawn_node(seed);
-        }
-        for (seed, adversary) in [(101, Adversary::Random), (102, Adversary::Scaled)] {
-            net.spawn_node_with(
-                seed,
-                NodeConfig {
-                    adversary: Some(adversary),
-                    ..NodeConfig::default()
-                },
-            );
-        }
-        let owner = net.client(250);
         // Every node proven first: a short job can end before a late cheater gets work.
-        wait_for_proven_nodes(&owner, 5, Duration::from_secs(60)).await;
+        let cheating = [(101, Adversary::Random), (102, Adversary::Scaled)];
+        let (net, owner) =
+            common::start_with_cheaters(CoordinatorConfig::one_machine(), 3, &cheating).await;
         let job = owner.submit_job(&spec).await.unwrap();
         let status = wait_for_end(&owner, &job, Duration::from_secs(180)).await;
         assert_eq!(status.state, JobState::Finished);
@@ -301,11 +289,7 @@ async fn output_results_of_the_wrong_length_or_with_nan_are_refused() {
     let owner = net.client(250);
     let spec = output_job(projection());
     let job = owner.submit_job(&spec).await.unwrap();
-    let key = Keypair::from_secret([1; 32]);
-    let node = net.client(1);
-    node.register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
-        .await
-        .unwrap();
+    let (key, node) = common::hand_driven_node(&net, 1).await;
     let LeaseResponse::Work { fragment, .. } = node.lease(0).await.unwrap() else {
         panic!("a fresh job has work");
     };

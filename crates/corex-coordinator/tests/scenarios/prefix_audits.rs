@@ -11,20 +11,20 @@ use crate::common;
 use std::time::Duration;
 
 use common::{
-    TestNet, adam, expect_error, signed_header, small_job, wait_for_end, wait_for_proven_nodes,
+    TestNet, adam, expect_error, hand_driven_node, signed_header, small_job, start_with_cheaters,
+    traced_fragment, wait_for_end,
 };
 use corex_coordinator::CoordinatorConfig;
 use corex_core::feedback_state::{LEAF_VALUES, leaf_range, state_paths};
 use corex_core::messages::{JobState, LeaseResponse, ResultHeader, ResultVerdict};
 use corex_core::result_frame::encode_result;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::trace::{StepTrace, checkpoint_root, segment_bounds};
 use corex_core::{
     DatasetSource, DatasetSpec, Fragment, Hash, JobSpec, Keypair, ModelSpec, OptimizerSpec,
     TransformerSpec, WorkSpec,
 };
 use corex_ml::Dataset;
-use corex_node::{Adversary, NodeConfig};
+use corex_node::Adversary;
 
 /// 8 steps of a fresh Adam per fragment (4 segments of 2 steps) over `samples` samples: far
 /// under the floor of segment audits, which prefix audits do not have.
@@ -68,22 +68,8 @@ fn language_model_job() -> JobSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_settle_honest_language_model_audits_and_catch_skipped_steps() {
     // Nodes audit each other once proven, as on a devnet.
-    let mut net = TestNet::start(CoordinatorConfig::one_machine()).await;
-    for seed in 1..=4 {
-        net.spawn_node(seed);
-    }
-    let cheaters = [101, 102];
-    for seed in cheaters {
-        net.spawn_node_with(
-            seed,
-            NodeConfig {
-                adversary: Some(Adversary::SkipSegment),
-                ..NodeConfig::default()
-            },
-        );
-    }
-    let owner = net.client(250);
-    wait_for_proven_nodes(&owner, 6, Duration::from_secs(60)).await;
+    let skippers = &[(101, Adversary::SkipSegment), (102, Adversary::SkipSegment)];
+    let (net, owner) = start_with_cheaters(CoordinatorConfig::one_machine(), 4, skippers).await;
     let text = Dataset::synthetic_text(40_000, 10).unwrap();
     let uploaded = owner.upload_dataset(&text.to_bytes()).await.unwrap();
     let mut spec = language_model_job();
@@ -94,7 +80,7 @@ async fn prefixes_settle_honest_language_model_audits_and_catch_skipped_steps() 
     let status = wait_for_end(&owner, &job, Duration::from_secs(300)).await;
     assert_eq!(status.state, JobState::Finished);
     let report = owner.job_report(&job).await.unwrap();
-    let cheaters = cheaters.map(|seed| net.client(seed).id());
+    let cheaters = [101, 102].map(|seed| net.client(seed).id());
     let (mut honest_audited, mut by_prefix, mut by_node, mut caught) = (0, 0, 0, 0);
     for result in report.rounds.iter().flat_map(|round| &round.results) {
         let cheater = cheaters.contains(&result.node);
@@ -164,16 +150,9 @@ async fn opened_checkpoint_leaves_must_match_the_commitment() {
     .await;
     let mut spec = adam_steps(small_job(adam()), 64, 8, 1);
     spec.name = "digits-prefix-audits".into();
-    let WorkSpec::LocalSteps { steps, inner } = spec.work.clone() else {
-        unreachable!()
-    };
     let owner = net.client(250);
     let job = owner.submit_job(&spec).await.unwrap();
-    let key = Keypair::from_secret([1; 32]);
-    let node = net.client(1);
-    node.register(corex_node::device::detect(1, &corex_ml::Backend::cpu()))
-        .await
-        .unwrap();
+    let (key, node) = hand_driven_node(&net, 1).await;
     let dataset = Dataset::digits().unwrap();
     // A new node's results are all audited; a quarter of the draws are the whole fragment (no
     // reveal), so submit round after round until one asks for a prefix's end.
@@ -186,27 +165,8 @@ async fn opened_checkpoint_leaves_must_match_the_commitment() {
             }
         };
         let parameters = bytes_to_f32s(&node.fetch_blob(&fragment.model).await.unwrap()).unwrap();
-        let bounds = segment_bounds(&spec.work, &spec.compression, fragment.indices.len()).unwrap();
-        let interior = bounds[1..bounds.len() - 1].to_vec();
-        let traced = corex_ml::compute_traced_local_steps(
-            &corex_ml::Backend::cpu(),
-            &spec.model,
-            &parameters,
-            &dataset,
-            &fragment.indices,
-            steps,
-            &inner,
-            &interior,
-        )
-        .unwrap();
-        let trace = StepTrace {
-            checkpoints: traced
-                .checkpoints
-                .iter()
-                .map(|c| checkpoint_root(c))
-                .collect(),
-            losses: traced.losses.clone(),
-        };
+        let (traced, trace, interior) =
+            traced_fragment(&spec, &parameters, &dataset, &fragment.indices);
         let bytes = f32s_to_bytes(&traced.output.gradient);
         let header = signed_header(
             &key,

@@ -8,13 +8,14 @@ use crate::common;
 use std::time::Duration;
 
 use common::{
-    TestNet, expect_error, signed_header, small_job, wait_for_end, wait_for_proven_nodes,
+    TestNet, expect_error, signed_header, small_job, start_with_cheaters, traced_fragment,
+    wait_for_end,
 };
 use corex_coordinator::CoordinatorConfig;
 use corex_core::messages::{JobState, LeaseResponse, ResultVerdict};
 use corex_core::result_frame::encode_result;
 use corex_core::tensor::{bytes_to_f32s, f32s_to_bytes};
-use corex_core::trace::{StepTrace, checkpoint_root, segment_bounds};
+use corex_core::trace::StepTrace;
 use corex_core::{Fragment, Hash, JobSpec, Keypair, OptimizerSpec, WorkSpec};
 use corex_ml::Dataset;
 use corex_net::CoordinatorClient;
@@ -58,23 +59,9 @@ struct SegmentRun {
 }
 
 async fn run_with_skippers(config: CoordinatorConfig) -> SegmentRun {
-    const HONEST: u8 = 4;
-    let mut net = TestNet::start(config).await;
-    for seed in 1..=HONEST {
-        net.spawn_node(seed);
-    }
-    for seed in [101, 102] {
-        net.spawn_node_with(
-            seed,
-            NodeConfig {
-                adversary: Some(Adversary::SkipSegment),
-                ..NodeConfig::default()
-            },
-        );
-    }
-    let owner = net.client(250);
     // The job takes about a second: a skipper that joined late would get no work at all.
-    wait_for_proven_nodes(&owner, usize::from(HONEST) + 2, Duration::from_secs(60)).await;
+    let skippers = &[(101, Adversary::SkipSegment), (102, Adversary::SkipSegment)];
+    let (net, owner) = start_with_cheaters(config, 4, skippers).await;
     let job = owner.submit_job(&traced_job(60, 6)).await.unwrap();
     let status = wait_for_end(&owner, &job, Duration::from_secs(300)).await;
     assert_eq!(status.state, JobState::Finished);
@@ -235,9 +222,6 @@ async fn expect_refused(client: &CoordinatorClient, body: Vec<u8>, status: u16, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_and_reveals_are_checked_before_they_count() {
     let spec = traced_job(2, 1);
-    let WorkSpec::LocalSteps { steps, inner } = &spec.work else {
-        unreachable!()
-    };
     let mut net = TestNet::start(coordinator_audits()).await;
     let owner = net.client(250);
     let job = owner.submit_job(&spec).await.unwrap();
@@ -253,27 +237,8 @@ async fn traces_and_reveals_are_checked_before_they_count() {
     let model = fragment.model;
     let parameters = bytes_to_f32s(&node.fetch_blob(&model).await.unwrap()).unwrap();
     let dataset = Dataset::digits().unwrap();
-    let bounds = segment_bounds(&spec.work, &spec.compression, fragment.indices.len()).unwrap();
-    let interior = &bounds[1..bounds.len() - 1];
-    let traced = corex_ml::compute_traced_local_steps(
-        &corex_ml::Backend::cpu(),
-        &spec.model,
-        &parameters,
-        &dataset,
-        &fragment.indices,
-        *steps,
-        inner,
-        interior,
-    )
-    .unwrap();
-    let trace = StepTrace {
-        checkpoints: traced
-            .checkpoints
-            .iter()
-            .map(|c| checkpoint_root(c))
-            .collect(),
-        losses: traced.losses.clone(),
-    };
+    let (traced, trace, interior) =
+        traced_fragment(&spec, &parameters, &dataset, &fragment.indices);
     let result = |trace: StepTrace, loss: f32| {
         framed(
             &key,
@@ -371,6 +336,7 @@ async fn traces_and_reveals_are_checked_before_they_count() {
         }
     );
     let [start, end] = first.audited_steps.unwrap();
+    let bounds: Vec<u32> = [0].into_iter().chain(interior).chain([8]).collect();
     assert!(bounds.windows(2).any(|w| w == [start, end]));
     net.shutdown().await;
 }
