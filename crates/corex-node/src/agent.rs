@@ -390,15 +390,14 @@ impl NodeAgent {
             .telemetry
             .fragment_leased(job_name, fragment.round);
         let started = Instant::now();
-        let work = job.descriptor.spec.work.clone();
+        let work = &job.descriptor.spec.work;
         if fragment.kind != work.fragment_kind() {
             return Err(NodeError::Compute(format!(
                 "fragment kind {:?} does not match the job's work {work:?}",
                 fragment.kind
             )));
         }
-        let spec = job.descriptor.spec.model.clone();
-        let result_len = work.result_len(&spec, fragment.indices.len());
+        let result_len = work.result_len(&job.descriptor.spec.model, fragment.indices.len());
         // `indices` index `dataset`, which may hold just this fragment's samples.
         let (dataset, indices) = self.fragment_data(fragment, &job).await?;
         let variant = match (private_plan(&job, fragment), fragment.steps) {

@@ -351,7 +351,7 @@ pub async fn hand_driven_node(net: &TestNet, seed: u8) -> (Keypair, CoordinatorC
 }
 
 /// A traced fragment of `spec` (local steps) computed honestly on the CPU from `parameters`:
-/// its steps, the trace a node commits to, and the interior segment bounds it is cut at.
+/// its steps, the trace a node commits to, and the segment bounds it is cut at.
 pub fn traced_fragment(
     spec: &JobSpec,
     parameters: &[f32],
@@ -362,7 +362,6 @@ pub fn traced_fragment(
         panic!("only local steps are traced")
     };
     let bounds = segment_bounds(&spec.work, &spec.compression, indices.len()).unwrap();
-    let interior = bounds[1..bounds.len() - 1].to_vec();
     let traced = corex_ml::compute_traced_local_steps(
         &corex_ml::Backend::cpu(),
         &spec.model,
@@ -371,7 +370,7 @@ pub fn traced_fragment(
         indices,
         *steps,
         inner,
-        &interior,
+        &bounds[1..bounds.len() - 1],
     )
     .unwrap();
     let trace = StepTrace {
@@ -382,5 +381,5 @@ pub fn traced_fragment(
             .collect(),
         losses: traced.losses.clone(),
     };
-    (traced, trace, interior)
+    (traced, trace, bounds)
 }
