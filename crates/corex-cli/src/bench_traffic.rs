@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use corex_core::JobSpec;
 use corex_core::compression::CompressionSpec;
+use corex_core::messages::{ResultVerdict, RoundRecord};
 
 use crate::devnet::{self, DevnetOptions, DevnetOutcome};
 use crate::link::LinkRate;
@@ -25,6 +26,10 @@ struct Measured {
     accuracy: Option<f32>,
     wall_s: f64,
     audited: u64,
+    /// Rounds whose results all came from different nodes, of all rounds: a node that sends
+    /// two results of a round (a straggler's copy won, a re-issued lease) moves its error
+    /// feedback twice while another's waits, which costs a compressed job loss.
+    even_rounds: (usize, usize),
 }
 
 impl Measured {
@@ -44,8 +49,27 @@ impl Measured {
             accuracy: status.last_test_accuracy,
             wall_s: outcome.wall_s,
             audited,
+            even_rounds: even_rounds(&outcome.report.rounds),
         })
     }
+}
+
+/// How many of `rounds` had all their results from different nodes, and how many rounds.
+fn even_rounds(rounds: &[RoundRecord]) -> (usize, usize) {
+    let even = rounds
+        .iter()
+        .filter(|round| {
+            let accepted: Vec<_> = round
+                .results
+                .iter()
+                .filter(|result| matches!(result.verdict, ResultVerdict::Accepted { .. }))
+                .map(|result| result.node)
+                .collect();
+            let nodes: std::collections::BTreeSet<_> = accepted.iter().collect();
+            nodes.len() == accepted.len()
+        })
+        .count();
+    (even, rounds.len())
 }
 
 /// The job run with whole updates: `whole_job` when given (the same job but for its
@@ -188,6 +212,13 @@ pub fn run(
             compressed_loss - whole_loss
         );
     }
+    println!(
+        "  rounds whose results all came from different nodes: whole {} of {}, compressed {} of {}",
+        whole_run.even_rounds.0,
+        whole_run.even_rounds.1,
+        compressed_run.even_rounds.0,
+        compressed_run.even_rounds.1
+    );
     if let (Some(whole_accuracy), Some(compressed_accuracy)) =
         (whole_run.accuracy, compressed_run.accuracy)
     {

@@ -1,24 +1,31 @@
-//! Commitments to a node's error-feedback state that an audit can open in part: a Merkle tree
-//! over runs of [`LEAF_VALUES`] values, so that a reveal sends a seeded sample of leaves with
-//! their paths instead of the whole state (two dense vectors per audited result otherwise).
+//! Commitments to a state of f32 values (a node's error-feedback state, a step checkpoint)
+//! that an audit can open in part: a seeded sample of leaves of [`LEAF_VALUES`] values with
+//! their paths instead of the whole state (several dense vectors per audited result otherwise).
 //!
-//! A state of `len` values is cut into leaves of `leaf` values (the last one shorter). Leaf `i`
-//! is `H("corex-state-leaf" ‖ i u64 ‖ f32 bytes of leaf i)`; a parent is
-//! `H("corex-state-node" ‖ left ‖ right)`; a level of odd length carries its last node up
-//! unchanged. The state's root is `H("corex-feedback-state" ‖ len u64 ‖ leaf u32 ‖ tree
-//! root)`, so the root names the layout too. A path lists the siblings from the leaf up,
-//! skipping levels where the node was carried.
+//! The tree is BLAKE3's own. A state of `len` values is committed as
+//! `H("corex-feedback-state" ‖ len u64 ‖ LEAF_VALUES u32 ‖ BLAKE3(bytes))` over its f32
+//! little-endian bytes, so the root names the layout too and costs one BLAKE3 pass at full SIMD
+//! width. A leaf is 512 values, 2 KB, two BLAKE3 chunks; leaf `i` covers bytes `[2048·i,
+//! 2048·(i+1))` (the last one shorter), which is always one subtree of BLAKE3's left-balanced
+//! tree. A path lists the chaining values of the sibling subtrees from the leaf up, one per
+//! level of the tree above the leaf; a state of one leaf has an empty path. Checking a leaf
+//! computes its subtree's chaining value at its offset and merges the siblings up
+//! (`blake3::hazmat`), the last merge as BLAKE3's root.
 //!
 //! Leaves are independent of the compression's chunks: a leaf may lie inside a chunk or span
 //! several, and an audit checks each opened value against its chunk's kept entries and scales
-//! (`corex_verify::check_compression`). Smaller leaves make a reveal smaller for the same
-//! number of sampled positions.
+//! (`corex_verify::check_compression`).
 //!
 //! Which leaves an audit opens is drawn from the audit's revealed seed and the result's
 //! commitment ([`sample_leaves`]): the node committed to its states before the seed was known.
 //!
 //! Pure: no I/O.
 
+use std::borrow::Cow;
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
@@ -26,9 +33,12 @@ use crate::hash::Hash;
 /// The deepest path a state of at most 2^32 leaves has.
 pub const MAX_PATH: usize = 32;
 
-/// Values per leaf of the protocol's feedback-state commitments: 2 KB of f32, an eighth of a
-/// 4,096-value compression chunk.
+/// Values per leaf of the protocol's state commitments: 2 KB of f32, two BLAKE3 chunks, an
+/// eighth of a 4,096-value compression chunk.
 pub const LEAF_VALUES: usize = 512;
+
+/// Bytes per leaf.
+const LEAF_BYTES: usize = 4 * LEAF_VALUES;
 
 /// The opened leaves of a result's two feedback states: one path per asked leaf, in the order
 /// asked, for the state before the result and the state after it.
@@ -38,160 +48,141 @@ pub struct StatePaths {
     pub after: Vec<Vec<Hash>>,
 }
 
-fn leaf(index: usize, values: &[f32]) -> Hash {
-    // The values' little-endian bytes go in by BLAKE3 chunks (1 KB), not value by value:
-    // the same bytes, so the same hash, without an `update` call per 4 bytes.
-    const BLOCK_VALUES: usize = 256;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"corex-state-leaf");
-    hasher.update(&(index as u64).to_le_bytes());
-    let mut block = [0_u8; 4 * BLOCK_VALUES];
-    for run in values.chunks(BLOCK_VALUES) {
-        for (bytes, value) in block.chunks_exact_mut(4).zip(run) {
-            bytes.copy_from_slice(&value.to_le_bytes());
-        }
-        hasher.update(&block[..4 * run.len()]);
+/// The values' little-endian bytes (borrowed where the machine is little-endian).
+fn le_bytes(values: &[f32]) -> Cow<'_, [u8]> {
+    match cfg!(target_endian = "little") {
+        true => Cow::Borrowed(bytemuck::cast_slice(values)),
+        false => Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
     }
-    Hash(*hasher.finalize().as_bytes())
 }
 
-fn parent(left: &Hash, right: &Hash) -> Hash {
-    Hash::of_parts(&[b"corex-state-node", left.as_bytes(), right.as_bytes()])
-}
-
-fn named(len: usize, leaf: usize, tree_root: &Hash) -> Hash {
+fn named(len: usize, tree_root: &Hash) -> Hash {
     Hash::of_parts(&[
         b"corex-feedback-state",
         &(len as u64).to_le_bytes(),
-        &(leaf as u32).to_le_bytes(),
+        &(LEAF_VALUES as u32).to_le_bytes(),
         tree_root.as_bytes(),
     ])
 }
 
+/// The chaining value of the BLAKE3 subtree holding `bytes`, which start `offset` bytes into
+/// the whole input (a multiple of [`LEAF_BYTES`], or the start of a larger aligned subtree).
+fn subtree(offset: usize, bytes: &[u8]) -> ChainingValue {
+    blake3::Hasher::new()
+        .set_input_offset(offset as u64)
+        .update(bytes)
+        .finalize_non_root()
+}
+
 /// The leaves of a state of `len` values, at least one.
-pub fn leaf_count(len: usize, leaf: usize) -> usize {
-    len.div_ceil(leaf.max(1)).max(1)
+pub fn leaf_count(len: usize) -> usize {
+    len.div_ceil(LEAF_VALUES).max(1)
 }
 
 /// The values leaf `index` of a state of `len` values holds (empty past the end).
-pub fn leaf_range(len: usize, leaf: usize, index: u32) -> std::ops::Range<usize> {
-    let leaf = leaf.max(1);
-    let start = (index as usize).saturating_mul(leaf).min(len);
-    start..start.saturating_add(leaf).min(len)
+pub fn leaf_range(len: usize, index: u32) -> std::ops::Range<usize> {
+    let start = (index as usize).saturating_mul(LEAF_VALUES).min(len);
+    start..start.saturating_add(LEAF_VALUES).min(len)
 }
 
-/// The level above `level`: each pair's parent, an odd last node carried up.
-fn next_level(level: &[Hash]) -> Vec<Hash> {
-    level
-        .chunks(2)
-        .map(|pair| match pair {
-            [left, right] => parent(left, right),
-            [carried] => *carried,
-            _ => unreachable!("chunks(2) gives one or two"),
-        })
-        .collect()
-}
-
-/// Every level of the tree over `state`'s leaves, leaves first.
-fn levels(state: &[f32], leaf_len: usize) -> Vec<Vec<Hash>> {
-    let mut level: Vec<Hash> = match state.is_empty() {
-        true => vec![leaf(0, &[])],
-        false => state
-            .chunks(leaf_len.max(1))
-            .enumerate()
-            .map(|(index, values)| leaf(index, values))
-            .collect(),
-    };
+/// The subtrees on the way from the root of a tree over `total` bytes (more than one leaf)
+/// down to the leaf starting at `leaf_start`: for each level, top first, the sibling's byte
+/// range and whether the sibling is the right child.
+fn siblings(total: usize, leaf_start: usize) -> Vec<(std::ops::Range<usize>, bool)> {
+    let (mut start, mut end) = (0, total);
     let mut levels = Vec::new();
-    while level.len() > 1 {
-        let next = next_level(&level);
-        levels.push(std::mem::replace(&mut level, next));
+    while end - start > LEAF_BYTES {
+        let middle = start + left_subtree_len((end - start) as u64) as usize;
+        match leaf_start < middle {
+            true => {
+                levels.push((middle..end, true));
+                end = middle;
+            }
+            false => {
+                levels.push((start..middle, false));
+                start = middle;
+            }
+        }
     }
-    levels.push(level);
     levels
 }
 
-/// The commitment to an error-feedback state cut into leaves of `leaf` values.
-pub fn state_root(state: &[f32], leaf: usize) -> Hash {
-    let levels = levels(state, leaf);
-    named(state.len(), leaf, &levels[levels.len() - 1][0])
+/// The commitment to a state, cut into leaves of [`LEAF_VALUES`].
+pub fn state_root(state: &[f32]) -> Hash {
+    named(
+        state.len(),
+        &Hash(*blake3::hash(&le_bytes(state)).as_bytes()),
+    )
 }
 
-/// [`state_root`] of `len` zeros (a node's first state in a job), computed leaf by leaf
-/// without allocating the state.
-pub fn zero_state_root(len: usize, leaf_len: usize) -> Hash {
-    let zeros = vec![0.0_f32; leaf_len.max(1).min(len.max(1))];
-    let count = leaf_count(len, leaf_len);
-    let mut level: Vec<Hash> = (0..count)
-        .map(|index| {
-            leaf(
-                index,
-                &zeros[..leaf_range(len, leaf_len, index as u32).len()],
-            )
-        })
-        .collect();
-    while level.len() > 1 {
-        level = next_level(&level);
+/// [`state_root`] of `len` zeros (a node's first state in a job), without allocating the
+/// state.
+pub fn zero_state_root(len: usize) -> Hash {
+    const BLOCK: usize = 64 * 1024;
+    let zeros = [0_u8; BLOCK];
+    let mut hasher = blake3::Hasher::new();
+    let mut left = len.saturating_mul(4);
+    while left > 0 {
+        let take = left.min(BLOCK);
+        hasher.update(&zeros[..take]);
+        left -= take;
     }
-    named(len, leaf_len, &level[0])
+    named(len, &Hash(*hasher.finalize().as_bytes()))
 }
 
 /// The paths of leaves `indices` of `state` (each index below the leaf count).
-pub fn state_paths(state: &[f32], leaf: usize, indices: &[u32]) -> Vec<Vec<Hash>> {
-    let levels = levels(state, leaf);
+pub fn state_paths(state: &[f32], indices: &[u32]) -> Vec<Vec<Hash>> {
+    let bytes = le_bytes(state);
     indices
         .iter()
         .map(|&index| {
-            let mut position = index as usize;
-            let mut path = Vec::new();
-            for level in &levels[..levels.len() - 1] {
-                let sibling = position ^ 1;
-                if sibling < level.len() {
-                    path.push(level[sibling]);
-                }
-                position /= 2;
-            }
+            let leaf_start = (index as usize).saturating_mul(LEAF_BYTES);
+            let mut path: Vec<Hash> = siblings(bytes.len(), leaf_start)
+                .into_iter()
+                .map(|(range, _)| Hash(subtree(range.start, &bytes[range])))
+                .collect();
+            path.reverse();
             path
         })
         .collect()
 }
 
-/// Whether `values` are leaf `index` of the state of `len` values (cut into leaves of `leaf`)
-/// that `root` commits to, by `path`. Checks the leaf's length first.
-pub fn check_leaf(
-    root: &Hash,
-    len: usize,
-    leaf_len: usize,
-    index: u32,
-    values: &[f32],
-    path: &[Hash],
-) -> bool {
-    let count = leaf_count(len, leaf_len);
-    if index as usize >= count || path.len() > MAX_PATH {
+/// Whether `values` are leaf `index` of the state of `len` values that `root` commits to, by
+/// `path`. Checks the leaf's length and the path's before hashing.
+pub fn check_leaf(root: &Hash, len: usize, index: u32, values: &[f32], path: &[Hash]) -> bool {
+    if index as usize >= leaf_count(len) || path.len() > MAX_PATH {
         return false;
     }
-    if values.len() != leaf_range(len, leaf_len, index).len() {
+    if values.len() != leaf_range(len, index).len() {
         return false;
     }
-    let index = index as usize;
-    let mut node = leaf(index, values);
-    let (mut position, mut width) = (index, count);
-    let mut siblings = path.iter();
-    while width > 1 {
-        let sibling = position ^ 1;
-        if sibling < width {
-            let Some(hash) = siblings.next() else {
-                return false;
-            };
-            node = match position % 2 {
-                0 => parent(&node, hash),
-                _ => parent(hash, &node),
-            };
+    let bytes = le_bytes(values);
+    let total = len.saturating_mul(4);
+    if total <= LEAF_BYTES {
+        let tree_root = Hash(*blake3::hash(&bytes).as_bytes());
+        return path.is_empty() && named(len, &tree_root) == *root;
+    }
+    let leaf_start = index as usize * LEAF_BYTES;
+    let levels = siblings(total, leaf_start);
+    if levels.len() != path.len() {
+        return false;
+    }
+    let mut node = subtree(leaf_start, &bytes);
+    // From the leaf up: the path's order; the top merge is BLAKE3's root.
+    for (depth, ((_, sibling_is_right), sibling)) in
+        levels.iter().zip(path.iter().rev()).enumerate().rev()
+    {
+        let (left, right) = match sibling_is_right {
+            true => (&node, &sibling.0),
+            false => (&sibling.0, &node),
+        };
+        if depth == 0 {
+            let tree_root = Hash(*merge_subtrees_root(left, right, Mode::Hash).as_bytes());
+            return named(len, &tree_root) == *root;
         }
-        position /= 2;
-        width = width.div_ceil(2);
+        node = merge_subtrees_non_root(left, right, Mode::Hash);
     }
-    siblings.next().is_none() && named(len, leaf_len, &node) == *root
+    false
 }
 
 /// The `count` leaves (of `leaves`, ascending, distinct; all of them when `count ≥ leaves`)
@@ -226,66 +217,80 @@ mod tests {
     }
 
     #[test]
-    fn a_leaf_hashes_exactly_its_documented_bytes() {
-        // Lengths below, at and across the 256-value blocks the bytes are fed in.
-        for len in [0, 1, 255, 256, 257, 512, 700] {
+    fn the_tree_is_blake3_over_the_little_endian_bytes() {
+        for len in [0, 1, 255, 256, 257, 512, 700, 512 * 5 + 7] {
             let values = state(len);
-            let mut bytes = b"corex-state-leaf".to_vec();
-            bytes.extend_from_slice(&9_u64.to_le_bytes());
-            bytes.extend_from_slice(&crate::tensor::f32s_to_bytes(&values));
-            assert_eq!(leaf(9, &values), Hash::of(&bytes), "{len} values");
+            let bytes = crate::tensor::f32s_to_bytes(&values);
+            assert_eq!(
+                state_root(&values),
+                named(len, &Hash::of(&bytes)),
+                "{len} values"
+            );
         }
     }
 
     #[test]
     fn every_leaf_opens_against_the_root_and_nothing_else_does() {
-        for (len, leaf) in [
-            (1, 64),
-            (64, 64),
-            (65, 64),
-            (1000, 64),
-            (64 * 7, 64),
-            (300, 100),
+        // One leaf, one chunk or less, a leaf and a bit, powers of two and the uneven trees
+        // between them.
+        for len in [
+            0,
+            1,
+            256,
+            512,
+            513,
+            768,
+            1024,
+            1536,
+            2048,
+            512 * 5 + 7,
+            512 * 7,
+            4096 * 3 + 5,
         ] {
             let state = state(len);
-            let root = state_root(&state, leaf);
-            let count = leaf_count(len, leaf);
+            let root = state_root(&state);
+            let count = leaf_count(len);
             let all: Vec<u32> = (0..count as u32).collect();
-            let paths = state_paths(&state, leaf, &all);
+            let paths = state_paths(&state, &all);
             for (index, path) in all.iter().zip(&paths) {
-                let values = &state[leaf_range(len, leaf, *index)];
+                let values = &state[leaf_range(len, *index)];
                 assert!(
-                    check_leaf(&root, len, leaf, *index, values, path),
-                    "{len} {leaf} {index}"
+                    check_leaf(&root, len, *index, values, path),
+                    "{len} {index}"
                 );
-                let mut altered = values.to_vec();
-                altered[0] += 1.0;
-                assert!(!check_leaf(&root, len, leaf, *index, &altered, path));
+                if !values.is_empty() {
+                    let mut altered = values.to_vec();
+                    altered[0] += 1.0;
+                    assert!(!check_leaf(&root, len, *index, &altered, path));
+                    assert!(!check_leaf(&root, len, *index, &values[1..], path));
+                }
                 if count > 1 {
                     let other = (*index + 1) % count as u32;
-                    assert!(!check_leaf(&root, len, leaf, other, values, path));
+                    assert!(!check_leaf(&root, len, other, values, path));
+                    let mut wrong = path.clone();
+                    wrong[0] = Hash::of(b"not a sibling");
+                    assert!(!check_leaf(&root, len, *index, values, &wrong));
                 }
-                assert!(!check_leaf(&root, len + 1, leaf, *index, values, path));
-                assert!(!check_leaf(&root, len, leaf, *index, &values[1..], path));
+                assert!(!check_leaf(&root, len + 1, *index, values, path));
+                assert!(!check_leaf(&root, len, count as u32, values, path));
             }
             if count > 1 {
                 let mut short = paths[0].clone();
                 short.pop();
-                assert!(!check_leaf(&root, len, leaf, 0, &state[..leaf], &short));
+                assert!(!check_leaf(&root, len, 0, &state[..LEAF_VALUES], &short));
+                let mut long = paths[0].clone();
+                long.push(root);
+                assert!(!check_leaf(&root, len, 0, &state[..LEAF_VALUES], &long));
             }
         }
     }
 
     #[test]
     fn the_zero_root_is_the_root_of_zeros() {
-        for (len, leaf) in [(0, 64), (1, 64), (64, 64), (1000, 64), (4096 * 3 + 5, 4096)] {
-            assert_eq!(
-                zero_state_root(len, leaf),
-                state_root(&vec![0.0; len], leaf),
-                "{len}"
-            );
+        for len in [0, 1, 64, 1000, 4096 * 3 + 5, 16384 * 5 + 3] {
+            assert_eq!(zero_state_root(len), state_root(&vec![0.0; len]), "{len}");
         }
-        assert_ne!(zero_state_root(128, 64), zero_state_root(128, 128));
+        assert_ne!(zero_state_root(128), zero_state_root(129));
     }
 
     #[test]

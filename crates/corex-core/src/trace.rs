@@ -4,7 +4,7 @@
 //! A traced fragment of `K` local steps is cut into `S = min(K, TRACE_SEGMENTS)` segments at
 //! the steps `b_i = ⌊i·K/S⌋`. With its result the node commits to its parameters at every
 //! interior boundary (`b_1 … b_{S−1}`), each as the root of a Merkle tree over leaves of
-//! [`LEAF_VALUES`] values ([`checkpoint_root`], the layout of `crate::feedback_state`), and to
+//! [`LEAF_VALUES`](crate::feedback_state::LEAF_VALUES) values ([`checkpoint_root`], the layout of `crate::feedback_state`), and to
 //! each step's loss. The parameters at `b_0` are the round's model version and those at `b_S`
 //! are `w_start − result` (in f32, computed by whoever checks), so the chain is pinned at both
 //! ends. An audit draws one segment `i` after the commitment and replays, by [`TraceAudit`]:
@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compression::CompressionSpec;
-use crate::feedback_state::{LEAF_VALUES, state_root};
+use crate::feedback_state::state_root;
 use crate::hash::Hash;
 use crate::spec::OptimizerSpec;
 use crate::work::WorkSpec;
@@ -52,7 +52,7 @@ pub const TRACE_SEGMENTS: u32 = 4;
 pub const TRACE_MIN_SAMPLES: usize = 512;
 
 /// Leaves of an interior checkpoint a prefix audit opens: 2,048 values (8 KB) at
-/// [`LEAF_VALUES`]. A node that skipped steps fakes a checkpoint that is wrong almost
+/// [`LEAF_VALUES`](crate::feedback_state::LEAF_VALUES). A node that skipped steps fakes a checkpoint that is wrong almost
 /// everywhere, which any leaf shows; more leaves would cost the compressed job's upload ratio
 /// more than they add (at 4 leaves a reveal, 8 KB and 4 paths, is two thirds of the
 /// language-model job's 13.8 KB compressed result).
@@ -103,10 +103,10 @@ pub fn traced_commitment(result_commitment: &Hash, trace: &StepTrace) -> Hash {
 }
 
 /// The commitment to the parameters at a step boundary: the Merkle root over leaves of
-/// [`LEAF_VALUES`] values (`crate::feedback_state`), so that a prefix audit can open a few
+/// [`LEAF_VALUES`](crate::feedback_state::LEAF_VALUES) values (`crate::feedback_state`), so that a prefix audit can open a few
 /// leaves instead of the whole checkpoint.
 pub fn checkpoint_root(parameters: &[f32]) -> Hash {
-    state_root(parameters, LEAF_VALUES)
+    state_root(parameters)
 }
 
 /// How an audit replays part of a traced fragment (see the module header).

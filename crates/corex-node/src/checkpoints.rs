@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use corex_core::feedback_state::{LEAF_VALUES, leaf_count, leaf_range, state_paths};
+use corex_core::feedback_state::{leaf_count, leaf_range, state_paths};
 use corex_core::tensor::f32s_to_bytes;
 use corex_core::{Fragment, Hash};
 
@@ -123,16 +123,14 @@ impl CheckpointStore {
                 bytes.extend_from_slice(&f32s_to_bytes(params));
                 continue;
             }
-            let count = leaf_count(params.len(), LEAF_VALUES);
+            let count = leaf_count(params.len());
             if leaves.iter().any(|leaf| *leaf as usize >= count) {
                 return None;
             }
             for leaf in leaves {
-                bytes.extend_from_slice(&f32s_to_bytes(
-                    &params[leaf_range(params.len(), LEAF_VALUES, *leaf)],
-                ));
+                bytes.extend_from_slice(&f32s_to_bytes(&params[leaf_range(params.len(), *leaf)]));
             }
-            paths.extend(state_paths(params, LEAF_VALUES, leaves));
+            paths.extend(state_paths(params, leaves));
         }
         Some((bytes, (!leaves.is_empty()).then_some(paths)))
     }
@@ -191,7 +189,7 @@ mod tests {
     fn opened_leaves_come_with_paths_to_the_committed_root() {
         let mut store = CheckpointStore::new(1 << 20);
         let kept = fragment(b"f", 0);
-        let len = 3 * LEAF_VALUES + 7;
+        let len = 3 * corex_core::feedback_state::LEAF_VALUES + 7;
         let parameters: Vec<f32> = (0..len).map(|i| (i as f32 * 0.3).cos()).collect();
         store.keep(&kept, vec![(4, parameters.clone())]);
         let root = corex_core::trace::checkpoint_root(&parameters);
@@ -199,16 +197,11 @@ mod tests {
         let (bytes, paths) = store.reveal(&kept.id, &kept.model, &[4], &leaves).unwrap();
         let values = corex_core::tensor::bytes_to_f32s(&bytes).unwrap();
         let paths = paths.unwrap();
-        assert_eq!(values.len(), LEAF_VALUES + 7);
-        let (first, last) = values.split_at(LEAF_VALUES);
+        assert_eq!(values.len(), corex_core::feedback_state::LEAF_VALUES + 7);
+        let (first, last) = values.split_at(corex_core::feedback_state::LEAF_VALUES);
         for ((leaf, opened), path) in leaves.iter().zip([first, last]).zip(&paths) {
             assert!(corex_core::feedback_state::check_leaf(
-                &root,
-                len,
-                LEAF_VALUES,
-                *leaf,
-                opened,
-                path
+                &root, len, *leaf, opened, path
             ));
         }
         // A leaf past the end cannot be opened: the node declines.

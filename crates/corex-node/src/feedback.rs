@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use corex_core::Hash;
 use corex_core::compression::{CompressionSpec, FeedbackCommitment, compress_with_feedback};
-use corex_core::feedback_state::{
-    LEAF_VALUES, StatePaths, leaf_count, leaf_range, state_paths, state_root,
-};
+use corex_core::feedback_state::{StatePaths, leaf_count, leaf_range, state_paths, state_root};
 use corex_core::tensor::f32s_to_bytes;
 
 use crate::error::NodeError;
@@ -54,7 +52,7 @@ pub(crate) fn compress_from(
         StartingState::Taken { state, root } => (state, root),
         StartingState::Zeros(len) => {
             let zeros = vec![0.0; len];
-            let root = state_root(&zeros, LEAF_VALUES);
+            let root = state_root(&zeros);
             (Arc::new(zeros), root)
         }
     };
@@ -66,7 +64,7 @@ pub(crate) fn compress_from(
     };
     let feedback = FeedbackCommitment {
         before: before_root,
-        after: state_root(&after, LEAF_VALUES),
+        after: state_root(&after),
     };
     Ok(CompressedUpdate {
         bytes,
@@ -146,20 +144,20 @@ impl FeedbackStore {
         let len = kept.before.len();
         if leaves
             .iter()
-            .any(|index| *index as usize >= leaf_count(len, LEAF_VALUES))
+            .any(|index| *index as usize >= leaf_count(len))
         {
             return None;
         }
         let mut bytes = Vec::new();
         for state in [&kept.before, &kept.after] {
             for index in leaves {
-                let range = leaf_range(len, LEAF_VALUES, *index);
+                let range = leaf_range(len, *index);
                 bytes.extend_from_slice(&f32s_to_bytes(&state[range]));
             }
         }
         let paths = StatePaths {
-            before: state_paths(&kept.before, LEAF_VALUES, leaves),
-            after: state_paths(&kept.after, LEAF_VALUES, leaves),
+            before: state_paths(&kept.before, leaves),
+            after: state_paths(&kept.after, leaves),
         };
         Some((bytes, paths))
     }
@@ -194,15 +192,12 @@ mod tests {
         let mut store = FeedbackStore::default();
         let job = Hash::of(b"job");
         // Three leaves, the last one shorter.
-        let len = 2 * LEAF_VALUES + 176;
+        let len = 2 * corex_core::feedback_state::LEAF_VALUES + 176;
         let update: Vec<f32> = (0..len)
             .map(|i| ((i as f32) * 0.37).sin() / 100.0)
             .collect();
         let first = compress(&store, &job, &update);
-        assert_eq!(
-            first.feedback.before,
-            state_root(&vec![0.0; len], LEAF_VALUES)
-        );
+        assert_eq!(first.feedback.before, state_root(&vec![0.0; len]));
         // Not taken: the next result starts from zeros again.
         let again = compress(&store, &job, &update);
         assert_eq!(again.feedback, first.feedback);
@@ -214,14 +209,14 @@ mod tests {
         for leaf in [1, 2] {
             let (revealed, paths) = store.reveal(&Hash::of(b"f1"), &[leaf]).unwrap();
             let states = corex_core::tensor::bytes_to_f32s(&revealed).unwrap();
-            let range = leaf_range(len, LEAF_VALUES, leaf);
+            let range = leaf_range(len, leaf);
             let (before, after) = states.split_at(range.len());
             let sent = decode(&first.bytes, len, &POLICY).unwrap();
             for (i, at) in range.enumerate() {
                 assert!((sent[at] + after[i] - before[i] - update[at]).abs() < 1e-6);
             }
             let opens = |root, values: &[f32], path: &[Hash]| {
-                corex_core::feedback_state::check_leaf(root, len, LEAF_VALUES, leaf, values, path)
+                corex_core::feedback_state::check_leaf(root, len, leaf, values, path)
             };
             assert!(opens(&first.feedback.before, before, &paths.before[0]));
             assert!(opens(&first.feedback.after, after, &paths.after[0]));

@@ -7,7 +7,7 @@
 //! [`ClosedWork`] that `close` applies to the job and the verifier under the lock. Pure: it
 //! reads nothing but its input, so the same input gives the same bits on any thread.
 
-use corex_core::feedback_state::{LEAF_VALUES, leaf_range};
+use corex_core::feedback_state::leaf_range;
 use corex_core::trace::mean_step_loss;
 use corex_ml::{Evaluation, displacement};
 
@@ -410,7 +410,7 @@ impl CloseWork {
             let checkpoint_leaves: Vec<std::ops::Range<usize>> = reveal
                 .leaves
                 .iter()
-                .map(|leaf| leaf_range(parameters, LEAF_VALUES, *leaf))
+                .map(|leaf| leaf_range(parameters, *leaf))
                 .collect();
             let (claimed_update, opened) = match (revealed(steps_audited.end), claim) {
                 (Some(checkpoint), _) if !checkpoint_leaves.is_empty() => {

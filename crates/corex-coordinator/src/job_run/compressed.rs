@@ -16,9 +16,7 @@ use std::ops::Range;
 
 use corex_core::compression::{FeedbackCommitment, decode};
 use corex_core::error::DecodeError;
-use corex_core::feedback_state::{
-    LEAF_VALUES, StatePaths, check_leaf, leaf_range, zero_state_root,
-};
+use corex_core::feedback_state::{StatePaths, check_leaf, leaf_range, zero_state_root};
 
 use super::*;
 
@@ -37,7 +35,7 @@ impl FeedbackChains {
             return None;
         }
         Some(Self {
-            zero: zero_state_root(spec.model.parameter_count(), LEAF_VALUES),
+            zero: zero_state_root(spec.model.parameter_count()),
             heads: BTreeMap::new(),
         })
     }
@@ -149,7 +147,7 @@ impl JobRun {
         let covers: Vec<Range<usize>> = opened
             .leaves
             .iter()
-            .map(|index| leaf_range(len, LEAF_VALUES, *index))
+            .map(|index| leaf_range(len, *index))
             .collect();
         let width: usize = covers.iter().map(|range| range.len()).sum();
         let OpenedStates { values, paths, .. } = opened;
@@ -180,7 +178,7 @@ impl JobRun {
                 ("after", &feedback.after, after, &paths.after[position]),
             ];
             for (which, root, values, path) in states {
-                if !check_leaf(root, len, LEAF_VALUES, *index, values, path) {
+                if !check_leaf(root, len, *index, values, path) {
                     return Err(CoordinatorError::FeedbackMismatch { which });
                 }
             }

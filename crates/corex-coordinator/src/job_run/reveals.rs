@@ -10,7 +10,7 @@
 //! does not come before the audit deadline, sends the result to the whole-fragment replay, which
 //! decides as for any audit: a segment audit can accept a result early, never condemn it.
 
-use corex_core::feedback_state::{LEAF_VALUES, check_leaf, leaf_count, leaf_range, sample_leaves};
+use corex_core::feedback_state::{check_leaf, leaf_count, leaf_range, sample_leaves};
 use corex_core::messages::LeaseResponse;
 use corex_core::trace::{PREFIX_OPENED_LEAVES, TraceAudit, checkpoint_root, segment_bounds};
 use corex_verify::audited_segment;
@@ -75,7 +75,7 @@ impl JobRun {
             Some(_) => sample_leaves(
                 seed,
                 &result.commitment,
-                leaf_count(self.spec.model.parameter_count(), LEAF_VALUES),
+                leaf_count(self.spec.model.parameter_count()),
                 corex_verify::OPENED_LEAVES,
             ),
             None => Vec::new(),
@@ -136,7 +136,7 @@ impl JobRun {
             TraceAudit::Prefix => sample_leaves(
                 seed,
                 &Hash::of_parts(&[b"corex-prefix-leaves", result.commitment.as_bytes()]),
-                leaf_count(self.spec.model.parameter_count(), LEAF_VALUES),
+                leaf_count(self.spec.model.parameter_count()),
                 PREFIX_OPENED_LEAVES,
             ),
         };
@@ -352,7 +352,7 @@ impl JobRun {
         let leaf_values = |leaves: &[u32]| -> usize {
             leaves
                 .iter()
-                .map(|index| leaf_range(parameters, LEAF_VALUES, *index).len())
+                .map(|index| leaf_range(parameters, *index).len())
                 .sum()
         };
         let per_checkpoint = match reveal.leaves.is_empty() {
@@ -430,10 +430,10 @@ impl JobRun {
                         let paths = paths.iter().skip(position * reveal.leaves.len());
                         let mut offset = 0;
                         reveal.leaves.iter().zip(paths).all(|(leaf, path)| {
-                            let len = leaf_range(parameters, LEAF_VALUES, *leaf).len();
+                            let len = leaf_range(parameters, *leaf).len();
                             let values = &checkpoint[offset..offset + len];
                             offset += len;
-                            check_leaf(root, parameters, LEAF_VALUES, *leaf, values, path)
+                            check_leaf(root, parameters, *leaf, values, path)
                         })
                     }
                 });

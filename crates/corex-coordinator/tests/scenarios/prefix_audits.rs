@@ -202,9 +202,9 @@ async fn opened_checkpoint_leaves_must_match_the_commitment() {
     assert!(!leaves.is_empty() && leaves.is_sorted());
     let opened: Vec<f32> = leaves
         .iter()
-        .flat_map(|leaf| checkpoint[leaf_range(parameters, LEAF_VALUES, *leaf)].to_vec())
+        .flat_map(|leaf| checkpoint[leaf_range(parameters, *leaf)].to_vec())
         .collect();
-    let paths = state_paths(&checkpoint, LEAF_VALUES, &leaves);
+    let paths = state_paths(&checkpoint, &leaves);
     let model = fragment.model;
     let refused =
         |body, status, code| expect_error(&node, "POST", "/v1/results", body, status, code);
