@@ -15,11 +15,12 @@ use crate::bench_single::{Measurement, single_process, train};
 pub fn run(spec: JobSpec, whole: JobSpec, nodes: u32) -> anyhow::Result<()> {
     anyhow::ensure!(nodes >= 1, "at least one simulated node");
     println!(
-        "bench policy: job '{}', {} rounds, compression up {:?}, down {:?}, outer {:?}; whole: outer {:?}; {nodes} simulated nodes",
+        "bench policy: job '{}', {} rounds, compression up {:?}, down {:?}, aggregation {:?}, outer {:?}; whole: outer {:?}; {nodes} simulated nodes",
         spec.name,
         spec.rounds,
         spec.compression,
         spec.download_compression,
+        spec.aggregation,
         spec.optimizer,
         whole.optimizer
     );

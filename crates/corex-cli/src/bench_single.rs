@@ -109,7 +109,7 @@ pub fn train(
             .map(|(values, samples)| (values.as_slice(), *samples))
             .collect();
         trainer.step_at_rate(
-            &corex_ml::weighted_mean(&parts)?,
+            &corex_verify::aggregate(&spec.aggregation, &parts)?,
             spec.learning_rate_at(round),
         )?;
         trained = trainer.parameters();

@@ -73,7 +73,7 @@ fn even_rounds(rounds: &[RoundRecord]) -> (usize, usize) {
 }
 
 /// The job run with whole updates: `whole_job` when given (the same job but for its
-/// optimizer, and uncompressed), else `spec` without its compression policies.
+/// optimizer and aggregation, and uncompressed), else `spec` without its compression policies.
 pub(crate) fn whole_baseline(
     spec: &JobSpec,
     whole_job: Option<JobSpec>,
@@ -89,12 +89,13 @@ pub(crate) fn whole_baseline(
     whole.validate()?;
     let same_but_optimizer = JobSpec {
         optimizer: whole.optimizer.clone(),
+        aggregation: whole.aggregation,
         name: whole.name.clone(),
         ..stripped
     };
     anyhow::ensure!(
         whole == same_but_optimizer,
-        "--whole-job must be the job without compression, differing only in its name and optimizer"
+        "--whole-job must be the job without compression, differing only in its name, optimizer and aggregation"
     );
     Ok(whole)
 }

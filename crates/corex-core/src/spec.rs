@@ -17,6 +17,11 @@ use crate::error::SpecError;
 pub enum AggregationSpec {
     #[default]
     Mean,
+    /// Per coordinate, the sample-weighted mean over the parts that carry a value there (a
+    /// nonzero one): for compressed updates, where each node sends its own top values and
+    /// leaves the rest at zero, a value one node sent is not divided by the nodes that did
+    /// not send one. Dense parts give the mean.
+    ContributorMean,
     TrimmedMean {
         trim: f64,
     },

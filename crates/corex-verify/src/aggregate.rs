@@ -3,6 +3,9 @@
 //!
 //! - `Mean`: the sample-weighted mean, exact, no protection (the one `corex_ml::weighted_mean`
 //!   and so single-process training use);
+//! - `ContributorMean`: per coordinate, the sample-weighted mean over the parts whose value
+//!   there is nonzero (0 where none is): a compressed update's unsent values are zeros, not
+//!   votes for zero;
 //! - `TrimmedMean { trim }`: per coordinate, drop the `trim` lowest and highest fraction and
 //!   average the rest;
 //! - `Median`: per coordinate, the median;
@@ -56,6 +59,30 @@ pub fn aggregate(
                 }
             }
             Ok(sum.into_iter().map(|acc| (acc / total) as f32).collect())
+        }
+        AggregationSpec::ContributorMean => {
+            if weighted.iter().all(|(_, weight)| *weight == 0) {
+                return Err(VerifyError::Parameter("weights sum to zero".into()));
+            }
+            let mut sum = vec![0.0f64; len];
+            let mut weight_sum = vec![0.0f64; len];
+            for (part, weight) in weighted {
+                let weight = f64::from(*weight);
+                for ((acc, total), value) in sum.iter_mut().zip(&mut weight_sum).zip(part.iter()) {
+                    if *value != 0.0 {
+                        *acc += weight * f64::from(*value);
+                        *total += weight;
+                    }
+                }
+            }
+            Ok(sum
+                .into_iter()
+                .zip(weight_sum)
+                .map(|(acc, total)| match total > 0.0 {
+                    true => (acc / total) as f32,
+                    false => 0.0,
+                })
+                .collect())
         }
         AggregationSpec::TrimmedMean { trim } => {
             let drop = (parts.len() as f64 * trim).floor() as usize;
@@ -153,6 +180,26 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn the_contributor_mean_averages_only_the_values_sent() {
+        // Three sparse updates: coordinate 0 sent by all, 1 by one node (weight 2), 2 by two,
+        // 3 by none.
+        let a = [3.0, 0.0, 1.0, 0.0];
+        let b = [6.0, 4.0, 0.0, 0.0];
+        let c = [9.0, 0.0, 4.0, 0.0];
+        let parts: Vec<(&[f32], u32)> = vec![(&a, 1), (&b, 2), (&c, 1)];
+        let mean = aggregate(&AggregationSpec::ContributorMean, &parts).unwrap();
+        assert_eq!(mean, vec![6.0, 4.0, 2.5, 0.0]);
+        // Dense parts: exactly the mean.
+        let dense = honest(5);
+        let refs: Vec<(&[f32], u32)> = dense.iter().map(|p| (p.as_slice(), 3)).collect();
+        assert_eq!(
+            aggregate(&AggregationSpec::ContributorMean, &refs).unwrap(),
+            aggregate(&AggregationSpec::Mean, &refs).unwrap()
+        );
+        assert!(aggregate(&AggregationSpec::ContributorMean, &[(&a[..], 0)]).is_err());
     }
 
     #[test]
