@@ -26,9 +26,9 @@ struct Measured {
     accuracy: Option<f32>,
     wall_s: f64,
     audited: u64,
-    /// Rounds whose results all came from different nodes, of all rounds: a node that sends
-    /// two results of a round (a straggler's copy won, a re-issued lease) moves its error
-    /// feedback twice while another's waits, which costs a compressed job loss.
+    /// Rounds whose accepted results all came from different nodes, of all rounds: where a
+    /// node sent two (a straggler's copy won, a re-issued lease), its error feedback moved
+    /// twice in the round while another node's waited.
     even_rounds: (usize, usize),
 }
 
@@ -54,19 +54,18 @@ impl Measured {
     }
 }
 
-/// How many of `rounds` had all their results from different nodes, and how many rounds.
+/// How many of `rounds` had all their accepted results from different nodes, and how many
+/// rounds.
 fn even_rounds(rounds: &[RoundRecord]) -> (usize, usize) {
     let even = rounds
         .iter()
         .filter(|round| {
-            let accepted: Vec<_> = round
+            let mut nodes = std::collections::BTreeSet::new();
+            round
                 .results
                 .iter()
                 .filter(|result| matches!(result.verdict, ResultVerdict::Accepted { .. }))
-                .map(|result| result.node)
-                .collect();
-            let nodes: std::collections::BTreeSet<_> = accepted.iter().collect();
-            nodes.len() == accepted.len()
+                .all(|result| nodes.insert(result.node))
         })
         .count();
     (even, rounds.len())
@@ -87,14 +86,14 @@ pub(crate) fn whole_baseline(
         return Ok(stripped);
     };
     whole.validate()?;
-    let same_but_optimizer = JobSpec {
+    let same_but_step = JobSpec {
         optimizer: whole.optimizer.clone(),
         aggregation: whole.aggregation,
         name: whole.name.clone(),
         ..stripped
     };
     anyhow::ensure!(
-        whole == same_but_optimizer,
+        whole == same_but_step,
         "--whole-job must be the job without compression, differing only in its name, optimizer and aggregation"
     );
     Ok(whole)

@@ -21,7 +21,7 @@
 //!
 //! Pure: no I/O.
 
-use std::borrow::Cow;
+use std::collections::HashMap;
 
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -29,6 +29,7 @@ use blake3::hazmat::{
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
+use crate::tensor::{f32s_as_bytes, hash_f32s};
 
 /// The deepest path a state of at most 2^32 leaves has.
 pub const MAX_PATH: usize = 32;
@@ -46,14 +47,6 @@ const LEAF_BYTES: usize = 4 * LEAF_VALUES;
 pub struct StatePaths {
     pub before: Vec<Vec<Hash>>,
     pub after: Vec<Vec<Hash>>,
-}
-
-/// The values' little-endian bytes (borrowed where the machine is little-endian).
-fn le_bytes(values: &[f32]) -> Cow<'_, [u8]> {
-    match cfg!(target_endian = "little") {
-        true => Cow::Borrowed(bytemuck::cast_slice(values)),
-        false => Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-    }
 }
 
 fn named(len: usize, tree_root: &Hash) -> Hash {
@@ -109,10 +102,7 @@ fn siblings(total: usize, leaf_start: usize) -> Vec<(std::ops::Range<usize>, boo
 
 /// The commitment to a state, cut into leaves of [`LEAF_VALUES`].
 pub fn state_root(state: &[f32]) -> Hash {
-    named(
-        state.len(),
-        &Hash(*blake3::hash(&le_bytes(state)).as_bytes()),
-    )
+    named(state.len(), &hash_f32s(state))
 }
 
 /// [`state_root`] of `len` zeros (a node's first state in a job), without allocating the
@@ -130,16 +120,22 @@ pub fn zero_state_root(len: usize) -> Hash {
     named(len, &Hash(*hasher.finalize().as_bytes()))
 }
 
-/// The paths of leaves `indices` of `state` (each index below the leaf count).
+/// The paths of leaves `indices` of `state` (each index below the leaf count). A subtree
+/// shared by several paths (the far half of the state, for leaves on one side) is hashed once.
 pub fn state_paths(state: &[f32], indices: &[u32]) -> Vec<Vec<Hash>> {
-    let bytes = le_bytes(state);
+    let bytes = f32s_as_bytes(state);
+    let mut hashed: HashMap<(usize, usize), Hash> = HashMap::new();
     indices
         .iter()
         .map(|&index| {
             let leaf_start = (index as usize).saturating_mul(LEAF_BYTES);
             let mut path: Vec<Hash> = siblings(bytes.len(), leaf_start)
                 .into_iter()
-                .map(|(range, _)| Hash(subtree(range.start, &bytes[range])))
+                .map(|(range, _)| {
+                    *hashed
+                        .entry((range.start, range.end))
+                        .or_insert_with(|| Hash(subtree(range.start, &bytes[range])))
+                })
                 .collect();
             path.reverse();
             path
@@ -156,7 +152,7 @@ pub fn check_leaf(root: &Hash, len: usize, index: u32, values: &[f32], path: &[H
     if values.len() != leaf_range(len, index).len() {
         return false;
     }
-    let bytes = le_bytes(values);
+    let bytes = f32s_as_bytes(values);
     let total = len.saturating_mul(4);
     if total <= LEAF_BYTES {
         let tree_root = Hash(*blake3::hash(&bytes).as_bytes());
@@ -217,15 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn the_tree_is_blake3_over_the_little_endian_bytes() {
+    fn the_root_is_the_documented_hash_of_blake3_over_the_little_endian_bytes() {
         for len in [0, 1, 255, 256, 257, 512, 700, 512 * 5 + 7] {
             let values = state(len);
-            let bytes = crate::tensor::f32s_to_bytes(&values);
-            assert_eq!(
-                state_root(&values),
-                named(len, &Hash::of(&bytes)),
-                "{len} values"
-            );
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let documented = Hash::of_parts(&[
+                b"corex-feedback-state",
+                &(len as u64).to_le_bytes(),
+                &512_u32.to_le_bytes(),
+                blake3::hash(&bytes).as_bytes(),
+            ]);
+            assert_eq!(state_root(&values), documented, "{len} values");
         }
     }
 

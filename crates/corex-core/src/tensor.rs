@@ -1,26 +1,31 @@
 //! Tensors on the wire: flat little-endian f32, so bytes are identical on every machine.
 
+use std::borrow::Cow;
+
 use crate::error::DecodeError;
+
+/// The wire bytes of `values`, borrowed on little-endian machines (no copy).
+pub fn f32s_as_bytes(values: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(values))
+    } else {
+        Cow::Owned(
+            values
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect(),
+        )
+    }
+}
 
 /// The wire bytes of `values`: one memory copy on little-endian machines.
 pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
-    if cfg!(target_endian = "little") {
-        bytemuck::cast_slice::<f32, u8>(values).to_vec()
-    } else {
-        values
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect()
-    }
+    f32s_as_bytes(values).into_owned()
 }
 
 /// BLAKE3 of the wire bytes of `values`, without copying them on little-endian machines.
 pub fn hash_f32s(values: &[f32]) -> crate::Hash {
-    if cfg!(target_endian = "little") {
-        crate::Hash::of(bytemuck::cast_slice::<f32, u8>(values))
-    } else {
-        crate::Hash::of(&f32s_to_bytes(values))
-    }
+    crate::Hash::of(&f32s_as_bytes(values))
 }
 
 /// The values of wire bytes; errors unless the length is a multiple of 4. Any alignment works.
