@@ -41,7 +41,8 @@ pub enum Which {
         #[arg(long)]
         explorer: bool,
         /// Measure the job on a network whose nodes have proven themselves: each devnet runs
-        /// it once first (audit records persist across jobs) and only the second run counts.
+        /// it first with another seed, for enough rounds that its nodes' audit rates reach the
+        /// floor (audit records persist across jobs), and only the second job counts.
         #[arg(long)]
         proven: bool,
     },
@@ -406,7 +407,7 @@ fn overhead(spec: &JobSpec, options: OverheadOptions) -> anyhow::Result<()> {
         repeat,
         match proven {
             true =>
-                "; each devnet runs the job first with another seed and only the second job counts (its nodes proven by the first)",
+                "; each devnet runs the job first with another seed, long enough for its nodes' audit rates to reach the floor, and only the second job counts",
             false => "",
         }
     );

@@ -77,7 +77,7 @@ async fn bench(options: &RestartBenchOptions) -> anyhow::Result<()> {
     let spec = JobSpec {
         name: "restart-bench".into(),
         rounds: 400,
-        ..JobSpec::default_digits()
+        ..JobSpec::digits_h16()
     };
     println!(
         "bench restart: job '{}' stopped after {ROUNDS_BEFORE_STOP} of its {} rounds; ledger grown to {} blocks (a state snapshot every {SNAPSHOT_EVERY})",

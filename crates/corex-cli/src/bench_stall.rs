@@ -311,7 +311,7 @@ fn light_job(name: &str) -> JobSpec {
         global_batch: 256,
         fragment_samples: 64,
         eval_every: 10,
-        ..JobSpec::default_digits()
+        ..JobSpec::digits_h16()
     }
 }
 
@@ -339,6 +339,6 @@ fn heavy_job(dataset: Hash, classes: usize, rounds: u32) -> JobSpec {
         global_batch: 4_096,
         fragment_samples: 2_048,
         eval_every: 1,
-        ..JobSpec::default_digits()
+        ..JobSpec::digits_h16()
     }
 }

@@ -47,9 +47,9 @@ pub struct DevnetOptions {
     pub explorer_poll: bool,
     /// Shape each node's link to the coordinator to this rate each way (see `link`).
     pub link: Option<crate::link::LinkRate>,
-    /// Run the job once with another seed before the one reported, on the same network: its
-    /// nodes then come to the reported job with the audit records the first earned (they
-    /// persist across jobs).
+    /// Run the job first with another seed, for enough rounds that its nodes' audit rates
+    /// reach the floor (`devnet_follow::warm_up`), on the same network: they then come to the
+    /// reported job with the audit records the first earned (they persist across jobs).
     pub warm_up: bool,
 }
 

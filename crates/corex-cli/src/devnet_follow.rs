@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use corex_core::messages::{JobReport, JobState};
 use corex_core::{Hash, JobSpec};
 use corex_net::CoordinatorClient;
+use corex_verify::AuditPolicy;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::devnet::{DevnetOptions, WarmUp};
@@ -101,9 +102,14 @@ pub(crate) async fn follow(
     }
 }
 
-/// Runs `spec` with another seed once to the end on the devnet (the same seed would give the
-/// same results, which the coordinator flags as copies of judged bytes) and notes where its
-/// processes' CPU stood then.
+/// How many results each node returns in the warm-up, as a multiple of what an honest node
+/// needs in expectation for its audit rate to reach the floor: the waits are geometric, so the
+/// expectation alone leaves many nodes above it.
+const WARM_UP_RESULTS_OVER_EXPECTED: f64 = 1.5;
+
+/// Runs `spec` with another seed (the same seed would give the same results, which the
+/// coordinator flags as copies of judged bytes) to the end on the devnet, for enough rounds
+/// that its nodes' audit rates reach the floor, and notes where its processes' CPU stood then.
 pub(crate) async fn warm_up(
     client: &CoordinatorClient,
     spec: &JobSpec,
@@ -113,6 +119,7 @@ pub(crate) async fn warm_up(
 ) -> anyhow::Result<WarmUp> {
     let spec = &JobSpec {
         seed: spec.seed.wrapping_add(1),
+        rounds: warm_up_rounds(spec, options.nodes),
         ..spec.clone()
     };
     let job = client.submit_job(spec).await?;
@@ -129,6 +136,17 @@ pub(crate) async fn warm_up(
         own_cpu_s: crate::cpu_time::cpu_seconds()?.0,
         process_cpu_s: children.cpu_seconds(),
     })
+}
+
+/// Rounds of `spec` that give each of `nodes` nodes enough results to be proven (at least the
+/// job's own rounds, at most what a job may have).
+fn warm_up_rounds(spec: &JobSpec, nodes: u32) -> u32 {
+    let per_node =
+        AuditPolicy::default().expected_results_to_lowest_rate() * WARM_UP_RESULTS_OVER_EXPECTED;
+    let results = per_node.ceil() as u32 * nodes.max(1);
+    results
+        .div_ceil(spec.fragments_per_round())
+        .clamp(spec.rounds, corex_core::job::MAX_ROUNDS.max(spec.rounds))
 }
 
 /// Waits until the ledger has settled the epoch of the job's last rounds (the coordinator's

@@ -1,8 +1,8 @@
 //! The compute pool: where the coordinator's ML work runs (a round's close: replays,
 //! held-out checks, aggregation, the step, evaluation, export; a capability check), on
-//! threads of its own at the lowest scheduling priority, so that on a busy machine request
-//! handling, the core and the stores' writes come first and no request waits on ML work it did
-//! not ask for. A panic in the work is caught and comes back as its message.
+//! threads of its own scheduled as batch work at the lowest priority, so that on a busy
+//! machine request handling, the core and the stores' writes come first and no request waits
+//! on ML work it did not ask for. A panic in the work is caught and comes back as its message.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -50,24 +50,12 @@ impl ComputePool {
 
 /// A worker: lowers its own priority, then runs jobs until the pool is dropped.
 fn work(jobs: &Mutex<Receiver<Job>>) {
-    lower_current_thread_priority();
+    corex_ml::make_current_thread_batch_compute();
     loop {
         let job = match crate::server::lock(jobs).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
         job();
-    }
-}
-
-/// Gives the calling thread the lowest scheduling priority (on Linux only it: the nice value
-/// is per thread). ML threads call it (the pool's, and the ML thread pools' of every Corex
-/// process, as BOINC runs its work); a failure leaves the thread as it was, which is only
-/// slower for others.
-pub fn lower_current_thread_priority() {
-    if let Err(error) =
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-    {
-        tracing::debug!(?error, "a compute thread keeps its priority");
     }
 }

@@ -78,11 +78,33 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// The default job: an MLP on the handwritten-digits set, trained to ≥ 95% test accuracy
-    /// with local-steps fragments (16 inner SGD steps of 128 samples each, so that a fragment
-    /// is worth moving 2 × 670 KB over the network) and model averaging as the outer step.
+    /// DiLoCo-style: each fragment is 64 inner SGD steps of 128 samples (about 90 ms on one
+    /// core, worth moving the 670 KB model down and its update up), model averaging is the
+    /// outer step, 15 rounds. The same samples and steps as [`digits_h16`](Self::digits_h16)
+    /// with a quarter of its transfers, at a step size that keeps its accuracy.
     pub fn default_digits() -> Self {
         Self {
             name: "digits-mlp".into(),
+            rounds: 15,
+            global_batch: 32_768,
+            fragment_samples: 8_192,
+            eval_every: 5,
+            work: WorkSpec::LocalSteps {
+                steps: 64,
+                inner: OptimizerSpec::Sgd {
+                    learning_rate: 0.07,
+                    momentum: 0.0,
+                },
+            },
+            ..Self::digits_h16()
+        }
+    }
+
+    /// The default job until session 22 (`jobs/digits-h16.toml`): fragments of 16 inner SGD
+    /// steps of 128 samples, 60 rounds; every 23 ms of compute moves the model both ways.
+    pub fn digits_h16() -> Self {
+        Self {
+            name: "digits-mlp-h16".into(),
             optimizer: OptimizerSpec::Sgd {
                 learning_rate: 1.0,
                 momentum: 0.0,
@@ -156,7 +178,7 @@ impl JobSpec {
                 local_batch: 32,
                 privacy,
             }),
-            ..Self::default_digits()
+            ..Self::digits_h16()
         }
     }
 
@@ -369,7 +391,11 @@ mod tests {
 
     #[test]
     fn the_built_in_jobs_are_valid_and_round_trip_through_toml() {
-        for spec in [JobSpec::default_digits(), JobSpec::digits_gradient()] {
+        for spec in [
+            JobSpec::default_digits(),
+            JobSpec::digits_h16(),
+            JobSpec::digits_gradient(),
+        ] {
             spec.validate().expect("valid");
             assert_eq!(JobSpec::from_toml(&spec.to_toml()).expect("parses"), spec);
             assert_eq!(spec.fragments_per_round(), 4);
@@ -394,22 +420,26 @@ mod tests {
             file(include_str!("../../../jobs/fashion-cnn.toml")),
             JobSpec::fashion_cnn()
         );
-        // The long-fragment digits job is the default job with 4× the steps per fragment and
-        // a quarter of the rounds: the same samples, steps and step size.
-        let long = file(include_str!("../../../jobs/digits-diloco-h64.toml"));
+        // The default job until session 22 is the default job with a quarter of the steps per
+        // fragment and 4× the rounds: the same samples and steps, at its own step size.
+        let h16 = file(include_str!("../../../jobs/digits-h16.toml"));
+        assert_eq!(h16, JobSpec::digits_h16());
         let default = JobSpec::default_digits();
-        let WorkSpec::LocalSteps { inner, .. } = default.work.clone() else {
-            panic!("the default job takes local steps");
-        };
         assert_eq!(
-            long,
+            h16,
             JobSpec {
-                name: long.name.clone(),
-                rounds: default.rounds / 4,
-                global_batch: default.global_batch * 4,
-                fragment_samples: default.fragment_samples * 4,
-                eval_every: default.eval_every / 2,
-                work: WorkSpec::LocalSteps { steps: 64, inner },
+                name: h16.name.clone(),
+                rounds: default.rounds * 4,
+                global_batch: default.global_batch / 4,
+                fragment_samples: default.fragment_samples / 4,
+                eval_every: default.eval_every * 2,
+                work: WorkSpec::LocalSteps {
+                    steps: 16,
+                    inner: OptimizerSpec::Sgd {
+                        learning_rate: 0.05,
+                        momentum: 0.0
+                    }
+                },
                 ..default
             }
         );
@@ -559,7 +589,7 @@ mod tests {
     fn local_steps_need_a_sample_per_step() {
         let mut spec = JobSpec::default_digits();
         spec.fragment_samples = 8;
-        assert!(spec.validate().is_err(), "16 steps over 8 samples");
+        assert!(spec.validate().is_err(), "64 steps over 8 samples");
     }
 
     #[test]

@@ -56,6 +56,7 @@
 
 mod backend;
 mod baseline;
+mod compute_thread;
 mod dataset;
 mod dataset_codec;
 mod error;
@@ -84,6 +85,7 @@ mod transform;
 
 pub use backend::Backend;
 pub use baseline::bigram_loss;
+pub use compute_thread::make_current_thread_batch_compute;
 pub use corex_core::{
     DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, TransformSpec, WorkSpec,
 };

@@ -78,7 +78,7 @@ mod tests {
             local_batch: 8,
             privacy,
         };
-        let mut spec = JobSpec::default_digits();
+        let mut spec = JobSpec::digits_h16();
         spec.fragment_samples = 128;
         spec.federated = Some(federated.clone());
         (spec, federated)

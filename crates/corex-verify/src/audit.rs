@@ -124,6 +124,20 @@ impl AuditPolicy {
         let drop = span * proven / u64::from(self.proving_audits);
         (u64::from(self.new_node_ppm) - drop).max(u64::from(self.floor_ppm)) as u32
     }
+
+    /// How many results an honest node returns, in expectation, before its rate stops
+    /// falling (the floor; the new-node rate when `proving_audits` is 0): one per probation
+    /// audit, then `1 / rate` for each passed audit at each rate on the way down (each audit
+    /// is an independent draw at the node's current rate).
+    pub fn expected_results_to_lowest_rate(&self) -> f64 {
+        let probation = u64::from(self.probation_audits);
+        let waits: f64 = (0..u64::from(self.proving_audits))
+            .map(|k| self.rate_ppm(probation + k, 0))
+            .filter(|&rate| rate > self.floor_ppm)
+            .map(|rate| 1_000_000.0 / f64::from(rate))
+            .sum();
+        f64::from(self.probation_audits) + waits
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +155,19 @@ mod tests {
         }
         assert!(!follows(&chain.anchor(), &chain.reveal(2).unwrap()));
         assert!(chain.reveal(0).is_err() && chain.reveal(6).is_err());
+    }
+
+    #[test]
+    fn the_floor_takes_the_sum_of_the_waits_at_each_rate() {
+        let policy = AuditPolicy::default();
+        // Probation: 2 results; then 10 passes at 25 %, 23.4 %, …, 10.6 %.
+        let waits: f64 = (0..10).map(|k| 1.0 / (0.25 - 0.016 * f64::from(k))).sum();
+        assert!((policy.expected_results_to_lowest_rate() - (2.0 + waits)).abs() < 1e-9);
+        let no_proving = AuditPolicy {
+            proving_audits: 0,
+            ..policy
+        };
+        assert_eq!(no_proving.expected_results_to_lowest_rate(), 2.0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn job() -> JobSpec {
         rounds: 8,
         global_batch: 8_192,
         fragment_samples: 8_192,
-        ..JobSpec::default_digits()
+        ..JobSpec::digits_h16()
     }
 }
 
