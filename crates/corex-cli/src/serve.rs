@@ -183,7 +183,7 @@ pub fn configure_threads(threads: u32) -> anyhow::Result<u32> {
     // ML runs at the lowest priority, under whatever serves requests on the same machine.
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads as usize)
-        .start_handler(|_| corex_ml::make_current_thread_batch_compute())
+        .start_handler(|_| corex_ml::lower_current_thread_priority())
         .build_global()
         .context("sizing the compute thread pool")?;
     Ok(threads)

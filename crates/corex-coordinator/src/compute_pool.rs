@@ -1,8 +1,8 @@
 //! The compute pool: where the coordinator's ML work runs (a round's close: replays,
 //! held-out checks, aggregation, the step, evaluation, export; a capability check), on
-//! threads of its own scheduled as batch work at the lowest priority, so that on a busy
-//! machine request handling, the core and the stores' writes come first and no request waits
-//! on ML work it did not ask for. A panic in the work is caught and comes back as its message.
+//! threads of its own at the lowest scheduling priority, so that on a busy machine request
+//! handling, the core and the stores' writes come first and no request waits on ML work it did
+//! not ask for. A panic in the work is caught and comes back as its message.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -50,7 +50,7 @@ impl ComputePool {
 
 /// A worker: lowers its own priority, then runs jobs until the pool is dropped.
 fn work(jobs: &Mutex<Receiver<Job>>) {
-    corex_ml::make_current_thread_batch_compute();
+    corex_ml::lower_current_thread_priority();
     loop {
         let job = match crate::server::lock(jobs).recv() {
             Ok(job) => job,

@@ -85,7 +85,7 @@ mod transform;
 
 pub use backend::Backend;
 pub use baseline::bigram_loss;
-pub use compute_thread::make_current_thread_batch_compute;
+pub use compute_thread::lower_current_thread_priority;
 pub use corex_core::{
     DatasetSource, ModelSpec, OptimizerSpec, PrivacySpec, TransformSpec, WorkSpec,
 };

@@ -417,10 +417,10 @@ impl NodeAgent {
         } else {
             let backend = self.config.backend.clone();
             let job_spec = job.descriptor.spec.clone();
-            // Training runs as batch work under the node's network thread (and anything else
-            // on the machine that answers requests).
+            // Training runs at the lowest priority, under the node's network thread and
+            // anything else on the machine.
             let computed = tokio::task::spawn_blocking(move || {
-                corex_ml::make_current_thread_batch_compute();
+                corex_ml::lower_current_thread_priority();
                 compute(&backend, &job_spec, &parameters, &dataset, indices, variant)
             })
             .await

@@ -39,7 +39,7 @@ impl NodeAgent {
                         .starting_state(&fragment.job, outcome.values.len());
                     let (values, spec) = (outcome.values.clone(), *compression);
                     let compressed = tokio::task::spawn_blocking(move || {
-                        corex_ml::make_current_thread_batch_compute();
+                        corex_ml::lower_current_thread_priority();
                         compress_from(before, &values, &spec, claim_empty)
                     })
                     .await
