@@ -143,7 +143,7 @@ pub(crate) async fn warm_up(
 fn warm_up_rounds(spec: &JobSpec, nodes: u32) -> u32 {
     let per_node =
         AuditPolicy::default().expected_results_to_lowest_rate() * WARM_UP_RESULTS_OVER_EXPECTED;
-    let results = per_node.ceil() as u32 * nodes.max(1);
+    let results = (per_node.ceil() as u32).saturating_mul(nodes.max(1));
     results
         .div_ceil(spec.fragments_per_round())
         .clamp(spec.rounds, corex_core::job::MAX_ROUNDS.max(spec.rounds))

@@ -78,7 +78,7 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// The default job: an MLP on the handwritten-digits set, trained to ≥ 95% test accuracy
-    /// DiLoCo-style: each fragment is 64 inner SGD steps of 128 samples (about 90 ms on one
+    /// DiLoCo-style: each fragment is 64 inner SGD steps of 128 samples (about 100 ms on one
     /// core, worth moving the 670 KB model down and its update up), model averaging is the
     /// outer step, 15 rounds. The same samples and steps as [`digits_h16`](Self::digits_h16)
     /// with a quarter of its transfers, at a step size that keeps its accuracy.
