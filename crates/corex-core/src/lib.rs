@@ -3,6 +3,7 @@
 //! This crate is pure: no I/O, no clock, no randomness. Every other room speaks these types.
 
 pub mod budget;
+mod built_in_jobs;
 pub mod chunk;
 pub mod compression;
 pub mod device;
