@@ -1,6 +1,6 @@
 //! Following a devnet's jobs from the outside, as an operator would: waiting for the nodes to
-//! register, polling a job to its end behind a progress bar, a warm-up job run first, and the
-//! ledger settling the last epoch.
+//! register, following a job to its end behind a progress bar (a long poll answered as each
+//! round closes), a warm-up job run first, and the ledger settling the last epoch.
 
 use std::time::{Duration, Instant};
 
@@ -68,8 +68,8 @@ pub(crate) async fn follow(
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let deadline = Instant::now() + options.timeout;
+    let mut status = client.job_status(job).await?;
     loop {
-        let status = client.job_status(job).await?;
         bar.set_position(u64::from(status.round));
         bar.set_message(format!(
             "loss {} · {} · {} nodes",
@@ -98,9 +98,14 @@ pub(crate) async fn follow(
                 options.timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A long poll: answered when a round closes, or after a second to look at the nodes.
+        status = client.watch_job(job, status.round, FOLLOW_WAIT_MS).await?;
     }
 }
+
+/// How long a follower's status request may wait for the next round before it checks that
+/// the devnet's processes still run.
+const FOLLOW_WAIT_MS: u64 = 1_000;
 
 /// How many results each node returns in the warm-up, as a multiple of what an honest node
 /// needs in expectation for its audit rate to reach the floor: the waits are geometric, so the

@@ -5,6 +5,7 @@ mod admission_args;
 mod bench;
 mod bench_core;
 mod bench_ledger;
+mod bench_overhead;
 mod bench_policy;
 mod bench_privacy;
 mod bench_restart;

@@ -1,5 +1,6 @@
 //! The job owner's API: datasets (`POST /v1/datasets`), job submission, cancellation, and the
-//! reads of a job (status, spec, report, weights, outputs).
+//! reads of a job (status, spec, report, weights, outputs), and following a job's status as it
+//! moves (`POST /v1/jobs/{id}/watch`, a long poll woken when a round closes).
 //!
 //! Submission runs its checks in a fixed order, each before anything the next one would
 //! allocate: the body within the spec limit, the signature, the admission policy, the resource
@@ -8,6 +9,7 @@
 //! private job are the owner's and the operators'. A refusal changes nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -16,7 +18,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use corex_core::job::job_id;
 use corex_core::messages::{
-    SubmitJobRequest, SubmitJobResponse, UploadDatasetRequest, UploadDatasetResponse,
+    JobState, JobStatus, JobWatchRequest, SubmitJobRequest, SubmitJobResponse,
+    UploadDatasetRequest, UploadDatasetResponse,
 };
 use corex_core::{DatasetSource, Granularity, Hash, JobSpec, NodeId, WorkSpec};
 use corex_ml::Dataset;
@@ -36,6 +39,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/datasets", post(upload_dataset))
         .route("/v1/jobs", post(submit_job).get(list_jobs))
         .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/watch", post(watch_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/spec", get(job_spec))
         .route("/v1/jobs/{id}/report", get(job_report))
@@ -272,6 +276,42 @@ async fn job_status(
     request: Request,
 ) -> ApiResult {
     read_job(&shared, &id, request, |_, job| Ok(job.status())).await
+}
+
+/// The job's status once it has moved past `after_round` or left the running state, or at the
+/// deadline (`wait_ms`, at most the long-poll limit): readable by whoever may read the status.
+/// Every round's close wakes the waiting requests (as it wakes lease requests), and each reads
+/// the status again; no state is held while it waits.
+async fn watch_job(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let (reader, body) = authenticate(&shared, request).await?;
+    let id = parse_hash(&id)?;
+    let JobWatchRequest {
+        after_round,
+        wait_ms,
+    } = parse_json(&body)?;
+    let wait = Duration::from_millis(wait_ms.min(shared.config.max_long_poll_ms));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let woken = shared.services.work_available.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let status: JobStatus = shared
+            .core
+            .read(move |engine| Ok(engine.job_for(&reader, &id)?.status()))
+            .await?;
+        let moved = status.round > after_round || status.state != JobState::Running;
+        if moved || tokio::time::Instant::now() >= deadline {
+            return json(&status);
+        }
+        tokio::select! {
+            () = &mut woken => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 /// What a node needs to compute a job's fragments: readable by the owner, the operators, and

@@ -89,6 +89,16 @@ pub struct LeaseRequest {
     pub wait_ms: u64,
 }
 
+/// A job's follower asks for its status once it has moved past what the follower saw: the
+/// coordinator answers as soon as more than `after_round` rounds are complete or the job has
+/// left the running state, and at the latest after `wait_ms` (bounded by its long-poll limit),
+/// so that following a job costs a request per round rather than one per polling tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobWatchRequest {
+    pub after_round: u32,
+    pub wait_ms: u64,
+}
+
 /// A node that cannot reveal the checkpoints an audit asked of it for `fragment` (it
 /// restarted, or dropped them to stay within its memory budget) says so, and the coordinator
 /// replays the whole fragment at once instead of waiting for the audit deadline.

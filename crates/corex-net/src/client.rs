@@ -12,8 +12,8 @@ use corex_core::hash::Hashed;
 use corex_core::hash::hex_encode;
 use corex_core::messages::{
     ApiError, Capability, ChallengeCommit, ChallengeIssued, ChallengeVector, DeclineRevealRequest,
-    DeviceReport, JobOutputs, JobReport, JobStatus, LeaseRequest, LeaseResponse, RegisterRequest,
-    RegisterResponse, SubmitJobRequest, SubmitJobResponse,
+    DeviceReport, JobOutputs, JobReport, JobStatus, JobWatchRequest, LeaseRequest, LeaseResponse,
+    RegisterRequest, RegisterResponse, SubmitJobRequest, SubmitJobResponse,
 };
 use corex_core::request_signature::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, SignatureHeaders, sign_request_digest,
@@ -318,6 +318,22 @@ impl CoordinatorClient {
 
     pub async fn job_status(&self, job: &Hash) -> Result<JobStatus, NetError> {
         self.call_json("GET", &format!("/v1/jobs/{job}"), Vec::new())
+            .await
+    }
+
+    /// The job's status once more than `after_round` rounds are complete or it has left the
+    /// running state, or after `wait_ms` at the latest (a long poll: see `JobWatchRequest`).
+    pub async fn watch_job(
+        &self,
+        job: &Hash,
+        after_round: u32,
+        wait_ms: u64,
+    ) -> Result<JobStatus, NetError> {
+        let request = JobWatchRequest {
+            after_round,
+            wait_ms,
+        };
+        self.post_json(&format!("/v1/jobs/{job}/watch"), &request)
             .await
     }
 

@@ -20,6 +20,7 @@ mod explorer;
 mod families;
 mod federated;
 mod holder_consent;
+mod job_watch;
 mod lease_expiry;
 mod lease_order;
 mod mixed_backends;
