@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Subcommand;
 use corex_core::JobSpec;
 
@@ -303,7 +304,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             whole_job,
         } => {
             configure_threads(1)?;
-            let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
+            let spec = read_job(&job)?;
             let whole = read_optional_job(whole_job)?;
             crate::bench_traffic::run(spec, whole, nodes, data_dir, link)
         }
@@ -313,7 +314,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             nodes,
         } => {
             configure_threads(1)?;
-            let spec = JobSpec::from_toml(&std::fs::read_to_string(&job)?)?;
+            let spec = read_job(&job)?;
             spec.validate()?;
             let whole = crate::bench_traffic::whole_baseline(&spec, read_optional_job(whole_job)?)?;
             crate::bench_policy::run(spec, whole, nodes)
@@ -328,7 +329,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             proven,
         } => {
             let spec = match job {
-                Some(path) => JobSpec::from_toml(&std::fs::read_to_string(&path)?)?,
+                Some(path) => read_job(&path)?,
                 None => JobSpec::default_digits(),
             };
             anyhow::ensure!(
@@ -350,8 +351,12 @@ pub fn run(which: Which) -> anyhow::Result<()> {
 
 /// The job spec at `path`, if one is named.
 fn read_optional_job(path: Option<PathBuf>) -> anyhow::Result<Option<JobSpec>> {
-    Ok(match path {
-        Some(path) => Some(JobSpec::from_toml(&std::fs::read_to_string(&path)?)?),
-        None => None,
-    })
+    path.map(|path| read_job(&path)).transpose()
+}
+
+/// The job spec in the TOML file at `path`; an error names the file.
+fn read_job(path: &std::path::Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the job spec {}", path.display()))?;
+    JobSpec::from_toml(&text).with_context(|| format!("the job spec {}", path.display()))
 }

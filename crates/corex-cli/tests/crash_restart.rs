@@ -18,7 +18,10 @@ use processes::{CORE, Process, corex, corex_unchecked, node_args, spawn, wait_un
 /// The seed the kill moments are drawn from (printed, so a failure can be replayed).
 const KILL_SEED: u64 = 18;
 const KILLS: usize = 10;
-const ROUNDS: u32 = 60;
+/// Rounds of small gradient fragments take a few milliseconds each: enough of them that the
+/// ten kills, 25 rounds apart, all come while the job runs, however late a kill lands after
+/// its round (the status is read by starting `corex job status`, tens of milliseconds).
+const ROUNDS: u32 = 300;
 
 fn job_spec() -> corex_core::JobSpec {
     let mut spec = corex_core::JobSpec::digits_gradient();
@@ -31,8 +34,9 @@ fn job_spec() -> corex_core::JobSpec {
     spec
 }
 
-/// The seeded kill moments: after round `r` has closed and `delay_ms` more, ten distinct
-/// rounds spread over the job (at least four apart, so that each is met after a restart).
+/// The seeded kill moments: after round `r` has closed and `delay_ms` more (up to 40 ms:
+/// within a round or a few), ten distinct rounds spread over the job (at least 23 apart, so
+/// that each is met after a restart).
 fn kill_moments() -> Vec<(u32, u64)> {
     (0..KILLS as u32)
         .map(|index| {
@@ -42,8 +46,8 @@ fn kill_moments() -> Vec<(u32, u64)> {
                 &index.to_le_bytes(),
             ]);
             let bytes = draw.as_bytes();
-            let round = 3 + index * 5 + u32::from(bytes[0] % 3);
-            let delay_ms = u64::from(u16::from_le_bytes([bytes[1], bytes[2]]) % 400);
+            let round = 3 + index * 25 + u32::from(bytes[0] % 3);
+            let delay_ms = u64::from(u16::from_le_bytes([bytes[1], bytes[2]]) % 40);
             (round, delay_ms)
         })
         .collect()
