@@ -74,7 +74,8 @@ pub(crate) fn overhead(spec: &JobSpec, options: OverheadOptions) -> anyhow::Resu
     // Each devnet is compared with the mean of the single-process runs just before and just
     // after it, so that a drift of the machine's speed over the minutes of a run cancels
     // rather than lands on one side.
-    let (mut before, mut bigram) = single_process(spec, nodes as usize)?;
+    // Training is deterministic: every single-process run gives the same bigram baseline.
+    let (mut before, bigram) = single_process(spec, nodes as usize)?;
     print_line("single process #0", &before, spec);
     for run in 1..=repeat.max(1) {
         let devnet = DevnetRun {
@@ -97,8 +98,7 @@ pub(crate) fn overhead(spec: &JobSpec, options: OverheadOptions) -> anyhow::Resu
                 polled.outcome.explorer_pages,
             ));
         }
-        let (after, after_bigram) = single_process(spec, nodes as usize)?;
-        bigram = after_bigram;
+        let (after, _) = single_process(spec, nodes as usize)?;
         print_line(&format!("single process #{run}"), &after, spec);
         let baseline = mean_of(&before, &after);
         runs.push((network.total.cpu_s / baseline.cpu_s, baseline, network));
